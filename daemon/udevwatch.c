@@ -1,0 +1,285 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* udevwatch: libudev monitor + coldplug enumeration into struct device (see udevwatch.h). */
+#include "udevwatch.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libudev.h>
+
+#include "log.h"
+#include "util.h"
+
+struct udevwatch {
+	struct udev *udev;
+	struct udev_monitor *monitor;
+	sd_event_source *source;
+	udevwatch_handler handler;
+	void *userdata;
+};
+
+static unsigned
+parse_hex16(const char *s)
+{
+	unsigned long v;
+	char *end;
+
+	if (!s)
+		return 0;
+	v = strtoul(s, &end, 16);
+	return *end || v > 0xffff ? 0 : (unsigned)v;
+}
+
+static const char *
+prop_or_attr(struct udev_device *d, const char *prop, const char *attr)
+{
+	const char *v = udev_device_get_property_value(d, prop);
+
+	if (!v || !*v)
+		v = udev_device_get_sysattr_value(d, attr);
+	return v;
+}
+
+/* The /dev/serial/by-id link of a tty, if udev made one. */
+static void
+find_by_id(struct udev_device *tty, struct device *dev)
+{
+	struct udev_list_entry *e;
+
+	udev_list_entry_foreach(e, udev_device_get_devlinks_list_entry(tty))
+	{
+		const char *link = udev_list_entry_get_name(e);
+
+		if (strstr(link, "/serial/by-id/")) {
+			(void)DEVICE_SET(dev, by_id, link);
+			return;
+		}
+	}
+}
+
+/* tty and block children: one enumeration per event keeps add/bind/child orderings alike */
+static void
+find_children(struct udevwatch *w, struct udev_device *usb, struct device *dev)
+{
+	struct udev_enumerate *en = udev_enumerate_new(w->udev);
+	struct udev_list_entry *e;
+
+	if (!en)
+		return;
+	(void)udev_enumerate_add_match_parent(en, usb);
+	(void)udev_enumerate_scan_devices(en);
+	udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
+	{
+		struct udev_device *c =
+			udev_device_new_from_syspath(w->udev, udev_list_entry_get_name(e));
+		const char *subsystem, *node;
+
+		if (!c)
+			continue;
+		subsystem = udev_device_get_subsystem(c);
+		node = udev_device_get_devnode(c);
+		if (subsystem && node && strcmp(subsystem, "tty") == 0 && !dev->tty[0]) {
+			(void)DEVICE_SET(dev, tty, node);
+			find_by_id(c, dev);
+		} else if (subsystem && node && strcmp(subsystem, "block") == 0 && !dev->block[0]) {
+			const char *type = udev_device_get_devtype(c);
+
+			if (type && strcmp(type, "disk") == 0)
+				(void)DEVICE_SET(dev, block, node);
+		}
+		udev_device_unref(c);
+	}
+	udev_enumerate_unref(en);
+}
+
+/* Fill dev from a usb_device; returns false when it is not a mode skrflash cares about. */
+static bool
+device_from_usb(struct udevwatch *w, struct udev_device *usb, struct device *dev)
+{
+	const char *v;
+
+	memset(dev, 0, sizeof(*dev));
+	(void)DEVICE_SET(dev, syspath, udev_device_get_syspath(usb));
+	(void)DEVICE_SET(dev, port, udev_device_get_sysname(usb));
+	dev->vid = (uint16_t)parse_hex16(prop_or_attr(usb, "ID_VENDOR_ID", "idVendor"));
+	dev->pid = (uint16_t)parse_hex16(prop_or_attr(usb, "ID_MODEL_ID", "idProduct"));
+	v = udev_device_get_sysattr_value(usb, "manufacturer");
+	if (v)
+		(void)DEVICE_SET(dev, manufacturer, v);
+	dev->mode = device_mode_from_ids(dev->vid, dev->pid, dev->manufacturer);
+	if (dev->mode == DEVICE_MODE_NONE)
+		return false;
+	v = udev_device_get_sysattr_value(usb, "product");
+	if (v)
+		(void)DEVICE_SET(dev, product, v);
+	v = udev_device_get_sysattr_value(usb, "serial");
+	if (!v)
+		v = udev_device_get_property_value(usb, "ID_SERIAL_SHORT");
+	if (v)
+		(void)DEVICE_SET(dev, serial, v);
+	v = udev_device_get_property_value(usb, "ID_PATH");
+	if (v)
+		(void)DEVICE_SET(dev, id_path, v);
+	v = udev_device_get_devnode(usb);
+	if (v)
+		(void)DEVICE_SET(dev, usb_node, v);
+	v = udev_device_get_sysattr_value(usb, "busnum");
+	dev->busnum = v ? (unsigned)strtoul(v, NULL, 10) : 0;
+	v = udev_device_get_sysattr_value(usb, "devnum");
+	dev->devnum = v ? (unsigned)strtoul(v, NULL, 10) : 0;
+	find_children(w, usb, dev);
+	return true;
+}
+
+static bool
+is_usb_device(struct udev_device *d)
+{
+	const char *s = udev_device_get_subsystem(d), *t = udev_device_get_devtype(d);
+
+	return s && t && strcmp(s, "usb") == 0 && strcmp(t, "usb_device") == 0;
+}
+
+static void
+handle(struct udevwatch *w, struct udev_device *d, const char *action)
+{
+	const char *subsystem = udev_device_get_subsystem(d);
+	struct udev_device *usb;
+	struct device dev;
+
+	if (!subsystem)
+		return;
+	if (is_usb_device(d)) {
+		if (strcmp(action, "remove") == 0) {
+			memset(&dev, 0, sizeof(dev));
+			(void)DEVICE_SET(&dev, syspath, udev_device_get_syspath(d));
+			(void)DEVICE_SET(&dev, port, udev_device_get_sysname(d));
+			w->handler(w->userdata, UDEVWATCH_REMOVE, &dev);
+		} else if (strcmp(action, "unbind") != 0 && device_from_usb(w, d, &dev)) {
+			w->handler(w->userdata,
+				   strcmp(action, "change") == 0 ? UDEVWATCH_CHANGE : UDEVWATCH_ADD,
+				   &dev);
+		}
+		return;
+	}
+	if (strcmp(subsystem, "tty") != 0 && strcmp(subsystem, "block") != 0)
+		return;
+	/* borrowed reference: owned by d */
+	usb = udev_device_get_parent_with_subsystem_devtype(d, "usb", "usb_device");
+	if (!usb || !device_from_usb(w, usb, &dev))
+		return;
+	if (strcmp(action, "remove") == 0) {
+		const char *node = udev_device_get_devnode(d);
+
+		/* the child may still be listed while its remove event is delivered */
+		if (node && strcmp(node, dev.tty) == 0) {
+			dev.tty[0] = 0;
+			dev.by_id[0] = 0;
+		}
+		if (node && strcmp(node, dev.block) == 0)
+			dev.block[0] = 0;
+	}
+	w->handler(w->userdata, UDEVWATCH_CHANGE, &dev);
+}
+
+static int
+on_monitor(sd_event_source *s, int fd, uint32_t revents, void *userdata)
+{
+	struct udevwatch *w = userdata;
+	struct udev_device *d;
+
+	(void)s;
+	(void)fd;
+	(void)revents;
+	while ((d = udev_monitor_receive_device(w->monitor))) {
+		const char *action = udev_device_get_action(d);
+
+		if (action)
+			handle(w, d, action);
+		udev_device_unref(d);
+	}
+	return 0;
+}
+
+static void
+coldplug(struct udevwatch *w)
+{
+	/* usb devices first so that tty/block children find their parent already known */
+	static const char *const subsystems[] = { "usb", "tty", "block" };
+
+	for (size_t i = 0; i < ELEMENTSOF(subsystems); i++) {
+		struct udev_enumerate *en = udev_enumerate_new(w->udev);
+		struct udev_list_entry *e;
+
+		if (!en)
+			return;
+		(void)udev_enumerate_add_match_subsystem(en, subsystems[i]);
+		(void)udev_enumerate_scan_devices(en);
+		udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
+		{
+			struct udev_device *d =
+				udev_device_new_from_syspath(w->udev, udev_list_entry_get_name(e));
+
+			if (!d)
+				continue;
+			handle(w, d, "add");
+			udev_device_unref(d);
+		}
+		udev_enumerate_unref(en);
+	}
+}
+
+int
+udevwatch_start(sd_event *loop, udevwatch_handler h, void *userdata, struct udevwatch **ret)
+{
+	struct udevwatch *w = xnew(struct udevwatch);
+	int r;
+
+	w->handler = h;
+	w->userdata = userdata;
+	w->udev = udev_new();
+	if (!w->udev) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	w->monitor = udev_monitor_new_from_netlink(w->udev, "udev");
+	if (!w->monitor) {
+		r = -errno ? -errno : -EIO;
+		goto fail;
+	}
+	if (udev_monitor_filter_add_match_subsystem_devtype(w->monitor, "usb", "usb_device") < 0 ||
+	    udev_monitor_filter_add_match_subsystem_devtype(w->monitor, "tty", NULL) < 0 ||
+	    udev_monitor_filter_add_match_subsystem_devtype(w->monitor, "block", NULL) < 0) {
+		r = -EIO;
+		goto fail;
+	}
+	r = udev_monitor_enable_receiving(w->monitor);
+	if (r < 0)
+		goto fail;
+	r = sd_event_add_io(loop, &w->source, udev_monitor_get_fd(w->monitor), EPOLLIN, on_monitor,
+			    w);
+	if (r < 0)
+		goto fail;
+	(void)sd_event_source_set_description(w->source, "udev-monitor");
+	coldplug(w);
+	*ret = w;
+	return 0;
+fail:
+	udevwatch_free(w);
+	return r;
+}
+
+struct udevwatch *
+udevwatch_free(struct udevwatch *w)
+{
+	if (!w)
+		return NULL;
+	sd_event_source_disable_unref(w->source);
+	if (w->monitor)
+		udev_monitor_unref(w->monitor);
+	if (w->udev)
+		udev_unref(w->udev);
+	free(w);
+	return NULL;
+}

@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* udevwatch: USB devices in SKR-family modes, from libudev, hotplug and coldplug alike.
+ *
+ * The monitor (usb, tty, block) is armed before the coldplug enumeration, and both feed the
+ * same handler, so a device that appears during start-up is seen at least once; the board
+ * registry makes repeated sightings harmless. Device nodes come from DEVNAME and DEVLINKS,
+ * never from realpath(). */
+#pragma once
+
+#include <systemd/sd-event.h>
+
+#include "device.h"
+
+enum udevwatch_action {
+	UDEVWATCH_ADD,    /* a usb_device in a known mode appeared (or was bound again) */
+	UDEVWATCH_CHANGE, /* its tty or block child came or went */
+	UDEVWATCH_REMOVE, /* the usb_device is gone: only syspath and port are set */
+};
+
+typedef void (*udevwatch_handler)(void *userdata, enum udevwatch_action action,
+				  const struct device *dev);
+
+struct udevwatch;
+
+/* Arm the monitor on `loop`, then enumerate what is already there (calling h for each). */
+int udevwatch_start(sd_event *loop, udevwatch_handler h, void *userdata, struct udevwatch **ret);
+struct udevwatch *udevwatch_free(struct udevwatch *w); /* accepts NULL, returns NULL */

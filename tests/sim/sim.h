@@ -1,0 +1,166 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* sim: simulated SKR-family boards on a umockdev testbed, for tests, the demo and benchmarks.
+ *
+ * Each board owns a struct flash and changes USB identity like the real thing: Klipper app,
+ * Katapult, STM32 ROM DFU, LPC DFU, RP2040 BOOTSEL, Marlin. The daemon under test runs as an
+ * unmodified subprocess that sees kernel-like udev events, sysfs attributes, ttyACM nodes and
+ * /dev/serial/by-id links. The harness must run under libumockdev-preload (sim_init). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "catalog.h"
+
+struct flash;
+
+enum sim_mode {
+	SIM_MODE_OFF,
+	SIM_MODE_KLIPPER_APP,
+	SIM_MODE_KATAPULT,
+	SIM_MODE_ROM_DFU,
+	SIM_MODE_LPC_DFU,
+	SIM_MODE_BOOTSEL,
+	SIM_MODE_MARLIN_LPC,
+	SIM_MODE_MARLIN_STM32,
+	_SIM_MODE_MAX,
+};
+
+enum sim_bootloader {
+	SIM_BL_STOCK,    /* the vendor bootloader of the catalog entry */
+	SIM_BL_KATAPULT, /* Katapult replaced it (app start may move, protocols.md §2.3) */
+	SIM_BL_NONE,     /* nothing at flash_base (RP2040 ROM-only boards) */
+};
+
+/* What a board with an invalid application does after reset (protocols.md §7.4). */
+enum sim_bootloop {
+	SIM_BOOTLOOP_FLICKER, /* enumerates as klipper-app briefly, vanishes, bootloop_cycles times */
+	SIM_BOOTLOOP_SILENT,  /* HardFault lockup: never shows up on USB */
+};
+
+struct sim_board_spec {
+	const char *model;       /* catalog board name, e.g. "octopus-f446" */
+	const char *port;        /* USB port path "1-1", "1-1.3"; bus = leading number */
+	const char *uid;         /* chip UID hex; NULL = derived from model+port, stable */
+	enum sim_bootloader bootloader;
+	enum sim_mode mode;      /* initial mode */
+	const char *app_version; /* version of the factory app image; NULL = "v0.12.0-sim" */
+	double speed;            /* timing multiplier: 0 = instant (default), 1 = datasheet */
+	enum sim_bootloop bootloop;
+	unsigned bootloop_cycles; /* SIM_BOOTLOOP_FLICKER appearances; 0 = 3 */
+	bool empty;              /* no factory app image (erased application area) */
+};
+
+/* Call first in main(): re-exec under libumockdev-preload.so.0 if not already (libasan first
+ * when the binary is ASan-built). */
+void sim_init(int argc, char **argv);
+
+struct sim;
+struct sim_board;
+
+/* Testbed + service thread; sets UMOCKDEV_DIR. Aborts if the testbed cannot be made. */
+struct sim *sim_new(void);
+/* Unplugs every board, stops the service thread, removes the testbed; returns NULL. */
+struct sim *sim_free(struct sim *s);
+const char *sim_root(struct sim *s); /* testbed dir */
+/* Board count and lookup by index (in sim_board_add order) or by port. */
+size_t sim_board_count(struct sim *s);
+struct sim_board *sim_board_get(struct sim *s, size_t i);
+struct sim_board *sim_board_by_port(struct sim *s, const char *port);
+
+/* Creates the board with its factory flash and plugs it in spec->mode (SIM_MODE_OFF: not
+ * plugged). Returns NULL (and logs why) on an unknown model or a port already in use. */
+struct sim_board *sim_board_add(struct sim *s, const struct sim_board_spec *spec);
+/* (Re-)enumerate on the same port in `mode` (unplugging first if needed). 0 or -errno. */
+int sim_board_plug(struct sim_board *b, enum sim_mode mode);
+/* Kernel-like unplug: remove uevents children-first, nodes and links gone. */
+int sim_board_unplug(struct sim_board *b);
+/* Press reset: the boot model decides what comes up (valid app -> klipper-app, else boot loop;
+ * a pending Katapult request -> Katapult). Asynchronous like a real reboot. */
+int sim_board_reset(struct sim_board *b);
+enum sim_mode sim_board_mode(struct sim_board *b);
+/* Waits until the board is up in `mode` (SIM_MODE_OFF: unplugged); 0 or -ETIMEDOUT. */
+int sim_board_wait_mode(struct sim_board *b, enum sim_mode mode, int timeout_ms);
+/* Waits until the board enumerated at least n times in total; 0 or -ETIMEDOUT. */
+int sim_board_wait_enumerations(struct sim_board *b, unsigned n, int timeout_ms);
+struct flash *sim_board_flash(struct sim_board *b);
+const struct catalog_board *sim_board_model(struct sim_board *b);
+const char *sim_board_port(struct sim_board *b);
+const char *sim_board_uid(struct sim_board *b);
+/* Where the bootloader in flash starts the application (Katapult may move it). */
+uint32_t sim_board_app_start(struct sim_board *b);
+/* Version from the dictionary of the running app ("" when not in klipper-app mode). The
+ * returned string stays valid until the next mode change; copy it. */
+const char *sim_board_app_version(struct sim_board *b);
+const char *sim_board_tty(struct sim_board *b);    /* "/dev/ttyACMn" while a CDC mode is up */
+const char *sim_board_serial(struct sim_board *b); /* USB serial in the current mode */
+const char *sim_board_syspath(struct sim_board *b); /* "/sys/devices/..." while plugged */
+const char *sim_board_devnode(struct sim_board *b); /* "/dev/bus/usb/BBB/DDD" while plugged */
+const char *sim_board_by_id(struct sim_board *b);   /* "/dev/serial/by-id/..." or NULL */
+unsigned sim_board_enumerations(struct sim_board *b); /* how often it enumerated (boot loops) */
+/* Katapult statistics since the board was added. */
+struct sim_katapult_stats {
+	unsigned frames_rx;    /* valid frames received */
+	unsigned nacks;        /* NACKs sent */
+	unsigned blocks;       /* SEND_BLOCK accepted (including idempotent resends) */
+	unsigned resends;      /* identical resends acknowledged without rewriting */
+	unsigned erases;       /* pages erased */
+	unsigned errors;       /* COMMAND_ERROR sent */
+	unsigned completes;    /* COMPLETE received */
+};
+void sim_board_katapult_stats(struct sim_board *b, struct sim_katapult_stats *ret);
+
+/* fault injection (extend as needed) */
+struct sim_fault {
+	enum {
+		SIM_FAULT_NONE,
+		SIM_FAULT_UNPLUG_AT_BYTE,  /* Katapult: unplug when a block at address >= at arrives */
+		SIM_FAULT_CORRUPT_FRAME,   /* corrupt `count` reply frames starting with reply `at` */
+		SIM_FAULT_DROP_FRAME,      /* drop `count` reply frames starting with reply `at` */
+		SIM_FAULT_DUP_FRAME,       /* send `count` replies starting with reply `at` twice */
+		SIM_FAULT_NACK_STORM,      /* answer `count` frames from frame `at` with NACK */
+		SIM_FAULT_STALL,           /* from frame `at`, stop answering for `count` ms */
+		SIM_FAULT_NEVER_BACK,      /* the next reset never comes back on USB */
+		SIM_FAULT_DFU_ERR_WRITE,   /* forwarded to the DfuSe simulator */
+		SIM_FAULT_DFU_ERR_VERIFY,
+		SIM_FAULT_DFU_ERR_ERASE,
+	} kind;
+	uint32_t at;
+	uint32_t count;
+};
+int sim_board_set_fault(struct sim_board *b, const struct sim_fault *f);
+
+/* A process under test (the daemon or skrflashctl), spawned with the testbed environment
+ * (LD_PRELOAD, UMOCKDEV_DIR inherited) and a private NOTIFY_SOCKET. Its stdout+stderr are
+ * collected and echoed to our stderr prefixed with "[name] ". */
+struct sim_proc;
+struct sim_proc *sim_proc_spawn(struct sim *s, char *const argv[], char *const extra_env[]);
+int sim_proc_wait_ready(struct sim_proc *p, int timeout_ms); /* READY=1 received */
+const char *sim_proc_status(struct sim_proc *p);             /* last STATUS= value */
+/* any notify message containing needle; 0 or -ETIMEDOUT */
+int sim_proc_wait_notify(struct sim_proc *p, const char *needle, int timeout_ms);
+/* stdout+stderr contains needle; 0, -ETIMEDOUT, or -EPIPE when the process exited without */
+int sim_proc_wait_output(struct sim_proc *p, const char *needle, int timeout_ms);
+const char *sim_proc_output(struct sim_proc *p); /* everything so far; valid until next call */
+int sim_proc_pid(struct sim_proc *p);
+int sim_proc_kill(struct sim_proc *p, int sig);
+int sim_proc_wait_exit(struct sim_proc *p, int timeout_ms); /* exit status, or 128+sig; -ETIMEDOUT */
+struct sim_proc *sim_proc_free(struct sim_proc *p);       /* kills if still running */
+/* Run a command to completion with the testbed env; returns the exit status (or -ETIMEDOUT,
+ * after killing it); the output (stdout+stderr) in *ret_out if not NULL (free()). */
+int sim_run(struct sim *s, char *const argv[], int timeout_ms, char **ret_out);
+
+/* A Klipper-like application image for `mcu` linked at app_start: a valid Cortex-M vector
+ * table, code-like filler and a zlib-compressed Klipper dictionary carrying version and MCU
+ * (protocols.md §7.1). `size` = total length (>= 1 KiB, multiple of 4). Caller frees. */
+uint8_t *sim_image_klipper(const struct catalog_mcu *mcu, uint32_t app_start, const char *version,
+			   size_t size, size_t *ret_len);
+/* The version string in an image's embedded dictionary, or NULL; caller frees. */
+char *sim_image_version(const uint8_t *img, size_t len);
+/* Katapult application start for an MCU family (protocols.md §2.3). */
+uint32_t sim_katapult_app_start(const struct catalog_mcu *mcu);
+
+const char *sim_mode_to_string(enum sim_mode mode);
+/* "klipper-app", "katapult", ... (also "katapult-installed" style aliases are not accepted). */
+int sim_mode_from_string(const char *s, enum sim_mode *ret);

@@ -1,0 +1,157 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* sim_image: Klipper-like application images for the simulated boards' factory flash and for
+ * tests, and the boot-time version lookup in an image's embedded dictionary (§7.1). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <zlib.h>
+
+#include "sim.h"
+#include "util.h"
+
+#define VECTOR_WORDS 96 /* 16 system + 80 IRQ slots: every entry a valid handler (§7.1 4.) */
+#define DICT_OFFSET 0x400
+
+static uint32_t
+clock_freq(const struct catalog_mcu *mcu)
+{
+	switch (mcu->family) {
+	case CATALOG_FAMILY_LPC176X:
+		return strstr(mcu->name, "1769") ? 120000000u : 100000000u;
+	case CATALOG_FAMILY_STM32F1:
+		return 72000000u;
+	case CATALOG_FAMILY_STM32F4:
+		return strstr(mcu->name, "f401") ? 84000000u : 180000000u;
+	case CATALOG_FAMILY_STM32G0:
+		return 64000000u;
+	case CATALOG_FAMILY_STM32H7:
+		return 400000000u;
+	case CATALOG_FAMILY_RP2040:
+		return 12000000u;
+	case _CATALOG_FAMILY_MAX:
+	default:
+		return 0;
+	}
+}
+
+static void
+put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+uint8_t *
+sim_image_klipper(const struct catalog_mcu *mcu, uint32_t app_start, const char *version,
+		  size_t size, size_t *ret_len)
+{
+	const struct catalog_range *ram = &mcu->ram[0];
+	char *json;
+	uint8_t *img, *z;
+	uLongf zlen;
+	uint32_t seed = 2166136261u;
+
+	if (!version)
+		version = "v0.12.0-sim";
+	if (size < 1024)
+		size = 1024;
+	size = (size + 3) & ~(size_t)3;
+	json = xasprintf("{\"app\": \"Klipper\", \"license\": \"GNU GPLv3\", \"version\": \"%s\", "
+			 "\"build_versions\": \"gcc: (sim) 12.2.0 binutils: (sim) 2.40\", "
+			 "\"config\": {\"MCU\": \"%s\", \"CLOCK_FREQ\": %u, "
+			 "\"STATS_SUMPSQ_BASE\": 256}, \"commands\": {\"identify offset=%%u "
+			 "count=%%c\": 1}, \"responses\": {}, \"enumerations\": {}}",
+			 version, mcu->name, clock_freq(mcu));
+	zlen = compressBound((uLong)strlen(json));
+	z = xmalloc(zlen);
+	if (compress2(z, &zlen, (const Bytef *)json, (uLong)strlen(json), 9) != Z_OK)
+		abort();
+	if (size < DICT_OFFSET + zlen + 64)
+		size = (DICT_OFFSET + zlen + 64 + 3) & ~(size_t)3;
+	img = xmalloc(size);
+	/* code-like filler that differs between versions, never all 0xFF */
+	for (const char *c = version; *c; c++)
+		seed = (seed ^ (uint8_t)*c) * 16777619u;
+	for (size_t i = 0; i < size; i++) {
+		seed = seed * 1103515245u + 12345u;
+		img[i] = (uint8_t)(seed >> 16);
+		if (img[i] == 0xff)
+			img[i] = 0x46;
+	}
+	/* §7.1: SP = top of the first RAM range, Thumb handlers inside the image */
+	put32(img, ram->base + ram->size);
+	put32(img + 4, app_start + 0x101);
+	for (size_t i = 2; i < VECTOR_WORDS; i++)
+		put32(img + 4 * i, app_start + 0x141 + (uint32_t)(i % 8) * 4);
+	memcpy(img + DICT_OFFSET, z, zlen);
+	free(z);
+	free(json);
+	*ret_len = size;
+	return img;
+}
+
+char *
+sim_image_version(const uint8_t *img, size_t len)
+{
+	/* Klipper's dictionary is a zlib stream at best compression (78 DA) */
+	for (size_t i = 0; i + 2 < len; i++) {
+		z_stream zs;
+		uint8_t out[8192];
+		char *version = NULL;
+		json_object *root, *v, *app;
+		int r;
+
+		if (img[i] != 0x78 || img[i + 1] != 0xda)
+			continue;
+		memset(&zs, 0, sizeof(zs));
+		if (inflateInit(&zs) != Z_OK)
+			return NULL;
+		zs.next_in = (Bytef *)(uintptr_t)(img + i);
+		zs.avail_in = (uInt)(len - i > 65536 ? 65536 : len - i);
+		zs.next_out = out;
+		zs.avail_out = sizeof(out) - 1;
+		r = inflate(&zs, Z_FINISH);
+		inflateEnd(&zs);
+		if (r != Z_STREAM_END)
+			continue;
+		out[zs.total_out] = 0;
+		root = json_tokener_parse((const char *)out);
+		if (!root)
+			continue;
+		if (json_object_object_get_ex(root, "app", &app) &&
+		    strcmp(json_object_get_string(app), "Klipper") == 0 &&
+		    json_object_object_get_ex(root, "version", &v))
+			version = xstrdup(json_object_get_string(v));
+		json_object_put(root);
+		if (version)
+			return version;
+	}
+	return NULL;
+}
+
+uint32_t
+sim_katapult_app_start(const struct catalog_mcu *mcu)
+{
+	/* §2.3 Katapult application start addresses */
+	switch (mcu->family) {
+	case CATALOG_FAMILY_STM32F4:
+		return 0x08008000u;
+	case CATALOG_FAMILY_STM32F1:
+	case CATALOG_FAMILY_STM32G0:
+		return 0x08002000u;
+	case CATALOG_FAMILY_STM32H7:
+		return 0x08020000u;
+	case CATALOG_FAMILY_LPC176X:
+		return 0x4000u;
+	case CATALOG_FAMILY_RP2040:
+		return 0x10004000u;
+	case _CATALOG_FAMILY_MAX:
+	default:
+		return mcu->flash_base;
+	}
+}
