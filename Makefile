@@ -82,7 +82,9 @@ $(BUILD)/tests/replay_%: tests/fuzz/%.c tests/fuzz/replay.c $(LIB)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(DEP_LIBS)
 
 # Fragments owned by their directories (simulator, images, integration, packaging, bench).
-include $(sort $(wildcard tests/*/*.mk packaging/*.mk bench/*.mk))
+# The simulator's come first: the others link its library.
+include $(sort $(wildcard tests/sim/*.mk))
+include $(filter-out tests/sim/%,$(sort $(wildcard tests/*/*.mk packaging/*.mk bench/*.mk)))
 
 CHECK_TESTS += $(FUZZERS:%=tests/fuzz/replay.sh:%) tests/config/run.sh
 

@@ -42,16 +42,36 @@ dfu_status_encode(const struct dfu_status_reply *s, uint8_t out[DFU_STATUS_LEN])
 }
 
 static const char *const state_names[] = {
-	"appIDLE",        "appDETACH",   "dfuIDLE",
-	"dfuDNLOAD-SYNC", "dfuDNBUSY",   "dfuDNLOAD-IDLE",
-	"dfuMANIFEST-SYNC", "dfuMANIFEST", "dfuMANIFEST-WAIT-RESET",
-	"dfuUPLOAD-IDLE", "dfuERROR",
+    [DFU_STATE_APP_IDLE] = "appIDLE",
+    [DFU_STATE_APP_DETACH] = "appDETACH",
+    [DFU_STATE_IDLE] = "dfuIDLE",
+    [DFU_STATE_DNLOAD_SYNC] = "dfuDNLOAD-SYNC",
+    [DFU_STATE_DNBUSY] = "dfuDNBUSY",
+    [DFU_STATE_DNLOAD_IDLE] = "dfuDNLOAD-IDLE",
+    [DFU_STATE_MANIFEST_SYNC] = "dfuMANIFEST-SYNC",
+    [DFU_STATE_MANIFEST] = "dfuMANIFEST",
+    [DFU_STATE_MANIFEST_WAIT_RESET] = "dfuMANIFEST-WAIT-RESET",
+    [DFU_STATE_UPLOAD_IDLE] = "dfuUPLOAD-IDLE",
+    [DFU_STATE_ERROR] = "dfuERROR",
 };
 
 static const char *const status_names[] = {
-	"OK",          "errTARGET",   "errFILE",     "errWRITE",  "errERASE",    "errCHECK_ERASED",
-	"errPROG",     "errVERIFY",   "errADDRESS",  "errNOTDONE", "errFIRMWARE", "errVENDOR",
-	"errUSBR",     "errPOR",      "errUNKNOWN",  "errSTALLEDPKT",
+    [DFU_STATUS_OK] = "OK",
+    [DFU_STATUS_ERR_TARGET] = "errTARGET",
+    [DFU_STATUS_ERR_FILE] = "errFILE",
+    [DFU_STATUS_ERR_WRITE] = "errWRITE",
+    [DFU_STATUS_ERR_ERASE] = "errERASE",
+    [DFU_STATUS_ERR_CHECK_ERASED] = "errCHECK_ERASED",
+    [DFU_STATUS_ERR_PROG] = "errPROG",
+    [DFU_STATUS_ERR_VERIFY] = "errVERIFY",
+    [DFU_STATUS_ERR_ADDRESS] = "errADDRESS",
+    [DFU_STATUS_ERR_NOTDONE] = "errNOTDONE",
+    [DFU_STATUS_ERR_FIRMWARE] = "errFIRMWARE",
+    [DFU_STATUS_ERR_VENDOR] = "errVENDOR",
+    [DFU_STATUS_ERR_USBR] = "errUSBR",
+    [DFU_STATUS_ERR_POR] = "errPOR",
+    [DFU_STATUS_ERR_UNKNOWN] = "errUNKNOWN",
+    [DFU_STATUS_ERR_STALLEDPKT] = "errSTALLEDPKT",
 };
 
 const char *
@@ -275,7 +295,8 @@ dfu_layout_find(const struct dfu_layout *l, uint32_t addr, uint32_t *ret_page_st
 		if (g->page_size == 0 || addr < g->start || addr - g->start >= len)
 			continue;
 		if (ret_page_start)
-			*ret_page_start = g->start + (addr - g->start) / g->page_size * g->page_size;
+			*ret_page_start =
+			    g->start + (addr - g->start) / g->page_size * g->page_size;
 		if (ret_page_size)
 			*ret_page_size = g->page_size;
 		return (int)i;

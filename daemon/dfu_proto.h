@@ -75,9 +75,9 @@ enum dfu_status {
 #define DFU_STATUS_LEN 6
 
 struct dfu_status_reply {
-	uint8_t status;           /* enum dfu_status */
+	uint8_t status;		  /* enum dfu_status */
 	uint32_t poll_timeout_ms; /* bwPollTimeout, 24 bits */
-	uint8_t state;            /* enum dfu_state */
+	uint8_t state;		  /* enum dfu_state */
 	uint8_t istring;
 };
 
@@ -90,10 +90,10 @@ const char *dfu_state_to_string(unsigned state);
 const char *dfu_status_to_string(unsigned status);
 
 struct dfu_func_desc {
-	uint8_t attributes;       /* DFU_ATTR_* */
-	uint16_t detach_timeout;  /* ms */
-	uint16_t transfer_size;   /* bytes per DNLOAD/UPLOAD */
-	uint16_t bcd_dfu;         /* 0x0100 when the 7-byte DFU 1.0 form omits it */
+	uint8_t attributes;	 /* DFU_ATTR_* */
+	uint16_t detach_timeout; /* ms */
+	uint16_t transfer_size;	 /* bytes per DNLOAD/UPLOAD */
+	uint16_t bcd_dfu;	 /* 0x0100 when the 7-byte DFU 1.0 form omits it */
 };
 
 /* Find the functional descriptor in an interface's or configuration's extra descriptor
@@ -138,5 +138,4 @@ size_t dfu_cmd_erase_page(uint8_t out[DFUSE_CMD_LEN], uint32_t addr);
 size_t dfu_cmd_mass_erase(uint8_t out[DFUSE_CMD_LEN]);
 /* Address of a DfuSe data block: (wBlockNum - 2) * transfer_size + pointer; -EINVAL for
  * wBlockNum < 2 (0 is a command, 1 is not valid), -ERANGE when it overflows 32 bits. */
-int dfu_block_address(uint16_t block, uint16_t transfer_size, uint32_t pointer,
-		      uint32_t *ret_addr);
+int dfu_block_address(uint16_t block, uint16_t transfer_size, uint32_t pointer, uint32_t *ret_addr);

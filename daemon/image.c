@@ -135,8 +135,10 @@ parse_hex(const uint8_t *buf, size_t len, struct image *ret, const char **ret_er
 		}
 		pos++;
 		start = n_raw;
-		while (pos + 1 < len && hex_nibble(buf[pos]) >= 0 && hex_nibble(buf[pos + 1]) >= 0) {
-			raw[n_raw++] = (uint8_t)(hex_nibble(buf[pos]) << 4 | hex_nibble(buf[pos + 1]));
+		while (pos + 1 < len && hex_nibble(buf[pos]) >= 0 &&
+		       hex_nibble(buf[pos + 1]) >= 0) {
+			raw[n_raw++] =
+			    (uint8_t)(hex_nibble(buf[pos]) << 4 | hex_nibble(buf[pos + 1]));
 			pos += 2;
 		}
 		if (pos < len && buf[pos] != '\r' && buf[pos] != '\n') {
@@ -145,8 +147,9 @@ parse_hex(const uint8_t *buf, size_t len, struct image *ret, const char **ret_er
 		}
 		count = n_raw - start;
 		if (count < 5 || count != (size_t)rec[0] + 5) {
-			r = fail(ret_error, -EINVAL, "record length does not match its byte count "
-						     "(truncated file?)");
+			r = fail(ret_error, -EINVAL,
+				 "record length does not match its byte count "
+				 "(truncated file?)");
 			goto out;
 		}
 		for (size_t i = 0; i < count; i++)
@@ -164,7 +167,7 @@ parse_hex(const uint8_t *buf, size_t len, struct image *ret, const char **ret_er
 				cap = cap ? cap * 2 : 64;
 				chunks = xreallocarray(chunks, cap, sizeof(*chunks));
 			}
-			chunks[n_chunks++] = (struct chunk){ (uint64_t)base + addr, rec + 4, rec[0] };
+			chunks[n_chunks++] = (struct chunk){(uint64_t)base + addr, rec + 4, rec[0]};
 			break;
 		case 0x01:
 			eof = true;
@@ -223,8 +226,8 @@ parse_elf(const uint8_t *buf, size_t len, struct image *ret, const char **ret_er
 		r = fail(ret_error, -EINVAL, "not a 32-bit little-endian ARM ELF file");
 		goto out;
 	}
-	if (elf_getphdrnum(e, &n_ph) < 0 || n_ph == 0 ||
-	    eh.e_phoff > len || (uint64_t)n_ph * eh.e_phentsize > len - eh.e_phoff) {
+	if (elf_getphdrnum(e, &n_ph) < 0 || n_ph == 0 || eh.e_phoff > len ||
+	    (uint64_t)n_ph * eh.e_phentsize > len - eh.e_phoff) {
 		r = fail(ret_error, -EINVAL, "no readable program headers (truncated file?)");
 		goto out;
 	}
@@ -239,12 +242,13 @@ parse_elf(const uint8_t *buf, size_t len, struct image *ret, const char **ret_er
 		if (ph.p_type != PT_LOAD || ph.p_filesz == 0)
 			continue;
 		if (ph.p_offset > len || ph.p_filesz > len - ph.p_offset) {
-			r = fail(ret_error, -EINVAL, "segment extends past the end of the file "
-						     "(truncated file?)");
+			r = fail(ret_error, -EINVAL,
+				 "segment extends past the end of the file "
+				 "(truncated file?)");
 			goto out;
 		}
-		chunks[n_chunks++] = (struct chunk){ ph.p_paddr, buf + ph.p_offset,
-						     (size_t)ph.p_filesz };
+		chunks[n_chunks++] =
+		    (struct chunk){ph.p_paddr, buf + ph.p_offset, (size_t)ph.p_filesz};
 	}
 	r = assemble(chunks, n_chunks, ret, ret_error);
 out:
@@ -268,13 +272,15 @@ parse_uf2(const uint8_t *buf, size_t len, struct image *ret, const char **ret_er
 	int r;
 
 	if (len % UF2_BLOCK_SIZE != 0)
-		return fail(ret_error, -EINVAL, "UF2 size is not a multiple of 512 (truncated file?)");
+		return fail(ret_error, -EINVAL,
+			    "UF2 size is not a multiple of 512 (truncated file?)");
 	if (n_blocks > IMAGE_MAX_SIZE / UF2_PAYLOAD)
 		return fail(ret_error, -EFBIG, "UF2 file has too many blocks");
 	total = get_le32(buf + 24);
 	if (total != n_blocks)
-		return fail(ret_error, -EINVAL, "UF2 numBlocks does not match the number of blocks "
-						"in the file (truncated or concatenated file?)");
+		return fail(ret_error, -EINVAL,
+			    "UF2 numBlocks does not match the number of blocks "
+			    "in the file (truncated or concatenated file?)");
 	chunks = xnew_array(struct chunk, n_blocks);
 	seen = xcalloc(n_blocks, 1);
 	for (size_t i = 0; i < n_blocks; i++) {
@@ -291,24 +297,26 @@ parse_uf2(const uint8_t *buf, size_t len, struct image *ret, const char **ret_er
 			goto out;
 		}
 		if (no >= total || seen[no]) {
-			r = fail(ret_error, -EINVAL, no >= total ? "UF2 blockNo out of range"
-								 : "UF2 blockNo repeated");
+			r = fail(ret_error, -EINVAL,
+				 no >= total ? "UF2 blockNo out of range" : "UF2 blockNo repeated");
 			goto out;
 		}
 		seen[no] = 1;
 		if (flags & UF2_FLAG_NOT_MAIN_FLASH)
 			continue;
 		if (!(flags & UF2_FLAG_FAMILY_ID) || get_le32(b + 28) != UF2_FAMILY_RP2040) {
-			r = fail(ret_error, -EINVAL, "UF2 block is not for the RP2040 family "
-						     "(familyID 0xe48bff56)");
+			r = fail(ret_error, -EINVAL,
+				 "UF2 block is not for the RP2040 family "
+				 "(familyID 0xe48bff56)");
 			goto out;
 		}
 		if (get_le32(b + 16) != UF2_PAYLOAD || addr % UF2_PAYLOAD != 0) {
-			r = fail(ret_error, -EINVAL, "UF2 block payload is not 256 bytes at a "
-						     "256-byte aligned address");
+			r = fail(ret_error, -EINVAL,
+				 "UF2 block payload is not 256 bytes at a "
+				 "256-byte aligned address");
 			goto out;
 		}
-		chunks[n_chunks++] = (struct chunk){ addr, b + 32, UF2_PAYLOAD };
+		chunks[n_chunks++] = (struct chunk){addr, b + 32, UF2_PAYLOAD};
 	}
 	/* all blockNo values are distinct and < total, and there are total blocks: no gaps */
 	r = assemble(chunks, n_chunks, ret, ret_error);
@@ -323,7 +331,7 @@ out:
 int
 image_parse(const uint8_t *buf, size_t len, struct image *ret, const char **ret_error)
 {
-	struct image img = { 0 };
+	struct image img = {0};
 	const char *dummy;
 	int r = 0;
 
@@ -363,17 +371,17 @@ image_done(struct image *img)
 	if (!img)
 		return;
 	free(img->data);
-	*img = (struct image){ 0 };
+	*img = (struct image){0};
 }
 
 const char *
 image_format_to_string(enum image_format f)
 {
 	static const char *const names[_IMAGE_FORMAT_MAX] = {
-		[IMAGE_FORMAT_BIN] = "bin",
-		[IMAGE_FORMAT_HEX] = "hex",
-		[IMAGE_FORMAT_ELF] = "elf",
-		[IMAGE_FORMAT_UF2] = "uf2",
+	    [IMAGE_FORMAT_BIN] = "bin",
+	    [IMAGE_FORMAT_HEX] = "hex",
+	    [IMAGE_FORMAT_ELF] = "elf",
+	    [IMAGE_FORMAT_UF2] = "uf2",
 	};
 
 	if ((unsigned)f >= _IMAGE_FORMAT_MAX)

@@ -22,9 +22,9 @@ enum image_format {
 
 struct image {
 	enum image_format format;
-	bool has_load_address;  /* false for .bin: it goes wherever the target's app starts */
-	uint32_t load_address;  /* address of data[0] when has_load_address */
-	uint8_t *data;          /* owned; gaps between HEX records/ELF segments/UF2 blocks are 0xFF */
+	bool has_load_address; /* false for .bin: it goes wherever the target's app starts */
+	uint32_t load_address; /* address of data[0] when has_load_address */
+	uint8_t *data; /* owned; gaps between HEX records/ELF segments/UF2 blocks are 0xFF */
 	size_t size;
 };
 

@@ -23,6 +23,8 @@
 /* Real dictionaries are tens of KiB; the cap bounds the work a hostile stream can cause. */
 #define KDICT_MAX_INFLATED (2u << 20)
 #define KDICT_MAX_ATTEMPTS 4096
+/* Total inflated bytes over all attempts: many small zlib bombs must not cost seconds. */
+#define KDICT_BUDGET (32u << 20)
 
 /* RFC 1950 §2.2: CM = 8 (deflate), CINFO <= 7, no preset dictionary, FCHECK multiple of 31. */
 static bool
@@ -34,11 +36,11 @@ zlib_header_at(const uint8_t *p)
 
 /* Inflate one complete zlib stream; NULL unless it ends cleanly (checksum included). */
 static char *
-inflate_at(const uint8_t *p, size_t avail, size_t *ret_len)
+inflate_at(const uint8_t *p, size_t avail, size_t *ret_len, size_t *ret_used)
 {
 	size_t cap = 16384, out = 0;
 	char *buf = xmalloc(cap + 1);
-	z_stream zs = { 0 };
+	z_stream zs = {0};
 	int z = Z_OK;
 
 	if (inflateInit(&zs) != Z_OK) {
@@ -58,7 +60,11 @@ inflate_at(const uint8_t *p, size_t avail, size_t *ret_len)
 		zs.avail_out = (uInt)(cap - out);
 		z = inflate(&zs, Z_NO_FLUSH);
 		out = cap - zs.avail_out;
+		/* Klipper writes the JSON without leading whitespace: stop at once otherwise */
+		if (out > 0 && buf[0] != '{')
+			break;
 	}
+	*ret_used = out;
 	inflateEnd(&zs);
 	if (z != Z_STREAM_END) {
 		free(buf);
@@ -116,7 +122,7 @@ parse_dict(const char *text, size_t len, struct kdict *ret)
 {
 	struct json_tokener *tok;
 	struct json_object *root, *app = NULL, *config = NULL, *commands = NULL, *v;
-	struct kdict d = { 0 };
+	struct kdict d = {0};
 	bool klipper;
 	int r = 0;
 
@@ -143,7 +149,8 @@ parse_dict(const char *text, size_t len, struct kdict *ret)
 		goto out;
 	r = -EBADMSG;
 	if (!config || !json_object_is_type(config, json_type_object) ||
-	    !json_object_object_get_ex(config, "MCU", &v) || !json_object_is_type(v, json_type_string))
+	    !json_object_object_get_ex(config, "MCU", &v) ||
+	    !json_object_is_type(v, json_type_string))
 		goto out;
 	snprintf(d.mcu, sizeof(d.mcu), "%s", json_object_get_string(v));
 	if (json_object_object_get_ex(config, "CLOCK_FREQ", &v)) {
@@ -170,18 +177,21 @@ int
 kdict_find(const uint8_t *buf, size_t len, struct kdict *ret)
 {
 	unsigned attempts = 0;
+	size_t used_total = 0;
 
 	if (!buf || len < 2)
 		return 0;
-	for (size_t i = 0; i + 2 <= len && attempts < KDICT_MAX_ATTEMPTS; i++) {
-		size_t n;
+	for (size_t i = 0;
+	     i + 2 <= len && attempts < KDICT_MAX_ATTEMPTS && used_total < KDICT_BUDGET; i++) {
+		size_t n, used = 0;
 		char *text;
 		int r;
 
 		if (!zlib_header_at(buf + i))
 			continue;
 		attempts++;
-		text = inflate_at(buf + i, len - i, &n);
+		text = inflate_at(buf + i, len - i, &n, &used);
+		used_total += used;
 		if (!text)
 			continue;
 		r = parse_dict(text, n, ret);
@@ -196,10 +206,10 @@ const char *
 kdict_interface_to_string(enum kdict_interface i)
 {
 	static const char *const names[_KDICT_INTERFACE_MAX] = {
-		[KDICT_INTERFACE_UNKNOWN] = "unknown",
-		[KDICT_INTERFACE_USB] = "usb",
-		[KDICT_INTERFACE_SERIAL] = "serial",
-		[KDICT_INTERFACE_CAN] = "can",
+	    [KDICT_INTERFACE_UNKNOWN] = "unknown",
+	    [KDICT_INTERFACE_USB] = "usb",
+	    [KDICT_INTERFACE_SERIAL] = "serial",
+	    [KDICT_INTERFACE_CAN] = "can",
 	};
 
 	if ((unsigned)i >= _KDICT_INTERFACE_MAX)

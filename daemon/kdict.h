@@ -18,9 +18,9 @@ enum kdict_interface {
 };
 
 struct kdict {
-	char mcu[32];          /* config.MCU, e.g. "stm32f407xx" */
-	char version[128];     /* "version", e.g. "v0.12.0-123-gabcdef" */
-	uint32_t clock_freq;   /* config.CLOCK_FREQ in Hz, 0 if absent */
+	char mcu[32];	     /* config.MCU, e.g. "stm32f407xx" */
+	char version[128];   /* "version", e.g. "v0.12.0-123-gabcdef" */
+	uint32_t clock_freq; /* config.CLOCK_FREQ in Hz, 0 if absent */
 	enum kdict_interface interface;
 };
 

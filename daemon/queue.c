@@ -509,7 +509,8 @@ on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 static void
 watch_all(struct queue *q)
 {
-	struct watch *top = add_watch(q, q->cfg->queue_dir, NULL);
+	struct watch *top;
+	bool have_top = add_watch(q, q->cfg->queue_dir, NULL) != NULL;
 
 	for (size_t i = 0; i < q->cfg->n_profiles; i++) {
 		const char *name = q->cfg->profiles[i].queue;
@@ -521,7 +522,12 @@ watch_all(struct queue *q)
 			(void)add_watch(q, path, name);
 		free(path);
 	}
-	/* armed everywhere: now whatever was dropped before is picked up */
+	/* armed everywhere: now whatever was dropped before is picked up (looked up again:
+	 * adding watches moves the array) */
+	top = NULL;
+	for (size_t i = 0; have_top && i < q->n_watches && !top; i++)
+		if (!q->watches[i].queue)
+			top = &q->watches[i];
 	if (top) {
 		struct watch copy = *top;
 		scan_dir(q, &copy);

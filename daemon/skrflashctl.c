@@ -791,9 +791,17 @@ main(int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	code = load_ctl_config(&c);
-	if (code)
-		goto out;
+	/* the daemon commands need only the socket; a broken config must not lock users out
+	 * of asking the daemon what is wrong */
+	if (strcmp(cmd, "queue") == 0 || !c.socket_path) {
+		code = load_ctl_config(&c);
+		if (code && strcmp(cmd, "queue") == 0)
+			goto out;
+		if (code) {
+			c.socket_path = SKRFLASH_RUNTIME_DIR "/" SKRFLASH_CONTROL_SOCKET_NAME;
+			fprintf(stderr, "skrflashctl: using %s\n", c.socket_path);
+		}
+	}
 	code = EXIT_USAGE;
 #define NARGS(n)                                                                             \
 	if (argc - optind != (n)) {                                                          \

@@ -48,6 +48,8 @@ find_by_id(struct udev_device *tty, struct device *dev)
 {
 	struct udev_list_entry *e;
 
+	const char *links;
+
 	udev_list_entry_foreach(e, udev_device_get_devlinks_list_entry(tty))
 	{
 		const char *link = udev_list_entry_get_name(e);
@@ -56,6 +58,19 @@ find_by_id(struct udev_device *tty, struct device *dev)
 			(void)DEVICE_SET(dev, by_id, link);
 			return;
 		}
+	}
+	/* the database may hold the links only as the DEVLINKS property */
+	links = udev_device_get_property_value(tty, "DEVLINKS");
+	for (const char *p = links; p && *p;) {
+		size_t len = strcspn(p, " ");
+
+		if (len < sizeof(dev->by_id) && memmem(p, len, "/serial/by-id/", 14)) {
+			memcpy(dev->by_id, p, len);
+			dev->by_id[len] = 0;
+			return;
+		}
+		p += len;
+		p += strspn(p, " ");
 	}
 }
 

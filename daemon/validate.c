@@ -36,7 +36,8 @@ get_le32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-static void add_reason(struct verdict *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_reason(struct verdict *v, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void
 add_reason(struct verdict *v, const char *fmt, ...)
@@ -123,8 +124,8 @@ rp2040_boot2_valid(const uint8_t *p)
  * candidate holds every handler.
  */
 static bool
-infer_link_base(const struct catalog_mcu *mcu, uint32_t app_start, const uint8_t *vt,
-		size_t span, uint32_t *ret_base)
+infer_link_base(const struct catalog_mcu *mcu, uint32_t app_start, const uint8_t *vt, size_t span,
+		uint32_t *ret_base)
 {
 	uint64_t flash_end = (uint64_t)mcu->flash_base + mcu->flash_size;
 	uint32_t handlers[VT_MAX_ENTRIES];
@@ -204,8 +205,9 @@ check_klipper(const struct image *img, const struct validate_target *t, const ch
 	int r = kdict_find(img->data, img->size, &d);
 
 	if (r < 0) {
-		add_reason(v, "%s has a damaged Klipper data dictionary (no config.MCU): rebuild it "
-			      "from a clean Klipper tree",
+		add_reason(v,
+			   "%s has a damaged Klipper data dictionary (no config.MCU): rebuild it "
+			   "from a clean Klipper tree",
 			   name);
 		return;
 	}
@@ -218,18 +220,21 @@ check_klipper(const struct image *img, const struct validate_target *t, const ch
 			 kdict_interface_to_string(d.interface));
 
 	if (strcasecmp(d.mcu, board->mcu->name) != 0)
-		add_reason(v, "%s was built for %s, but %s is %s: rebuild with the processor "
-			      "model set to %s",
+		add_reason(v,
+			   "%s was built for %s, but %s is %s: rebuild with the processor "
+			   "model set to %s",
 			   name, d.mcu, board->title, board->mcu->name, board->mcu->name);
 	else if (t->reported_mcu && *t->reported_mcu && strcasecmp(d.mcu, t->reported_mcu) != 0)
-		add_reason(v, "%s was built for %s, but the board's bootloader reports %s: check "
-			      "the board variant in the profile (match.board) and rebuild for %s",
+		add_reason(v,
+			   "%s was built for %s, but the board's bootloader reports %s: check "
+			   "the board variant in the profile (match.board) and rebuild for %s",
 			   name, d.mcu, t->reported_mcu, t->reported_mcu);
 	if (d.interface != KDICT_INTERFACE_UNKNOWN && want != KDICT_INTERFACE_UNKNOWN &&
 	    d.interface != want)
-		add_reason(v, "%s is a %s build, but the board is expected to talk %s: rebuild "
-			      "with the communication interface set to %s, or set interface = \"%s\" "
-			      "in the profile",
+		add_reason(v,
+			   "%s is a %s build, but the board is expected to talk %s: rebuild "
+			   "with the communication interface set to %s, or set interface = \"%s\" "
+			   "in the profile",
 			   name, interface_title(d.interface), interface_title(want),
 			   interface_title(want), kdict_interface_to_string(d.interface));
 }
@@ -243,14 +248,15 @@ check_vectors(const struct image *img, const struct validate_target *t, const ch
 {
 	const struct catalog_board *board = t->board;
 	const struct catalog_mcu *mcu = board->mcu;
-	char want[48], got[48], ram[160];
+	char want[48];
 	uint32_t sp, reset, base;
 	const uint8_t *vt;
 	size_t span;
 
 	if (vt_off >= img->size || img->size - vt_off < 8) {
-		add_reason(v, "%s is too small to hold a Cortex-M vector table at 0x%08" PRIx32
-			      ": it is not a firmware build",
+		add_reason(v,
+			   "%s is too small to hold a Cortex-M vector table at 0x%08" PRIx32
+			   ": it is not a firmware build",
 			   name, vt_addr);
 		return;
 	}
@@ -259,30 +265,38 @@ check_vectors(const struct image *img, const struct validate_target *t, const ch
 	sp = get_le32(vt);
 	reset = get_le32(vt + 4);
 	if (!sp_in_ram(mcu, sp)) {
+		char ram[160];
+
 		format_ram(mcu, ram, sizeof(ram));
-		add_reason(v, "%s's initial stack pointer 0x%08" PRIx32 " is not in the RAM of the "
-			      "%s (%s): it is not a firmware for %s, or the file is damaged",
+		add_reason(v,
+			   "%s's initial stack pointer 0x%08" PRIx32 " is not in the RAM of the "
+			   "%s (%s): it is not a firmware for %s, or the file is damaged",
 			   name, sp, mcu->name, ram, board->title);
 	}
 	if (!(reset & 1))
-		add_reason(v, "%s's reset vector 0x%08" PRIx32 " is not a Thumb address (bit 0 "
-			      "clear): it is not a Cortex-M firmware image",
+		add_reason(v,
+			   "%s's reset vector 0x%08" PRIx32 " is not a Thumb address (bit 0 "
+			   "clear): it is not a Cortex-M firmware image",
 			   name, reset);
 	if (link_reported)
 		return;
 	offset_name(mcu, vt_addr, want, sizeof(want));
 	if (!img->has_load_address && infer_link_base(mcu, vt_addr, vt, span, &base) &&
 	    base != vt_addr) {
+		char got[48];
+
 		offset_name(mcu, base, got, sizeof(got));
-		add_reason(v, "%s is linked for 0x%08" PRIx32 " (%s) but the app on %s starts at "
-			      "0x%08" PRIx32 ": rebuild with Bootloader offset %s",
+		add_reason(v,
+			   "%s is linked for 0x%08" PRIx32 " (%s) but the app on %s starts at "
+			   "0x%08" PRIx32 ": rebuild with Bootloader offset %s",
 			   name, base, got, board->title, vt_addr, want);
 		return;
 	}
 	if ((reset & 1) && ((reset & ~1u) < vt_addr || (reset & ~1u) - vt_addr >= span))
-		add_reason(v, "%s's reset vector 0x%08" PRIx32 " lies outside the image as written "
-			      "at 0x%08" PRIx32 "-0x%08" PRIx32 ": it was linked for another "
-			      "address; rebuild with Bootloader offset %s",
+		add_reason(v,
+			   "%s's reset vector 0x%08" PRIx32 " lies outside the image as written "
+			   "at 0x%08" PRIx32 "-0x%08" PRIx32 ": it was linked for another "
+			   "address; rebuild with Bootloader offset %s",
 			   name, reset, vt_addr, (uint32_t)(vt_addr + span - 1), want);
 }
 
@@ -293,7 +307,7 @@ check(const uint8_t *buf, size_t len, const struct validate_target *t, struct ve
 	const struct catalog_board *board;
 	const struct catalog_mcu *mcu;
 	const char *name, *err = NULL;
-	struct image img = { 0 };
+	struct image img = {0};
 	uint32_t app_start, expected_base, place = 0;
 	uint64_t flash_end, end;
 	bool boot2, has_boot2, link_reported = false;
@@ -301,7 +315,7 @@ check(const uint8_t *buf, size_t len, const struct validate_target *t, struct ve
 	char want[48];
 	int r;
 
-	*v = (struct verdict){ 0 };
+	*v = (struct verdict){0};
 	if (!t || !t->board || !t->board->mcu)
 		return -EINVAL;
 	board = t->board;
@@ -333,33 +347,38 @@ check(const uint8_t *buf, size_t len, const struct validate_target *t, struct ve
 		goto done;
 	}
 	if (img.data[0] == 0xFF && memcmp(img.data, img.data + 1, img.size - 1) == 0) {
-		add_reason(v, "%s contains only 0xFF bytes (erased flash): it is not a firmware "
-			      "build",
+		add_reason(v,
+			   "%s contains only 0xFF bytes (erased flash): it is not a firmware "
+			   "build",
 			   name);
 		goto done;
 	}
 
 	if (img.format == IMAGE_FORMAT_UF2 && mcu->family != CATALOG_FAMILY_RP2040)
-		add_reason(v, "%s is a UF2 file, which only RP2040 boards take: %s needs the .bin "
-			      "of the build",
+		add_reason(v,
+			   "%s is a UF2 file, which only RP2040 boards take: %s needs the .bin "
+			   "of the build",
 			   name, board->title);
 	offset_name(mcu, app_start, want, sizeof(want));
 	if (img.has_load_address && place != expected_base) {
-		add_reason(v, "%s is linked for 0x%08" PRIx32 " but %s needs it at 0x%08" PRIx32
-			      ": rebuild with Bootloader offset %s",
+		add_reason(v,
+			   "%s is linked for 0x%08" PRIx32 " but %s needs it at 0x%08" PRIx32
+			   ": rebuild with Bootloader offset %s",
 			   name, place, board->title, expected_base, want);
 		link_reported = true;
 	}
 
 	end = (uint64_t)place + img.size;
 	if (place >= mcu->flash_base && place < flash_end && end > flash_end)
-		add_reason(v, "%s is %zu bytes but only %" PRIu64 " bytes of flash follow 0x%08" PRIx32
-			      " on %s: it cannot fit; disable features in the build or check the "
-			      "board variant",
+		add_reason(v,
+			   "%s is %zu bytes but only %" PRIu64 " bytes of flash follow 0x%08" PRIx32
+			   " on %s: it cannot fit; disable features in the build or check the "
+			   "board variant",
 			   name, img.size, flash_end - place, place, board->title);
 	else if (!link_reported && (place < mcu->flash_base || place >= flash_end))
-		add_reason(v, "%s loads at 0x%08" PRIx32 ", outside the flash of %s (0x%08" PRIx32
-			      "-0x%08" PRIx32 ")",
+		add_reason(v,
+			   "%s loads at 0x%08" PRIx32 ", outside the flash of %s (0x%08" PRIx32
+			   "-0x%08" PRIx32 ")",
 			   name, place, board->title, mcu->flash_base, (uint32_t)(flash_end - 1));
 
 	/* Where the vector table is inside the image: after boot2 in the RP2040 "No
@@ -376,16 +395,19 @@ check(const uint8_t *buf, size_t len, const struct validate_target *t, struct ve
 			char got[48];
 
 			offset_name(mcu, base, got, sizeof(got));
-			add_reason(v, "%s is linked for 0x%08" PRIx32 " (%s) but %s needs a "
-				      "\"No bootloader\" build (boot2 at 0x%08" PRIx32 "): rebuild with "
-				      "Bootloader offset %s, or set app_start = 0x%08" PRIx32
-				      " in the profile if the board runs Katapult",
+			add_reason(v,
+				   "%s is linked for 0x%08" PRIx32 " (%s) but %s needs a "
+				   "\"No bootloader\" build (boot2 at 0x%08" PRIx32
+				   "): rebuild with "
+				   "Bootloader offset %s, or set app_start = 0x%08" PRIx32
+				   " in the profile if the board runs Katapult",
 				   name, base, got, board->title, mcu->flash_base, want, base);
 			link_reported = true;
 		} else {
-			add_reason(v, "%s has no valid RP2040 boot2 stage at 0x%08" PRIx32 " (CRC "
-				      "mismatch): the bootrom will not start it; rebuild with "
-				      "Bootloader offset %s",
+			add_reason(v,
+				   "%s has no valid RP2040 boot2 stage at 0x%08" PRIx32 " (CRC "
+				   "mismatch): the bootrom will not start it; rebuild with "
+				   "Bootloader offset %s",
 				   name, mcu->flash_base, want);
 		}
 		vt_off = link_reported ? 0 : RP2040_BOOT2_SIZE;
@@ -407,8 +429,7 @@ done:
 }
 
 int
-validate_image(const uint8_t *buf, size_t len, const struct validate_target *t,
-	       struct verdict *ret)
+validate_image(const uint8_t *buf, size_t len, const struct validate_target *t, struct verdict *ret)
 {
 	return check(buf, len, t, ret, NULL);
 }
@@ -419,7 +440,7 @@ validate_image_for_flash(const uint8_t *buf, size_t len, const struct validate_t
 {
 	int r;
 
-	*ret_image = (struct image){ 0 };
+	*ret_image = (struct image){0};
 	r = check(buf, len, t, ret_verdict, ret_image);
 	if (r < 0)
 		return r;
@@ -433,7 +454,7 @@ verdict_done(struct verdict *v)
 		return;
 	for (size_t i = 0; i < v->n_reasons; i++)
 		free(v->reasons[i]);
-	*v = (struct verdict){ 0 };
+	*v = (struct verdict){0};
 }
 
 char *
@@ -445,7 +466,8 @@ verdict_to_json(const struct verdict *v)
 
 	snprintf(addr, sizeof(addr), "0x%08" PRIx32, v->load_address);
 	json_object_object_add(o, "accepted", json_object_new_boolean(v->accepted));
-	json_object_object_add(o, "format", json_object_new_string(image_format_to_string(v->format)));
+	json_object_object_add(o, "format",
+			       json_object_new_string(image_format_to_string(v->format)));
 	json_object_object_add(o, "load_address", json_object_new_string(addr));
 	json_object_object_add(o, "size", json_object_new_int64((int64_t)v->size));
 	json_object_object_add(o, "mcu", json_object_new_string(v->mcu));
@@ -455,7 +477,7 @@ verdict_to_json(const struct verdict *v)
 		json_object_array_add(reasons, json_object_new_string(v->reasons[i]));
 	json_object_object_add(o, "reasons", reasons);
 	s = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-							      JSON_C_TO_STRING_NOSLASHESCAPE));
+							  JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 	return s;
 }
@@ -467,8 +489,8 @@ print_verdict(const struct verdict *v, const char *name, const struct catalog_bo
 	if (v->size)
 		printf("  %s, %zu bytes at 0x%08" PRIx32 "%s%s%s%s%s%s\n",
 		       image_format_to_string(v->format), v->size, v->load_address,
-		       *v->mcu ? ", klipper " : "", v->mcu, *v->interface ? ", " : "",
-		       v->interface, *v->version ? ", " : "", v->version);
+		       *v->mcu ? ", klipper " : "", v->mcu, *v->interface ? ", " : "", v->interface,
+		       *v->version ? ", " : "", v->version);
 	for (size_t i = 0; i < v->n_reasons; i++)
 		printf("  - %s\n", v->reasons[i]);
 }
@@ -485,15 +507,12 @@ int
 validate_command(int argc, char **argv)
 {
 	static const struct option options[] = {
-		{ "board", required_argument, NULL, 'b' },
-		{ "profile", required_argument, NULL, 'p' },
-		{ "config", required_argument, NULL, 'c' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "help", no_argument, NULL, 'h' },
-		{ 0 },
+	    {"board", required_argument, NULL, 'b'},  {"profile", required_argument, NULL, 'p'},
+	    {"config", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
+	    {"help", no_argument, NULL, 'h'},	      {0},
 	};
 	const char *board_name = NULL, *profile_name = NULL, *config_path = NULL, *path, *base;
-	struct validate_target t = { .interface = CONFIG_INTERFACE_USB };
+	struct validate_target t = {.interface = CONFIG_INTERFACE_USB};
 	struct config *cfg = NULL;
 	struct verdict v;
 	uint8_t *data = NULL;
@@ -555,8 +574,9 @@ validate_command(int argc, char **argv)
 			goto out;
 		}
 		if (!p->match.board) {
-			fprintf(stderr, "validate: profile '%s' names no board (match.board): use "
-					"--board\n",
+			fprintf(stderr,
+				"validate: profile '%s' names no board (match.board): use "
+				"--board\n",
 				profile_name);
 			goto out;
 		}

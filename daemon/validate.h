@@ -17,10 +17,10 @@
 
 struct validate_target {
 	const struct catalog_board *board; /* required */
-	uint32_t app_start;                /* 0 = board's; else profile override or bootloader's */
+	uint32_t app_start;		   /* 0 = board's; else profile override or bootloader's */
 	enum config_interface interface;   /* expected */
-	const char *reported_mcu;          /* MCU string reported by the bootloader, may be NULL */
-	const char *file_name;             /* for messages ("klipper.bin"), may be NULL */
+	const char *reported_mcu;	   /* MCU string reported by the bootloader, may be NULL */
+	const char *file_name;		   /* for messages ("klipper.bin"), may be NULL */
 };
 
 #define VALIDATE_MAX_REASONS 8
@@ -30,9 +30,9 @@ struct verdict {
 	enum image_format format;
 	uint32_t load_address; /* where the image will be written */
 	size_t size;
-	char mcu[32];          /* from the Klipper dictionary, "" if none */
-	char interface[16];    /* "usb", "serial", "can", "" if unknown */
-	char version[128];     /* Klipper version, "" if none */
+	char mcu[32];			     /* from the Klipper dictionary, "" if none */
+	char interface[16];		     /* "usb", "serial", "can", "" if unknown */
+	char version[128];		     /* Klipper version, "" if none */
 	char *reasons[VALIDATE_MAX_REASONS]; /* malloc'd; why it was refused, what to do */
 	size_t n_reasons;
 };

@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	static const char *const boards[] = { "skr-pro", "skr-pico", "skr-1.4", "skr-3-h743" };
+	static const char *const boards[] = {"skr-pro", "skr-pico", "skr-1.4", "skr-3-h743"};
 	struct image img;
 	const char *err = NULL;
 
@@ -27,10 +27,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		image_done(&img);
 	}
 	for (size_t i = 0; i < sizeof(boards) / sizeof(boards[0]); i++) {
-		struct validate_target t = { .board = catalog_find(boards[i]),
-					     .interface = CONFIG_INTERFACE_USB,
-					     .reported_mcu = i == 0 ? "stm32f407xx" : NULL,
-					     .file_name = "fuzz.bin" };
+		struct validate_target t = {.board = catalog_find(boards[i]),
+					    .interface = CONFIG_INTERFACE_USB,
+					    .reported_mcu = i == 0 ? "stm32f407xx" : NULL,
+					    .file_name = "fuzz.bin"};
 		struct verdict v;
 		struct image flash;
 

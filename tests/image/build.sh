@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds the test firmware images of run.sh with the arm-none-eabi toolchain:
+# Builds the test firmware images of verdicts.sh with the arm-none-eabi toolchain:
 #   tests/image/build.sh OUTDIR MKDICT MKUF2
 # Each line of the table is one program: name, CPU, link origin, RAM base and size (the
 # initial SP is the RAM end), padding bytes, dictionary (MCU/interface or "none") and whether
@@ -33,8 +33,10 @@ build() {
 	if [ "$dict" != none ]; then
 		mcu=${dict%%/*}
 		iface=${dict#*/}
-		"$mkdict" "$mcu" "$(clock_of "$mcu")" "v0.12.0-test-$name" "$iface" "$out/$name.inc"
-		defs="$defs -I$out -DDICT_INC=\"$name.inc\""
+		mkdir -p "$out/$name.dict"
+		"$mkdict" "$mcu" "$(clock_of "$mcu")" "v0.12.0-test-$name" "$iface" \
+			"$out/$name.dict/klipper_dict.inc"
+		defs="$defs -DWITH_DICT -I$out/$name.dict"
 	fi
 	[ "$boot2" = 1 ] && defs="$defs -DWITH_BOOT2"
 	sed -e "s/@ORIGIN@/$origin/" -e "s/@RAM_BASE@/$ram_base/" -e "s/@RAM_SIZE@/$ram_size/" \

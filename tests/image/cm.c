@@ -7,8 +7,8 @@
 
 extern uint32_t _stack_end, _data_start, _data_end, _data_flash, _bss_start, _bss_end;
 
-#ifdef DICT_INC
-#include DICT_INC /* const unsigned char klipper_dict[], from mkdict */
+#ifdef WITH_DICT
+#include "klipper_dict.inc" /* const unsigned char klipper_dict[], from mkdict */
 #else
 static const unsigned char klipper_dict[1];
 #endif
@@ -17,7 +17,7 @@ static const unsigned char klipper_dict[1];
 #define PAD_SIZE 1
 #endif
 /* Makes the image as large as a real build, which matters for the link-base heuristic. */
-const uint8_t pad[PAD_SIZE] __attribute__((used)) = { 0x5a };
+const uint8_t pad[PAD_SIZE] __attribute__((used)) = {0x5a};
 
 #ifdef WITH_BOOT2
 /* Stand-in for the RP2040 second-stage loader: bytes 0..251 then their CRC-32/MPEG-2. */
@@ -25,14 +25,14 @@ const uint8_t pad[PAD_SIZE] __attribute__((used)) = { 0x5a };
 #define B16(n) B4(n), B4((n) + 4), B4((n) + 8), B4((n) + 12)
 #define B64(n) B16(n), B16((n) + 16), B16((n) + 32), B16((n) + 48)
 __attribute__((section(".boot2"), used)) const uint8_t boot2[256] = {
-	B64(0), B64(64), B64(128), B16(192), B16(208), B16(224), B4(240), B4(244), B4(248),
-	0xa8, 0xe2, 0x54, 0xb4,
+    B64(0),  B64(64), B64(128), B16(192), B16(208), B16(224), B4(240),
+    B4(244), B4(248), 0xa8,	0xe2,	  0x54,	    0xb4,
 };
 #endif
 
 static volatile uint32_t ticks;
 uint32_t counter = 0x12345678; /* .data: its initial value lives in flash */
-uint32_t scratch[8];           /* .bss */
+uint32_t scratch[8];	       /* .bss */
 
 static void
 default_handler(void)
@@ -73,10 +73,28 @@ reset_handler(void)
  * reserved (0, as CMSIS startup files write them), SVCall, DebugMon, reserved, PendSV,
  * SysTick, then the IRQs. */
 __attribute__((section(".vectors"), used)) const uint32_t vectors[16 + 8] = {
-	H(&_stack_end),	     H(reset_handler),	 H(default_handler), H(default_handler),
-	H(default_handler), H(default_handler), H(default_handler), 0,
-	0,		     0,			 0,		     H(default_handler),
-	H(default_handler), 0,			 H(default_handler), H(systick_handler),
-	H(irq0_handler),     H(default_handler), H(default_handler), H(default_handler),
-	H(default_handler), H(default_handler), H(default_handler), H(default_handler),
+    H(&_stack_end),
+    H(reset_handler),
+    H(default_handler),
+    H(default_handler),
+    H(default_handler),
+    H(default_handler),
+    H(default_handler),
+    0,
+    0,
+    0,
+    0,
+    H(default_handler),
+    H(default_handler),
+    0,
+    H(default_handler),
+    H(systick_handler),
+    H(irq0_handler),
+    H(default_handler),
+    H(default_handler),
+    H(default_handler),
+    H(default_handler),
+    H(default_handler),
+    H(default_handler),
+    H(default_handler),
 };

@@ -1,5 +1,5 @@
 # Test firmware images built with the arm-none-eabi toolchain, and the checks that run the
-# validator on every one of them (tests/image/run.sh).
+# validator on every one of them (tests/image/verdicts.sh).
 IMAGE_DIR := $(BUILD)/tests/image
 
 $(IMAGE_DIR)/mkdict: tests/image/mkdict.c
@@ -19,4 +19,4 @@ $(IMAGE_DIR)/stamp: tests/image/build.sh tests/image/cm.c tests/image/link.ld.in
 	tests/image/build.sh $(IMAGE_DIR) $(IMAGE_DIR)/mkdict $(IMAGE_DIR)/mkuf2
 
 CHECK_DEPS += $(IMAGE_DIR)/stamp $(IMAGE_DIR)/vcli
-CHECK_TESTS += tests/image/run.sh
+CHECK_TESTS += tests/image/verdicts.sh

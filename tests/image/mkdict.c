@@ -41,15 +41,16 @@ main(int argc, char **argv)
 		mcu[0] = '\0';
 	else
 		snprintf(mcu, sizeof(mcu), "\"MCU\": \"%s\", ", argv[1]);
-	n = snprintf(json, sizeof(json),
-		     "{\"app\": \"Klipper\", \"build_versions\": \"gcc: (test) 12.2 binutils: 2.40\", "
-		     "\"commands\": {\"get_uptime\": 83, \"get_clock\": 84, "
-		     "\"identify offset=%%u count=%%c\": 1}, "
-		     "\"config\": {\"ADC_MAX\": 4095, \"BUS_PINS_spi1\": \"PA6,PA7,PA5\", "
-		     "\"CLOCK_FREQ\": %s, %s%s\"STATS_SUMSQ_BASE\": 256}, "
-		     "\"enumerations\": {}, \"license\": \"GNU GPLv3\", "
-		     "\"responses\": {\"clock clock=%%u\": 85}, \"version\": \"%s\"}",
-		     argv[2], mcu, interface_constants(argv[4]), argv[3]);
+	n = snprintf(
+	    json, sizeof(json),
+	    "{\"app\": \"Klipper\", \"build_versions\": \"gcc: (test) 12.2 binutils: 2.40\", "
+	    "\"commands\": {\"get_uptime\": 83, \"get_clock\": 84, "
+	    "\"identify offset=%%u count=%%c\": 1}, "
+	    "\"config\": {\"ADC_MAX\": 4095, \"BUS_PINS_spi1\": \"PA6,PA7,PA5\", "
+	    "\"CLOCK_FREQ\": %s, %s%s\"STATS_SUMSQ_BASE\": 256}, "
+	    "\"enumerations\": {}, \"license\": \"GNU GPLv3\", "
+	    "\"responses\": {\"clock clock=%%u\": 85}, \"version\": \"%s\"}",
+	    argv[2], mcu, interface_constants(argv[4]), argv[3]);
 	if (n < 0 || (size_t)n >= sizeof(json))
 		return 1;
 	if (compress2(out, &out_len, (const Bytef *)json, (uLong)n, 9) != Z_OK)

@@ -42,18 +42,21 @@ export SKRFLASH_QUEUE_DIR=$work/queue
 
 expect "boards catalog flash history queue queued retry status validate watch" ""
 expect "queue queued" qu
-expect "--config --help --json --socket --version" --
+expect "--config --help --json --queue-dir --socket" --
 expect "status" --json st
 expect "status" --socket /run/x.sock st
 expect "octopus toolhead" queue ""
 expect "toolhead" --json queue t
 expect "$work/files/klipper.bin" queue octopus "$work/files/k"
-expect "--board --limit" history --
+expect "--board --json --limit" history --
 expect "" history --limit ""
 expect "--board --profile" validate --
 expect "octopus" validate --profile o
-expect "--device" flash --
-expect "$work/files/klipper.bin" flash --device "$work/files/k"
+expect "--all --json" boards --
+expect "--no-wait" queue --n
+expect "" flash ""
+mkdir -p "$work/other/printer9"
+expect "printer9" --queue-dir "$work/other" queue ""
 expect "" status ""
 
 echo "$pass passed, $fail failed"

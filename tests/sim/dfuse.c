@@ -59,10 +59,10 @@ struct dfuse_dev {
 	enum pending_kind pending;
 	uint32_t pend_addr;
 	uint16_t pend_len;
-	uint8_t *pend_data;         /* xfer bytes */
-	uint8_t result_state;       /* shown by the GETSTATUS after dfuDNBUSY */
+	uint8_t *pend_data;   /* xfer bytes */
+	uint8_t result_state; /* shown by the GETSTATUS after dfuDNBUSY */
 	uint8_t result_status;
-	uint64_t ready_at_us;       /* device busy until then (enforced bwPollTimeout) */
+	uint64_t ready_at_us; /* device busy until then (enforced bwPollTimeout) */
 
 	unsigned op_count[_DFUSE_OP_MAX];
 	unsigned fail_nth[_DFUSE_OP_MAX];
@@ -122,8 +122,8 @@ add_alt_names(struct dfuse_dev *d)
 {
 	const struct catalog_mcu *m = d->flash->mcu;
 
-	d->alt_names[d->n_alts++] = m->dfu_layout ? xstrdup(m->dfu_layout)
-						  : layout_from_geometry(d->flash);
+	d->alt_names[d->n_alts++] =
+	    m->dfu_layout ? xstrdup(m->dfu_layout) : layout_from_geometry(d->flash);
 	switch (m->family) {
 	case CATALOG_FAMILY_STM32F4:
 		d->alt_names[d->n_alts++] = xstrdup("@Option Bytes  /0x1FFFC000/01*016 g");
@@ -437,8 +437,8 @@ execute_pending(struct dfuse_dev *d)
 			enum catalog_family fam = d->flash->mcu->family;
 
 			fail = fam == CATALOG_FAMILY_STM32F1 || fam == CATALOG_FAMILY_STM32F4
-				       ? DFU_STATUS_ERR_VERIFY
-				       : DFU_STATUS_ERR_PROG;
+				   ? DFU_STATUS_ERR_VERIFY
+				   : DFU_STATUS_ERR_PROG;
 			busy = flash_program_time(d->flash, d->pend_len);
 		} else if (r < 0) {
 			fail = DFU_STATUS_ERR_ADDRESS;
@@ -840,8 +840,8 @@ sync_control(struct dfuse_dev *d, UMockdevIoctlClient *c, UMockdevIoctlData *arg
 	put16(setup + 4, ct->wIndex);
 	put16(setup + 6, ct->wLength);
 	if (ct->wLength) {
-		dd = umockdev_ioctl_data_resolve(cd, G_STRUCT_OFFSET(struct usbdevfs_ctrltransfer, data),
-						 ct->wLength, NULL);
+		dd = umockdev_ioctl_data_resolve(
+		    cd, G_STRUCT_OFFSET(struct usbdevfs_ctrltransfer, data), ct->wLength, NULL);
 		if (!dd) {
 			g_object_unref(cd);
 			return false;

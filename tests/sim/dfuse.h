@@ -32,34 +32,34 @@ enum {
 
 /* Operations that fault injection can make fail. */
 enum dfuse_op {
-	DFUSE_OP_WRITE,       /* a data DNLOAD (wBlockNum >= 2) */
-	DFUSE_OP_ERASE,       /* an erase command (page or mass) */
+	DFUSE_OP_WRITE,	      /* a data DNLOAD (wBlockNum >= 2) */
+	DFUSE_OP_ERASE,	      /* an erase command (page or mass) */
 	DFUSE_OP_SET_ADDRESS, /* a set-address command */
 	_DFUSE_OP_MAX,
 };
 
 struct dfuse_stats {
-	uint64_t control;         /* every control transfer, standard ones included */
-	uint64_t request[7];      /* DFU class requests by bRequest (enum dfu_request) */
-	uint64_t get_descriptor;  /* standard GET_DESCRIPTOR */
-	uint64_t set_interface;   /* alt setting selections (ioctl) */
+	uint64_t control;	 /* every control transfer, standard ones included */
+	uint64_t request[7];	 /* DFU class requests by bRequest (enum dfu_request) */
+	uint64_t get_descriptor; /* standard GET_DESCRIPTOR */
+	uint64_t set_interface;	 /* alt setting selections (ioctl) */
 	uint64_t stalls;
-	uint64_t dnload_data;     /* data blocks (wBlockNum >= 2, wLength > 0) */
-	uint64_t dnload_cmd;      /* DfuSe commands (wBlockNum 0) */
-	uint64_t upload;          /* UPLOAD requests */
-	uint64_t getstatus;       /* = request[DFU_REQ_GETSTATUS] */
-	uint64_t busy_replies;    /* GETSTATUS answered dfuDNBUSY */
-	uint64_t early_polls;     /* GETSTATUS before the previous bwPollTimeout elapsed */
-	uint64_t erases;          /* page erase commands executed */
+	uint64_t dnload_data;  /* data blocks (wBlockNum >= 2, wLength > 0) */
+	uint64_t dnload_cmd;   /* DfuSe commands (wBlockNum 0) */
+	uint64_t upload;       /* UPLOAD requests */
+	uint64_t getstatus;    /* = request[DFU_REQ_GETSTATUS] */
+	uint64_t busy_replies; /* GETSTATUS answered dfuDNBUSY */
+	uint64_t early_polls;  /* GETSTATUS before the previous bwPollTimeout elapsed */
+	uint64_t erases;       /* page erase commands executed */
 	uint64_t mass_erases;
 	uint64_t bytes_written;
 	uint64_t bytes_read;
 	uint64_t unhandled_ioctls;
-	unsigned state;           /* current enum dfu_state */
-	unsigned status;          /* current enum dfu_status */
-	uint32_t pointer;         /* address pointer */
-	bool left;                /* leave executed: the device is gone from the bus */
-	uint32_t jump_addr;       /* where it jumped */
+	unsigned state;	    /* current enum dfu_state */
+	unsigned status;    /* current enum dfu_status */
+	uint32_t pointer;   /* address pointer */
+	bool left;	    /* leave executed: the device is gone from the bus */
+	uint32_t jump_addr; /* where it jumped */
 };
 
 struct dfuse_dev;
@@ -80,8 +80,7 @@ int dfuse_attach(struct dfuse_dev *d, UMockdevTestbed *tb, const char *devnode);
 void dfuse_detach(struct dfuse_dev *d, UMockdevTestbed *tb, const char *devnode);
 /* Called once after the leave GETSTATUS, from the thread that handled it, without locks held:
  * the callee must not block nor call dfuse_detach there (hand it to another thread). */
-void dfuse_set_leave_cb(struct dfuse_dev *d, void (*cb)(void *ctx, uint32_t jump_addr),
-			void *ctx);
+void dfuse_set_leave_cb(struct dfuse_dev *d, void (*cb)(void *ctx, uint32_t jump_addr), void *ctx);
 
 /* One control transfer as the bus would deliver it: setup packet, data stage of wLength
  * bytes (in or out). Returns the IN/OUT byte count, -EPIPE for a stall, -ENODEV after

@@ -30,12 +30,12 @@
  * RP2040 external QSPI flash (W25Q16JV datasheet): 4 KiB sector erase 45 ms typ, 256-byte
  * page program 0.4 ms typ. */
 static const struct flash_timing family_timing[_CATALOG_FAMILY_MAX] = {
-	[CATALOG_FAMILY_LPC176X] = {100000, 0, 4000, 1000},
-	[CATALOG_FAMILY_STM32F1] = {0, 10000, 512 * 105 / 2, 1000},
-	[CATALOG_FAMILY_STM32F4] = {142857, 6696, 256 * 16, 1000},
-	[CATALOG_FAMILY_STM32G0] = {0, 11000, 128 * 85, 1000},
-	[CATALOG_FAMILY_STM32H7] = {0, 7813, 32 * 16, 1000},
-	[CATALOG_FAMILY_RP2040] = {45000, 0, 1600, 1000},
+    [CATALOG_FAMILY_LPC176X] = {100000, 0, 4000, 1000},
+    [CATALOG_FAMILY_STM32F1] = {0, 10000, 512 * 105 / 2, 1000},
+    [CATALOG_FAMILY_STM32F4] = {142857, 6696, 256 * 16, 1000},
+    [CATALOG_FAMILY_STM32G0] = {0, 11000, 128 * 85, 1000},
+    [CATALOG_FAMILY_STM32H7] = {0, 7813, 32 * 16, 1000},
+    [CATALOG_FAMILY_RP2040] = {45000, 0, 1600, 1000},
 };
 
 struct flash_timing
@@ -80,7 +80,8 @@ flash_new(const struct catalog_mcu *mcu, double speed)
 	f->sector_size = xnew_array(uint32_t, cap);
 	end = f->base + f->size;
 	for (addr = f->base; addr < end && addr >= f->base; addr = start + size) {
-		if (catalog_mcu_sector(mcu, addr, &start, &size) < 0 || size == 0 || start != addr) {
+		if (catalog_mcu_sector(mcu, addr, &start, &size) < 0 || size == 0 ||
+		    start != addr) {
 			/* geometry gap: the rest is one unit, so every address still erases */
 			start = addr;
 			size = end - addr;
@@ -420,8 +421,8 @@ void
 flash_busy_wait(uint32_t busy_us)
 {
 	struct timespec ts = {
-		.tv_sec = (time_t)(busy_us / 1000000),
-		.tv_nsec = (long)(busy_us % 1000000) * 1000,
+	    .tv_sec = (time_t)(busy_us / 1000000),
+	    .tv_nsec = (long)(busy_us % 1000000) * 1000,
 	};
 
 	while (busy_us && nanosleep(&ts, &ts) < 0 && errno == EINTR)

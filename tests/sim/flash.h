@@ -13,10 +13,10 @@
 
 /* Datasheet timing of one MCU family, in microseconds (before the speed multiplier). */
 struct flash_timing {
-	uint32_t erase_us_base;      /* fixed part of one sector/page erase */
+	uint32_t erase_us_base;	     /* fixed part of one sector/page erase */
 	uint32_t erase_us_per_kib;   /* sector/page erase time per KiB of the erase unit */
 	uint32_t program_us_per_kib; /* programming time per KiB */
-	uint32_t usb_frame_us;       /* one full-speed frame: 1000 */
+	uint32_t usb_frame_us;	     /* one full-speed frame: 1000 */
 };
 
 struct flash {
@@ -24,15 +24,15 @@ struct flash {
 	const struct catalog_mcu *mcu;
 	uint32_t base;
 	uint32_t size;
-	uint8_t *bytes;              /* size bytes, index = address - base */
-	uint32_t *erase_count;       /* per erase unit, in sector order */
+	uint8_t *bytes;	       /* size bytes, index = address - base */
+	uint32_t *erase_count; /* per erase unit, in sector order */
 	uint32_t n_sectors;
-	uint32_t *sector_start;      /* n_sectors erase units, ascending */
+	uint32_t *sector_start; /* n_sectors erase units, ascending */
 	uint32_t *sector_size;
 	uint64_t total_erases;
-	uint64_t total_programmed;   /* bytes */
+	uint64_t total_programmed; /* bytes */
 	struct flash_timing timing;
-	double speed;                /* 1.0 = datasheet time, 0 = instant */
+	double speed; /* 1.0 = datasheet time, 0 = instant */
 };
 
 /* Erased flash of the MCU's geometry. speed: 1.0 datasheet, 0.0 instant. */

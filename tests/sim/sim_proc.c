@@ -135,14 +135,18 @@ build_env(const char *notify, char *const extra_env[])
 {
 	size_t n = 0, k = 0, extra = extra_env ? strv_length(extra_env) : 0;
 	const char *asan = getenv("SKRSIM_ASAN_OPTIONS");
+	bool asan_given = false;
 	char **env;
 
 	while (environ[n])
 		n++;
 	env = xnew_array(char *, n + extra + 3);
 	env[k++] = xasprintf("NOTIFY_SOCKET=%s", notify);
+	for (size_t j = 0; j < extra && asan; j++)
+		if (strncmp(extra_env[j], "ASAN_OPTIONS=", 13) == 0)
+			asan_given = true;
 	/* the harness runs with leak detection off (GLib); the program under test must not */
-	if (asan)
+	if (asan && !asan_given)
 		env[k++] = xasprintf("ASAN_OPTIONS=%s", asan);
 	for (size_t i = 0; i < n; i++) {
 		const char *eq = strchr(environ[i], '=');

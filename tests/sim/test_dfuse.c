@@ -33,8 +33,8 @@ fake_clock(void *ctx)
 static int
 ctl(struct dfuse_dev *d, uint8_t type, uint8_t req, uint16_t value, uint16_t len, uint8_t *data)
 {
-	uint8_t setup[8] = {type, req, (uint8_t)value, (uint8_t)(value >> 8), 0, 0, (uint8_t)len,
-			    (uint8_t)(len >> 8)};
+	uint8_t setup[8] = {type, req, (uint8_t)value, (uint8_t)(value >> 8),
+			    0,	  0,   (uint8_t)len,   (uint8_t)(len >> 8)};
 	static uint8_t scratch[4096];
 
 	return dfuse_control(d, setup, data ? data : scratch);
@@ -160,7 +160,8 @@ test_descriptors(void)
 	CHECK_STREQ(dfuse_string(d, DFUSE_STR_SERIAL), "3276365F3235");
 	CHECK_STREQ(dfuse_string(d, DFUSE_STR_ALT0), f->mcu->dfu_layout);
 	CHECK_STREQ(dfuse_string(d, DFUSE_STR_ALT0 + 1), "@Option Bytes  /0x1FFFC000/01*016 g");
-	CHECK_STREQ(dfuse_string(d, DFUSE_STR_ALT0 + 2), "@OTP Memory /0x1FFF7800/01*512 g,01*016 g");
+	CHECK_STREQ(dfuse_string(d, DFUSE_STR_ALT0 + 2),
+		    "@OTP Memory /0x1FFF7800/01*512 g,01*016 g");
 	CHECK_STREQ(dfuse_string(d, DFUSE_STR_ALT0 + 3), "@Device Feature/0xFFFF0000/01*004 g");
 	CHECK(dfuse_string(d, DFUSE_STR_ALT0 + 4) == NULL);
 	/* the alt 0 layout describes exactly the simulated flash */
@@ -550,18 +551,18 @@ add_dfu_device(UMockdevTestbed *tb, struct dfuse_dev *d, const char *serial)
 	char *h = hex(desc, n);
 	GError *err = NULL;
 	char *rec = xasprintf(
-		"P: /devices/pci0000:00/0000:00:14.0/usb1/1-3\n"
-		"N: bus/usb/001/007\n"
-		"E: DEVNAME=/dev/bus/usb/001/007\nE: DEVTYPE=usb_device\nE: SUBSYSTEM=usb\n"
-		"E: DRIVER=usb\nE: BUSNUM=001\nE: DEVNUM=007\nE: ID_VENDOR_ID=0483\n"
-		"E: ID_MODEL_ID=df11\nE: ID_SERIAL_SHORT=%s\nE: ID_PATH=pci-0000:00:14.0-usb-0:3\n"
-		"A: idVendor=0483\nA: idProduct=df11\nA: bcdDevice=2200\n"
-		"A: manufacturer=STMicroelectronics\nA: product=DFU in FS Mode\nA: serial=%s\n"
-		"A: busnum=1\nA: devnum=7\nA: devpath=3\nA: speed=12\nA: bConfigurationValue=1\n"
-		"A: bNumConfigurations=1\nA: dev=189:6\n"
-		"L: driver=../../../../../bus/usb/drivers/usb\n"
-		"H: descriptors=%s\n",
-		serial, serial, h);
+	    "P: /devices/pci0000:00/0000:00:14.0/usb1/1-3\n"
+	    "N: bus/usb/001/007\n"
+	    "E: DEVNAME=/dev/bus/usb/001/007\nE: DEVTYPE=usb_device\nE: SUBSYSTEM=usb\n"
+	    "E: DRIVER=usb\nE: BUSNUM=001\nE: DEVNUM=007\nE: ID_VENDOR_ID=0483\n"
+	    "E: ID_MODEL_ID=df11\nE: ID_SERIAL_SHORT=%s\nE: ID_PATH=pci-0000:00:14.0-usb-0:3\n"
+	    "A: idVendor=0483\nA: idProduct=df11\nA: bcdDevice=2200\n"
+	    "A: manufacturer=STMicroelectronics\nA: product=DFU in FS Mode\nA: serial=%s\n"
+	    "A: busnum=1\nA: devnum=7\nA: devpath=3\nA: speed=12\nA: bConfigurationValue=1\n"
+	    "A: bNumConfigurations=1\nA: dev=189:6\n"
+	    "L: driver=../../../../../bus/usb/drivers/usb\n"
+	    "H: descriptors=%s\n",
+	    serial, serial, h);
 
 	if (!umockdev_testbed_add_from_string(tb, rec, &err)) {
 		fprintf(stderr, "add_from_string: %s\n", err->message);
@@ -696,8 +697,9 @@ fidelity(const char *dir, const char *mcu_name, uint32_t app_start, uint32_t img
 	CHECK_EQ_INT(st.dnload_data, (img_len + 2047) / 2048);
 	CHECK_EQ_INT(st.early_polls, 0); /* dfu-util honours bwPollTimeout */
 	CHECK_EQ_INT(st.unhandled_ioctls, 0);
-	fprintf(stderr, "  download: %llu control transfers (%llu GETSTATUS, %llu busy), "
-			"%llu erases, %.1f transfers/KiB\n",
+	fprintf(stderr,
+		"  download: %llu control transfers (%llu GETSTATUS, %llu busy), "
+		"%llu erases, %.1f transfers/KiB\n",
 		(unsigned long long)st.control, (unsigned long long)st.getstatus,
 		(unsigned long long)st.busy_replies, (unsigned long long)st.erases,
 		(double)st.control * 1024.0 / img_len);
@@ -748,8 +750,8 @@ fidelity_fault(const char *dir)
 	UMockdevTestbed *tb = umockdev_testbed_new();
 	char *img_path = xasprintf("%s/fault.bin", dir);
 	char *log = xasprintf("%s/fault.log", dir);
-	const char *args[] = {"-d", "0483:df11", "-a", "0", "-s", "0x08008000:leave", "-D",
-			      img_path, NULL};
+	const char *args[] = {"-d", "0483:df11", "-a", "0", "-s", "0x08008000:leave",
+			      "-D", img_path,	 NULL};
 	uint8_t img[8192];
 	struct dfuse_stats st;
 	int rc;
@@ -785,7 +787,8 @@ fidelity_fault(const char *dir)
 int
 main(int argc, char **argv)
 {
-	char dir[] = "/tmp/test_dfuse.XXXXXX";
+	const char *tmp = getenv("TMPDIR");
+	char *dir = xasprintf("%s/test_dfuse.XXXXXX", tmp && *tmp ? tmp : "/tmp");
 
 	(void)argc;
 	ensure_preload(argv);
@@ -804,5 +807,6 @@ main(int argc, char **argv)
 	fidelity(dir, "stm32h723xx", 0x08020000, 30001);
 	fidelity_fault(dir);
 	rmdir(dir);
+	free(dir);
 	TEST_DONE();
 }

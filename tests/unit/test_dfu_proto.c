@@ -44,8 +44,8 @@ static void
 test_func_desc(void)
 {
 	/* STM32F4 ROM: 0x0B, 255 ms, 2048, DfuSe 1.1a (§3.1), after an unrelated descriptor */
-	const uint8_t f4[] = {0x05, 0x24, 0x00, 0x10, 0x01, 0x09, 0x21, 0x0b,
-			      0xff, 0x00, 0x00, 0x08, 0x1a, 0x01};
+	const uint8_t f4[] = {0x05, 0x24, 0x00, 0x10, 0x01, 0x09, 0x21,
+			      0x0b, 0xff, 0x00, 0x00, 0x08, 0x1a, 0x01};
 	const uint8_t dfu10[] = {0x07, 0x21, 0x03, 0xe8, 0x03, 0x00, 0x02};
 	const uint8_t none[] = {0x05, 0x24, 0x00, 0x10, 0x01};
 	const uint8_t zero_len[] = {0x00, 0x21, 0x0b};
@@ -54,7 +54,8 @@ test_func_desc(void)
 	struct dfu_func_desc d;
 
 	CHECK_EQ_INT(dfu_func_desc_parse(f4, sizeof f4, &d), 0);
-	CHECK_EQ_INT(d.attributes, DFU_ATTR_CAN_DNLOAD | DFU_ATTR_CAN_UPLOAD | DFU_ATTR_WILL_DETACH);
+	CHECK_EQ_INT(d.attributes,
+		     DFU_ATTR_CAN_DNLOAD | DFU_ATTR_CAN_UPLOAD | DFU_ATTR_WILL_DETACH);
 	CHECK_EQ_INT(d.detach_timeout, 255);
 	CHECK_EQ_INT(d.transfer_size, 2048);
 	CHECK_EQ_INT(d.bcd_dfu, DFU_BCD_DFUSE);
@@ -76,8 +77,8 @@ test_layout_f4(void)
 	struct dfu_layout l;
 	uint32_t start = 0, size = 0;
 
-	CHECK_EQ_INT(dfu_layout_parse("@Internal Flash  /0x08000000/04*016Kg,01*064Kg,07*128Kg", &l),
-		     0);
+	CHECK_EQ_INT(
+	    dfu_layout_parse("@Internal Flash  /0x08000000/04*016Kg,01*064Kg,07*128Kg", &l), 0);
 	CHECK_STREQ(l.name, "Internal Flash");
 	CHECK_EQ_INT(l.n_segments, 3);
 	CHECK_EQ_INT(l.segments[0].start, 0x08000000);
@@ -136,14 +137,14 @@ test_layout_others(void)
 	CHECK_EQ_INT(l.segments[0].page_size, 2048);
 	CHECK_EQ_INT(dfu_layout_parse("@Internal Flash  /0x08000000/256*08Kg", &l), 0);
 	CHECK_EQ_INT(dfu_layout_size(&l), 2 * 1024 * 1024);
-	CHECK_EQ_INT(dfu_layout_parse("@Internal Flash  /0x08000000/04*016Kg,01*064Kg,03*128Kg", &l),
-		     0);
+	CHECK_EQ_INT(
+	    dfu_layout_parse("@Internal Flash  /0x08000000/04*016Kg,01*064Kg,03*128Kg", &l), 0);
 	CHECK_EQ_INT(dfu_layout_size(&l), 512 * 1024);
 
 	/* several regions, 'M' multiplier, letters a..f */
-	CHECK_EQ_INT(dfu_layout_parse("@Mix/0x08000000/2*1Ma,/0x20000000/3*4Kb,1*8Bc,1*1d,1*1e,1*1f",
-				      &l),
-		     0);
+	CHECK_EQ_INT(
+	    dfu_layout_parse("@Mix/0x08000000/2*1Ma,/0x20000000/3*4Kb,1*8Bc,1*1d,1*1e,1*1f", &l),
+	    0);
 	CHECK_EQ_INT(l.n_segments, 6);
 	CHECK_EQ_INT(l.segments[0].page_size, 1024 * 1024);
 	CHECK_EQ_INT(l.segments[0].flags, DFU_MEM_READABLE);

@@ -50,7 +50,7 @@ parse_str(const char *s, struct image *img, const char **err)
 static void
 test_bin(void)
 {
-	const uint8_t raw[] = { 0x00, 0x00, 0x02, 0x20, 0x01, 0x01, 0x00, 0x08 };
+	const uint8_t raw[] = {0x00, 0x00, 0x02, 0x20, 0x01, 0x01, 0x00, 0x08};
 	struct image img;
 
 	CHECK_EQ_INT(image_parse(raw, sizeof(raw), &img, NULL), 0);
@@ -75,8 +75,8 @@ test_bin(void)
 static void
 test_hex(void)
 {
-	const uint8_t ela[] = { 0x08, 0x00 }, ela2[] = { 0x09, 0x00 }, seg[] = { 0x10, 0x00 };
-	const uint8_t d1[] = { 1, 2, 3, 4 }, d2[] = { 5, 6 }, entry[] = { 0x08, 0, 0x01, 0x01 };
+	const uint8_t ela[] = {0x08, 0x00}, ela2[] = {0x09, 0x00}, seg[] = {0x10, 0x00};
+	const uint8_t d1[] = {1, 2, 3, 4}, d2[] = {5, 6}, entry[] = {0x08, 0, 0x01, 0x01};
 	char text[1024] = "";
 	const char *err = NULL;
 	struct image img;
@@ -91,7 +91,7 @@ test_hex(void)
 	CHECK(img.has_load_address);
 	CHECK_EQ_INT(img.load_address, 0x08008000);
 	CHECK_EQ_INT(img.size, 8);
-	CHECK(memcmp(img.data, (const uint8_t[]){ 1, 2, 3, 4, 0xFF, 0xFF, 5, 6 }, 8) == 0);
+	CHECK(memcmp(img.data, (const uint8_t[]){1, 2, 3, 4, 0xFF, 0xFF, 5, 6}, 8) == 0);
 	image_done(&img);
 
 	/* lowercase digits and bare LF line ends */
@@ -159,21 +159,21 @@ make_elf(uint8_t *buf, uint16_t machine, uint32_t paddr, const uint8_t *data, ui
 
 	memset(buf, 0, 52 + 32);
 	memcpy(buf, "\177ELF", 4);
-	buf[4] = 1; /* ELFCLASS32 */
-	buf[5] = 1; /* little-endian */
-	buf[6] = 1; /* EV_CURRENT */
-	put_le16(buf + 16, 2);        /* ET_EXEC */
+	buf[4] = 1;	       /* ELFCLASS32 */
+	buf[5] = 1;	       /* little-endian */
+	buf[6] = 1;	       /* EV_CURRENT */
+	put_le16(buf + 16, 2); /* ET_EXEC */
 	put_le16(buf + 18, machine);
 	put_le32(buf + 20, 1);
 	put_le32(buf + 24, paddr | 1); /* entry */
-	put_le32(buf + 28, 52);       /* e_phoff */
-	put_le16(buf + 40, 52);       /* e_ehsize */
-	put_le16(buf + 42, 32);       /* e_phentsize */
-	put_le16(buf + 44, 1);        /* e_phnum */
-	put_le16(buf + 46, 40);       /* e_shentsize */
-	put_le32(ph, 1);              /* PT_LOAD */
-	put_le32(ph + 4, 84);         /* p_offset */
-	put_le32(ph + 8, 0x20000000); /* p_vaddr: a RAM address, must be ignored */
+	put_le32(buf + 28, 52);	       /* e_phoff */
+	put_le16(buf + 40, 52);	       /* e_ehsize */
+	put_le16(buf + 42, 32);	       /* e_phentsize */
+	put_le16(buf + 44, 1);	       /* e_phnum */
+	put_le16(buf + 46, 40);	       /* e_shentsize */
+	put_le32(ph, 1);	       /* PT_LOAD */
+	put_le32(ph + 4, 84);	       /* p_offset */
+	put_le32(ph + 8, 0x20000000);  /* p_vaddr: a RAM address, must be ignored */
 	put_le32(ph + 12, paddr);
 	put_le32(ph + 16, n);
 	put_le32(ph + 20, n);
@@ -185,7 +185,7 @@ make_elf(uint8_t *buf, uint16_t machine, uint32_t paddr, const uint8_t *data, ui
 static void
 test_elf(void)
 {
-	const uint8_t data[] = { 0x00, 0x00, 0x02, 0x20, 0x41, 0x80, 0x00, 0x08, 9, 9, 9, 9 };
+	const uint8_t data[] = {0x00, 0x00, 0x02, 0x20, 0x41, 0x80, 0x00, 0x08, 9, 9, 9, 9};
 	uint8_t buf[256];
 	const char *err = NULL;
 	struct image img;

@@ -75,17 +75,17 @@ test_interfaces(void)
 		const char *constants;
 		enum kdict_interface want;
 	} cases[] = {
-		{ "\"RESERVE_PINS_USB\": \"PA11,PA12\"", KDICT_INTERFACE_USB },
-		{ "\"RESERVE_PINS_USB1\": \"PB14,PB15\"", KDICT_INTERFACE_USB },
-		{ "\"SERIAL_BAUD\": 250000, \"RESERVE_PINS_serial\": \"PA10,PA9\"",
-		  KDICT_INTERFACE_SERIAL },
-		{ "\"SERIAL_BAUD\": 250000", KDICT_INTERFACE_SERIAL },
-		{ "\"CANBUS_FREQUENCY\": 1000000, \"RESERVE_PINS_CAN\": \"PB8,PB9\"",
-		  KDICT_INTERFACE_CAN },
-		{ "\"CANBUS_BRIDGE\": 1, \"CANBUS_FREQUENCY\": 1000000, \"RESERVE_PINS_USB\": \"x\"",
-		  KDICT_INTERFACE_CAN },
-		{ "\"SERIAL_BAUD\": 250000, \"RESERVE_PINS_USB\": \"x\"", KDICT_INTERFACE_UNKNOWN },
-		{ "\"ADC_MAX\": 4095", KDICT_INTERFACE_UNKNOWN },
+	    {"\"RESERVE_PINS_USB\": \"PA11,PA12\"", KDICT_INTERFACE_USB},
+	    {"\"RESERVE_PINS_USB1\": \"PB14,PB15\"", KDICT_INTERFACE_USB},
+	    {"\"SERIAL_BAUD\": 250000, \"RESERVE_PINS_serial\": \"PA10,PA9\"",
+	     KDICT_INTERFACE_SERIAL},
+	    {"\"SERIAL_BAUD\": 250000", KDICT_INTERFACE_SERIAL},
+	    {"\"CANBUS_FREQUENCY\": 1000000, \"RESERVE_PINS_CAN\": \"PB8,PB9\"",
+	     KDICT_INTERFACE_CAN},
+	    {"\"CANBUS_BRIDGE\": 1, \"CANBUS_FREQUENCY\": 1000000, \"RESERVE_PINS_USB\": \"x\"",
+	     KDICT_INTERFACE_CAN},
+	    {"\"SERIAL_BAUD\": 250000, \"RESERVE_PINS_USB\": \"x\"", KDICT_INTERFACE_UNKNOWN},
+	    {"\"ADC_MAX\": 4095", KDICT_INTERFACE_UNKNOWN},
 	};
 	char json[512];
 	struct kdict d;
@@ -146,9 +146,9 @@ test_malformed(void)
 			  "-5}}",
 			  &d),
 		     -EBADMSG);
-	CHECK_EQ_INT(find("{\"app\": \"Klipper\", \"config\": {\"MCU\": \"x\"}, \"version\": 3}",
-			  &d),
-		     -EBADMSG);
+	CHECK_EQ_INT(
+	    find("{\"app\": \"Klipper\", \"config\": {\"MCU\": \"x\"}, \"version\": 3}", &d),
+	    -EBADMSG);
 	/* over-long strings are cut, not overflowed */
 	CHECK_EQ_INT(find("{\"app\": \"Klipper\", \"config\": {\"MCU\": "
 			  "\"0123456789012345678901234567890123456789\"}}",

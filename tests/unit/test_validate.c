@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test_validate: every check of validate_image() on synthetic images, the flash-side API,
- * the JSON form and validate_command()'s exit codes. tests/image/run.sh repeats the
+ * the JSON form and validate_command()'s exit codes. tests/image/verdicts.sh repeats the
  * verdicts on real toolchain output. */
 #include <errno.h>
 #include <stdint.h>
@@ -73,7 +73,7 @@ static void
 test_bin_offsets(void)
 {
 	const struct catalog_board *pro = catalog_find("skr-pro");
-	struct validate_target t = { .board = pro, .file_name = "klipper.bin" };
+	struct validate_target t = {.board = pro, .file_name = "klipper.bin"};
 	struct verdict v;
 	uint8_t *b;
 
@@ -142,12 +142,12 @@ test_bin_offsets(void)
 static void
 test_vector_and_size(void)
 {
-	struct validate_target t = { .board = catalog_find("skr-pro"), .file_name = "fw.bin" };
+	struct validate_target t = {.board = catalog_find("skr-pro"), .file_name = "fw.bin"};
 	struct verdict v;
-	uint8_t *b, ff[64], tiny[4] = { 1, 2, 3, 4 };
+	uint8_t *b, ff[64], tiny[4] = {1, 2, 3, 4};
 
 	b = make_bin(0x08008000, 0x20030000, 4096, NULL); /* F429's RAM end on an F407 */
-	put_le32(b + 4, 0x08008100);                     /* even reset vector */
+	put_le32(b + 4, 0x08008100);			  /* even reset vector */
 	CHECK_EQ_INT(validate_image(b, 4096, &t, &v), 0);
 	CHECK(!v.accepted);
 	CHECK(has_reason(&v, "initial stack pointer 0x20030000 is not in the RAM of the "
@@ -207,7 +207,7 @@ test_vector_and_size(void)
 static void
 test_klipper_checks(void)
 {
-	struct validate_target t = { .board = catalog_find("skr-2-f429"), .file_name = "k.bin" };
+	struct validate_target t = {.board = catalog_find("skr-2-f429"), .file_name = "k.bin"};
 	struct verdict v;
 	uint8_t *b = make_bin(0x08008000, 0x20020000, 8192, klipper("stm32f407xx", SERIAL));
 
@@ -239,7 +239,7 @@ test_klipper_checks(void)
 	free(b);
 
 	/* G0B0 build on a G0B1 board, H743 on H723 */
-	t = (struct validate_target){ .board = catalog_find("skr-mini-e3-v3") };
+	t = (struct validate_target){.board = catalog_find("skr-mini-e3-v3")};
 	b = make_bin(0x08002000, 0x20024000, 8192, klipper("stm32g0b0xx", USB));
 	CHECK_EQ_INT(validate_image(b, 8192, &t, &v), 0);
 	CHECK(has_reason(&v, "the image was built for stm32g0b0xx"));
@@ -271,10 +271,10 @@ test_klipper_checks(void)
 static void
 test_reason_cap(void)
 {
-	struct validate_target t = { .board = catalog_find("skr-pro") };
+	struct validate_target t = {.board = catalog_find("skr-pro")};
 	struct verdict v;
-	uint8_t *b = make_bin(0x08000000, 0x30000000, 2 * 1024 * 1024,
-			      klipper("stm32h743xx", SERIAL));
+	uint8_t *b =
+	    make_bin(0x08000000, 0x30000000, 2 * 1024 * 1024, klipper("stm32h743xx", SERIAL));
 
 	put_le32(b + 4, 0x08000100);
 	CHECK_EQ_INT(validate_image(b, 2 * 1024 * 1024, &t, &v), 0);
@@ -293,7 +293,7 @@ test_reason_cap(void)
 static void
 test_rp2040_and_flash(void)
 {
-	struct validate_target t = { .board = catalog_find("skr-pico"), .file_name = "p.bin" };
+	struct validate_target t = {.board = catalog_find("skr-pico"), .file_name = "p.bin"};
 	struct verdict v;
 	struct image img;
 	uint32_t crc = 0xFFFFFFFFu;
@@ -337,8 +337,8 @@ test_rp2040_and_flash(void)
 static int
 run_command(const char *a1, const char *a2, const char *a3, const char *a4)
 {
-	char *argv[6] = { (char *)(uintptr_t) "validate" };
-	const char *args[4] = { a1, a2, a3, a4 };
+	char *argv[6] = {(char *)(uintptr_t) "validate"};
+	const char *args[4] = {a1, a2, a3, a4};
 	int argc = 1;
 
 	for (size_t i = 0; i < 4 && args[i]; i++)

@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* moonraker: the print-state gate. A board is not flashed while its printer prints.
+ *
+ * The state comes from Moonraker's object query (GET <url>/printer/objects/query?print_stats)
+ * and the decision is fail-closed: a printer whose Moonraker does not answer, answers an HTTP
+ * error or sends something unparsable is treated as printing, unless the profile sets
+ * moonraker_fail_open. moonraker_query() blocks for at most timeout_ms (libcurl easy API with
+ * a hard total timeout), so the engine calls it from a worker, or from the loop with a short
+ * timeout (<= 2 s). Parsing and the decision are pure functions. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* print_stats.state as Klipper reports it */
+enum moonraker_print {
+	MOONRAKER_PRINT_STANDBY,
+	MOONRAKER_PRINT_PRINTING,
+	MOONRAKER_PRINT_PAUSED,
+	MOONRAKER_PRINT_COMPLETE,
+	MOONRAKER_PRINT_CANCELLED,
+	MOONRAKER_PRINT_ERROR,
+	MOONRAKER_PRINT_UNKNOWN, /* a string this version does not know */
+	_MOONRAKER_PRINT_MAX,
+};
+
+#define MOONRAKER_TIMEOUT_MAX_MS 2000u
+
+struct moonraker_state {
+	/* 0 = Moonraker answered with a print state; otherwise why not: -ECONNREFUSED,
+	 * -ETIMEDOUT, -EHOSTUNREACH, -EPROTO (HTTP status >= 300, see http_status), -EBADMSG
+	 * (not the expected JSON), -EFBIG (reply too large), -EINVAL (bad URL) or -EIO */
+	int error;
+	long http_status;          /* 0 when no HTTP reply was received */
+	enum moonraker_print print;
+	char state[32];            /* print_stats.state as sent (escaped), "" on error */
+	char detail[160];          /* libcurl's or the parser's reason when error != 0 */
+};
+
+/* Pure: extract result.status.print_stats.state from a reply body. 0 and *ret filled, or
+ * -EBADMSG when the body is not that JSON shape. The state text is truncated to fit. */
+int moonraker_parse(const char *buf, size_t len, enum moonraker_print *ret_print,
+		    char *ret_state, size_t state_size);
+
+/* Query the print state at url (e.g. "http://127.0.0.1:7125"; http and https only, no
+ * redirects, no proxy). Blocks for at most timeout_ms (capped at MOONRAKER_TIMEOUT_MAX_MS).
+ * Always fills *ret; returns ret->error. */
+int moonraker_query(const char *url, unsigned timeout_ms, struct moonraker_state *ret);
+
+/* Pure gate decision: true when flashing `board` may go ahead. Refuses while printing or
+ * paused, for an unknown state, and when Moonraker did not answer unless fail_open.
+ * *ret_message (malloc'd, always set) names the printer URL and the state for the log. */
+bool moonraker_gate(const struct moonraker_state *st, const char *url, bool fail_open,
+		    const char *board, char **ret_message);
+
+const char *moonraker_print_to_string(enum moonraker_print p);

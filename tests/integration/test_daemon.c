@@ -1,0 +1,291 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* test_daemon: the unmodified skrflashd on simulated boards - coldplug and hotplug in every
+ * mode, identity across re-enumeration on the same port, two identical boards on two ports,
+ * leave after the grace period, STATUS=, SIGHUP reload (good and bad), exit 78. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <json-c/json.h>
+
+#include "harness.h"
+#include "sim.h"
+#include "util.h"
+
+static struct sim *sim;
+static char *dir, *sock, *conf, *build;
+
+static json_object *
+ctl_json(const char *cmd)
+{
+	char *ctl = xasprintf("%s/skrflashctl", build), *out = NULL, *c = xstrdup(cmd);
+	char *argv[] = { ctl, (char[]){ "--json" }, (char[]){ "--socket" }, sock, (char[]){ "--config" }, conf, c, NULL };
+	json_object *o = NULL;
+	int st = sim_run(sim, argv, 10000, &out);
+
+	CHECK_EQ_INT(st, 0);
+	if (st == 0 && out)
+		o = json_tokener_parse(out);
+	if (!o)
+		fprintf(stderr, "skrflashctl %s said: %s\n", cmd, out ? out : "(nothing)");
+	free(out);
+	free(ctl);
+	free(c);
+	return o;
+}
+
+static json_object *
+board_on(json_object *boards, const char *port)
+{
+	for (size_t i = 0; boards && i < json_object_array_length(boards); i++) {
+		json_object *b = json_object_array_get_idx(boards, i);
+
+		if (strcmp(json_object_get_string(json_object_object_get(b, "port")), port) == 0)
+			return b;
+	}
+	return NULL;
+}
+
+static const char *
+field(json_object *b, const char *key)
+{
+	json_object *v = b ? json_object_object_get(b, key) : NULL;
+
+	return v ? json_object_get_string(v) : "(none)";
+}
+
+static size_t
+count(const char *hay, const char *needle)
+{
+	size_t n = 0;
+
+	for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+static void
+write_conf(const char *path, const char *extra)
+{
+	FILE *f = fopen(path, "w");
+
+	CHECK(f != NULL);
+	if (!f)
+		return;
+	fprintf(f, "timeouts = { leave_grace = 0.3; };\n"
+		   "profiles = (\n"
+		   "  { name = \"octo-a\"; match = { board = \"octopus-f446\"; port = \"1-1\"; }; },\n"
+		   "  { name = \"octo-b\"; match = { board = \"octopus-f446\"; port = \"1-2\"; }; },\n"
+		   "  { name = \"skr3\"; match = { board = \"skr-3-h723\"; }; }%s\n"
+		   ");\n",
+		extra);
+	fclose(f);
+}
+
+static struct sim_board *
+add(const char *model, const char *port, enum sim_mode mode)
+{
+	struct sim_board_spec spec = { .model = model, .port = port, .mode = mode };
+	struct sim_board *b = sim_board_add(sim, &spec);
+
+	CHECK(b != NULL);
+	return b;
+}
+
+int
+main(int argc, char **argv)
+{
+	char tmpl[] = "/tmp/skrflash-daemon-XXXXXX";
+	struct sim_board *a, *b2, *h7;
+	struct sim_proc *d;
+	json_object *boards, *status, *x;
+	char *state, *run, *daemon_path, *needle;
+	const char *out;
+
+	sim_init(argc, argv);
+	build = xstrdup(getenv("BUILD") ? getenv("BUILD") : "build");
+	dir = xstrdup(mkdtemp(tmpl));
+	state = xasprintf("%s/state", dir);
+	run = xasprintf("%s/run", dir);
+	sock = xasprintf("%s/control.sock", run);
+	conf = xasprintf("%s/skrflash.conf", dir);
+	daemon_path = xasprintf("%s/skrflashd", build);
+	write_conf(conf, "");
+	sim = sim_new();
+
+	/* coldplug: present before the daemon starts; two identical Octopus boards */
+	a = add("octopus-f446", "1-1", SIM_MODE_KLIPPER_APP);
+	b2 = add("octopus-f446", "1-2", SIM_MODE_KLIPPER_APP);
+	h7 = add("skr-3-h723", "1-3", SIM_MODE_KLIPPER_APP);
+	{
+		char *args[] = { daemon_path, (char[]){ "-c" }, conf, (char[]){ "--state-dir" }, state, (char[]){ "--runtime-dir" }, run,
+				 (char[]){ "--log-level" }, (char[]){ "debug" }, NULL };
+
+		d = sim_proc_spawn(sim, args, NULL);
+	}
+	CHECK_EQ_INT(sim_proc_wait_ready(d, 10000), 0);
+	CHECK(strstr(sim_proc_status(d), "3 boards present") != NULL);
+
+	status = ctl_json("status");
+	CHECK_EQ_INT(json_object_get_int(json_object_object_get(status, "boards_present")), 3);
+	json_object_put(status);
+
+	boards = x = ctl_json("boards");
+	CHECK_EQ_INT(boards ? json_object_array_length(boards) : 0, 3);
+	CHECK_STREQ(field(board_on(boards, "1-1"), "board"), "octopus-f446");
+	CHECK_STREQ(field(board_on(boards, "1-1"), "profile"), "octo-a");
+	CHECK_STREQ(field(board_on(boards, "1-2"), "profile"), "octo-b");
+	CHECK_STREQ(field(board_on(boards, "1-3"), "profile"), "skr3");
+	CHECK_STREQ(field(board_on(boards, "1-3"), "mcu"), "stm32h723xx");
+	CHECK_STREQ(field(board_on(boards, "1-1"), "mode"), "klipper-app");
+	CHECK_STREQ(field(board_on(boards, "1-1"), "serial"), sim_board_uid(a));
+	CHECK_STREQ(field(board_on(boards, "1-2"), "serial"), sim_board_uid(b2));
+	CHECK(strcmp(sim_board_uid(a), sim_board_uid(b2)) != 0);
+	CHECK_STREQ(field(board_on(boards, "1-1"), "tty"), sim_board_tty(a));
+	CHECK(strstr(field(board_on(boards, "1-1"), "by_id"), "/serial/by-id/usb-Klipper_stm32f446xx_") !=
+	      NULL);
+	CHECK_STREQ(field(board_on(boards, "1-1"), "usb_id"), "1d50:614e");
+	json_object_put(x);
+
+	/* hotplug in every other mode */
+	add("manta-m8p", "1-4", SIM_MODE_KATAPULT);
+	add("skr-1.4-turbo", "1-5", SIM_MODE_LPC_DFU);
+	add("skr-pico", "1-6", SIM_MODE_BOOTSEL);
+	add("skr-1.4", "1-7", SIM_MODE_MARLIN_LPC);
+	add("skr-mini-e3-v3", "1-8", SIM_MODE_MARLIN_STM32);
+	add("octopus-pro-h723", "1-9", SIM_MODE_ROM_DFU);
+	CHECK_EQ_INT(sim_proc_wait_notify(d, "9 boards present", 10000), 0);
+	boards = x = ctl_json("boards");
+	CHECK_STREQ(field(board_on(boards, "1-4"), "mode"), "katapult");
+	/* stm32g0b1xx: a Manta M8P or an SKR Mini E3 V3 until a profile says which */
+	CHECK_STREQ(field(board_on(boards, "1-4"), "board"), "");
+	CHECK(strstr(field(board_on(boards, "1-4"), "candidates"), "manta-m8p") != NULL);
+	CHECK_STREQ(field(board_on(boards, "1-5"), "mode"), "lpc-dfu");
+	CHECK_STREQ(field(board_on(boards, "1-6"), "mode"), "rp2040-bootsel");
+	CHECK_STREQ(field(board_on(boards, "1-7"), "mode"), "marlin-lpc");
+	CHECK_STREQ(field(board_on(boards, "1-8"), "mode"), "marlin-stm32");
+	CHECK_STREQ(field(board_on(boards, "1-9"), "mode"), "stm32-rom-dfu");
+	CHECK_STREQ(field(board_on(boards, "1-9"), "usb_id"), "0483:df11");
+	json_object_put(x);
+
+	/* the same board re-appears in ROM DFU on the same port: identity and profile kept */
+	CHECK_EQ_INT(sim_board_plug(a, SIM_MODE_ROM_DFU), 0);
+	CHECK_EQ_INT(sim_proc_wait_output(d, "on port 1-1: klipper-app -> stm32-rom-dfu", 10000), 0);
+	boards = x = ctl_json("boards");
+	CHECK_STREQ(field(board_on(boards, "1-1"), "mode"), "stm32-rom-dfu");
+	CHECK_STREQ(field(board_on(boards, "1-1"), "serial"), sim_board_uid(a));
+	CHECK(strcmp(field(board_on(boards, "1-1"), "usb_serial"), sim_board_uid(a)) != 0);
+	CHECK_STREQ(field(board_on(boards, "1-1"), "board"), "octopus-f446");
+	CHECK_STREQ(field(board_on(boards, "1-1"), "profile"), "octo-a");
+	json_object_put(x);
+	CHECK_EQ_INT(sim_board_plug(a, SIM_MODE_KLIPPER_APP), 0);
+	CHECK_EQ_INT(sim_proc_wait_output(d, "on port 1-1: stm32-rom-dfu -> klipper-app", 10000), 0);
+	/* and into Katapult */
+	CHECK_EQ_INT(sim_board_plug(h7, SIM_MODE_KATAPULT), 0);
+	CHECK_EQ_INT(sim_proc_wait_output(d, "on port 1-3: klipper-app -> katapult", 10000), 0);
+
+	/* unplug: left once, after the grace period */
+	CHECK_EQ_INT(sim_board_unplug(b2), 0);
+	CHECK_EQ_INT(sim_proc_wait_output(d, "board left: octopus-f446 on port 1-2", 10000), 0);
+	CHECK_EQ_INT(sim_proc_wait_notify(d, "8 boards present", 10000), 0);
+
+	out = sim_proc_output(d);
+	/* appear/leave once per real change: no repeats for re-enumeration or bind events */
+	CHECK_EQ_INT(count(out, "board appeared: octopus-f446 in klipper-app mode on port 1-1"), 1);
+	CHECK_EQ_INT(count(out, "board appeared:"), 9);
+	CHECK_EQ_INT(count(out, "board left:"), 1);
+	CHECK(strstr(out, "<5>board appeared: skr-3-h723 in klipper-app mode on port 1-3, profile 'skr3'") != NULL);
+
+	/* SIGHUP with a broken file: keeps running on the old snapshot */
+	{
+		FILE *f = fopen(conf, "w");
+
+		CHECK(f != NULL);
+		if (f) {
+			fputs("profiles = ( { name = \"x\"; match = { board = \"no-such\"; }; } );\n", f);
+			fclose(f);
+		}
+	}
+	CHECK_EQ_INT(sim_proc_kill(d, SIGHUP), 0);
+	CHECK_EQ_INT(sim_proc_wait_output(d, "configuration not reloaded", 10000), 0);
+	CHECK(strstr(sim_proc_output(d), "skrflash.conf:1: profiles.[0].match.board") != NULL);
+	status = ctl_json("status");
+	CHECK_EQ_INT(json_object_get_int(json_object_object_get(status, "profiles")), 3);
+	json_object_put(status);
+	/* and with a good one: the new profile applies to boards already present */
+	write_conf(conf, ",\n  { name = \"manta\"; match = { board = \"manta-m8p\"; }; }");
+	CHECK_EQ_INT(sim_proc_kill(d, SIGHUP), 0);
+	CHECK_EQ_INT(sim_proc_wait_output(d, "configuration reloaded", 10000), 0);
+	boards = x = ctl_json("boards");
+	CHECK_STREQ(field(board_on(boards, "1-4"), "profile"), "manta");
+	json_object_put(x);
+
+	/* SIGTERM: clean exit */
+	CHECK_EQ_INT(sim_proc_kill(d, SIGTERM), 0);
+	CHECK_EQ_INT(sim_proc_wait_exit(d, 10000), 0);
+	d = sim_proc_free(d);
+
+	/* a config that cannot be loaded at start: exit 78 with FILE:LINE */
+	{
+		FILE *f = fopen(conf, "w");
+		char *args[] = { daemon_path, (char[]){ "-c" }, conf, (char[]){ "--state-dir" }, state, (char[]){ "--runtime-dir" }, run,
+				 NULL };
+		char *o = NULL;
+
+		CHECK(f != NULL);
+		if (f) {
+			fputs("max_jobs = 0;\n", f);
+			fclose(f);
+		}
+		CHECK_EQ_INT(sim_run(sim, args, 10000, &o), 78);
+		needle = xasprintf("%s:1: max_jobs", conf);
+		CHECK(o && strstr(o, needle));
+		free(needle);
+		free(o);
+	}
+
+	/* identities survive a restart: the database remembers the boards */
+	write_conf(conf, "");
+	{
+		char *args[] = { daemon_path, (char[]){ "-c" }, conf, (char[]){ "--state-dir" }, state, (char[]){ "--runtime-dir" }, run, NULL };
+
+		d = sim_proc_spawn(sim, args, NULL);
+	}
+	CHECK_EQ_INT(sim_proc_wait_ready(d, 10000), 0);
+	boards = x = ctl_json("boards");
+	CHECK_STREQ(field(board_on(boards, "1-1"), "serial"), sim_board_uid(a));
+	json_object_put(x);
+	{
+		char *ctl = xasprintf("%s/skrflashctl", build), *o = NULL;
+		char *args[] = { ctl, (char[]){ "--json" }, (char[]){ "--socket" }, sock, (char[]){ "--config" }, conf, (char[]){ "boards" }, (char[]){ "--all" }, NULL };
+
+		CHECK_EQ_INT(sim_run(sim, args, 10000, &o), 0);
+		/* the unplugged board on 1-2 is still known, as absent */
+		x = o ? json_tokener_parse(o) : NULL;
+		CHECK(x && board_on(x, "1-2") != NULL);
+		CHECK_STREQ(field(board_on(x, "1-2"), "present"), "false");
+		json_object_put(x);
+		free(o);
+		free(ctl);
+	}
+	CHECK_EQ_INT(sim_proc_kill(d, SIGTERM), 0);
+	CHECK_EQ_INT(sim_proc_wait_exit(d, 10000), 0);
+	sim_proc_free(d);
+	sim_free(sim);
+	{
+		char *cmd = xasprintf("rm -rf '%s'", dir);
+
+		(void)system(cmd);
+		free(cmd);
+	}
+	free(state);
+	free(run);
+	free(sock);
+	free(conf);
+	free(daemon_path);
+	free(dir);
+	TEST_DONE();
+}

@@ -1,0 +1,279 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* skrsim: start simulated boards in a umockdev testbed and run a command inside it.
+ *
+ *   skrsim [--board MODEL@PORT[:STATE][,KEY=VALUE...]]... [--scenario FILE] [-- CMD ARGS...]
+ *
+ * The demo and the benchmarks use it to run the real daemon against a farm of boards. */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sim.h"
+#include "util.h"
+
+#define MAX_SPECS 64
+
+struct board_arg {
+	struct sim_board_spec spec;
+	char *text; /* owns the strings spec points into */
+};
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"usage: skrsim [--board MODEL@PORT[:STATE][,KEY=VALUE...]]... [--scenario FILE]\n"
+		"              [--speed X] [--quiet] [-- CMD [ARGS...]]\n"
+		"STATE: klipper-app (default), katapult-installed (Katapult bootloader, app up),\n"
+		"       katapult, stm32-rom-dfu, lpc-dfu, bootsel, marlin-lpc, marlin-stm32, off\n"
+		"KEY:   version=V  uid=HEX  speed=X  bootloader=stock|katapult|none  empty\n"
+		"       bootloop=flicker|silent  cycles=N\n"
+		"Without CMD, skrsim keeps the boards up until SIGINT/SIGTERM.\n"
+		"A scenario file holds one board description per line ('#' comments).\n");
+}
+
+static int
+parse_board(const char *arg, double speed, struct board_arg *ret)
+{
+	char *text = xstrdup(arg), *at, *opts, *state, *save = NULL;
+	struct sim_board_spec *sp = &ret->spec;
+
+	memset(ret, 0, sizeof(*ret));
+	ret->text = text;
+	sp->speed = speed;
+	sp->mode = SIM_MODE_KLIPPER_APP;
+	opts = strchr(text, ',');
+	if (opts)
+		*opts++ = '\0';
+	at = strchr(text, '@');
+	if (!at)
+		goto bad;
+	*at = '\0';
+	sp->model = text;
+	sp->port = at + 1;
+	state = strchr(sp->port, ':');
+	/* the port itself never has ':', the state follows the first one */
+	if (state) {
+		*state++ = '\0';
+		if (strcmp(state, "katapult-installed") == 0) {
+			sp->bootloader = SIM_BL_KATAPULT;
+			sp->mode = SIM_MODE_KLIPPER_APP;
+		} else if (sim_mode_from_string(state, &sp->mode) < 0) {
+			fprintf(stderr, "skrsim: unknown state '%s'\n", state);
+			goto bad;
+		} else if (sp->mode == SIM_MODE_KATAPULT) {
+			sp->bootloader = SIM_BL_KATAPULT;
+		}
+	}
+	for (char *kv = opts ? strtok_r(opts, ",", &save) : NULL; kv;
+	     kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		const char *v = eq ? eq + 1 : "";
+
+		if (eq)
+			*eq = '\0';
+		if (strcmp(kv, "version") == 0)
+			sp->app_version = v;
+		else if (strcmp(kv, "uid") == 0)
+			sp->uid = v;
+		else if (strcmp(kv, "speed") == 0)
+			sp->speed = strtod(v, NULL);
+		else if (strcmp(kv, "empty") == 0)
+			sp->empty = true;
+		else if (strcmp(kv, "cycles") == 0)
+			sp->bootloop_cycles = (unsigned)strtoul(v, NULL, 10);
+		else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "silent") == 0)
+			sp->bootloop = SIM_BOOTLOOP_SILENT;
+		else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "flicker") == 0)
+			sp->bootloop = SIM_BOOTLOOP_FLICKER;
+		else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "stock") == 0)
+			sp->bootloader = SIM_BL_STOCK;
+		else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "katapult") == 0)
+			sp->bootloader = SIM_BL_KATAPULT;
+		else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "none") == 0)
+			sp->bootloader = SIM_BL_NONE;
+		else {
+			fprintf(stderr, "skrsim: unknown option '%s' in '%s'\n", kv, arg);
+			goto bad;
+		}
+	}
+	return 0;
+bad:
+	fprintf(stderr, "skrsim: bad board '%s' (want MODEL@PORT[:STATE][,KEY=VALUE...])\n", arg);
+	free(text);
+	ret->text = NULL;
+	return -EINVAL;
+}
+
+static int
+parse_scenario(const char *path, double speed, struct board_arg *args, size_t *n)
+{
+	FILE *f = fopen(path, "re");
+	char line[512];
+	int r = 0;
+
+	if (!f) {
+		fprintf(stderr, "skrsim: %s: %s\n", path, strerror(errno));
+		return -errno;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *p = line + strspn(line, " \t");
+
+		p[strcspn(p, "#\r\n")] = '\0';
+		for (size_t l = strlen(p); l && (p[l - 1] == ' ' || p[l - 1] == '\t'); l--)
+			p[l - 1] = '\0';
+		if (strncmp(p, "board ", 6) == 0)
+			p += 6 + strspn(p + 6, " \t");
+		if (!*p)
+			continue;
+		if (*n >= MAX_SPECS || parse_board(p, speed, &args[*n]) < 0) {
+			r = -EINVAL;
+			break;
+		}
+		(*n)++;
+	}
+	fclose(f);
+	return r;
+}
+
+static void
+print_boards(struct sim *s, FILE *out)
+{
+	fprintf(out, "SKRSIM_ROOT=%s\n", sim_root(s));
+	for (size_t i = 0; i < sim_board_count(s); i++) {
+		struct sim_board *b = sim_board_get(s, i);
+		const char *tty = sim_board_tty(b);
+
+		fprintf(out, "board %s %s mode=%s uid=%s serial=%s tty=%s by-id=%s dev=%s\n",
+			sim_board_port(b), sim_board_model(b)->name,
+			sim_mode_to_string(sim_board_mode(b)), sim_board_uid(b),
+			*sim_board_serial(b) ? sim_board_serial(b) : "-", tty ? tty : "-",
+			sim_board_by_id(b) ? sim_board_by_id(b) : "-",
+			sim_board_devnode(b) ? sim_board_devnode(b) : "-");
+	}
+	fflush(out);
+}
+
+/* SIGINT and SIGTERM are blocked in every thread (main blocks them before the simulator
+ * starts its threads) and taken with sigtimedwait; `old` is the mask for children. */
+static int
+run_command(struct sim *s, char **argv, const sigset_t *mask, const sigset_t *old)
+{
+	pid_t pid;
+	int st;
+
+	setenv("SKRSIM_ROOT", sim_root(s), 1);
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid == 0) {
+		const char *asan = getenv("SKRSIM_ASAN_OPTIONS");
+
+		pthread_sigmask(SIG_SETMASK, old, NULL);
+		if (asan)
+			setenv("ASAN_OPTIONS", asan, 1);
+		execvp(argv[0], argv);
+		fprintf(stderr, "skrsim: %s: %s\n", argv[0], strerror(errno));
+		_exit(127);
+	}
+	if (pid < 0)
+		return 127;
+	/* forward SIGINT/SIGTERM to the command and keep the boards up until it exits */
+	for (;;) {
+		struct timespec ts = { .tv_sec = 0, .tv_nsec = 50000000 };
+		int sig = sigtimedwait(mask, NULL, &ts);
+
+		if (sig > 0)
+			kill(pid, sig);
+		if (waitpid(pid, &st, WNOHANG) == pid)
+			break;
+	}
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "board", required_argument, NULL, 'b' },
+		{ "scenario", required_argument, NULL, 's' },
+		{ "speed", required_argument, NULL, 'S' },
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct board_arg args[MAX_SPECS];
+	const char *scenarios[8];
+	size_t n = 0, n_scen = 0;
+	double speed = 0.0;
+	bool quiet = false;
+	struct sim *s;
+	sigset_t mask, old;
+	int c, r = 0;
+
+	sim_init(argc, argv);
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &mask, &old);
+	while ((c = getopt_long(argc, argv, "+b:s:S:qh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'b':
+			if (n >= MAX_SPECS || parse_board(optarg, speed, &args[n]) < 0)
+				return 2;
+			n++;
+			break;
+		case 's':
+			if (n_scen < ELEMENTSOF(scenarios))
+				scenarios[n_scen++] = optarg;
+			break;
+		case 'S':
+			speed = strtod(optarg, NULL);
+			for (size_t i = 0; i < n; i++)
+				if (args[i].spec.speed == 0.0)
+					args[i].spec.speed = speed;
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	for (size_t i = 0; i < n_scen; i++)
+		if (parse_scenario(scenarios[i], speed, args, &n) < 0)
+			return 2;
+	s = sim_new();
+	for (size_t i = 0; i < n; i++) {
+		if (!sim_board_add(s, &args[i].spec)) {
+			r = 2;
+			goto out;
+		}
+	}
+	if (!quiet)
+		print_boards(s, stderr);
+	if (optind < argc) {
+		r = run_command(s, argv + optind, &mask, &old);
+	} else {
+		int sig;
+
+		printf("SKRSIM_ROOT=%s\n", sim_root(s));
+		fflush(stdout);
+		(void)sigwait(&mask, &sig);
+	}
+out:
+	sim_free(s);
+	for (size_t i = 0; i < n; i++)
+		free(args[i].text);
+	return r;
+}
