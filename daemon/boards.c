@@ -168,6 +168,7 @@ board_free(struct board *b)
 	if (!b)
 		return;
 	sd_event_source_disable_unref(b->leave_timer);
+	sd_event_source_disable_unref(b->settle_timer);
 	free(b);
 }
 
@@ -189,10 +190,13 @@ declare_left(struct boards *r, struct board *b)
 {
 	struct log_fields f;
 
-	fields_of(b, LOG_MID_BOARD_LEFT, &f);
-	log_full(LOG_NOTICE, 0, &f, "board left: %s on port %s", board_display_name(b),
-		 b->dev.port);
-	emit(r, BOARDS_LEFT, b);
+	/* a board that never finished appearing never "left" either */
+	if (b->pending != BOARDS_APPEARED) {
+		fields_of(b, LOG_MID_BOARD_LEFT, &f);
+		log_full(LOG_NOTICE, 0, &f, "board left: %s on port %s", board_display_name(b),
+			 b->dev.port);
+		emit(r, BOARDS_LEFT, b);
+	}
 	remove_item(r, b);
 }
 
@@ -246,15 +250,75 @@ adopt_serial(struct boards *r, struct board *b, const char *serial)
 		(void)store_board_set_serial(r->store, b->id, serial);
 }
 
+/* Modes whose backend talks through a tty: announce them once the tty exists, so that
+ * whoever reacts to "appeared" can use the board at once. */
+static bool
+needs_tty(enum device_mode m)
+{
+	return m == DEVICE_MODE_KLIPPER_APP || m == DEVICE_MODE_KATAPULT ||
+	       m == DEVICE_MODE_MARLIN_LPC || m == DEVICE_MODE_MARLIN_STM32;
+}
+
+static void
+announce(struct boards *r, struct board *b)
+{
+	struct log_fields f;
+	int ev = b->pending;
+
+	b->settle_timer = sd_event_source_disable_unref(b->settle_timer);
+	b->pending = -1;
+	if (ev == BOARDS_APPEARED) {
+		fields_of(b, LOG_MID_BOARD_APPEARED, &f);
+		log_full(LOG_NOTICE, 0, &f, "board appeared: %s in %s mode on port %s%s%s%s",
+			 board_display_name(b), device_mode_to_string(b->dev.mode), b->dev.port,
+			 b->profile[0] ? ", profile '" : "", b->profile,
+			 b->profile[0] ? "'" : ", no profile");
+	} else if (ev == BOARDS_MODE_CHANGED) {
+		fields_of(b, NULL, &f);
+		log_full(LOG_INFO, 0, &f, "board %s on port %s: %s -> %s", board_display_name(b),
+			 b->dev.port, device_mode_to_string(b->old_mode),
+			 device_mode_to_string(b->dev.mode));
+	} else {
+		return;
+	}
+	emit(r, (enum boards_event)ev, b);
+}
+
+static int
+on_settle_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct board *b = userdata;
+
+	(void)s;
+	(void)usec;
+	/* no tty after all (a driver problem on the host): announce what there is */
+	announce(b->owner, b);
+	return 0;
+}
+
+static void
+announce_when_ready(struct boards *r, struct board *b, enum boards_event ev)
+{
+	b->pending = (int)ev;
+	if (!needs_tty(b->dev.mode) || b->dev.tty[0]) {
+		announce(r, b);
+		return;
+	}
+	b->settle_timer = sd_event_source_disable_unref(b->settle_timer);
+	if (sd_event_add_time_relative(r->loop, &b->settle_timer, CLOCK_MONOTONIC, 2000000u, 0,
+				       on_settle_timer, b) < 0)
+		announce(r, b);
+}
+
 static void
 appear(struct boards *r, const struct device *dev)
 {
 	struct board *b = xnew(struct board);
 	struct store_board prev;
 	const char *stored = NULL;
-	struct log_fields f;
 
 	b->owner = r;
+	b->pending = -1;
 	b->dev = *dev;
 	b->present = true;
 	memset(&prev, 0, sizeof(prev));
@@ -271,18 +335,13 @@ appear(struct boards *r, const struct device *dev)
 	record(r, b);
 	r->items = xreallocarray(r->items, r->n_items + 1, sizeof(*r->items));
 	r->items[r->n_items++] = b;
-	fields_of(b, LOG_MID_BOARD_APPEARED, &f);
-	log_full(LOG_NOTICE, 0, &f, "board appeared: %s in %s mode on port %s%s%s%s", board_display_name(b),
-		 device_mode_to_string(dev->mode), dev->port, b->profile[0] ? ", profile '" : "",
-		 b->profile, b->profile[0] ? "'" : ", no profile");
-	emit(r, BOARDS_APPEARED, b);
+	announce_when_ready(r, b, BOARDS_APPEARED);
 }
 
 static void
 reappear(struct boards *r, struct board *b, const struct device *dev)
 {
 	enum device_mode old = b->dev.mode;
-	struct log_fields f;
 
 	b->leave_timer = sd_event_source_disable_unref(b->leave_timer);
 	b->dev = *dev;
@@ -291,10 +350,12 @@ reappear(struct boards *r, struct board *b, const struct device *dev)
 		adopt_serial(r, b, dev->serial);
 	identify(r, b, b->catalog ? b->catalog->name : NULL);
 	record(r, b);
-	fields_of(b, NULL, &f);
-	log_full(LOG_INFO, 0, &f, "board %s on port %s: %s -> %s", board_display_name(b),
-		 dev->port, device_mode_to_string(old), device_mode_to_string(dev->mode));
-	emit(r, BOARDS_MODE_CHANGED, b);
+	/* an announcement still pending (it left before its tty came) keeps its kind */
+	if (b->pending != BOARDS_APPEARED) {
+		b->old_mode = old;
+		b->pending = BOARDS_MODE_CHANGED;
+	}
+	announce_when_ready(r, b, (enum boards_event)b->pending);
 }
 
 static bool
@@ -320,11 +381,17 @@ on_add(struct boards *r, const struct device *dev, bool change)
 			appear(r, dev);
 			return;
 		}
+		if (mode_changed)
+			b->old_mode = b->dev.mode;
 		b->dev = *dev;
 		if (mode_changed) {
 			identify(r, b, b->catalog ? b->catalog->name : NULL);
 			record(r, b);
-			emit(r, BOARDS_MODE_CHANGED, b);
+			announce_when_ready(r, b, b->pending == BOARDS_APPEARED ? BOARDS_APPEARED
+									       : BOARDS_MODE_CHANGED);
+		} else if (b->pending >= 0) {
+			if (child_changed && b->dev.tty[0])
+				announce(r, b);
 		} else if (child_changed) {
 			log_debug("board %s on port %s: tty '%s' block '%s'", board_display_name(b),
 				  dev->port, dev->tty, dev->block);
@@ -352,6 +419,7 @@ on_remove(struct boards *r, const struct device *dev)
 	if (!b || !b->present)
 		return;
 	b->present = false;
+	b->settle_timer = sd_event_source_disable_unref(b->settle_timer);
 	b->dev.tty[0] = 0;
 	b->dev.by_id[0] = 0;
 	b->dev.block[0] = 0;
@@ -365,7 +433,8 @@ on_remove(struct boards *r, const struct device *dev)
 	}
 	log_debug("board %s gone from port %s, waiting for it to come back",
 		  board_display_name(b), b->dev.port);
-	emit(r, BOARDS_GONE, b);
+	if (b->pending != BOARDS_APPEARED)
+		emit(r, BOARDS_GONE, b);
 }
 
 void

@@ -35,6 +35,9 @@ struct board {
 	int64_t first_seen;
 	struct boards *owner;
 	sd_event_source *leave_timer;
+	sd_event_source *settle_timer; /* waiting for the tty before announcing */
+	int pending;                   /* event to announce once settled, -1 none */
+	enum device_mode old_mode;     /* for the mode-change message */
 };
 
 enum boards_event {

@@ -14,8 +14,8 @@
 
 struct holder {
 	pid_t pid;
-	char comm[16];     /* /proc/PID/comm (the kernel keeps 15 characters), "" if unreadable */
-	char *unit;        /* systemd unit ("klipper-2.service"), NULL if not in a service */
+	char comm[16];	   /* /proc/PID/comm (the kernel keeps 15 characters), "" if unreadable */
+	char *unit;	   /* systemd unit ("klipper-2.service"), NULL if not in a service */
 	bool user_manager; /* the unit belongs to a user's systemd (user@UID.service), not PID 1 */
 };
 

@@ -52,8 +52,7 @@ encode_end(uint8_t *buf, size_t total)
 }
 
 int
-katapult_frame_encode(uint8_t code, const uint32_t *words, size_t n_words, uint8_t *buf,
-		      size_t len)
+katapult_frame_encode(uint8_t code, const uint32_t *words, size_t n_words, uint8_t *buf, size_t len)
 {
 	int total;
 
@@ -68,8 +67,8 @@ katapult_frame_encode(uint8_t code, const uint32_t *words, size_t n_words, uint8
 }
 
 int
-katapult_frame_encode_bytes(uint8_t code, const uint8_t *payload, size_t payload_len,
-			    uint8_t *buf, size_t len)
+katapult_frame_encode_bytes(uint8_t code, const uint8_t *payload, size_t payload_len, uint8_t *buf,
+			    size_t len)
 {
 	int total = encode_begin(code, payload_len, buf, len);
 

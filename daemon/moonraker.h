@@ -31,21 +31,25 @@ struct moonraker_state {
 	 * -ETIMEDOUT, -EHOSTUNREACH, -EPROTO (HTTP status >= 300, see http_status), -EBADMSG
 	 * (not the expected JSON), -EFBIG (reply too large), -EINVAL (bad URL) or -EIO */
 	int error;
-	long http_status;          /* 0 when no HTTP reply was received */
+	long http_status; /* 0 when no HTTP reply was received */
 	enum moonraker_print print;
-	char state[32];            /* print_stats.state as sent (escaped), "" on error */
-	char detail[160];          /* libcurl's or the parser's reason when error != 0 */
+	char state[32];	  /* print_stats.state as sent (escaped), "" on error */
+	char detail[160]; /* libcurl's or the parser's reason when error != 0 */
 };
 
 /* Pure: extract result.status.print_stats.state from a reply body. 0 and *ret filled, or
  * -EBADMSG when the body is not that JSON shape. The state text is truncated to fit. */
-int moonraker_parse(const char *buf, size_t len, enum moonraker_print *ret_print,
-		    char *ret_state, size_t state_size);
+int moonraker_parse(const char *buf, size_t len, enum moonraker_print *ret_print, char *ret_state,
+		    size_t state_size);
 
 /* Query the print state at url (e.g. "http://127.0.0.1:7125"; http and https only, no
  * redirects, no proxy). Blocks for at most timeout_ms (capped at MOONRAKER_TIMEOUT_MAX_MS).
  * Always fills *ret; returns ret->error. */
 int moonraker_query(const char *url, unsigned timeout_ms, struct moonraker_state *ret);
+/* The same with an API key sent as X-Api-Key (NULL = none), for a Moonraker that does not
+ * trust the host skrflash runs on ([authorization] trusted_clients, force_logins). */
+int moonraker_query_key(const char *url, const char *api_key, unsigned timeout_ms,
+			struct moonraker_state *ret);
 
 /* Pure gate decision: true when flashing `board` may go ahead. Refuses while printing or
  * paused, for an unknown state, and when Moonraker did not answer unless fail_open.

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "control.h"
 #include "image.h"
+#include "job.h"
 #include "log.h"
 #include "paths.h"
 #include "queue.h"
@@ -27,6 +28,7 @@
 #include "udevwatch.h"
 #include "util.h"
 #include "validate.h"
+#include "worker.h"
 
 #define EXIT_CONFIG 78 /* EX_CONFIG */
 
@@ -41,6 +43,7 @@ struct daemon {
 	struct udevwatch *udev;
 	struct queue *queue;
 	struct control *control;
+	struct job_table *jobs;
 	char *socket_path;
 	char last_status[256];
 	uint64_t started_usec;
@@ -103,7 +106,10 @@ status_json(struct daemon *d, unsigned *ret_waiting)
 								d->started_usec) / 1000000u)));
 	json_object_object_add(o, "boards_present",
 			       json_object_new_int64((int64_t)boards_count_present(d->boards)));
-	json_object_object_add(o, "jobs_running", json_object_new_int(0));
+	json_object_object_add(o, "jobs_running",
+			       json_object_new_int64(d->jobs ? (int64_t)job_table_running(d->jobs) : 0));
+	if (d->jobs)
+		json_object_object_add(o, "jobs", job_table_to_json(d->jobs));
 	json_object_object_add(o, "firmware_waiting", json_object_new_int64(waiting));
 	json_object_object_add(o, "config",
 			       json_object_new_string(d->cfg->path ? d->cfg->path : "(built-in)"));
@@ -125,8 +131,10 @@ update_status(struct daemon *d)
 	char status[256];
 
 	json_object_put(o);
-	(void)snprintf(status, sizeof(status), "%zu board%s present, 0 jobs running, %u firmware waiting",
-		       n, n == 1 ? "" : "s", waiting);
+	size_t jobs = d->jobs ? job_table_running(d->jobs) : 0;
+
+	(void)snprintf(status, sizeof(status), "%zu board%s present, %zu job%s running, %u firmware waiting",
+		       n, n == 1 ? "" : "s", jobs, jobs == 1 ? "" : "s", waiting);
 	if (strcmp(status, d->last_status) == 0)
 		return;
 	(void)str_copy(d->last_status, sizeof(d->last_status), status);
@@ -159,7 +167,19 @@ on_board(void *userdata, enum boards_event ev, struct board *b)
 	struct daemon *d = userdata;
 
 	broadcast(d, names[ev], board_to_json(b));
+	if (d->jobs)
+		job_table_on_board(d->jobs, ev, b);
 	update_status(d);
+}
+
+static void
+on_job_event(void *userdata, const char *event, json_object *data)
+{
+	struct daemon *d = userdata;
+
+	broadcast(d, event, data);
+	if (strcmp(event, "job-progress") != 0)
+		update_status(d);
 }
 
 static int
@@ -224,6 +244,8 @@ on_accepted(void *userdata, const struct config_profile *p, const char *sha, con
 	json_object_object_add(o, "sha256", json_object_new_string(sha));
 	json_object_object_add(o, "file", json_object_new_string(name));
 	broadcast(d, "firmware-queued", o);
+	if (d->jobs)
+		job_table_on_firmware(d->jobs, p->name);
 	update_status(d);
 }
 
@@ -344,8 +366,19 @@ on_control(void *userdata, const struct control_request *req)
 			return r < 0 ? fail_with("cannot clear the mark: %s", strerror(-r))
 				     : ok_with("board", board_to_json(b));
 		}
-		return fail_with("board '%s' found, but this skrflashd has no flash engine",
-				 req->board);
+		{
+			char *msg = NULL;
+
+			r = job_table_flash(d->jobs, b, &msg);
+			if (r < 0) {
+				json_object *o = fail_with("%s", msg ? msg : strerror(-r));
+
+				free(msg);
+				return o;
+			}
+			free(msg);
+			return ok_with("board", board_to_json(b));
+		}
 	case _CONTROL_COMMAND_MAX:
 	default:
 		return fail_with("unknown command");
@@ -372,6 +405,7 @@ on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 
 		d->cfg = fresh;
 		boards_set_config(d->boards, fresh);
+		job_table_set_config(d->jobs, fresh);
 		queue_set_config(d->queue, fresh);
 		control_set_group(d->control, fresh->has_control_gid, fresh->control_gid);
 		log_set_max_priority(fresh->log_level);
@@ -439,7 +473,16 @@ usage(FILE *f)
 int
 main(int argc, char **argv)
 {
-	enum { OPT_STATE = 256, OPT_QUEUE, OPT_RUNTIME, OPT_LEVEL, OPT_TARGET, OPT_CHECK, OPT_VERSION };
+	enum {
+		OPT_STATE = 256,
+		OPT_QUEUE,
+		OPT_RUNTIME,
+		OPT_LEVEL,
+		OPT_TARGET,
+		OPT_CHECK,
+		OPT_VERSION,
+		OPT_WORKER,
+	};
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "state-dir", required_argument, NULL, OPT_STATE },
@@ -451,6 +494,7 @@ main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, OPT_VERSION },
+		{ "worker", no_argument, NULL, OPT_WORKER },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct daemon d = { .ov = { .log_level = -1 } };
@@ -507,6 +551,11 @@ main(int argc, char **argv)
 		case OPT_VERSION:
 			printf("skrflashd %s\n", SKRFLASH_VERSION);
 			return 0;
+		case OPT_WORKER:
+			/* one blocking flash step for the daemon: plan on stdin, events on stdout */
+			free(d.config_path);
+			log_open(LOG_TARGET_STDERR, LOG_INFO, "worker");
+			return worker_main();
 		default:
 			usage(stderr);
 			return 2;
@@ -568,6 +617,17 @@ main(int argc, char **argv)
 		goto out;
 	}
 	boards_new(d.loop, d.store, d.cfg, on_board, &d, &d.boards);
+	{
+		char exe[4096];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+		if (n <= 0) {
+			log_error_errno(-errno, "cannot find my own executable for workers");
+			goto out;
+		}
+		exe[n] = 0;
+		job_table_new(d.loop, d.cfg, d.store, d.boards, exe, on_job_event, &d, &d.jobs);
+	}
 	r = udevwatch_start(d.loop, boards_on_device, d.boards, &d.udev);
 	if (r < 0) {
 		log_error_errno(r, "cannot watch udev for boards");
@@ -593,6 +653,7 @@ main(int argc, char **argv)
 	ret = r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
 out:
 	d.queue = queue_free(d.queue);
+	d.jobs = job_table_free(d.jobs);
 	d.udev = udevwatch_free(d.udev);
 	d.boards = boards_free(d.boards);
 	d.control = control_free(d.control);

@@ -1,16 +1,18 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # packaging.mk: system integration files, the Debian package and their tests.
 # Included by the top Makefile. Targets: install-data uninstall-data deb deb-arm64-check
 # deb-arm64.
 
 # Where systemd, udev and polkit look (distro-specific: ask pkg-config, with fallbacks).
-SYSUSERSDIR    ?= $(or $(shell $(PKG_CONFIG) --variable=sysusersdir systemd 2>/dev/null),/usr/lib/sysusers.d)
-TMPFILESDIR    ?= $(or $(shell $(PKG_CONFIG) --variable=tmpfilesdir systemd 2>/dev/null),/usr/lib/tmpfiles.d)
-CATALOGDIR     ?= $(or $(shell $(PKG_CONFIG) --variable=catalogdir systemd 2>/dev/null),/usr/lib/systemd/catalog)
+pkg_systemd_dir = $(or $(shell $(PKG_CONFIG) --variable=$(1) systemd 2>/dev/null),$(2))
+SYSUSERSDIR    ?= $(call pkg_systemd_dir,sysusersdir,/usr/lib/sysusers.d)
+TMPFILESDIR    ?= $(call pkg_systemd_dir,tmpfilesdir,/usr/lib/tmpfiles.d)
+CATALOGDIR     ?= $(call pkg_systemd_dir,catalogdir,/usr/lib/systemd/catalog)
 POLKITRULESDIR ?= /usr/share/polkit-1/rules.d
 BASHCOMPDIR    ?= $(DATADIR)/bash-completion/completions
 
 # Everything "make install" needs besides the binaries and the config file.
-PKG_DATA := \
+PKG_DATA = \
 	systemd/skrflashd.service:$(SYSTEMDUNITDIR)/skrflashd.service \
 	udev/70-skrflash.rules:$(UDEVDIR)/rules.d/70-skrflash.rules \
 	systemd/skrflash.sysusers:$(SYSUSERSDIR)/skrflash.conf \
@@ -24,11 +26,14 @@ PKG_DATA := \
 
 .PHONY: install-data uninstall-data deb deb-arm64-check deb-arm64
 
+# The unit names the daemon by its installed path: follow SBINDIR (PREFIX=/usr/local too).
 install-data:
 	@set -e; for pair in $(PKG_DATA); do \
 		echo "  INSTALL $${pair#*:}"; \
 		$(INSTALL) -Dm644 "$${pair%%:*}" "$(DESTDIR)$${pair#*:}"; \
-	done
+	done; \
+	sed -i 's#^ExecStart=/usr/sbin/skrflashd#ExecStart=$(SBINDIR)/skrflashd#' \
+		"$(DESTDIR)$(SYSTEMDUNITDIR)/skrflashd.service"
 
 uninstall-data:
 	@for pair in $(PKG_DATA); do rm -f "$(DESTDIR)$${pair#*:}"; done
@@ -37,8 +42,9 @@ uninstall-data:
 # it can be tried before a commit) with packaging/debian as debian/. It is rebuilt only when
 # one of those files changes, and kept only when lintian finds no error and no warning.
 DEB_OUT        := $(BUILD)/deb
-DEB_VERSION    := $(shell dpkg-parsechangelog -l packaging/debian/changelog -SVersion 2>/dev/null)
-DEB_ARCH       := $(shell dpkg-architecture -qDEB_HOST_ARCH 2>/dev/null)
+DEB_VERSION    := $(shell awk 'NR == 1 { gsub(/[()]/, "", $$2); print $$2 }' \
+			packaging/debian/changelog 2>/dev/null)
+DEB_ARCH       := $(shell dpkg --print-architecture 2>/dev/null)
 DEB_FILE       := $(DEB_OUT)/skrflash_$(DEB_VERSION)_$(DEB_ARCH).deb
 DEB_TREE_FILES := $(wildcard $(shell git ls-files -co --exclude-standard 2>/dev/null))
 # A make running the tests must not pass its variables (CFLAGS of "make asan") down into
@@ -75,7 +81,8 @@ deb-arm64-check:
 	@set -e; \
 	gnu=$$(dpkg-architecture -aarm64 -qDEB_HOST_GNU_TYPE 2>/dev/null); \
 	test "$$gnu" = aarch64-linux-gnu || { echo "dpkg-architecture does not know arm64"; exit 1; }; \
-	command -v $$gnu-gcc >/dev/null || { echo "missing $$gnu-gcc (crossbuild-essential-arm64)"; exit 1; }; \
+	command -v $$gnu-gcc >/dev/null \
+		|| { echo "missing $$gnu-gcc (gcc-aarch64-linux-gnu)"; exit 1; }; \
 	mkdir -p $(BUILD)/arm64-check; \
 	printf '#include <stdio.h>\nint main(void) { return puts("skrflash") < 0; }\n' \
 		>$(BUILD)/arm64-check/hello.c; \
@@ -95,6 +102,6 @@ deb-arm64:
 	lintian --fail-on error,warning $(BUILD)/deb-arm64/*.changes
 	@ls $(BUILD)/deb-arm64/*.deb
 
-CHECK_TESTS += tests/packaging/unit.sh tests/packaging/udev.sh tests/packaging/polkit.sh \
-	tests/packaging/docs.sh tests/packaging/completion.sh tests/packaging/install-data.sh \
-	tests/packaging/deb.sh tests/packaging/ansible.sh
+# Cheap checks first; pkg-deb builds the package that pkg-ansible then reuses.
+CHECK_TESTS += $(addprefix tests/packaging/pkg-,unit.sh udev.sh polkit.sh docs.sh completion.sh \
+	install-data.sh arm64.sh deb.sh ansible.sh)

@@ -7,6 +7,17 @@ pass=0
 fail=0
 ok() { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; }
+# check NAME COMMAND...: passes when COMMAND succeeds; check_not: when it fails.
+check() {
+	local name=$1
+	shift
+	if "$@"; then ok "$name"; else bad "$name"; fi
+}
+check_not() {
+	local name=$1
+	shift
+	if "$@"; then bad "$name"; else ok "$name"; fi
+}
 finish() {
 	echo "$pass passed, $fail failed"
 	[ "$fail" -eq 0 ]
@@ -29,7 +40,7 @@ ensure_deb() {
 		echo "make deb failed"
 		return 1
 	fi
-	DEB=$(ls "$build"/deb/skrflash_*.deb 2>/dev/null | head -n 1)
+	DEB=$(find "$build/deb" -maxdepth 1 -name 'skrflash_*.deb' 2>/dev/null | head -n 1)
 	[ -n "$DEB" ] && DEB=$(readlink -f "$DEB")
 	[ -n "$DEB" ]
 }

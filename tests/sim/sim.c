@@ -34,14 +34,14 @@
 #define PROBE_US 20000 /* how often a closed tty is checked for an unnoticed open */
 
 static const char *const mode_names[_SIM_MODE_MAX] = {
-	[SIM_MODE_OFF] = "off",
-	[SIM_MODE_KLIPPER_APP] = "klipper-app",
-	[SIM_MODE_KATAPULT] = "katapult",
-	[SIM_MODE_ROM_DFU] = "stm32-rom-dfu",
-	[SIM_MODE_LPC_DFU] = "lpc-dfu",
-	[SIM_MODE_BOOTSEL] = "bootsel",
-	[SIM_MODE_MARLIN_LPC] = "marlin-lpc",
-	[SIM_MODE_MARLIN_STM32] = "marlin-stm32",
+    [SIM_MODE_OFF] = "off",
+    [SIM_MODE_KLIPPER_APP] = "klipper-app",
+    [SIM_MODE_KATAPULT] = "katapult",
+    [SIM_MODE_ROM_DFU] = "stm32-rom-dfu",
+    [SIM_MODE_LPC_DFU] = "lpc-dfu",
+    [SIM_MODE_BOOTSEL] = "bootsel",
+    [SIM_MODE_MARLIN_LPC] = "marlin-lpc",
+    [SIM_MODE_MARLIN_STM32] = "marlin-stm32",
 };
 
 const char *
@@ -59,10 +59,10 @@ sim_mode_from_string(const char *s, enum sim_mode *ret)
 		const char *name;
 		enum sim_mode mode;
 	} aliases[] = {
-		{ "klipper", SIM_MODE_KLIPPER_APP },
-		{ "app", SIM_MODE_KLIPPER_APP },
-		{ "rom-dfu", SIM_MODE_ROM_DFU },
-		{ "dfu", SIM_MODE_ROM_DFU },
+	    {"klipper", SIM_MODE_KLIPPER_APP},
+	    {"app", SIM_MODE_KLIPPER_APP},
+	    {"rom-dfu", SIM_MODE_ROM_DFU},
+	    {"dfu", SIM_MODE_ROM_DFU},
 	};
 
 	for (size_t i = 0; i < _SIM_MODE_MAX; i++)
@@ -131,7 +131,8 @@ sim_init(int argc, char **argv)
 
 		if (dladdr((void *)(uintptr_t)__asan_init, &di) && di.dli_fname)
 			first = asan = xasprintf("%s:", di.dli_fname);
-		/* children get the caller's options back; the GLib harness leaks a little by design */
+		/* children get the caller's options back; the GLib harness leaks a little by design
+		 */
 		setenv("SKRSIM_ASAN_OPTIONS", opts ? opts : "", 1);
 		np = xasprintf("%s%sdetect_leaks=0", opts ? opts : "", opts && *opts ? ":" : "");
 		setenv("ASAN_OPTIONS", np, 1);
@@ -150,11 +151,11 @@ sim_init(int argc, char **argv)
 /* ---- identities (protocols.md §1.4-1.5) ------------------------------------------- */
 
 enum layout {
-	LAYOUT_CDC,        /* CDC-ACM: comm if00 (tty) + data if01 */
-	LAYOUT_CDC_MSC,    /* Marlin LPC: CDC if00/if01 + mass storage if02 */
-	LAYOUT_DFUSE,      /* STM32 ROM: DfuSe interface */
-	LAYOUT_DFU,        /* smoothie-style LPC DFU 1.1 */
-	LAYOUT_BOOTSEL,    /* RP2040: mass storage if00 + PICOBOOT vendor if01 */
+	LAYOUT_CDC,	/* CDC-ACM: comm if00 (tty) + data if01 */
+	LAYOUT_CDC_MSC, /* Marlin LPC: CDC if00/if01 + mass storage if02 */
+	LAYOUT_DFUSE,	/* STM32 ROM: DfuSe interface */
+	LAYOUT_DFU,	/* smoothie-style LPC DFU 1.1 */
+	LAYOUT_BOOTSEL, /* RP2040: mass storage if00 + PICOBOOT vendor if01 */
 };
 
 struct ident {
@@ -185,7 +186,7 @@ uid_bytes(const struct sim_board *b, uint8_t *out, size_t max)
 static void
 st_serial(const struct sim_board *b, char *buf, size_t len)
 {
-	uint8_t u[16] = { 0 };
+	uint8_t u[16] = {0};
 	uint32_t w0, w1, w2;
 
 	(void)uid_bytes(b, u, sizeof(u));
@@ -329,7 +330,7 @@ desc_put(struct desc *d, size_t n, ...)
 	va_end(ap);
 }
 
-#define LO(x) ((x) & 0xff)
+#define LO(x) ((x)&0xff)
 #define HI(x) (((x) >> 8) & 0xff)
 
 static void
@@ -348,10 +349,10 @@ static void
 desc_cdc(struct desc *d, int first)
 {
 	desc_iface(d, first, 1, 0x02, 0x02, 0x00, 0);
-	desc_put(d, 5, 5, 0x24, 0x00, 0x10, 0x01);             /* header, CDC 1.10 */
-	desc_put(d, 5, 5, 0x24, 0x01, 0x00, first + 1);        /* call management */
-	desc_put(d, 4, 4, 0x24, 0x02, 0x02);                   /* ACM: line coding */
-	desc_put(d, 5, 5, 0x24, 0x06, first, first + 1);       /* union */
+	desc_put(d, 5, 5, 0x24, 0x00, 0x10, 0x01);	 /* header, CDC 1.10 */
+	desc_put(d, 5, 5, 0x24, 0x01, 0x00, first + 1);	 /* call management */
+	desc_put(d, 4, 4, 0x24, 0x02, 0x02);		 /* ACM: line coding */
+	desc_put(d, 5, 5, 0x24, 0x06, first, first + 1); /* union */
 	desc_ep(d, 0x80 | (first + 2), 0x03, 16, 255);
 	desc_iface(d, first + 1, 2, 0x0a, 0x00, 0x00, 0);
 	desc_ep(d, 0x01 + first, 0x02, 64, 0);
@@ -361,7 +362,7 @@ desc_cdc(struct desc *d, int first)
 static size_t
 build_descriptors(const struct ident *id, uint8_t *out, size_t len, unsigned *ret_ifaces)
 {
-	struct desc d = { .n = 0 };
+	struct desc d = {.n = 0};
 	size_t cfg;
 	unsigned nif = 1;
 	int dev_class = 0, dev_sub = 0, dev_proto = 0;
@@ -431,8 +432,8 @@ build_descriptors(const struct ident *id, uint8_t *out, size_t len, unsigned *re
 
 /* ---- testbed plumbing ------------------------------------------------------------- */
 
-static void
-sb_printf(char **buf, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void sb_printf(char **buf, size_t *len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void
 sb_printf(char **buf, size_t *len, const char *fmt, ...)
@@ -562,7 +563,7 @@ dev_path(const struct sim *s, const char *devname)
 static void
 attach_tty_handler(struct sim_board *b)
 {
-	const char *paths[] = { b->tty, b->by_id, b->by_path };
+	const char *paths[] = {b->tty, b->by_id, b->by_path};
 	GError *err = NULL;
 
 	b->tty_handler = umockdev_ioctl_base_new();
@@ -581,7 +582,7 @@ attach_tty_handler(struct sim_board *b)
 static void
 detach_tty_handler(struct sim_board *b)
 {
-	const char *paths[] = { b->tty, b->by_id, b->by_path };
+	const char *paths[] = {b->tty, b->by_id, b->by_path};
 	GError *err = NULL;
 
 	if (!b->tty_handler)
@@ -664,8 +665,8 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 	char vendor[80], model[80], serial_clean[80], id_serial[256], venc[160], menc[160];
 	char *txt = NULL, *hex, *ifpath_tty = NULL;
 	size_t tlen = 0;
-	const char *iface_driver[3] = { NULL, NULL, NULL };
-	int ifclass[3][3] = { { 0 } };
+	const char *iface_driver[3] = {NULL, NULL, NULL};
+	int ifclass[3][3] = {{0}};
 	char id_usb_interfaces[64] = ":";
 	GError *err = NULL;
 	int r;
@@ -723,8 +724,8 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 	for (unsigned i = 0; i < nif && i < 3; i++) {
 		size_t l = strlen(id_usb_interfaces);
 
-		snprintf(id_usb_interfaces + l, sizeof(id_usb_interfaces) - l, "%02x%02x%02x:",
-			 ifclass[i][0], ifclass[i][1], ifclass[i][2]);
+		snprintf(id_usb_interfaces + l, sizeof(id_usb_interfaces) - l,
+			 "%02x%02x%02x:", ifclass[i][0], ifclass[i][1], ifclass[i][2]);
 	}
 
 	if (++s->next_devnum[b->bus] > 127 || s->next_devnum[b->bus] < 2)
@@ -753,9 +754,9 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		  "E: SUBSYSTEM=usb\nE: ID_VENDOR=%s\nE: ID_VENDOR_ENC=%s\nE: ID_VENDOR_ID=%04x\n"
 		  "E: ID_MODEL=%s\nE: ID_MODEL_ENC=%s\nE: ID_MODEL_ID=%04x\nE: ID_REVISION=%04x\n"
 		  "E: ID_SERIAL=%s\n",
-		  b->syspath + 4, b->bus, b->devnum, b->devnode, id.vid, id.pid, id.bcd,
-		  descr[4], b->bus, b->devnum, (b->bus - 1) * 128 + b->devnum - 1, vendor, venc,
-		  id.vid, model, menc, id.pid, id.bcd, id_serial);
+		  b->syspath + 4, b->bus, b->devnum, b->devnode, id.vid, id.pid, id.bcd, descr[4],
+		  b->bus, b->devnum, (b->bus - 1) * 128 + b->devnum - 1, vendor, venc, id.vid,
+		  model, menc, id.pid, id.bcd, id_serial);
 	if (id.serial[0])
 		sb_printf(&txt, &tlen, "E: ID_SERIAL_SHORT=%s\n", serial_clean);
 	sb_printf(&txt, &tlen,
@@ -767,22 +768,24 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		  id.manufacturer, id.product);
 	if (id.serial[0])
 		sb_printf(&txt, &tlen, "A: serial=%s\n", id.serial);
-	sb_printf(&txt, &tlen,
-		  "A: busnum=%d\nA: devnum=%d\nA: devpath=%s\nA: speed=12\nA: version= 2.00\n"
-		  "A: bConfigurationValue=1\nA: bNumConfigurations=1\nA: bNumInterfaces=%2u\n"
-		  "A: bDeviceClass=%02x\nA: bMaxPacketSize0=64\nA: maxchild=0\nA: removable=unknown\n"
-		  "A: dev=189:%d\nL: driver=../../../../../bus/usb/drivers/usb\nH: descriptors=%s\n\n",
-		  b->bus, b->devnum, b->port_path, nif, descr[4], (b->bus - 1) * 128 + b->devnum - 1,
-		  hex);
+	sb_printf(
+	    &txt, &tlen,
+	    "A: busnum=%d\nA: devnum=%d\nA: devpath=%s\nA: speed=12\nA: version= 2.00\n"
+	    "A: bConfigurationValue=1\nA: bNumConfigurations=1\nA: bNumInterfaces=%2u\n"
+	    "A: bDeviceClass=%02x\nA: bMaxPacketSize0=64\nA: maxchild=0\nA: removable=unknown\n"
+	    "A: dev=189:%d\nL: driver=../../../../../bus/usb/drivers/usb\nH: descriptors=%s\n\n",
+	    b->bus, b->devnum, b->port_path, nif, descr[4], (b->bus - 1) * 128 + b->devnum - 1,
+	    hex);
 	free(hex);
 	for (unsigned i = 0; i < nif && i < 3; i++) {
-		sb_printf(&txt, &tlen,
-			  "P: %s/%s:1.%u\nE: DEVTYPE=usb_interface\nE: PRODUCT=%x/%x/%x\n"
-			  "E: TYPE=%d/0/0\nE: INTERFACE=%d/%d/%d\nE: SUBSYSTEM=usb\n"
-			  "A: bInterfaceNumber=%02x\nA: bAlternateSetting= 0\nA: bInterfaceClass=%02x\n"
-			  "A: bInterfaceSubClass=%02x\nA: bInterfaceProtocol=%02x\n",
-			  b->syspath + 4, b->port, i, id.vid, id.pid, id.bcd, descr[4], ifclass[i][0],
-			  ifclass[i][1], ifclass[i][2], i, ifclass[i][0], ifclass[i][1], ifclass[i][2]);
+		sb_printf(
+		    &txt, &tlen,
+		    "P: %s/%s:1.%u\nE: DEVTYPE=usb_interface\nE: PRODUCT=%x/%x/%x\n"
+		    "E: TYPE=%d/0/0\nE: INTERFACE=%d/%d/%d\nE: SUBSYSTEM=usb\n"
+		    "A: bInterfaceNumber=%02x\nA: bAlternateSetting= 0\nA: bInterfaceClass=%02x\n"
+		    "A: bInterfaceSubClass=%02x\nA: bInterfaceProtocol=%02x\n",
+		    b->syspath + 4, b->port, i, id.vid, id.pid, id.bcd, descr[4], ifclass[i][0],
+		    ifclass[i][1], ifclass[i][2], i, ifclass[i][0], ifclass[i][1], ifclass[i][2]);
 		if (iface_driver[i])
 			sb_printf(&txt, &tlen,
 				  "E: DRIVER=%s\nL: driver=../../../../../../bus/usb/drivers/%s\n",
@@ -811,20 +814,23 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		b->tty_index = idx;
 		b->tty = xasprintf("/dev/ttyACM%d", idx);
 		b->by_id = xasprintf("/dev/serial/by-id/usb-%s-if00", id_serial);
-		b->by_path = xasprintf("/dev/serial/by-path/pci-" PCI_DEV "-usb-0:%s:1.0", b->port_path);
+		b->by_path =
+		    xasprintf("/dev/serial/by-path/pci-" PCI_DEV "-usb-0:%s:1.0", b->port_path);
 		ifpath_tty = xasprintf("%s/%s:1.0/tty/ttyACM%d", b->syspath + 4, b->port, idx);
-		sb_printf(&txt, &tlen,
-			  "P: %s\nE: DEVNAME=%s\nE: SUBSYSTEM=tty\nE: MAJOR=166\nE: MINOR=%d\n"
-			  "E: DEVLINKS=%s %s\nE: ID_BUS=usb\nE: ID_VENDOR=%s\nE: ID_VENDOR_ENC=%s\n"
-			  "E: ID_VENDOR_ID=%04x\nE: ID_MODEL=%s\nE: ID_MODEL_ENC=%s\nE: ID_MODEL_ID=%04x\n"
-			  "E: ID_REVISION=%04x\nE: ID_SERIAL=%s\nE: ID_SERIAL_SHORT=%s\n"
-			  "E: ID_TYPE=generic\nE: ID_USB_INTERFACES=%s\nE: ID_USB_INTERFACE_NUM=00\n"
-			  "E: ID_USB_DRIVER=cdc_acm\nE: ID_PATH=pci-" PCI_DEV "-usb-0:%s:1.0\n"
-			  "E: ID_PATH_TAG=pci-0000_00_14_0-usb-0_%s_1_0\nE: TAGS=:systemd:\n"
-			  "A: dev=166:%d\n\n",
-			  ifpath_tty, b->tty, idx, b->by_id, b->by_path, vendor, venc, id.vid, model,
-			  menc, id.pid, id.bcd, id_serial, serial_clean, id_usb_interfaces,
-			  b->port_path, b->port_path, idx);
+		sb_printf(
+		    &txt, &tlen,
+		    "P: %s\nE: DEVNAME=%s\nE: SUBSYSTEM=tty\nE: MAJOR=166\nE: MINOR=%d\n"
+		    "E: DEVLINKS=%s %s\nE: ID_BUS=usb\nE: ID_VENDOR=%s\nE: ID_VENDOR_ENC=%s\n"
+		    "E: ID_VENDOR_ID=%04x\nE: ID_MODEL=%s\nE: ID_MODEL_ENC=%s\nE: "
+		    "ID_MODEL_ID=%04x\n"
+		    "E: ID_REVISION=%04x\nE: ID_SERIAL=%s\nE: ID_SERIAL_SHORT=%s\n"
+		    "E: ID_TYPE=generic\nE: ID_USB_INTERFACES=%s\nE: ID_USB_INTERFACE_NUM=00\n"
+		    "E: ID_USB_DRIVER=cdc_acm\nE: ID_PATH=pci-" PCI_DEV "-usb-0:%s:1.0\n"
+		    "E: ID_PATH_TAG=pci-0000_00_14_0-usb-0_%s_1_0\nE: TAGS=:systemd:\n"
+		    "A: dev=166:%d\n\n",
+		    ifpath_tty, b->tty, idx, b->by_id, b->by_path, vendor, venc, id.vid, model,
+		    menc, id.pid, id.bcd, id_serial, serial_clean, id_usb_interfaces, b->port_path,
+		    b->port_path, idx);
 		node = dev_path(s, b->tty);
 		link_id = dev_path(s, b->by_id);
 		link_path = dev_path(s, b->by_path);
@@ -933,7 +939,7 @@ sim_board_unplug_locked(struct sim_board *b)
 	}
 	umockdev_testbed_remove_device(s->tb, sys);
 	if (b->tty_index >= 0) {
-		const char *names[] = { b->tty, b->by_id, b->by_path };
+		const char *names[] = {b->tty, b->by_id, b->by_path};
 
 		for (size_t i = 0; i < ELEMENTSOF(names); i++) {
 			char *p = dev_path(s, names[i]);
@@ -990,7 +996,7 @@ boot(struct sim_board *b)
 {
 	enum sim_boot_request req = b->request;
 	const struct catalog_mcu *mcu = b->model->mcu;
-	uint8_t w[4] = { 0xff, 0xff, 0xff, 0xff };
+	uint8_t w[4] = {0xff, 0xff, 0xff, 0xff};
 	uint32_t first;
 
 	b->request = SIM_REQ_NONE;
@@ -1189,7 +1195,7 @@ service_thread(void *arg)
 		uint64_t now = sim_now_us(), next = now + PROBE_US;
 		int timeout;
 
-		pfd[n] = (struct pollfd){ .fd = s->wake_fd, .events = POLLIN };
+		pfd[n] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
 		pb[n++] = NULL;
 		for (size_t i = 0; i < s->n_boards; i++) {
 			struct sim_board *b = s->boards[i];
@@ -1202,8 +1208,8 @@ service_thread(void *arg)
 				next = b->stall_until_us;
 			/* a closed pty master reports POLLHUP forever: watch it only while open */
 			if (b->master_fd >= 0 && b->tty_open && b->stall_until_us <= now) {
-				pfd[n] = (struct pollfd){ .fd = b->master_fd,
-							  .events = b->tx_len ? 0 : POLLIN };
+				pfd[n] = (struct pollfd){.fd = b->master_fd,
+							 .events = b->tx_len ? 0 : POLLIN};
 				pb[n++] = b;
 			}
 		}
@@ -1234,10 +1240,11 @@ service_thread(void *arg)
 			unsigned ev = atomic_load(&b->open_events);
 
 			if (atomic_exchange(&b->leave_requests, 0) && b->action == SIM_ACT_NONE)
-				sim_board_schedule(b, SIM_ACT_RESET, sim_board_delay_us(b, 10000, 1000));
+				sim_board_schedule(b, SIM_ACT_RESET,
+						   sim_board_delay_us(b, 10000, 1000));
 			if (b->master_fd >= 0 && !b->tty_open &&
 			    (ev != b->open_seen || now - last_probe >= PROBE_US)) {
-				struct pollfd p = { .fd = b->master_fd, .events = 0 };
+				struct pollfd p = {.fd = b->master_fd, .events = 0};
 				bool evented = ev != b->open_seen;
 
 				b->open_seen = ev;
@@ -1354,9 +1361,9 @@ sim_board_by_port(struct sim *s, const char *port)
 static void
 derive_uid(const struct catalog_board *m, const char *port, char *buf, size_t len)
 {
-	size_t nbytes = m->mcu->family == CATALOG_FAMILY_LPC176X ? 16
+	size_t nbytes = m->mcu->family == CATALOG_FAMILY_LPC176X  ? 16
 			: m->mcu->family == CATALOG_FAMILY_RP2040 ? 8
-								   : 12;
+								  : 12;
 	uint32_t h = 2166136261u;
 
 	/* §1.4: STM32 12-byte, LPC 16-byte, RP2040 8-byte UID, hex uppercase */
@@ -1435,8 +1442,8 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 	b->bootloader = spec->bootloader;
 	if (m->mcu->family == CATALOG_FAMILY_RP2040 && b->bootloader == SIM_BL_STOCK)
 		b->bootloader = SIM_BL_NONE;
-	b->app_start = b->bootloader == SIM_BL_KATAPULT ? sim_katapult_app_start(m->mcu)
-							: m->app_start;
+	b->app_start =
+	    b->bootloader == SIM_BL_KATAPULT ? sim_katapult_app_start(m->mcu) : m->app_start;
 	b->speed = spec->speed > 0 ? spec->speed : 0.0;
 	b->bootloop = spec->bootloop;
 	b->bootloop_cycles = spec->bootloop_cycles ? spec->bootloop_cycles : 3;
@@ -1453,7 +1460,8 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 	factory_flash(b, spec->app_version, spec->empty);
 	s->boards[s->n_boards++] = b;
 	if (spec->mode != SIM_MODE_OFF && sim_board_plug_locked(b, spec->mode) < 0)
-		fprintf(stderr, "sim: cannot plug %s in %s\n", b->port, sim_mode_to_string(spec->mode));
+		fprintf(stderr, "sim: cannot plug %s in %s\n", b->port,
+			sim_mode_to_string(spec->mode));
 	pthread_mutex_unlock(&s->lock);
 	return b;
 }

@@ -28,28 +28,29 @@ enum sim_mode {
 };
 
 enum sim_bootloader {
-	SIM_BL_STOCK,    /* the vendor bootloader of the catalog entry */
+	SIM_BL_STOCK,	 /* the vendor bootloader of the catalog entry */
 	SIM_BL_KATAPULT, /* Katapult replaced it (app start may move, protocols.md §2.3) */
-	SIM_BL_NONE,     /* nothing at flash_base (RP2040 ROM-only boards) */
+	SIM_BL_NONE,	 /* nothing at flash_base (RP2040 ROM-only boards) */
 };
 
 /* What a board with an invalid application does after reset (protocols.md §7.4). */
 enum sim_bootloop {
-	SIM_BOOTLOOP_FLICKER, /* enumerates as klipper-app briefly, vanishes, bootloop_cycles times */
+	SIM_BOOTLOOP_FLICKER, /* enumerates as klipper-app briefly, vanishes, bootloop_cycles times
+			       */
 	SIM_BOOTLOOP_SILENT,  /* HardFault lockup: never shows up on USB */
 };
 
 struct sim_board_spec {
-	const char *model;       /* catalog board name, e.g. "octopus-f446" */
-	const char *port;        /* USB port path "1-1", "1-1.3"; bus = leading number */
-	const char *uid;         /* chip UID hex; NULL = derived from model+port, stable */
+	const char *model; /* catalog board name, e.g. "octopus-f446" */
+	const char *port;  /* USB port path "1-1", "1-1.3"; bus = leading number */
+	const char *uid;   /* chip UID hex; NULL = derived from model+port, stable */
 	enum sim_bootloader bootloader;
-	enum sim_mode mode;      /* initial mode */
+	enum sim_mode mode;	 /* initial mode */
 	const char *app_version; /* version of the factory app image; NULL = "v0.12.0-sim" */
-	double speed;            /* timing multiplier: 0 = instant (default), 1 = datasheet */
+	double speed;		 /* timing multiplier: 0 = instant (default), 1 = datasheet */
 	enum sim_bootloop bootloop;
 	unsigned bootloop_cycles; /* SIM_BOOTLOOP_FLICKER appearances; 0 = 3 */
-	bool empty;              /* no factory app image (erased application area) */
+	bool empty;		  /* no factory app image (erased application area) */
 };
 
 /* Call first in main(): re-exec under libumockdev-preload.so.0 if not already (libasan first
@@ -93,36 +94,39 @@ uint32_t sim_board_app_start(struct sim_board *b);
 /* Version from the dictionary of the running app ("" when not in klipper-app mode). The
  * returned string stays valid until the next mode change; copy it. */
 const char *sim_board_app_version(struct sim_board *b);
-const char *sim_board_tty(struct sim_board *b);    /* "/dev/ttyACMn" while a CDC mode is up */
-const char *sim_board_serial(struct sim_board *b); /* USB serial in the current mode */
-const char *sim_board_syspath(struct sim_board *b); /* "/sys/devices/..." while plugged */
-const char *sim_board_devnode(struct sim_board *b); /* "/dev/bus/usb/BBB/DDD" while plugged */
-const char *sim_board_by_id(struct sim_board *b);   /* "/dev/serial/by-id/..." or NULL */
+const char *sim_board_tty(struct sim_board *b);	      /* "/dev/ttyACMn" while a CDC mode is up */
+const char *sim_board_serial(struct sim_board *b);    /* USB serial in the current mode */
+const char *sim_board_syspath(struct sim_board *b);   /* "/sys/devices/..." while plugged */
+const char *sim_board_devnode(struct sim_board *b);   /* "/dev/bus/usb/BBB/DDD" while plugged */
+const char *sim_board_by_id(struct sim_board *b);     /* "/dev/serial/by-id/..." or NULL */
 unsigned sim_board_enumerations(struct sim_board *b); /* how often it enumerated (boot loops) */
 /* Katapult statistics since the board was added. */
 struct sim_katapult_stats {
-	unsigned frames_rx;    /* valid frames received */
-	unsigned nacks;        /* NACKs sent */
-	unsigned blocks;       /* SEND_BLOCK accepted (including idempotent resends) */
-	unsigned resends;      /* identical resends acknowledged without rewriting */
-	unsigned erases;       /* pages erased */
-	unsigned errors;       /* COMMAND_ERROR sent */
-	unsigned completes;    /* COMPLETE received */
+	unsigned frames_rx; /* valid frames received */
+	unsigned nacks;	    /* NACKs sent */
+	unsigned blocks;    /* SEND_BLOCK accepted (including idempotent resends) */
+	unsigned resends;   /* identical resends acknowledged without rewriting */
+	unsigned erases;    /* pages erased */
+	unsigned errors;    /* COMMAND_ERROR sent */
+	unsigned completes; /* COMPLETE received */
 };
 void sim_board_katapult_stats(struct sim_board *b, struct sim_katapult_stats *ret);
 
 /* fault injection (extend as needed) */
+/* UNPLUG_AT_BYTE: Katapult SEND_BLOCK at address >= at (at below the app start counts from
+ * it) unplugs the board; power returns after `count` ms (0: stays off). DFU_ERR_*: the
+ * at-th (from 1) write or erase of the DfuSe simulator fails with that DFU status. */
 struct sim_fault {
 	enum {
 		SIM_FAULT_NONE,
-		SIM_FAULT_UNPLUG_AT_BYTE,  /* Katapult: unplug when a block at address >= at arrives */
-		SIM_FAULT_CORRUPT_FRAME,   /* corrupt `count` reply frames starting with reply `at` */
-		SIM_FAULT_DROP_FRAME,      /* drop `count` reply frames starting with reply `at` */
-		SIM_FAULT_DUP_FRAME,       /* send `count` replies starting with reply `at` twice */
-		SIM_FAULT_NACK_STORM,      /* answer `count` frames from frame `at` with NACK */
-		SIM_FAULT_STALL,           /* from frame `at`, stop answering for `count` ms */
-		SIM_FAULT_NEVER_BACK,      /* the next reset never comes back on USB */
-		SIM_FAULT_DFU_ERR_WRITE,   /* forwarded to the DfuSe simulator */
+		SIM_FAULT_UNPLUG_AT_BYTE,
+		SIM_FAULT_CORRUPT_FRAME, /* corrupt `count` reply frames starting with reply `at` */
+		SIM_FAULT_DROP_FRAME,	 /* drop `count` reply frames starting with reply `at` */
+		SIM_FAULT_DUP_FRAME,	 /* send `count` replies starting with reply `at` twice */
+		SIM_FAULT_NACK_STORM,	 /* answer `count` frames from frame `at` with NACK */
+		SIM_FAULT_STALL,	 /* from frame `at`, stop answering for `count` ms */
+		SIM_FAULT_NEVER_BACK,	 /* the next reset never comes back on USB */
+		SIM_FAULT_DFU_ERR_WRITE, /* forwarded to the DfuSe simulator */
 		SIM_FAULT_DFU_ERR_VERIFY,
 		SIM_FAULT_DFU_ERR_ERASE,
 	} kind;
@@ -137,7 +141,7 @@ int sim_board_set_fault(struct sim_board *b, const struct sim_fault *f);
 struct sim_proc;
 struct sim_proc *sim_proc_spawn(struct sim *s, char *const argv[], char *const extra_env[]);
 int sim_proc_wait_ready(struct sim_proc *p, int timeout_ms); /* READY=1 received */
-const char *sim_proc_status(struct sim_proc *p);             /* last STATUS= value */
+const char *sim_proc_status(struct sim_proc *p);	     /* last STATUS= value */
 /* any notify message containing needle; 0 or -ETIMEDOUT */
 int sim_proc_wait_notify(struct sim_proc *p, const char *needle, int timeout_ms);
 /* stdout+stderr contains needle; 0, -ETIMEDOUT, or -EPIPE when the process exited without */
@@ -145,8 +149,9 @@ int sim_proc_wait_output(struct sim_proc *p, const char *needle, int timeout_ms)
 const char *sim_proc_output(struct sim_proc *p); /* everything so far; valid until next call */
 int sim_proc_pid(struct sim_proc *p);
 int sim_proc_kill(struct sim_proc *p, int sig);
-int sim_proc_wait_exit(struct sim_proc *p, int timeout_ms); /* exit status, or 128+sig; -ETIMEDOUT */
-struct sim_proc *sim_proc_free(struct sim_proc *p);       /* kills if still running */
+int sim_proc_wait_exit(struct sim_proc *p,
+		       int timeout_ms);		    /* exit status, or 128+sig; -ETIMEDOUT */
+struct sim_proc *sim_proc_free(struct sim_proc *p); /* kills if still running */
 /* Run a command to completion with the testbed env; returns the exit status (or -ETIMEDOUT,
  * after killing it); the output (stdout+stderr) in *ret_out if not NULL (free()). */
 int sim_run(struct sim *s, char *const argv[], int timeout_ms, char **ret_out);
@@ -162,5 +167,5 @@ char *sim_image_version(const uint8_t *img, size_t len);
 uint32_t sim_katapult_app_start(const struct catalog_mcu *mcu);
 
 const char *sim_mode_to_string(enum sim_mode mode);
-/* "klipper-app", "katapult", ... (also "katapult-installed" style aliases are not accepted). */
+/* Parses sim_mode_to_string() names and the aliases "klipper", "app", "rom-dfu", "dfu". */
 int sim_mode_from_string(const char *s, enum sim_mode *ret);

@@ -23,9 +23,9 @@
 
 enum sim_action {
 	SIM_ACT_NONE,
-	SIM_ACT_RESET,         /* disconnect, then boot after the re-enumeration delay */
-	SIM_ACT_BOOT,          /* run the boot model now (board is unplugged) */
-	SIM_ACT_FLICKER_DOWN,  /* boot loop: the app crashed, drop off the bus */
+	SIM_ACT_RESET,	      /* disconnect, then boot after the re-enumeration delay */
+	SIM_ACT_BOOT,	      /* run the boot model now (board is unplugged) */
+	SIM_ACT_FLICKER_DOWN, /* boot loop: the app crashed, drop off the bus */
 };
 
 /* Where the next boot goes regardless of the application (a request left in RAM/registers). */
@@ -35,7 +35,7 @@ enum sim_boot_request {
 	SIM_REQ_ROM_DFU,  /* Klipper dfu_reboot flag */
 	SIM_REQ_LPC_DFU,  /* WDTOF set: smoothie-style bootloader enters DFU */
 	SIM_REQ_BOOTSEL,  /* RP2040 reset_usb_boot */
-	SIM_REQ_APP,      /* Katapult REQUEST_START_APP after COMPLETE */
+	SIM_REQ_APP,	  /* Katapult REQUEST_START_APP after COMPLETE */
 };
 
 struct sim_board {
@@ -43,7 +43,7 @@ struct sim_board {
 	size_t index;
 	const struct catalog_board *model;
 	struct flash *flash;
-	char *port;      /* "1-1.3" */
+	char *port; /* "1-1.3" */
 	int bus;
 	char *port_path; /* "1.3" */
 	char uid[40];
@@ -88,16 +88,16 @@ struct sim_board {
 	/* Katapult device state */
 	uint8_t rx[1100];
 	size_t rx_len;
-	bool kat_silent;       /* one NACK sent after a bad frame: quiet until a valid one */
-	bool kat_drop_first;   /* USBFS prime quirk: next reply after open is lost */
-	uint32_t kat_pages;    /* pages erased since CONNECT (SEND_EOF reply) */
-	uint8_t tx[2200];      /* reply waiting for the device busy time */
+	bool kat_silent;     /* one NACK sent after a bad frame: quiet until a valid one */
+	bool kat_drop_first; /* USBFS prime quirk: next reply after open is lost */
+	uint32_t kat_pages;  /* pages erased since CONNECT (SEND_EOF reply) */
+	uint8_t tx[2200];    /* reply waiting for the device busy time */
 	size_t tx_len;
 	uint64_t tx_at_us;
 	uint64_t stall_until_us;
 	struct sim_katapult_stats stats;
 	struct sim_fault fault;
-	unsigned fault_frames;  /* frames received since the fault was set */
+	unsigned fault_frames;	/* frames received since the fault was set */
 	unsigned fault_replies; /* replies produced since the fault was set */
 	bool fault_dfu_pending;
 };

@@ -111,7 +111,7 @@ put_string(uint8_t *p, const char *s)
 static void
 do_connect(struct sim_board *b, uint32_t busy)
 {
-	uint8_t p[160] = { 0 };
+	uint8_t p[160] = {0};
 	size_t n = 16;
 
 	/* §2.3 CONNECT: version, app start, block size, MCU, zero word, software version */
@@ -211,7 +211,7 @@ dispatch(struct sim_board *b, const struct katapult_frame *f, uint32_t busy)
 		return;
 	}
 	case KATAPULT_CMD_SEND_EOF: {
-		uint32_t w[2] = { KATAPULT_CMD_SEND_EOF, b->kat_pages };
+		uint32_t w[2] = {KATAPULT_CMD_SEND_EOF, b->kat_pages};
 
 		reply_words(b, w, 2, busy);
 		return;
@@ -243,14 +243,13 @@ dispatch(struct sim_board *b, const struct katapult_frame *f, uint32_t busy)
 		return;
 	}
 	case KATAPULT_CMD_COMPLETE: {
-		uint32_t w[1] = { KATAPULT_CMD_COMPLETE };
+		uint32_t w[1] = {KATAPULT_CMD_COMPLETE};
 
 		b->stats.completes++;
 		reply_words(b, w, 1, busy);
 		/* about 100 ms after the ACK: REQUEST_START_APP and reset */
 		b->request = SIM_REQ_APP;
-		sim_board_schedule(b, SIM_ACT_RESET,
-				   busy + sim_board_delay_us(b, 100000, 2000));
+		sim_board_schedule(b, SIM_ACT_RESET, busy + sim_board_delay_us(b, 100000, 2000));
 		return;
 	}
 	default:
@@ -275,7 +274,8 @@ sim_katapult_process(struct sim_board *b)
 		if (r == 0)
 			return;
 		if (r < 0) {
-			/* §2.2: resync to the next 0x01, one NACK, then quiet until a valid frame */
+			/* §2.2: resync to the next 0x01, one NACK, then quiet until a valid frame
+			 */
 			memmove(b->rx, b->rx + (size_t)-r, b->rx_len - (size_t)-r);
 			b->rx_len -= (size_t)-r;
 			if (!b->kat_silent) {

@@ -97,9 +97,9 @@ reader_thread(void *arg)
 
 	for (;;) {
 		struct pollfd pfd[3] = {
-			{ .fd = p->stop_fd, .events = POLLIN },
-			{ .fd = p->notify_fd, .events = POLLIN },
-			{ .fd = p->out_eof ? -1 : p->out_fd, .events = POLLIN },
+		    {.fd = p->stop_fd, .events = POLLIN},
+		    {.fd = p->notify_fd, .events = POLLIN},
+		    {.fd = p->out_eof ? -1 : p->out_fd, .events = POLLIN},
 		};
 		char buf[8192];
 		ssize_t n;
@@ -171,10 +171,10 @@ struct sim_proc *
 sim_proc_spawn(struct sim *s, char *const argv[], char *const extra_env[])
 {
 	struct sim_proc *p = xnew(struct sim_proc);
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	char name[64];
 	char **env;
-	int pipefd[2] = { -1, -1 }, one = 1, devnull;
+	int pipefd[2] = {-1, -1}, one = 1, devnull;
 	socklen_t salen;
 	const char *base = strrchr(argv[0], '/');
 

@@ -186,7 +186,7 @@ run_command(struct sim *s, char **argv, const sigset_t *mask, const sigset_t *ol
 		return 127;
 	/* forward SIGINT/SIGTERM to the command and keep the boards up until it exits */
 	for (;;) {
-		struct timespec ts = { .tv_sec = 0, .tv_nsec = 50000000 };
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = 50000000};
 		int sig = sigtimedwait(mask, NULL, &ts);
 
 		if (sig > 0)
@@ -201,12 +201,9 @@ int
 main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "board", required_argument, NULL, 'b' },
-		{ "scenario", required_argument, NULL, 's' },
-		{ "speed", required_argument, NULL, 'S' },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"board", required_argument, NULL, 'b'}, {"scenario", required_argument, NULL, 's'},
+	    {"speed", required_argument, NULL, 'S'}, {"quiet", no_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0},
 	};
 	struct board_arg args[MAX_SPECS];
 	const char *scenarios[8];

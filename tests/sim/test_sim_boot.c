@@ -38,12 +38,14 @@ touch(const char *tty, speed_t speed)
 static void
 test_touch(struct sim *s)
 {
-	struct sim_board_spec kat = { .model = "octopus-f446", .port = "1-1",
-				      .bootloader = SIM_BL_KATAPULT, .mode = SIM_MODE_KLIPPER_APP };
-	struct sim_board_spec rom = { .model = "skr-3-h743", .port = "1-2",
-				      .mode = SIM_MODE_KLIPPER_APP };
-	struct sim_board_spec none = { .model = "skr-mini-e3-v2-f103re", .port = "1-3",
-				       .mode = SIM_MODE_KLIPPER_APP };
+	struct sim_board_spec kat = {.model = "octopus-f446",
+				     .port = "1-1",
+				     .bootloader = SIM_BL_KATAPULT,
+				     .mode = SIM_MODE_KLIPPER_APP};
+	struct sim_board_spec rom = {
+	    .model = "skr-3-h743", .port = "1-2", .mode = SIM_MODE_KLIPPER_APP};
+	struct sim_board_spec none = {
+	    .model = "skr-mini-e3-v2-f103re", .port = "1-3", .mode = SIM_MODE_KLIPPER_APP};
 	struct sim_board *a = sim_board_add(s, &kat);
 	struct sim_board *b = sim_board_add(s, &rom);
 	struct sim_board *c = sim_board_add(s, &none);
@@ -90,8 +92,8 @@ test_touch(struct sim *s)
 static void
 test_bootloop(struct sim *s)
 {
-	struct sim_board_spec spec = { .model = "manta-m8p", .port = "1-4", .mode = SIM_MODE_OFF,
-				       .bootloop_cycles = 4 };
+	struct sim_board_spec spec = {
+	    .model = "manta-m8p", .port = "1-4", .mode = SIM_MODE_OFF, .bootloop_cycles = 4};
 	struct sim_board *b = sim_board_add(s, &spec);
 	struct flash *f;
 	size_t len;
@@ -116,11 +118,12 @@ test_bootloop(struct sim *s)
 
 	/* silent variant: the same image never shows up on USB */
 	{
-		struct sim_board_spec s2 = { .model = "manta-m8p", .port = "1-5",
-					     .mode = SIM_MODE_KLIPPER_APP,
-					     .bootloop = SIM_BOOTLOOP_SILENT };
+		struct sim_board_spec s2 = {.model = "manta-m8p",
+					    .port = "1-5",
+					    .mode = SIM_MODE_KLIPPER_APP,
+					    .bootloop = SIM_BOOTLOOP_SILENT};
 		struct sim_board *c = sim_board_add(s, &s2);
-		struct sim_fault fault = { .kind = SIM_FAULT_NEVER_BACK };
+		struct sim_fault fault = {.kind = SIM_FAULT_NEVER_BACK};
 
 		CHECK(c != NULL);
 		if (!c)
@@ -152,10 +155,10 @@ test_proc(struct sim *s)
 	char sh[] = "sh", dash_c[] = "-c";
 	char script[] = "echo hello; ls /dev/serial/by-id/; test -n \"$NOTIFY_SOCKET\"";
 	char wait_script[] = "echo started; exec sleep 30";
-	char *argv[] = { sh, dash_c, script, NULL };
-	char *wait_argv[] = { sh, dash_c, wait_script, NULL };
-	struct sim_board_spec spec = { .model = "skr-pico", .port = "3-1",
-				       .mode = SIM_MODE_KLIPPER_APP };
+	char *argv[] = {sh, dash_c, script, NULL};
+	char *wait_argv[] = {sh, dash_c, wait_script, NULL};
+	struct sim_board_spec spec = {
+	    .model = "skr-pico", .port = "3-1", .mode = SIM_MODE_KLIPPER_APP};
 	struct sim_board *b = sim_board_add(s, &spec);
 	struct sim_proc *p;
 	char *out = NULL;
@@ -185,13 +188,13 @@ test_proc(struct sim *s)
 static void
 test_rom_dfu_leave(struct sim *s)
 {
-	struct sim_board_spec spec = { .model = "octopus-f446", .port = "4-2",
-				       .mode = SIM_MODE_ROM_DFU };
+	struct sim_board_spec spec = {
+	    .model = "octopus-f446", .port = "4-2", .mode = SIM_MODE_ROM_DFU};
 	struct sim_board *b = sim_board_add(s, &spec);
 	char path[] = "/tmp/skrsim-dfu-XXXXXX";
 	char dfu_util[] = "dfu-util", a[] = "-a", a0[] = "0", d[] = "-d", id[] = "0483:df11";
 	char sopt[] = "-s", addr[] = "0x08008000:leave", dopt[] = "-D";
-	char *argv[] = { dfu_util, a, a0, d, id, sopt, addr, dopt, path, NULL };
+	char *argv[] = {dfu_util, a, a0, d, id, sopt, addr, dopt, path, NULL};
 	uint8_t *img;
 	size_t len;
 	int fd, r;
@@ -212,7 +215,7 @@ test_rom_dfu_leave(struct sim *s)
 	{
 		/* under make asan, libasan is preloaded into every child: dfu-util is not ours */
 		char no_leaks[] = "ASAN_OPTIONS=detect_leaks=0";
-		char *env[] = { no_leaks, NULL };
+		char *env[] = {no_leaks, NULL};
 		struct sim_proc *p = sim_proc_spawn(s, argv, env);
 
 		r = sim_proc_wait_exit(p, 20000);
@@ -234,7 +237,7 @@ test_notify(struct sim *s)
 {
 	char sh[] = "sh", c[] = "-c";
 	char script[] = "systemd-notify --status='2 boards' --ready; exec sleep 30";
-	char *argv[] = { sh, c, script, NULL };
+	char *argv[] = {sh, c, script, NULL};
 	struct sim_proc *p;
 
 	if (access("/usr/bin/systemd-notify", X_OK) != 0 &&

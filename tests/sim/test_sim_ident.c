@@ -78,7 +78,7 @@ check_mode(struct sim_board *b, const struct expect *e)
 	CHECK(t != NULL);
 	if (t) {
 		struct udev_device *parent =
-			udev_device_get_parent_with_subsystem_devtype(t, "usb", "usb_device");
+		    udev_device_get_parent_with_subsystem_devtype(t, "usb", "usb_device");
 		struct udev_list_entry *le;
 		bool found = false;
 
@@ -120,22 +120,24 @@ check_mode(struct sim_board *b, const struct expect *e)
 static void
 test_identities(struct sim *s)
 {
-	struct sim_board_spec spec = { .model = "octopus-f446", .port = "1-3",
-				       .uid = "1a0038000851323235363831", .mode = SIM_MODE_OFF };
+	struct sim_board_spec spec = {.model = "octopus-f446",
+				      .port = "1-3",
+				      .uid = "1a0038000851323235363831",
+				      .mode = SIM_MODE_OFF};
 	struct sim_board *b = sim_board_add(s, &spec);
 	const struct expect table[] = {
-		{ SIM_MODE_KLIPPER_APP, "1d50", "614e", "Klipper", "stm32f446xx", 24, true,
-		  "/dev/serial/by-id/usb-Klipper_stm32f446xx_1A0038000851323235363831-if00" },
-		{ SIM_MODE_KATAPULT, "1d50", "6177", "katapult", "stm32f446xx", 24, true,
-		  "/dev/serial/by-id/usb-katapult_stm32f446xx_1A0038000851323235363831-if00" },
-		{ SIM_MODE_ROM_DFU, "0483", "df11", "STMicroelectronics", NULL, 12, false, NULL },
-		{ SIM_MODE_LPC_DFU, "1d50", "6015", NULL, NULL, 0, false, NULL },
-		{ SIM_MODE_BOOTSEL, "2e8a", "0003", "Raspberry Pi", "RP2 Boot", 12, false, NULL },
-		{ SIM_MODE_MARLIN_LPC, "1d50", "6029", "marlinfw.org", "Marlin USB Device", 13, true,
-		  "/dev/serial/by-id/usb-marlinfw.org_Marlin_USB_Device_1.00000000000-if00" },
-		{ SIM_MODE_MARLIN_STM32, "0483", "5740", "STMicroelectronics",
-		  "MARLIN_STM32F446ZE CDC in FS Mode", 12, true,
-		  "/dev/serial/by-id/usb-STMicroelectronics_MARLIN_STM32F446ZE_CDC_in_FS_Mode_" },
+	    {SIM_MODE_KLIPPER_APP, "1d50", "614e", "Klipper", "stm32f446xx", 24, true,
+	     "/dev/serial/by-id/usb-Klipper_stm32f446xx_1A0038000851323235363831-if00"},
+	    {SIM_MODE_KATAPULT, "1d50", "6177", "katapult", "stm32f446xx", 24, true,
+	     "/dev/serial/by-id/usb-katapult_stm32f446xx_1A0038000851323235363831-if00"},
+	    {SIM_MODE_ROM_DFU, "0483", "df11", "STMicroelectronics", NULL, 12, false, NULL},
+	    {SIM_MODE_LPC_DFU, "1d50", "6015", NULL, NULL, 0, false, NULL},
+	    {SIM_MODE_BOOTSEL, "2e8a", "0003", "Raspberry Pi", "RP2 Boot", 12, false, NULL},
+	    {SIM_MODE_MARLIN_LPC, "1d50", "6029", "marlinfw.org", "Marlin USB Device", 13, true,
+	     "/dev/serial/by-id/usb-marlinfw.org_Marlin_USB_Device_1.00000000000-if00"},
+	    {SIM_MODE_MARLIN_STM32, "0483", "5740", "STMicroelectronics",
+	     "MARLIN_STM32F446ZE CDC in FS Mode", 12, true,
+	     "/dev/serial/by-id/usb-STMicroelectronics_MARLIN_STM32F446ZE_CDC_in_FS_Mode_"},
 	};
 	unsigned enums;
 	char dfu_serial[32];
@@ -156,8 +158,8 @@ test_identities(struct sim *s)
 			CHECK(d != NULL);
 			e.product = d ? udev_device_get_sysattr_value(d, "product") : "";
 			if (!e.manufacturer)
-				e.manufacturer = d ? udev_device_get_sysattr_value(d, "manufacturer")
-						   : "";
+				e.manufacturer =
+				    d ? udev_device_get_sysattr_value(d, "manufacturer") : "";
 			check_mode(b, &e);
 			if (d)
 				udev_device_unref(d);
@@ -192,8 +194,8 @@ test_identities(struct sim *s)
 static void
 test_events(struct sim *s)
 {
-	struct sim_board_spec spec = { .model = "skr-mini-e3-v3", .port = "1-4",
-				       .mode = SIM_MODE_OFF };
+	struct sim_board_spec spec = {
+	    .model = "skr-mini-e3-v3", .port = "1-4", .mode = SIM_MODE_OFF};
 	struct sim_board *b = sim_board_add(s, &spec);
 	struct udev_monitor *mon = udev_monitor_new_from_netlink(udev, "udev");
 	char seen[1024] = "";
@@ -209,7 +211,7 @@ test_events(struct sim *s)
 	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KLIPPER_APP), 0);
 	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KATAPULT), 0);
 	for (;;) {
-		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct pollfd p = {.fd = fd, .events = POLLIN};
 		struct udev_device *d;
 		size_t l = strlen(seen);
 
@@ -221,9 +223,9 @@ test_events(struct sim *s)
 		snprintf(seen + l, sizeof(seen) - l, "%s:%s:%s ", udev_device_get_action(d),
 			 udev_device_get_subsystem(d),
 			 udev_device_get_property_value(d, "ID_MODEL_ID") &&
-					 strcmp(udev_device_get_subsystem(d), "usb") == 0
-				 ? udev_device_get_property_value(d, "ID_MODEL_ID")
-				 : "-");
+				 strcmp(udev_device_get_subsystem(d), "usb") == 0
+			     ? udev_device_get_property_value(d, "ID_MODEL_ID")
+			     : "-");
 		if (strcmp(udev_device_get_subsystem(d), "tty") == 0 &&
 		    strcmp(udev_device_get_action(d), "add") == 0) {
 			struct udev_list_entry *le;
@@ -240,8 +242,7 @@ test_events(struct sim *s)
 	}
 	fprintf(stderr, "events: %s\n", seen);
 	/* plug app, then the kernel-like unplug (children first) and the Katapult plug */
-	CHECK(strstr(seen, "add:usb:614e add:tty:- bind:usb:614e remove:tty:- unbind:usb") ==
-	      seen);
+	CHECK(strstr(seen, "add:usb:614e add:tty:- bind:usb:614e remove:tty:- unbind:usb") == seen);
 	CHECK(strstr(seen, "remove:usb:") != NULL);
 	CHECK(strstr(seen, "add:usb:6177 add:tty:- bind:usb:6177") != NULL);
 	/* both tty add events name their by-id link */
@@ -253,7 +254,7 @@ test_events(struct sim *s)
 static void
 test_many(struct sim *s)
 {
-	struct sim_board_spec spec = { .model = "manta-m8p", .mode = SIM_MODE_KLIPPER_APP };
+	struct sim_board_spec spec = {.model = "manta-m8p", .mode = SIM_MODE_KLIPPER_APP};
 	struct sim_board *a, *c, *d;
 	char tty_a[32];
 

@@ -64,7 +64,7 @@ host_recv(struct host *h, struct katapult_frame *f, int timeout_ms)
 {
 	for (;;) {
 		int r = katapult_frame_find(h->buf, h->len, KATAPULT_FRAME_MAX, f, NULL);
-		struct pollfd p = { .fd = h->fd, .events = POLLIN };
+		struct pollfd p = {.fd = h->fd, .events = POLLIN};
 		ssize_t n;
 
 		if (r > 0) {
@@ -95,7 +95,7 @@ host_cmd(struct host *h, uint8_t cmd, uint32_t w0, bool with_w0, const uint8_t *
 {
 	uint8_t frame[KATAPULT_FRAME_MAX];
 	int n = with_w0 ? katapult_frame_encode_word_bytes(cmd, w0, data, data_len, frame,
-							    sizeof(frame))
+							   sizeof(frame))
 			: katapult_frame_encode(cmd, NULL, 0, frame, sizeof(frame));
 
 	if (n < 0)
@@ -120,13 +120,15 @@ last_is(const struct host *h, const char *hex)
 static void
 test_vectors_and_rules(struct sim *s)
 {
-	struct sim_board_spec spec = { .model = "octopus-f446", .port = "1-1",
-				       .bootloader = SIM_BL_KATAPULT, .mode = SIM_MODE_KATAPULT };
+	struct sim_board_spec spec = {.model = "octopus-f446",
+				      .port = "1-1",
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KATAPULT};
 	struct sim_board *b = sim_board_add(s, &spec);
 	struct katapult_connect_info ci;
 	struct katapult_frame f;
 	struct host h;
-	uint8_t block[64], junk[8] = { 0x01, 0x88, 0x11, 0x00, 0xde, 0xad, 0x99, 0x03 };
+	uint8_t block[64], junk[8] = {0x01, 0x88, 0x11, 0x00, 0xde, 0xad, 0x99, 0x03};
 	struct sim_katapult_stats st;
 
 	CHECK(b != NULL);
@@ -204,9 +206,9 @@ flash_image(struct host *h, uint32_t start, const uint8_t *img, size_t len, uint
 
 		memset(blk, 0xff, sizeof(blk));
 		memcpy(blk, img + off, n);
-		CHECK_EQ_INT(host_cmd(h, KATAPULT_CMD_SEND_BLOCK, start + (uint32_t)off, true, blk, 64,
-				      &f),
-			     0);
+		CHECK_EQ_INT(
+		    host_cmd(h, KATAPULT_CMD_SEND_BLOCK, start + (uint32_t)off, true, blk, 64, &f),
+		    0);
 		CHECK_EQ_INT(katapult_check_ack(&f, KATAPULT_CMD_SEND_BLOCK, &d, &dl), 0);
 	}
 	CHECK_EQ_INT(host_cmd(h, KATAPULT_CMD_SEND_EOF, 0, false, NULL, 0, &f), 0);
@@ -215,11 +217,12 @@ flash_image(struct host *h, uint32_t start, const uint8_t *img, size_t len, uint
 	for (size_t off = 0; off < len; off += 64) {
 		size_t n = len - off < 64 ? len - off : 64;
 
-		CHECK_EQ_INT(host_cmd(h, KATAPULT_CMD_REQUEST_BLOCK, start + (uint32_t)off, true, NULL,
-				      0, &f),
+		CHECK_EQ_INT(host_cmd(h, KATAPULT_CMD_REQUEST_BLOCK, start + (uint32_t)off, true,
+				      NULL, 0, &f),
 			     0);
 		CHECK_EQ_INT(katapult_check_ack(&f, KATAPULT_CMD_REQUEST_BLOCK, &d, &dl), 0);
-		CHECK(dl == 68 && katapult_get_le32(d) == start + off && memcmp(d + 4, img + off, n) == 0);
+		CHECK(dl == 68 && katapult_get_le32(d) == start + off &&
+		      memcmp(d + 4, img + off, n) == 0);
 	}
 }
 
@@ -227,9 +230,11 @@ static void
 test_full_flash_f103(struct sim *s)
 {
 	/* F103: 2 KiB pages, Katapult moves the app start to 8 KiB, USBFS prime quirk */
-	struct sim_board_spec spec = { .model = "skr-mini-e3-v2-f103rc", .port = "1-2",
-				       .bootloader = SIM_BL_KATAPULT, .mode = SIM_MODE_KLIPPER_APP,
-				       .app_version = "v0.11.0-old" };
+	struct sim_board_spec spec = {.model = "skr-mini-e3-v2-f103rc",
+				      .port = "1-2",
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KLIPPER_APP,
+				      .app_version = "v0.11.0-old"};
 	struct sim_board *b = sim_board_add(s, &spec);
 	const struct catalog_board *m;
 	struct katapult_connect_info ci;
@@ -280,10 +285,12 @@ test_full_flash_f103(struct sim *s)
 static void
 test_reply_faults(struct sim *s)
 {
-	struct sim_board_spec spec = { .model = "octopus-pro-h723", .port = "1-5",
-				       .bootloader = SIM_BL_KATAPULT, .mode = SIM_MODE_KATAPULT };
+	struct sim_board_spec spec = {.model = "octopus-pro-h723",
+				      .port = "1-5",
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KATAPULT};
 	struct sim_board *b = sim_board_add(s, &spec);
-	struct sim_fault fault = { .kind = SIM_FAULT_DROP_FRAME, .at = 1, .count = 1 };
+	struct sim_fault fault = {.kind = SIM_FAULT_DROP_FRAME, .at = 1, .count = 1};
 	struct katapult_frame f;
 	struct host h;
 
@@ -335,8 +342,10 @@ test_reply_faults(struct sim *s)
 		uint8_t blk[64];
 
 		memset(blk, 0x22, sizeof(blk));
-		CHECK_EQ_INT(host_cmd(&h, KATAPULT_CMD_SEND_BLOCK, 0x08020000, true, blk, 64, &f), 0);
-		CHECK_EQ_INT(host_cmd(&h, KATAPULT_CMD_SEND_BLOCK, 0x08020040, true, blk, 64, &f), 0);
+		CHECK_EQ_INT(host_cmd(&h, KATAPULT_CMD_SEND_BLOCK, 0x08020000, true, blk, 64, &f),
+			     0);
+		CHECK_EQ_INT(host_cmd(&h, KATAPULT_CMD_SEND_BLOCK, 0x08020040, true, blk, 64, &f),
+			     0);
 		int r;
 
 		reply_timeout_ms = 1000;

@@ -18,18 +18,18 @@ struct vector {
 
 /* §2.2 table, byte for byte */
 static const struct vector vectors[] = {
-	{ "CONNECT", 0x11, { 0 }, 0, "01881100f17c9903" },
-	{ "SEND_EOF", 0x13, { 0 }, 0, "01881300414f9903" },
-	{ "COMPLETE", 0x15, { 0 }, 0, "01881500911b9903" },
-	{ "GET_CANBUS_ID", 0x16, { 0 }, 0, "01881600f9319903" },
-	{ "prime", 0x90, { 0 }, 0, "01889000e5e99903" },
-	{ "REQUEST_BLOCK", 0x14, { 0x08008000 }, 1, "01881401008000088cd19903" },
-	{ "NACK", 0xf1, { 0 }, 0, "0188f10068959903" },
-	{ "COMMAND_ERROR", 0xf2, { 0 }, 0, "0188f20000bf9903" },
-	{ "BUSY", 0xf3, { 0 }, 0, "0188f300d8a69903" },
-	{ "ACK SEND_BLOCK", 0xa0, { 0x12, 0x08008000 }, 2, "0188a00212000000008000088dd99903" },
-	{ "ACK EOF", 0xa0, { 0x13, 5 }, 2, "0188a0021300000005000000c1b69903" },
-	{ "ACK COMPLETE", 0xa0, { 0x15 }, 1, "0188a00115000000002e9903" },
+    {"CONNECT", 0x11, {0}, 0, "01881100f17c9903"},
+    {"SEND_EOF", 0x13, {0}, 0, "01881300414f9903"},
+    {"COMPLETE", 0x15, {0}, 0, "01881500911b9903"},
+    {"GET_CANBUS_ID", 0x16, {0}, 0, "01881600f9319903"},
+    {"prime", 0x90, {0}, 0, "01889000e5e99903"},
+    {"REQUEST_BLOCK", 0x14, {0x08008000}, 1, "01881401008000088cd19903"},
+    {"NACK", 0xf1, {0}, 0, "0188f10068959903"},
+    {"COMMAND_ERROR", 0xf2, {0}, 0, "0188f20000bf9903"},
+    {"BUSY", 0xf3, {0}, 0, "0188f300d8a69903"},
+    {"ACK SEND_BLOCK", 0xa0, {0x12, 0x08008000}, 2, "0188a00212000000008000088dd99903"},
+    {"ACK EOF", 0xa0, {0x13, 5}, 2, "0188a0021300000005000000c1b69903"},
+    {"ACK COMPLETE", 0xa0, {0x15}, 1, "0188a00115000000002e9903"},
 };
 
 static size_t
@@ -119,9 +119,10 @@ test_find_stream(void)
 	/* the device limit: a 33-word frame (140 bytes) is too long for 128 */
 	{
 		uint8_t big[160];
-		uint8_t zero[132] = { 0 };
+		uint8_t zero[132] = {0};
 
-		len = (size_t)katapult_frame_encode_bytes(0x12, zero, sizeof(zero), big, sizeof(big));
+		len =
+		    (size_t)katapult_frame_encode_bytes(0x12, zero, sizeof(zero), big, sizeof(big));
 		CHECK_EQ_INT(len, 140);
 		CHECK(katapult_frame_find(big, len, 128, &f, &bad) < 0);
 		CHECK_EQ_INT(katapult_frame_find(big, len, KATAPULT_FRAME_MAX, &f, &bad), 140);
@@ -137,8 +138,8 @@ static void
 test_encode_limits(void)
 {
 	uint8_t buf[16];
-	uint32_t w[256] = { 0 };
-	uint8_t three[3] = { 1, 2, 3 };
+	uint32_t w[256] = {0};
+	uint8_t three[3] = {1, 2, 3};
 
 	CHECK_EQ_INT(katapult_frame_encode(0x11, NULL, 0, buf, 7), -ENOBUFS);
 	CHECK_EQ_INT(katapult_frame_encode(0x11, w, 256, buf, sizeof(buf)), -EINVAL);
@@ -155,7 +156,7 @@ test_acks(void)
 	struct katapult_frame f;
 	const uint8_t *d;
 	size_t dl;
-	uint32_t w[2] = { KATAPULT_CMD_SEND_BLOCK, 0x08008040 };
+	uint32_t w[2] = {KATAPULT_CMD_SEND_BLOCK, 0x08008040};
 	int n = katapult_frame_encode(KATAPULT_RSP_ACK, w, 2, buf, sizeof(buf));
 
 	CHECK_EQ_INT(katapult_frame_find(buf, (size_t)n, 128, &f, NULL), n);
@@ -187,7 +188,7 @@ static void
 test_connect(void)
 {
 	/* CONNECT ACK as Katapult 1.1.0 sends it for an F446 */
-	uint8_t payload[64] = { 0 };
+	uint8_t payload[64] = {0};
 	uint8_t buf[128];
 	struct katapult_frame f;
 	struct katapult_connect_info ci;

@@ -5,7 +5,7 @@
 # keep its exposure score at or below 3.0 and keep the settings flashing depends on;
 # sysusers.d and tmpfiles.d must create the user and the queue with the right modes.
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 build=${BUILD:-build}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -6,7 +6,7 @@
 # into /dev and /run/udev: each case runs in a private mount namespace with tmpfs over both,
 # and a private /etc/group that knows the skrflash group. Needs root (unshare -m).
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 RULES=${RULES:-$PWD/udev/70-skrflash.rules}
 RULES_RE=$(basename "$RULES" | sed 's/[.]/[.]/g')
 
@@ -31,7 +31,8 @@ usb_device() {
 		"${3#0}" "$4" "$2"
 	printf 'E: MAJOR=189\nE: MINOR=%d\nE: SUBSYSTEM=usb\n' "$2"
 	printf 'A: idVendor=%s\nA: idProduct=%s\nA: bcdDevice=0100\nA: manufacturer=%s\n' "$3" "$4" "$5"
-	printf 'A: product=%s\nA: serial=%s\nA: busnum=1\nA: devnum=%d\nA: bDeviceClass=00\n' "$6" "$7" "$2"
+	printf 'A: product=%s\nA: serial=%s\nA: busnum=1\nA: devnum=%d\n' "$6" "$7" "$2"
+	printf 'A: bDeviceClass=00\n'
 	printf 'A: bNumInterfaces= 1\nA: bConfigurationValue=1\nA: speed=12\nA: dev=189:%d\n\n' "$2"
 }
 
@@ -104,6 +105,7 @@ usb_disk 1-1.5 05e3 0749 Generic "STORAGE DEVICE" 000000000819 vfat PHOTOS other
 sandbox() {
 	local box rc
 	box=$(mktemp -d "$WORK/box.XXXX")
+	# shellcheck disable=SC2016 # the inner script expands its own positional parameters
 	unshare -m --propagation private bash -eu -c '
 		box=$1 rules=$2 gid=$3; shift 3
 		mkdir -p "$box/rules" "$box/dev"

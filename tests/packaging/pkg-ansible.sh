@@ -6,7 +6,7 @@
 # attached, so the image stays queued) and writes the report, whose content is asserted.
 # The package, user, group and daemon are removed again afterwards.
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 . tests/packaging/lib.sh
 skip_under_asan
 playbook=$PWD/packaging/ansible/fleet.yml
@@ -16,9 +16,18 @@ trap 'rm -rf "$work"' EXIT
 export ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENABLED=0 ANSIBLE_LOCAL_TEMP=$work/.ansible-local
 export ANSIBLE_REMOTE_TEMP=$work/.ansible-remote ANSIBLE_HOME=$work/.ansible
 
-command -v ansible-playbook >/dev/null || { bad "ansible-playbook missing (ansible-core)"; finish; exit 1; }
-if out=$(ansible-playbook --syntax-check -i packaging/ansible/inventory.example.ini "$playbook" 2>&1)
-then ok "syntax-check"; else bad "syntax-check"; echo "$out"; fi
+if ! command -v ansible-playbook >/dev/null; then
+	bad "ansible-playbook missing (package ansible-core)"
+	finish
+	exit 1
+fi
+if out=$(ansible-playbook --syntax-check -i packaging/ansible/inventory.example.ini \
+	"$playbook" 2>&1); then
+	ok "syntax-check"
+else
+	bad "syntax-check"
+	echo "$out"
+fi
 
 if [ "$(id -u)" != 0 ]; then
 	echo "SKIP real run: needs root to install the package (CI runs as root)"
@@ -48,8 +57,12 @@ import struct, sys
 vec = [0x20020000] + [0x08008101] * 15
 sys.stdout.buffer.write(struct.pack("<16I", *vec) + bytes(range(256)) * 32)' >"$work/klipper.bin"
 sha=$(sha256sum "$work/klipper.bin" | cut -d' ' -f1)
-printf '[printers]\npi-local ansible_connection=local ansible_python_interpreter=/usr/bin/python3 ansible_become=false\n' \
-	>"$work/inventory.ini"
+{
+	echo '[printers]'
+	echo 'pi-local ansible_connection=local ansible_become=false'
+	echo '[printers:vars]'
+	echo 'ansible_python_interpreter=/usr/bin/python3'
+} >"$work/inventory.ini"
 
 if out=$(ansible-playbook -i "$work/inventory.ini" "$playbook" -e skrflash_deb="$DEB" \
 	-e skrflash_firmware="$work/klipper.bin" -e skrflash_profile=skr-pro -e skrflash_wait=3 \
@@ -59,8 +72,8 @@ else
 	bad "playbook run"
 fi
 echo "$out" | tail -n 30
-dpkg-query -W -f='${Status}' skrflash 2>/dev/null | grep -q 'install ok installed' &&
-	ok "package installed by the playbook" || bad "package installed by the playbook"
+check "package installed by the playbook" \
+	test "$(dpkg-query -W -f='${Status}' skrflash 2>/dev/null)" = "install ok installed"
 if python3 - "$work/report.json" "$sha" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
@@ -80,6 +93,5 @@ print("\n".join(problems) or "report OK")
 sys.exit(1 if problems else 0)
 PY
 then ok "report"; else bad "report"; cat "$work/report.json" 2>/dev/null; fi
-[ -e "/var/lib/skrflash/queue/skr-pro/klipper.bin" ] || ls /var/lib/skrflash/firmware/"$sha" \
-	>/dev/null 2>&1 && ok "firmware in the daemon's store" || bad "firmware in the daemon's store"
+check "firmware in the daemon's store" test -f "/var/lib/skrflash/firmware/$sha"
 finish

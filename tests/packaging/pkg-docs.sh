@@ -4,7 +4,7 @@
 # documents every configuration key, and a catalog database built offline from our catalog
 # explains every MESSAGE_ID that daemon/log.h defines.
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 pass=0
@@ -20,7 +20,7 @@ for page in $pages; do
 	out=$(LC_ALL=C.UTF-8 MANWIDTH=80 man --warnings -E UTF-8 -l "$page" 2>&1 >/dev/null)
 	if [ -z "$out" ]; then ok "man --warnings $page"; else bad "man --warnings $page"; echo "$out"; fi
 	name=$(basename "$page")
-	if grep -q "^\\.TH $(echo "${name%.*}" | tr a-z A-Z) ${name##*.} " "$page"; then
+	if grep -q "^\\.TH $(echo "${name%.*}" | tr "[:lower:]" "[:upper:]") ${name##*.} " "$page"; then
 		ok "TH $page"
 	else
 		bad "TH $page"
@@ -40,10 +40,10 @@ for key in state_dir queue_dir runtime_dir log_level max_jobs timeouts bootloade
 done
 # And every top-level key the shipped example config uses.
 if [ -f conf/skrflash.conf ]; then
-	for key in $(sed -n 's/^#\{0,1\}\([a-z_]*\) = .*/\1/p' conf/skrflash.conf | sort -u); do
+	while read -r key; do
 		if grep -q "^\\.BR $key " conf/skrflash.conf.5; then ok "example key $key"; else
 			bad "example key $key (in conf/skrflash.conf, not in skrflash.conf.5)"; fi
-	done
+	done < <(sed -n 's/^#\{0,1\}\([a-z_]*\) = .*/\1/p' conf/skrflash.conf | sort -u)
 fi
 
 # Catalog: build the database in a scratch root, then list it.
@@ -53,12 +53,13 @@ out=$(journalctl --root="$work" --update-catalog 2>&1)
 if [ -z "$out" ]; then ok "update-catalog"; else bad "update-catalog"; echo "$out"; fi
 listed=$(journalctl --root="$work" --list-catalog 2>&1)
 ids=$(sed -n 's/^#define LOG_MID_[A-Z_]* "\([0-9a-f]\{32\}\)".*/\1/p' daemon/log.h)
-[ "$(echo "$ids" | wc -w)" -ge 8 ] && ok "log.h has message ids" || bad "log.h has message ids"
+if [ "$(echo "$ids" | wc -w)" -ge 8 ]; then ok "log.h has message ids"; else bad "log.h ids"; fi
 for id in $ids; do
 	if grep -q "^$id skrflash: " <<<"$listed"; then ok "catalog $id"; else bad "catalog $id"; fi
 done
 n_entries=$(grep -c '^-- [0-9a-f]\{32\}$' systemd/skrflash.catalog)
-[ "$n_entries" -eq "$(echo "$ids" | wc -w)" ] && ok "no stray entries" || bad "no stray entries"
+if [ "$n_entries" -eq "$(echo "$ids" | wc -w)" ]; then ok "no stray entries"; else
+	bad "no stray entries"; fi
 # journalctl substitutes only @NAME@ made of capitals and '_': a digit leaves it literal.
 if grep -Eq '@[A-Z_]*[0-9][A-Z0-9_]*@' systemd/skrflash.catalog; then
 	bad "no unsubstitutable fields"

@@ -5,7 +5,7 @@
 # embeds: what the rule grants to whom is asserted case by case. node is used only when duk
 # is missing. A structural check makes sure no broader grant slipped in.
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 rule=packaging/50-skrflash.rules
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -3,7 +3,7 @@
 # Loads the bash completion into this shell and asserts what it offers for command lines
 # typed so far (COMP_WORDS/COMP_CWORD as bash sets them).
 set -u
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # shellcheck source=/dev/null

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* worker: one flash job, run by `skrflashd --worker` in its own process (or in-process by
+ * `skrflashctl flash --device`).
+ *
+ * The daemon hands the worker one plan as JSON on stdin and reads one JSON object per line
+ * back: {"type":"progress",...}, {"type":"reported",...} and finally {"type":"result",...}.
+ * The worker blocks, sleeps for DFU poll timeouts and may be killed; the daemon's event loop
+ * never does any of that. It never touches the database or the journal. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "device.h"
+
+struct worker_plan {
+	char action[16];       /* "enter" (1200-baud touch of dev.tty) or "flash" */
+	char method[16];       /* backend name for "flash"; "" = by dev.mode */
+	struct device dev;     /* the device to talk to */
+	char board[64];        /* catalog name, may be "" */
+	char image_path[4096]; /* stored firmware file */
+	uint32_t app_start;    /* expected (profile/catalog); 0 = accept the bootloader's */
+	enum config_interface interface;
+	unsigned window, timeout_ms; /* 0 = backend defaults */
+};
+
+/* How a job ended. step is where it stopped ("enter", "open", "check", "write", "verify",
+ * "leave"); on success the last step done. */
+struct worker_report {
+	bool ok;
+	char step[16];
+	char error[512];
+	uint64_t bytes;
+	uint32_t erases;
+	uint32_t transfers;
+	char mcu[32];       /* as the bootloader reported it */
+	uint32_t app_start;
+	char version[64];
+};
+
+/* Callbacks of an in-process run; each may be NULL. */
+struct worker_events {
+	void (*progress)(void *userdata, const char *step, uint64_t done, uint64_t total);
+	void (*reported)(void *userdata, const char *mcu, uint32_t app_start, const char *version);
+	void *userdata;
+};
+
+/* Plan as a JSON object string (malloc'd in *ret). 0 or -errno. */
+int worker_plan_to_json(const struct worker_plan *p, char **ret);
+/* Parse a plan; -EINVAL with a static reason in *ret_error (may be NULL) when malformed.
+ * *ret is untouched on error. */
+int worker_plan_from_json(const char *s, struct worker_plan *ret, const char **ret_error);
+/* The fixed sequence (enter, or read -> parse -> open -> check -> write -> verify -> leave ->
+ * close), in this process. Returns 0 when the job succeeded, else -errno; *ret says how. */
+int worker_execute(const struct worker_plan *p, const struct worker_events *ev,
+		   struct worker_report *ret);
+/* worker_execute writing the JSON event lines to out_fd. 0 ok, -errno failed. */
+int worker_run(const struct worker_plan *p, int out_fd);
+/* `skrflashd --worker`: plan from stdin, events on stdout; the exit code (0 ok, 1 failed). */
+int worker_main(void);
+/* The result line's JSON for a report (malloc'd), shared with tests and the daemon. */
+char *worker_report_to_json(const struct worker_report *r);

@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
+"""A stand-in for Moonraker's object query, for the print-state gate tests.
+
+Listens on 127.0.0.1 with an ephemeral port and prints that port on stdout. The reply to
+GET [/<mode>]/printer/objects/query?print_stats depends on <mode>, so one server answers
+every case in parallel; without a mode prefix the current default (PUT /_fake/state/<mode>)
+applies. Modes: any print state ("printing", "standby", ...; unknown words are sent as
+they are), "malformed" (cut JSON), "noresult" (valid JSON of the wrong shape), "http500",
+"slow" (answers after SLOW_S seconds), "huge" (a reply far beyond any real one), "auth"
+(401 unless the X-Api-Key header is API_KEY, then "standby").
+It exits when its stdin reaches EOF, so a crashed test leaves no server behind.
+"""
+import http.server
+import json
+import sys
+import threading
+import time
+
+SLOW_S = 5.0
+API_KEY = "0123456789abcdef"
+default_mode = ["standby"]
+
+
+def body_for(state):
+    return json.dumps({"result": {"eventtime": 1234.5, "status": {"print_stats": {
+        "filename": "part.gcode", "total_duration": 10.0, "print_duration": 8.0,
+        "filament_used": 12.5, "state": state, "message": ""}}}}).encode()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def reply(self, code, body, ctype="application/json"):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_PUT(self):
+        parts = self.path.strip("/").split("/")
+        if len(parts) == 3 and parts[:2] == ["_fake", "state"]:
+            default_mode[0] = parts[2]
+            self.reply(200, b"{}")
+        else:
+            self.reply(404, b"{}")
+
+    def do_GET(self):
+        path, _, query = self.path.partition("?")
+        parts = path.strip("/").split("/")
+        mode = default_mode[0]
+        if len(parts) == 4:
+            mode = parts.pop(0)
+        if parts != ["printer", "objects", "query"] or query != "print_stats":
+            self.reply(404, b'{"error": {"code": 404, "message": "Not Found"}}')
+            return
+        if mode == "auth" and self.headers.get("X-Api-Key") != API_KEY:
+            self.reply(401, b'{"error": {"code": 401, "message": "Unauthorized"}}')
+        elif mode == "auth":
+            self.reply(200, body_for("standby"))
+        elif mode == "malformed":
+            self.reply(200, b'{"result": {"status": {"print_stats": {"state": "stan')
+        elif mode == "noresult":
+            self.reply(200, b'{"result": {"status": {}}}')
+        elif mode == "http500":
+            self.reply(500, b'{"error": {"code": 500, "message": "Internal Server Error"}}')
+        elif mode == "slow":
+            time.sleep(SLOW_S)
+            self.reply(200, body_for("standby"))
+        elif mode == "huge":
+            self.reply(200, b" " * (256 * 1024) + body_for("standby"))
+        else:
+            self.reply(200, body_for(mode))
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("fake_moonraker: " + (fmt % args) + "\n")
+
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # clients that give up (timeouts, reply-size limits) are part of the tests
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+def main():
+    server = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(server.server_address[1], flush=True)
+    sys.stdin.read()
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
