@@ -52,7 +52,7 @@ CHECK_TESTS    := $(UNIT_TESTS)
 CHECK_DEPS     := $(BUILD)/skrflashd $(BUILD)/skrflashctl $(UNIT_TESTS) $(REPLAYS)
 
 .PHONY: all check check-run asan fuzz lint format install uninstall deps demo demo-run bench \
-	bench-run clean help
+	bench-run clean help sim
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/skrflashd $(BUILD)/skrflashctl
@@ -118,7 +118,7 @@ lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability \
 		--inline-suppr --std=c11 -D_GNU_SOURCE -Idaemon $(DAEMON_SRCS)
 	@for h in $(HEADERS); do \
-		$(CC) $(CPPFLAGS) $(CFLAGS) -fsyntax-only -x c $$h || exit 1; \
+		echo "#include \"$$h\"" | $(CC) $(CPPFLAGS) -I. $(CFLAGS) -fsyntax-only -x c - || exit 1; \
 	done
 	shellcheck $(shell git ls-files -- '*.sh') .ci/run
 
@@ -129,7 +129,9 @@ format:
 DEB_DEPS := gcc make pkg-config libudev-dev libusb-1.0-0-dev libconfig-dev libsystemd-dev \
 	libsqlite3-dev zlib1g-dev libjson-c-dev libssl-dev libelf-dev libcurl4-openssl-dev \
 	umockdev libumockdev-dev libglib2.0-dev gcc-arm-none-eabi libnewlib-arm-none-eabi \
-	binutils-arm-none-eabi dfu-util mtools dosfstools dbus python3 udev systemd
+	binutils-arm-none-eabi dfu-util mtools dosfstools dbus python3 udev systemd \
+	debhelper lintian fakeroot dpkg-dev ansible-core python3-apt mandoc man-db duktape \
+	gcc-aarch64-linux-gnu libc6-dev-arm64-cross file
 deps:
 	@missing=$$(for p in $(DEB_DEPS); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' \
@@ -148,12 +150,12 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory bench-run
 
-install: all
+install: all install-data
 	$(INSTALL) -Dm755 $(BUILD)/skrflashd $(DESTDIR)$(SBINDIR)/skrflashd
 	$(INSTALL) -Dm755 $(BUILD)/skrflashctl $(DESTDIR)$(BINDIR)/skrflashctl
 	$(INSTALL) -Dm644 conf/skrflash.conf $(DESTDIR)$(SYSCONFDIR)/skrflash/skrflash.conf
 
-uninstall:
+uninstall: uninstall-data
 	rm -f $(DESTDIR)$(SBINDIR)/skrflashd $(DESTDIR)$(BINDIR)/skrflashctl
 
 clean:

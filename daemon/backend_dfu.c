@@ -32,6 +32,7 @@ struct dfu {
 	libusb_context *ctx;
 	libusb_device_handle *h;
 	bool claimed;
+	bool left; /* the ROM jumped to the application: the device is gone */
 	uint16_t iface;
 	uint8_t alt;
 	uint16_t xfer; /* wTransferSize */
@@ -620,6 +621,7 @@ dfu_leave(struct flash_session *s)
 	r = dfu_request(d, s, false, DFU_REQ_DNLOAD, 2, NULL, 0);
 	if (r >= 0)
 		r = dfu_getstatus(d, s, &st);
+	d->left = r >= 0 || r == -EIO || r == -ENODEV || r == -EPIPE;
 	if (r == -EIO || r == -ENODEV || r == -EPIPE)
 		r = 0;
 	if (r < 0)
@@ -636,7 +638,8 @@ dfu_close(struct flash_session *s)
 	if (!d)
 		return;
 	if (d->h) {
-		if (d->claimed)
+		/* after the leave nobody answers on the interface any more */
+		if (d->claimed && !d->left)
 			(void)libusb_release_interface(d->h, d->iface);
 		libusb_close(d->h);
 	}

@@ -275,9 +275,15 @@ announce(struct boards *r, struct board *b)
 			 b->profile[0] ? "'" : ", no profile");
 	} else if (ev == BOARDS_MODE_CHANGED) {
 		fields_of(b, NULL, &f);
-		log_full(LOG_INFO, 0, &f, "board %s on port %s: %s -> %s", board_display_name(b),
-			 b->dev.port, device_mode_to_string(b->old_mode),
-			 device_mode_to_string(b->dev.mode));
+		if (b->old_mode == b->dev.mode)
+			log_full(LOG_DEBUG, 0, &f, "board %s on port %s re-enumerated in %s mode",
+				 board_display_name(b), b->dev.port,
+				 device_mode_to_string(b->dev.mode));
+		else
+			log_full(LOG_INFO, 0, &f, "board %s on port %s: %s -> %s",
+				 board_display_name(b), b->dev.port,
+				 device_mode_to_string(b->old_mode),
+				 device_mode_to_string(b->dev.mode));
 	} else {
 		return;
 	}

@@ -336,9 +336,10 @@ child_line(struct job *j, const char *line)
 		struct log_fields f;
 
 		fields(j, NULL, &f);
-		log_full(LOG_INFO, 0, &f, "%s on port %s: bootloader reports %s, app start %s%s%s",
-			 name_of(j), j->port,
-			 json_object_get_string(json_object_object_get(o, "mcu")),
+		const char *mcu = json_object_get_string(json_object_object_get(o, "mcu"));
+
+		log_full(LOG_INFO, 0, &f, "%s on port %s: bootloader reports %s%sapp start %s%s%s",
+			 name_of(j), j->port, mcu && *mcu ? mcu : "", mcu && *mcu ? ", " : "",
 			 json_object_get_string(json_object_object_get(o, "app_start")),
 			 *json_object_get_string(json_object_object_get(o, "version")) ? ", version "
 											 : "",
@@ -1001,7 +1002,7 @@ try_start(struct job_table *t, struct board *b, const char *why)
 	int r = prepare_job(t, b, false, false, NULL, &msg);
 
 	if (r == -EALREADY || r == -ENOENT)
-		log_info("%s: %s", why, msg ? msg : "nothing to do");
+		log_info("nothing to flash (%s): %s", why, msg ? msg : "nothing to do");
 	else if (r < 0 && r != -EBUSY && msg)
 		log_warn("%s", msg);
 	free(msg);

@@ -7,3 +7,5 @@
 #define SKRFLASH_STATE_DIR "/var/lib/skrflash"
 #define SKRFLASH_RUNTIME_DIR "/run/skrflash"
 #define SKRFLASH_CONTROL_SOCKET_NAME "control.sock"
+/* the group the package creates: may drop firmware and use the control socket */
+#define SKRFLASH_GROUP "skrflash"

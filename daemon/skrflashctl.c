@@ -20,6 +20,7 @@
 
 #include "catalog.h"
 #include "config.h"
+#include "oneshot.h"
 #include "paths.h"
 #include "util.h"
 #include "validate.h"
@@ -677,7 +678,9 @@ usage(FILE *f)
 		"  watch                       follow events as they happen\n"
 		"  validate --board NAME|--profile NAME FILE\n"
 		"                              check an image against a board (no daemon needed)\n"
-		"  flash BOARD                 flash a connected board now\n"
+		"  flash BOARD                 flash a connected board now (through the daemon)\n"
+		"  flash --device PATH FILE [--board NAME] [--method M]\n"
+		"                              flash in the foreground, without the daemon\n"
 		"  retry BOARD                 allow firmware that failed to boot on BOARD again\n"
 		"\n"
 		"Exit status: 0 success, 1 failed or refused, 2 usage error, 3 daemon not reachable,\n"
@@ -760,6 +763,10 @@ main(int argc, char **argv)
 	cmd = argv[optind];
 	if (strcmp(cmd, "validate") == 0)
 		return validate_command(argc - optind, argv + optind);
+	/* flash --device: one-shot in the foreground, the daemon's backends without the daemon */
+	for (int i = optind + 1; strcmp(cmd, "flash") == 0 && i < argc; i++)
+		if (strcmp(argv[i], "--device") == 0 || strncmp(argv[i], "--device=", 9) == 0)
+			return oneshot_flash(argc - optind, argv + optind);
 	argc -= optind;
 	argv += optind;
 	optind = 1;

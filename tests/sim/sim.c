@@ -632,6 +632,7 @@ apply_dfu_fault(struct sim_board *b)
 	case SIM_FAULT_NACK_STORM:
 	case SIM_FAULT_STALL:
 	case SIM_FAULT_NEVER_BACK:
+	case SIM_FAULT_BOOT_FAIL:
 	default:
 		break;
 	}
@@ -911,7 +912,11 @@ sim_board_unplug_locked(struct sim_board *b)
 #if SIM_HAVE_DFUSE
 	if (b->dfuse) {
 		dfuse_detach(b->dfuse, s->tb, b->devnode);
-		b->dfuse = dfuse_free(b->dfuse);
+		if (s->n_dead_dfuse < ELEMENTSOF(s->dead_dfuse))
+			s->dead_dfuse[s->n_dead_dfuse++] = b->dfuse;
+		else
+			(void)dfuse_free(b->dfuse);
+		b->dfuse = NULL;
 	}
 #endif
 	if (b->tty_index >= 0)
@@ -1044,7 +1049,15 @@ boot(struct sim_board *b)
 		return;
 	}
 	if (flash_app_valid(b->flash, b->app_start)) {
+		if (b->boot_fail_left == 0) {
+			sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
+			return;
+		}
+		/* SIM_FAULT_BOOT_FAIL: it starts, enumerates, and crashes like a bad image */
+		b->boot_fail_left--;
+		b->flicker_left = b->bootloop_cycles;
 		sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
+		sim_board_schedule(b, SIM_ACT_FLICKER_DOWN, sim_board_delay_us(b, 300000, 5000));
 		return;
 	}
 	if (mcu->family == CATALOG_FAMILY_RP2040 && b->bootloader != SIM_BL_KATAPULT) {
@@ -1052,12 +1065,28 @@ boot(struct sim_board *b)
 		sim_board_plug_locked(b, SIM_MODE_BOOTSEL);
 		return;
 	}
-	if (b->bootloop == SIM_BOOTLOOP_FLICKER) {
+	if (b->bootloop != SIM_BOOTLOOP_SILENT) {
 		b->flicker_left = b->bootloop_cycles;
 		sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
 		sim_board_schedule(b, SIM_ACT_FLICKER_DOWN, sim_board_delay_us(b, 300000, 5000));
 	}
 	/* SIM_BOOTLOOP_SILENT: HardFault lockup, nothing on USB */
+}
+
+/* SIM_BOOTLOOP_RECOVER: where a board lands once its boot loop gives up (sim.h) */
+static enum sim_boot_request
+recover_request(const struct sim_board *b)
+{
+	const struct catalog_board *m = b->model;
+
+	if (b->bootloader == SIM_BL_KATAPULT)
+		return SIM_REQ_KATAPULT; /* double-reset entry within Katapult's window (§2.1) */
+	if (m->mcu->family != CATALOG_FAMILY_LPC176X && m->mcu->family != CATALOG_FAMILY_RP2040 &&
+	    (m->paths & (CATALOG_PATH_ROM_DFU_BUTTON | CATALOG_PATH_ROM_DFU_SOFT)))
+		return SIM_REQ_ROM_DFU;
+	if (m->mcu->family == CATALOG_FAMILY_LPC176X && (m->paths & CATALOG_PATH_LPC_DFU))
+		return SIM_REQ_LPC_DFU; /* watchdog reset sets WDTOF (§7.4) */
+	return SIM_REQ_NONE;
 }
 
 static void
@@ -1076,8 +1105,13 @@ run_action(struct sim_board *b)
 		break;
 	case SIM_ACT_FLICKER_DOWN:
 		sim_board_unplug_locked(b);
-		if (b->flicker_left > 0 && --b->flicker_left > 0)
+		if (b->flicker_left > 0 && --b->flicker_left > 0) {
 			sim_board_schedule(b, SIM_ACT_BOOT, reenum_delay(b));
+		} else if (b->bootloop == SIM_BOOTLOOP_RECOVER) {
+			b->request = recover_request(b);
+			if (b->request != SIM_REQ_NONE)
+				sim_board_schedule(b, SIM_ACT_BOOT, reenum_delay(b));
+		}
 		break;
 	case SIM_ACT_NONE:
 		break;
@@ -1313,10 +1347,16 @@ sim_free(struct sim *s)
 	sim_wake(s);
 	if (s->thread_started)
 		pthread_join(s->thread, NULL);
+	for (size_t i = 0; i < s->n_boards; i++)
+		sim_board_unplug_locked(s->boards[i]);
+#if SIM_HAVE_DFUSE
+	/* before the flashes they point into */
+	for (size_t i = 0; i < s->n_dead_dfuse; i++)
+		(void)dfuse_free(s->dead_dfuse[i]);
+#endif
 	for (size_t i = 0; i < s->n_boards; i++) {
 		struct sim_board *b = s->boards[i];
 
-		sim_board_unplug_locked(b);
 		flash_free(b->flash);
 		free(b->port);
 		free(b->port_path);
@@ -1657,6 +1697,7 @@ sim_board_set_fault(struct sim_board *b, const struct sim_fault *f)
 	b->fault_replies = 0;
 	if (f->kind == SIM_FAULT_NEVER_BACK)
 		b->never_back = true;
+	b->boot_fail_left = f->kind == SIM_FAULT_BOOT_FAIL ? (f->count ? f->count : 1) : 0;
 #if SIM_HAVE_DFUSE
 	if (b->dfuse)
 		apply_dfu_fault(b);

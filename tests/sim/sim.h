@@ -33,11 +33,21 @@ enum sim_bootloader {
 	SIM_BL_NONE,	 /* nothing at flash_base (RP2040 ROM-only boards) */
 };
 
-/* What a board with an invalid application does after reset (protocols.md §7.4). */
+/* What a board with an invalid (or crashing, SIM_FAULT_BOOT_FAIL) application does after
+ * reset (protocols.md §7.4).
+ *
+ * RECOVER models the boot loops that end somewhere reachable: Katapult's double-reset entry
+ * on builds whose app crashes within the entry window (§2.1), and the smoothie-style LPC
+ * bootloader's watchdog + WDTOF -> DFU (§7.4). After bootloop_cycles flickers the board
+ * stays up in its bootloader: Katapult when installed, else STM32 ROM DFU when the board
+ * has a ROM DFU path (CATALOG_PATH_ROM_DFU_BUTTON/_SOFT; the operator's BOOT0 press), else
+ * LPC DFU on an LPC176x with CATALOG_PATH_LPC_DFU; a board with none of these goes silent
+ * like SIM_BOOTLOOP_FLICKER. */
 enum sim_bootloop {
 	SIM_BOOTLOOP_FLICKER, /* enumerates as klipper-app briefly, vanishes, bootloop_cycles times
 			       */
 	SIM_BOOTLOOP_SILENT,  /* HardFault lockup: never shows up on USB */
+	SIM_BOOTLOOP_RECOVER, /* flickers bootloop_cycles times, then stays in its bootloader */
 };
 
 struct sim_board_spec {
@@ -49,7 +59,7 @@ struct sim_board_spec {
 	const char *app_version; /* version of the factory app image; NULL = "v0.12.0-sim" */
 	double speed;		 /* timing multiplier: 0 = instant (default), 1 = datasheet */
 	enum sim_bootloop bootloop;
-	unsigned bootloop_cycles; /* SIM_BOOTLOOP_FLICKER appearances; 0 = 3 */
+	unsigned bootloop_cycles; /* FLICKER/RECOVER klipper-app appearances; 0 = 3 */
 	bool empty;		  /* no factory app image (erased application area) */
 };
 
@@ -115,7 +125,11 @@ void sim_board_katapult_stats(struct sim_board *b, struct sim_katapult_stats *re
 /* fault injection (extend as needed) */
 /* UNPLUG_AT_BYTE: Katapult SEND_BLOCK at address >= at (at below the app start counts from
  * it) unplugs the board; power returns after `count` ms (0: stays off). DFU_ERR_*: the
- * at-th (from 1) write or erase of the DfuSe simulator fails with that DFU status. */
+ * at-th (from 1) write or erase of the DfuSe simulator fails with that DFU status.
+ * BOOT_FAIL: a firmware bug the host cannot see - an application that passes every image
+ * check crashes at start-up and the board boot-loops as spec.bootloop says; it applies to
+ * the next `count` boots that would have started the application (a bootloader request
+ * boots the bootloader and does not use one up), whatever is written in between. */
 struct sim_fault {
 	enum {
 		SIM_FAULT_NONE,
@@ -126,6 +140,7 @@ struct sim_fault {
 		SIM_FAULT_NACK_STORM,	 /* answer `count` frames from frame `at` with NACK */
 		SIM_FAULT_STALL,	 /* from frame `at`, stop answering for `count` ms */
 		SIM_FAULT_NEVER_BACK,	 /* the next reset never comes back on USB */
+		SIM_FAULT_BOOT_FAIL,	 /* the next `count` (0: 1) application start-ups crash */
 		SIM_FAULT_DFU_ERR_WRITE, /* forwarded to the DfuSe simulator */
 		SIM_FAULT_DFU_ERR_VERIFY,
 		SIM_FAULT_DFU_ERR_ERASE,

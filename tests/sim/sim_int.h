@@ -84,6 +84,7 @@ struct sim_board {
 	enum sim_boot_request request;
 	unsigned flicker_left;
 	bool never_back;
+	unsigned boot_fail_left; /* SIM_FAULT_BOOT_FAIL: app start-ups still to crash */
 
 	/* Katapult device state */
 	uint8_t rx[1100];
@@ -116,6 +117,10 @@ struct sim {
 	int next_devnum[128];
 	bool tty_used[SIM_MAX_TTYS];
 	unsigned proc_seq;
+	/* DfuSe devices of past enumerations: umockdev may still be delivering an ioctl to one
+	 * on its own thread after detach, so they are freed only with the whole simulator */
+	void *dead_dfuse[256];
+	size_t n_dead_dfuse;
 };
 
 uint64_t sim_now_us(void);

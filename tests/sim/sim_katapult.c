@@ -59,6 +59,7 @@ sim_katapult_reply_fault(struct sim_board *b, uint8_t *buf, size_t len)
 	case SIM_FAULT_NACK_STORM:
 	case SIM_FAULT_STALL:
 	case SIM_FAULT_NEVER_BACK:
+	case SIM_FAULT_BOOT_FAIL:
 	case SIM_FAULT_DFU_ERR_WRITE:
 	case SIM_FAULT_DFU_ERR_VERIFY:
 	case SIM_FAULT_DFU_ERR_ERASE:

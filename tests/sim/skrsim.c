@@ -33,7 +33,7 @@ usage(FILE *f)
 		"STATE: klipper-app (default), katapult-installed (Katapult bootloader, app up),\n"
 		"       katapult, stm32-rom-dfu, lpc-dfu, bootsel, marlin-lpc, marlin-stm32, off\n"
 		"KEY:   version=V  uid=HEX  speed=X  bootloader=stock|katapult|none  empty\n"
-		"       bootloop=flicker|silent  cycles=N\n"
+		"       bootloop=flicker|silent|recover  cycles=N\n"
 		"Without CMD, skrsim keeps the boards up until SIGINT/SIGTERM.\n"
 		"A scenario file holds one board description per line ('#' comments).\n");
 }
@@ -92,6 +92,8 @@ parse_board(const char *arg, double speed, struct board_arg *ret)
 			sp->bootloop = SIM_BOOTLOOP_SILENT;
 		else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "flicker") == 0)
 			sp->bootloop = SIM_BOOTLOOP_FLICKER;
+		else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "recover") == 0)
+			sp->bootloop = SIM_BOOTLOOP_RECOVER;
 		else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "stock") == 0)
 			sp->bootloader = SIM_BL_STOCK;
 		else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "katapult") == 0)
@@ -197,6 +199,33 @@ run_command(struct sim *s, char **argv, const sigset_t *mask, const sigset_t *ol
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* skrsim image MODEL VERSION OUT [LINK]: a Klipper-like image for a catalog board, linked
+ * at LINK (default: the board's app start), for the demo and benchmarks. */
+static int
+make_image(int argc, char **argv)
+{
+	const struct catalog_board *b = argc >= 5 ? catalog_find(argv[2]) : NULL;
+	uint32_t link;
+	uint8_t *img;
+	size_t len = 0;
+	FILE *f;
+
+	if (!b) {
+		fprintf(stderr, "usage: skrsim image MODEL VERSION OUT [LINK]\n");
+		return 2;
+	}
+	link = argc > 5 ? (uint32_t)strtoul(argv[5], NULL, 0) : b->app_start;
+	img = sim_image_klipper(b->mcu, link, argv[3], 24 * 1024, &len);
+	f = img ? fopen(argv[4], "wb") : NULL;
+	if (!f || fwrite(img, 1, len, f) != len || fclose(f) != 0) {
+		fprintf(stderr, "skrsim: cannot write %s\n", argv[4]);
+		free(img);
+		return 1;
+	}
+	free(img);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -214,6 +243,8 @@ main(int argc, char **argv)
 	sigset_t mask, old;
 	int c, r = 0;
 
+	if (argc > 1 && strcmp(argv[1], "image") == 0)
+		return make_image(argc, argv);
 	sim_init(argc, argv);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);

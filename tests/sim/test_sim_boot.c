@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Simulator self-test: the 1200-baud touch in its three outcomes (Katapult, ROM DFU, back to
- * the app), the boot model (boot loops, never-back), and processes run in the testbed. */
+ * the app), the boot model (boot loops, never-back, boot loops that end in a bootloader, an
+ * application that crashes at start-up), and processes run in the testbed. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -149,6 +150,100 @@ test_bootloop(struct sim *s)
 	sim_board_unplug(b);
 }
 
+/* Makes the application area of b invalid without erasing it: a first word that is neither
+ * 0 nor erased, so the stock bootloaders and Katapult jump into it (protocols.md §7.4). */
+static void
+break_app(struct sim_board *b)
+{
+	struct flash *f = sim_board_flash(b);
+	uint32_t start = sim_board_app_start(b);
+	uint8_t junk[8] = {0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00};
+
+	CHECK_EQ_INT(flash_erase(f, start, NULL), 0);
+	CHECK_EQ_INT(flash_program(f, start, junk, sizeof(junk), NULL), 0);
+	CHECK(!flash_app_valid(f, start));
+}
+
+/* SIM_BOOTLOOP_RECOVER: after the flickers the board stays in the bootloader it has */
+static void
+test_bootloop_recover(struct sim *s)
+{
+	struct sim_board_spec kat = {.model = "octopus-f446",
+				     .port = "5-1",
+				     .bootloader = SIM_BL_KATAPULT,
+				     .mode = SIM_MODE_KLIPPER_APP,
+				     .bootloop = SIM_BOOTLOOP_RECOVER,
+				     .bootloop_cycles = 2};
+	struct sim_board_spec h7 = {.model = "skr-3-h723",
+				    .port = "5-2",
+				    .mode = SIM_MODE_KLIPPER_APP,
+				    .bootloop = SIM_BOOTLOOP_RECOVER};
+	struct sim_board_spec lpc = {.model = "skr-1.4-turbo",
+				     .port = "5-3",
+				     .mode = SIM_MODE_KLIPPER_APP,
+				     .bootloop = SIM_BOOTLOOP_RECOVER};
+	struct sim_board_spec f1 = {.model = "skr-mini-e3-v2-f103re",
+				    .port = "5-4",
+				    .mode = SIM_MODE_KLIPPER_APP,
+				    .bootloop = SIM_BOOTLOOP_RECOVER,
+				    .bootloop_cycles = 2};
+	struct sim_fault crash = {.kind = SIM_FAULT_BOOT_FAIL};
+	struct sim_board *a = sim_board_add(s, &kat), *b = sim_board_add(s, &h7);
+	struct sim_board *c = sim_board_add(s, &lpc), *d = sim_board_add(s, &f1);
+
+	CHECK(a && b && c && d);
+	if (!a || !b || !c || !d)
+		return;
+
+	/* a valid image that crashes at start-up: 2 flickers, then Katapult's double-reset entry */
+	CHECK_EQ_INT(sim_board_set_fault(a, &crash), 0);
+	CHECK_EQ_INT(sim_board_reset(a), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(a, SIM_MODE_KATAPULT, 5000), 0);
+	CHECK_EQ_INT(sim_board_enumerations(a), 1 + 2 + 1);
+	CHECK(flash_app_valid(sim_board_flash(a), sim_board_app_start(a)));
+	/* the fault is used up: the next start-up of the same image works */
+	CHECK_EQ_INT(sim_board_reset(a), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(a, SIM_MODE_KLIPPER_APP, 3000), 0);
+	CHECK_STREQ(sim_board_app_version(a), "v0.12.0-sim");
+	CHECK_EQ_INT(sim_board_enumerations(a), 5);
+	/* a bootloader request boots the bootloader and leaves an armed fault for the app */
+	crash.count = 1;
+	CHECK_EQ_INT(sim_board_set_fault(a, &crash), 0);
+	touch(sim_board_tty(a), B1200);
+	CHECK_EQ_INT(sim_board_wait_mode(a, SIM_MODE_KATAPULT, 3000), 0);
+	CHECK_EQ_INT(sim_board_enumerations(a), 6);
+	CHECK_EQ_INT(sim_board_reset(a), 0);
+	CHECK_EQ_INT(sim_board_wait_enumerations(a, 6 + 2 + 1, 5000), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(a, SIM_MODE_KATAPULT, 3000), 0);
+	CHECK_EQ_INT(sim_board_enumerations(a), 6 + 2 + 1);
+
+	/* stock STM32 with a ROM DFU path: an invalid image ends in ROM DFU (BOOT0) */
+	break_app(b);
+	CHECK_EQ_INT(sim_board_reset(b), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_ROM_DFU, 5000), 0);
+	CHECK_EQ_INT(sim_board_enumerations(b), 1 + 3 + 1);
+	CHECK(sim_board_devnode(b) != NULL);
+
+	/* LPC176x: the watchdog reset sets WDTOF, the smoothie-style bootloader enters DFU */
+	break_app(c);
+	CHECK_EQ_INT(sim_board_reset(c), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(c, SIM_MODE_LPC_DFU, 5000), 0);
+	CHECK_EQ_INT(sim_board_enumerations(c), 1 + 3 + 1);
+
+	/* F103 with an SD-only bootloader: nowhere to recover to, it goes silent */
+	break_app(d);
+	CHECK_EQ_INT(sim_board_reset(d), 0);
+	CHECK_EQ_INT(sim_board_wait_enumerations(d, 1 + 2, 5000), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(d, SIM_MODE_OFF, 3000), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(d, SIM_MODE_KLIPPER_APP, 300), -ETIMEDOUT);
+	CHECK_EQ_INT(sim_board_enumerations(d), 1 + 2);
+
+	sim_board_unplug(a);
+	sim_board_unplug(b);
+	sim_board_unplug(c);
+	sim_board_unplug(d);
+}
+
 static void
 test_proc(struct sim *s)
 {
@@ -263,6 +358,7 @@ main(int argc, char **argv)
 	s = sim_new();
 	test_touch(s);
 	test_bootloop(s);
+	test_bootloop_recover(s);
 	test_proc(s);
 	test_rom_dfu_leave(s);
 	test_notify(s);

@@ -1,0 +1,372 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* test_engine_lib: the bench shared by the flash engine tests (see test_engine_lib.h). */
+#include "test_engine_lib.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "flash.h"
+#include "util.h"
+
+static struct sim *sim;
+static struct sim_proc *daemon_proc;
+static char *dir, *state, *run, *sock, *conf, *build;
+
+void
+eng_init(int argc, char **argv, const char *name)
+{
+	char *tmpl;
+
+	sim_init(argc, argv);
+	build = xstrdup(getenv("BUILD") ? getenv("BUILD") : "build");
+	tmpl = xasprintf("/tmp/skrflash-%s-XXXXXX", name);
+	if (!mkdtemp(tmpl)) {
+		perror("mkdtemp");
+		exit(1);
+	}
+	dir = tmpl;
+	state = xasprintf("%s/state", dir);
+	run = xasprintf("%s/run", dir);
+	sock = xasprintf("%s/control.sock", run);
+	conf = xasprintf("%s/skrflash.conf", dir);
+	sim = sim_new();
+}
+
+void
+eng_done(void)
+{
+	char *cmd;
+
+	if (daemon_proc)
+		(void)eng_stop();
+	sim = sim_free(sim);
+	cmd = xasprintf("rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+	free(cmd);
+	free(state);
+	free(run);
+	free(sock);
+	free(conf);
+	free(build);
+	free(dir);
+}
+
+struct sim *
+eng_sim(void)
+{
+	return sim;
+}
+
+const char *
+eng_dir(void)
+{
+	return dir;
+}
+
+const char *
+eng_build(void)
+{
+	return build;
+}
+
+void
+eng_write_conf(const char *globals, const char *profiles)
+{
+	FILE *f = fopen(conf, "w");
+
+	if (!f) {
+		perror(conf);
+		exit(1);
+	}
+	fprintf(f, "timeouts = { bootloader = 3.0; boot = 3.0; leave_grace = 0.3; };\n%s\n"
+		   "profiles = (\n%s\n);\n",
+		globals, profiles);
+	fclose(f);
+}
+
+int
+eng_start(char *const extra_env[])
+{
+	char *path = xasprintf("%s/skrflashd", build);
+	char *args[] = { path, (char[]){ "-c" }, conf, (char[]){ "--state-dir" }, state,
+			 (char[]){ "--runtime-dir" }, run, (char[]){ "--log-level" },
+			 (char[]){ "debug" }, NULL };
+	int r;
+
+	daemon_proc = sim_proc_spawn(sim, args, extra_env);
+	free(path);
+	r = sim_proc_wait_ready(daemon_proc, 10000);
+	if (r < 0)
+		fprintf(stderr, "skrflashd did not get ready\n");
+	return r;
+}
+
+struct sim_proc *
+eng_daemon(void)
+{
+	return daemon_proc;
+}
+
+int
+eng_stop(void)
+{
+	int r;
+
+	if (!daemon_proc)
+		return -ESRCH;
+	(void)sim_proc_kill(daemon_proc, SIGTERM);
+	r = sim_proc_wait_exit(daemon_proc, 15000);
+	daemon_proc = sim_proc_free(daemon_proc);
+	return r;
+}
+
+int
+eng_kill(void)
+{
+	int r;
+
+	if (!daemon_proc)
+		return -ESRCH;
+	(void)sim_proc_kill(daemon_proc, SIGKILL);
+	r = sim_proc_wait_exit(daemon_proc, 15000);
+	daemon_proc = sim_proc_free(daemon_proc);
+	return r;
+}
+
+int
+eng_wait(const char *needle, int timeout_ms)
+{
+	int r = daemon_proc ? sim_proc_wait_output(daemon_proc, needle, timeout_ms) : -ESRCH;
+
+	if (r < 0)
+		fprintf(stderr, "daemon output never said '%s' (%s)\n", needle, strerror(-r));
+	return r;
+}
+
+size_t
+eng_count(const char *needle)
+{
+	const char *out = daemon_proc ? sim_proc_output(daemon_proc) : "";
+	size_t n = 0;
+
+	for (const char *p = out; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+char *
+eng_line(const char *needle)
+{
+	const char *out = daemon_proc ? sim_proc_output(daemon_proc) : "";
+	const char *p = strstr(out, needle), *start, *end;
+
+	if (!p)
+		return NULL;
+	for (start = p; start > out && start[-1] != '\n'; start--)
+		;
+	end = strchrnul(p, '\n');
+	return xstrndup(start, (size_t)(end - start));
+}
+
+static char **
+ctl_argv(bool json, const char *arg, va_list ap)
+{
+	char **v = xnew_array(char *, 11);
+	size_t n = 0;
+
+	v[n++] = xasprintf("%s/skrflashctl", build);
+	if (json)
+		v[n++] = xstrdup("--json");
+	v[n++] = xstrdup("--socket");
+	v[n++] = xstrdup(sock);
+	v[n++] = xstrdup("--config");
+	v[n++] = xstrdup(conf);
+	/* the CLI cannot know the daemon's --state-dir */
+	v[n++] = xstrdup("--queue-dir");
+	v[n++] = xasprintf("%s/queue", state);
+	for (const char *a = arg; a; a = va_arg(ap, const char *)) {
+		v = xreallocarray(v, n + 2, sizeof(char *));
+		v[n++] = xstrdup(a);
+	}
+	v[n] = NULL;
+	return v;
+}
+
+int
+eng_ctl(char **ret_out, const char *arg, ...)
+{
+	va_list ap;
+	char **v;
+	int r;
+
+	va_start(ap, arg);
+	v = ctl_argv(false, arg, ap);
+	va_end(ap);
+	r = sim_run(sim, v, 20000, ret_out);
+	strv_free(v);
+	return r;
+}
+
+json_object *
+eng_ctl_json(const char *arg, ...)
+{
+	json_object *o = NULL;
+	char *out = NULL;
+	va_list ap;
+	char **v;
+	int r;
+
+	va_start(ap, arg);
+	v = ctl_argv(true, arg, ap);
+	va_end(ap);
+	r = sim_run(sim, v, 20000, &out);
+	if (r == 0 && out)
+		o = json_tokener_parse(out);
+	if (!o)
+		fprintf(stderr, "skrflashctl --json %s exited %d: %s\n", arg, r,
+			out ? out : "(nothing)");
+	strv_free(v);
+	free(out);
+	return o;
+}
+
+json_object *
+eng_board(const char *port)
+{
+	json_object *boards = eng_ctl_json("boards", NULL), *ret = NULL;
+
+	for (size_t i = 0; boards && i < json_object_array_length(boards); i++) {
+		json_object *b = json_object_array_get_idx(boards, i);
+
+		if (strcmp(eng_str(b, "port"), port) == 0) {
+			ret = json_object_get(b);
+			break;
+		}
+	}
+	json_object_put(boards);
+	return ret;
+}
+
+const char *
+eng_board_field(const char *port, const char *key, char *buf, size_t size)
+{
+	json_object *b = eng_board(port);
+
+	(void)str_copy(buf, size, eng_str(b, key));
+	json_object_put(b);
+	return buf;
+}
+
+json_object *
+eng_history(void)
+{
+	return eng_ctl_json("history", "--limit", "100", NULL);
+}
+
+json_object *
+eng_history_job(json_object *history, long long id)
+{
+	for (size_t i = 0; history && i < json_object_array_length(history); i++) {
+		json_object *j = json_object_array_get_idx(history, i);
+
+		if (eng_int(j, "job") == id)
+			return j;
+	}
+	return NULL;
+}
+
+const char *
+eng_str(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!o || !json_object_object_get_ex(o, key, &v) || !v)
+		return "";
+	return json_object_get_string(v);
+}
+
+long long
+eng_int(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!o || !json_object_object_get_ex(o, key, &v) || !v)
+		return -1;
+	return (long long)json_object_get_int64(v);
+}
+
+char *
+eng_image(struct sim_board *b, uint32_t app_start, const char *name, size_t size,
+	  uint8_t **ret_img, size_t *ret_len, char ret_sha[65])
+{
+	const struct catalog_board *m = sim_board_model(b);
+	char *path = xasprintf("%s/%s.bin", dir, name);
+	uint8_t *img;
+	size_t len;
+
+	img = sim_image_klipper(m->mcu, app_start ? app_start : sim_board_app_start(b), name,
+				size, &len);
+	if (write_file_atomic(path, img, len, 0644) < 0) {
+		fprintf(stderr, "cannot write %s\n", path);
+		exit(1);
+	}
+	sha256_hex(img, len, ret_sha);
+	*ret_img = img;
+	*ret_len = len;
+	return path;
+}
+
+bool
+eng_flash_equals(struct sim_board *b, uint32_t addr, const uint8_t *data, size_t len)
+{
+	uint8_t *buf = xmalloc(len);
+	bool same = flash_read(sim_board_flash(b), addr, buf, len) == 0 &&
+		    memcmp(buf, data, len) == 0;
+
+	free(buf);
+	return same;
+}
+
+uint8_t *
+eng_flash_copy(struct sim_board *b, uint32_t from, uint32_t to)
+{
+	uint8_t *buf = xmalloc(to > from ? to - from : 1);
+
+	if (to > from && flash_read(sim_board_flash(b), from, buf, to - from) < 0)
+		memset(buf, 0, to - from);
+	return buf;
+}
+
+uint64_t
+eng_erases(struct sim_board *b)
+{
+	struct flash *f = sim_board_flash(b);
+	uint64_t n;
+
+	pthread_mutex_lock(&f->lock);
+	n = f->total_erases;
+	pthread_mutex_unlock(&f->lock);
+	return n;
+}
+
+struct sim_board *
+eng_add(const char *model, const char *port, enum sim_mode mode, bool katapult)
+{
+	struct sim_board_spec spec = { .model = model,
+				       .port = port,
+				       .mode = mode,
+				       .bootloader = katapult ? SIM_BL_KATAPULT : SIM_BL_STOCK,
+				       .bootloop = SIM_BOOTLOOP_RECOVER };
+	struct sim_board *b = sim_board_add(sim, &spec);
+
+	if (!b)
+		fprintf(stderr, "cannot add %s on %s\n", model, port);
+	return b;
+}
