@@ -11,8 +11,8 @@ extern const struct flash_backend backend_katapult;
 extern const struct flash_backend backend_dfu;
 
 static const struct flash_backend *const backends[] = {
-	&backend_katapult,
-	&backend_dfu,
+    &backend_katapult,
+    &backend_dfu,
 };
 
 const struct flash_backend *

@@ -17,20 +17,20 @@
 
 struct flash_session {
 	/* set by the caller before open */
-	const struct device *dev;          /* the bootloader's enumeration (tty or usb node) */
+	const struct device *dev;	   /* the bootloader's enumeration (tty or usb node) */
 	const struct catalog_board *board; /* may be NULL when unknown */
-	const struct image *img;           /* load_address + bytes to write */
-	unsigned window;                   /* blocks in flight (Katapult); 0 = backend default */
-	unsigned timeout_ms;               /* per-transfer timeout; 0 = backend default */
+	const struct image *img;	   /* load_address + bytes to write */
+	unsigned window;		   /* blocks in flight (Katapult); 0 = backend default */
+	unsigned timeout_ms;		   /* per-transfer timeout; 0 = backend default */
 	/* progress callback: step name ("erase", "write", "verify", ...), bytes done/total */
 	void (*progress)(void *userdata, const char *step, uint64_t done, uint64_t total);
 	void *userdata;
 
 	/* filled in by open: what the bootloader itself reports */
-	char reported_mcu[32];             /* Katapult CONNECT MCU string, "" if unknown */
-	char reported_version[64];         /* bootloader software version, "" if unknown */
-	uint32_t reported_app_start;       /* Katapult app start / DFU layout writable start */
-	uint32_t reported_flash_end;       /* end of writable flash per bootloader, 0 unknown */
+	char reported_mcu[32];	     /* Katapult CONNECT MCU string, "" if unknown */
+	char reported_version[64];   /* bootloader software version, "" if unknown */
+	uint32_t reported_app_start; /* Katapult app start / DFU layout writable start */
+	uint32_t reported_flash_end; /* end of writable flash per bootloader, 0 unknown */
 
 	/* filled in by every step on failure: one human sentence naming what and where */
 	char error[512];
@@ -39,14 +39,14 @@ struct flash_session {
 	uint64_t bytes_written;
 	uint64_t bytes_verified;
 	uint32_t erases;
-	uint32_t transfers;                /* USB control transfers or serial frames */
+	uint32_t transfers; /* USB control transfers or serial frames */
 
-	void *priv;                        /* owned by the backend between open and close */
+	void *priv; /* owned by the backend between open and close */
 };
 
 struct flash_backend {
-	const char *name;       /* "katapult", "dfu": the names of config methods */
-	enum device_mode mode;  /* the bootloader mode it drives */
+	const char *name;      /* "katapult", "dfu": the names of config methods */
+	enum device_mode mode; /* the bootloader mode it drives */
 	/* Claim the device and read what the bootloader reports; no writes. 0 or -errno. */
 	int (*open)(struct flash_session *s);
 	/* Write img (only what must change); 0 or -errno with s->error set. */

@@ -24,7 +24,7 @@
 #include "util.h"
 
 #define DFU_DEFAULT_TIMEOUT_MS 5000 /* dfu-util's control-transfer timeout (§3.2) */
-#define DFU_MAX_TRANSFER 4096       /* Linux usbfs limit dfu-util clamps to (§3.1) */
+#define DFU_MAX_TRANSFER 4096	    /* Linux usbfs limit dfu-util clamps to (§3.1) */
 #define DFU_MAX_BUSY_POLLS 2000
 #define DFU_START_TRIES 8
 
@@ -43,8 +43,8 @@ struct dfu {
 	const uint8_t *data;
 };
 
-static void
-set_error(struct flash_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(struct flash_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void
 set_error(struct flash_session *s, const char *fmt, ...)
@@ -83,7 +83,7 @@ errno_from_libusb(int r)
 static void
 sleep_ms(uint32_t ms)
 {
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
 
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
@@ -91,12 +91,13 @@ sleep_ms(uint32_t ms)
 
 /* One class request to the DFU interface (§3.2); returns the byte count or -errno. */
 static int
-dfu_request(struct dfu *d, struct flash_session *s, bool in, enum dfu_request req,
-	    uint16_t value, uint8_t *data, uint16_t len)
+dfu_request(struct dfu *d, struct flash_session *s, bool in, enum dfu_request req, uint16_t value,
+	    uint8_t *data, uint16_t len)
 {
-	int r = libusb_control_transfer(d->h, /* bmRequestType */ in ? DFU_REQTYPE_IN : DFU_REQTYPE_OUT,
-					/* bRequest */ (uint8_t)req, /* wValue */ value,
-					/* wIndex */ d->iface, data, len, d->timeout_ms);
+	int r =
+	    libusb_control_transfer(d->h, /* bmRequestType */ in ? DFU_REQTYPE_IN : DFU_REQTYPE_OUT,
+				    /* bRequest */ (uint8_t)req, /* wValue */ value,
+				    /* wIndex */ d->iface, data, len, d->timeout_ms);
 
 	s->transfers++;
 	return r < 0 ? errno_from_libusb(r) : r;
@@ -117,7 +118,7 @@ dfu_getstatus(struct dfu *d, struct flash_session *s, struct dfu_status_reply *s
 static int
 dfu_to_idle(struct dfu *d, struct flash_session *s)
 {
-	struct dfu_status_reply st = { 0 };
+	struct dfu_status_reply st = {0};
 	int r;
 
 	for (unsigned i = 0; i < DFU_START_TRIES; i++) {
@@ -181,7 +182,7 @@ static int
 dfuse_command(struct dfu *d, struct flash_session *s, uint8_t *cmd, size_t len, const char *what,
 	      uint32_t addr)
 {
-	struct dfu_status_reply st = { 0 };
+	struct dfu_status_reply st = {0};
 	int r = dfu_request(d, s, false, DFU_REQ_DNLOAD, 0, cmd, (uint16_t)len);
 
 	if (r >= 0)
@@ -277,12 +278,12 @@ find_flash_alt(struct dfu *d, struct flash_session *s, const struct libusb_confi
 			    (alt->bInterfaceProtocol != 0x02 && alt->bInterfaceProtocol != 0x00))
 				continue;
 			if (!have_func && alt->extra_length > 0 &&
-			    dfu_func_desc_parse(alt->extra, (size_t)alt->extra_length, ret_func) == 0)
+			    dfu_func_desc_parse(alt->extra, (size_t)alt->extra_length, ret_func) ==
+				0)
 				have_func = true;
 			if (!alt->iInterface ||
-			    libusb_get_string_descriptor_ascii(d->h, alt->iInterface,
-							       (unsigned char *)name,
-							       sizeof(name)) < 0) {
+			    libusb_get_string_descriptor_ascii(
+				d->h, alt->iInterface, (unsigned char *)name, sizeof(name)) < 0) {
 				s->transfers++;
 				continue;
 			}
@@ -307,11 +308,11 @@ find_flash_alt(struct dfu *d, struct flash_session *s, const struct libusb_confi
 	for (uint8_t i = 0; i < cfg->bNumInterfaces && !have_func; i++)
 		for (int a = 0; a < cfg->interface[i].num_altsetting && !have_func; a++) {
 			const struct libusb_interface_descriptor *alt =
-				&cfg->interface[i].altsetting[a];
+			    &cfg->interface[i].altsetting[a];
 
 			if (alt->bInterfaceNumber == d->iface && alt->extra_length > 0 &&
-			    dfu_func_desc_parse(alt->extra, (size_t)alt->extra_length,
-						ret_func) == 0)
+			    dfu_func_desc_parse(alt->extra, (size_t)alt->extra_length, ret_func) ==
+				0)
 				have_func = true;
 		}
 	if (!have_func && cfg->extra_length > 0 &&
@@ -410,8 +411,9 @@ dfu_open(struct flash_session *s)
 	want = s->board ? s->board->app_start
 			: (s->img && s->img->has_load_address ? s->img->load_address : 0);
 	if (!want) {
-		set_error(s, "the ROM bootloader does not say where the application starts: name the "
-			     "board");
+		set_error(s,
+			  "the ROM bootloader does not say where the application starts: name the "
+			  "board");
 		return -EINVAL;
 	}
 	for (uint32_t a = want;; a = ps + psz) {
@@ -462,8 +464,9 @@ dfu_write(struct flash_session *s)
 	}
 	end = start + (uint32_t)img->size;
 	if (start < s->reported_app_start || end > s->reported_flash_end) {
-		set_error(s, "the image [0x%08x, 0x%08x) is outside the application flash "
-			     "[0x%08x, 0x%08x): refusing to write",
+		set_error(s,
+			  "the image [0x%08x, 0x%08x) is outside the application flash "
+			  "[0x%08x, 0x%08x): refusing to write",
 			  start, end, s->reported_app_start, s->reported_flash_end);
 		return -ERANGE;
 	}
@@ -487,8 +490,8 @@ dfu_write(struct flash_session *s)
 		goto out;
 	for (size_t i = 0; i < n_pages; i++) {
 		uint32_t a = pages[i].start < start ? start : pages[i].start;
-		uint32_t b = pages[i].start + pages[i].size > end ? end
-								   : pages[i].start + pages[i].size;
+		uint32_t b =
+		    pages[i].start + pages[i].size > end ? end : pages[i].start + pages[i].size;
 
 		pages[i].changed = memcmp(cur + (a - start), img->data + (a - start), b - a) != 0;
 		if (pages[i].changed) {
@@ -497,8 +500,8 @@ dfu_write(struct flash_session *s)
 		}
 	}
 	if (total == 0) {
-		log_debug("dfu: [0x%08x, 0x%08x) already holds this image: nothing to write",
-			  start, end);
+		log_debug("dfu: [0x%08x, 0x%08x) already holds this image: nothing to write", start,
+			  end);
 		goto out;
 	}
 
@@ -535,7 +538,7 @@ dfu_write(struct flash_session *s)
 		if (r < 0)
 			goto out;
 		for (uint32_t off = a, block = 2; off < b; off += d->xfer, block++) {
-			struct dfu_status_reply st = { 0 };
+			struct dfu_status_reply st = {0};
 			uint16_t len = (uint16_t)(b - off < d->xfer ? b - off : d->xfer);
 
 			if (block > UINT16_MAX) {
@@ -650,11 +653,11 @@ dfu_close(struct flash_session *s)
 }
 
 const struct flash_backend backend_dfu = {
-	.name = "dfu",
-	.mode = DEVICE_MODE_STM32_ROM_DFU,
-	.open = dfu_open,
-	.write = dfu_write,
-	.verify = dfu_verify,
-	.leave = dfu_leave,
-	.close = dfu_close,
+    .name = "dfu",
+    .mode = DEVICE_MODE_STM32_ROM_DFU,
+    .open = dfu_open,
+    .write = dfu_write,
+    .verify = dfu_verify,
+    .leave = dfu_leave,
+    .close = dfu_close,
 };

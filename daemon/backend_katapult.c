@@ -30,9 +30,9 @@
 #define KAT_DEFAULT_WINDOW 8
 #define KAT_MAX_WINDOW 64
 #define KAT_DEFAULT_TIMEOUT_MS 5000 /* flashtool's SEND_BLOCK read timeout (§2.4 step 7) */
-#define KAT_TRIES 5                 /* flashtool send_command: 5 tries per command */
+#define KAT_TRIES 5		    /* flashtool send_command: 5 tries per command */
 #define KAT_PRIME_WAIT_MS 250
-#define KAT_DRAIN_QUIET_MS 250      /* flashtool discards pending input for 0.25 s */
+#define KAT_DRAIN_QUIET_MS 250 /* flashtool discards pending input for 0.25 s */
 
 struct kat {
 	int fd;
@@ -43,13 +43,13 @@ struct kat {
 	uint8_t rx[4 * KATAPULT_FRAME_MAX];
 	size_t rx_len;
 	uint8_t frame[KATAPULT_FRAME_MAX]; /* the last frame received; payloads point here */
-	uint8_t *sent;                     /* the padded image, n_blocks * block_size bytes */
+	uint8_t *sent;			   /* the padded image, n_blocks * block_size bytes */
 	size_t n_blocks;
 	uint32_t start;
 };
 
-static void
-set_error(struct flash_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_error(struct flash_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void
 set_error(struct flash_session *s, const char *fmt, ...)
@@ -83,7 +83,7 @@ kat_send(struct kat *k, struct flash_session *s, const uint8_t *buf, size_t len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN) {
-			struct pollfd p = { .fd = k->fd, .events = POLLOUT };
+			struct pollfd p = {.fd = k->fd, .events = POLLOUT};
 			int r = poll(&p, 1, k->timeout_ms);
 
 			if (r < 0 && errno != EINTR)
@@ -112,7 +112,7 @@ kat_recv(struct kat *k, struct katapult_frame *f, int timeout_ms)
 	for (;;) {
 		bool bad = false;
 		int r = katapult_frame_find(k->rx, k->rx_len, KATAPULT_FRAME_MAX, f, &bad);
-		struct pollfd p = { .fd = k->fd, .events = POLLIN };
+		struct pollfd p = {.fd = k->fd, .events = POLLIN};
 		ssize_t n;
 
 		if (r > 0) {
@@ -153,7 +153,7 @@ kat_drain(struct kat *k)
 {
 	k->rx_len = 0;
 	for (;;) {
-		struct pollfd p = { .fd = k->fd, .events = POLLIN };
+		struct pollfd p = {.fd = k->fd, .events = POLLIN};
 		uint8_t junk[512];
 		int r = poll(&p, 1, KAT_DRAIN_QUIET_MS);
 		ssize_t n;
@@ -204,7 +204,8 @@ kat_command(struct kat *k, struct flash_session *s, uint8_t cmd, struct katapult
 		if (r == 0 || r == -ENODEV)
 			return r;
 		if (r == -EBUSY)
-			(void)nanosleep(&(struct timespec){ .tv_sec = 1, .tv_nsec = 500000000 }, NULL);
+			(void)nanosleep(&(struct timespec){.tv_sec = 1, .tv_nsec = 500000000},
+					NULL);
 		log_debug("katapult: %s: %s, try %u of %u", katapult_code_name(cmd),
 			  r == -ETIMEDOUT ? "no answer" : strerror(-r), t + 1, KAT_TRIES);
 	}
@@ -298,7 +299,8 @@ kat_open(struct flash_session *s)
 		return -EPROTO;
 	}
 	if (ci.block_size < 64 || ci.block_size > 512 || (ci.block_size & (ci.block_size - 1))) {
-		set_error(s, "Katapult reports block size %u; only 64..512, a power of two, is valid",
+		set_error(s,
+			  "Katapult reports block size %u; only 64..512, a power of two, is valid",
 			  ci.block_size);
 		return -EPROTO;
 	}
@@ -465,8 +467,9 @@ kat_write(struct flash_session *s)
 	k->n_blocks = (img->size + k->block_size - 1) / k->block_size;
 	if (s->reported_flash_end &&
 	    (uint64_t)load + (uint64_t)k->n_blocks * k->block_size > s->reported_flash_end) {
-		set_error(s, "the image (%zu bytes from 0x%08x) does not fit below the end of flash "
-			     "at 0x%08x",
+		set_error(s,
+			  "the image (%zu bytes from 0x%08x) does not fit below the end of flash "
+			  "at 0x%08x",
 			  img->size, load, s->reported_flash_end);
 		return -EFBIG;
 	}
@@ -482,8 +485,8 @@ kat_write(struct flash_session *s)
 	s->bytes_written = (uint64_t)k->n_blocks * k->block_size;
 	r = kat_command(k, s, KATAPULT_CMD_SEND_EOF, NULL, &d, &dl);
 	if (r < 0 || dl < 4) {
-		set_error(s, "SEND_EOF after 0x%08x failed (%s)",
-			  load + (uint32_t)s->bytes_written, r < 0 ? reason(r) : "short reply");
+		set_error(s, "SEND_EOF after 0x%08x failed (%s)", load + (uint32_t)s->bytes_written,
+			  r < 0 ? reason(r) : "short reply");
 		return r < 0 ? r : -EPROTO;
 	}
 	pages = katapult_get_le32(d);
@@ -546,11 +549,11 @@ kat_close(struct flash_session *s)
 }
 
 const struct flash_backend backend_katapult = {
-	.name = "katapult",
-	.mode = DEVICE_MODE_KATAPULT,
-	.open = kat_open,
-	.write = kat_write,
-	.verify = kat_verify,
-	.leave = kat_leave,
-	.close = kat_close,
+    .name = "katapult",
+    .mode = DEVICE_MODE_KATAPULT,
+    .open = kat_open,
+    .write = kat_write,
+    .verify = kat_verify,
+    .leave = kat_leave,
+    .close = kat_close,
 };

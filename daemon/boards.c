@@ -378,8 +378,8 @@ on_add(struct boards *r, const struct device *dev, bool change)
 	struct board *b = find_syspath(r, dev->syspath);
 
 	if (b && b->present) {
-		bool child_changed = strcmp(b->dev.tty, dev->tty) != 0 ||
-				     strcmp(b->dev.block, dev->block) != 0;
+		bool child_changed =
+		    strcmp(b->dev.tty, dev->tty) != 0 || strcmp(b->dev.block, dev->block) != 0;
 		bool mode_changed = b->dev.mode != dev->mode;
 
 		if (mode_changed && !same_identity(b, dev)) {
@@ -393,8 +393,9 @@ on_add(struct boards *r, const struct device *dev, bool change)
 		if (mode_changed) {
 			identify(r, b, b->catalog ? b->catalog->name : NULL);
 			record(r, b);
-			announce_when_ready(r, b, b->pending == BOARDS_APPEARED ? BOARDS_APPEARED
-									       : BOARDS_MODE_CHANGED);
+			announce_when_ready(r, b,
+					    b->pending == BOARDS_APPEARED ? BOARDS_APPEARED
+									  : BOARDS_MODE_CHANGED);
 		} else if (b->pending >= 0) {
 			if (child_changed && b->dev.tty[0])
 				announce(r, b);
@@ -437,8 +438,8 @@ on_remove(struct boards *r, const struct device *dev)
 		declare_left(r, b);
 		return;
 	}
-	log_debug("board %s gone from port %s, waiting for it to come back",
-		  board_display_name(b), b->dev.port);
+	log_debug("board %s gone from port %s, waiting for it to come back", board_display_name(b),
+		  b->dev.port);
 	if (b->pending != BOARDS_APPEARED)
 		emit(r, BOARDS_GONE, b);
 }
@@ -566,17 +567,22 @@ board_to_json(const struct board *b)
 
 	(void)snprintf(usb_id, sizeof(usb_id), "%04x:%04x", b->dev.vid, b->dev.pid);
 	json_object_object_add(o, "id", json_object_new_int64(b->id));
-	json_object_object_add(o, "board", json_object_new_string(b->catalog ? b->catalog->name : ""));
-	json_object_object_add(o, "title", json_object_new_string(b->catalog ? b->catalog->title : ""));
+	json_object_object_add(o, "board",
+			       json_object_new_string(b->catalog ? b->catalog->name : ""));
+	json_object_object_add(o, "title",
+			       json_object_new_string(b->catalog ? b->catalog->title : ""));
 	json_object_object_add(o, "candidates", json_object_new_string(b->candidates));
-	json_object_object_add(o, "mcu", json_object_new_string(
-						 b->catalog ? b->catalog->mcu->name
-							    : (mode_shows_mcu(b->dev.mode) ? b->dev.product : "")));
+	json_object_object_add(
+	    o, "mcu",
+	    json_object_new_string(b->catalog
+				       ? b->catalog->mcu->name
+				       : (mode_shows_mcu(b->dev.mode) ? b->dev.product : "")));
 	json_object_object_add(o, "port", json_object_new_string(b->dev.port));
 	json_object_object_add(o, "id_path", json_object_new_string(b->dev.id_path));
 	json_object_object_add(o, "serial", json_object_new_string(b->serial));
 	json_object_object_add(o, "usb_serial", json_object_new_string(b->dev.serial));
-	json_object_object_add(o, "mode", json_object_new_string(device_mode_to_string(b->dev.mode)));
+	json_object_object_add(o, "mode",
+			       json_object_new_string(device_mode_to_string(b->dev.mode)));
 	json_object_object_add(o, "usb_id", json_object_new_string(usb_id));
 	json_object_object_add(o, "manufacturer", json_object_new_string(b->dev.manufacturer));
 	json_object_object_add(o, "product", json_object_new_string(b->dev.product));
@@ -587,6 +593,7 @@ board_to_json(const struct board *b)
 	json_object_object_add(o, "block", json_object_new_string(b->dev.block));
 	json_object_object_add(o, "usb_node", json_object_new_string(b->dev.usb_node));
 	json_object_object_add(o, "installed_sha256", json_object_new_string(b->installed_sha));
-	json_object_object_add(o, "installed_version", json_object_new_string(b->installed_version));
+	json_object_object_add(o, "installed_version",
+			       json_object_new_string(b->installed_version));
 	return o;
 }

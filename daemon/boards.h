@@ -23,29 +23,29 @@
 struct boards;
 
 struct board {
-	int64_t id;                          /* store row */
-	char serial[DEVICE_STR];             /* chip serial (app/Katapult); "" until seen */
+	int64_t id;			     /* store row */
+	char serial[DEVICE_STR];	     /* chip serial (app/Katapult); "" until seen */
 	const struct catalog_board *catalog; /* NULL when unknown or ambiguous */
-	char candidates[192];                /* catalog names when ambiguous, comma-separated */
-	char profile[72];                    /* matched profile, "" for none */
-	struct device dev;                   /* the current (or last) enumeration */
-	bool present;                        /* false while inside the leave grace period */
+	char candidates[192];		     /* catalog names when ambiguous, comma-separated */
+	char profile[72];		     /* matched profile, "" for none */
+	struct device dev;		     /* the current (or last) enumeration */
+	bool present;			     /* false while inside the leave grace period */
 	char installed_sha[65];
 	char installed_version[128];
 	int64_t first_seen;
 	struct boards *owner;
 	sd_event_source *leave_timer;
 	sd_event_source *settle_timer; /* waiting for the tty before announcing */
-	int pending;                   /* event to announce once settled, -1 none */
+	int pending;		       /* event to announce once settled, -1 none */
 	enum device_mode old_mode;     /* for the mode-change message */
 };
 
 enum boards_event {
 	BOARDS_APPEARED,
 	BOARDS_MODE_CHANGED, /* same board, new enumeration on the same port */
-	BOARDS_UPDATED,      /* tty/block child came or went */
-	BOARDS_GONE,         /* unplugged (grace started) */
-	BOARDS_LEFT,         /* grace over: freed right after the handler returns */
+	BOARDS_UPDATED,	     /* tty/block child came or went */
+	BOARDS_GONE,	     /* unplugged (grace started) */
+	BOARDS_LEFT,	     /* grace over: freed right after the handler returns */
 };
 
 typedef void (*boards_handler)(void *userdata, enum boards_event ev, struct board *b);

@@ -22,20 +22,21 @@ enum catalog_family {
 
 /* What sits at the start of flash when the board leaves the factory. */
 enum catalog_bootloader {
-	CATALOG_BOOTLOADER_BTT_SD,   /* BTT STM32 SD bootloader: firmware.bin -> FIRMWARE.CUR */
-	CATALOG_BOOTLOADER_LPC_SD,   /* smoothie-style LPC176x SD bootloader (+ opportunistic DFU) */
+	CATALOG_BOOTLOADER_BTT_SD, /* BTT STM32 SD bootloader: firmware.bin -> FIRMWARE.CUR */
+	CATALOG_BOOTLOADER_LPC_SD, /* smoothie-style LPC176x SD bootloader (+ opportunistic DFU) */
 	CATALOG_BOOTLOADER_ROM_ONLY, /* no vendor bootloader (RP2040 BOOTSEL in mask ROM) */
 	_CATALOG_BOOTLOADER_MAX,
 };
 
 /* Ways into and through a bootloader that work on a board (bit mask). */
 enum {
-	CATALOG_PATH_KATAPULT = 1u << 0,     /* Katapult over USB CDC, once installed */
-	CATALOG_PATH_ROM_DFU_SOFT = 1u << 1, /* 1200-baud touch -> STM32 ROM DFU (Klipper dfu_reboot) */
+	CATALOG_PATH_KATAPULT = 1u << 0, /* Katapult over USB CDC, once installed */
+	CATALOG_PATH_ROM_DFU_SOFT =
+	    1u << 1, /* 1200-baud touch -> STM32 ROM DFU (Klipper dfu_reboot) */
 	CATALOG_PATH_ROM_DFU_BUTTON = 1u << 2, /* ROM DFU by BOOT button/jumper */
-	CATALOG_PATH_SD = 1u << 3,           /* firmware.bin on the SD card */
-	CATALOG_PATH_LPC_DFU = 1u << 4,      /* smoothie DFU 1d50:6015 (opportunistic) */
-	CATALOG_PATH_BOOTSEL = 1u << 5,      /* RP2040 BOOTSEL (UF2 / PICOBOOT) */
+	CATALOG_PATH_SD = 1u << 3,	       /* firmware.bin on the SD card */
+	CATALOG_PATH_LPC_DFU = 1u << 4,	       /* smoothie DFU 1d50:6015 (opportunistic) */
+	CATALOG_PATH_BOOTSEL = 1u << 5,	       /* RP2040 BOOTSEL (UF2 / PICOBOOT) */
 };
 
 /* [base, base + size) */
@@ -55,25 +56,26 @@ struct catalog_sector_run {
 #define CATALOG_MAX_OFFSETS 12
 
 struct catalog_mcu {
-	const char *name;  /* Klipper CONFIG_MCU string, e.g. "stm32f446xx" */
-	const char *chip;  /* marking, e.g. "STM32F446ZET6" */
+	const char *name; /* Klipper CONFIG_MCU string, e.g. "stm32f446xx" */
+	const char *chip; /* marking, e.g. "STM32F446ZET6" */
 	enum catalog_family family;
 	uint32_t flash_base;
 	uint32_t flash_size;
 	struct catalog_sector_run sectors[CATALOG_MAX_SECTOR_RUNS]; /* zero-terminated */
-	struct catalog_range ram[CATALOG_MAX_RAM]; /* valid initial SP: base < SP <= base+size; zero-terminated */
-	uint32_t write_block;      /* smallest programmable unit in bytes (page/flash word) */
-	const char *dfu_layout;    /* ROM DfuSe "@Internal Flash" layout string, NULL if none */
+	struct catalog_range
+	    ram[CATALOG_MAX_RAM]; /* valid initial SP: base < SP <= base+size; zero-terminated */
+	uint32_t write_block;	  /* smallest programmable unit in bytes (page/flash word) */
+	const char *dfu_layout;	  /* ROM DfuSe "@Internal Flash" layout string, NULL if none */
 };
 
 struct catalog_board {
-	const char *name;   /* lowercase-with-dashes, variant last: "octopus-f446" */
-	const char *title;  /* human name: "BTT Octopus V1.0/V1.1 (STM32F446)" */
+	const char *name;  /* lowercase-with-dashes, variant last: "octopus-f446" */
+	const char *title; /* human name: "BTT Octopus V1.0/V1.1 (STM32F446)" */
 	const struct catalog_mcu *mcu;
 	uint32_t app_start; /* absolute address where the stock bootloader starts the app */
 	enum catalog_bootloader bootloader;
-	unsigned paths;     /* CATALOG_PATH_* that work on this board */
-	const char *notes;  /* one line for humans, may be NULL */
+	unsigned paths;	   /* CATALOG_PATH_* that work on this board */
+	const char *notes; /* one line for humans, may be NULL */
 };
 
 /* All boards, in catalog order. Never NULL. */

@@ -41,45 +41,45 @@ struct config_match {
 	bool has_usb_id;
 	uint16_t vid;
 	uint16_t pid;
-	char *serial;   /* exact USB serial, NULL = any */
-	char *port;     /* fnmatch glob over the USB port path ("1-1.2") or ID_PATH, NULL = any */
-	char *mcu;      /* Klipper MCU string (product of app/Katapult), NULL = any */
-	char *product;  /* exact USB product string, NULL = any */
+	char *serial;  /* exact USB serial, NULL = any */
+	char *port;    /* fnmatch glob over the USB port path ("1-1.2") or ID_PATH, NULL = any */
+	char *mcu;     /* Klipper MCU string (product of app/Katapult), NULL = any */
+	char *product; /* exact USB product string, NULL = any */
 };
 
 struct config_profile {
 	char *name;
-	unsigned line;                 /* where it was defined, for messages */
+	unsigned line; /* where it was defined, for messages */
 	struct config_match match;
-	char *queue;                   /* queue name; defaults to the profile name */
+	char *queue; /* queue name; defaults to the profile name */
 	enum config_method methods[_CONFIG_METHOD_MAX];
-	size_t n_methods;              /* >= 1 */
-	unsigned auto_flash;           /* CONFIG_AUTO_* */
-	char **stop_units;             /* systemd units to stop while flashing */
+	size_t n_methods;    /* >= 1 */
+	unsigned auto_flash; /* CONFIG_AUTO_* */
+	char **stop_units;   /* systemd units to stop while flashing */
 	size_t n_stop_units;
-	char *moonraker_url;           /* NULL = no print-state check */
-	bool moonraker_fail_open;      /* flash even when Moonraker does not answer */
+	char *moonraker_url;	  /* NULL = no print-state check */
+	bool moonraker_fail_open; /* flash even when Moonraker does not answer */
 	bool has_app_start;
-	uint32_t app_start;            /* override of the catalog's app start */
+	uint32_t app_start;		 /* override of the catalog's app start */
 	enum config_interface interface; /* what the image must talk (default USB) */
-	bool implicit;                 /* made from the catalog because the file has no profiles */
+	bool implicit; /* made from the catalog because the file has no profiles */
 };
 
 struct config {
-	char *path;           /* file it came from, NULL = built-in defaults only */
-	char *state_dir;      /* /var/lib/skrflash */
-	char *queue_dir;      /* default: <state_dir>/queue */
-	char *runtime_dir;    /* /run/skrflash */
-	int log_level;        /* syslog priority: LOG_ERR .. LOG_DEBUG */
-	unsigned max_jobs;    /* parallel flash jobs, 1..64 */
+	char *path;			/* file it came from, NULL = built-in defaults only */
+	char *state_dir;		/* /var/lib/skrflash */
+	char *queue_dir;		/* default: <state_dir>/queue */
+	char *runtime_dir;		/* /run/skrflash */
+	int log_level;			/* syslog priority: LOG_ERR .. LOG_DEBUG */
+	unsigned max_jobs;		/* parallel flash jobs, 1..64 */
 	unsigned bootloader_timeout_ms; /* wait for the bootloader to enumerate (default 10000) */
-	unsigned boot_timeout_ms;       /* wait for the new app to enumerate (default 15000) */
-	unsigned step_timeout_ms;       /* kill a worker whose step takes longer (default 120000) */
-	unsigned leave_grace_ms;        /* a board gone this long has left (default 3000) */
-	char *drop_group;     /* group whose members may drop firmware, NULL = none */
+	unsigned boot_timeout_ms;	/* wait for the new app to enumerate (default 15000) */
+	unsigned step_timeout_ms;	/* kill a worker whose step takes longer (default 120000) */
+	unsigned leave_grace_ms;	/* a board gone this long has left (default 3000) */
+	char *drop_group;		/* group whose members may drop firmware, NULL = none */
 	bool has_drop_gid;
-	gid_t drop_gid;       /* resolved at load */
-	char *control_group;  /* group allowed on the control socket, NULL = root only */
+	gid_t drop_gid;	     /* resolved at load */
+	char *control_group; /* group allowed on the control socket, NULL = root only */
 	bool has_control_gid;
 	gid_t control_gid;
 	struct config_profile *profiles;

@@ -19,9 +19,9 @@
 #define MAX_OUTPUT (8u << 20) /* a watcher that stops reading is dropped, not buffered forever */
 
 static const char *const command_names[_CONTROL_COMMAND_MAX] = {
-	[CONTROL_STATUS] = "status", [CONTROL_BOARDS] = "boards", [CONTROL_QUEUED] = "queued",
-	[CONTROL_HISTORY] = "history", [CONTROL_WATCH] = "watch", [CONTROL_FLASH] = "flash",
-	[CONTROL_RETRY] = "retry",
+    [CONTROL_STATUS] = "status",   [CONTROL_BOARDS] = "boards", [CONTROL_QUEUED] = "queued",
+    [CONTROL_HISTORY] = "history", [CONTROL_WATCH] = "watch",	[CONTROL_FLASH] = "flash",
+    [CONTROL_RETRY] = "retry",
 };
 
 const char *
@@ -88,7 +88,8 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 			goto out;
 		}
 	}
-	if (!json_object_object_get_ex(o, "command", &v) || !json_object_is_type(v, json_type_string)) {
+	if (!json_object_object_get_ex(o, "command", &v) ||
+	    !json_object_is_type(v, json_type_string)) {
 		*ret_error = "request has no \"command\" string";
 		goto out;
 	}
@@ -255,8 +256,8 @@ on_client(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 	if (!(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		return 0;
 	for (;;) {
-		ssize_t n = recv(fd, cl->in + cl->in_len, CONTROL_MAX_LINE + 1 - cl->in_len,
-				 MSG_DONTWAIT);
+		ssize_t n =
+		    recv(fd, cl->in + cl->in_len, CONTROL_MAX_LINE + 1 - cl->in_len, MSG_DONTWAIT);
 		char *nl;
 
 		if (n < 0 && errno == EINTR)
@@ -383,7 +384,7 @@ control_start(sd_event *loop, const char *path, bool has_gid, gid_t gid, control
 	      void *userdata, struct control **ret)
 {
 	struct control *c = xnew(struct control);
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	char *dir = xstrdup(path), *slash;
 	int r;
 
@@ -416,7 +417,9 @@ control_start(sd_event *loop, const char *path, bool has_gid, gid_t gid, control
 		r = -errno;
 		goto fail;
 	}
-	if (chmod(path, 0660) < 0 || (has_gid && chown(path, (uid_t)-1, gid) < 0)) {
+	if (chmod(path, 0660) < 0 ||
+	    (has_gid && getegid() != gid && chown(path, (uid_t)-1, gid) < 0)) {
+		/* running as the group already (the packaged unit) needs no chown at all */
 		r = -errno;
 		goto fail;
 	}
@@ -461,7 +464,7 @@ control_set_group(struct control *c, bool has_gid, gid_t gid)
 {
 	c->has_gid = has_gid;
 	c->gid = gid;
-	if (has_gid && chown(c->path, (uid_t)-1, gid) < 0)
+	if (has_gid && getegid() != gid && chown(c->path, (uid_t)-1, gid) < 0)
 		log_warn_errno(-errno, "cannot give the control socket to group %u", (unsigned)gid);
 }
 

@@ -29,9 +29,9 @@ enum control_command {
 
 struct control_request {
 	enum control_command command;
-	char board[128];   /* flash, retry, history (optional) */
-	unsigned limit;    /* history: 0 = default */
-	bool all;          /* boards: include known boards that are not present */
+	char board[128]; /* flash, retry, history (optional) */
+	unsigned limit;	 /* history: 0 = default */
+	bool all;	 /* boards: include known boards that are not present */
 };
 
 /* Parse one request line (without the newline). Pure. 0, or -EINVAL with *ret_error set

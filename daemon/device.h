@@ -26,19 +26,19 @@ enum device_mode {
 #define DEVICE_PATH 256
 
 struct device {
-	char syspath[DEVICE_PATH];   /* /sys/devices/... of the usb_device */
-	char port[64];               /* USB port path = usb_device sysname, e.g. "1-1.2" */
-	char id_path[DEVICE_STR];    /* udev ID_PATH of the usb_device, may be empty */
+	char syspath[DEVICE_PATH]; /* /sys/devices/... of the usb_device */
+	char port[64];		   /* USB port path = usb_device sysname, e.g. "1-1.2" */
+	char id_path[DEVICE_STR];  /* udev ID_PATH of the usb_device, may be empty */
 	uint16_t vid;
 	uint16_t pid;
 	enum device_mode mode;
 	char serial[DEVICE_STR];
 	char manufacturer[DEVICE_STR];
-	char product[DEVICE_STR];    /* Klipper and Katapult: the CONFIG_MCU string */
-	char usb_node[DEVICE_PATH];  /* /dev/bus/usb/BBB/DDD (DEVNAME), may be empty */
-	char tty[DEVICE_PATH];       /* /dev/ttyACMn (DEVNAME of the tty child), may be empty */
-	char by_id[DEVICE_PATH];     /* /dev/serial/by-id/... link of the tty, may be empty */
-	char block[DEVICE_PATH];     /* /dev/sdX of a mass-storage child, may be empty */
+	char product[DEVICE_STR];   /* Klipper and Katapult: the CONFIG_MCU string */
+	char usb_node[DEVICE_PATH]; /* /dev/bus/usb/BBB/DDD (DEVNAME), may be empty */
+	char tty[DEVICE_PATH];	    /* /dev/ttyACMn (DEVNAME of the tty child), may be empty */
+	char by_id[DEVICE_PATH];    /* /dev/serial/by-id/... link of the tty, may be empty */
+	char block[DEVICE_PATH];    /* /dev/sdX of a mass-storage child, may be empty */
 	unsigned busnum;
 	unsigned devnum;
 };

@@ -112,6 +112,7 @@ struct job_table {
 	size_t n_jobs;
 	char **pending;                  /* ports waiting for a free job slot */
 	size_t n_pending;
+	char **bl_seen;                  /* ports whose bootloader visit was considered */
 };
 
 static void job_fail(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -119,6 +120,7 @@ static void step_write(struct job *j, struct board *b);
 static void step_enter(struct job *j);
 static void begin_boot_check(struct job *j);
 static void on_board_in_job(struct job *j, enum boards_event ev, struct board *b);
+static bool bootloader_visit_new(struct job_table *t, const char *port);
 
 static void
 fields(const struct job *j, const char *mid, struct log_fields *f)
@@ -669,6 +671,9 @@ step_write(struct job *j, struct board *b)
 		job_fail(j, "firmware %.12s is missing from the store", sha);
 		return;
 	}
+	/* this visit to the bootloader is ours: a failed write is not retried on the next
+	 * udev event, only when the board comes back */
+	(void)bootloader_visit_new(j->t, j->port);
 	(void)str_copy(j->rec.method, sizeof(j->rec.method), method);
 	set_step(j, rollback ? STEP_ROLLBACK_WRITE : STEP_WRITE);
 	memset(&plan, 0, sizeof(plan));
@@ -1087,6 +1092,36 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 	}
 }
 
+/* Marks the board's current bootloader visit as handled; false if it already was. A visit
+ * ends when the board leaves the bootloader or the port. */
+static bool
+bootloader_visit_new(struct job_table *t, const char *port)
+{
+	size_t n = strv_length(t->bl_seen);
+
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(t->bl_seen[i], port) == 0)
+			return false;
+	t->bl_seen = xreallocarray(t->bl_seen, n + 2, sizeof(*t->bl_seen));
+	t->bl_seen[n] = xstrdup(port);
+	t->bl_seen[n + 1] = NULL;
+	return true;
+}
+
+static void
+bootloader_visit_end(struct job_table *t, const char *port)
+{
+	size_t n = strv_length(t->bl_seen);
+
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(t->bl_seen[i], port) != 0)
+			continue;
+		free(t->bl_seen[i]);
+		memmove(&t->bl_seen[i], &t->bl_seen[i + 1], (n - i) * sizeof(*t->bl_seen));
+		return;
+	}
+}
+
 void
 job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b)
 {
@@ -1094,6 +1129,8 @@ job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b)
 	const struct config_profile *p;
 	struct store_job unfinished;
 
+	if (ev == BOARDS_GONE || ev == BOARDS_LEFT || !bootloader_mode(b->dev.mode))
+		bootloader_visit_end(t, b->dev.port);
 	if (j) {
 		on_board_in_job(j, ev, b);
 		return;
@@ -1104,9 +1141,20 @@ job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b)
 	if (bootloader_ready(b) && store_job_unfinished(t->store, b->dev.port, &unfinished) >= 0) {
 		char *msg = NULL;
 
+		(void)bootloader_visit_new(t, b->dev.port);
 		if (prepare_job(t, b, false, true, &unfinished, &msg) < 0 && msg)
 			log_warn("cannot resume job %lld: %s", (long long)unfinished.id, msg);
 		free(msg);
+		return;
+	}
+	/* A board that shows up in its bootloader without a job of ours asking (plugged in with
+	 * BOOT0 held, back after a write that failed when it was unplugged, a boot loop that
+	 * ended in Katapult) still lacks its firmware: flash it when hotplug flashing is on.
+	 * Once per visit: udev sends several events while a bootloader enumerates. */
+	if (bootloader_ready(b)) {
+		p = config_find_profile(t->cfg, b->profile);
+		if (p && (p->auto_flash & CONFIG_AUTO_HOTPLUG) && bootloader_visit_new(t, b->dev.port))
+			try_start(t, b, "board in its bootloader");
 		return;
 	}
 	if (ev != BOARDS_APPEARED || b->dev.mode != DEVICE_MODE_KLIPPER_APP)
@@ -1208,6 +1256,7 @@ job_table_free(struct job_table *t)
 	for (size_t i = 0; i < t->n_pending; i++)
 		free(t->pending[i]);
 	free(t->pending);
+	strv_free(t->bl_seen);
 	if (t->units) {
 		(void)units_restore_all(t->units, 30ull * 1000000ull);
 		t->units = units_free(t->units);

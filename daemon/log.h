@@ -23,18 +23,18 @@
 /* Structured context of a message; every member may be NULL. */
 struct log_fields {
 	const char *message_id; /* LOG_MID_* */
-	const char *board;      /* SKRFLASH_BOARD: catalog board name */
-	const char *port;       /* SKRFLASH_PORT: USB port path */
-	const char *serial;     /* SKRFLASH_SERIAL */
-	const char *mode;       /* SKRFLASH_MODE */
-	const char *profile;    /* SKRFLASH_PROFILE */
-	const char *sha256;     /* SKRFLASH_SHA256 */
-	const char *job;        /* SKRFLASH_JOB */
-	const char *step;       /* SKRFLASH_STEP */
+	const char *board;	/* SKRFLASH_BOARD: catalog board name */
+	const char *port;	/* SKRFLASH_PORT: USB port path */
+	const char *serial;	/* SKRFLASH_SERIAL */
+	const char *mode;	/* SKRFLASH_MODE */
+	const char *profile;	/* SKRFLASH_PROFILE */
+	const char *sha256;	/* SKRFLASH_SHA256 */
+	const char *job;	/* SKRFLASH_JOB */
+	const char *step;	/* SKRFLASH_STEP */
 };
 
 enum log_target {
-	LOG_TARGET_AUTO,    /* journal if stderr is the journal, else stderr */
+	LOG_TARGET_AUTO, /* journal if stderr is the journal, else stderr */
 	LOG_TARGET_STDERR,
 	LOG_TARGET_JOURNAL,
 };
@@ -46,7 +46,7 @@ int log_get_max_priority(void);
 
 /* err is 0 or a negative errno whose text is appended as ": <strerror>". Returns err. */
 int log_full(int priority, int err, const struct log_fields *f, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 #define log_error(...) log_full(LOG_ERR, 0, NULL, __VA_ARGS__)
 #define log_warn(...) log_full(LOG_WARNING, 0, NULL, __VA_ARGS__)

@@ -85,7 +85,7 @@ device_from_port(struct udev *udev, const char *port, struct device *dev)
 		udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
 		{
 			struct udev_device *c =
-				udev_device_new_from_syspath(udev, udev_list_entry_get_name(e));
+			    udev_device_new_from_syspath(udev, udev_list_entry_get_name(e));
 			const char *node = c ? udev_device_get_devnode(c) : NULL;
 
 			if (node && !dev->tty[0])
@@ -150,7 +150,8 @@ find_port(struct udev *udev, const char *path, char *port, size_t size)
 	(void)udev_enumerate_scan_devices(en);
 	udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
 	{
-		struct udev_device *d = udev_device_new_from_syspath(udev, udev_list_entry_get_name(e));
+		struct udev_device *d =
+		    udev_device_new_from_syspath(udev, udev_list_entry_get_name(e));
 		struct udev_device *usb;
 
 		if (!d)
@@ -159,9 +160,9 @@ find_port(struct udev *udev, const char *path, char *port, size_t size)
 			const char *t = udev_device_get_devtype(d);
 
 			usb = t && strcmp(t, "usb_device") == 0
-				      ? d
-				      : udev_device_get_parent_with_subsystem_devtype(d, "usb",
-										      "usb_device");
+				  ? d
+				  : udev_device_get_parent_with_subsystem_devtype(d, "usb",
+										  "usb_device");
 			if (usb && str_copy(port, size, udev_device_get_sysname(usb)))
 				r = 0;
 		}
@@ -233,7 +234,7 @@ waiter_wait(struct waiter *w, unsigned modes, bool after_gone, struct device *de
 	uint64_t deadline = now_monotonic_usec() + (uint64_t)ONESHOT_WAIT_MS * 1000;
 
 	for (;;) {
-		struct pollfd p = { .fd = udev_monitor_get_fd(w->mon), .events = POLLIN };
+		struct pollfd p = {.fd = udev_monitor_get_fd(w->mon), .events = POLLIN};
 		uint64_t now = now_monotonic_usec();
 		struct udev_device *d;
 
@@ -241,7 +242,8 @@ waiter_wait(struct waiter *w, unsigned modes, bool after_gone, struct device *de
 			const char *a = udev_device_get_action(d), *n = udev_device_get_sysname(d);
 			const char *t = udev_device_get_devtype(d);
 
-			if (a && n && t && strcmp(t, "usb_device") == 0 && strcmp(n, w->port) == 0) {
+			if (a && n && t && strcmp(t, "usb_device") == 0 &&
+			    strcmp(n, w->port) == 0) {
 				if (strcmp(a, "remove") == 0) {
 					w->gone = true;
 					w->back = false;
@@ -262,8 +264,9 @@ waiter_wait(struct waiter *w, unsigned modes, bool after_gone, struct device *de
 			return -ETIMEDOUT;
 		/* events wake us at once; the 250 ms re-check covers events lost to a race
 		 * between the enumeration above and the monitor */
-		(void)poll(&p, 1, (int)((deadline - now) / 1000 < 250 ? (deadline - now) / 1000 + 1
-								     : 250));
+		(void)poll(
+		    &p, 1,
+		    (int)((deadline - now) / 1000 < 250 ? (deadline - now) / 1000 + 1 : 250));
 	}
 }
 
@@ -341,10 +344,10 @@ oneshot_flash(int argc, char **argv)
 	const struct flash_backend *be = NULL;
 	struct worker_plan plan;
 	struct worker_report rep;
-	struct bar bar = { .tty = isatty(STDOUT_FILENO) == 1, .last = -1 };
-	struct worker_events ev = { .progress = on_progress, .reported = on_reported,
-				    .userdata = &bar };
-	struct waiter w = { 0 };
+	struct bar bar = {.tty = isatty(STDOUT_FILENO) == 1, .last = -1};
+	struct worker_events ev = {
+	    .progress = on_progress, .reported = on_reported, .userdata = &bar};
+	struct waiter w = {0};
 	struct device dev;
 	struct udev *udev = NULL;
 	char port[64];
@@ -409,8 +412,9 @@ oneshot_flash(int argc, char **argv)
 		goto out;
 	}
 	if (dev.mode == DEVICE_MODE_KLIPPER_APP) {
-		unsigned want = be ? 1u << be->mode
-				   : (1u << DEVICE_MODE_KATAPULT) | (1u << DEVICE_MODE_STM32_ROM_DFU);
+		unsigned want =
+		    be ? 1u << be->mode
+		       : (1u << DEVICE_MODE_KATAPULT) | (1u << DEVICE_MODE_STM32_ROM_DFU);
 
 		printf("%s on port %s runs Klipper: requesting its bootloader\n",
 		       board_title(board, &dev), port);
@@ -424,14 +428,15 @@ oneshot_flash(int argc, char **argv)
 		}
 		r = waiter_wait(&w, want | (1u << DEVICE_MODE_KLIPPER_APP), true, &dev);
 		if (r < 0 || dev.mode == DEVICE_MODE_KLIPPER_APP) {
-			fprintf(stderr,
-				"skrflashctl flash: %s on port %s %s: it has neither Katapult nor a "
-				"software way into ROM DFU. To make it flashable: install Katapult, "
-				"use the SD card (firmware.bin), or start it with BOOT0 held for ROM "
-				"DFU.\n",
-				board_title(board, &dev), port,
-				r < 0 ? "did not come back in a bootloader"
-				      : "came back as the Klipper application");
+			fprintf(
+			    stderr,
+			    "skrflashctl flash: %s on port %s %s: it has neither Katapult nor a "
+			    "software way into ROM DFU. To make it flashable: install Katapult, "
+			    "use the SD card (firmware.bin), or start it with BOOT0 held for ROM "
+			    "DFU.\n",
+			    board_title(board, &dev), port,
+			    r < 0 ? "did not come back in a bootloader"
+				  : "came back as the Klipper application");
 			goto out;
 		}
 		waiter_stop(&w);
@@ -477,8 +482,9 @@ oneshot_flash(int argc, char **argv)
 	if (!rep.ok) {
 		fprintf(stderr, "skrflashctl flash: %s failed: %s\n", rep.step, rep.error);
 		if (strcmp(rep.step, "open") != 0)
-			fprintf(stderr, "  the board stays in its bootloader (%s); nothing was "
-					"started\n",
+			fprintf(stderr,
+				"  the board stays in its bootloader (%s); nothing was "
+				"started\n",
 				device_mode_to_string(dev.mode));
 		goto out;
 	}

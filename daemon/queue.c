@@ -39,7 +39,7 @@ struct queue {
 	size_t waiting;
 };
 
-static const char *const image_exts[] = { "bin", "hex", "elf", "uf2", "ihex" };
+static const char *const image_exts[] = {"bin", "hex", "elf", "uf2", "ihex"};
 
 char *
 queue_rejected_dir(const struct config *cfg)
@@ -56,7 +56,7 @@ queue_waiting(const struct queue *q)
 static bool
 is_temp_name(const char *name)
 {
-	static const char *const suffixes[] = { ".tmp", ".part", ".partial", "~", ".swp" };
+	static const char *const suffixes[] = {".tmp", ".part", ".partial", "~", ".swp"};
 	size_t len = strlen(name);
 
 	if (name[0] == '.')
@@ -115,7 +115,7 @@ reject(struct queue *q, int dirfd, const char *name, const char *queue, const ch
 {
 	char esc[PATH_MAX];
 	char *target = NULL, *reason_path = NULL;
-	struct log_fields f = { .message_id = LOG_MID_FIRMWARE_REJECTED, .profile = queue };
+	struct log_fields f = {.message_id = LOG_MID_FIRMWARE_REJECTED, .profile = queue};
 	int r;
 
 	escape_name(name, esc, sizeof(esc));
@@ -280,7 +280,8 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 	}
 	sha256_hex(data, (size_t)st.st_size, sha);
 	if (q->cb.validate) {
-		r = q->cb.validate(q->userdata, p, name, data, (size_t)st.st_size, &format, &reason);
+		r = q->cb.validate(q->userdata, p, name, data, (size_t)st.st_size, &format,
+				   &reason);
 		if (r < 0) {
 			reject(q, dirfd, name, queue, reason ? reason : "refused by validation");
 			goto out;
@@ -440,7 +441,7 @@ scan_dir(struct queue *q, const struct watch *w)
 	}
 	closedir(d);
 	for (size_t i = 0; i < n; i++) {
-		struct watch tmp = { .wd = -1, .queue = queue, .path = path };
+		struct watch tmp = {.wd = -1, .queue = queue, .path = path};
 
 		/* w may move when top_dir_entry adds watches: use the copy */
 		entry(q, &tmp, dirfd, names[i], dirs[i]);

@@ -107,7 +107,7 @@ print_json(json_object *o)
 static int
 ctl_connect(const struct ctl *c)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	int fd;
 
 	if (strlen(c->socket_path) >= sizeof(sa.sun_path))
@@ -129,13 +129,15 @@ static int
 unreachable(const struct ctl *c, int r)
 {
 	if (r == -EACCES || r == -EPERM) {
-		fprintf(stderr, "skrflashctl: permission denied on %s: run as root or as a member of "
-				"the skrflash group\n",
+		fprintf(stderr,
+			"skrflashctl: permission denied on %s: run as root or as a member of "
+			"the skrflash group\n",
 			c->socket_path);
 		return EXIT_DENIED;
 	}
-	fprintf(stderr, "skrflashctl: skrflashd is not running (cannot connect to %s: %s)\n"
-			"  start it with: systemctl start skrflashd\n",
+	fprintf(stderr,
+		"skrflashctl: skrflashd is not running (cannot connect to %s: %s)\n"
+		"  start it with: systemctl start skrflashd\n",
 		c->socket_path, strerror(-r));
 	return EXIT_UNREACHABLE;
 }
@@ -146,7 +148,7 @@ read_line(int fd, char **buf, size_t *len, int timeout_ms)
 {
 	for (;;) {
 		char *nl = *len ? memchr(*buf, '\n', *len) : NULL;
-		struct pollfd p = { .fd = fd, .events = POLLIN };
+		struct pollfd p = {.fd = fd, .events = POLLIN};
 		char chunk[4096];
 		ssize_t n;
 
@@ -265,7 +267,7 @@ static int
 cmd_boards(struct ctl *c, bool all)
 {
 	json_object *req = request("boards"), *resp, *arr;
-	struct table t = { .n_cols = 8 };
+	struct table t = {.n_cols = 8};
 	int code;
 
 	if (all)
@@ -279,8 +281,8 @@ cmd_boards(struct ctl *c, bool all)
 		json_object_put(resp);
 		return EXIT_OK;
 	}
-	table_row(&t, (const char *const[]){ "ID", "BOARD", "PORT", "MODE", "PROFILE", "SERIAL",
-					     "TTY", "INSTALLED" });
+	table_row(&t, (const char *const[]){"ID", "BOARD", "PORT", "MODE", "PROFILE", "SERIAL",
+					    "TTY", "INSTALLED"});
 	for (size_t i = 0; i < json_object_array_length(arr); i++) {
 		json_object *b = json_object_array_get_idx(arr, i);
 		json_object *present;
@@ -291,11 +293,11 @@ cmd_boards(struct ctl *c, bool all)
 		if (json_object_object_get_ex(b, "present", &present) &&
 		    !json_object_get_boolean(present))
 			mode = *jstr(b, "last_mode") ? jstr(b, "last_mode") : "absent";
-		table_row(&t, (const char *const[]){ jstr(b, "id"),
-						     *jstr(b, "board") ? jstr(b, "board")
-								       : jstr(b, "candidates"),
-						     jstr(b, "port"), mode, jstr(b, "profile"),
-						     jstr(b, "serial"), jstr(b, "tty"), sha });
+		table_row(&t, (const char *const[]){jstr(b, "id"),
+						    *jstr(b, "board") ? jstr(b, "board")
+								      : jstr(b, "candidates"),
+						    jstr(b, "port"), mode, jstr(b, "profile"),
+						    jstr(b, "serial"), jstr(b, "tty"), sha});
 	}
 	table_print(&t);
 	if (json_object_array_length(arr) == 0)
@@ -307,15 +309,15 @@ cmd_boards(struct ctl *c, bool all)
 static int
 cmd_catalog(struct ctl *c)
 {
-	static const char *const path_names[] = { "katapult", "rom-dfu", "dfu-button",
-						   "sd",       "lpc-dfu", "bootsel" };
+	static const char *const path_names[] = {"katapult", "rom-dfu", "dfu-button",
+						 "sd",	     "lpc-dfu", "bootsel"};
 	size_t n;
 	const struct catalog_board *boards = catalog_boards(&n);
 	json_object *arr = json_object_new_array();
-	struct table t = { .n_cols = 6 };
+	struct table t = {.n_cols = 6};
 
-	table_row(&t, (const char *const[]){ "NAME", "MCU", "APP START", "BOOTLOADER", "PATHS",
-					     "TITLE" });
+	table_row(
+	    &t, (const char *const[]){"NAME", "MCU", "APP START", "BOOTLOADER", "PATHS", "TITLE"});
 	for (size_t i = 0; i < n; i++) {
 		const struct catalog_board *b = &boards[i];
 		json_object *o = json_object_new_object(), *paths = json_object_new_array();
@@ -335,19 +337,21 @@ cmd_catalog(struct ctl *c)
 		json_object_object_add(o, "title", json_object_new_string(b->title));
 		json_object_object_add(o, "mcu", json_object_new_string(b->mcu->name));
 		json_object_object_add(o, "chip", json_object_new_string(b->mcu->chip));
-		json_object_object_add(o, "family", json_object_new_string(
-							   catalog_family_to_string(b->mcu->family)));
+		json_object_object_add(
+		    o, "family", json_object_new_string(catalog_family_to_string(b->mcu->family)));
 		json_object_object_add(o, "flash_base", json_object_new_string(flash));
 		json_object_object_add(o, "flash_size", json_object_new_int64(b->mcu->flash_size));
 		json_object_object_add(o, "app_start", json_object_new_string(start));
-		json_object_object_add(o, "bootloader", json_object_new_string(
-							       catalog_bootloader_to_string(b->bootloader)));
+		json_object_object_add(
+		    o, "bootloader",
+		    json_object_new_string(catalog_bootloader_to_string(b->bootloader)));
 		json_object_object_add(o, "paths", paths);
-		json_object_object_add(o, "notes", json_object_new_string(b->notes ? b->notes : ""));
+		json_object_object_add(o, "notes",
+				       json_object_new_string(b->notes ? b->notes : ""));
 		json_object_array_add(arr, o);
-		table_row(&t, (const char *const[]){ b->name, b->mcu->name, start,
-						     catalog_bootloader_to_string(b->bootloader),
-						     plist, b->title });
+		table_row(&t, (const char *const[]){b->name, b->mcu->name, start,
+						    catalog_bootloader_to_string(b->bootloader),
+						    plist, b->title});
 	}
 	if (c->json) {
 		print_json(arr);
@@ -365,7 +369,7 @@ static int
 cmd_queued(struct ctl *c)
 {
 	json_object *resp, *arr;
-	struct table t = { .n_cols = 6 };
+	struct table t = {.n_cols = 6};
 	int code = call(c, request("queued"), &resp);
 
 	if (code)
@@ -374,16 +378,17 @@ cmd_queued(struct ctl *c)
 	if (c->json) {
 		print_json(arr);
 	} else {
-		table_row(&t, (const char *const[]){ "PROFILE", "SHA256", "FORMAT", "SIZE", "QUEUED",
-						     "SOURCE" });
+		table_row(&t, (const char *const[]){"PROFILE", "SHA256", "FORMAT", "SIZE", "QUEUED",
+						    "SOURCE"});
 		for (size_t i = 0; i < json_object_array_length(arr); i++) {
 			json_object *e = json_object_array_get_idx(arr, i);
 			char sha[16];
 
 			(void)snprintf(sha, sizeof(sha), "%.12s", jstr(e, "sha256"));
-			table_row(&t, (const char *const[]){ jstr(e, "profile"), sha, jstr(e, "format"),
-							     jstr(e, "size"), jstr(e, "queued_at"),
-							     jstr(e, "source") });
+			table_row(&t,
+				  (const char *const[]){jstr(e, "profile"), sha, jstr(e, "format"),
+							jstr(e, "size"), jstr(e, "queued_at"),
+							jstr(e, "source")});
 		}
 		table_print(&t);
 	}
@@ -395,7 +400,7 @@ static int
 cmd_history(struct ctl *c, const char *board, unsigned limit)
 {
 	json_object *req = request("history"), *resp, *arr;
-	struct table t = { .n_cols = 9 };
+	struct table t = {.n_cols = 9};
 	int code;
 
 	if (board)
@@ -409,17 +414,17 @@ cmd_history(struct ctl *c, const char *board, unsigned limit)
 	if (c->json) {
 		print_json(arr);
 	} else {
-		table_row(&t, (const char *const[]){ "JOB", "STARTED", "BOARD", "PORT", "PROFILE",
-						     "METHOD", "RESULT", "SHA256", "ERROR" });
+		table_row(&t, (const char *const[]){"JOB", "STARTED", "BOARD", "PORT", "PROFILE",
+						    "METHOD", "RESULT", "SHA256", "ERROR"});
 		for (size_t i = 0; i < json_object_array_length(arr); i++) {
 			json_object *e = json_object_array_get_idx(arr, i);
 			char sha[16];
 
 			(void)snprintf(sha, sizeof(sha), "%.12s", jstr(e, "sha256"));
-			table_row(&t, (const char *const[]){ jstr(e, "job"), jstr(e, "started_at"),
-							     jstr(e, "board"), jstr(e, "port"),
-							     jstr(e, "profile"), jstr(e, "method"),
-							     jstr(e, "result"), sha, jstr(e, "error") });
+			table_row(&t, (const char *const[]){
+					  jstr(e, "job"), jstr(e, "started_at"), jstr(e, "board"),
+					  jstr(e, "port"), jstr(e, "profile"), jstr(e, "method"),
+					  jstr(e, "result"), sha, jstr(e, "error")});
 		}
 		table_print(&t);
 		if (json_object_array_length(arr) == 0)
@@ -433,6 +438,7 @@ static void
 print_event(json_object *ev)
 {
 	json_object *data = NULL;
+	const char *name = jstr(ev, "event");
 	char when[32];
 	time_t t = (time_t)json_object_get_int64(json_object_object_get(ev, "time"));
 	struct tm tm;
@@ -440,11 +446,28 @@ print_event(json_object *ev)
 	json_object_object_get_ex(ev, "data", &data);
 	if (!localtime_r(&t, &tm) || !strftime(when, sizeof(when), "%H:%M:%S", &tm))
 		(void)str_copy(when, sizeof(when), "--:--:--");
-	printf("%s %-20s", when, jstr(ev, "event"));
-	if (data && *jstr(data, "port"))
-		printf(" %s port %s mode %s%s%s", *jstr(data, "board") ? jstr(data, "board") : "board",
-		       jstr(data, "port"), jstr(data, "mode"), *jstr(data, "profile") ? " profile " : "",
+	printf("%s %-20s", when, name);
+	if (data && strncmp(name, "job-", 4) == 0) {
+		printf(" job %s %s port %s", jstr(data, "job"),
+		       *jstr(data, "board") ? jstr(data, "board") : "board", jstr(data, "port"));
+		if (strcmp(name, "job-progress") == 0) {
+			int64_t done = json_object_get_int64(json_object_object_get(data, "done"));
+			int64_t total =
+			    json_object_get_int64(json_object_object_get(data, "total"));
+
+			printf(" %s %lld/%lld bytes (%lld%%)", jstr(data, "phase"), (long long)done,
+			       (long long)total, total ? (long long)(done * 100 / total) : 0LL);
+		} else if (strcmp(name, "job-step") == 0) {
+			printf(" step %s", jstr(data, "step"));
+		} else if (strcmp(name, "job-finished") == 0) {
+			printf(" %s: %s", jstr(data, "result"), jstr(data, "message"));
+		}
+	} else if (data && *jstr(data, "port")) {
+		printf(" %s port %s mode %s%s%s",
+		       *jstr(data, "board") ? jstr(data, "board") : "board", jstr(data, "port"),
+		       jstr(data, "mode"), *jstr(data, "profile") ? " profile " : "",
 		       jstr(data, "profile"));
+	}
 	if (data && *jstr(data, "file"))
 		printf(" '%s'", jstr(data, "file"));
 	if (data && *jstr(data, "profile") && !*jstr(data, "port"))
@@ -610,7 +633,8 @@ cmd_queue(struct ctl *c, const char *profile, const char *file, bool wait)
 		if (ev)
 			json_object_object_get_ex(ev, "data", &data);
 		if (data && strcmp(jstr(data, "file"), base) == 0 &&
-		    (strcmp(name, "firmware-queued") == 0 || strcmp(name, "firmware-rejected") == 0)) {
+		    (strcmp(name, "firmware-queued") == 0 ||
+		     strcmp(name, "firmware-rejected") == 0)) {
 			bool ok = strcmp(name, "firmware-queued") == 0;
 
 			if (c->json)
@@ -642,49 +666,126 @@ out:
 	return code;
 }
 
+/* A progress bar on a terminal, plain lines otherwise. */
+static void
+show_progress(json_object *data, bool tty)
+{
+	int64_t done = json_object_get_int64(json_object_object_get(data, "done"));
+	int64_t total = json_object_get_int64(json_object_object_get(data, "total"));
+	int pct = total ? (int)(done * 100 / total) : 0;
+
+	if (tty) {
+		char bar[41];
+		int fill = pct * 40 / 100;
+
+		for (int i = 0; i < 40; i++)
+			bar[i] = i < fill ? '#' : '.';
+		bar[40] = 0;
+		printf("\r%-7s [%s] %3d%% %lld/%lld", jstr(data, "phase"), bar, pct,
+		       (long long)done, (long long)total);
+	} else {
+		printf("%s %d%% (%lld/%lld bytes)\n", jstr(data, "phase"), pct, (long long)done,
+		       (long long)total);
+	}
+	fflush(stdout);
+}
+
+/* `flash BOARD` follows its job to the end; `retry BOARD` just answers. */
 static int
 cmd_board_action(struct ctl *c, const char *command, const char *board)
 {
-	json_object *req = request(command), *resp;
-	int code;
+	json_object *req = request(command), *resp, *b;
+	bool follow = strcmp(command, "flash") == 0, tty = isatty(STDOUT_FILENO), bar = false;
+	char *buf = NULL, *line, port[64] = "";
+	size_t len = 0;
+	int code, watch = -1;
 
+	/* subscribed before the request, so that no event of the job is missed */
+	if (follow)
+		watch = subscribe(c, &buf, &len);
 	json_object_object_add(req, "board", json_object_new_string(board));
 	code = call(c, req, &resp);
-	if (code)
+	if (code) {
+		close_fd(watch);
+		free(buf);
 		return code;
-	if (c->json)
-		print_json(resp);
-	else
-		printf("%s: ok\n", command);
+	}
+	if (json_object_object_get_ex(resp, "board", &b))
+		(void)str_copy(port, sizeof(port), jstr(b, "port"));
+	if (!follow || watch < 0 || c->json) {
+		if (c->json)
+			print_json(resp);
+		else
+			printf("%s %s: started\n", command, board);
+		json_object_put(resp);
+		close_fd(watch);
+		free(buf);
+		return EXIT_OK;
+	}
 	json_object_put(resp);
-	return EXIT_OK;
+	code = EXIT_FAILED;
+	while ((line = read_line(watch, &buf, &len, -1))) {
+		json_object *ev = json_tokener_parse(line), *data = NULL;
+		const char *name = jstr(ev, "event");
+
+		free(line);
+		if (!ev || !json_object_object_get_ex(ev, "data", &data) ||
+		    strcmp(jstr(data, "port"), port) != 0) {
+			json_object_put(ev);
+			continue;
+		}
+		if (strcmp(name, "job-progress") == 0) {
+			show_progress(data, tty);
+			bar = tty;
+		} else if (strcmp(name, "job-step") == 0) {
+			if (bar)
+				printf("\n");
+			bar = false;
+			printf("%s: %s\n", board, jstr(data, "step"));
+		} else if (strcmp(name, "job-finished") == 0) {
+			if (bar)
+				printf("\n");
+			printf("%s: %s\n", jstr(data, "result"), jstr(data, "message"));
+			code =
+			    strcmp(jstr(data, "result"), "succeeded") == 0 ? EXIT_OK : EXIT_FAILED;
+			json_object_put(ev);
+			break;
+		}
+		json_object_put(ev);
+	}
+	close_fd(watch);
+	free(buf);
+	return code;
 }
 
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-		"Usage: skrflashctl [--json] [--socket PATH] [--config FILE] [--queue-dir DIR] COMMAND\n"
-		"\n"
-		"Commands:\n"
-		"  status                      what the daemon is doing\n"
-		"  boards [--all]              boards connected now (--all: every board ever seen)\n"
-		"  catalog                     the built-in board catalog (no daemon needed)\n"
-		"  queue PROFILE FILE          drop firmware into PROFILE's queue and wait for the verdict\n"
-		"        [--no-wait]\n"
-		"  queued                      the firmware each profile wants\n"
-		"  history [--board B] [--limit N]\n"
-		"                              flash jobs, newest first\n"
-		"  watch                       follow events as they happen\n"
-		"  validate --board NAME|--profile NAME FILE\n"
-		"                              check an image against a board (no daemon needed)\n"
-		"  flash BOARD                 flash a connected board now (through the daemon)\n"
-		"  flash --device PATH FILE [--board NAME] [--method M]\n"
-		"                              flash in the foreground, without the daemon\n"
-		"  retry BOARD                 allow firmware that failed to boot on BOARD again\n"
-		"\n"
-		"Exit status: 0 success, 1 failed or refused, 2 usage error, 3 daemon not reachable,\n"
-		"4 permission denied.\n");
+	fprintf(
+	    f,
+	    "Usage: skrflashctl [--json] [--socket PATH] [--config FILE] [--queue-dir DIR] "
+	    "COMMAND\n"
+	    "\n"
+	    "Commands:\n"
+	    "  status                      what the daemon is doing\n"
+	    "  boards [--all]              boards connected now (--all: every board ever seen)\n"
+	    "  catalog                     the built-in board catalog (no daemon needed)\n"
+	    "  queue PROFILE FILE          drop firmware into PROFILE's queue and wait for the "
+	    "verdict\n"
+	    "        [--no-wait]\n"
+	    "  queued                      the firmware each profile wants\n"
+	    "  history [--board B] [--limit N]\n"
+	    "                              flash jobs, newest first\n"
+	    "  watch                       follow events as they happen\n"
+	    "  validate --board NAME|--profile NAME FILE\n"
+	    "                              check an image against a board (no daemon needed)\n"
+	    "  flash BOARD                 flash a connected board now (through the daemon)\n"
+	    "  flash --device PATH FILE [--board NAME] [--method M]\n"
+	    "                              flash in the foreground, without the daemon\n"
+	    "  retry BOARD                 allow firmware that failed to boot on BOARD again\n"
+	    "\n"
+	    "Exit status: 0 success, 1 failed or refused, 2 usage error, 3 daemon not reachable,\n"
+	    "4 permission denied.\n");
 }
 
 static int
@@ -716,19 +817,16 @@ int
 main(int argc, char **argv)
 {
 	static const struct option global[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "socket", required_argument, NULL, 's' },
-		{ "config", required_argument, NULL, 'c' },
-		{ "queue-dir", required_argument, NULL, 'q' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, 'j'},	      {"socket", required_argument, NULL, 's'},
+	    {"config", required_argument, NULL, 'c'}, {"queue-dir", required_argument, NULL, 'q'},
+	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
 	};
 	static const struct option sub[] = {
-		{ "json", no_argument, NULL, 'j' },	  { "all", no_argument, NULL, 'a' },
-		{ "board", required_argument, NULL, 'b' }, { "limit", required_argument, NULL, 'l' },
-		{ "no-wait", no_argument, NULL, 'n' },	  { NULL, 0, NULL, 0 },
+	    {"json", no_argument, NULL, 'j'},	     {"all", no_argument, NULL, 'a'},
+	    {"board", required_argument, NULL, 'b'}, {"limit", required_argument, NULL, 'l'},
+	    {"no-wait", no_argument, NULL, 'n'},     {NULL, 0, NULL, 0},
 	};
-	struct ctl c = { 0 };
+	struct ctl c = {0};
 	const char *cmd, *board = NULL;
 	bool all = false, wait = true;
 	unsigned limit = 0;
@@ -785,7 +883,8 @@ main(int argc, char **argv)
 			break;
 		case 'l':
 			if (parse_u32(optarg, &v) < 0 || v < 1 || v > 10000) {
-				fprintf(stderr, "skrflashctl: --limit wants a number from 1 to 10000\n");
+				fprintf(stderr,
+					"skrflashctl: --limit wants a number from 1 to 10000\n");
 				return EXIT_USAGE;
 			}
 			limit = v;
@@ -810,10 +909,11 @@ main(int argc, char **argv)
 		}
 	}
 	code = EXIT_USAGE;
-#define NARGS(n)                                                                             \
-	if (argc - optind != (n)) {                                                          \
-		fprintf(stderr, "skrflashctl: '%s' takes %d argument%s\n", cmd, n, n == 1 ? "" : "s"); \
-		goto out;                                                                    \
+#define NARGS(n)                                                                                   \
+	if (argc - optind != (n)) {                                                                \
+		fprintf(stderr, "skrflashctl: '%s' takes %d argument%s\n", cmd, n,                 \
+			n == 1 ? "" : "s");                                                        \
+		goto out;                                                                          \
 	}
 	if (strcmp(cmd, "status") == 0) {
 		NARGS(0);

@@ -34,8 +34,8 @@
 
 struct daemon {
 	sd_event *loop;
-	char *config_path;       /* NULL = built-in defaults */
-	bool config_explicit;    /* -c given: a missing file is an error */
+	char *config_path;    /* NULL = built-in defaults */
+	bool config_explicit; /* -c given: a missing file is an error */
 	struct config_overrides ov;
 	struct config *cfg;
 	struct store *store;
@@ -79,7 +79,8 @@ load_config(struct daemon *d, struct config **ret)
 			for (char *line = strtok(errors, "\n"); line; line = strtok(NULL, "\n"))
 				log_error("%s", line);
 		} else {
-			log_error_errno(r, "cannot load configuration %s", path ? path : "(built-in)");
+			log_error_errno(r, "cannot load configuration %s",
+					path ? path : "(built-in)");
 		}
 	}
 	free(errors);
@@ -115,13 +116,14 @@ status_json(struct daemon *d, unsigned *ret_waiting)
 	json_object_object_add(o, "ok", json_object_new_boolean(true));
 	json_object_object_add(o, "version", json_object_new_string(SKRFLASH_VERSION));
 	json_object_object_add(o, "pid", json_object_new_int64((int64_t)getpid()));
-	json_object_object_add(o, "uptime_sec",
-			       json_object_new_int64((int64_t)((now_monotonic_usec() -
-								d->started_usec) / 1000000u)));
+	json_object_object_add(
+	    o, "uptime_sec",
+	    json_object_new_int64((int64_t)((now_monotonic_usec() - d->started_usec) / 1000000u)));
 	json_object_object_add(o, "boards_present",
 			       json_object_new_int64((int64_t)boards_count_present(d->boards)));
-	json_object_object_add(o, "jobs_running",
-			       json_object_new_int64(d->jobs ? (int64_t)job_table_running(d->jobs) : 0));
+	json_object_object_add(
+	    o, "jobs_running",
+	    json_object_new_int64(d->jobs ? (int64_t)job_table_running(d->jobs) : 0));
 	if (d->jobs)
 		json_object_object_add(o, "jobs", job_table_to_json(d->jobs));
 	json_object_object_add(o, "firmware_waiting", json_object_new_int64(waiting));
@@ -147,8 +149,9 @@ update_status(struct daemon *d)
 	json_object_put(o);
 	size_t jobs = d->jobs ? job_table_running(d->jobs) : 0;
 
-	(void)snprintf(status, sizeof(status), "%zu board%s present, %zu job%s running, %u firmware waiting",
-		       n, n == 1 ? "" : "s", jobs, jobs == 1 ? "" : "s", waiting);
+	(void)snprintf(status, sizeof(status),
+		       "%zu board%s present, %zu job%s running, %u firmware waiting", n,
+		       n == 1 ? "" : "s", jobs, jobs == 1 ? "" : "s", waiting);
 	if (strcmp(status, d->last_status) == 0)
 		return;
 	(void)str_copy(d->last_status, sizeof(d->last_status), status);
@@ -174,9 +177,9 @@ static void
 on_board(void *userdata, enum boards_event ev, struct board *b)
 {
 	static const char *const names[] = {
-		[BOARDS_APPEARED] = "board-appeared", [BOARDS_MODE_CHANGED] = "board-mode-changed",
-		[BOARDS_UPDATED] = "board-updated",   [BOARDS_GONE] = "board-gone",
-		[BOARDS_LEFT] = "board-left",
+	    [BOARDS_APPEARED] = "board-appeared", [BOARDS_MODE_CHANGED] = "board-mode-changed",
+	    [BOARDS_UPDATED] = "board-updated",	  [BOARDS_GONE] = "board-gone",
+	    [BOARDS_LEFT] = "board-left",
 	};
 	struct daemon *d = userdata;
 
@@ -200,7 +203,7 @@ static int
 on_validate(void *userdata, const struct config_profile *p, const char *name, const uint8_t *data,
 	    size_t size, const char **ret_format, char **ret_reason)
 {
-	struct validate_target t = { 0 };
+	struct validate_target t = {0};
 	struct verdict v;
 	struct image img;
 	const char *err = NULL;
@@ -214,7 +217,8 @@ on_validate(void *userdata, const struct config_profile *p, const char *name, co
 		 * engine checks it against the board and its bootloader before writing */
 		r = image_parse(data, size, &img, &err);
 		if (r < 0) {
-			*ret_reason = xasprintf("not a firmware image: %s", err ? err : "malformed");
+			*ret_reason =
+			    xasprintf("not a firmware image: %s", err ? err : "malformed");
 			return -EINVAL;
 		}
 		*ret_format = image_format_to_string(img.format);
@@ -457,8 +461,8 @@ check_config(const char *path, bool verbose)
 static int
 parse_level(const char *s)
 {
-	static const char *const names[] = { "emerg", "alert", "crit",	 "error",
-					     "warning", "notice", "info", "debug" };
+	static const char *const names[] = {"emerg",   "alert",	 "crit", "error",
+					    "warning", "notice", "info", "debug"};
 
 	for (int i = 0; i < (int)ELEMENTSOF(names); i++)
 		if (strcmp(s, names[i]) == 0)
@@ -498,20 +502,20 @@ main(int argc, char **argv)
 		OPT_WORKER,
 	};
 	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' },
-		{ "state-dir", required_argument, NULL, OPT_STATE },
-		{ "queue-dir", required_argument, NULL, OPT_QUEUE },
-		{ "runtime-dir", required_argument, NULL, OPT_RUNTIME },
-		{ "log-level", required_argument, NULL, OPT_LEVEL },
-		{ "log-target", required_argument, NULL, OPT_TARGET },
-		{ "check-config", no_argument, NULL, OPT_CHECK },
-		{ "verbose", no_argument, NULL, 'v' },
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, OPT_VERSION },
-		{ "worker", no_argument, NULL, OPT_WORKER },
-		{ NULL, 0, NULL, 0 },
+	    {"config", required_argument, NULL, 'c'},
+	    {"state-dir", required_argument, NULL, OPT_STATE},
+	    {"queue-dir", required_argument, NULL, OPT_QUEUE},
+	    {"runtime-dir", required_argument, NULL, OPT_RUNTIME},
+	    {"log-level", required_argument, NULL, OPT_LEVEL},
+	    {"log-target", required_argument, NULL, OPT_TARGET},
+	    {"check-config", no_argument, NULL, OPT_CHECK},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, OPT_VERSION},
+	    {"worker", no_argument, NULL, OPT_WORKER},
+	    {NULL, 0, NULL, 0},
 	};
-	struct daemon d = { .ov = { .log_level = -1 } };
+	struct daemon d = {.ov = {.log_level = -1}};
 	enum log_target target = LOG_TARGET_AUTO;
 	bool check = false, verbose = false;
 	sigset_t mask;
@@ -566,7 +570,8 @@ main(int argc, char **argv)
 			printf("skrflashd %s\n", SKRFLASH_VERSION);
 			return 0;
 		case OPT_WORKER:
-			/* one blocking flash step for the daemon: plan on stdin, events on stdout */
+			/* one blocking flash step for the daemon: plan on stdin, events on stdout
+			 */
 			free(d.config_path);
 			log_open(LOG_TARGET_STDERR, LOG_INFO, "worker");
 			return worker_main();
@@ -649,17 +654,18 @@ main(int argc, char **argv)
 	}
 	{
 		const struct queue_callbacks cb = {
-			.validate = on_validate,
-			.accepted = on_accepted,
-			.rejected = on_rejected,
+		    .validate = on_validate,
+		    .accepted = on_accepted,
+		    .rejected = on_rejected,
 		};
 
 		r = queue_start(d.loop, d.cfg, d.store, &cb, &d, &d.queue);
 		if (r < 0)
 			goto out;
 	}
-	log_notice("skrflashd %s running: %zu board%s present, config %s, queue %s", SKRFLASH_VERSION,
-		   boards_count_present(d.boards), boards_count_present(d.boards) == 1 ? "" : "s",
+	log_notice("skrflashd %s running: %zu board%s present, config %s, queue %s",
+		   SKRFLASH_VERSION, boards_count_present(d.boards),
+		   boards_count_present(d.boards) == 1 ? "" : "s",
 		   d.cfg->path ? d.cfg->path : "(built-in catalog)", d.cfg->queue_dir);
 	update_status(&d);
 	(void)sd_notifyf(false, "READY=1\nSTATUS=%s", d.last_status);

@@ -23,50 +23,50 @@ struct store {
 
 /* Each entry migrates from version i to i + 1; append only, never edit a shipped step. */
 static const char *const migrations[] = {
-	"CREATE TABLE boards ("
-	"  id INTEGER PRIMARY KEY,"
-	"  port TEXT NOT NULL,"
-	"  serial TEXT NOT NULL,"
-	"  board TEXT NOT NULL DEFAULT '',"
-	"  mcu TEXT NOT NULL DEFAULT '',"
-	"  last_mode TEXT NOT NULL DEFAULT '',"
-	"  installed_sha TEXT NOT NULL DEFAULT '',"
-	"  installed_version TEXT NOT NULL DEFAULT '',"
-	"  first_seen INTEGER NOT NULL,"
-	"  last_seen INTEGER NOT NULL,"
-	"  UNIQUE (port, serial));"
-	"CREATE TABLE firmware ("
-	"  sha TEXT PRIMARY KEY,"
-	"  size INTEGER NOT NULL,"
-	"  format TEXT NOT NULL DEFAULT '',"
-	"  source TEXT NOT NULL DEFAULT '',"
-	"  stored_at INTEGER NOT NULL);"
-	"CREATE TABLE desired ("
-	"  profile TEXT PRIMARY KEY,"
-	"  sha TEXT NOT NULL REFERENCES firmware (sha),"
-	"  source TEXT NOT NULL DEFAULT '',"
-	"  size INTEGER NOT NULL,"
-	"  queued_at INTEGER NOT NULL);"
-	"CREATE TABLE jobs ("
-	"  id INTEGER PRIMARY KEY,"
-	"  board_id INTEGER REFERENCES boards (id),"
-	"  port TEXT NOT NULL,"
-	"  profile TEXT NOT NULL DEFAULT '',"
-	"  method TEXT NOT NULL DEFAULT '',"
-	"  sha TEXT NOT NULL DEFAULT '',"
-	"  step TEXT NOT NULL DEFAULT '',"
-	"  started_at INTEGER NOT NULL,"
-	"  ended_at INTEGER NOT NULL DEFAULT 0,"
-	"  result TEXT NOT NULL DEFAULT 'running',"
-	"  error TEXT NOT NULL DEFAULT '',"
-	"  bytes INTEGER NOT NULL DEFAULT 0);"
-	"CREATE INDEX jobs_board ON jobs (board_id, id);"
-	"CREATE TABLE bad_firmware ("
-	"  board_id INTEGER NOT NULL REFERENCES boards (id),"
-	"  sha TEXT NOT NULL,"
-	"  reason TEXT NOT NULL DEFAULT '',"
-	"  marked_at INTEGER NOT NULL,"
-	"  PRIMARY KEY (board_id, sha));",
+    "CREATE TABLE boards ("
+    "  id INTEGER PRIMARY KEY,"
+    "  port TEXT NOT NULL,"
+    "  serial TEXT NOT NULL,"
+    "  board TEXT NOT NULL DEFAULT '',"
+    "  mcu TEXT NOT NULL DEFAULT '',"
+    "  last_mode TEXT NOT NULL DEFAULT '',"
+    "  installed_sha TEXT NOT NULL DEFAULT '',"
+    "  installed_version TEXT NOT NULL DEFAULT '',"
+    "  first_seen INTEGER NOT NULL,"
+    "  last_seen INTEGER NOT NULL,"
+    "  UNIQUE (port, serial));"
+    "CREATE TABLE firmware ("
+    "  sha TEXT PRIMARY KEY,"
+    "  size INTEGER NOT NULL,"
+    "  format TEXT NOT NULL DEFAULT '',"
+    "  source TEXT NOT NULL DEFAULT '',"
+    "  stored_at INTEGER NOT NULL);"
+    "CREATE TABLE desired ("
+    "  profile TEXT PRIMARY KEY,"
+    "  sha TEXT NOT NULL REFERENCES firmware (sha),"
+    "  source TEXT NOT NULL DEFAULT '',"
+    "  size INTEGER NOT NULL,"
+    "  queued_at INTEGER NOT NULL);"
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  board_id INTEGER REFERENCES boards (id),"
+    "  port TEXT NOT NULL,"
+    "  profile TEXT NOT NULL DEFAULT '',"
+    "  method TEXT NOT NULL DEFAULT '',"
+    "  sha TEXT NOT NULL DEFAULT '',"
+    "  step TEXT NOT NULL DEFAULT '',"
+    "  started_at INTEGER NOT NULL,"
+    "  ended_at INTEGER NOT NULL DEFAULT 0,"
+    "  result TEXT NOT NULL DEFAULT 'running',"
+    "  error TEXT NOT NULL DEFAULT '',"
+    "  bytes INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX jobs_board ON jobs (board_id, id);"
+    "CREATE TABLE bad_firmware ("
+    "  board_id INTEGER NOT NULL REFERENCES boards (id),"
+    "  sha TEXT NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  marked_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (board_id, sha));",
 };
 
 static int
@@ -198,10 +198,9 @@ store_open(const char *state_dir, struct store **ret)
 		goto fail;
 	remove_stale_tmp(s->firmware_dir);
 	path = xasprintf("%s/skrflash.db", state_dir);
-	r = sql_err(sqlite3_open_v2(path, &s->db,
-				    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-					    SQLITE_OPEN_FULLMUTEX,
-				    NULL));
+	r = sql_err(sqlite3_open_v2(
+	    path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+	    NULL));
 	if (r < 0)
 		goto fail;
 	(void)sqlite3_busy_timeout(s->db, 5000);
@@ -248,8 +247,8 @@ store_schema_version(struct store *s)
 	return v;
 }
 
-#define BOARD_COLS                                                                           \
-	"id, port, serial, board, mcu, last_mode, installed_sha, installed_version, first_seen, " \
+#define BOARD_COLS                                                                                 \
+	"id, port, serial, board, mcu, last_mode, installed_sha, installed_version, first_seen, "  \
 	"last_seen"
 
 static void
@@ -289,7 +288,8 @@ board_query(sqlite3_stmt *st, struct store_board *ret)
 int
 store_board_find(struct store *s, const char *port, const char *serial, struct store_board *ret)
 {
-	sqlite3_stmt *st = prepare(s, "SELECT " BOARD_COLS " FROM boards WHERE port = ? AND serial = ?");
+	sqlite3_stmt *st =
+	    prepare(s, "SELECT " BOARD_COLS " FROM boards WHERE port = ? AND serial = ?");
 
 	if (st) {
 		sqlite3_bind_text(st, 1, port, -1, SQLITE_TRANSIENT);
@@ -323,13 +323,13 @@ int
 store_board_upsert(struct store *s, struct store_board *b)
 {
 	sqlite3_stmt *st = prepare(
-		s, "INSERT INTO boards (port, serial, board, mcu, last_mode, first_seen, last_seen) "
-		   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
-		   "ON CONFLICT (port, serial) DO UPDATE SET "
-		   "board = CASE WHEN excluded.board != '' THEN excluded.board ELSE board END, "
-		   "mcu = CASE WHEN excluded.mcu != '' THEN excluded.mcu ELSE mcu END, "
-		   "last_mode = excluded.last_mode, last_seen = excluded.last_seen "
-		   "RETURNING id, first_seen, installed_sha, installed_version");
+	    s, "INSERT INTO boards (port, serial, board, mcu, last_mode, first_seen, last_seen) "
+	       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
+	       "ON CONFLICT (port, serial) DO UPDATE SET "
+	       "board = CASE WHEN excluded.board != '' THEN excluded.board ELSE board END, "
+	       "mcu = CASE WHEN excluded.mcu != '' THEN excluded.mcu ELSE mcu END, "
+	       "last_mode = excluded.last_mode, last_seen = excluded.last_seen "
+	       "RETURNING id, first_seen, installed_sha, installed_version");
 	int rc;
 
 	if (!st)
@@ -383,8 +383,8 @@ store_board_set_serial(struct store *s, int64_t id, const char *serial)
 int
 store_board_set_installed(struct store *s, int64_t id, const char *sha, const char *version)
 {
-	sqlite3_stmt *st = prepare(
-		s, "UPDATE boards SET installed_sha = ?, installed_version = ? WHERE id = ?");
+	sqlite3_stmt *st =
+	    prepare(s, "UPDATE boards SET installed_sha = ?, installed_version = ? WHERE id = ?");
 
 	if (st) {
 		sqlite3_bind_text(st, 1, sha ? sha : "", -1, SQLITE_TRANSIENT);
@@ -447,9 +447,9 @@ int
 store_desired_set(struct store *s, const struct store_desired *d)
 {
 	sqlite3_stmt *st = prepare(
-		s, "INSERT INTO desired (profile, sha, source, size, queued_at) VALUES (?, ?, ?, ?, ?) "
-		   "ON CONFLICT (profile) DO UPDATE SET sha = excluded.sha, source = excluded.source, "
-		   "size = excluded.size, queued_at = excluded.queued_at");
+	    s, "INSERT INTO desired (profile, sha, source, size, queued_at) VALUES (?, ?, ?, ?, ?) "
+	       "ON CONFLICT (profile) DO UPDATE SET sha = excluded.sha, source = excluded.source, "
+	       "size = excluded.size, queued_at = excluded.queued_at");
 
 	if (st) {
 		sqlite3_bind_text(st, 1, d->profile, -1, SQLITE_TRANSIENT);
@@ -465,7 +465,7 @@ int
 store_desired_get(struct store *s, const char *profile, struct store_desired *ret)
 {
 	sqlite3_stmt *st = prepare(
-		s, "SELECT profile, sha, source, size, queued_at FROM desired WHERE profile = ?");
+	    s, "SELECT profile, sha, source, size, queued_at FROM desired WHERE profile = ?");
 	int rc;
 
 	if (!st)
@@ -503,9 +503,10 @@ add_time(json_object *o, const char *key, int64_t t)
 int
 store_desired_list_json(struct store *s, json_object **ret)
 {
-	sqlite3_stmt *st = prepare(s, "SELECT d.profile, d.sha, d.source, d.size, d.queued_at, "
-				      "f.format FROM desired d LEFT JOIN firmware f ON f.sha = d.sha "
-				      "ORDER BY d.profile");
+	sqlite3_stmt *st =
+	    prepare(s, "SELECT d.profile, d.sha, d.source, d.size, d.queued_at, "
+		       "f.format FROM desired d LEFT JOIN firmware f ON f.sha = d.sha "
+		       "ORDER BY d.profile");
 	json_object *arr;
 	int rc;
 
@@ -518,7 +519,8 @@ store_desired_list_json(struct store *s, json_object **ret)
 		json_object_object_add(o, "profile", json_object_new_string(col_str(st, 0)));
 		json_object_object_add(o, "sha256", json_object_new_string(col_str(st, 1)));
 		json_object_object_add(o, "source", json_object_new_string(col_str(st, 2)));
-		json_object_object_add(o, "size", json_object_new_int64(sqlite3_column_int64(st, 3)));
+		json_object_object_add(o, "size",
+				       json_object_new_int64(sqlite3_column_int64(st, 3)));
 		add_time(o, "queued_at", sqlite3_column_int64(st, 4));
 		json_object_object_add(o, "format", json_object_new_string(col_str(st, 5)));
 		json_object_array_add(arr, o);
@@ -536,8 +538,8 @@ int
 store_job_begin(struct store *s, struct store_job *j)
 {
 	sqlite3_stmt *st = prepare(
-		s, "INSERT INTO jobs (board_id, port, profile, method, sha, step, started_at, result) "
-		   "VALUES (?, ?, ?, ?, ?, ?, ?, 'running')");
+	    s, "INSERT INTO jobs (board_id, port, profile, method, sha, step, started_at, result) "
+	       "VALUES (?, ?, ?, ?, ?, ?, ?, 'running')");
 	int r;
 
 	if (!st)
@@ -584,8 +586,8 @@ int
 store_job_unfinished(struct store *s, const char *port, struct store_job *ret)
 {
 	sqlite3_stmt *st = prepare(
-		s, "SELECT id, IFNULL(board_id, 0), port, profile, method, sha, step, started_at "
-		   "FROM jobs WHERE result = 'running' AND port = ? ORDER BY id DESC LIMIT 1");
+	    s, "SELECT id, IFNULL(board_id, 0), port, profile, method, sha, step, started_at "
+	       "FROM jobs WHERE result = 'running' AND port = ? ORDER BY id DESC LIMIT 1");
 	int rc;
 
 	if (!st)
@@ -615,10 +617,10 @@ int
 store_history_json(struct store *s, int64_t board_id, unsigned limit, json_object **ret)
 {
 	sqlite3_stmt *st = prepare(
-		s, "SELECT j.id, IFNULL(j.board_id, 0), j.port, j.profile, j.method, j.sha, j.step, "
-		   "j.started_at, j.ended_at, j.result, j.error, j.bytes, IFNULL(b.board, ''), "
-		   "IFNULL(b.serial, '') FROM jobs j LEFT JOIN boards b ON b.id = j.board_id "
-		   "WHERE ?1 < 0 OR j.board_id = ?1 ORDER BY j.id DESC LIMIT ?2");
+	    s, "SELECT j.id, IFNULL(j.board_id, 0), j.port, j.profile, j.method, j.sha, j.step, "
+	       "j.started_at, j.ended_at, j.result, j.error, j.bytes, IFNULL(b.board, ''), "
+	       "IFNULL(b.serial, '') FROM jobs j LEFT JOIN boards b ON b.id = j.board_id "
+	       "WHERE ?1 < 0 OR j.board_id = ?1 ORDER BY j.id DESC LIMIT ?2");
 	json_object *arr;
 	int rc;
 
@@ -631,7 +633,8 @@ store_history_json(struct store *s, int64_t board_id, unsigned limit, json_objec
 		json_object *o = json_object_new_object();
 		int64_t start = sqlite3_column_int64(st, 7), end = sqlite3_column_int64(st, 8);
 
-		json_object_object_add(o, "job", json_object_new_int64(sqlite3_column_int64(st, 0)));
+		json_object_object_add(o, "job",
+				       json_object_new_int64(sqlite3_column_int64(st, 0)));
 		json_object_object_add(o, "board_id",
 				       json_object_new_int64(sqlite3_column_int64(st, 1)));
 		json_object_object_add(o, "board", json_object_new_string(col_str(st, 12)));
@@ -643,11 +646,13 @@ store_history_json(struct store *s, int64_t board_id, unsigned limit, json_objec
 		json_object_object_add(o, "step", json_object_new_string(col_str(st, 6)));
 		add_time(o, "started_at", start);
 		add_time(o, "ended_at", end);
-		json_object_object_add(o, "duration_sec",
-				       json_object_new_int64(end >= start && end ? end - start : 0));
+		json_object_object_add(
+		    o, "duration_sec",
+		    json_object_new_int64(end >= start && end ? end - start : 0));
 		json_object_object_add(o, "result", json_object_new_string(col_str(st, 9)));
 		json_object_object_add(o, "error", json_object_new_string(col_str(st, 10)));
-		json_object_object_add(o, "bytes", json_object_new_int64(sqlite3_column_int64(st, 11)));
+		json_object_object_add(o, "bytes",
+				       json_object_new_int64(sqlite3_column_int64(st, 11)));
 		json_object_array_add(arr, o);
 	}
 	sqlite3_finalize(st);
@@ -662,7 +667,8 @@ store_history_json(struct store *s, int64_t board_id, unsigned limit, json_objec
 int
 store_boards_json(struct store *s, json_object **ret)
 {
-	sqlite3_stmt *st = prepare(s, "SELECT " BOARD_COLS " FROM boards ORDER BY last_seen DESC, id");
+	sqlite3_stmt *st =
+	    prepare(s, "SELECT " BOARD_COLS " FROM boards ORDER BY last_seen DESC, id");
 	json_object *arr;
 	int rc;
 
@@ -680,7 +686,8 @@ store_boards_json(struct store *s, json_object **ret)
 		json_object_object_add(o, "board", json_object_new_string(b.board));
 		json_object_object_add(o, "mcu", json_object_new_string(b.mcu));
 		json_object_object_add(o, "last_mode", json_object_new_string(b.last_mode));
-		json_object_object_add(o, "installed_sha256", json_object_new_string(b.installed_sha));
+		json_object_object_add(o, "installed_sha256",
+				       json_object_new_string(b.installed_sha));
 		json_object_object_add(o, "installed_version",
 				       json_object_new_string(b.installed_version));
 		add_time(o, "first_seen", b.first_seen);

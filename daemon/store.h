@@ -19,7 +19,7 @@ struct store_board {
 	int64_t id;
 	char port[64];
 	char serial[128];
-	char board[64];     /* catalog name, may be empty */
+	char board[64]; /* catalog name, may be empty */
 	char mcu[32];
 	char last_mode[32];
 	char installed_sha[65];
@@ -45,8 +45,8 @@ struct store_job {
 	char sha[65];
 	char step[32];
 	int64_t started_at;
-	int64_t ended_at;   /* 0 while running */
-	char result[16];    /* running|succeeded|failed|rolled-back|interrupted */
+	int64_t ended_at; /* 0 while running */
+	char result[16];  /* running|succeeded|failed|rolled-back|interrupted */
 	char error[512];
 	uint64_t bytes;
 };
@@ -57,7 +57,8 @@ struct store *store_close(struct store *s); /* accepts NULL, returns NULL */
 int store_schema_version(struct store *s);
 
 /* Boards. Find by physical identity; `serial` may be "" for modes that hide it. */
-int store_board_find(struct store *s, const char *port, const char *serial, struct store_board *ret);
+int store_board_find(struct store *s, const char *port, const char *serial,
+		     struct store_board *ret);
 /* The board last seen on a port (any serial); -ENOENT if none. */
 int store_board_last_on_port(struct store *s, const char *port, struct store_board *ret);
 /* Insert or update by (port, serial); sets b->id and keeps first_seen. */

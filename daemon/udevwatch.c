@@ -88,7 +88,7 @@ find_children(struct udevwatch *w, struct udev_device *usb, struct device *dev)
 	udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
 	{
 		struct udev_device *c =
-			udev_device_new_from_syspath(w->udev, udev_list_entry_get_name(e));
+		    udev_device_new_from_syspath(w->udev, udev_list_entry_get_name(e));
 		const char *subsystem, *node;
 
 		if (!c)
@@ -221,7 +221,7 @@ static void
 coldplug(struct udevwatch *w)
 {
 	/* usb devices first so that tty/block children find their parent already known */
-	static const char *const subsystems[] = { "usb", "tty", "block" };
+	static const char *const subsystems[] = {"usb", "tty", "block"};
 
 	for (size_t i = 0; i < ELEMENTSOF(subsystems); i++) {
 		struct udev_enumerate *en = udev_enumerate_new(w->udev);
@@ -234,7 +234,7 @@ coldplug(struct udevwatch *w)
 		udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
 		{
 			struct udev_device *d =
-				udev_device_new_from_syspath(w->udev, udev_list_entry_get_name(e));
+			    udev_device_new_from_syspath(w->udev, udev_list_entry_get_name(e));
 
 			if (!d)
 				continue;

@@ -12,7 +12,7 @@
 #include "device.h"
 
 enum udevwatch_action {
-	UDEVWATCH_ADD,    /* a usb_device in a known mode appeared (or was bound again) */
+	UDEVWATCH_ADD,	  /* a usb_device in a known mode appeared (or was bound again) */
 	UDEVWATCH_CHANGE, /* its tty or block child came or went */
 	UDEVWATCH_REMOVE, /* the usb_device is gone: only syspath and port are set */
 };

@@ -71,7 +71,7 @@ worker_plan_to_json(const struct worker_plan *p, char **ret)
 	json_object_object_add(o, "window", json_object_new_int64(p->window));
 	json_object_object_add(o, "timeout_ms", json_object_new_int64(p->timeout_ms));
 	*ret = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-							      JSON_C_TO_STRING_NOSLASHESCAPE));
+							     JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
 	return 0;
 }
@@ -183,7 +183,8 @@ worker_plan_from_json(const char *s, struct worker_plan *ret, const char **ret_e
 	{
 		uint64_t vid, pid, bus, dev;
 
-		if (!get_uint(d, "vid", UINT16_MAX, &vid) || !get_uint(d, "pid", UINT16_MAX, &pid) ||
+		if (!get_uint(d, "vid", UINT16_MAX, &vid) ||
+		    !get_uint(d, "pid", UINT16_MAX, &pid) ||
 		    !get_uint(d, "busnum", UINT32_MAX, &bus) ||
 		    !get_uint(d, "devnum", UINT32_MAX, &dev)) {
 			err = "plan device has an out-of-range number";
@@ -211,9 +212,8 @@ fail:
 
 /* --- the sequence ---------------------------------------------------------------------- */
 
-static int
-fail(struct worker_report *r, const char *step, int err, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+static int fail(struct worker_report *r, const char *step, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 static int
 fail(struct worker_report *r, const char *step, int err, const char *fmt, ...)
@@ -259,8 +259,8 @@ run_flash(const struct worker_plan *p, const struct worker_events *ev, struct wo
 	const struct catalog_board *named = NULL;
 	struct catalog_board board_copy;
 	struct flash_session s;
-	struct image parsed = { 0 }, flash_img = { 0 };
-	struct verdict v = { 0 };
+	struct image parsed = {0}, flash_img = {0};
+	struct verdict v = {0};
 	uint8_t *buf = NULL;
 	size_t len = 0;
 	const char *perr = NULL;
@@ -286,8 +286,7 @@ run_flash(const struct worker_plan *p, const struct worker_events *ev, struct wo
 		return fail(r, "check", ret, "cannot read %s: %s", p->image_path, strerror(-ret));
 	ret = image_parse(buf, len, &parsed, &perr);
 	if (ret < 0) {
-		ret = fail(r, "check", ret, "%s: %s", p->image_path,
-			   perr ? perr : strerror(-ret));
+		ret = fail(r, "check", ret, "%s: %s", p->image_path, perr ? perr : strerror(-ret));
 		goto out_buf;
 	}
 
@@ -321,18 +320,20 @@ run_flash(const struct worker_plan *p, const struct worker_events *ev, struct wo
 	}
 	{
 		struct validate_target t = {
-			.board = s.board ? s.board : board_for_mcu(s.reported_mcu[0] ? s.reported_mcu
-										: p->dev.product),
-			.app_start = s.reported_app_start,
-			.interface = p->interface,
-			.reported_mcu = s.reported_mcu[0] ? s.reported_mcu : NULL,
-			.file_name = name ? name + 1 : p->image_path,
+		    .board = s.board ? s.board
+				     : board_for_mcu(s.reported_mcu[0] ? s.reported_mcu
+								       : p->dev.product),
+		    .app_start = s.reported_app_start,
+		    .interface = p->interface,
+		    .reported_mcu = s.reported_mcu[0] ? s.reported_mcu : NULL,
+		    .file_name = name ? name + 1 : p->image_path,
 		};
 
 		if (!t.board) {
-			ret = fail(r, "check", -EINVAL,
-				   "board unknown and the bootloader reports no known MCU: name the "
-				   "board");
+			ret =
+			    fail(r, "check", -EINVAL,
+				 "board unknown and the bootloader reports no known MCU: name the "
+				 "board");
 			goto out;
 		}
 		ret = validate_image_for_flash(buf, len, &t, &v, &flash_img);
@@ -489,7 +490,7 @@ worker_report_to_json(const struct worker_report *r)
 {
 	struct json_object *o = report_object(r);
 	char *s = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-								  JSON_C_TO_STRING_NOSLASHESCAPE));
+								JSON_C_TO_STRING_NOSLASHESCAPE));
 
 	json_object_put(o);
 	return s;
@@ -498,9 +499,9 @@ worker_report_to_json(const struct worker_report *r)
 int
 worker_run(const struct worker_plan *p, int out_fd)
 {
-	struct line_out l = { .fd = out_fd, .percent = -1 };
-	struct worker_events ev = { .progress = line_progress, .reported = line_reported,
-				    .userdata = &l };
+	struct line_out l = {.fd = out_fd, .percent = -1};
+	struct worker_events ev = {
+	    .progress = line_progress, .reported = line_reported, .userdata = &l};
 	struct worker_report r;
 	int ret = worker_execute(p, &ev, &r);
 

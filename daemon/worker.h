@@ -18,7 +18,7 @@ struct worker_plan {
 	char action[16];       /* "enter" (1200-baud touch of dev.tty) or "flash" */
 	char method[16];       /* backend name for "flash"; "" = by dev.mode */
 	struct device dev;     /* the device to talk to */
-	char board[64];        /* catalog name, may be "" */
+	char board[64];	       /* catalog name, may be "" */
 	char image_path[4096]; /* stored firmware file */
 	uint32_t app_start;    /* expected (profile/catalog); 0 = accept the bootloader's */
 	enum config_interface interface;
@@ -34,7 +34,7 @@ struct worker_report {
 	uint64_t bytes;
 	uint32_t erases;
 	uint32_t transfers;
-	char mcu[32];       /* as the bootloader reported it */
+	char mcu[32]; /* as the bootloader reported it */
 	uint32_t app_start;
 	char version[64];
 };

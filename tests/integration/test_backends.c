@@ -141,8 +141,8 @@ static bool
 flash_equals(struct sim_board *b, uint32_t addr, const uint8_t *want, size_t len)
 {
 	uint8_t *got = xmalloc(len);
-	bool same = flash_read(sim_board_flash(b), addr, got, len) == 0 &&
-		    memcmp(got, want, len) == 0;
+	bool same =
+	    flash_read(sim_board_flash(b), addr, got, len) == 0 && memcmp(got, want, len) == 0;
 
 	free(got);
 	return same;
@@ -163,8 +163,8 @@ run_plan(const struct worker_plan *p, struct worker_report *r)
 static void
 katapult_flash_ok(struct sim *s, const char *model, const char *port, unsigned window)
 {
-	struct sim_board_spec spec = { .model = model, .port = port,
-				       .bootloader = SIM_BL_KATAPULT, .mode = SIM_MODE_KATAPULT };
+	struct sim_board_spec spec = {
+	    .model = model, .port = port, .bootloader = SIM_BL_KATAPULT, .mode = SIM_MODE_KATAPULT};
 	struct sim_board *b = sim_board_add(s, &spec);
 	struct sim_katapult_stats st;
 	struct worker_plan p;
@@ -208,8 +208,10 @@ katapult_flash_ok(struct sim *s, const char *model, const char *port, unsigned w
 static void
 katapult_wrong_app_start(struct sim *s)
 {
-	struct sim_board_spec spec = { .model = "octopus-f446", .port = "1-3",
-				       .bootloader = SIM_BL_KATAPULT, .mode = SIM_MODE_KATAPULT };
+	struct sim_board_spec spec = {.model = "octopus-f446",
+				      .port = "1-3",
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KATAPULT};
 	struct sim_board *b = sim_board_add(s, &spec);
 	struct sim_katapult_stats st;
 	struct worker_plan p;
@@ -258,8 +260,10 @@ static void
 katapult_fault(struct sim *s, const char *port, struct sim_fault fault, unsigned timeout_ms,
 	       bool expect_ok, const char *expect_error)
 {
-	struct sim_board_spec spec = { .model = "octopus-f446", .port = port,
-				       .bootloader = SIM_BL_KATAPULT, .mode = SIM_MODE_KATAPULT };
+	struct sim_board_spec spec = {.model = "octopus-f446",
+				      .port = port,
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KATAPULT};
 	struct sim_board *b = sim_board_add(s, &spec);
 	struct sim_katapult_stats st;
 	struct worker_plan p;
@@ -310,17 +314,15 @@ katapult_fault(struct sim *s, const char *port, struct sim_fault fault, unsigned
 static void
 katapult_faults(struct sim *s)
 {
-	katapult_fault(s, "1-4", (struct sim_fault){ SIM_FAULT_CORRUPT_FRAME, 5, 2 }, 0, true,
-		       NULL);
-	katapult_fault(s, "1-5", (struct sim_fault){ SIM_FAULT_DROP_FRAME, 7, 1 }, 500, true,
-		       NULL);
-	katapult_fault(s, "1-6", (struct sim_fault){ SIM_FAULT_DUP_FRAME, 3, 4 }, 0, true, NULL);
-	katapult_fault(s, "1-7", (struct sim_fault){ SIM_FAULT_NACK_STORM, 4, 3 }, 0, true, NULL);
-	katapult_fault(s, "1-8", (struct sim_fault){ SIM_FAULT_STALL, 6, 900 }, 300, true, NULL);
-	katapult_fault(s, "1-9", (struct sim_fault){ SIM_FAULT_NACK_STORM, 4, 100000 }, 0, false,
+	katapult_fault(s, "1-4", (struct sim_fault){SIM_FAULT_CORRUPT_FRAME, 5, 2}, 0, true, NULL);
+	katapult_fault(s, "1-5", (struct sim_fault){SIM_FAULT_DROP_FRAME, 7, 1}, 500, true, NULL);
+	katapult_fault(s, "1-6", (struct sim_fault){SIM_FAULT_DUP_FRAME, 3, 4}, 0, true, NULL);
+	katapult_fault(s, "1-7", (struct sim_fault){SIM_FAULT_NACK_STORM, 4, 3}, 0, true, NULL);
+	katapult_fault(s, "1-8", (struct sim_fault){SIM_FAULT_STALL, 6, 900}, 300, true, NULL);
+	katapult_fault(s, "1-9", (struct sim_fault){SIM_FAULT_NACK_STORM, 4, 100000}, 0, false,
 		       "failed 5 times");
-	katapult_fault(s, "1-10", (struct sim_fault){ SIM_FAULT_UNPLUG_AT_BYTE, 2048, 0 }, 500,
-		       false, "disconnected");
+	katapult_fault(s, "1-10", (struct sim_fault){SIM_FAULT_UNPLUG_AT_BYTE, 2048, 0}, 500, false,
+		       "disconnected");
 }
 
 /* --- DfuSe ----------------------------------------------------------------------------- */
@@ -328,7 +330,7 @@ katapult_faults(struct sim *s)
 static struct sim_board *
 dfu_board(struct sim *s, const char *model, const char *port)
 {
-	struct sim_board_spec spec = { .model = model, .port = port, .mode = SIM_MODE_ROM_DFU };
+	struct sim_board_spec spec = {.model = model, .port = port, .mode = SIM_MODE_ROM_DFU};
 
 	return sim_board_add(s, &spec);
 }
@@ -467,12 +469,12 @@ static void
 dfu_device_errors(struct sim *s)
 {
 	/* the 3rd data block of the run from 0x08008000 is wBlockNum 4 at 0x08009000 */
-	dfu_device_error(s, "2-2", (struct sim_fault){ SIM_FAULT_DFU_ERR_WRITE, 3, 0 }, "errWRITE",
+	dfu_device_error(s, "2-2", (struct sim_fault){SIM_FAULT_DFU_ERR_WRITE, 3, 0}, "errWRITE",
 			 "block 4 at 0x08009000");
-	dfu_device_error(s, "2-3", (struct sim_fault){ SIM_FAULT_DFU_ERR_VERIFY, 5, 0 },
-			 "errVERIFY", "block 6 at 0x0800a000");
+	dfu_device_error(s, "2-3", (struct sim_fault){SIM_FAULT_DFU_ERR_VERIFY, 5, 0}, "errVERIFY",
+			 "block 6 at 0x0800a000");
 	/* the 2nd erase is the sector at 0x0800C000 */
-	dfu_device_error(s, "2-4", (struct sim_fault){ SIM_FAULT_DFU_ERR_ERASE, 2, 0 }, "errERASE",
+	dfu_device_error(s, "2-4", (struct sim_fault){SIM_FAULT_DFU_ERR_ERASE, 2, 0}, "errERASE",
 			 "0x0800c000");
 }
 
@@ -481,11 +483,12 @@ dfu_device_errors(struct sim *s)
 static void
 touch_transitions(struct sim *s)
 {
-	struct sim_board_spec kspec = { .model = "octopus-f446", .port = "3-1",
-					.bootloader = SIM_BL_KATAPULT,
-					.mode = SIM_MODE_KLIPPER_APP };
-	struct sim_board_spec dspec = { .model = "octopus-f446", .port = "3-2",
-					.mode = SIM_MODE_KLIPPER_APP };
+	struct sim_board_spec kspec = {.model = "octopus-f446",
+				       .port = "3-1",
+				       .bootloader = SIM_BL_KATAPULT,
+				       .mode = SIM_MODE_KLIPPER_APP};
+	struct sim_board_spec dspec = {
+	    .model = "octopus-f446", .port = "3-2", .mode = SIM_MODE_KLIPPER_APP};
 	struct sim_board *k = sim_board_add(s, &kspec), *d = sim_board_add(s, &dspec);
 	char tty[DEVICE_PATH];
 
@@ -507,8 +510,10 @@ touch_transitions(struct sim *s)
 static void
 worker_lines(struct sim *s)
 {
-	struct sim_board_spec spec = { .model = "octopus-f446", .port = "3-3",
-				       .bootloader = SIM_BL_KATAPULT, .mode = SIM_MODE_KATAPULT };
+	struct sim_board_spec spec = {.model = "octopus-f446",
+				      .port = "3-3",
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KATAPULT};
 	struct sim_board *b = sim_board_add(s, &spec);
 	const char *build = getenv("BUILD") ? getenv("BUILD") : "build";
 	struct worker_plan p;
@@ -531,7 +536,8 @@ worker_lines(struct sim *s)
 	buf[n > 0 ? n : 0] = '\0';
 	CHECK(strstr(buf, "{\"type\":\"reported\",\"mcu\":\"stm32f446xx\",\"app_start\":"
 			  "\"0x08008000\"") != NULL);
-	CHECK(strstr(buf, "{\"type\":\"progress\",\"step\":\"write\",\"done\":4096,\"total\":4096}") !=
+	CHECK(strstr(buf,
+		     "{\"type\":\"progress\",\"step\":\"write\",\"done\":4096,\"total\":4096}") !=
 	      NULL);
 	CHECK(strstr(buf, "{\"type\":\"result\",\"ok\":true,\"step\":\"leave\",\"error\":\"\","
 			  "\"bytes\":4096") != NULL);
@@ -569,11 +575,12 @@ worker_lines(struct sim *s)
 static void
 oneshot_paths(struct sim *s)
 {
-	struct sim_board_spec kspec = { .model = "octopus-f446", .port = "4-1",
-					.bootloader = SIM_BL_KATAPULT,
-					.mode = SIM_MODE_KLIPPER_APP };
-	struct sim_board_spec dspec = { .model = "skr-3-h723", .port = "4-2",
-					.mode = SIM_MODE_KLIPPER_APP };
+	struct sim_board_spec kspec = {.model = "octopus-f446",
+				       .port = "4-1",
+				       .bootloader = SIM_BL_KATAPULT,
+				       .mode = SIM_MODE_KLIPPER_APP};
+	struct sim_board_spec dspec = {
+	    .model = "skr-3-h723", .port = "4-2", .mode = SIM_MODE_KLIPPER_APP};
 	struct sim_board *k = sim_board_add(s, &kspec), *d = sim_board_add(s, &dspec);
 	char tty[DEVICE_PATH], *path;
 	uint8_t *img;
@@ -599,15 +606,16 @@ oneshot_paths(struct sim *s)
 	CHECK_STREQ(sim_board_app_version(d), "v-oneshot-d");
 	/* a board with no software way into a bootloader: refused with what would help */
 	{
-		struct sim_board_spec nspec = { .model = "skr-mini-e3-v2-f103rc", .port = "4-3",
-						.mode = SIM_MODE_KLIPPER_APP };
+		struct sim_board_spec nspec = {
+		    .model = "skr-mini-e3-v2-f103rc", .port = "4-3", .mode = SIM_MODE_KLIPPER_APP};
 		struct sim_board *n = sim_board_add(s, &nspec);
 
 		CHECK(n != NULL);
 		if (n) {
 			unsigned before = sim_board_enumerations(n);
 
-			CHECK_EQ_INT(oneshot("flash", "--device", sim_board_by_id(n), path, NULL), 1);
+			CHECK_EQ_INT(oneshot("flash", "--device", sim_board_by_id(n), path, NULL),
+				     1);
 			CHECK(sim_board_enumerations(n) > before); /* it did reboot, into the app */
 			sim_board_unplug(n);
 		}

@@ -22,7 +22,9 @@ static json_object *
 ctl_json(const char *cmd)
 {
 	char *ctl = xasprintf("%s/skrflashctl", build), *out = NULL, *c = xstrdup(cmd);
-	char *argv[] = { ctl, (char[]){ "--json" }, (char[]){ "--socket" }, sock, (char[]){ "--config" }, conf, c, NULL };
+	char *argv[] = {
+	    ctl, (char[]){"--json"}, (char[]){"--socket"}, sock, (char[]){"--config"}, conf, c,
+	    NULL};
 	json_object *o = NULL;
 	int st = sim_run(sim, argv, 10000, &out);
 
@@ -75,12 +77,13 @@ write_conf(const char *path, const char *extra)
 	CHECK(f != NULL);
 	if (!f)
 		return;
-	fprintf(f, "timeouts = { leave_grace = 0.3; };\n"
-		   "profiles = (\n"
-		   "  { name = \"octo-a\"; match = { board = \"octopus-f446\"; port = \"1-1\"; }; },\n"
-		   "  { name = \"octo-b\"; match = { board = \"octopus-f446\"; port = \"1-2\"; }; },\n"
-		   "  { name = \"skr3\"; match = { board = \"skr-3-h723\"; }; }%s\n"
-		   ");\n",
+	fprintf(f,
+		"timeouts = { leave_grace = 0.3; };\n"
+		"profiles = (\n"
+		"  { name = \"octo-a\"; match = { board = \"octopus-f446\"; port = \"1-1\"; }; },\n"
+		"  { name = \"octo-b\"; match = { board = \"octopus-f446\"; port = \"1-2\"; }; },\n"
+		"  { name = \"skr3\"; match = { board = \"skr-3-h723\"; }; }%s\n"
+		");\n",
 		extra);
 	fclose(f);
 }
@@ -88,7 +91,7 @@ write_conf(const char *path, const char *extra)
 static struct sim_board *
 add(const char *model, const char *port, enum sim_mode mode)
 {
-	struct sim_board_spec spec = { .model = model, .port = port, .mode = mode };
+	struct sim_board_spec spec = {.model = model, .port = port, .mode = mode};
 	struct sim_board *b = sim_board_add(sim, &spec);
 
 	CHECK(b != NULL);
@@ -121,8 +124,16 @@ main(int argc, char **argv)
 	b2 = add("octopus-f446", "1-2", SIM_MODE_KLIPPER_APP);
 	h7 = add("skr-3-h723", "1-3", SIM_MODE_KLIPPER_APP);
 	{
-		char *args[] = { daemon_path, (char[]){ "-c" }, conf, (char[]){ "--state-dir" }, state, (char[]){ "--runtime-dir" }, run,
-				 (char[]){ "--log-level" }, (char[]){ "debug" }, NULL };
+		char *args[] = {daemon_path,
+				(char[]){"-c"},
+				conf,
+				(char[]){"--state-dir"},
+				state,
+				(char[]){"--runtime-dir"},
+				run,
+				(char[]){"--log-level"},
+				(char[]){"debug"},
+				NULL};
 
 		d = sim_proc_spawn(sim, args, NULL);
 	}
@@ -145,8 +156,8 @@ main(int argc, char **argv)
 	CHECK_STREQ(field(board_on(boards, "1-2"), "serial"), sim_board_uid(b2));
 	CHECK(strcmp(sim_board_uid(a), sim_board_uid(b2)) != 0);
 	CHECK_STREQ(field(board_on(boards, "1-1"), "tty"), sim_board_tty(a));
-	CHECK(strstr(field(board_on(boards, "1-1"), "by_id"), "/serial/by-id/usb-Klipper_stm32f446xx_") !=
-	      NULL);
+	CHECK(strstr(field(board_on(boards, "1-1"), "by_id"),
+		     "/serial/by-id/usb-Klipper_stm32f446xx_") != NULL);
 	CHECK_STREQ(field(board_on(boards, "1-1"), "usb_id"), "1d50:614e");
 	json_object_put(x);
 
@@ -173,7 +184,8 @@ main(int argc, char **argv)
 
 	/* the same board re-appears in ROM DFU on the same port: identity and profile kept */
 	CHECK_EQ_INT(sim_board_plug(a, SIM_MODE_ROM_DFU), 0);
-	CHECK_EQ_INT(sim_proc_wait_output(d, "on port 1-1: klipper-app -> stm32-rom-dfu", 10000), 0);
+	CHECK_EQ_INT(sim_proc_wait_output(d, "on port 1-1: klipper-app -> stm32-rom-dfu", 10000),
+		     0);
 	boards = x = ctl_json("boards");
 	CHECK_STREQ(field(board_on(boards, "1-1"), "mode"), "stm32-rom-dfu");
 	CHECK_STREQ(field(board_on(boards, "1-1"), "serial"), sim_board_uid(a));
@@ -182,7 +194,8 @@ main(int argc, char **argv)
 	CHECK_STREQ(field(board_on(boards, "1-1"), "profile"), "octo-a");
 	json_object_put(x);
 	CHECK_EQ_INT(sim_board_plug(a, SIM_MODE_KLIPPER_APP), 0);
-	CHECK_EQ_INT(sim_proc_wait_output(d, "on port 1-1: stm32-rom-dfu -> klipper-app", 10000), 0);
+	CHECK_EQ_INT(sim_proc_wait_output(d, "on port 1-1: stm32-rom-dfu -> klipper-app", 10000),
+		     0);
 	/* and into Katapult */
 	CHECK_EQ_INT(sim_board_plug(h7, SIM_MODE_KATAPULT), 0);
 	CHECK_EQ_INT(sim_proc_wait_output(d, "on port 1-3: klipper-app -> katapult", 10000), 0);
@@ -197,7 +210,11 @@ main(int argc, char **argv)
 	CHECK_EQ_INT(count(out, "board appeared: octopus-f446 in klipper-app mode on port 1-1"), 1);
 	CHECK_EQ_INT(count(out, "board appeared:"), 9);
 	CHECK_EQ_INT(count(out, "board left:"), 1);
-	CHECK(strstr(out, "<5>board appeared: skr-3-h723 in klipper-app mode on port 1-3, profile 'skr3'") != NULL);
+	CHECK(
+	    strstr(
+		out,
+		"<5>board appeared: skr-3-h723 in klipper-app mode on port 1-3, profile 'skr3'") !=
+	    NULL);
 
 	/* SIGHUP with a broken file: keeps running on the old snapshot */
 	{
@@ -205,7 +222,9 @@ main(int argc, char **argv)
 
 		CHECK(f != NULL);
 		if (f) {
-			fputs("profiles = ( { name = \"x\"; match = { board = \"no-such\"; }; } );\n", f);
+			fputs(
+			    "profiles = ( { name = \"x\"; match = { board = \"no-such\"; }; } );\n",
+			    f);
 			fclose(f);
 		}
 	}
@@ -231,8 +250,10 @@ main(int argc, char **argv)
 	/* a config that cannot be loaded at start: exit 78 with FILE:LINE */
 	{
 		FILE *f = fopen(conf, "w");
-		char *args[] = { daemon_path, (char[]){ "-c" }, conf, (char[]){ "--state-dir" }, state, (char[]){ "--runtime-dir" }, run,
-				 NULL };
+		char *args[] = {daemon_path, (char[]){"-c"},
+				conf,	     (char[]){"--state-dir"},
+				state,	     (char[]){"--runtime-dir"},
+				run,	     NULL};
 		char *o = NULL;
 
 		CHECK(f != NULL);
@@ -250,7 +271,10 @@ main(int argc, char **argv)
 	/* identities survive a restart: the database remembers the boards */
 	write_conf(conf, "");
 	{
-		char *args[] = { daemon_path, (char[]){ "-c" }, conf, (char[]){ "--state-dir" }, state, (char[]){ "--runtime-dir" }, run, NULL };
+		char *args[] = {daemon_path, (char[]){"-c"},
+				conf,	     (char[]){"--state-dir"},
+				state,	     (char[]){"--runtime-dir"},
+				run,	     NULL};
 
 		d = sim_proc_spawn(sim, args, NULL);
 	}
@@ -260,7 +284,9 @@ main(int argc, char **argv)
 	json_object_put(x);
 	{
 		char *ctl = xasprintf("%s/skrflashctl", build), *o = NULL;
-		char *args[] = { ctl, (char[]){ "--json" }, (char[]){ "--socket" }, sock, (char[]){ "--config" }, conf, (char[]){ "boards" }, (char[]){ "--all" }, NULL };
+		char *args[] = {
+		    ctl,  (char[]){"--json"}, (char[]){"--socket"}, sock, (char[]){"--config"},
+		    conf, (char[]){"boards"}, (char[]){"--all"},    NULL};
 
 		CHECK_EQ_INT(sim_run(sim, args, 10000, &o), 0);
 		/* the unplugged board on 1-2 is still known, as absent */

@@ -40,18 +40,18 @@ main(void)
 	CHECK_EQ_INT(parse("{}", &req), -EINVAL);
 	CHECK_EQ_INT(parse("{\"command\":\"reboot\"}", &req), -EINVAL);
 	CHECK_EQ_INT(parse("{\"command\":5}", &req), -EINVAL);
-	CHECK_EQ_INT(parse("{\"command\":\"flash\"}", &req), -EINVAL);          /* needs a board */
+	CHECK_EQ_INT(parse("{\"command\":\"flash\"}", &req), -EINVAL); /* needs a board */
 	CHECK_EQ_INT(parse("{\"command\":\"flash\",\"board\":\"\"}", &req), -EINVAL);
 	CHECK_EQ_INT(parse("{\"command\":\"status\",\"x\":1}", &req), -EINVAL); /* unknown key */
 	CHECK_EQ_INT(parse("{\"command\":\"history\",\"limit\":0}", &req), -EINVAL);
 	CHECK_EQ_INT(parse("{\"command\":\"history\",\"limit\":\"5\"}", &req), -EINVAL);
 	CHECK_EQ_INT(parse("{\"command\":\"boards\",\"all\":1}", &req), -EINVAL);
-	CHECK_EQ_INT(parse("{\"command\":\"status\"} {}", &req), -EINVAL);      /* trailing data */
-	CHECK_EQ_INT(parse("{\"command\":\"status\"", &req), -EINVAL);          /* truncated */
+	CHECK_EQ_INT(parse("{\"command\":\"status\"} {}", &req), -EINVAL); /* trailing data */
+	CHECK_EQ_INT(parse("{\"command\":\"status\"", &req), -EINVAL);	   /* truncated */
 	{
 		static const char nul[] = "{\"command\":\"status\"}\0";
 
-		CHECK_EQ_INT(control_parse_request(nul, sizeof(nul) - 1, &req, &(const char *){ 0 }),
+		CHECK_EQ_INT(control_parse_request(nul, sizeof(nul) - 1, &req, &(const char *){0}),
 			     -EINVAL);
 	}
 	{
@@ -59,7 +59,7 @@ main(void)
 
 		memset(big, ' ', sizeof(big));
 		memcpy(big, "{\"command\":\"status\"}", 20);
-		CHECK_EQ_INT(control_parse_request(big, sizeof(big), &req, &(const char *){ 0 }),
+		CHECK_EQ_INT(control_parse_request(big, sizeof(big), &req, &(const char *){0}),
 			     -EINVAL);
 	}
 	CHECK_STREQ(control_command_to_string(CONTROL_HISTORY), "history");

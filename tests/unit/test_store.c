@@ -110,11 +110,11 @@ main(void)
 	CHECK_EQ_INT(store_job_unfinished(s, "1-1", &ju), -ENOENT);
 	CHECK_EQ_INT(store_history_json(s, -1, 0, &arr), 0);
 	CHECK_EQ_INT(json_object_array_length(arr), 1);
-	CHECK_STREQ(json_object_get_string(json_object_object_get(
-			    json_object_array_get_idx(arr, 0), "result")),
+	CHECK_STREQ(json_object_get_string(
+			json_object_object_get(json_object_array_get_idx(arr, 0), "result")),
 		    "succeeded");
-	CHECK_EQ_INT(json_object_get_int64(json_object_object_get(json_object_array_get_idx(arr, 0),
-								  "bytes")),
+	CHECK_EQ_INT(json_object_get_int64(
+			 json_object_object_get(json_object_array_get_idx(arr, 0), "bytes")),
 		     1234);
 	json_object_put(arr);
 

@@ -87,20 +87,21 @@ static void
 test_malformed(void)
 {
 	static const char *const bad[] = {
-		"",
-		"[]",
-		"{\"action\":\"dance\",\"device\":{}}",
-		"{\"action\":\"flash\",\"device\":{}}", /* no image */
-		"{\"action\":\"enter\"}",                /* no device */
-		"{\"action\":\"enter\",\"device\":{\"mode\":\"warp\"}}",
-		"{\"action\":\"enter\",\"device\":{\"vid\":70000}}",
-		"{\"action\":\"enter\",\"device\":{\"vid\":-1}}",
-		"{\"action\":\"enter\",\"device\":{\"tty\":5}}",
-		"{\"action\":\"enter\",\"device\":{},\"app_start\":\"0xzz\"}",
-		"{\"action\":\"enter\",\"device\":{},\"interface\":\"spi\"}",
-		"{\"action\":\"enter\",\"device\":{},\"window\":100000}",
-		"{\"action\":\"enter\",\"device\":{},\"board\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-		"xxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
+	    "",
+	    "[]",
+	    "{\"action\":\"dance\",\"device\":{}}",
+	    "{\"action\":\"flash\",\"device\":{}}", /* no image */
+	    "{\"action\":\"enter\"}",		    /* no device */
+	    "{\"action\":\"enter\",\"device\":{\"mode\":\"warp\"}}",
+	    "{\"action\":\"enter\",\"device\":{\"vid\":70000}}",
+	    "{\"action\":\"enter\",\"device\":{\"vid\":-1}}",
+	    "{\"action\":\"enter\",\"device\":{\"tty\":5}}",
+	    "{\"action\":\"enter\",\"device\":{},\"app_start\":\"0xzz\"}",
+	    "{\"action\":\"enter\",\"device\":{},\"interface\":\"spi\"}",
+	    "{\"action\":\"enter\",\"device\":{},\"window\":100000}",
+	    "{\"action\":\"enter\",\"device\":{},\"board\":"
+	    "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	    "xxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
 	};
 	struct worker_plan q;
 

@@ -1,0 +1,295 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* test_engine_recover: the flash engine when things go wrong after the plan - a new image
+ * that does not boot (rolled back to the last known-good one, marked bad, not retried until
+ * `skrflashctl retry`), a board unplugged during the write (flashed again when it comes back
+ * in its bootloader), and the daemon killed mid-write (the next daemon resumes the same job
+ * from the write step). Boards boot-loop into Katapult (SIM_BOOTLOOP_RECOVER). */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "flash.h"
+#include "harness.h"
+#include "test_engine_lib.h"
+#include "util.h"
+
+static const char profiles[] =
+	"  { name = \"rb\"; match = { board = \"octopus-f446\"; port = \"1-1\"; };\n"
+	"    auto_flash = [\"hotplug\", \"queue\"]; },\n"
+	"  { name = \"unplug\"; match = { board = \"octopus-f446\"; port = \"1-2\"; };\n"
+	"    auto_flash = [\"hotplug\", \"queue\"]; },\n"
+	"  { name = \"kill\"; match = { board = \"octopus-f446\"; port = \"1-3\"; };\n"
+	"    auto_flash = [\"hotplug\", \"queue\"]; }";
+
+static json_object *
+newest_on(json_object *hist, const char *port)
+{
+	for (size_t i = 0; hist && i < json_object_array_length(hist); i++) {
+		json_object *r = json_object_array_get_idx(hist, i);
+
+		if (strcmp(eng_str(r, "port"), port) == 0)
+			return r;
+	}
+	return NULL;
+}
+
+static size_t
+rows_on(json_object *hist, const char *port)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; hist && i < json_object_array_length(hist); i++)
+		n += strcmp(eng_str(json_object_array_get_idx(hist, i), "port"), port) == 0;
+	return n;
+}
+
+static char *
+flashed_needle(struct sim_board *b, const char *sha)
+{
+	return xasprintf("flashed %s on port %s with %.12s", sim_board_model(b)->name,
+			 sim_board_port(b), sha);
+}
+
+static void
+test_rollback(struct sim_board *b)
+{
+	struct flash *f = sim_board_flash(b);
+	uint32_t start = sim_board_app_start(b);
+	uint8_t *ia, *ib, *bl = eng_flash_copy(b, f->base, start);
+	size_t la, lb, rows;
+	char sa[65], sb[65], buf[128];
+	char *pa = eng_image(b, 0, "v0.13.0-good", 32 * 1024, &ia, &la, sa);
+	char *pb = eng_image(b, 0, "v0.14.0-crashes", 32 * 1024, &ib, &lb, sb);
+	char *na = flashed_needle(b, sa), *out = NULL, *needle;
+	struct sim_fault crash = { .kind = SIM_FAULT_BOOT_FAIL };
+	json_object *hist, *row;
+	long long job_b;
+
+	/* A: the known-good image */
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "rb", pa, NULL), 0);
+	free(out);
+	CHECK_EQ_INT(eng_wait(na, 20000), 0);
+	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), sa);
+
+	/* B passes every check the host can make, and crashes at start-up on the board */
+	CHECK_EQ_INT(sim_board_set_fault(b, &crash), 0);
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "rb", pb, NULL), 0);
+	free(out);
+	needle = xasprintf("did not boot firmware %.12s; rolled back to the last known-good %.12s",
+			   sb, sa);
+	CHECK_EQ_INT(eng_wait(needle, 30000), 0);
+	free(needle);
+	needle = xasprintf("octopus-f446 on port 1-1 did not boot the new firmware %.12s", sb);
+	CHECK_EQ_INT(eng_count(needle), 1);
+	free(needle);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_STREQ(sim_board_app_version(b), "v0.13.0-good");
+	CHECK(eng_flash_equals(b, start, ia, la));
+	CHECK(eng_flash_equals(b, f->base, bl, start - f->base));
+	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), sa);
+	hist = eng_history();
+	row = newest_on(hist, "1-1");
+	job_b = eng_int(row, "job");
+	CHECK_STREQ(eng_str(row, "sha256"), sb);
+	CHECK_STREQ(eng_str(row, "result"), "rolled-back");
+	CHECK_STREQ(eng_str(row, "method"), "katapult");
+	CHECK(strstr(eng_str(row, "error"), "marked bad") != NULL);
+	CHECK(strstr(eng_str(row, "error"), "skrflashctl retry 1-1") != NULL);
+	rows = rows_on(hist, "1-1");
+	CHECK_EQ_INT(rows, 2);
+	json_object_put(hist);
+	{
+		char *line = eng_line("rolled back to the last known-good");
+
+		CHECK(line && strncmp(line, "<4>", 3) == 0);
+		CHECK(line && strstr(line, "step=rollback-boot-check"));
+		free(line);
+	}
+
+	/* B is bad for this board: the board coming back does not start it again */
+	CHECK_EQ_INT(sim_board_unplug(b), 0);
+	CHECK_EQ_INT(eng_wait("board left: octopus-f446 on port 1-1", 10000), 0);
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KLIPPER_APP), 0);
+	needle = xasprintf("firmware %.12s did not boot on octopus-f446 before; not retrying", sb);
+	CHECK_EQ_INT(eng_wait(needle, 10000), 0);
+	free(needle);
+	/* nor does a board that shows up in Katapult */
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KATAPULT), 0);
+	CHECK_EQ_INT(eng_wait("on port 1-1: klipper-app -> katapult", 10000), 0);
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KLIPPER_APP), 0);
+	CHECK_EQ_INT(eng_wait("on port 1-1: katapult -> klipper-app", 10000), 0);
+	hist = eng_history();
+	CHECK_EQ_INT(rows_on(hist, "1-1"), rows);
+	CHECK_EQ_INT(eng_int(newest_on(hist, "1-1"), "job"), job_b);
+	json_object_put(hist);
+
+	/* `retry` lifts the mark: the next appearance flashes B, which now boots */
+	CHECK_EQ_INT(eng_ctl(&out, "retry", "1-1", NULL), 0);
+	free(out);
+	CHECK_EQ_INT(sim_board_unplug(b), 0);
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KLIPPER_APP), 0);
+	needle = flashed_needle(b, sb);
+	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
+	free(needle);
+	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), sb);
+	CHECK(eng_flash_equals(b, start, ib, lb));
+	CHECK(eng_flash_equals(b, f->base, bl, start - f->base));
+	free(na);
+	free(pa);
+	free(pb);
+	free(ia);
+	free(ib);
+	free(bl);
+}
+
+static void
+test_unplug(struct sim_board *b)
+{
+	struct flash *f = sim_board_flash(b);
+	uint32_t start = sim_board_app_start(b);
+	uint8_t *img, *bl = eng_flash_copy(b, f->base, start);
+	size_t len;
+	char sha[65], buf[128];
+	char *path = eng_image(b, 0, "v0.13.0-unplug", 64 * 1024, &img, &len, sha);
+	char *needle = flashed_needle(b, sha), *out = NULL;
+	/* the cable goes at 16 KiB into the image, power stays off */
+	struct sim_fault cut = { .kind = SIM_FAULT_UNPLUG_AT_BYTE, .at = 16 * 1024, .count = 0 };
+	json_object *hist, *row;
+	long long failed_job;
+
+	CHECK_EQ_INT(sim_board_set_fault(b, &cut), 0);
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "unplug", path, NULL), 0);
+	free(out);
+	CHECK_EQ_INT(eng_wait("the board stays in its bootloader and can be flashed again", 20000),
+		     0);
+	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_OFF);
+	hist = eng_history();
+	row = newest_on(hist, "1-2");
+	failed_job = eng_int(row, "job");
+	CHECK_STREQ(eng_str(row, "result"), "failed");
+	CHECK_STREQ(eng_str(row, "step"), "write");
+	CHECK_STREQ(eng_str(row, "sha256"), sha);
+	CHECK(strlen(eng_str(row, "error")) > 0);
+	json_object_put(hist);
+	CHECK(!eng_flash_equals(b, start, img, len));
+	CHECK_STREQ(eng_board_field("1-2", "installed_sha256", buf, sizeof(buf)), "");
+
+	/* plugged back in: the half-written app cannot run, Katapult stays; flashed again */
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KATAPULT), 0);
+	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
+	hist = eng_history();
+	row = newest_on(hist, "1-2");
+	CHECK(eng_int(row, "job") > failed_job);
+	CHECK_STREQ(eng_str(row, "result"), "succeeded");
+	CHECK_EQ_INT(eng_int(row, "bytes"), (long long)len);
+	CHECK_STREQ(eng_str(eng_history_job(hist, failed_job), "result"), "failed");
+	json_object_put(hist);
+	CHECK(eng_flash_equals(b, start, img, len));
+	CHECK(eng_flash_equals(b, f->base, bl, start - f->base));
+	CHECK_STREQ(eng_board_field("1-2", "installed_sha256", buf, sizeof(buf)), sha);
+	free(needle);
+	free(path);
+	free(img);
+	free(bl);
+}
+
+/* Waits (bounded) until the board has received n Katapult frames: the simulator has no
+ * event for it. */
+static int
+wait_frames(struct sim_board *b, unsigned n, int timeout_ms)
+{
+	struct timespec tick = { .tv_sec = 0, .tv_nsec = 1000000 };
+
+	for (int i = 0; i < timeout_ms; i++) {
+		struct sim_katapult_stats st;
+
+		sim_board_katapult_stats(b, &st);
+		if (st.frames_rx >= n)
+			return 0;
+		nanosleep(&tick, NULL);
+	}
+	return -ETIMEDOUT;
+}
+
+static void
+test_kill(struct sim_board *b)
+{
+	struct flash *f = sim_board_flash(b);
+	uint32_t start = sim_board_app_start(b);
+	uint8_t *img, *bl = eng_flash_copy(b, f->base, start);
+	size_t len;
+	char sha[65], buf[128];
+	char *path = eng_image(b, 0, "v0.13.0-kill", 64 * 1024, &img, &len, sha);
+	char *needle = flashed_needle(b, sha), *out = NULL, *resumed;
+	struct sim_katapult_stats st;
+	/* the board goes quiet in the middle of the write: the daemon is killed right there */
+	struct sim_fault stall = { .kind = SIM_FAULT_STALL, .at = 200, .count = 1500 };
+	json_object *hist, *row;
+	long long job;
+
+	sim_board_katapult_stats(b, &st);
+	stall.at = 200;
+	CHECK_EQ_INT(sim_board_set_fault(b, &stall), 0);
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "--no-wait", "kill", path, NULL), 0);
+	free(out);
+	CHECK_EQ_INT(eng_wait("octopus-f446 on port 1-3: bootloader reports", 20000), 0);
+	CHECK_EQ_INT(wait_frames(b, st.frames_rx + 200, 10000), 0);
+	CHECK_EQ_INT(eng_kill(), 128 + SIGKILL);
+	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_KATAPULT);
+	CHECK(!eng_flash_equals(b, start, img, len));
+
+	/* the next daemon finds the job in the write step and the board in Katapult */
+	CHECK_EQ_INT(eng_start(NULL), 0);
+	hist = eng_history();
+	row = newest_on(hist, "1-3");
+	job = eng_int(row, "job");
+	json_object_put(hist);
+	resumed = xasprintf("resuming flash of octopus-f446 on port 1-3 with %.12s (profile 'kill', "
+			    "job %lld)",
+			    sha, job);
+	CHECK_EQ_INT(eng_wait(resumed, 20000), 0);
+	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
+	hist = eng_history();
+	row = newest_on(hist, "1-3");
+	CHECK_EQ_INT(eng_int(row, "job"), job);
+	CHECK_STREQ(eng_str(row, "result"), "succeeded");
+	CHECK_STREQ(eng_str(row, "sha256"), sha);
+	CHECK_EQ_INT(rows_on(hist, "1-3"), 1);
+	json_object_put(hist);
+	CHECK(eng_flash_equals(b, start, img, len));
+	CHECK(eng_flash_equals(b, f->base, bl, start - f->base));
+	CHECK_STREQ(eng_board_field("1-3", "installed_sha256", buf, sizeof(buf)), sha);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_STREQ(sim_board_app_version(b), "v0.13.0-kill");
+	free(resumed);
+	free(needle);
+	free(path);
+	free(img);
+	free(bl);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct sim_board *a, *b, *c;
+
+	eng_init(argc, argv, "engine-recover");
+	eng_write_conf("", profiles);
+	a = eng_add("octopus-f446", "1-1", SIM_MODE_KLIPPER_APP, true);
+	b = eng_add("octopus-f446", "1-2", SIM_MODE_KLIPPER_APP, true);
+	c = eng_add("octopus-f446", "1-3", SIM_MODE_KLIPPER_APP, true);
+	CHECK(a && b && c);
+	if (!a || !b || !c || eng_start(NULL) < 0) {
+		eng_done();
+		TEST_DONE();
+	}
+	test_rollback(a);
+	test_unplug(b);
+	test_kill(c);
+	CHECK_EQ_INT(eng_stop(), 0);
+	eng_done();
+	TEST_DONE();
+}
