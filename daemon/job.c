@@ -243,10 +243,9 @@ on_unit_started(void *userdata, const char *unit, int r, const char *result)
 {
 	(void)userdata;
 	(void)result;
+	/* units logs the success itself */
 	if (r < 0)
 		log_warn_errno(r, "could not start %s again after flashing; start it by hand", unit);
-	else
-		log_info("started %s again", unit);
 }
 
 /* The end of every job: history row, journal, units back, slot free. */
@@ -836,11 +835,12 @@ child_done(struct job *j, int status)
 	case STEP_WRITE:
 	case STEP_ROLLBACK_WRITE:
 		if (status != 0 || !j->result_ok) {
+			/* backends say where the board is left; say it once */
 			job_fail(j, "%s on port %s: %s%s", name_of(j), j->port,
 				 j->result_error[0] ? j->result_error : "the worker failed",
-				 j->step == STEP_WRITE ? "; the board stays in its bootloader and "
-							 "can be flashed again"
-						       : "");
+				 j->step == STEP_WRITE && !strstr(j->result_error, "stays in")
+					 ? "; the board stays in its bootloader and can be flashed again"
+					 : "");
 			return;
 		}
 		begin_boot_check(j);

@@ -42,5 +42,5 @@ exec "$sim" --quiet \
 	--board octopus-f446@1-1:katapult-installed \
 	--board skr-3-h723@1-2:klipper-app \
 	--board skr-pro@1-3:klipper-app \
-	--board manta-m8p@1-4:katapult-installed,bootloop=recover,cycles=2 \
+	--board manta-m8p@1-4:katapult-installed,bootloop=recover,cycles=2,crash=wrong-crystal \
 	-- sh "$here/inner.sh" "$T" "$BUILD"

@@ -52,6 +52,9 @@ ctl boards
 step "skrflashctl history"
 ctl history
 
+H="$T/history.json"
+ctl --json history >"$H"
+ctl --json boards >"$T/boards.json"
 kill "$daemon"
 wait "$daemon"
 kill "$tailer" 2>/dev/null
@@ -59,18 +62,10 @@ kill "$tailer" 2>/dev/null
 # the outcomes, checked
 fail=0
 expect() { # expect DESCRIPTION COMMAND...
-	if "$@" >/dev/null 2>&1; then echo "ok: $1"; else echo "NOT OK: $1"; fail=1; fi
+	desc=$1
+	shift
+	if "$@" >/dev/null 2>&1; then echo "ok: $desc"; else echo "NOT OK: $desc"; fail=1; fi
 }
-hist=$(ctl --json history 2>/dev/null || true)
-H="$T/history.json"
-"$BUILD/skrflashd" -c "$T/skrflash.conf" --state-dir "$T/state" --runtime-dir "$T/run" \
-	--log-target stderr >/dev/null 2>&1 &
-d2=$!
-i=0; while ! ctl status >/dev/null 2>&1 && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-ctl --json history >"$H"
-ctl --json boards >"$T/boards.json"
-kill $d2; wait $d2
-: "$hist"
 check_history() { # PORT RESULT METHOD
 	python3 - "$H" "$@" <<'PY'
 import json, sys

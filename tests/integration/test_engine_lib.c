@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "flash.h"
@@ -161,6 +162,62 @@ eng_count(const char *needle)
 	return n;
 }
 
+size_t
+eng_proc_count(struct sim_proc *p, const char *needle)
+{
+	const char *out = p ? sim_proc_output(p) : "";
+	size_t n = 0;
+
+	for (const char *q = out; (q = strstr(q, needle)); q += strlen(needle))
+		n++;
+	return n;
+}
+
+int
+eng_proc_wait_count(struct sim_proc *p, const char *needle, size_t n, int timeout_ms)
+{
+	struct timespec tick = { .tv_sec = 0, .tv_nsec = 5000000 };
+
+	/* sim_proc only waits for the first occurrence: look again as the output grows */
+	for (int waited = 0; waited <= timeout_ms; waited += 5) {
+		if (eng_proc_count(p, needle) >= n)
+			return 0;
+		nanosleep(&tick, NULL);
+	}
+	fprintf(stderr, "output never said '%s' %zu times\n", needle, n);
+	return -ETIMEDOUT;
+}
+
+int
+eng_wait_count(const char *needle, size_t n, int timeout_ms)
+{
+	return eng_proc_wait_count(daemon_proc, needle, n, timeout_ms);
+}
+
+int
+eng_watch_ready(struct sim_proc *w, const char *profile)
+{
+	/* only firmware and job events reach watchers: drop a file the queue rejects until
+	 * the watcher reports the rejection */
+	for (unsigned i = 0; i < 10; i++) {
+		char *tmp = xasprintf("%s/queue/.probe%u.tmp", state, i);
+		char *dst = xasprintf("%s/queue/%s/probe%u.bin", state, profile, i);
+		int r = write_file_atomic(tmp, "not firmware", 12, 0644);
+
+		if (r >= 0)
+			r = rename(tmp, dst) < 0 ? -errno : 0;
+		free(tmp);
+		free(dst);
+		if (r < 0) {
+			fprintf(stderr, "cannot drop a probe into the queue: %s\n", strerror(-r));
+			return r;
+		}
+		if (sim_proc_wait_output(w, "firmware-rejected", 2000) == 0)
+			return 0;
+	}
+	return -ETIMEDOUT;
+}
+
 char *
 eng_line(const char *needle)
 {
@@ -235,6 +292,22 @@ eng_ctl_json(const char *arg, ...)
 	strv_free(v);
 	free(out);
 	return o;
+}
+
+struct sim_proc *
+eng_watch(void)
+{
+	char **v = xnew_array(char *, 6);
+	struct sim_proc *p;
+
+	v[0] = xasprintf("%s/skrflashctl", build);
+	v[1] = xstrdup("--json");
+	v[2] = xstrdup("--socket");
+	v[3] = xstrdup(sock);
+	v[4] = xstrdup("watch");
+	p = sim_proc_spawn(sim, v, NULL);
+	strv_free(v);
+	return p;
 }
 
 json_object *

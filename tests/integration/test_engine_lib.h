@@ -35,6 +35,12 @@ int eng_stop(void);
 int eng_kill(void);
 /* Waits until the daemon output holds needle; 0, -ETIMEDOUT or -EPIPE. */
 int eng_wait(const char *needle, int timeout_ms);
+/* Occurrences of needle in a process's output, and waiting (polled: sim_proc only waits
+ * for a first occurrence) until there are n; 0 or -ETIMEDOUT. */
+size_t eng_proc_count(struct sim_proc *p, const char *needle);
+int eng_proc_wait_count(struct sim_proc *p, const char *needle, size_t n, int timeout_ms);
+/* Waits until the daemon output holds needle at least n times; 0 or -ETIMEDOUT. */
+int eng_wait_count(const char *needle, size_t n, int timeout_ms);
 /* Occurrences of needle in the daemon output so far. */
 size_t eng_count(const char *needle);
 /* The daemon output line (without newline) holding needle, or NULL; caller frees. */
@@ -45,6 +51,11 @@ char *eng_line(const char *needle);
 int eng_ctl(char **ret_out, const char *arg, ...) __attribute__((sentinel));
 /* skrflashctl --json ARGS...: the parsed answer when it exits 0, else NULL. */
 json_object *eng_ctl_json(const char *arg, ...) __attribute__((sentinel));
+/* skrflashctl --json watch, running: daemon events in its output once it subscribed. */
+struct sim_proc *eng_watch(void);
+/* Returns once watcher w is subscribed, proven by drops into profile's queue that the
+ * daemon rejects (firmware-rejected events); 0 or -errno. */
+int eng_watch_ready(struct sim_proc *w, const char *profile);
 /* The `boards` entry on a port (a new reference), or NULL. */
 json_object *eng_board(const char *port);
 /* Field of a board on a port as a string ("" when absent); copies into buf. */

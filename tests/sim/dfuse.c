@@ -63,6 +63,7 @@ struct dfuse_dev {
 	uint8_t result_state; /* shown by the GETSTATUS after dfuDNBUSY */
 	uint8_t result_status;
 	uint64_t ready_at_us; /* device busy until then (enforced bwPollTimeout) */
+	uint64_t bus_done_us; /* when the last control transfer completed on the bus */
 
 	unsigned op_count[_DFUSE_OP_MAX];
 	unsigned fail_nth[_DFUSE_OP_MAX];
@@ -761,6 +762,30 @@ dfuse_control(struct dfuse_dev *d, const uint8_t setup[8], uint8_t *data)
 
 /* ---- usbdevfs emulation (umockdev handle-ioctl, runs on umockdev's worker thread) ---- */
 
+/* Timing model, USB cost: at full speed EP0 carries one control transfer per 1 ms frame, so
+ * a transfer completes no sooner than one frame after the previous one on this device. The
+ * simulator's own per-transfer overhead counts toward that frame instead of adding to it.
+ * Only bus-level transfers (the ioctl path) pay; dfuse_control() callers and tests with
+ * their own clock do not. At speed 0 nothing waits. */
+static void
+bus_pace(struct dfuse_dev *d)
+{
+	uint64_t frame, now, due, wait = 0;
+
+	pthread_mutex_lock(&d->lock);
+	frame = command_time(d);
+	now = now_monotonic_usec();
+	if (frame && d->now_us == default_now_us) {
+		due = d->bus_done_us + frame;
+		wait = due > now ? due - now : 0;
+		d->st.paced_us += wait;
+	}
+	d->bus_done_us = now + wait;
+	pthread_mutex_unlock(&d->lock);
+	if (wait)
+		flash_busy_wait((uint32_t)wait);
+}
+
 /* Finished URBs of one client, reaped in order by REAPURB/REAPURBNDELAY. */
 static GQueue *
 client_queue(UMockdevIoctlClient *c)
@@ -805,6 +830,7 @@ submit_urb(struct dfuse_dev *d, UMockdevIoctlClient *c, UMockdevIoctlData *arg)
 		return false;
 	}
 	r = dfuse_control(d, bd->data, bd->data + 8);
+	bus_pace(d);
 	if (r == -ENODEV) {
 		/* gone from the bus after leave: the kernel refuses new URBs */
 		g_object_unref(bd);
@@ -848,6 +874,7 @@ sync_control(struct dfuse_dev *d, UMockdevIoctlClient *c, UMockdevIoctlData *arg
 		}
 	}
 	r = dfuse_control(d, setup, dd ? dd->data : scratch);
+	bus_pace(d);
 	if (dd)
 		g_object_unref(dd);
 	g_object_unref(cd);

@@ -1049,6 +1049,14 @@ boot(struct sim_board *b)
 		return;
 	}
 	if (flash_app_valid(b->flash, b->app_start)) {
+		bool crashes = false;
+
+		if (b->crash_version[0]) {
+			app_version_from_flash(b);
+			crashes = strstr(b->app_version, b->crash_version) != NULL;
+		}
+		if (crashes && b->boot_fail_left == 0)
+			b->boot_fail_left = 1;
 		if (b->boot_fail_left == 0) {
 			sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
 			return;
@@ -1487,6 +1495,8 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 	b->speed = spec->speed > 0 ? spec->speed : 0.0;
 	b->bootloop = spec->bootloop;
 	b->bootloop_cycles = spec->bootloop_cycles ? spec->bootloop_cycles : 3;
+	snprintf(b->crash_version, sizeof(b->crash_version), "%s",
+		 spec->crash_version ? spec->crash_version : "");
 	b->tty_index = -1;
 	b->master_fd = -1;
 	if (spec->uid)

@@ -61,6 +61,10 @@ struct sim_board_spec {
 	enum sim_bootloop bootloop;
 	unsigned bootloop_cycles; /* FLICKER/RECOVER klipper-app appearances; 0 = 3 */
 	bool empty;		  /* no factory app image (erased application area) */
+	/* An application whose embedded version contains this text crashes at every start-up,
+	 * like SIM_FAULT_BOOT_FAIL: a build the host cannot tell is broken (e.g. made for the
+	 * wrong crystal). NULL = none. */
+	const char *crash_version;
 };
 
 /* Call first in main(): re-exec under libumockdev-preload.so.0 if not already (libasan first

@@ -260,6 +260,22 @@ dispatch(struct sim_board *b, const struct katapult_frame *f, uint32_t busy)
 	}
 }
 
+/* Timing model, USB cost (full-speed CDC): a request/response pair alone on the bus costs one
+ * 1 ms frame on top of the device's busy time. Pairs in flight together share frames, and
+ * then the wire is the limit only where it is slower than the flash: at most
+ * KAT_WIRE_BYTES_PER_FRAME bytes (19 bulk packets of 64 bytes) per frame, both directions. */
+#define KAT_WIRE_BYTES_PER_FRAME 1216
+
+static void
+wire_floor(struct sim_board *b, uint64_t t0, size_t bytes)
+{
+	double us = (double)bytes * b->flash->timing.usb_frame_us / KAT_WIRE_BYTES_PER_FRAME;
+	uint64_t floor_at = t0 + (uint64_t)(us * b->speed);
+
+	if (b->tx_at_us < floor_at)
+		b->tx_at_us = floor_at;
+}
+
 void
 sim_katapult_process(struct sim_board *b)
 {
@@ -268,8 +284,9 @@ sim_katapult_process(struct sim_board *b)
 		struct katapult_frame f;
 		uint8_t frame[KATAPULT_DEVICE_FRAME_MAX];
 		uint32_t busy;
+		uint64_t t0;
 		unsigned idx;
-		bool bad = false;
+		bool bad = false, pipelined;
 		int r = katapult_frame_find(b->rx, b->rx_len, KATAPULT_DEVICE_FRAME_MAX, &f, &bad);
 
 		if (r == 0)
@@ -291,7 +308,10 @@ sim_katapult_process(struct sim_board *b)
 		f.payload = frame + 4;
 		b->kat_silent = false;
 		b->stats.frames_rx++;
-		busy = (uint32_t)((double)b->flash->timing.usb_frame_us * b->speed);
+		/* a frame with more behind it shares its USB frames with them */
+		pipelined = b->rx_len > 0;
+		busy = pipelined ? 0 : (uint32_t)((double)b->flash->timing.usb_frame_us * b->speed);
+		t0 = sim_now_us();
 		idx = b->fault_frames++;
 		if (idx >= b->fault.at && idx - b->fault.at < b->fault.count &&
 		    b->fault.kind == SIM_FAULT_NACK_STORM) {
@@ -301,5 +321,7 @@ sim_katapult_process(struct sim_board *b)
 		if (idx == b->fault.at && b->fault.kind == SIM_FAULT_STALL)
 			b->stall_until_us = sim_now_us() + (uint64_t)b->fault.count * 1000u;
 		dispatch(b, &f, busy);
+		if (pipelined && b->tx_len)
+			wire_floor(b, t0, (size_t)r + b->tx_len);
 	}
 }

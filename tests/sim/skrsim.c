@@ -34,6 +34,7 @@ usage(FILE *f)
 		"       katapult, stm32-rom-dfu, lpc-dfu, bootsel, marlin-lpc, marlin-stm32, off\n"
 		"KEY:   version=V  uid=HEX  speed=X  bootloader=stock|katapult|none  empty\n"
 		"       bootloop=flicker|silent|recover  cycles=N\n"
+		"       crash=TEXT  (an app whose version contains TEXT crashes at start-up)\n"
 		"Without CMD, skrsim keeps the boards up until SIGINT/SIGTERM.\n"
 		"A scenario file holds one board description per line ('#' comments).\n");
 }
@@ -86,6 +87,8 @@ parse_board(const char *arg, double speed, struct board_arg *ret)
 			sp->speed = strtod(v, NULL);
 		else if (strcmp(kv, "empty") == 0)
 			sp->empty = true;
+		else if (strcmp(kv, "crash") == 0)
+			sp->crash_version = v;
 		else if (strcmp(kv, "cycles") == 0)
 			sp->bootloop_cycles = (unsigned)strtoul(v, NULL, 10);
 		else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "silent") == 0)
