@@ -543,7 +543,22 @@ step_stop_unit(struct job *j)
 	}
 	r = holder_find(NULL, b->dev.tty, stat(b->dev.tty, &st) == 0 ? st.st_rdev : 0, &h, &n);
 	if (r <= 0) {
-		step_enter(j);
+		/* nobody holds the tty - maybe because another job of this printer stopped
+		 * Klipper: then hold it too, so that it starts only after both are done */
+		const char *held = j->t->units ? units_held_matching(j->t->units, j->stop_globs,
+								      strv_length(j->stop_globs))
+					       : NULL;
+
+		if (!held) {
+			step_enter(j);
+			return;
+		}
+		(void)str_copy(j->stopped_unit, sizeof(j->stopped_unit), held);
+		r = units_stop(j->t->units, j->stopped_unit, on_unit_stopped, j);
+		if (r < 0) {
+			j->stopped_unit[0] = 0;
+			step_enter(j);
+		}
 		return;
 	}
 	r = units_plan(h, n, j->stop_globs, strv_length(j->stop_globs), b->dev.tty, &units, &reason);

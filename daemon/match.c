@@ -89,6 +89,28 @@ device_has_mcu(const struct device *dev, const char *name, const struct catalog_
 	}
 }
 
+/* Could this board enumerate in this mode at all? */
+static bool
+mode_fits_board(enum device_mode mode, const struct catalog_board *board)
+{
+	switch (mode) {
+	case DEVICE_MODE_STM32_ROM_DFU:
+		return board->mcu->dfu_layout != NULL;
+	case DEVICE_MODE_LPC_DFU:
+	case DEVICE_MODE_MARLIN_LPC:
+		return board->mcu->family == CATALOG_FAMILY_LPC176X;
+	case DEVICE_MODE_RP2040_BOOTSEL:
+		return board->mcu->family == CATALOG_FAMILY_RP2040;
+	case DEVICE_MODE_NONE:
+	case DEVICE_MODE_KLIPPER_APP:
+	case DEVICE_MODE_KATAPULT:
+	case DEVICE_MODE_MARLIN_STM32:
+	case _DEVICE_MODE_MAX:
+	default:
+		return true;
+	}
+}
+
 static bool
 device_is_board(const struct device *dev, const struct catalog_board *board,
 		const struct catalog_board *known_board)
@@ -136,15 +158,21 @@ match_score(const struct config_match *m, const struct device *dev,
 			return -1;
 		score += SCORE_PORT;
 	}
+	/* A board first seen in a mode that hides its MCU (ROM DFU, BOOTSEL) is unknown; a
+	 * profile that pins its port may still claim it, if the mode fits the board, without
+	 * scoring for a board rule nobody could check. */
 	if (m->board) {
-		if (!device_is_board(dev, m->board, known_board))
+		if (device_is_board(dev, m->board, known_board))
+			score += SCORE_BOARD;
+		else if (!(mode_hides_mcu(dev->mode) && !known_board && m->port &&
+			   mode_fits_board(dev->mode, m->board)))
 			return -1;
-		score += SCORE_BOARD;
 	}
 	if (m->mcu) {
-		if (!device_has_mcu(dev, m->mcu, known_board))
+		if (device_has_mcu(dev, m->mcu, known_board))
+			score += SCORE_MCU;
+		else if (!(mode_hides_mcu(dev->mode) && !known_board && m->port))
 			return -1;
-		score += SCORE_MCU;
 	}
 	if (m->has_usb_id) {
 		if (dev->vid != m->vid || dev->pid != m->pid)

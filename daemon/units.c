@@ -407,6 +407,15 @@ units_is_held(const struct units *u, const char *unit)
 	return held_find(u, unit) != NULL;
 }
 
+const char *
+units_held_matching(const struct units *u, char *const *globs, size_t n_globs)
+{
+	for (struct held *h = u->held; h; h = h->next)
+		if (h->refs && units_match(globs, n_globs, h->unit))
+			return h->unit;
+	return NULL;
+}
+
 void
 units_set_timeout(struct units *u, uint64_t usec)
 {

@@ -50,6 +50,10 @@ int units_start(struct units *u, const char *unit, units_done_fn cb, void *userd
 void units_forget(struct units *u, void *userdata);
 /* Whether unit is currently held stopped (or being stopped) through units_stop. */
 bool units_is_held(const struct units *u, const char *unit);
+/* A unit held stopped by some caller that matches one of the globs, or NULL: a second board
+ * of the same printer must take its own reference, or the first job to finish would start
+ * Klipper again while the second board is still being flashed. */
+const char *units_held_matching(const struct units *u, char *const *globs, size_t n_globs);
 
 /* Shutdown: start every unit still held or being stopped, synchronously, waiting at most
  * timeout_usec in total for their jobs. Pending callbacks are dropped, not called. Must not

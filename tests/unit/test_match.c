@@ -211,10 +211,33 @@ test_ties(void)
 		  false);
 }
 
+/* A board first seen in ROM DFU (MCU hidden, nothing known about its port) is claimed by a
+ * profile that pins its port, if the mode fits the board - never by a board rule alone. */
+static void
+test_unknown_dfu_by_port(void)
+{
+	struct device dfu = mkdev(0x0483, 0xdf11, "DFU in FS Mode", "3771", "1-2");
+	struct device lpc = mkdev(0x1d50, 0x6015, "", "", "1-2");
+	struct config_match m;
+
+	memset(&m, 0, sizeof(m));
+	m.board = catalog_find("skr-3-h723");
+	CHECK_EQ_INT(match_score(&m, &dfu, NULL), -1);
+	m.port = (char[]){ "1-2" };
+	CHECK_EQ_INT(match_score(&m, &dfu, NULL), 16);               /* port only, board unchecked */
+	CHECK_EQ_INT(match_score(&m, &dfu, catalog_find("skr-3-h723")), 24); /* known: both */
+	CHECK_EQ_INT(match_score(&m, &dfu, catalog_find("octopus-f446")), -1); /* known other */
+	CHECK_EQ_INT(match_score(&m, &lpc, NULL), -1);                /* an LPC DFU is no H723 */
+	m.board = catalog_find("skr-1.4-turbo");
+	CHECK_EQ_INT(match_score(&m, &lpc, NULL), 16);
+	CHECK_EQ_INT(match_score(&m, &dfu, NULL), -1);                /* no STM32 ROM on an LPC */
+}
+
 int
 main(void)
 {
 	test_scores();
+	test_unknown_dfu_by_port();
 	test_catalog_candidates();
 	test_implicit();
 	test_explicit();
