@@ -101,8 +101,7 @@ static void
 put_num(json_object *o, const char *key, double v)
 {
 	json_object_object_add(o, key,
-			       isfinite(v) ? json_object_new_double(round(v * 1000) / 1000)
-					   : NULL);
+			       isfinite(v) ? json_object_new_double(round(v * 1000) / 1000) : NULL);
 }
 
 static json_object *
@@ -419,7 +418,8 @@ dfu_run(struct sim *s, struct sim_board *b, const uint8_t *old, size_t len, cons
 	ret->erases = f->total_erases - erases0;
 	if (r != 0 || !w.t_event) {
 		fprintf(stderr, "skrbench: %s failed (%d):\n%s\n",
-			tool == TOOL_SKRFLASH ? "skrflashctl flash" : "dfu-util", r, out ? out : "");
+			tool == TOOL_SKRFLASH ? "skrflashctl flash" : "dfu-util", r,
+			out ? out : "");
 		free(out);
 		return -EIO;
 	}
@@ -519,12 +519,8 @@ section_overhead(void)
 		unlink(upath);
 		free(upath);
 		kat[i] = NAN;
-		if (sim_run(s, a_k, 60000, &out) == 0 && out) {
-			/* the last line the probe printed */
-			char *l = strrchr(out, ']');
-
-			kat[i] = l ? strtod(l + 1, NULL) : NAN;
-		}
+		if (sim_run(s, a_k, 60000, &out) == 0 && out)
+			kat[i] = strtod(out, NULL);
 		free(out);
 		free(self);
 		strv_free(a_up);
@@ -553,12 +549,12 @@ struct dfu_case {
 
 /* skrflash and dfu-util alternately on one board; returns the per-pair ratio medians. */
 static json_object *
-dfu_compare(const struct dfu_case *c, unsigned reps, double *ret_time_ratio,
-	    double *ret_xfer_ratio, double *ret_bound_ratio)
+dfu_compare(const struct dfu_case *c, unsigned reps, double *ret_time_ratio, double *ret_xfer_ratio,
+	    double *ret_bound_ratio)
 {
 	struct sim *s = sim_new();
-	struct sim_board_spec spec = {.model = c->model, .port = "1-1", .speed = c->speed,
-				      .mode = SIM_MODE_KLIPPER_APP};
+	struct sim_board_spec spec = {
+	    .model = c->model, .port = "1-1", .speed = c->speed, .mode = SIM_MODE_KLIPPER_APP};
 	struct sim_board *b = sim_board_add(s, &spec);
 	double ts[MAX_RUNS], td[MAX_RUNS], xs[MAX_RUNS], xd[MAX_RUNS], ws[MAX_RUNS];
 	size_t old_len, new_len;
@@ -566,9 +562,9 @@ dfu_compare(const struct dfu_case *c, unsigned reps, double *ret_time_ratio,
 	uint8_t *img = image(b, "v0.13.0-new", c->size, &new_len);
 	char *file = write_tmp("dfu-new.bin", img, new_len);
 	json_object *o = json_object_new_object();
-	double bound = c->speed > 0 ? dfuse_bound_ms(sim_board_model(b)->mcu,
-						     sim_board_app_start(b), new_len)
-				    : NAN;
+	double bound =
+	    c->speed > 0 ? dfuse_bound_ms(sim_board_model(b)->mcu, sim_board_app_start(b), new_len)
+			 : NAN;
 	unsigned n = 0;
 
 	for (unsigned i = 0; i < reps; i++) {
@@ -624,13 +620,13 @@ section_dfuse_zero(void)
 
 	fprintf(table, "\nDfuSe protocol efficiency: STM32F446, %zu KiB, device time zero\n",
 		c.size / 1024);
-	rowf("control transfers/KiB, skrflash flash+verify",
-	     "", "%.2f", json_object_get_double(json_object_object_get(o, "skrflash_transfers_per_kib")));
+	rowf("control transfers/KiB, skrflash flash+verify", "", "%.2f",
+	     json_object_get_double(json_object_object_get(o, "skrflash_transfers_per_kib")));
 	rowf("control transfers/KiB, dfu-util download only", "", "%.2f",
 	     json_object_get_double(json_object_object_get(o, "dfu_util_transfers_per_kib")));
 	rowf("transfers: skrflash / dfu-util", verdict(x, 0.7), "%.2fx  (<= 0.7x)", x);
-	rowf("wall time: skrflash / dfu-util (median of pairs)", verdict(t, 0.7), "%.2fx  (<= 0.7x)",
-	     t);
+	rowf("wall time: skrflash / dfu-util (median of pairs)", verdict(t, 0.7),
+	     "%.2fx  (<= 0.7x)", t);
 	json_object_object_add(results, "dfuse_zero_time", o);
 	put_num(results, "dfuse_transfers_vs_dfu_util", x);
 	put_num(results, "dfuse_zero_time_vs_dfu_util", t);
@@ -687,8 +683,10 @@ section_changed(void)
 	const char *model = "octopus-f446";
 	size_t size = O.quick ? 40 * 1024 : 256 * 1024, old_len;
 	struct sim *s = sim_new();
-	struct sim_board_spec spec = {.model = model, .port = "1-1",
-				      .speed = O.quick ? 0.0 : 1.0, .mode = SIM_MODE_KLIPPER_APP};
+	struct sim_board_spec spec = {.model = model,
+				      .port = "1-1",
+				      .speed = O.quick ? 0.0 : 1.0,
+				      .mode = SIM_MODE_KLIPPER_APP};
 	struct sim_board *b = sim_board_add(s, &spec);
 	uint32_t addr = sim_board_app_start(b), sec_start[64], start, size_s;
 	uint8_t *old = image(b, "v0.12.0-old", size, &old_len);
@@ -752,8 +750,8 @@ section_changed(void)
 		put_num(c, "time_vs_full", runs ? median_ratio(t[k], t[3], runs) : NAN);
 		json_object_object_add(c, "runs_ms", json_array_of(t[k], runs));
 		json_object_array_add(arr, c);
-		snprintf(what, sizeof(what), "k=%u of %u sectors changed: time vs full, erases", ks[k],
-			 n_sec);
+		snprintf(what, sizeof(what), "k=%u of %u sectors changed: time vs full, erases",
+			 ks[k], n_sec);
 		rowf(what, "", "%.2fx, %.0f", tk / full, median(er[k], runs));
 		free(files[k]);
 	}
@@ -826,12 +824,14 @@ section_katapult(void)
 	json_object *arr = json_object_new_array();
 	double worst = 0;
 
-	fprintf(table, "\nKatapult at datasheet timing: %zu KiB, flash+verify, window 1 vs "
-		       "default window (8)\n",
+	fprintf(table,
+		"\nKatapult at datasheet timing: %zu KiB, flash+verify, window 1 vs "
+		"default window (8)\n",
 		size / 1024);
 	for (size_t m = 0; m < ELEMENTSOF(models); m++) {
 		struct sim *s = sim_new();
-		struct sim_board_spec spec = {.model = models[m], .port = "1-1",
+		struct sim_board_spec spec = {.model = models[m],
+					      .port = "1-1",
 					      .bootloader = SIM_BL_KATAPULT,
 					      .speed = O.quick ? 0.0 : 1.0,
 					      .mode = SIM_MODE_KLIPPER_APP};
@@ -1026,8 +1026,10 @@ farm_start(struct farm *fm, unsigned n, double speed)
 		   "profiles = (\n");
 	for (unsigned i = 0; i < n; i++) {
 		char port[16];
-		struct sim_board_spec spec = {.model = "octopus-f446", .port = port,
-					      .bootloader = SIM_BL_KATAPULT, .speed = speed,
+		struct sim_board_spec spec = {.model = "octopus-f446",
+					      .port = port,
+					      .bootloader = SIM_BL_KATAPULT,
+					      .speed = speed,
 					      .mode = SIM_MODE_KLIPPER_APP};
 
 		snprintf(port, sizeof(port), "1-%u", i + 1);
@@ -1041,7 +1043,8 @@ farm_start(struct farm *fm, unsigned n, double speed)
 		free(path);
 	}
 	{
-		struct sim_board_spec spec = {.model = "octopus-f446", .port = LAT_PORT,
+		struct sim_board_spec spec = {.model = "octopus-f446",
+					      .port = LAT_PORT,
 					      .bootloader = SIM_BL_KATAPULT,
 					      .mode = SIM_MODE_OFF};
 
@@ -1106,8 +1109,9 @@ section_daemon(void)
 		sizes[2] = 4;
 	}
 	farm_start(&fm, sizes[2], O.quick ? 0.0 : 1.0);
-	fprintf(table, "\nThe daemon: %u simulated Octopus boards (Katapult) on ports 1-1..1-%u, "
-		       "max_jobs 16\n",
+	fprintf(table,
+		"\nThe daemon: %u simulated Octopus boards (Katapult) on ports 1-1..1-%u, "
+		"max_jobs 16\n",
 		sizes[2], sizes[2]);
 	/* let coldplug identification finish, then measure the quiet daemon */
 	sleep_ms(settle_ms);
@@ -1207,8 +1211,8 @@ section_daemon(void)
 	{
 		char what[96];
 
-		snprintf(what, sizeof(what), "RSS growth after %u flashes, KiB (vs start / vs warm)",
-			 flashes);
+		snprintf(what, sizeof(what),
+			 "RSS growth after %u flashes, KiB (vs start / vs warm)", flashes);
 		rowf(what, "(no growth)", "%ld / %ld", rss100 - rss0, rss100 - rss_warm);
 	}
 	/* latency: a board with firmware waiting in its queue is plugged in */
@@ -1283,10 +1287,14 @@ int
 main(int argc, char **argv)
 {
 	static const struct option lo[] = {
-	    {"quick", no_argument, NULL, 'q'},	  {"reps", required_argument, NULL, 'r'},
-	    {"out", required_argument, NULL, 'o'},   {"build", required_argument, NULL, 'b'},
-	    {"log", required_argument, NULL, 'l'},   {"only", required_argument, NULL, 'O'},
-	    {"probe-katapult", no_argument, NULL, 'P'}, {"help", no_argument, NULL, 'h'},
+	    {"quick", no_argument, NULL, 'q'},
+	    {"reps", required_argument, NULL, 'r'},
+	    {"out", required_argument, NULL, 'o'},
+	    {"build", required_argument, NULL, 'b'},
+	    {"log", required_argument, NULL, 'l'},
+	    {"only", required_argument, NULL, 'O'},
+	    {"probe-katapult", no_argument, NULL, 'P'},
+	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *log = NULL, *only = NULL;
@@ -1344,8 +1352,9 @@ main(int argc, char **argv)
 		return 1;
 	results = json_object_new_object();
 	t_start = now_ms();
-	fprintf(table, "skrflash benchmarks%s: medians of %u runs, ratios from side-by-side "
-		       "pairs\n",
+	fprintf(table,
+		"skrflash benchmarks%s: medians of %u runs, ratios from side-by-side "
+		"pairs\n",
 		O.quick ? " (quick smoke run: tiny images, device time zero)" : "", O.reps);
 #define WANT(name) (!only || strstr(only, name))
 	if (WANT("overhead"))

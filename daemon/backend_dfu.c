@@ -119,10 +119,10 @@ static int
 dfu_to_idle(struct dfu *d, struct flash_session *s)
 {
 	struct dfu_status_reply st = {0};
-	int r;
 
 	for (unsigned i = 0; i < DFU_START_TRIES; i++) {
-		r = dfu_getstatus(d, s, &st);
+		int r = dfu_getstatus(d, s, &st);
+
 		if (r < 0)
 			return r;
 		if (st.state == DFU_STATE_IDLE && st.status == DFU_STATUS_OK)
@@ -237,6 +237,25 @@ dfu_read(struct dfu *d, struct flash_session *s, uint32_t addr, uint8_t *buf, ui
 	return dfu_to_idle(d, s);
 }
 
+/* "/dev/bus/usb/BBB/DDD", for a device whose uevent gave no BUSNUM/DEVNUM; libusb's bus
+ * numbers and addresses are 8-bit. */
+static bool
+parse_usb_node(const char *node, unsigned *ret_bus, unsigned *ret_addr)
+{
+	static const char prefix[] = "/dev/bus/usb/";
+	unsigned long long bus, addr;
+	const char *p = node;
+
+	if (strncmp(p, prefix, sizeof(prefix) - 1) != 0)
+		return false;
+	p = parse_decimal_to(p + sizeof(prefix) - 1, '/', 255, &bus);
+	if (!p || !parse_decimal_to(p + 1, '\0', 255, &addr))
+		return false;
+	*ret_bus = (unsigned)bus;
+	*ret_addr = (unsigned)addr;
+	return true;
+}
+
 static bool
 find_device(struct dfu *d, struct flash_session *s, libusb_device **ret)
 {
@@ -244,7 +263,7 @@ find_device(struct dfu *d, struct flash_session *s, libusb_device **ret)
 	unsigned bus = s->dev->busnum, addr = s->dev->devnum;
 	ssize_t n;
 
-	if ((!bus || !addr) && sscanf(s->dev->usb_node, "/dev/bus/usb/%u/%u", &bus, &addr) != 2)
+	if ((!bus || !addr) && !parse_usb_node(s->dev->usb_node, &bus, &addr))
 		return false;
 	n = libusb_get_device_list(d->ctx, &list);
 	if (n < 0)
@@ -366,7 +385,7 @@ dfu_open(struct flash_session *s)
 	if (r == 0)
 		r = libusb_get_active_config_descriptor(dev, &cfg);
 	libusb_unref_device(dev);
-	if (r < 0) {
+	if (r != 0) { /* libusb: 0 or a negative LIBUSB_ERROR */
 		set_error(s, "cannot open %s: %s", s->dev->usb_node, libusb_strerror(r));
 		return errno_from_libusb(r);
 	}

@@ -251,7 +251,6 @@ kat_open(struct flash_session *s)
 	struct katapult_connect_info ci;
 	struct katapult_frame f;
 	struct termios t;
-	uint8_t buf[KATAPULT_FRAME_MIN];
 	int r;
 
 	s->priv = k;
@@ -283,6 +282,8 @@ kat_open(struct flash_session *s)
 	(void)tcflush(k->fd, TCIOFLUSH);
 
 	if (needs_prime(s->dev->product)) {
+		uint8_t buf[KATAPULT_FRAME_MIN];
+
 		r = katapult_frame_encode(KATAPULT_CMD_PRIME, NULL, 0, buf, sizeof(buf));
 		if (r > 0 && kat_send(k, s, buf, (size_t)r) == 0)
 			(void)kat_recv(k, &f, KAT_PRIME_WAIT_MS);

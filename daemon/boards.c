@@ -178,7 +178,8 @@ remove_item(struct boards *r, struct board *b)
 	for (size_t i = 0; i < r->n_items; i++) {
 		if (r->items[i] != b)
 			continue;
-		memmove(&r->items[i], &r->items[i + 1], (r->n_items - i - 1) * sizeof(*r->items));
+		memmove(&r->items[i], &r->items[i + 1],
+			(r->n_items - i - 1) * sizeof(struct board *));
 		r->n_items--;
 		break;
 	}
@@ -339,7 +340,7 @@ appear(struct boards *r, const struct device *dev)
 	}
 	identify(r, b, stored);
 	record(r, b);
-	r->items = xreallocarray(r->items, r->n_items + 1, sizeof(*r->items));
+	r->items = xreallocarray(r->items, r->n_items + 1, sizeof(struct board *));
 	r->items[r->n_items++] = b;
 	announce_when_ready(r, b, BOARDS_APPEARED);
 }
@@ -519,7 +520,7 @@ boards_count_present(const struct boards *r)
 }
 
 struct board *
-boards_next(struct boards *r, struct board *prev)
+boards_next(struct boards *r, const struct board *prev)
 {
 	size_t i = 0;
 

@@ -64,7 +64,7 @@ struct board *boards_find_port(struct boards *r, const char *port);
 /* By id, serial, port or unique catalog name; -ENOENT none, -ENOTUNIQ ambiguous. */
 int boards_lookup(struct boards *r, const char *key, struct board **ret);
 /* Iterate: NULL starts, returns NULL at the end. */
-struct board *boards_next(struct boards *r, struct board *prev);
+struct board *boards_next(struct boards *r, const struct board *prev);
 /* "octopus-f446" or "unknown stm32f446xx board" for messages. */
 const char *board_display_name(const struct board *b);
 json_object *board_to_json(const struct board *b);

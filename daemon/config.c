@@ -23,7 +23,7 @@
 #include "match.h"
 #include "util.h"
 
-#define CONFIG_MAX_FILE (1024 * 1024)
+#define CONFIG_MAX_FILE ((size_t)1024 * 1024)
 #define CONFIG_NAME_MAX 64
 #define CONFIG_STR_MAX 127 /* longest USB string a struct device can hold */
 #define CONFIG_PATH_MAX 4096
@@ -166,13 +166,14 @@ setting_path(const config_setting_t *s, char *buf, size_t len)
 		chain[depth++] = s;
 	while (depth > 0) {
 		const config_setting_t *e = chain[--depth];
-		char idx[16];
 
 		if (pos > 0)
 			append(buf, len, &pos, ".");
 		if (config_setting_name(e)) {
 			append(buf, len, &pos, config_setting_name(e));
 		} else {
+			char idx[16];
+
 			snprintf(idx, sizeof(idx), "[%d]", config_setting_index(e));
 			append(buf, len, &pos, idx);
 		}
@@ -822,7 +823,7 @@ load_profiles(struct loader *l, const config_setting_t *list, struct config *cfg
 				    config_setting_get_member(grp, "queue");
 
 				/* a name clash already said it all when the queue is the name */
-				if (!qs && strcmp(p.name, q->name) == 0) {
+				if (!qs && p.name && q->name && strcmp(p.name, q->name) == 0) {
 					ok = false;
 					continue;
 				}

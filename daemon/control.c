@@ -79,8 +79,7 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 	if (!o || json_tokener_get_error(tok) != json_tokener_success ||
 	    json_tokener_get_parse_end(tok) != len || !json_object_is_type(o, json_type_object))
 		goto out;
-	json_object_object_foreach(o, key, val)
-	{
+	json_object_object_foreach(o, key, val) {
 		(void)val;
 		if (strcmp(key, "command") != 0 && strcmp(key, "board") != 0 &&
 		    strcmp(key, "limit") != 0 && strcmp(key, "all") != 0) {

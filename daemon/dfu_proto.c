@@ -216,7 +216,6 @@ dfu_layout_parse(const char *s, struct dfu_layout *ret)
 {
 	const char *name, *end;
 	size_t n = 0, nl;
-	int r;
 
 	memset(ret, 0, sizeof(*ret));
 	if (*s++ != '@')
@@ -240,6 +239,7 @@ dfu_layout_parse(const char *s, struct dfu_layout *ret)
 		uint32_t start;
 		uint64_t addr;
 		bool any = false;
+		int r;
 
 		s++;
 		r = parse_hex_address(&s, &start);

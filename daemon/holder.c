@@ -232,7 +232,7 @@ unit_of_path(const char *p, size_t len, char **ret_unit, bool *ret_user)
 			best = p + start;
 			best_len = clen;
 			best_user = user;
-			if (clen > 5 && memcmp(p + start, "user@", 5) == 0)
+			if (memcmp(p + start, "user@", 5) == 0)
 				user = true;
 		}
 	}
@@ -258,6 +258,7 @@ holder_unit_from_cgroup(const char *text, size_t len, char **ret_unit, bool *ret
 		const char *c1, *c2;
 
 		pos += llen + (nl ? 1 : 0);
+		/* cppcheck-suppress knownConditionTrueFalse ; nl == line on an empty line */
 		if (llen == 0)
 			continue;
 		/* "hierarchy-ID:controller-list:cgroup-path" (cgroups(7)) */

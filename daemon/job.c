@@ -42,16 +42,16 @@ enum job_step {
 };
 
 static const char *const step_names[_STEP_MAX] = {
-	[STEP_GATE] = "gate",
-	[STEP_STOP_UNIT] = "stop-unit",
-	[STEP_ENTER] = "enter-bootloader",
-	[STEP_WAIT_BOOTLOADER] = "wait-bootloader",
-	[STEP_WRITE] = "write",
-	[STEP_BOOT_CHECK] = "boot-check",
-	[STEP_ROLLBACK_WAIT] = "rollback-wait",
-	[STEP_ROLLBACK_WRITE] = "rollback-write",
-	[STEP_ROLLBACK_BOOT_CHECK] = "rollback-boot-check",
-	[STEP_RESTORE] = "restore",
+    [STEP_GATE] = "gate",
+    [STEP_STOP_UNIT] = "stop-unit",
+    [STEP_ENTER] = "enter-bootloader",
+    [STEP_WAIT_BOOTLOADER] = "wait-bootloader",
+    [STEP_WRITE] = "write",
+    [STEP_BOOT_CHECK] = "boot-check",
+    [STEP_ROLLBACK_WAIT] = "rollback-wait",
+    [STEP_ROLLBACK_WRITE] = "rollback-write",
+    [STEP_ROLLBACK_BOOT_CHECK] = "rollback-boot-check",
+    [STEP_RESTORE] = "restore",
 };
 
 enum child_kind {
@@ -62,24 +62,24 @@ enum child_kind {
 
 struct job {
 	struct job_table *t;
-	struct store_job rec;            /* the history row */
+	struct store_job rec; /* the history row */
 	char job_id[24];
 	char port[64];
 	char serial[DEVICE_STR];
 	const struct catalog_board *catalog;
 	char profile[72];
-	char sha[SHA256_HEX_LEN + 1];    /* the firmware this job installs */
-	char lkg[SHA256_HEX_LEN + 1];    /* last known good, "" if none */
-	char version[128];               /* Klipper version in the image, "" if none */
+	char sha[SHA256_HEX_LEN + 1]; /* the firmware this job installs */
+	char lkg[SHA256_HEX_LEN + 1]; /* last known good, "" if none */
+	char version[128];	      /* Klipper version in the image, "" if none */
 	uint32_t app_start;
 	enum config_interface interface;
 	char moonraker[256];
 	bool moonraker_fail_open;
-	char **stop_globs;               /* copy of the profile's stop_units */
-	char stopped_unit[256];          /* the unit this job stopped, "" if none */
+	char **stop_globs;	/* copy of the profile's stop_units */
+	char stopped_unit[256]; /* the unit this job stopped, "" if none */
 	enum job_step step;
 	bool resumed;
-	bool saw_gone;                   /* the board left its port since the touch */
+	bool saw_gone; /* the board left its port since the touch */
 
 	/* the running child: gate check or worker */
 	enum child_kind child;
@@ -94,8 +94,8 @@ struct job {
 	uint64_t bytes;
 	unsigned last_percent;
 
-	sd_event_source *timer;          /* step timeout */
-	sd_event_source *stable;         /* boot check: app must stay up */
+	sd_event_source *timer;	 /* step timeout */
+	sd_event_source *stable; /* boot check: app must stay up */
 	char error[512];
 };
 
@@ -110,9 +110,9 @@ struct job_table {
 	void *userdata;
 	struct job **jobs;
 	size_t n_jobs;
-	char **pending;                  /* ports waiting for a free job slot */
+	char **pending; /* ports waiting for a free job slot */
 	size_t n_pending;
-	char **bl_seen;                  /* ports whose bootloader visit was considered */
+	char **bl_seen; /* ports whose bootloader visit was considered */
 };
 
 static void job_fail(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -148,7 +148,8 @@ job_json(const struct job *j)
 	json_object *o = json_object_new_object();
 
 	json_object_object_add(o, "job", json_object_new_int64(j->rec.id));
-	json_object_object_add(o, "board", json_object_new_string(j->catalog ? j->catalog->name : ""));
+	json_object_object_add(o, "board",
+			       json_object_new_string(j->catalog ? j->catalog->name : ""));
 	json_object_object_add(o, "port", json_object_new_string(j->port));
 	json_object_object_add(o, "profile", json_object_new_string(j->profile));
 	json_object_object_add(o, "sha256", json_object_new_string(j->sha));
@@ -164,7 +165,8 @@ emit(struct job *j, const char *event, json_object *extra)
 	json_object *o = job_json(j);
 
 	if (extra) {
-		json_object_object_foreach(extra, k, v) json_object_object_add(o, k, json_object_get(v));
+		json_object_object_foreach(extra, k, v)
+			json_object_object_add(o, k, json_object_get(v));
 		json_object_put(extra);
 	}
 	if (j->t->ev)
@@ -199,12 +201,14 @@ on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 	}
 	/* boot checks have their own timer (on_boot_timeout); this one guards the waits */
 	if (j->step == STEP_WAIT_BOOTLOADER)
-		job_fail(j, "%s on port %s did not come back in a bootloader within %.1f s after the "
-			    "1200-baud request; check the cable, or enter the bootloader by hand",
+		job_fail(j,
+			 "%s on port %s did not come back in a bootloader within %.1f s after the "
+			 "1200-baud request; check the cable, or enter the bootloader by hand",
 			 name_of(j), j->port, j->t->cfg->bootloader_timeout_ms / 1000.0);
 	else if (j->step == STEP_ROLLBACK_WAIT)
-		job_fail(j, "board did not boot the new firmware: %s on port %s never came back in a "
-			    "bootloader to roll back to %.12s; it needs recovery by hand",
+		job_fail(j,
+			 "board did not boot the new firmware: %s on port %s never came back in a "
+			 "bootloader to roll back to %.12s; it needs recovery by hand",
 			 name_of(j), j->port, j->lkg);
 	return 0;
 }
@@ -245,7 +249,8 @@ on_unit_started(void *userdata, const char *unit, int r, const char *result)
 	(void)result;
 	/* units logs the success itself */
 	if (r < 0)
-		log_warn_errno(r, "could not start %s again after flashing; start it by hand", unit);
+		log_warn_errno(r, "could not start %s again after flashing; start it by hand",
+			       unit);
 }
 
 /* The end of every job: history row, journal, units back, slot free. */
@@ -275,7 +280,7 @@ job_finish(struct job *j, const char *result, const char *mid, int prio, const c
 	for (size_t i = 0; i < t->n_jobs; i++) {
 		if (t->jobs[i] != j)
 			continue;
-		memmove(&t->jobs[i], &t->jobs[i + 1], (t->n_jobs - i - 1) * sizeof(*t->jobs));
+		memmove(&t->jobs[i], &t->jobs[i + 1], (t->n_jobs - i - 1) * sizeof(struct job *));
 		t->n_jobs--;
 		break;
 	}
@@ -317,7 +322,8 @@ child_line(struct job *j, const char *line)
 	type = json_object_object_get_ex(o, "type", &v) ? json_object_get_string(v) : "";
 	if (strcmp(type, "progress") == 0) {
 		uint64_t done = (uint64_t)json_object_get_int64(json_object_object_get(o, "done"));
-		uint64_t total = (uint64_t)json_object_get_int64(json_object_object_get(o, "total"));
+		uint64_t total =
+		    (uint64_t)json_object_get_int64(json_object_object_get(o, "total"));
 		const char *step = json_object_get_string(json_object_object_get(o, "step"));
 		unsigned pct = total ? (unsigned)(done * 100u / total) : 0;
 
@@ -328,9 +334,11 @@ child_line(struct job *j, const char *line)
 			json_object *extra = json_object_new_object();
 
 			j->last_percent = pct;
-			json_object_object_add(extra, "phase", json_object_new_string(step ? step : ""));
+			json_object_object_add(extra, "phase",
+					       json_object_new_string(step ? step : ""));
 			json_object_object_add(extra, "done", json_object_new_int64((int64_t)done));
-			json_object_object_add(extra, "total", json_object_new_int64((int64_t)total));
+			json_object_object_add(extra, "total",
+					       json_object_new_int64((int64_t)total));
 			emit(j, "job-progress", extra);
 		}
 	} else if (strcmp(type, "reported") == 0) {
@@ -342,8 +350,9 @@ child_line(struct job *j, const char *line)
 		log_full(LOG_INFO, 0, &f, "%s on port %s: bootloader reports %s%sapp start %s%s%s",
 			 name_of(j), j->port, mcu && *mcu ? mcu : "", mcu && *mcu ? ", " : "",
 			 json_object_get_string(json_object_object_get(o, "app_start")),
-			 *json_object_get_string(json_object_object_get(o, "version")) ? ", version "
-											 : "",
+			 *json_object_get_string(json_object_object_get(o, "version"))
+			     ? ", version "
+			     : "",
 			 json_object_get_string(json_object_object_get(o, "version")));
 	} else if (strcmp(type, "result") == 0) {
 		j->result_ok = json_object_get_boolean(json_object_object_get(o, "ok"));
@@ -412,7 +421,7 @@ on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
 static int
 spawn(struct job *j, enum child_kind kind, const char *plan)
 {
-	int in[2] = { -1, -1 }, out[2] = { -1, -1 };
+	int in[2] = {-1, -1}, out[2] = {-1, -1};
 	pid_t pid;
 	int r;
 
@@ -436,7 +445,7 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 		if (dup2(out[1], STDOUT_FILENO) < 0)
 			_exit(127);
 		if (plan) {
-			char *args[] = { j->t->worker_exe, (char[]){ "--worker" }, NULL };
+			char *args[] = {j->t->worker_exe, (char[]){"--worker"}, NULL};
 
 			if (dup2(in[0], STDIN_FILENO) < 0)
 				_exit(127);
@@ -448,7 +457,8 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 			bool ok;
 
 			(void)moonraker_query(j->moonraker, GATE_TIMEOUT_MS, &st);
-			ok = moonraker_gate(&st, j->moonraker, j->moonraker_fail_open, name_of(j), &msg);
+			ok = moonraker_gate(&st, j->moonraker, j->moonraker_fail_open, name_of(j),
+					    &msg);
 			dprintf(STDOUT_FILENO, "{\"type\":\"result\",\"ok\":%s,\"error\":%s}\n",
 				ok ? "true" : "false",
 				json_object_to_json_string(json_object_new_string(msg ? msg : "")));
@@ -456,17 +466,14 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 		}
 	}
 	close_fd(out[1]);
-	out[1] = -1;
 	if (plan) {
 		size_t len = strlen(plan);
 
 		close_fd(in[0]);
-		in[0] = -1;
 		/* plans are a few hundred bytes: they fit in the pipe without blocking */
 		if (write(in[1], plan, len) != (ssize_t)len || write(in[1], "\n", 1) != 1)
 			log_warn("job %s: short write of the worker plan", j->job_id);
 		close_fd(in[1]);
-		in[1] = -1;
 	}
 	(void)fcntl(out[0], F_SETFL, O_NONBLOCK);
 	j->out_fd = out[0];
@@ -546,7 +553,7 @@ step_stop_unit(struct job *j)
 		/* nobody holds the tty - maybe because another job of this printer stopped
 		 * Klipper: then hold it too, so that it starts only after both are done */
 		const char *held = j->t->units ? units_held_matching(j->t->units, j->stop_globs,
-								      strv_length(j->stop_globs))
+								     strv_length(j->stop_globs))
 					       : NULL;
 
 		if (!held) {
@@ -561,7 +568,8 @@ step_stop_unit(struct job *j)
 		}
 		return;
 	}
-	r = units_plan(h, n, j->stop_globs, strv_length(j->stop_globs), b->dev.tty, &units, &reason);
+	r = units_plan(h, n, j->stop_globs, strv_length(j->stop_globs), b->dev.tty, &units,
+		       &reason);
 	holder_free(h, n);
 	if (r < 0) {
 		job_fail(j, "%s on port %s: %s", name_of(j), j->port,
@@ -575,7 +583,8 @@ step_stop_unit(struct job *j)
 		return;
 	}
 	if (!j->t->units) {
-		job_fail(j, "%s on port %s: %s holds its tty, and there is no systemd bus to stop it",
+		job_fail(j,
+			 "%s on port %s: %s holds its tty, and there is no systemd bus to stop it",
 			 name_of(j), j->port, units[0]);
 		strv_free(units);
 		return;
@@ -676,9 +685,11 @@ step_write(struct job *j, struct board *b)
 
 	j->timer = sd_event_source_disable_unref(j->timer);
 	if (!method_allowed(j, method)) {
-		job_fail(j, "%s on port %s is in %s mode, but profile '%s' does not allow the %s "
-			    "method; add it to methods",
-			 name_of(j), j->port, device_mode_to_string(b->dev.mode), j->profile, method);
+		job_fail(j,
+			 "%s on port %s is in %s mode, but profile '%s' does not allow the %s "
+			 "method; add it to methods",
+			 name_of(j), j->port, device_mode_to_string(b->dev.mode), j->profile,
+			 method);
 		return;
 	}
 	if (store_firmware_path(j->t->store, sha, &path) < 0) {
@@ -734,10 +745,11 @@ record_success(struct job *j, bool rolled_back)
 		job_finish(j, "rolled-back", LOG_MID_ROLLED_BACK, LOG_WARNING, msg);
 		return;
 	}
-	(void)snprintf(msg, sizeof(msg),
-		       "flashed %s on port %s with %.12s (%llu bytes, %s, verified) and it booted%s%s",
-		       name_of(j), j->port, j->sha, (unsigned long long)j->bytes, j->rec.method,
-		       j->version[0] ? ": " : "", j->version);
+	(void)snprintf(
+	    msg, sizeof(msg),
+	    "flashed %s on port %s with %.12s (%llu bytes, %s, verified) and it booted%s%s",
+	    name_of(j), j->port, j->sha, (unsigned long long)j->bytes, j->rec.method,
+	    j->version[0] ? ": " : "", j->version);
 	job_finish(j, "succeeded", LOG_MID_FLASH_SUCCEEDED, LOG_NOTICE, msg);
 }
 
@@ -750,8 +762,9 @@ boot_failed(struct job *j)
 
 	j->stable = sd_event_source_disable_unref(j->stable);
 	if (j->step == STEP_ROLLBACK_BOOT_CHECK) {
-		job_fail(j, "%s on port %s booted neither the new firmware %.12s nor the known-good "
-			    "%.12s; it needs recovery by hand (BOOT0/DFU button or the SD card)",
+		job_fail(j,
+			 "%s on port %s booted neither the new firmware %.12s nor the known-good "
+			 "%.12s; it needs recovery by hand (BOOT0/DFU button or the SD card)",
 			 name_of(j), j->port, j->sha, j->lkg);
 		return;
 	}
@@ -761,9 +774,10 @@ boot_failed(struct job *j)
 	log_full(LOG_ERR, 0, &f, "%s on port %s did not boot the new firmware %.12s", name_of(j),
 		 j->port, j->sha);
 	if (!j->lkg[0] || strcmp(j->lkg, j->sha) == 0) {
-		job_fail(j, "board did not boot the new firmware: %s on port %s, and no known-good "
-			    "image is stored to roll back to; recover it through its bootloader "
-			    "(BOOT0/DFU button, Katapult double reset or the SD card)",
+		job_fail(j,
+			 "board did not boot the new firmware: %s on port %s, and no known-good "
+			 "image is stored to roll back to; recover it through its bootloader "
+			 "(BOOT0/DFU button, Katapult double reset or the SD card)",
 			 name_of(j), j->port);
 		return;
 	}
@@ -797,8 +811,9 @@ on_boot_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 	(void)usec;
 	j->timer = sd_event_source_disable_unref(j->timer);
 	if (j->step == STEP_ROLLBACK_WAIT) {
-		job_fail(j, "board did not boot the new firmware: %s on port %s never came back in a "
-			    "bootloader to roll back to %.12s; it needs recovery by hand",
+		job_fail(j,
+			 "board did not boot the new firmware: %s on port %s never came back in a "
+			 "bootloader to roll back to %.12s; it needs recovery by hand",
 			 name_of(j), j->port, j->lkg);
 		return 0;
 	}
@@ -825,8 +840,8 @@ child_done(struct job *j, int status)
 	j->child = CHILD_NONE;
 	if (kind == CHILD_GATE) {
 		if (status != 0 || !j->result_ok) {
-			job_fail(j, "%s", j->result_error[0] ? j->result_error
-							     : "print-state check failed");
+			job_fail(j, "%s",
+				 j->result_error[0] ? j->result_error : "print-state check failed");
 			return;
 		}
 		log_info("%s", j->result_error[0] ? j->result_error : "printer is idle");
@@ -851,11 +866,12 @@ child_done(struct job *j, int status)
 	case STEP_ROLLBACK_WRITE:
 		if (status != 0 || !j->result_ok) {
 			/* backends say where the board is left; say it once */
-			job_fail(j, "%s on port %s: %s%s", name_of(j), j->port,
-				 j->result_error[0] ? j->result_error : "the worker failed",
-				 j->step == STEP_WRITE && !strstr(j->result_error, "stays in")
-					 ? "; the board stays in its bootloader and can be flashed again"
-					 : "");
+			job_fail(
+			    j, "%s on port %s: %s%s", name_of(j), j->port,
+			    j->result_error[0] ? j->result_error : "the worker failed",
+			    j->step == STEP_WRITE && !strstr(j->result_error, "stays in")
+				? "; the board stays in its bootloader and can be flashed again"
+				: "");
 			return;
 		}
 		begin_boot_check(j);
@@ -880,7 +896,7 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 	    const struct store_job *unfinished, char **ret_message)
 {
 	const struct config_profile *p = config_find_profile(t->cfg, b->profile);
-	struct validate_target target = { 0 };
+	struct validate_target target = {0};
 	struct store_desired d;
 	struct verdict v;
 	struct job *j;
@@ -916,9 +932,10 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 		return -ECANCELED;
 	}
 	if (!b->catalog) {
-		*ret_message = xasprintf("cannot tell which board is on port %s (%s); set board = "
-					 "\"...\" in its profile",
-					 b->dev.port, b->candidates[0] ? b->candidates : "unknown MCU");
+		*ret_message =
+		    xasprintf("cannot tell which board is on port %s (%s); set board = "
+			      "\"...\" in its profile",
+			      b->dev.port, b->candidates[0] ? b->candidates : "unknown MCU");
 		return -ENXIO;
 	}
 	/* never touch a board with an image that does not fit it */
@@ -927,8 +944,8 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 		r = read_file(path, IMAGE_MAX_SIZE, &data, &size);
 	free(path);
 	if (r < 0) {
-		*ret_message = xasprintf("firmware %.12s for profile '%s' is missing from the store",
-					 d.sha, p->name);
+		*ret_message = xasprintf(
+		    "firmware %.12s for profile '%s' is missing from the store", d.sha, p->name);
 		return r;
 	}
 	target.board = b->catalog;
@@ -940,7 +957,9 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 	if (r < 0 || !v.accepted) {
 		*ret_message = xasprintf("refusing to flash %s on port %s: %s",
 					 board_display_name(b), b->dev.port,
-					 r < 0 ? strerror(-r) : v.n_reasons ? v.reasons[0] : "refused");
+					 r < 0	       ? strerror(-r)
+					 : v.n_reasons ? v.reasons[0]
+						       : "refused");
 		if (r >= 0)
 			verdict_done(&v);
 		return -EINVAL;
@@ -979,7 +998,8 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 	} else {
 		for (size_t i = 0; i < p->n_stop_units; i++)
 			if (strncmp(p->stop_units[i], "klipper", 7) == 0)
-				(void)str_copy(j->moonraker, sizeof(j->moonraker), DEFAULT_MOONRAKER);
+				(void)str_copy(j->moonraker, sizeof(j->moonraker),
+					       DEFAULT_MOONRAKER);
 	}
 	j->moonraker_fail_open = p->moonraker_fail_open;
 	j->stop_globs = xnew_array(char *, p->n_stop_units + 1);
@@ -1001,7 +1021,7 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 		}
 	}
 	(void)snprintf(j->job_id, sizeof(j->job_id), "%lld", (long long)j->rec.id);
-	t->jobs = xreallocarray(t->jobs, t->n_jobs + 1, sizeof(*t->jobs));
+	t->jobs = xreallocarray(t->jobs, t->n_jobs + 1, sizeof(struct job *));
 	t->jobs[t->n_jobs++] = j;
 	fields(j, LOG_MID_FLASH_STARTED, &f);
 	log_full(LOG_NOTICE, 0, &f, "%s %s on port %s with %.12s (profile '%s', job %s)",
@@ -1050,10 +1070,10 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 	switch (j->step) {
 	case STEP_WAIT_BOOTLOADER:
 	case STEP_ENTER:
-		if (ev == BOARDS_GONE)
+		if (ev == BOARDS_GONE) {
 			j->saw_gone = true;
-		if (ev == BOARDS_GONE)
 			return;
+		}
 		if (bootloader_mode(b->dev.mode)) {
 			if (j->pid <= 0 && bootloader_ready(b))
 				step_write(j, b);
@@ -1063,10 +1083,12 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 			return;
 		if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && j->saw_gone &&
 		    (j->step == STEP_WAIT_BOOTLOADER || j->pid <= 0)) {
-			job_fail(j, "%s on port %s came back as the Klipper app after the bootloader "
-				    "request: it has no USB bootloader path. Install Katapult, use the "
-				    "SD card (firmware.bin), or enter ROM DFU with BOOT0",
-				 name_of(j), j->port);
+			job_fail(
+			    j,
+			    "%s on port %s came back as the Klipper app after the bootloader "
+			    "request: it has no USB bootloader path. Install Katapult, use the "
+			    "SD card (firmware.bin), or enter ROM DFU with BOOT0",
+			    name_of(j), j->port);
 		}
 		return;
 	case STEP_BOOT_CHECK:
@@ -1078,12 +1100,14 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 		}
 		if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->present && !j->stable) {
 			if (j->catalog && strcasecmp(b->dev.product, j->catalog->mcu->name) != 0) {
-				job_fail(j, "%s on port %s came back as a %s application, expected %s",
-					 name_of(j), j->port, b->dev.product, j->catalog->mcu->name);
+				job_fail(
+				    j, "%s on port %s came back as a %s application, expected %s",
+				    name_of(j), j->port, b->dev.product, j->catalog->mcu->name);
 				return;
 			}
 			(void)sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
-							 APP_STABLE_MS * 1000u, 0, on_stable, j);
+							 (uint64_t)APP_STABLE_MS * 1000u, 0,
+							 on_stable, j);
 			return;
 		}
 		if (bootloader_mode(b->dev.mode) && b->present && ev != BOARDS_UPDATED) {
@@ -1168,7 +1192,8 @@ job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b)
 	 * Once per visit: udev sends several events while a bootloader enumerates. */
 	if (bootloader_ready(b)) {
 		p = config_find_profile(t->cfg, b->profile);
-		if (p && (p->auto_flash & CONFIG_AUTO_HOTPLUG) && bootloader_visit_new(t, b->dev.port))
+		if (p && (p->auto_flash & CONFIG_AUTO_HOTPLUG) &&
+		    bootloader_visit_new(t, b->dev.port))
 			try_start(t, b, "board in its bootloader");
 		return;
 	}
@@ -1229,9 +1254,8 @@ job_table_to_json(const struct job_table *t)
 }
 
 int
-job_table_new(sd_event *loop, const struct config *cfg, struct store *store,
-	      struct boards *boards, const char *worker_exe, job_event_fn ev, void *userdata,
-	      struct job_table **ret)
+job_table_new(sd_event *loop, const struct config *cfg, struct store *store, struct boards *boards,
+	      const char *worker_exe, job_event_fn ev, void *userdata, struct job_table **ret)
 {
 	struct job_table *t = xnew(struct job_table);
 	int r;
@@ -1262,9 +1286,10 @@ job_table_free(struct job_table *t)
 		struct job *j = t->jobs[i];
 
 		if (j->pid > 0)
-			log_warn("job %s on port %s interrupted in step %s; it resumes when the board "
-				 "is seen again",
-				 j->job_id, j->port, step_names[j->step]);
+			log_warn(
+			    "job %s on port %s interrupted in step %s; it resumes when the board "
+			    "is seen again",
+			    j->job_id, j->port, step_names[j->step]);
 		job_free(j);
 	}
 	free(t->jobs);

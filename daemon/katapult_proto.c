@@ -85,7 +85,7 @@ katapult_frame_encode_word_bytes(uint8_t code, uint32_t w0, const uint8_t *data,
 {
 	int total;
 
-	if (data_len > 254 * 4)
+	if (data_len > (size_t)254 * 4) /* 255 words at most, one of them w0 */
 		return -EINVAL;
 	total = encode_begin(code, 4 + data_len, buf, len);
 	if (total < 0)

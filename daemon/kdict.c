@@ -95,8 +95,7 @@ interface_from_config(struct json_object *config)
 {
 	bool can = false, serial = false, usb = false;
 
-	json_object_object_foreach(config, key, val)
-	{
+	json_object_object_foreach(config, key, val) {
 		(void)val;
 		if (strcasecmp(key, "CANBUS_FREQUENCY") == 0 ||
 		    strcasecmp(key, "CANBUS_BRIDGE") == 0 || has_prefix_ci(key, "RESERVE_PINS_CAN"))

@@ -3,6 +3,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -13,6 +14,8 @@
 #include <unistd.h>
 
 #include <systemd/sd-journal.h>
+
+#include "util.h"
 
 /* journald's native socket; libsystemd hard-codes it and drops messages when it is absent */
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
@@ -28,7 +31,9 @@ stderr_is_journal(void)
 	unsigned long long dev, ino;
 	struct stat st;
 
-	if (!e || sscanf(e, "%llu:%llu", &dev, &ino) != 2)
+	/* "DEV:INODE" (systemd.exec(5)) */
+	if (!e || !(e = parse_decimal_to(e, ':', ULLONG_MAX, &dev)) ||
+	    !parse_decimal_to(e + 1, '\0', ULLONG_MAX, &ino))
 		return false;
 	if (fstat(STDERR_FILENO, &st) < 0)
 		return false;
@@ -122,6 +127,7 @@ static int
 to_journald(int priority, const char *msg, const struct log_fields *f)
 {
 	struct iovec iov[12];
+	/* cppcheck-suppress variableScope ; iov points into bufs until sd_journal_sendv */
 	char bufs[12][320];
 	char head[2100];
 	char prio[16];

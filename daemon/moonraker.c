@@ -15,7 +15,7 @@
 #include "util.h"
 
 /* A print_stats reply is a few hundred bytes; anything far larger is not Moonraker. */
-#define REPLY_MAX (64u * 1024u)
+#define REPLY_MAX ((size_t)64 * 1024)
 /* result.status.print_stats.state is four levels deep; nothing legitimate nests deeper */
 #define JSON_DEPTH 16
 
@@ -213,7 +213,7 @@ moonraker_query_key(const char *url, const char *api_key, unsigned timeout_ms,
 	if (c != CURLE_OK) {
 		ret->error = body.too_big ? -EFBIG : curl_to_errno(c);
 		if (body.too_big)
-			snprintf(ret->detail, sizeof(ret->detail), "reply larger than %u bytes",
+			snprintf(ret->detail, sizeof(ret->detail), "reply larger than %zu bytes",
 				 REPLY_MAX);
 		else
 			escape_name(errbuf[0] ? errbuf : curl_easy_strerror(c), ret->detail,

@@ -46,7 +46,6 @@ device_from_port(struct udev *udev, const char *port, struct device *dev)
 {
 	struct udev_device *usb = udev_device_new_from_subsystem_sysname(udev, "usb", port);
 	struct udev_enumerate *en;
-	struct udev_list_entry *e;
 	const char *v;
 
 	memset(dev, 0, sizeof(*dev));
@@ -79,11 +78,12 @@ device_from_port(struct udev *udev, const char *port, struct device *dev)
 
 	en = udev_enumerate_new(udev);
 	if (en) {
+		struct udev_list_entry *e;
+
 		(void)udev_enumerate_add_match_parent(en, usb);
 		(void)udev_enumerate_add_match_subsystem(en, "tty");
 		(void)udev_enumerate_scan_devices(en);
-		udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
-		{
+		udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en)) {
 			struct udev_device *c =
 			    udev_device_new_from_syspath(udev, udev_list_entry_get_name(e));
 			const char *node = c ? udev_device_get_devnode(c) : NULL;
@@ -108,8 +108,7 @@ node_matches(struct udev_device *d, const char *path)
 
 	if (node && strcmp(node, path) == 0)
 		return true;
-	udev_list_entry_foreach(e, udev_device_get_devlinks_list_entry(d))
-	{
+	udev_list_entry_foreach(e, udev_device_get_devlinks_list_entry(d)) {
 		if (strcmp(udev_list_entry_get_name(e), path) == 0)
 			return true;
 	}
@@ -148,16 +147,15 @@ find_port(struct udev *udev, const char *path, char *port, size_t size)
 	(void)udev_enumerate_add_match_subsystem(en, "tty");
 	(void)udev_enumerate_add_match_subsystem(en, "usb");
 	(void)udev_enumerate_scan_devices(en);
-	udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
-	{
+	udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en)) {
 		struct udev_device *d =
 		    udev_device_new_from_syspath(udev, udev_list_entry_get_name(e));
-		struct udev_device *usb;
 
 		if (!d)
 			continue;
 		if (node_matches(d, path)) {
 			const char *t = udev_device_get_devtype(d);
+			struct udev_device *usb;
 
 			usb = t && strcmp(t, "usb_device") == 0
 				  ? d
@@ -214,7 +212,6 @@ usable(const struct device *d)
 	case DEVICE_MODE_KATAPULT:
 		return d->tty[0] != '\0';
 	case DEVICE_MODE_STM32_ROM_DFU:
-		return d->usb_node[0] != '\0';
 	case DEVICE_MODE_NONE:
 	case DEVICE_MODE_LPC_DFU:
 	case DEVICE_MODE_RP2040_BOOTSEL:
@@ -386,6 +383,7 @@ oneshot_flash(int argc, char **argv)
 			return usage();
 		*target = argv[++i];
 	}
+	/* cppcheck-suppress knownConditionTrueFalse ; device is set through *target above */
 	if (!device || !file)
 		return usage();
 	if (board && !catalog_find(board)) {

@@ -464,12 +464,12 @@ on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 		struct inotify_event ev;
 		char buf[16 * (sizeof(struct inotify_event) + NAME_MAX + 1)];
 	} u;
-	ssize_t len;
 
 	(void)s;
 	(void)revents;
 	for (;;) {
-		len = read(fd, u.buf, sizeof(u.buf));
+		ssize_t len = read(fd, u.buf, sizeof(u.buf));
+
 		if (len < 0 && errno == EINTR)
 			continue;
 		if (len <= 0)

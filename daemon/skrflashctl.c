@@ -190,7 +190,7 @@ call(const struct ctl *c, json_object *req, json_object **ret)
 	char *buf = NULL, *line;
 	size_t len = 0;
 	json_object *resp, *ok;
-	int fd = ctl_connect(c), code;
+	int fd = ctl_connect(c);
 
 	if (fd < 0) {
 		json_object_put(req);
@@ -218,9 +218,9 @@ call(const struct ctl *c, json_object *req, json_object **ret)
 	}
 	if (!json_object_get_boolean(ok)) {
 		const char *e = jstr(resp, "error");
+		int code = strstr(e, "permission denied") ? EXIT_DENIED : EXIT_FAILED;
 
 		fprintf(stderr, "skrflashctl: %s\n", e);
-		code = strstr(e, "permission denied") ? EXIT_DENIED : EXIT_FAILED;
 		json_object_put(resp);
 		return code;
 	}
@@ -911,8 +911,8 @@ main(int argc, char **argv)
 	code = EXIT_USAGE;
 #define NARGS(n)                                                                                   \
 	if (argc - optind != (n)) {                                                                \
-		fprintf(stderr, "skrflashctl: '%s' takes %d argument%s\n", cmd, n,                 \
-			n == 1 ? "" : "s");                                                        \
+		fprintf(stderr, "skrflashctl: '%s' takes %d argument%s\n", cmd, (n),               \
+			(n) == 1 ? "" : "s");                                                      \
 		goto out;                                                                          \
 	}
 	if (strcmp(cmd, "status") == 0) {

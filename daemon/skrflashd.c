@@ -52,26 +52,28 @@ struct daemon {
 static int
 load_config(struct daemon *d, struct config **ret)
 {
+	struct config *cfg = NULL;
 	char *errors = NULL;
 	const char *path = d->config_path;
 	int r;
 
 	if (path && !d->config_explicit && access(path, F_OK) < 0 && errno == ENOENT)
 		path = NULL; /* no file at the default place: run on the built-in catalog */
-	r = config_load(path, &d->ov, ret, &errors);
+	r = config_load(path, &d->ov, &cfg, &errors);
 	if (r >= 0) {
 		/* the package creates this group; without a config line its members may drop
 		 * firmware and use skrflashctl, as the README promises */
-		struct group *g = getgrnam(SKRFLASH_GROUP);
+		const struct group *g = getgrnam(SKRFLASH_GROUP);
 
-		if (g && !(*ret)->has_drop_gid) {
-			(*ret)->has_drop_gid = true;
-			(*ret)->drop_gid = g->gr_gid;
+		if (g && !cfg->has_drop_gid) {
+			cfg->has_drop_gid = true;
+			cfg->drop_gid = g->gr_gid;
 		}
-		if (g && !(*ret)->has_control_gid) {
-			(*ret)->has_control_gid = true;
-			(*ret)->control_gid = g->gr_gid;
+		if (g && !cfg->has_control_gid) {
+			cfg->has_control_gid = true;
+			cfg->control_gid = g->gr_gid;
 		}
+		*ret = cfg;
 	}
 	if (r < 0) {
 		if (errors) {

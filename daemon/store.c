@@ -133,7 +133,7 @@ static int
 migrate(struct store *s)
 {
 	sqlite3_stmt *st = prepare(s, "PRAGMA user_version");
-	int version, r;
+	int version;
 
 	if (!st)
 		return -EIO;
@@ -147,8 +147,8 @@ migrate(struct store *s)
 		return -EPROTONOSUPPORT; /* written by a newer skrflash: do not touch it */
 	for (int v = version; v < (int)ELEMENTSOF(migrations); v++) {
 		char pragma[64];
+		int r = exec(s, "BEGIN IMMEDIATE");
 
-		r = exec(s, "BEGIN IMMEDIATE");
 		if (r < 0)
 			return r;
 		(void)snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v + 1);

@@ -50,8 +50,7 @@ find_by_id(struct udev_device *tty, struct device *dev)
 
 	const char *links;
 
-	udev_list_entry_foreach(e, udev_device_get_devlinks_list_entry(tty))
-	{
+	udev_list_entry_foreach(e, udev_device_get_devlinks_list_entry(tty)) {
 		const char *link = udev_list_entry_get_name(e);
 
 		if (strstr(link, "/serial/by-id/")) {
@@ -85,8 +84,7 @@ find_children(struct udevwatch *w, struct udev_device *usb, struct device *dev)
 		return;
 	(void)udev_enumerate_add_match_parent(en, usb);
 	(void)udev_enumerate_scan_devices(en);
-	udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
-	{
+	udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en)) {
 		struct udev_device *c =
 		    udev_device_new_from_syspath(w->udev, udev_list_entry_get_name(e));
 		const char *subsystem, *node;
@@ -231,8 +229,7 @@ coldplug(struct udevwatch *w)
 			return;
 		(void)udev_enumerate_add_match_subsystem(en, subsystems[i]);
 		(void)udev_enumerate_scan_devices(en);
-		udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en))
-		{
+		udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en)) {
 			struct udev_device *d =
 			    udev_device_new_from_syspath(w->udev, udev_list_entry_get_name(e));
 
@@ -260,7 +257,7 @@ udevwatch_start(sd_event *loop, udevwatch_handler h, void *userdata, struct udev
 	}
 	w->monitor = udev_monitor_new_from_netlink(w->udev, "udev");
 	if (!w->monitor) {
-		r = -errno ? -errno : -EIO;
+		r = errno ? -errno : -EIO;
 		goto fail;
 	}
 	if (udev_monitor_filter_add_match_subsystem_devtype(w->monitor, "usb", "usb_device") < 0 ||

@@ -392,7 +392,7 @@ units_start(struct units *u, const char *unit, units_done_fn cb, void *userdata)
 }
 
 void
-units_forget(struct units *u, void *userdata)
+units_forget(struct units *u, const void *userdata)
 {
 	for (struct op *op = u->ops; op; op = op->next)
 		if (op->userdata == userdata) {

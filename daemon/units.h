@@ -47,7 +47,7 @@ int units_stop(struct units *u, const char *unit, units_done_fn cb, void *userda
 int units_start(struct units *u, const char *unit, units_done_fn cb, void *userdata);
 /* Forget every pending callback with this userdata (a job being destroyed); the systemd jobs
  * and the references are not affected. */
-void units_forget(struct units *u, void *userdata);
+void units_forget(struct units *u, const void *userdata);
 /* Whether unit is currently held stopped (or being stopped) through units_stop. */
 bool units_is_held(const struct units *u, const char *unit);
 /* A unit held stopped by some caller that matches one of the globs, or NULL: a second board

@@ -180,9 +180,7 @@ fsync_dir_of(const char *path)
 	int fd, r = 0;
 
 	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		r = -errno;
-	else if (fsync(fd) < 0)
+	if (fd < 0 || fsync(fd) < 0)
 		r = -errno;
 	close_fd(fd);
 	free(copy);
@@ -265,7 +263,7 @@ sha256_hex(const void *data, size_t size, char ret[SHA256_HEX_LEN + 1])
 
 	if (!EVP_Digest(data, size, md, &n, EVP_sha256(), NULL) || n != 32)
 		abort(); /* libcrypto without SHA-256 cannot happen on a supported system */
-	for (unsigned int i = 0; i < n; i++) {
+	for (size_t i = 0; i < n; i++) {
 		ret[2 * i] = hex[md[i] >> 4];
 		ret[2 * i + 1] = hex[md[i] & 15];
 	}
@@ -357,4 +355,20 @@ parse_u32(const char *s, uint32_t *ret)
 		return -ERANGE;
 	*ret = (uint32_t)v;
 	return 0;
+}
+
+const char *
+parse_decimal_to(const char *s, char stop, unsigned long long max, unsigned long long *ret)
+{
+	unsigned long long v;
+	char *end;
+
+	if (*s < '0' || *s > '9') /* strtoull would accept a sign and spaces */
+		return NULL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end != stop || v > max)
+		return NULL;
+	*ret = v;
+	return end;
 }

@@ -51,3 +51,7 @@ bool str_copy(char *dst, size_t size, const char *src);
 void escape_name(const char *s, char *buf, size_t len);
 /* Parse an unsigned number in C syntax (0x.. hex or decimal) with range check. */
 int parse_u32(const char *s, uint32_t *ret);
+/* Parse decimal digits at s that end at the character `stop` (e.g. '/' or '\0'), at most max;
+ * returns the position of `stop`, or NULL if s does not hold such a number there. */
+const char *parse_decimal_to(const char *s, char stop, unsigned long long max,
+			     unsigned long long *ret);

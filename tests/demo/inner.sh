@@ -66,6 +66,7 @@ expect() { # expect DESCRIPTION COMMAND...
 	shift
 	if "$@" >/dev/null 2>&1; then echo "ok: $desc"; else echo "NOT OK: $desc"; fail=1; fi
 }
+# shellcheck disable=SC2317 # called through expect "$@"
 check_history() { # PORT RESULT METHOD
 	python3 - "$H" "$@" <<'PY'
 import json, sys
@@ -75,6 +76,7 @@ sys.exit(0 if any(r["port"] == port and r["result"] == result and r["method"] ==
                   for r in rows) else 1)
 PY
 }
+# shellcheck disable=SC2317 # called through expect "$@"
 installed() { # PORT FILE: the board runs that image
 	python3 - "$T/boards.json" "$1" "$(sha256sum "$2" | cut -d' ' -f1)" <<'PY'
 import json, sys

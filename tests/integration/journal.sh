@@ -2,6 +2,7 @@
 # Structured journal fields: the daemon's log entries, captured on a private journal socket
 # in a private mount namespace, carry MESSAGE_ID and the SKRFLASH_* fields; and when no
 # journald listens, nothing is lost: the same messages go to stderr.
+# shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 if [ "$(id -u)" != 0 ] && ! unshare -rm true 2>/dev/null; then

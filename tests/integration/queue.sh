@@ -1,6 +1,8 @@
 #!/bin/sh
 # The queue contract end to end with the real daemon: good drops are stored and recorded,
 # every kind of bad drop is moved aside with a reason, nothing is ever lost.
+# shellcheck disable=SC2119 # start_daemon takes optional extra daemon options
+# shellcheck source=tests/integration/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 P=octopus-f446

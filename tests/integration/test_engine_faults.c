@@ -14,16 +14,16 @@
 #include "util.h"
 
 static const char profiles[] =
-	"  { name = \"kat\"; match = { board = \"octopus-f446\"; port = \"1-1\"; };\n"
-	"    auto_flash = [\"queue\"]; },\n"
-	"  { name = \"dfu\"; match = { board = \"skr-3-h723\"; port = \"1-2\"; };\n"
-	"    methods = [\"dfu\"]; auto_flash = [\"queue\"]; }";
+    "  { name = \"kat\"; match = { board = \"octopus-f446\"; port = \"1-1\"; };\n"
+    "    auto_flash = [\"queue\"]; },\n"
+    "  { name = \"dfu\"; match = { board = \"skr-3-h723\"; port = \"1-2\"; };\n"
+    "    methods = [\"dfu\"]; auto_flash = [\"queue\"]; }";
 
 struct fault_case {
 	const char *name;
 	struct sim_fault fault;
-	bool must_fail; /* the fault outlasts every retry: a clear error is the right outcome */
-	const char *error; /* part of the error text when it fails */
+	bool must_fail;	    /* the fault outlasts every retry: a clear error is the right outcome */
+	const char *error;  /* part of the error text when it fails */
 	enum sim_mode back; /* where the board is after the failure */
 };
 
@@ -92,7 +92,7 @@ run_case(struct sim_board *b, const char *profile, const struct fault_case *c, u
 	}
 	if (strcmp(result, "succeeded") != 0) {
 		/* recoverable: up where it should be, and the next attempt flashes it */
-		struct sim_fault none = { .kind = SIM_FAULT_NONE };
+		struct sim_fault none = {.kind = SIM_FAULT_NONE};
 
 		CHECK_STREQ(result, "failed");
 		CHECK(strlen(eng_str(row, "error")) > 20);
@@ -102,8 +102,9 @@ run_case(struct sim_board *b, const char *profile, const struct fault_case *c, u
 		/* the daemon must have seen it come back before it is asked again */
 		if (c->back == SIM_MODE_KLIPPER_APP)
 			CHECK_EQ_INT(eng_wait_count(back_line, backs + 1, 5000), 0);
-		CHECK(strcmp(eng_board_field(sim_board_port(b), "installed_sha256", buf, sizeof(buf)),
-			     sha) != 0);
+		CHECK(
+		    strcmp(eng_board_field(sim_board_port(b), "installed_sha256", buf, sizeof(buf)),
+			   sha) != 0);
 		CHECK_EQ_INT(eng_ctl(&out, "flash", sim_board_port(b), NULL), 0);
 		free(out);
 		CHECK_EQ_INT(eng_wait(flashed, 20000), 0);
@@ -125,27 +126,33 @@ int
 main(int argc, char **argv)
 {
 	static const struct fault_case kat[] = {
-		/* single transport faults: the backend's resend recovers */
-		{ "corrupt", { SIM_FAULT_CORRUPT_FRAME, 6, 1 }, false, NULL, SIM_MODE_OFF },
-		{ "drop", { SIM_FAULT_DROP_FRAME, 6, 1 }, false, NULL, SIM_MODE_OFF },
-		{ "dup", { SIM_FAULT_DUP_FRAME, 6, 2 }, false, NULL, SIM_MODE_OFF },
-		{ "nack", { SIM_FAULT_NACK_STORM, 6, 2 }, false, NULL, SIM_MODE_OFF },
-		{ "stall", { SIM_FAULT_STALL, 6, 200 }, false, NULL, SIM_MODE_OFF },
-		/* longer than one read timeout (5 s): a resend after the timeout recovers */
-		{ "stall-long", { SIM_FAULT_STALL, 6, 5500 }, false, NULL, SIM_MODE_OFF },
-		/* faults that outlast every retry */
-		{ "nack-storm", { SIM_FAULT_NACK_STORM, 6, 100000 }, true, "failed 5 times (last: NACK)",
-		  SIM_MODE_KATAPULT },
-		/* power back after 300 ms: the half-written image still has its vector table, so
-		 * the simulated board boots it; the touch then takes it to Katapult */
-		{ "unplug", { SIM_FAULT_UNPLUG_AT_BYTE, 8192, 300 }, true, "disconnected during the "
-		  "transfer", SIM_MODE_KLIPPER_APP },
+	    /* single transport faults: the backend's resend recovers */
+	    {"corrupt", {SIM_FAULT_CORRUPT_FRAME, 6, 1}, false, NULL, SIM_MODE_OFF},
+	    {"drop", {SIM_FAULT_DROP_FRAME, 6, 1}, false, NULL, SIM_MODE_OFF},
+	    {"dup", {SIM_FAULT_DUP_FRAME, 6, 2}, false, NULL, SIM_MODE_OFF},
+	    {"nack", {SIM_FAULT_NACK_STORM, 6, 2}, false, NULL, SIM_MODE_OFF},
+	    {"stall", {SIM_FAULT_STALL, 6, 200}, false, NULL, SIM_MODE_OFF},
+	    /* longer than one read timeout (5 s): a resend after the timeout recovers */
+	    {"stall-long", {SIM_FAULT_STALL, 6, 5500}, false, NULL, SIM_MODE_OFF},
+	    /* faults that outlast every retry */
+	    {"nack-storm",
+	     {SIM_FAULT_NACK_STORM, 6, 100000},
+	     true,
+	     "failed 5 times (last: NACK)",
+	     SIM_MODE_KATAPULT},
+	    /* power back after 300 ms: the half-written image still has its vector table, so
+	     * the simulated board boots it; the touch then takes it to Katapult */
+	    {"unplug",
+	     {SIM_FAULT_UNPLUG_AT_BYTE, 8192, 300},
+	     true,
+	     "disconnected during the "
+	     "transfer",
+	     SIM_MODE_KLIPPER_APP},
 	};
 	static const struct fault_case dfu[] = {
-		{ "errwrite", { SIM_FAULT_DFU_ERR_WRITE, 2, 0 }, true, "errWRITE", SIM_MODE_ROM_DFU },
-		{ "errverify", { SIM_FAULT_DFU_ERR_VERIFY, 2, 0 }, true, "errVERIFY",
-		  SIM_MODE_ROM_DFU },
-		{ "erase", { SIM_FAULT_DFU_ERR_ERASE, 1, 0 }, true, "errERASE", SIM_MODE_ROM_DFU },
+	    {"errwrite", {SIM_FAULT_DFU_ERR_WRITE, 2, 0}, true, "errWRITE", SIM_MODE_ROM_DFU},
+	    {"errverify", {SIM_FAULT_DFU_ERR_VERIFY, 2, 0}, true, "errVERIFY", SIM_MODE_ROM_DFU},
+	    {"erase", {SIM_FAULT_DFU_ERR_ERASE, 1, 0}, true, "errERASE", SIM_MODE_ROM_DFU},
 	};
 	struct sim_board *k, *d;
 	unsigned seq = 0;

@@ -86,8 +86,9 @@ eng_write_conf(const char *globals, const char *profiles)
 		perror(conf);
 		exit(1);
 	}
-	fprintf(f, "timeouts = { bootloader = 3.0; boot = 3.0; leave_grace = 0.3; };\n%s\n"
-		   "profiles = (\n%s\n);\n",
+	fprintf(f,
+		"timeouts = { bootloader = 3.0; boot = 3.0; leave_grace = 0.3; };\n%s\n"
+		"profiles = (\n%s\n);\n",
 		globals, profiles);
 	fclose(f);
 }
@@ -96,9 +97,16 @@ int
 eng_start(char *const extra_env[])
 {
 	char *path = xasprintf("%s/skrflashd", build);
-	char *args[] = { path, (char[]){ "-c" }, conf, (char[]){ "--state-dir" }, state,
-			 (char[]){ "--runtime-dir" }, run, (char[]){ "--log-level" },
-			 (char[]){ "debug" }, NULL };
+	char *args[] = {path,
+			(char[]){"-c"},
+			conf,
+			(char[]){"--state-dir"},
+			state,
+			(char[]){"--runtime-dir"},
+			run,
+			(char[]){"--log-level"},
+			(char[]){"debug"},
+			NULL};
 	int r;
 
 	daemon_proc = sim_proc_spawn(sim, args, extra_env);
@@ -176,7 +184,7 @@ eng_proc_count(struct sim_proc *p, const char *needle)
 int
 eng_proc_wait_count(struct sim_proc *p, const char *needle, size_t n, int timeout_ms)
 {
-	struct timespec tick = { .tv_sec = 0, .tv_nsec = 5000000 };
+	struct timespec tick = {.tv_sec = 0, .tv_nsec = 5000000};
 
 	/* sim_proc only waits for the first occurrence: look again as the output grows */
 	for (int waited = 0; waited <= timeout_ms; waited += 5) {
@@ -376,16 +384,16 @@ eng_int(json_object *o, const char *key)
 }
 
 char *
-eng_image(struct sim_board *b, uint32_t app_start, const char *name, size_t size,
-	  uint8_t **ret_img, size_t *ret_len, char ret_sha[65])
+eng_image(struct sim_board *b, uint32_t app_start, const char *name, size_t size, uint8_t **ret_img,
+	  size_t *ret_len, char ret_sha[65])
 {
 	const struct catalog_board *m = sim_board_model(b);
 	char *path = xasprintf("%s/%s.bin", dir, name);
 	uint8_t *img;
 	size_t len;
 
-	img = sim_image_klipper(m->mcu, app_start ? app_start : sim_board_app_start(b), name,
-				size, &len);
+	img = sim_image_klipper(m->mcu, app_start ? app_start : sim_board_app_start(b), name, size,
+				&len);
 	if (write_file_atomic(path, img, len, 0644) < 0) {
 		fprintf(stderr, "cannot write %s\n", path);
 		exit(1);
@@ -400,8 +408,8 @@ bool
 eng_flash_equals(struct sim_board *b, uint32_t addr, const uint8_t *data, size_t len)
 {
 	uint8_t *buf = xmalloc(len);
-	bool same = flash_read(sim_board_flash(b), addr, buf, len) == 0 &&
-		    memcmp(buf, data, len) == 0;
+	bool same =
+	    flash_read(sim_board_flash(b), addr, buf, len) == 0 && memcmp(buf, data, len) == 0;
 
 	free(buf);
 	return same;
@@ -432,11 +440,11 @@ eng_erases(struct sim_board *b)
 struct sim_board *
 eng_add(const char *model, const char *port, enum sim_mode mode, bool katapult)
 {
-	struct sim_board_spec spec = { .model = model,
-				       .port = port,
-				       .mode = mode,
-				       .bootloader = katapult ? SIM_BL_KATAPULT : SIM_BL_STOCK,
-				       .bootloop = SIM_BOOTLOOP_RECOVER };
+	struct sim_board_spec spec = {.model = model,
+				      .port = port,
+				      .mode = mode,
+				      .bootloader = katapult ? SIM_BL_KATAPULT : SIM_BL_STOCK,
+				      .bootloop = SIM_BOOTLOOP_RECOVER};
 	struct sim_board *b = sim_board_add(sim, &spec);
 
 	if (!b)

@@ -78,5 +78,4 @@ uint8_t *eng_flash_copy(struct sim_board *b, uint32_t from, uint32_t to);
 uint64_t eng_erases(struct sim_board *b);
 
 /* A board on the testbed, plugged in `mode`; Katapult installed when katapult is set. */
-struct sim_board *eng_add(const char *model, const char *port, enum sim_mode mode,
-			  bool katapult);
+struct sim_board *eng_add(const char *model, const char *port, enum sim_mode mode, bool katapult);

@@ -15,16 +15,16 @@
 #include "util.h"
 
 static const char profiles[] =
-	"  { name = \"octo-a\"; match = { board = \"octopus-f446\"; port = \"1-1\"; };\n"
-	"    auto_flash = [\"queue\"]; },\n"
-	"  { name = \"octo-b\"; match = { board = \"octopus-f446\"; port = \"1-2\"; };\n"
-	"    auto_flash = [\"queue\"]; },\n"
-	"  { name = \"skr3\"; match = { board = \"skr-3-h723\"; port = \"1-3\"; };\n"
-	"    methods = [\"dfu\"]; auto_flash = [\"queue\"]; },\n"
-	"  { name = \"octo-dfu\"; match = { board = \"octopus-f446\"; port = \"1-4\"; };\n"
-	"    methods = [\"dfu\"]; auto_flash = [\"hotplug\"]; },\n"
-	"  { name = \"manta\"; match = { board = \"manta-m8p\"; port = \"1-5\"; };\n"
-	"    auto_flash = []; }";
+    "  { name = \"octo-a\"; match = { board = \"octopus-f446\"; port = \"1-1\"; };\n"
+    "    auto_flash = [\"queue\"]; },\n"
+    "  { name = \"octo-b\"; match = { board = \"octopus-f446\"; port = \"1-2\"; };\n"
+    "    auto_flash = [\"queue\"]; },\n"
+    "  { name = \"skr3\"; match = { board = \"skr-3-h723\"; port = \"1-3\"; };\n"
+    "    methods = [\"dfu\"]; auto_flash = [\"queue\"]; },\n"
+    "  { name = \"octo-dfu\"; match = { board = \"octopus-f446\"; port = \"1-4\"; };\n"
+    "    methods = [\"dfu\"]; auto_flash = [\"hotplug\"]; },\n"
+    "  { name = \"manta\"; match = { board = \"manta-m8p\"; port = \"1-5\"; };\n"
+    "    auto_flash = []; }";
 
 /* What every successful flash must show. */
 static void
@@ -150,8 +150,8 @@ test_already_dfu(void)
 	CHECK(b != NULL);
 	if (!b)
 		return;
-	CHECK_EQ_INT(eng_wait("board appeared: octopus-f446 in klipper-app mode on port 1-4", 10000),
-		     0);
+	CHECK_EQ_INT(
+	    eng_wait("board appeared: octopus-f446 in klipper-app mode on port 1-4", 10000), 0);
 	CHECK_EQ_INT(sim_board_unplug(b), 0);
 	CHECK_EQ_INT(eng_wait("board left: octopus-f446 on port 1-4", 10000), 0);
 	f = sim_board_flash(b);

@@ -17,12 +17,12 @@
 #include "util.h"
 
 static const char profiles[] =
-	"  { name = \"rb\"; match = { board = \"octopus-f446\"; port = \"1-1\"; };\n"
-	"    auto_flash = [\"hotplug\", \"queue\"]; },\n"
-	"  { name = \"unplug\"; match = { board = \"octopus-f446\"; port = \"1-2\"; };\n"
-	"    auto_flash = [\"hotplug\", \"queue\"]; },\n"
-	"  { name = \"kill\"; match = { board = \"octopus-f446\"; port = \"1-3\"; };\n"
-	"    auto_flash = [\"hotplug\", \"queue\"]; }";
+    "  { name = \"rb\"; match = { board = \"octopus-f446\"; port = \"1-1\"; };\n"
+    "    auto_flash = [\"hotplug\", \"queue\"]; },\n"
+    "  { name = \"unplug\"; match = { board = \"octopus-f446\"; port = \"1-2\"; };\n"
+    "    auto_flash = [\"hotplug\", \"queue\"]; },\n"
+    "  { name = \"kill\"; match = { board = \"octopus-f446\"; port = \"1-3\"; };\n"
+    "    auto_flash = [\"hotplug\", \"queue\"]; }";
 
 static json_object *
 newest_on(json_object *hist, const char *port)
@@ -64,7 +64,7 @@ test_rollback(struct sim_board *b)
 	char *pa = eng_image(b, 0, "v0.13.0-good", 32 * 1024, &ia, &la, sa);
 	char *pb = eng_image(b, 0, "v0.14.0-crashes", 32 * 1024, &ib, &lb, sb);
 	char *na = flashed_needle(b, sa), *out = NULL, *needle;
-	struct sim_fault crash = { .kind = SIM_FAULT_BOOT_FAIL };
+	struct sim_fault crash = {.kind = SIM_FAULT_BOOT_FAIL};
 	json_object *hist, *row;
 	long long job_b;
 
@@ -157,7 +157,7 @@ test_unplug(struct sim_board *b)
 	char *path = eng_image(b, 0, "v0.13.0-unplug", 64 * 1024, &img, &len, sha);
 	char *needle = flashed_needle(b, sha), *out = NULL;
 	/* the cable goes at 16 KiB into the image, power stays off */
-	struct sim_fault cut = { .kind = SIM_FAULT_UNPLUG_AT_BYTE, .at = 16 * 1024, .count = 0 };
+	struct sim_fault cut = {.kind = SIM_FAULT_UNPLUG_AT_BYTE, .at = 16 * 1024, .count = 0};
 	json_object *hist, *row;
 	long long failed_job;
 
@@ -201,7 +201,7 @@ test_unplug(struct sim_board *b)
 static int
 wait_frames(struct sim_board *b, unsigned n, int timeout_ms)
 {
-	struct timespec tick = { .tv_sec = 0, .tv_nsec = 1000000 };
+	struct timespec tick = {.tv_sec = 0, .tv_nsec = 1000000};
 
 	for (int i = 0; i < timeout_ms; i++) {
 		struct sim_katapult_stats st;
@@ -226,7 +226,7 @@ test_kill(struct sim_board *b)
 	char *needle = flashed_needle(b, sha), *out = NULL, *resumed;
 	struct sim_katapult_stats st;
 	/* the board goes quiet in the middle of the write: the daemon is killed right there */
-	struct sim_fault stall = { .kind = SIM_FAULT_STALL, .at = 200, .count = 1500 };
+	struct sim_fault stall = {.kind = SIM_FAULT_STALL, .at = 200, .count = 1500};
 	json_object *hist, *row;
 	long long job;
 
@@ -247,9 +247,10 @@ test_kill(struct sim_board *b)
 	row = newest_on(hist, "1-3");
 	job = eng_int(row, "job");
 	json_object_put(hist);
-	resumed = xasprintf("resuming flash of octopus-f446 on port 1-3 with %.12s (profile 'kill', "
-			    "job %lld)",
-			    sha, job);
+	resumed =
+	    xasprintf("resuming flash of octopus-f446 on port 1-3 with %.12s (profile 'kill', "
+		      "job %lld)",
+		      sha, job);
 	CHECK_EQ_INT(eng_wait(resumed, 20000), 0);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
 	hist = eng_history();

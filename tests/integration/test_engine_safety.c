@@ -77,7 +77,7 @@ static int
 sh_plain(const char *script)
 {
 	char *copy = xstrdup(script);
-	char *argv[] = { (char[]){ "sh" }, (char[]){ "-c" }, copy, NULL };
+	char *argv[] = {(char[]){"sh"}, (char[]){"-c"}, copy, NULL};
 	pid_t pid = spawn_plain(argv, NULL, NULL);
 	int st;
 
@@ -117,8 +117,8 @@ make_klipper_cgroup(void)
 		fclose(f);
 	if (!mnt[0])
 		return NULL;
-	parent = xasprintf("%s%s/skrflash-engine-%d", mnt, strcmp(own, "/") ? own : "",
-			   (int)getpid());
+	parent =
+	    xasprintf("%s%s/skrflash-engine-%d", mnt, strcmp(own, "/") ? own : "", (int)getpid());
 	cg = xasprintf("%s/klipper.service", parent);
 	cmd = xasprintf("mkdir -p '%s' 2>/dev/null", cg);
 	if (sh_plain(cmd) != 0) {
@@ -183,8 +183,9 @@ test_klipper_unit(struct sim_board *b, const char *calls_path)
 	const char *o, *stop, *start, *wrote;
 
 	if (!cg) {
-		fprintf(stderr, "SKIP klipper unit scenario: no writable cgroup2 hierarchy to put a "
-				"process in a klipper.service cgroup\n");
+		fprintf(stderr,
+			"SKIP klipper unit scenario: no writable cgroup2 hierarchy to put a "
+			"process in a klipper.service cgroup\n");
 		return;
 	}
 	node = xasprintf("%s/klipper-tty", eng_dir());
@@ -198,7 +199,7 @@ test_klipper_unit(struct sim_board *b, const char *calls_path)
 		return;
 	}
 	{
-		char *a[] = { (char[]){ "python3" }, (char[]){ "-c" }, script, node, NULL };
+		char *a[] = {(char[]){"python3"}, (char[]){"-c"}, script, node, NULL};
 
 		klipper = spawn_plain(a, &in, &outfd);
 	}
@@ -252,10 +253,11 @@ test_klipper_unit(struct sim_board *b, const char *calls_path)
 static void
 test_moonraker(struct sim_board *printing, struct sim_board *down, struct sim_board *open)
 {
-	uint8_t *ip, *idn, *io, *before_p = eng_flash_copy(printing, sim_board_app_start(printing),
-							   sim_board_app_start(printing) + 65536);
-	uint8_t *before_d = eng_flash_copy(down, sim_board_app_start(down),
-					   sim_board_app_start(down) + 65536);
+	uint8_t *ip, *idn, *io,
+	    *before_p = eng_flash_copy(printing, sim_board_app_start(printing),
+				       sim_board_app_start(printing) + 65536);
+	uint8_t *before_d =
+	    eng_flash_copy(down, sim_board_app_start(down), sim_board_app_start(down) + 65536);
 	size_t lp, ld, lo;
 	char sp[65], sd[65], so[65];
 	char *pp = eng_image(printing, 0, "v0.13.0-printing", 16 * 1024, &ip, &lp, sp);
@@ -320,7 +322,7 @@ main(int argc, char **argv)
 	/* Moonraker stand-in: one server, the state chosen by the URL prefix */
 	mr_script = xstrdup("tests/integration/fake_moonraker.py");
 	{
-		char *a[] = { (char[]){ "python3" }, mr_script, NULL };
+		char *a[] = {(char[]){"python3"}, mr_script, NULL};
 
 		mr = spawn_plain(a, &mr_in, &mr_out);
 	}
@@ -331,20 +333,21 @@ main(int argc, char **argv)
 	f = fopen(bus_conf, "w");
 	CHECK(f != NULL);
 	if (f) {
-		fprintf(f, "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration "
-			   "1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/"
-			   "busconfig.dtd\">\n<busconfig><type>session</type>"
-			   "<listen>unix:dir=%s</listen><auth>EXTERNAL</auth>"
-			   "<policy context=\"default\"><allow send_destination=\"*\" "
-			   "eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/>"
-			   "</policy></busconfig>\n",
+		fprintf(f,
+			"<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration "
+			"1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/"
+			"busconfig.dtd\">\n<busconfig><type>session</type>"
+			"<listen>unix:dir=%s</listen><auth>EXTERNAL</auth>"
+			"<policy context=\"default\"><allow send_destination=\"*\" "
+			"eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/>"
+			"</policy></busconfig>\n",
 			eng_dir());
 		fclose(f);
 	}
 	{
 		char *cf = xasprintf("--config-file=%s", bus_conf);
-		char *a[] = { (char[]){ "dbus-daemon" }, cf, (char[]){ "--nofork" },
-			      (char[]){ "--print-address=1" }, NULL };
+		char *a[] = {(char[]){"dbus-daemon"}, cf, (char[]){"--nofork"},
+			     (char[]){"--print-address=1"}, NULL};
 
 		bus = spawn_plain(a, NULL, &bus_out);
 		free(cf);
@@ -356,7 +359,7 @@ main(int argc, char **argv)
 	fake_path = xasprintf("%s/tests/integration/fake_systemd", eng_build());
 	setenv("DBUS_SYSTEM_BUS_ADDRESS", addr, 1);
 	{
-		char *a[] = { fake_path, calls, fifo, NULL };
+		char *a[] = {fake_path, calls, fifo, NULL};
 
 		fake = spawn_plain(a, NULL, NULL);
 	}
@@ -367,17 +370,17 @@ main(int argc, char **argv)
 		close(fd);
 
 	profiles = xasprintf(
-		"  { name = \"klipper\"; match = { board = \"octopus-f446\"; port = \"1-1\"; };\n"
-		"    auto_flash = [\"queue\"]; stop_units = [\"klipper.service\"];\n"
-		"    moonraker = \"http://127.0.0.1:%s/standby\"; },\n"
-		"  { name = \"printing\"; match = { board = \"octopus-f446\"; port = \"1-2\"; };\n"
-		"    auto_flash = [\"queue\"]; moonraker = \"http://127.0.0.1:%s/printing\"; },\n"
-		"  { name = \"down\"; match = { board = \"octopus-f446\"; port = \"1-3\"; };\n"
-		"    auto_flash = [\"queue\"]; moonraker = \"http://127.0.0.1:1\"; },\n"
-		"  { name = \"open\"; match = { board = \"octopus-f446\"; port = \"1-4\"; };\n"
-		"    auto_flash = [\"queue\"]; moonraker = \"http://127.0.0.1:1\";\n"
-		"    moonraker_fail_open = true; }",
-		port, port);
+	    "  { name = \"klipper\"; match = { board = \"octopus-f446\"; port = \"1-1\"; };\n"
+	    "    auto_flash = [\"queue\"]; stop_units = [\"klipper.service\"];\n"
+	    "    moonraker = \"http://127.0.0.1:%s/standby\"; },\n"
+	    "  { name = \"printing\"; match = { board = \"octopus-f446\"; port = \"1-2\"; };\n"
+	    "    auto_flash = [\"queue\"]; moonraker = \"http://127.0.0.1:%s/printing\"; },\n"
+	    "  { name = \"down\"; match = { board = \"octopus-f446\"; port = \"1-3\"; };\n"
+	    "    auto_flash = [\"queue\"]; moonraker = \"http://127.0.0.1:1\"; },\n"
+	    "  { name = \"open\"; match = { board = \"octopus-f446\"; port = \"1-4\"; };\n"
+	    "    auto_flash = [\"queue\"]; moonraker = \"http://127.0.0.1:1\";\n"
+	    "    moonraker_fail_open = true; }",
+	    port, port);
 	eng_write_conf("", profiles);
 	k = eng_add("octopus-f446", "1-1", SIM_MODE_KLIPPER_APP, true);
 	p = eng_add("octopus-f446", "1-2", SIM_MODE_KLIPPER_APP, true);
@@ -385,7 +388,7 @@ main(int argc, char **argv)
 	o = eng_add("octopus-f446", "1-4", SIM_MODE_KLIPPER_APP, true);
 	env_bus = xasprintf("DBUS_SYSTEM_BUS_ADDRESS=%s", addr);
 	{
-		char *env[] = { env_bus, NULL };
+		char *env[] = {env_bus, NULL};
 
 		int r = k && p && d && o ? eng_start(env) : -ENODEV;
 

@@ -55,7 +55,7 @@ struct dfuse_stats {
 	uint64_t bytes_written;
 	uint64_t bytes_read;
 	uint64_t unhandled_ioctls;
-	uint64_t paced_us; /* time transfers waited for their USB frame (timing model) */
+	uint64_t paced_us;  /* time transfers waited for their USB frame (timing model) */
 	unsigned state;	    /* current enum dfu_state */
 	unsigned status;    /* current enum dfu_status */
 	uint32_t pointer;   /* address pointer */

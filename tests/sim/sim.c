@@ -1235,7 +1235,7 @@ service_thread(void *arg)
 		struct sim_board *pb[SIM_MAX_BOARDS + 1];
 		size_t n = 0;
 		uint64_t now = sim_now_us(), next = now + PROBE_US;
-		int timeout;
+		struct timespec wait;
 
 		pfd[n] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
 		pb[n++] = NULL;
@@ -1255,9 +1255,12 @@ service_thread(void *arg)
 				pb[n++] = b;
 			}
 		}
-		timeout = next > now ? (int)((next - now + 999) / 1000) : 0;
+		/* microsecond timeouts: a reply due in 200 us must not wait for the next whole
+		 * millisecond, or every Katapult frame would cost at least 1 ms */
+		wait.tv_sec = next > now ? (time_t)((next - now) / 1000000u) : 0;
+		wait.tv_nsec = next > now ? (long)((next - now) % 1000000u) * 1000L : 0;
 		pthread_mutex_unlock(&s->lock);
-		(void)poll(pfd, (nfds_t)n, timeout);
+		(void)ppoll(pfd, (nfds_t)n, &wait, NULL);
 		pthread_mutex_lock(&s->lock);
 		if (pfd[0].revents & POLLIN) {
 			uint64_t v;

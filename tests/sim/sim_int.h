@@ -85,7 +85,7 @@ struct sim_board {
 	unsigned flicker_left;
 	bool never_back;
 	unsigned boot_fail_left; /* SIM_FAULT_BOOT_FAIL: app start-ups still to crash */
-	char crash_version[64];  /* spec->crash_version, "" = none */
+	char crash_version[64];	 /* spec->crash_version, "" = none */
 
 	/* Katapult device state */
 	uint8_t rx[1100];

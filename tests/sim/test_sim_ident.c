@@ -230,8 +230,7 @@ test_events(struct sim *s)
 		    strcmp(udev_device_get_action(d), "add") == 0) {
 			struct udev_list_entry *le;
 
-			udev_list_entry_foreach(le, udev_device_get_devlinks_list_entry(d))
-			{
+			udev_list_entry_foreach(le, udev_device_get_devlinks_list_entry(d)) {
 				if (strstr(udev_list_entry_get_name(le), "/dev/serial/by-id/usb-"))
 					tty_links++;
 			}

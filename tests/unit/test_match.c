@@ -223,14 +223,14 @@ test_unknown_dfu_by_port(void)
 	memset(&m, 0, sizeof(m));
 	m.board = catalog_find("skr-3-h723");
 	CHECK_EQ_INT(match_score(&m, &dfu, NULL), -1);
-	m.port = (char[]){ "1-2" };
-	CHECK_EQ_INT(match_score(&m, &dfu, NULL), 16);               /* port only, board unchecked */
-	CHECK_EQ_INT(match_score(&m, &dfu, catalog_find("skr-3-h723")), 24); /* known: both */
+	m.port = (char[]){"1-2"};
+	CHECK_EQ_INT(match_score(&m, &dfu, NULL), 16); /* port only, board unchecked */
+	CHECK_EQ_INT(match_score(&m, &dfu, catalog_find("skr-3-h723")), 24);   /* known: both */
 	CHECK_EQ_INT(match_score(&m, &dfu, catalog_find("octopus-f446")), -1); /* known other */
-	CHECK_EQ_INT(match_score(&m, &lpc, NULL), -1);                /* an LPC DFU is no H723 */
+	CHECK_EQ_INT(match_score(&m, &lpc, NULL), -1); /* an LPC DFU is no H723 */
 	m.board = catalog_find("skr-1.4-turbo");
 	CHECK_EQ_INT(match_score(&m, &lpc, NULL), 16);
-	CHECK_EQ_INT(match_score(&m, &dfu, NULL), -1);                /* no STM32 ROM on an LPC */
+	CHECK_EQ_INT(match_score(&m, &dfu, NULL), -1); /* no STM32 ROM on an LPC */
 }
 
 int

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* test_util: the number parsers of util.h, which read untrusted text (environment variables,
+ * device node names, config values). */
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "harness.h"
+#include "util.h"
+
+static void
+test_parse_decimal_to(void)
+{
+	const char *node = "/dev/bus/usb/003/017";
+	unsigned long long v = 7;
+	const char *p;
+
+	/* the usbfs node form: a component up to '/', the last one up to the end */
+	p = parse_decimal_to(node + 13, '/', 255, &v);
+	CHECK(p == node + 16);
+	CHECK_EQ_INT(v, 3);
+	p = parse_decimal_to(p + 1, '\0', 255, &v);
+	CHECK(p && *p == '\0');
+	CHECK_EQ_INT(v, 17);
+
+	/* JOURNAL_STREAM's "DEV:INODE" */
+	p = parse_decimal_to("2049:18446744073709551615", ':', ULLONG_MAX, &v);
+	CHECK(p && *p == ':');
+	CHECK_EQ_INT(v, 2049);
+	CHECK(parse_decimal_to(p + 1, '\0', ULLONG_MAX, &v) != NULL);
+	CHECK(v == ULLONG_MAX);
+
+	/* rejected: not at the stop character, out of range, overflow, no digits, a sign or a
+	 * space (strtoull alone would take those), and *ret stays untouched */
+	v = 42;
+	CHECK(parse_decimal_to("12x", '\0', 255, &v) == NULL);
+	CHECK(parse_decimal_to("12", '/', 255, &v) == NULL);
+	CHECK(parse_decimal_to("256", '\0', 255, &v) == NULL);
+	CHECK(parse_decimal_to("18446744073709551616", '\0', ULLONG_MAX, &v) == NULL);
+	CHECK(parse_decimal_to("", '\0', 255, &v) == NULL);
+	CHECK(parse_decimal_to("/1", '/', 255, &v) == NULL);
+	CHECK(parse_decimal_to("-1", '\0', ULLONG_MAX, &v) == NULL);
+	CHECK(parse_decimal_to("+1", '\0', 255, &v) == NULL);
+	CHECK(parse_decimal_to(" 1", '\0', 255, &v) == NULL);
+	CHECK_EQ_INT(v, 42);
+
+	/* decimal, not C syntax: a leading zero is no octal prefix, 0x is no hex */
+	CHECK(parse_decimal_to("010", '\0', 255, &v) != NULL);
+	CHECK_EQ_INT(v, 10);
+	CHECK(parse_decimal_to("0x10", '\0', 255, &v) == NULL);
+}
+
+static void
+test_parse_u32(void)
+{
+	uint32_t v = 0;
+
+	CHECK_EQ_INT(parse_u32("0x08008000", &v), 0);
+	CHECK_EQ_INT(v, 0x08008000);
+	CHECK_EQ_INT(parse_u32("4096", &v), 0);
+	CHECK_EQ_INT(v, 4096);
+	CHECK_EQ_INT(parse_u32("4294967296", &v), -ERANGE);
+	CHECK_EQ_INT(parse_u32("-1", &v), -EINVAL);
+	CHECK_EQ_INT(parse_u32("12k", &v), -ERANGE);
+	CHECK_EQ_INT(v, 4096);
+}
+
+int
+main(void)
+{
+	test_parse_decimal_to();
+	test_parse_u32();
+	TEST_DONE();
+}
