@@ -41,6 +41,12 @@ struct dfu {
 	uint32_t start; /* range written by write(), checked by verify() */
 	uint32_t len;
 	const uint8_t *data;
+	/* sectors rewritten by write(): only they need reading back; the others were read
+	 * in full and found identical before writing */
+	struct dfu_run {
+		uint32_t start, end;
+	} * runs;
+	size_t n_runs;
 };
 
 static void set_error(struct flash_session *s, const char *fmt, ...)
@@ -458,6 +464,68 @@ dfu_open(struct flash_session *s)
 	return 0;
 }
 
+/* Which sectors differ from the image? Reads from one address pointer, stepping wBlockNum,
+ * and skips to the next sector at the first block that differs: a sector about to be erased
+ * need not be read further (AN3156 computes each UPLOAD's address from its wBlockNum, so the
+ * blocks need not be consecutive). Needs sector starts on wTransferSize boundaries from
+ * `start`; returns -EDOM when they are not, so that the caller reads everything. */
+static int
+dfu_compare(struct dfu *d, struct flash_session *s, uint32_t start, uint32_t end,
+	    const uint8_t *img, uint32_t n_pages, const uint32_t *page_start, bool *changed)
+{
+	uint8_t *buf;
+	int r;
+
+	for (uint32_t i = 1; i < n_pages; i++)
+		if ((page_start[i] - start) % d->xfer != 0)
+			return -EDOM;
+	r = dfu_to_idle(d, s);
+	if (r >= 0)
+		r = dfuse_set_address(d, s, start);
+	if (r < 0)
+		return r;
+	r = dfu_request(d, s, false, DFU_REQ_ABORT, 0, NULL, 0);
+	if (r < 0)
+		return device_error(d, s, r, NULL, "reading", start);
+	buf = xmalloc(d->xfer);
+	for (uint32_t i = 0; i < n_pages && r >= 0; i++) {
+		uint32_t a = page_start[i] < start ? start : page_start[i];
+		uint32_t b = i + 1 < n_pages ? page_start[i + 1] : end;
+
+		changed[i] = false;
+		for (uint32_t off = a; off < b && !changed[i]; off += d->xfer) {
+			uint32_t block = 2 + (off - start) / d->xfer;
+			uint16_t n = (uint16_t)(b - off < d->xfer ? b - off : d->xfer);
+
+			if (block > UINT16_MAX) {
+				set_error(s, "reading 0x%08x: range too large", off);
+				r = -EFBIG;
+				break;
+			}
+			r = dfu_request(d, s, true, DFU_REQ_UPLOAD, (uint16_t)block, buf, n);
+			if (r < 0) {
+				r = device_error(d, s, r, NULL, "reading block", off);
+				break;
+			}
+			if (r != n) {
+				set_error(s, "reading 0x%08x: short UPLOAD (%d of %u bytes)", off,
+					  r, n);
+				r = -EIO;
+				break;
+			}
+			changed[i] = memcmp(buf, img + (off - start), n) != 0;
+			if (s->progress)
+				s->progress(s->userdata, "read", off + n - start, end - start);
+		}
+	}
+	free(buf);
+	if (r < 0) {
+		(void)dfu_to_idle(d, s);
+		return r;
+	}
+	return dfu_to_idle(d, s);
+}
+
 static int
 dfu_write(struct flash_session *s)
 {
@@ -504,18 +572,51 @@ dfu_write(struct flash_session *s)
 
 	/* read what is there and compare per erase sector */
 	cur = xmalloc(img->size);
-	r = dfu_read(d, s, start, cur, (uint32_t)img->size, "read");
+	{
+		uint32_t *ps_list = xnew_array(uint32_t, n_pages);
+		bool *ch = xnew_array(bool, n_pages);
+
+		for (size_t i = 0; i < n_pages; i++)
+			ps_list[i] = pages[i].start;
+		r = dfu_compare(d, s, start, end, img->data, (uint32_t)n_pages, ps_list, ch);
+		for (size_t i = 0; r >= 0 && i < n_pages; i++)
+			pages[i].changed = ch[i];
+		free(ps_list);
+		free(ch);
+	}
+	if (r == -EDOM) {
+		r = dfu_read(d, s, start, cur, (uint32_t)img->size, "read");
+		for (size_t i = 0; r >= 0 && i < n_pages; i++) {
+			uint32_t a = pages[i].start < start ? start : pages[i].start;
+			uint32_t b = pages[i].start + pages[i].size > end
+					 ? end
+					 : pages[i].start + pages[i].size;
+
+			pages[i].changed =
+			    memcmp(cur + (a - start), img->data + (a - start), b - a) != 0;
+		}
+	}
 	if (r < 0)
 		goto out;
+	free(d->runs);
+	d->runs = NULL;
+	d->n_runs = 0;
 	for (size_t i = 0; i < n_pages; i++) {
 		uint32_t a = pages[i].start < start ? start : pages[i].start;
 		uint32_t b =
 		    pages[i].start + pages[i].size > end ? end : pages[i].start + pages[i].size;
 
-		pages[i].changed = memcmp(cur + (a - start), img->data + (a - start), b - a) != 0;
-		if (pages[i].changed) {
-			total += b - a;
-			n_changed++;
+		if (!pages[i].changed)
+			continue;
+		total += b - a;
+		n_changed++;
+		if (d->n_runs && d->runs[d->n_runs - 1].end == a) {
+			d->runs[d->n_runs - 1].end = b;
+		} else {
+			d->runs = xreallocarray(d->runs, d->n_runs + 1, sizeof(*d->runs));
+			d->runs[d->n_runs].start = a;
+			d->runs[d->n_runs].end = b;
+			d->n_runs++;
 		}
 	}
 	if (total == 0) {
@@ -608,16 +709,20 @@ dfu_verify(struct flash_session *s)
 
 	if (!d || !d->data)
 		return -ENOTCONN;
+	/* the sectors not rewritten were read in full before and matched the image */
 	back = xmalloc(d->len);
-	r = dfu_read(d, s, d->start, back, d->len, "verify");
-	if (r == 0)
-		for (uint32_t i = 0; i < d->len; i++)
-			if (back[i] != d->data[i]) {
+	r = 0;
+	for (size_t k = 0; k < d->n_runs && r == 0; k++) {
+		uint32_t a = d->runs[k].start, len = d->runs[k].end - a;
+
+		r = dfu_read(d, s, a, back, len, "verify");
+		for (uint32_t i = 0; r == 0 && i < len; i++)
+			if (back[i] != d->data[a - d->start + i]) {
 				set_error(s, "verify failed at 0x%08x: read 0x%02x, wrote 0x%02x",
-					  d->start + i, back[i], d->data[i]);
+					  a + i, back[i], d->data[a - d->start + i]);
 				r = -EIO;
-				break;
 			}
+	}
 	if (r == 0)
 		s->bytes_verified = d->len;
 	free(back);
@@ -667,6 +772,7 @@ dfu_close(struct flash_session *s)
 	}
 	if (d->ctx)
 		libusb_exit(d->ctx);
+	free(d->runs);
 	free(d);
 	s->priv = NULL;
 }
