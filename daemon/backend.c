@@ -2,8 +2,11 @@
 /* backend: the registry of flash backends (see backend.h). */
 #include "backend.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "log.h"
 #include "util.h"
 
 /* Defined in backend_katapult.c and backend_dfu.c. */
@@ -33,4 +36,17 @@ backend_for_mode(enum device_mode mode)
 		if (backends[i]->mode == mode)
 			return backends[i];
 	return NULL;
+}
+
+void
+backend_error(struct flash_session *s, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(s->error, sizeof(s->error), fmt, ap);
+	va_end(ap);
+	/* the worker reports it once, with context; this is for --log-level debug */
+	log_debug("%s: %s", device_mode_to_string(s->dev ? s->dev->mode : DEVICE_MODE_NONE),
+		  s->error);
 }

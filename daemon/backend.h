@@ -59,6 +59,10 @@ struct flash_backend {
 	void (*close)(struct flash_session *s);
 };
 
+/* For backends: set s->error (one sentence naming what and where). */
+void backend_error(struct flash_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* Backend by config method name or by bootloader mode; NULL if none. */
 const struct flash_backend *backend_find(const char *name);
 const struct flash_backend *backend_for_mode(enum device_mode mode);

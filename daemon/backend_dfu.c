@@ -49,20 +49,6 @@ struct dfu {
 	size_t n_runs;
 };
 
-static void set_error(struct flash_session *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-set_error(struct flash_session *s, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(s->error, sizeof(s->error), fmt, ap);
-	va_end(ap);
-	log_debug("dfu: %s", s->error);
-}
-
 static int
 errno_from_libusb(int r)
 {
@@ -174,10 +160,11 @@ device_error(struct dfu *d, struct flash_session *s, int r, const struct dfu_sta
 	     const char *what, uint32_t addr)
 {
 	if (r == -EIO && st)
-		set_error(s, "%s at 0x%08x failed: %s (state %s); the board stays in ROM DFU", what,
-			  addr, dfu_status_to_string(st->status), dfu_state_to_string(st->state));
+		backend_error(s, "%s at 0x%08x failed: %s (state %s); the board stays in ROM DFU",
+			      what, addr, dfu_status_to_string(st->status),
+			      dfu_state_to_string(st->state));
 	else
-		set_error(s, "%s at 0x%08x failed: %s", what, addr, strerror(-r));
+		backend_error(s, "%s at 0x%08x failed: %s", what, addr, strerror(-r));
 	if (r != -ENODEV)
 		(void)dfu_to_idle(d, s);
 	return r;
@@ -225,15 +212,15 @@ dfu_read(struct dfu *d, struct flash_session *s, uint32_t addr, uint8_t *buf, ui
 		uint16_t n = (uint16_t)(len - off < d->xfer ? len - off : d->xfer);
 
 		if (block > UINT16_MAX) {
-			set_error(s, "reading 0x%08x: range too large", addr);
+			backend_error(s, "reading 0x%08x: range too large", addr);
 			return -EFBIG;
 		}
 		r = dfu_request(d, s, true, DFU_REQ_UPLOAD, (uint16_t)block, buf + off, n);
 		if (r < 0)
 			return device_error(d, s, r, NULL, "reading block", addr + off);
 		if (r != n) {
-			set_error(s, "reading 0x%08x: short UPLOAD (%d of %u bytes)", addr + off, r,
-				  n);
+			backend_error(s, "reading 0x%08x: short UPLOAD (%d of %u bytes)",
+				      addr + off, r, n);
 			(void)dfu_to_idle(d, s);
 			return -EIO;
 		}
@@ -316,7 +303,8 @@ find_flash_alt(struct dfu *d, struct flash_session *s, const struct libusb_confi
 			if (strncmp(name, "@Internal Flash", 15) != 0)
 				continue;
 			if (dfu_layout_parse(name, &d->layout) < 0) {
-				set_error(s, "cannot parse the DfuSe memory layout \"%s\"", name);
+				backend_error(s, "cannot parse the DfuSe memory layout \"%s\"",
+					      name);
 				return -EPROTO;
 			}
 			d->iface = alt->bInterfaceNumber;
@@ -325,7 +313,7 @@ find_flash_alt(struct dfu *d, struct flash_session *s, const struct libusb_confi
 		}
 	}
 	if (!found) {
-		set_error(s, "no DfuSe \"@Internal Flash\" interface on %s", s->dev->usb_node);
+		backend_error(s, "no DfuSe \"@Internal Flash\" interface on %s", s->dev->usb_node);
 		return -ENOENT;
 	}
 	/* libusb hangs the functional descriptor on whichever alt setting precedes it (on
@@ -344,7 +332,7 @@ find_flash_alt(struct dfu *d, struct flash_session *s, const struct libusb_confi
 	    dfu_func_desc_parse(cfg->extra, (size_t)cfg->extra_length, ret_func) == 0)
 		have_func = true;
 	if (!have_func) {
-		set_error(s, "no DFU functional descriptor on %s", s->dev->usb_node);
+		backend_error(s, "no DFU functional descriptor on %s", s->dev->usb_node);
 		return -ENOENT;
 	}
 	return 0;
@@ -375,14 +363,14 @@ dfu_open(struct flash_session *s)
 	d->timeout_ms = s->timeout_ms ? s->timeout_ms : DFU_DEFAULT_TIMEOUT_MS;
 	r = libusb_init(&d->ctx);
 	if (r < 0) {
-		set_error(s, "libusb: %s", libusb_strerror(r));
+		backend_error(s, "libusb: %s", libusb_strerror(r));
 		return errno_from_libusb(r);
 	}
 	/* enumerate and match bus/address: wrapping the open usbfs fd would skip enumeration,
 	 * but needs descriptor reads from the node that umockdev's testbed cannot serve */
 	if (!find_device(d, s, &dev)) {
-		set_error(s, "ROM DFU device %s (port %s) not found", s->dev->usb_node,
-			  s->dev->port);
+		backend_error(s, "ROM DFU device %s (port %s) not found", s->dev->usb_node,
+			      s->dev->port);
 		return -ENODEV;
 	}
 	r = libusb_open(dev, &d->h);
@@ -392,7 +380,7 @@ dfu_open(struct flash_session *s)
 		r = libusb_get_active_config_descriptor(dev, &cfg);
 	libusb_unref_device(dev);
 	if (r != 0) { /* libusb: 0 or a negative LIBUSB_ERROR */
-		set_error(s, "cannot open %s: %s", s->dev->usb_node, libusb_strerror(r));
+		backend_error(s, "cannot open %s: %s", s->dev->usb_node, libusb_strerror(r));
 		return errno_from_libusb(r);
 	}
 	r = find_flash_alt(d, s, cfg, &func);
@@ -400,15 +388,15 @@ dfu_open(struct flash_session *s)
 	if (r < 0)
 		return r;
 	if (func.bcd_dfu != DFU_BCD_DFUSE) {
-		set_error(s, "%s speaks DFU %x.%02x, not ST DfuSe 1.1a", s->dev->usb_node,
-			  func.bcd_dfu >> 8, func.bcd_dfu & 0xff);
+		backend_error(s, "%s speaks DFU %x.%02x, not ST DfuSe 1.1a", s->dev->usb_node,
+			      func.bcd_dfu >> 8, func.bcd_dfu & 0xff);
 		return -EPROTONOSUPPORT;
 	}
 	d->xfer = func.transfer_size > DFU_MAX_TRANSFER ? DFU_MAX_TRANSFER : func.transfer_size;
 	if (d->xfer < dd.bMaxPacketSize0)
 		d->xfer = dd.bMaxPacketSize0;
 	if (d->xfer == 0) {
-		set_error(s, "%s reports wTransferSize 0", s->dev->usb_node);
+		backend_error(s, "%s reports wTransferSize 0", s->dev->usb_node);
 		return -EPROTO;
 	}
 	(void)libusb_set_auto_detach_kernel_driver(d->h, 1);
@@ -418,15 +406,15 @@ dfu_open(struct flash_session *s)
 		r = libusb_set_interface_alt_setting(d->h, d->iface, d->alt);
 	}
 	if (r < 0) {
-		set_error(s, "cannot claim the DFU interface of %s: %s", s->dev->usb_node,
-			  libusb_strerror(r));
+		backend_error(s, "cannot claim the DFU interface of %s: %s", s->dev->usb_node,
+			      libusb_strerror(r));
 		return errno_from_libusb(r);
 	}
 	/* §3.3: the ROM often starts in dfuERROR (errFIRMWARE) when no valid app is present */
 	r = dfu_to_idle(d, s);
 	if (r < 0) {
-		set_error(s, "the ROM DFU bootloader on %s does not reach dfuIDLE (%s)",
-			  s->dev->usb_node, strerror(-r));
+		backend_error(s, "the ROM DFU bootloader on %s does not reach dfuIDLE (%s)",
+			      s->dev->usb_node, strerror(-r));
 		return r;
 	}
 
@@ -436,15 +424,15 @@ dfu_open(struct flash_session *s)
 	want = s->board ? s->board->app_start
 			: (s->img && s->img->has_load_address ? s->img->load_address : 0);
 	if (!want) {
-		set_error(s,
-			  "the ROM bootloader does not say where the application starts: name the "
-			  "board");
+		backend_error(
+		    s, "the ROM bootloader does not say where the application starts: name the "
+		       "board");
 		return -EINVAL;
 	}
 	for (uint32_t a = want;; a = ps + psz) {
 		if (dfu_layout_find(&d->layout, a, &ps, &psz) < 0) {
-			set_error(s, "no writable flash at or above 0x%08x on %s", want,
-				  s->dev->usb_node);
+			backend_error(s, "no writable flash at or above 0x%08x on %s", want,
+				      s->dev->usb_node);
 			return -ERANGE;
 		}
 		if (ps < want)
@@ -498,7 +486,7 @@ dfu_compare(struct dfu *d, struct flash_session *s, uint32_t start, uint32_t end
 			uint16_t n = (uint16_t)(b - off < d->xfer ? b - off : d->xfer);
 
 			if (block > UINT16_MAX) {
-				set_error(s, "reading 0x%08x: range too large", off);
+				backend_error(s, "reading 0x%08x: range too large", off);
 				r = -EFBIG;
 				break;
 			}
@@ -508,8 +496,8 @@ dfu_compare(struct dfu *d, struct flash_session *s, uint32_t start, uint32_t end
 				break;
 			}
 			if (r != n) {
-				set_error(s, "reading 0x%08x: short UPLOAD (%d of %u bytes)", off,
-					  r, n);
+				backend_error(s, "reading 0x%08x: short UPLOAD (%d of %u bytes)",
+					      off, r, n);
 				r = -EIO;
 				break;
 			}
@@ -546,20 +534,20 @@ dfu_write(struct flash_session *s)
 		return -ENOTCONN;
 	start = img->has_load_address ? img->load_address : s->reported_app_start;
 	if (img->size == 0 || img->size > UINT32_MAX - start) {
-		set_error(s, "the image is empty or too large");
+		backend_error(s, "the image is empty or too large");
 		return -EINVAL;
 	}
 	end = start + (uint32_t)img->size;
 	if (start < s->reported_app_start || end > s->reported_flash_end) {
-		set_error(s,
-			  "the image [0x%08x, 0x%08x) is outside the application flash "
-			  "[0x%08x, 0x%08x): refusing to write",
-			  start, end, s->reported_app_start, s->reported_flash_end);
+		backend_error(s,
+			      "the image [0x%08x, 0x%08x) is outside the application flash "
+			      "[0x%08x, 0x%08x): refusing to write",
+			      start, end, s->reported_app_start, s->reported_flash_end);
 		return -ERANGE;
 	}
 	for (uint32_t a = start; a < end; a = ps + psz) {
 		if (!writable_page(&d->layout, a, &ps, &psz)) {
-			set_error(s, "0x%08x is not writable flash", a);
+			backend_error(s, "0x%08x is not writable flash", a);
 			r = -ERANGE;
 			goto out;
 		}
@@ -662,7 +650,7 @@ dfu_write(struct flash_session *s)
 			uint16_t len = (uint16_t)(b - off < d->xfer ? b - off : d->xfer);
 
 			if (block > UINT16_MAX) {
-				set_error(s, "run at 0x%08x too long for wBlockNum", a);
+				backend_error(s, "run at 0x%08x too long for wBlockNum", a);
 				r = -EFBIG;
 				goto out;
 			}
@@ -688,7 +676,7 @@ dfu_write(struct flash_session *s)
 	}
 	r = dfu_to_idle(d, s);
 	if (r < 0)
-		set_error(s, "the ROM DFU bootloader does not return to dfuIDLE after writing");
+		backend_error(s, "the ROM DFU bootloader does not return to dfuIDLE after writing");
 out:
 	if (r >= 0) {
 		d->start = start;
@@ -718,8 +706,9 @@ dfu_verify(struct flash_session *s)
 		r = dfu_read(d, s, a, back, len, "verify");
 		for (uint32_t i = 0; r == 0 && i < len; i++)
 			if (back[i] != d->data[a - d->start + i]) {
-				set_error(s, "verify failed at 0x%08x: read 0x%02x, wrote 0x%02x",
-					  a + i, back[i], d->data[a - d->start + i]);
+				backend_error(s,
+					      "verify failed at 0x%08x: read 0x%02x, wrote 0x%02x",
+					      a + i, back[i], d->data[a - d->start + i]);
 				r = -EIO;
 			}
 	}
@@ -752,8 +741,8 @@ dfu_leave(struct flash_session *s)
 	if (r == -EIO || r == -ENODEV || r == -EPIPE)
 		r = 0;
 	if (r < 0)
-		set_error(s, "leaving DFU for 0x%08x failed: %s", s->reported_app_start,
-			  strerror(-r));
+		backend_error(s, "leaving DFU for 0x%08x failed: %s", s->reported_app_start,
+			      strerror(-r));
 	return r < 0 ? r : 0;
 }
 

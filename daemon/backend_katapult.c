@@ -48,20 +48,6 @@ struct kat {
 	uint32_t start;
 };
 
-static void set_error(struct flash_session *s, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void
-set_error(struct flash_session *s, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(s->error, sizeof(s->error), fmt, ap);
-	va_end(ap);
-	log_debug("katapult: %s", s->error);
-}
-
 static int
 remaining_ms(uint64_t deadline)
 {
@@ -260,13 +246,13 @@ kat_open(struct flash_session *s)
 		k->window = KAT_MAX_WINDOW;
 	k->timeout_ms = s->timeout_ms ? (int)s->timeout_ms : KAT_DEFAULT_TIMEOUT_MS;
 	if (!s->dev->tty[0]) {
-		set_error(s, "the Katapult device on port %s has no tty", s->dev->port);
+		backend_error(s, "the Katapult device on port %s has no tty", s->dev->port);
 		return -ENODEV;
 	}
 	k->fd = open(s->dev->tty, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (k->fd < 0) {
 		r = -errno;
-		set_error(s, "cannot open %s: %s", s->dev->tty, strerror(-r));
+		backend_error(s, "cannot open %s: %s", s->dev->tty, strerror(-r));
 		return r;
 	}
 	/* exclusive like flashtool; umockdev's ptys answer ENOTTY, which is fine */
@@ -292,17 +278,18 @@ kat_open(struct flash_session *s)
 
 	r = kat_command(k, s, KATAPULT_CMD_CONNECT, &f, NULL, NULL);
 	if (r < 0) {
-		set_error(s, "Katapult on %s does not answer CONNECT (%s)", s->dev->tty, reason(r));
+		backend_error(s, "Katapult on %s does not answer CONNECT (%s)", s->dev->tty,
+			      reason(r));
 		return r;
 	}
 	if (katapult_parse_connect(&f, &ci) < 0) {
-		set_error(s, "malformed CONNECT reply from Katapult on %s", s->dev->tty);
+		backend_error(s, "malformed CONNECT reply from Katapult on %s", s->dev->tty);
 		return -EPROTO;
 	}
 	if (ci.block_size < 64 || ci.block_size > 512 || (ci.block_size & (ci.block_size - 1))) {
-		set_error(s,
-			  "Katapult reports block size %u; only 64..512, a power of two, is valid",
-			  ci.block_size);
+		backend_error(
+		    s, "Katapult reports block size %u; only 64..512, a power of two, is valid",
+		    ci.block_size);
 		return -EPROTO;
 	}
 	k->connected = true;
@@ -384,10 +371,11 @@ kat_transfer(struct kat *k, struct flash_session *s, uint8_t cmd)
 
 					for (uint32_t j = 0; j < k->block_size; j++)
 						if (d[4 + j] != want[j]) {
-							set_error(s,
-								  "verify failed at 0x%08x: read "
-								  "0x%02x, wrote 0x%02x",
-								  expected + j, d[4 + j], want[j]);
+							backend_error(
+							    s,
+							    "verify failed at 0x%08x: read "
+							    "0x%02x, wrote 0x%02x",
+							    expected + j, d[4 + j], want[j]);
 							return -EIO;
 						}
 				}
@@ -404,9 +392,9 @@ kat_transfer(struct kat *k, struct flash_session *s, uint8_t cmd)
 		if (r == -ENODEV)
 			goto fail;
 		if (++tries >= KAT_TRIES) {
-			set_error(s, "%s of the block at 0x%08x failed %u times (last: %s)",
-				  cmd == KATAPULT_CMD_SEND_BLOCK ? "write" : "read-back", expected,
-				  tries, reason(r));
+			backend_error(s, "%s of the block at 0x%08x failed %u times (last: %s)",
+				      cmd == KATAPULT_CMD_SEND_BLOCK ? "write" : "read-back",
+				      expected, tries, reason(r));
 			return -EIO;
 		}
 		log_debug("katapult: block 0x%08x: %s, resending from there", expected, reason(r));
@@ -418,10 +406,11 @@ kat_transfer(struct kat *k, struct flash_session *s, uint8_t cmd)
 	}
 	return 0;
 fail:
-	set_error(s, "%s at 0x%08x: %s",
-		  r == -ENODEV ? "the board disconnected during the transfer" : "transfer failed",
-		  k->start + (uint32_t)(base * k->block_size),
-		  r == -ENODEV ? "it stays in Katapult when it comes back" : strerror(-r));
+	backend_error(s, "%s at 0x%08x: %s",
+		      r == -ENODEV ? "the board disconnected during the transfer"
+				   : "transfer failed",
+		      k->start + (uint32_t)(base * k->block_size),
+		      r == -ENODEV ? "it stays in Katapult when it comes back" : strerror(-r));
 	return r;
 }
 
@@ -455,23 +444,24 @@ kat_write(struct flash_session *s)
 	if (!k || !k->connected)
 		return -ENOTCONN;
 	if (load != s->reported_app_start) {
-		set_error(s,
-			  "the image starts at 0x%08x but Katapult on this board starts the "
-			  "application at 0x%08x: refusing to write",
-			  load, s->reported_app_start);
+		backend_error(s,
+			      "the image starts at 0x%08x but Katapult on this board starts the "
+			      "application at 0x%08x: refusing to write",
+			      load, s->reported_app_start);
 		return -EINVAL;
 	}
 	if (img->size == 0) {
-		set_error(s, "the image is empty");
+		backend_error(s, "the image is empty");
 		return -EINVAL;
 	}
 	k->n_blocks = (img->size + k->block_size - 1) / k->block_size;
 	if (s->reported_flash_end &&
 	    (uint64_t)load + (uint64_t)k->n_blocks * k->block_size > s->reported_flash_end) {
-		set_error(s,
-			  "the image (%zu bytes from 0x%08x) does not fit below the end of flash "
-			  "at 0x%08x",
-			  img->size, load, s->reported_flash_end);
+		backend_error(
+		    s,
+		    "the image (%zu bytes from 0x%08x) does not fit below the end of flash "
+		    "at 0x%08x",
+		    img->size, load, s->reported_flash_end);
 		return -EFBIG;
 	}
 	free(k->sent);
@@ -486,8 +476,8 @@ kat_write(struct flash_session *s)
 	s->bytes_written = (uint64_t)k->n_blocks * k->block_size;
 	r = kat_command(k, s, KATAPULT_CMD_SEND_EOF, NULL, &d, &dl);
 	if (r < 0 || dl < 4) {
-		set_error(s, "SEND_EOF after 0x%08x failed (%s)", load + (uint32_t)s->bytes_written,
-			  r < 0 ? reason(r) : "short reply");
+		backend_error(s, "SEND_EOF after 0x%08x failed (%s)",
+			      load + (uint32_t)s->bytes_written, r < 0 ? reason(r) : "short reply");
 		return r < 0 ? r : -EPROTO;
 	}
 	pages = katapult_get_le32(d);
@@ -495,8 +485,8 @@ kat_write(struct flash_session *s)
 	want = expected_pages(s, load, load + (uint32_t)s->bytes_written);
 	/* resends may count a page twice; fewer pages than the image spans means lost data */
 	if (pages == 0 || (want && pages < want)) {
-		set_error(s, "Katapult reports %u flash pages written, the image spans %u", pages,
-			  want ? want : 1);
+		backend_error(s, "Katapult reports %u flash pages written, the image spans %u",
+			      pages, want ? want : 1);
 		return -EIO;
 	}
 	return 0;
@@ -530,8 +520,8 @@ kat_leave(struct flash_session *s)
 	if (r == -ENODEV)
 		r = 0;
 	if (r < 0)
-		set_error(s, "COMPLETE was not acknowledged (%s); the board stays in Katapult",
-			  reason(r));
+		backend_error(s, "COMPLETE was not acknowledged (%s); the board stays in Katapult",
+			      reason(r));
 	return r;
 }
 

@@ -23,80 +23,18 @@
 #include "device.h"
 #include "log.h"
 #include "touch.h"
+#include "udevwatch.h"
 #include "util.h"
 #include "worker.h"
 
 #define ONESHOT_WAIT_MS 10000
 
-static unsigned
-parse_hex16(const char *s)
-{
-	unsigned long v;
-	char *end;
-
-	if (!s)
-		return 0;
-	v = strtoul(s, &end, 16);
-	return *end || v > 0xffff ? 0 : (unsigned)v;
-}
-
 /* Fill dev from the usb_device at `port`; false when absent. */
 static bool
 device_from_port(struct udev *udev, const char *port, struct device *dev)
 {
-	struct udev_device *usb = udev_device_new_from_subsystem_sysname(udev, "usb", port);
-	struct udev_enumerate *en;
-	const char *v;
-
 	memset(dev, 0, sizeof(*dev));
-	if (!usb)
-		return false;
-	v = udev_device_get_devtype(usb);
-	if (!v || strcmp(v, "usb_device") != 0) {
-		udev_device_unref(usb);
-		return false;
-	}
-	(void)DEVICE_SET(dev, syspath, udev_device_get_syspath(usb));
-	(void)DEVICE_SET(dev, port, port);
-	dev->vid = (uint16_t)parse_hex16(udev_device_get_sysattr_value(usb, "idVendor"));
-	dev->pid = (uint16_t)parse_hex16(udev_device_get_sysattr_value(usb, "idProduct"));
-	if ((v = udev_device_get_sysattr_value(usb, "manufacturer")))
-		(void)DEVICE_SET(dev, manufacturer, v);
-	if ((v = udev_device_get_sysattr_value(usb, "product")))
-		(void)DEVICE_SET(dev, product, v);
-	if ((v = udev_device_get_sysattr_value(usb, "serial")))
-		(void)DEVICE_SET(dev, serial, v);
-	if ((v = udev_device_get_property_value(usb, "ID_PATH")))
-		(void)DEVICE_SET(dev, id_path, v);
-	if ((v = udev_device_get_devnode(usb)))
-		(void)DEVICE_SET(dev, usb_node, v);
-	if ((v = udev_device_get_sysattr_value(usb, "busnum")))
-		dev->busnum = (unsigned)strtoul(v, NULL, 10);
-	if ((v = udev_device_get_sysattr_value(usb, "devnum")))
-		dev->devnum = (unsigned)strtoul(v, NULL, 10);
-	dev->mode = device_mode_from_ids(dev->vid, dev->pid, dev->manufacturer);
-
-	en = udev_enumerate_new(udev);
-	if (en) {
-		struct udev_list_entry *e;
-
-		(void)udev_enumerate_add_match_parent(en, usb);
-		(void)udev_enumerate_add_match_subsystem(en, "tty");
-		(void)udev_enumerate_scan_devices(en);
-		udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en)) {
-			struct udev_device *c =
-			    udev_device_new_from_syspath(udev, udev_list_entry_get_name(e));
-			const char *node = c ? udev_device_get_devnode(c) : NULL;
-
-			if (node && !dev->tty[0])
-				(void)DEVICE_SET(dev, tty, node);
-			if (c)
-				udev_device_unref(c);
-		}
-		udev_enumerate_unref(en);
-	}
-	udev_device_unref(usb);
-	return true;
+	return udevwatch_device_at_port(udev, port, dev) == 0;
 }
 
 static bool

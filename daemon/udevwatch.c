@@ -75,9 +75,9 @@ find_by_id(struct udev_device *tty, struct device *dev)
 
 /* tty and block children: one enumeration per event keeps add/bind/child orderings alike */
 static void
-find_children(struct udevwatch *w, struct udev_device *usb, struct device *dev)
+find_children(struct udev *udev, struct udev_device *usb, struct device *dev)
 {
-	struct udev_enumerate *en = udev_enumerate_new(w->udev);
+	struct udev_enumerate *en = udev_enumerate_new(udev);
 	struct udev_list_entry *e;
 
 	if (!en)
@@ -86,7 +86,7 @@ find_children(struct udevwatch *w, struct udev_device *usb, struct device *dev)
 	(void)udev_enumerate_scan_devices(en);
 	udev_list_entry_foreach(e, udev_enumerate_get_list_entry(en)) {
 		struct udev_device *c =
-		    udev_device_new_from_syspath(w->udev, udev_list_entry_get_name(e));
+		    udev_device_new_from_syspath(udev, udev_list_entry_get_name(e));
 		const char *subsystem, *node;
 
 		if (!c)
@@ -107,9 +107,9 @@ find_children(struct udevwatch *w, struct udev_device *usb, struct device *dev)
 	udev_enumerate_unref(en);
 }
 
-/* Fill dev from a usb_device; returns false when it is not a mode skrflash cares about. */
-static bool
-device_from_usb(struct udevwatch *w, struct udev_device *usb, struct device *dev)
+/* Fill dev from a usb_device, whatever its mode. */
+static void
+fill_from_usb(struct udev *udev, struct udev_device *usb, struct device *dev)
 {
 	const char *v;
 
@@ -122,8 +122,6 @@ device_from_usb(struct udevwatch *w, struct udev_device *usb, struct device *dev
 	if (v)
 		(void)DEVICE_SET(dev, manufacturer, v);
 	dev->mode = device_mode_from_ids(dev->vid, dev->pid, dev->manufacturer);
-	if (dev->mode == DEVICE_MODE_NONE)
-		return false;
 	v = udev_device_get_sysattr_value(usb, "product");
 	if (v)
 		(void)DEVICE_SET(dev, product, v);
@@ -142,8 +140,31 @@ device_from_usb(struct udevwatch *w, struct udev_device *usb, struct device *dev
 	dev->busnum = v ? (unsigned)strtoul(v, NULL, 10) : 0;
 	v = udev_device_get_sysattr_value(usb, "devnum");
 	dev->devnum = v ? (unsigned)strtoul(v, NULL, 10) : 0;
-	find_children(w, usb, dev);
-	return true;
+	find_children(udev, usb, dev);
+}
+
+/* false when it is not a mode skrflash cares about */
+static bool
+device_from_usb(struct udevwatch *w, struct udev_device *usb, struct device *dev)
+{
+	fill_from_usb(w->udev, usb, dev);
+	return dev->mode != DEVICE_MODE_NONE;
+}
+
+int
+udevwatch_device_at_port(struct udev *udev, const char *port, struct device *ret)
+{
+	struct udev_device *usb = udev_device_new_from_subsystem_sysname(udev, "usb", port);
+	const char *type = usb ? udev_device_get_devtype(usb) : NULL;
+	int r = -ENODEV;
+
+	if (type && strcmp(type, "usb_device") == 0) {
+		fill_from_usb(udev, usb, ret);
+		r = 0;
+	}
+	if (usb)
+		udev_device_unref(usb);
+	return r;
 }
 
 static bool

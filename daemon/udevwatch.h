@@ -25,3 +25,9 @@ struct udevwatch;
 /* Arm the monitor on `loop`, then enumerate what is already there (calling h for each). */
 int udevwatch_start(sd_event *loop, udevwatch_handler h, void *userdata, struct udevwatch **ret);
 struct udevwatch *udevwatch_free(struct udevwatch *w); /* accepts NULL, returns NULL */
+
+struct udev;
+/* The usb_device at a port path ("1-1.2") as struct device, in any mode (DEVICE_MODE_NONE
+ * included), with its tty and block children; 0 or -ENODEV. For one-shot use outside the
+ * daemon's loop. */
+int udevwatch_device_at_port(struct udev *udev, const char *port, struct device *ret);

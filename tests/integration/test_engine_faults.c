@@ -27,18 +27,6 @@ struct fault_case {
 	enum sim_mode back; /* where the board is after the failure */
 };
 
-static json_object *
-newest_on(json_object *hist, const char *port)
-{
-	for (size_t i = 0; hist && i < json_object_array_length(hist); i++) {
-		json_object *r = json_object_array_get_idx(hist, i);
-
-		if (strcmp(eng_str(r, "port"), port) == 0)
-			return r;
-	}
-	return NULL;
-}
-
 static bool
 in_bootloader(struct sim_board *b)
 {
@@ -78,7 +66,7 @@ run_case(struct sim_board *b, const char *profile, const struct fault_case *c, u
 	/* the job ends either way: one more job-finished event */
 	CHECK_EQ_INT(eng_proc_wait_count(watch, "\"job-finished\"", finished + 1, 30000), 0);
 	hist = eng_history();
-	job = eng_int(newest_on(hist, sim_board_port(b)), "job");
+	job = eng_int(eng_newest_on(hist, sim_board_port(b)), "job");
 	json_object_put(hist);
 	hist = eng_history();
 	row = eng_history_job(hist, job);

@@ -451,3 +451,15 @@ eng_add(const char *model, const char *port, enum sim_mode mode, bool katapult)
 		fprintf(stderr, "cannot add %s on %s\n", model, port);
 	return b;
 }
+
+json_object *
+eng_newest_on(json_object *hist, const char *port)
+{
+	for (size_t i = 0; hist && i < json_object_array_length(hist); i++) {
+		json_object *r = json_object_array_get_idx(hist, i);
+
+		if (strcmp(eng_str(r, "port"), port) == 0)
+			return r;
+	}
+	return NULL;
+}

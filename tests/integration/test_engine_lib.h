@@ -64,7 +64,9 @@ const char *eng_board_field(const char *port, const char *key, char *buf, size_t
 json_object *eng_history(void);
 json_object *eng_history_job(json_object *history, long long id);
 const char *eng_str(json_object *o, const char *key); /* "" when absent */
-long long eng_int(json_object *o, const char *key);   /* -1 when absent */
+/* The newest history row of a port (history is newest first), NULL if none. */
+json_object *eng_newest_on(json_object *hist, const char *port);
+long long eng_int(json_object *o, const char *key); /* -1 when absent */
 
 /* A Klipper image for board b linked at app_start (0: the board's app start) written to
  * DIR/<name>.bin; returns the path, the bytes in *ret_img and its sha256 in ret_sha. */

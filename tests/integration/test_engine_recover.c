@@ -24,18 +24,6 @@ static const char profiles[] =
     "  { name = \"kill\"; match = { board = \"octopus-f446\"; port = \"1-3\"; };\n"
     "    auto_flash = [\"hotplug\", \"queue\"]; }";
 
-static json_object *
-newest_on(json_object *hist, const char *port)
-{
-	for (size_t i = 0; hist && i < json_object_array_length(hist); i++) {
-		json_object *r = json_object_array_get_idx(hist, i);
-
-		if (strcmp(eng_str(r, "port"), port) == 0)
-			return r;
-	}
-	return NULL;
-}
-
 static size_t
 rows_on(json_object *hist, const char *port)
 {
@@ -91,7 +79,7 @@ test_rollback(struct sim_board *b)
 	CHECK(eng_flash_equals(b, f->base, bl, start - f->base));
 	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), sa);
 	hist = eng_history();
-	row = newest_on(hist, "1-1");
+	row = eng_newest_on(hist, "1-1");
 	job_b = eng_int(row, "job");
 	CHECK_STREQ(eng_str(row, "sha256"), sb);
 	CHECK_STREQ(eng_str(row, "result"), "rolled-back");
@@ -123,7 +111,7 @@ test_rollback(struct sim_board *b)
 	CHECK_EQ_INT(eng_wait("on port 1-1: katapult -> klipper-app", 10000), 0);
 	hist = eng_history();
 	CHECK_EQ_INT(rows_on(hist, "1-1"), rows);
-	CHECK_EQ_INT(eng_int(newest_on(hist, "1-1"), "job"), job_b);
+	CHECK_EQ_INT(eng_int(eng_newest_on(hist, "1-1"), "job"), job_b);
 	json_object_put(hist);
 
 	/* `retry` lifts the mark: the next appearance flashes B, which now boots */
@@ -167,7 +155,7 @@ test_unplug(struct sim_board *b)
 	CHECK_EQ_INT(eng_wait("the board disconnected during the transfer", 20000), 0);
 	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_OFF);
 	hist = eng_history();
-	row = newest_on(hist, "1-2");
+	row = eng_newest_on(hist, "1-2");
 	failed_job = eng_int(row, "job");
 	CHECK_STREQ(eng_str(row, "result"), "failed");
 	CHECK_STREQ(eng_str(row, "step"), "write");
@@ -181,7 +169,7 @@ test_unplug(struct sim_board *b)
 	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KATAPULT), 0);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
 	hist = eng_history();
-	row = newest_on(hist, "1-2");
+	row = eng_newest_on(hist, "1-2");
 	CHECK(eng_int(row, "job") > failed_job);
 	CHECK_STREQ(eng_str(row, "result"), "succeeded");
 	CHECK_EQ_INT(eng_int(row, "bytes"), (long long)len);
@@ -244,7 +232,7 @@ test_kill(struct sim_board *b)
 	/* the next daemon finds the job in the write step and the board in Katapult */
 	CHECK_EQ_INT(eng_start(NULL), 0);
 	hist = eng_history();
-	row = newest_on(hist, "1-3");
+	row = eng_newest_on(hist, "1-3");
 	job = eng_int(row, "job");
 	json_object_put(hist);
 	resumed =
@@ -254,7 +242,7 @@ test_kill(struct sim_board *b)
 	CHECK_EQ_INT(eng_wait(resumed, 20000), 0);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
 	hist = eng_history();
-	row = newest_on(hist, "1-3");
+	row = eng_newest_on(hist, "1-3");
 	CHECK_EQ_INT(eng_int(row, "job"), job);
 	CHECK_STREQ(eng_str(row, "result"), "succeeded");
 	CHECK_STREQ(eng_str(row, "sha256"), sha);
