@@ -139,24 +139,6 @@ verdict(double v, double limit)
 	return !isfinite(v) ? "(no data)" : v <= limit ? "met" : "MISSED";
 }
 
-/* A NULL-terminated argument vector of copies (strv_free() it). */
-static char **
-args(const char *first, ...)
-{
-	char **v = NULL;
-	size_t n = 0;
-	va_list ap;
-
-	va_start(ap, first);
-	for (const char *a = first; a; a = va_arg(ap, const char *)) {
-		v = xreallocarray(v, n + 2, sizeof(char *));
-		v[n++] = xstrdup(a);
-	}
-	va_end(ap);
-	v[n] = NULL;
-	return v;
-}
-
 static char *
 write_tmp(const char *name, const uint8_t *data, size_t len)
 {
@@ -396,10 +378,11 @@ dfu_run(struct sim *s, struct sim_board *b, const uint8_t *old, size_t len, cons
 	erases0 = f->total_erases;
 	{
 		char *skr = xasprintf("%s/skrflashctl", O.build);
-		char **argv = tool == TOOL_SKRFLASH
-				  ? args(skr, "flash", "--device", dev, "--board",
-					 sim_board_model(b)->name, "--method", "dfu", file, NULL)
-				  : args("dfu-util", "-a", "0", "-s", spec, "-D", file, NULL);
+		char **argv =
+		    tool == TOOL_SKRFLASH
+			? strv_new(skr, "flash", "--device", dev, "--board",
+				   sim_board_model(b)->name, "--method", "dfu", file, NULL)
+			: strv_new("dfu-util", "-a", "0", "-s", spec, "-D", file, NULL);
 
 		watch_start(&w);
 		t0 = now_ms();
@@ -506,8 +489,8 @@ section_overhead(void)
 
 		snprintf(spec, sizeof(spec), "0x08000000:%zu", up_len);
 		snprintf(cnt, sizeof(cnt), "%u", n_rt);
-		a_up = args("dfu-util", "-a", "0", "-s", spec, "-U", upath, NULL);
-		a_k = args(self, "--probe-katapult", sim_board_tty(bk), cnt, NULL);
+		a_up = strv_new("dfu-util", "-a", "0", "-s", spec, "-U", upath, NULL);
+		a_k = strv_new(self, "--probe-katapult", sim_board_tty(bk), cnt, NULL);
 		unlink(upath);
 		plug_and_wait(bd, SIM_MODE_ROM_DFU);
 		t0 = now_ms();
@@ -792,8 +775,8 @@ kat_run(struct sim *s, struct sim_board *b, const uint8_t *old, size_t len, cons
 	plug_and_wait(b, SIM_MODE_KATAPULT);
 	snprintf(tty, sizeof(tty), "%s", sim_board_tty(b));
 	snprintf(win, sizeof(win), "%u", window);
-	argv = args(skr, "flash", "--device", tty, "--board", sim_board_model(b)->name, "--method",
-		    "katapult", "--window", win, file, NULL);
+	argv = strv_new(skr, "flash", "--device", tty, "--board", sim_board_model(b)->name,
+			"--method", "katapult", "--window", win, file, NULL);
 	sim_board_katapult_stats(b, &ks0);
 	w.base = ks0.completes;
 	watch_start(&w);
@@ -1061,10 +1044,10 @@ farm_start(struct farm *fm, unsigned n, double speed)
 	daemon = xasprintf("%s/skrflashd", O.build);
 	{
 		char *sd = xasprintf("%s/state", fm->dir), *rd = xasprintf("%s/run", fm->dir);
-		char **argv = args(daemon, "-c", conf, "--state-dir", sd, "--runtime-dir", rd,
-				   "--log-target", "stderr", NULL);
+		char **argv = strv_new(daemon, "-c", conf, "--state-dir", sd, "--runtime-dir", rd,
+				       "--log-target", "stderr", NULL);
 		/* as under systemd: skrflashd.service has WatchdogSec=30s */
-		char **env = args("WATCHDOG_USEC=30000000", NULL);
+		char **env = strv_new("WATCHDOG_USEC=30000000", NULL);
 
 		fm->d = sim_proc_spawn(fm->s, argv, env);
 		strv_free(argv);

@@ -114,6 +114,33 @@ strv_length(char *const *v)
 	return n;
 }
 
+char **
+strv_append_va(char **v, const char *first, va_list ap)
+{
+	size_t n = strv_length(v);
+
+	if (!v)
+		v = xnew_array(char *, 1);
+	for (const char *a = first; a; a = va_arg(ap, const char *)) {
+		v = xreallocarray(v, n + 2, sizeof(char *));
+		v[n++] = xstrdup(a);
+	}
+	v[n] = NULL;
+	return v;
+}
+
+char **
+strv_new(const char *first, ...)
+{
+	va_list ap;
+	char **v;
+
+	va_start(ap, first);
+	v = strv_append_va(NULL, first, ap);
+	va_end(ap);
+	return v;
+}
+
 int
 close_fd(int fd)
 {

@@ -2,6 +2,7 @@
 /* util: allocation that aborts on OOM, file helpers, hashing. Keep it small. */
 #pragma once
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -22,6 +23,10 @@ char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Frees every string of a NULL-terminated vector and the vector; returns NULL. */
 char **strv_free(char **v);
 size_t strv_length(char *const *v);
+/* A NULL-terminated vector of copies of the arguments up to NULL (strv_free() it). */
+char **strv_new(const char *first, ...);
+/* Append copies of first and the va_list strings up to NULL to v (NULL = empty). */
+char **strv_append_va(char **v, const char *first, va_list ap);
 
 /* close() that keeps errno and accepts -1; returns -1 for `fd = close_fd(fd);`. */
 int close_fd(int fd);

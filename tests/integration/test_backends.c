@@ -45,40 +45,17 @@ klipper_image(struct sim_board *b, uint32_t linked_at, const char *version, size
 	return img;
 }
 
-/* A NULL-terminated argv of copies (free with strv_free). */
-static char **
-args(const char *first, ...)
-{
-	char **v = NULL;
-	size_t n = 0;
-	va_list ap;
-
-	va_start(ap, first);
-	for (const char *a = first; a; a = va_arg(ap, const char *)) {
-		v = xreallocarray(v, n + 2, sizeof(char *));
-		v[n++] = xstrdup(a);
-	}
-	va_end(ap);
-	v[n] = NULL;
-	return v;
-}
-
 static int
 oneshot(const char *first, ...)
 {
-	char **v = NULL;
-	size_t n = 0;
 	va_list ap;
+	char **v;
 	int r;
 
 	va_start(ap, first);
-	for (const char *a = first; a; a = va_arg(ap, const char *)) {
-		v = xreallocarray(v, n + 2, sizeof(char *));
-		v[n++] = xstrdup(a);
-	}
+	v = strv_append_va(NULL, first, ap);
 	va_end(ap);
-	v[n] = NULL;
-	r = oneshot_flash((int)n, v);
+	r = oneshot_flash((int)strv_length(v), v);
 	strv_free(v);
 	return r;
 }
@@ -551,7 +528,7 @@ worker_lines(struct sim *s)
 	CHECK_EQ_INT(write_file_atomic(planfile, json, strlen(json), 0644), 0);
 	cmd = xasprintf("exec %s/skrflashd --worker < %s", build, planfile);
 	{
-		char **argv = args("/bin/sh", "-c", cmd, NULL);
+		char **argv = strv_new("/bin/sh", "-c", cmd, NULL);
 
 		rc = sim_run(s, argv, 30000, &out);
 		strv_free(argv);

@@ -18,13 +18,12 @@
 static struct sim *sim;
 static char *dir, *sock, *conf, *build;
 
+/* skrflashctl --json CMD [ARG], its output parsed; NULL (and a failed check) otherwise */
 static json_object *
-ctl_json(const char *cmd)
+ctl_json(const char *cmd, const char *arg)
 {
-	char *ctl = xasprintf("%s/skrflashctl", build), *out = NULL, *c = xstrdup(cmd);
-	char *argv[] = {
-	    ctl, (char[]){"--json"}, (char[]){"--socket"}, sock, (char[]){"--config"}, conf, c,
-	    NULL};
+	char *ctl = xasprintf("%s/skrflashctl", build), *out = NULL;
+	char **argv = strv_new(ctl, "--json", "--socket", sock, "--config", conf, cmd, arg, NULL);
 	json_object *o = NULL;
 	int st = sim_run(sim, argv, 10000, &out);
 
@@ -35,8 +34,16 @@ ctl_json(const char *cmd)
 		fprintf(stderr, "skrflashctl %s said: %s\n", cmd, out ? out : "(nothing)");
 	free(out);
 	free(ctl);
-	free(c);
+	strv_free(argv);
 	return o;
+}
+
+/* the daemon's command line in this test's directories */
+static char **
+daemon_args(const char *daemon_path, const char *state, const char *run)
+{
+	return strv_new(daemon_path, "-c", conf, "--state-dir", state, "--runtime-dir", run,
+			"--log-level", "debug", NULL);
 }
 
 static json_object *
@@ -124,27 +131,19 @@ main(int argc, char **argv)
 	b2 = add("octopus-f446", "1-2", SIM_MODE_KLIPPER_APP);
 	h7 = add("skr-3-h723", "1-3", SIM_MODE_KLIPPER_APP);
 	{
-		char *args[] = {daemon_path,
-				(char[]){"-c"},
-				conf,
-				(char[]){"--state-dir"},
-				state,
-				(char[]){"--runtime-dir"},
-				run,
-				(char[]){"--log-level"},
-				(char[]){"debug"},
-				NULL};
+		char **args = daemon_args(daemon_path, state, run);
 
 		d = sim_proc_spawn(sim, args, NULL);
+		strv_free(args);
 	}
 	CHECK_EQ_INT(sim_proc_wait_ready(d, 10000), 0);
 	CHECK(strstr(sim_proc_status(d), "3 boards present") != NULL);
 
-	status = ctl_json("status");
+	status = ctl_json("status", NULL);
 	CHECK_EQ_INT(json_object_get_int(json_object_object_get(status, "boards_present")), 3);
 	json_object_put(status);
 
-	boards = x = ctl_json("boards");
+	boards = x = ctl_json("boards", NULL);
 	CHECK_EQ_INT(boards ? json_object_array_length(boards) : 0, 3);
 	CHECK_STREQ(field(board_on(boards, "1-1"), "board"), "octopus-f446");
 	CHECK_STREQ(field(board_on(boards, "1-1"), "profile"), "octo-a");
@@ -169,7 +168,7 @@ main(int argc, char **argv)
 	add("skr-mini-e3-v3", "1-8", SIM_MODE_MARLIN_STM32);
 	add("octopus-pro-h723", "1-9", SIM_MODE_ROM_DFU);
 	CHECK_EQ_INT(sim_proc_wait_notify(d, "9 boards present", 10000), 0);
-	boards = x = ctl_json("boards");
+	boards = x = ctl_json("boards", NULL);
 	CHECK_STREQ(field(board_on(boards, "1-4"), "mode"), "katapult");
 	/* stm32g0b1xx: a Manta M8P or an SKR Mini E3 V3 until a profile says which */
 	CHECK_STREQ(field(board_on(boards, "1-4"), "board"), "");
@@ -186,7 +185,7 @@ main(int argc, char **argv)
 	CHECK_EQ_INT(sim_board_plug(a, SIM_MODE_ROM_DFU), 0);
 	CHECK_EQ_INT(sim_proc_wait_output(d, "on port 1-1: klipper-app -> stm32-rom-dfu", 10000),
 		     0);
-	boards = x = ctl_json("boards");
+	boards = x = ctl_json("boards", NULL);
 	CHECK_STREQ(field(board_on(boards, "1-1"), "mode"), "stm32-rom-dfu");
 	CHECK_STREQ(field(board_on(boards, "1-1"), "serial"), sim_board_uid(a));
 	CHECK(strcmp(field(board_on(boards, "1-1"), "usb_serial"), sim_board_uid(a)) != 0);
@@ -231,14 +230,14 @@ main(int argc, char **argv)
 	CHECK_EQ_INT(sim_proc_kill(d, SIGHUP), 0);
 	CHECK_EQ_INT(sim_proc_wait_output(d, "configuration not reloaded", 10000), 0);
 	CHECK(strstr(sim_proc_output(d), "skrflash.conf:1: profiles.[0].match.board") != NULL);
-	status = ctl_json("status");
+	status = ctl_json("status", NULL);
 	CHECK_EQ_INT(json_object_get_int(json_object_object_get(status, "profiles")), 3);
 	json_object_put(status);
 	/* and with a good one: the new profile applies to boards already present */
 	write_conf(conf, ",\n  { name = \"manta\"; match = { board = \"manta-m8p\"; }; }");
 	CHECK_EQ_INT(sim_proc_kill(d, SIGHUP), 0);
 	CHECK_EQ_INT(sim_proc_wait_output(d, "configuration reloaded", 10000), 0);
-	boards = x = ctl_json("boards");
+	boards = x = ctl_json("boards", NULL);
 	CHECK_STREQ(field(board_on(boards, "1-4"), "profile"), "manta");
 	json_object_put(x);
 
@@ -250,10 +249,7 @@ main(int argc, char **argv)
 	/* a config that cannot be loaded at start: exit 78 with FILE:LINE */
 	{
 		FILE *f = fopen(conf, "w");
-		char *args[] = {daemon_path, (char[]){"-c"},
-				conf,	     (char[]){"--state-dir"},
-				state,	     (char[]){"--runtime-dir"},
-				run,	     NULL};
+		char **args = daemon_args(daemon_path, state, run);
 		char *o = NULL;
 
 		CHECK(f != NULL);
@@ -266,37 +262,26 @@ main(int argc, char **argv)
 		CHECK(o && strstr(o, needle));
 		free(needle);
 		free(o);
+		strv_free(args);
 	}
 
 	/* identities survive a restart: the database remembers the boards */
 	write_conf(conf, "");
 	{
-		char *args[] = {daemon_path, (char[]){"-c"},
-				conf,	     (char[]){"--state-dir"},
-				state,	     (char[]){"--runtime-dir"},
-				run,	     NULL};
+		char **args = daemon_args(daemon_path, state, run);
 
 		d = sim_proc_spawn(sim, args, NULL);
+		strv_free(args);
 	}
 	CHECK_EQ_INT(sim_proc_wait_ready(d, 10000), 0);
-	boards = x = ctl_json("boards");
+	boards = x = ctl_json("boards", NULL);
 	CHECK_STREQ(field(board_on(boards, "1-1"), "serial"), sim_board_uid(a));
 	json_object_put(x);
-	{
-		char *ctl = xasprintf("%s/skrflashctl", build), *o = NULL;
-		char *args[] = {
-		    ctl,  (char[]){"--json"}, (char[]){"--socket"}, sock, (char[]){"--config"},
-		    conf, (char[]){"boards"}, (char[]){"--all"},    NULL};
-
-		CHECK_EQ_INT(sim_run(sim, args, 10000, &o), 0);
-		/* the unplugged board on 1-2 is still known, as absent */
-		x = o ? json_tokener_parse(o) : NULL;
-		CHECK(x && board_on(x, "1-2") != NULL);
-		CHECK_STREQ(field(board_on(x, "1-2"), "present"), "false");
-		json_object_put(x);
-		free(o);
-		free(ctl);
-	}
+	/* the unplugged board on 1-2 is still known, as absent */
+	x = ctl_json("boards", "--all");
+	CHECK(x && board_on(x, "1-2") != NULL);
+	CHECK_STREQ(field(board_on(x, "1-2"), "present"), "false");
+	json_object_put(x);
 	CHECK_EQ_INT(sim_proc_kill(d, SIGTERM), 0);
 	CHECK_EQ_INT(sim_proc_wait_exit(d, 10000), 0);
 	sim_proc_free(d);

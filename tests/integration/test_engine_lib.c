@@ -256,12 +256,8 @@ ctl_argv(bool json, const char *arg, va_list ap)
 	/* the CLI cannot know the daemon's --state-dir */
 	v[n++] = xstrdup("--queue-dir");
 	v[n++] = xasprintf("%s/queue", state);
-	for (const char *a = arg; a; a = va_arg(ap, const char *)) {
-		v = xreallocarray(v, n + 2, sizeof(char *));
-		v[n++] = xstrdup(a);
-	}
 	v[n] = NULL;
-	return v;
+	return strv_append_va(v, arg, ap);
 }
 
 int

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* test_util: the number parsers of util.h, which read untrusted text (environment variables,
  * device node names, config values). */
+#include <stdarg.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -66,9 +67,39 @@ test_parse_u32(void)
 	CHECK_EQ_INT(v, 4096);
 }
 
+static char **
+append(char **v, const char *first, ...)
+{
+	va_list ap;
+
+	va_start(ap, first);
+	v = strv_append_va(v, first, ap);
+	va_end(ap);
+	return v;
+}
+
+static void
+test_strv(void)
+{
+	char **v = strv_new("a", "bb", NULL);
+
+	CHECK_EQ_INT(strv_length(v), 2);
+	CHECK_STREQ(v[0], "a");
+	CHECK_STREQ(v[1], "bb");
+	CHECK(v[2] == NULL);
+	v = append(v, "c", NULL);
+	CHECK_EQ_INT(strv_length(v), 3);
+	CHECK_STREQ(v[2], "c");
+	v = strv_free(v);
+	v = strv_new(NULL);
+	CHECK(v && v[0] == NULL);
+	strv_free(v);
+}
+
 int
 main(void)
 {
+	test_strv();
 	test_parse_decimal_to();
 	test_parse_u32();
 	TEST_DONE();
