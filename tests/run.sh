@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs each test given on the command line and ends with the "N passed, N failed" line.
 # An argument is a program, or "script:arg" for a script that takes one argument.
-# Each test's output goes to $BUILD/test-logs/<name>.log; a failure prints its tail.
+# Each test's output goes to $BUILD/test-logs/<name>.log; a failure prints its failed checks
+# and the tail of that log.
 set -u
 build=${BUILD:-build}
 logs="$build/test-logs"
@@ -29,6 +30,9 @@ for t in "$@"; do
 	else
 		fail=$((fail + 1))
 		printf 'FAIL  %-40s %3ss (exit %s, log %s)\n' "$name" "$secs" "$rc" "$log"
+		# the failed checks first (they may be far from the end), then the tail
+		grep -E 'CHECK failed|== .* failed: |^FAIL[: ]' "$log" | head -n 20 |
+			sed 's/^/      ! /'
 		tail -n 25 "$log" | sed 's/^/      | /'
 	fi
 done

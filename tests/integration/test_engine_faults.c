@@ -46,8 +46,8 @@ run_case(struct sim_board *b, const char *profile, const struct fault_case *c, u
 	uint8_t *img, *bl = eng_flash_copy(b, f->base, start);
 	size_t len;
 	char sha[65], name[64], buf[128];
-	char *path, *out = NULL, *flashed, *back_line;
-	size_t finished, backs;
+	char *path, *out = NULL, *flashed;
+	size_t finished;
 	json_object *hist, *row;
 	long long job;
 	const char *result;
@@ -57,8 +57,6 @@ run_case(struct sim_board *b, const char *profile, const struct fault_case *c, u
 	path = eng_image(b, 0, name, 40 * 1024, &img, &len, sha);
 	flashed = xasprintf("flashed %s on port %s with %.12s", sim_board_model(b)->name,
 			    sim_board_port(b), sha);
-	back_line = xasprintf("on port %s: katapult -> klipper-app", sim_board_port(b));
-	backs = eng_count(back_line);
 	finished = eng_proc_count(watch, "\"job-finished\"");
 	CHECK_EQ_INT(sim_board_set_fault(b, &c->fault), 0);
 	CHECK_EQ_INT(eng_ctl(&out, "queue", profile, path, NULL), 0);
@@ -89,7 +87,8 @@ run_case(struct sim_board *b, const char *profile, const struct fault_case *c, u
 		CHECK_EQ_INT(sim_board_set_fault(b, &none), 0);
 		/* the daemon must have seen it come back before it is asked again */
 		if (c->back == SIM_MODE_KLIPPER_APP)
-			CHECK_EQ_INT(eng_wait_count(back_line, backs + 1, 5000), 0);
+			CHECK_EQ_INT(eng_wait_board_mode(sim_board_port(b), "klipper-app", 5000),
+				     0);
 		CHECK(
 		    strcmp(eng_board_field(sim_board_port(b), "installed_sha256", buf, sizeof(buf)),
 			   sha) != 0);
@@ -104,7 +103,6 @@ run_case(struct sim_board *b, const char *profile, const struct fault_case *c, u
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
 	CHECK_STREQ(sim_board_app_version(b), name);
 	free(flashed);
-	free(back_line);
 	free(path);
 	free(img);
 	free(bl);

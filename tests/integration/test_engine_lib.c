@@ -341,6 +341,25 @@ eng_board_field(const char *port, const char *key, char *buf, size_t size)
 	return buf;
 }
 
+int
+eng_wait_board_mode(const char *port, const char *mode, int timeout_ms)
+{
+	struct timespec tick = {.tv_sec = 0, .tv_nsec = 50000000};
+	char m[32], present[8];
+
+	/* the board's state, not a log line: a board back after the leave grace is logged as
+	 * "left" + "appeared" rather than as a mode change, and both are right */
+	for (int waited = 0; waited <= timeout_ms; waited += 50) {
+		(void)eng_board_field(port, "mode", m, sizeof(m));
+		(void)eng_board_field(port, "present", present, sizeof(present));
+		if (strcmp(m, mode) == 0 && strcmp(present, "true") == 0)
+			return 0;
+		nanosleep(&tick, NULL);
+	}
+	fprintf(stderr, "the daemon never saw the board on port %s in %s mode\n", port, mode);
+	return -ETIMEDOUT;
+}
+
 json_object *
 eng_history(void)
 {

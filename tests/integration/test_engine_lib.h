@@ -60,6 +60,8 @@ int eng_watch_ready(struct sim_proc *w, const char *profile);
 json_object *eng_board(const char *port);
 /* Field of a board on a port as a string ("" when absent); copies into buf. */
 const char *eng_board_field(const char *port, const char *key, char *buf, size_t size);
+/* Waits until `boards` shows the board on port present in mode; 0 or -ETIMEDOUT. */
+int eng_wait_board_mode(const char *port, const char *mode, int timeout_ms);
 /* `history` (newest first), and one row of it by job id or by position (0 = newest). */
 json_object *eng_history(void);
 json_object *eng_history_job(json_object *history, long long id);
