@@ -33,6 +33,7 @@ struct dfu {
 	libusb_device_handle *h;
 	bool claimed;
 	bool left; /* the ROM jumped to the application: the device is gone */
+	bool idle; /* known to be in dfuIDLE: no request since it was confirmed or implied */
 	uint16_t iface;
 	uint8_t alt;
 	uint16_t xfer; /* wTransferSize */
@@ -86,11 +87,12 @@ static int
 dfu_request(struct dfu *d, struct flash_session *s, bool in, enum dfu_request req, uint16_t value,
 	    uint8_t *data, uint16_t len)
 {
-	int r =
-	    libusb_control_transfer(d->h, /* bmRequestType */ in ? DFU_REQTYPE_IN : DFU_REQTYPE_OUT,
+	int r;
+
+	d->idle = false;
+	r = libusb_control_transfer(d->h, /* bmRequestType */ in ? DFU_REQTYPE_IN : DFU_REQTYPE_OUT,
 				    /* bRequest */ (uint8_t)req, /* wValue */ value,
 				    /* wIndex */ d->iface, data, len, d->timeout_ms);
-
 	s->transfers++;
 	return r < 0 ? errno_from_libusb(r) : r;
 }
@@ -106,19 +108,24 @@ dfu_getstatus(struct dfu *d, struct flash_session *s, struct dfu_status_reply *s
 	return dfu_status_decode(buf, (size_t)r, st);
 }
 
-/* Back to dfuIDLE: ABORT from the *-IDLE states, CLRSTATUS from dfuERROR (§3.3). */
+/* Back to dfuIDLE: ABORT from the *-IDLE states, CLRSTATUS from dfuERROR (§3.3). Nothing to
+ * send when no request went out since the device was last known idle. */
 static int
 dfu_to_idle(struct dfu *d, struct flash_session *s)
 {
 	struct dfu_status_reply st = {0};
 
+	if (d->idle)
+		return 0;
 	for (unsigned i = 0; i < DFU_START_TRIES; i++) {
 		int r = dfu_getstatus(d, s, &st);
 
 		if (r < 0)
 			return r;
-		if (st.state == DFU_STATE_IDLE && st.status == DFU_STATUS_OK)
+		if (st.state == DFU_STATE_IDLE && st.status == DFU_STATUS_OK) {
+			d->idle = true;
 			return 0;
+		}
 		if (st.state == DFU_STATE_ERROR || st.status != DFU_STATUS_OK)
 			r = dfu_request(d, s, false, DFU_REQ_CLRSTATUS, 0, NULL, 0);
 		else
@@ -127,6 +134,19 @@ dfu_to_idle(struct dfu *d, struct flash_session *s)
 			return r;
 	}
 	return -EPROTO;
+}
+
+/* From dfuUPLOAD-IDLE or dfuDNLOAD-IDLE with status OK, where DFU 1.1's state table takes
+ * ABORT straight to dfuIDLE: one transfer instead of GETSTATUS, ABORT, GETSTATUS. */
+static int
+dfu_abort_to_idle(struct dfu *d, struct flash_session *s)
+{
+	int r = dfu_request(d, s, false, DFU_REQ_ABORT, 0, NULL, 0);
+
+	if (r < 0)
+		return r;
+	d->idle = true;
+	return 0;
 }
 
 /* After a DNLOAD: the ROM executes it on the first GETSTATUS, which answers dfuDNBUSY with
@@ -227,7 +247,7 @@ dfu_read(struct dfu *d, struct flash_session *s, uint32_t addr, uint8_t *buf, ui
 		if (s->progress)
 			s->progress(s->userdata, step, off + n, len);
 	}
-	return dfu_to_idle(d, s);
+	return dfu_abort_to_idle(d, s);
 }
 
 /* "/dev/bus/usb/BBB/DDD", for a device whose uevent gave no BUSNUM/DEVNUM; libusb's bus
@@ -511,7 +531,7 @@ dfu_compare(struct dfu *d, struct flash_session *s, uint32_t start, uint32_t end
 		(void)dfu_to_idle(d, s);
 		return r;
 	}
-	return dfu_to_idle(d, s);
+	return dfu_abort_to_idle(d, s);
 }
 
 static int
@@ -674,7 +694,8 @@ dfu_write(struct flash_session *s)
 		}
 		i = j + 1;
 	}
-	r = dfu_to_idle(d, s);
+	/* the last GETSTATUS reported dfuDNLOAD-IDLE, status OK */
+	r = dfu_abort_to_idle(d, s);
 	if (r < 0)
 		backend_error(s, "the ROM DFU bootloader does not return to dfuIDLE after writing");
 out:

@@ -1105,8 +1105,10 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 				    name_of(j), j->port, b->dev.product, j->catalog->mcu->name);
 				return;
 			}
+			/* accuracy 1 ms: sd-event's default (250 ms) would add up to a quarter
+			 * second to every job's end */
 			(void)sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
-							 (uint64_t)APP_STABLE_MS * 1000u, 0,
+							 (uint64_t)APP_STABLE_MS * 1000u, 1000u,
 							 on_stable, j);
 			return;
 		}

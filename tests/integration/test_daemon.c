@@ -85,7 +85,7 @@ write_conf(const char *path, const char *extra)
 	if (!f)
 		return;
 	fprintf(f,
-		"timeouts = { leave_grace = 0.3; };\n"
+		"timeouts = { leave_grace = 1.0; };\n"
 		"profiles = (\n"
 		"  { name = \"octo-a\"; match = { board = \"octopus-f446\"; port = \"1-1\"; }; },\n"
 		"  { name = \"octo-b\"; match = { board = \"octopus-f446\"; port = \"1-2\"; }; },\n"

@@ -87,7 +87,7 @@ eng_write_conf(const char *globals, const char *profiles)
 		exit(1);
 	}
 	fprintf(f,
-		"timeouts = { bootloader = 3.0; boot = 3.0; leave_grace = 0.3; };\n%s\n"
+		"timeouts = { bootloader = 3.0; boot = 3.0; leave_grace = 1.0; };\n%s\n"
 		"profiles = (\n%s\n);\n",
 		globals, profiles);
 	fclose(f);

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
@@ -32,6 +33,10 @@
 #define PCI_DEV "0000:00:14.0"
 #define SYS_USB_PARENT "/devices/pci0000:00/" PCI_DEV
 #define PROBE_US 20000 /* how often a closed tty is checked for an unnoticed open */
+/* a Katapult tty (no ioctl handler to report its open) is checked every FAST_PROBE_US for
+ * FAST_PROBE_FOR_US after it appears, when a host opens it */
+#define FAST_PROBE_US 500
+#define FAST_PROBE_FOR_US 3000000
 
 static const char *const mode_names[_SIM_MODE_MAX] = {
     [SIM_MODE_OFF] = "off",
@@ -857,8 +862,15 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		atomic_store(&b->modem_bits, TIOCM_DTR | TIOCM_RTS);
 		b->open_seen = atomic_load(&b->open_events);
 		b->tty_open = false;
-		/* attach before the add event: the daemon may open the tty as soon as it sees it */
-		attach_tty_handler(b);
+		/* attach before the add event: the daemon may open the tty as soon as it sees it.
+		 * Not in Katapult, which needs no modem lines: with a handler attached the
+		 * preload sends every read() and write() on the tty through the handler's
+		 * socket first, two round trips per frame that no real USB link has; the open
+		 * is then seen by the probe of the closed pty */
+		if (mode != SIM_MODE_KATAPULT)
+			attach_tty_handler(b);
+		else
+			b->probe_fast_until_us = sim_now_us() + FAST_PROBE_FOR_US;
 	}
 
 	if (!umockdev_testbed_add_from_string(s->tb, txt, &err)) {
@@ -1199,8 +1211,10 @@ read_tty(struct sim_board *b)
 		}
 		if (n <= 0)
 			return;
-		if (b->mode == SIM_MODE_KATAPULT)
+		if (b->mode == SIM_MODE_KATAPULT) {
 			b->rx_len += (size_t)n;
+			b->rx_seen_us = sim_now_us();
+		}
 	}
 }
 
@@ -1229,6 +1243,9 @@ service_thread(void *arg)
 	struct sim *s = arg;
 	uint64_t last_probe = 0;
 
+	/* replies are due at modelled microseconds: the default 50 us timer slack would add
+	 * itself to every one of them */
+	(void)prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 	pthread_mutex_lock(&s->lock);
 	while (!s->stop) {
 		struct pollfd pfd[SIM_MAX_BOARDS + 1];
@@ -1248,6 +1265,9 @@ service_thread(void *arg)
 				next = b->tx_at_us;
 			if (b->stall_until_us > now && b->stall_until_us < next)
 				next = b->stall_until_us;
+			if (b->master_fd >= 0 && !b->tty_open && now < b->probe_fast_until_us &&
+			    now + FAST_PROBE_US < next)
+				next = now + FAST_PROBE_US;
 			/* a closed pty master reports POLLHUP forever: watch it only while open */
 			if (b->master_fd >= 0 && b->tty_open && b->stall_until_us <= now) {
 				pfd[n] = (struct pollfd){.fd = b->master_fd,
@@ -1288,7 +1308,8 @@ service_thread(void *arg)
 				sim_board_schedule(b, SIM_ACT_RESET,
 						   sim_board_delay_us(b, 10000, 1000));
 			if (b->master_fd >= 0 && !b->tty_open &&
-			    (ev != b->open_seen || now - last_probe >= PROBE_US)) {
+			    (ev != b->open_seen || now - last_probe >= PROBE_US ||
+			     now < b->probe_fast_until_us)) {
 				struct pollfd p = {.fd = b->master_fd, .events = 0};
 				bool evented = ev != b->open_seen;
 
@@ -1303,11 +1324,22 @@ service_thread(void *arg)
 					on_tty_close(b);
 				}
 			}
-			if (b->mode == SIM_MODE_KATAPULT && b->tty_open && !b->tx_len &&
-			    b->stall_until_us <= now && b->rx_len)
+			/* the device takes the next frame as soon as its reply is out, from
+			 * what the host has already sent: a frame waiting in the pty is in
+			 * flight, and must not wait for the host's next write to wake us */
+			for (unsigned k = 0; k < 2; k++) {
+				if (b->tx_len && b->tx_at_us <= sim_now_us())
+					write_tx(b);
+				if (b->mode != SIM_MODE_KATAPULT || !b->tty_open || b->tx_len ||
+				    b->stall_until_us > now)
+					break;
+				b->rx_early = b->rx_len;
+				b->rx_early_seen_us = b->rx_seen_us;
+				read_tty(b);
+				if (!b->rx_len)
+					break;
 				sim_katapult_process(b);
-			if (b->tx_len && b->tx_at_us <= sim_now_us())
-				write_tx(b);
+			}
 			if (b->action != SIM_ACT_NONE && b->action_at_us <= sim_now_us())
 				run_action(b);
 		}

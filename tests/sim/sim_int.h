@@ -97,6 +97,15 @@ struct sim_board {
 	size_t tx_len;
 	uint64_t tx_at_us;
 	uint64_t stall_until_us;
+	uint64_t probe_fast_until_us; /* look for the tty's open often until then */
+	/* the device's own clock, kept apart from the simulator thread's wake-up latency: a
+	 * frame already received when the previous reply fell due starts then, not when the
+	 * thread got round to it */
+	size_t rx_early;	   /* leading rx bytes that were there before the latest read */
+	uint64_t rx_seen_us;	   /* when a read last brought bytes */
+	uint64_t rx_early_seen_us; /* rx_seen_us before the latest read: rx_early arrived by then */
+	uint64_t kat_free_us;	   /* the device is free again: the last reply's due time */
+	uint64_t kat_start_us;	   /* modelled start of the frame being handled, 0 = now */
 	struct sim_katapult_stats stats;
 	struct sim_fault fault;
 	unsigned fault_frames;	/* frames received since the fault was set */

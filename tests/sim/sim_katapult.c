@@ -14,6 +14,9 @@ sim_katapult_reset(struct sim_board *b)
 {
 	b->rx_len = 0;
 	b->tx_len = 0;
+	b->rx_early = 0;
+	b->kat_free_us = 0;
+	b->kat_start_us = 0;
 	b->kat_silent = false;
 	b->kat_pages = 0;
 	b->kat_drop_first = false;
@@ -25,6 +28,8 @@ sim_katapult_opened(struct sim_board *b)
 	enum catalog_family fam = b->model->mcu->family;
 
 	b->rx_len = 0;
+	b->rx_early = 0;
+	b->kat_free_us = 0;
 	b->kat_silent = false;
 	/* §2.4 step 5: on USBFS double-buffered parts (F0/F1/G0/G4/L4) the first reply after
 	 * the port opens is lost unless the host primes with a dummy command */
@@ -71,13 +76,14 @@ sim_katapult_reply_fault(struct sim_board *b, uint8_t *buf, size_t len)
 static void
 queue(struct sim_board *b, int len, uint32_t busy_us)
 {
-	uint64_t now = sim_now_us();
-	uint64_t start = b->stall_until_us > now ? b->stall_until_us : now;
+	uint64_t base = b->kat_start_us ? b->kat_start_us : sim_now_us();
+	uint64_t start = b->stall_until_us > base ? b->stall_until_us : base;
 
 	if (len <= 0)
 		return;
 	b->tx_len = (size_t)len;
 	b->tx_at_us = start + busy_us;
+	b->kat_free_us = b->tx_at_us;
 }
 
 static void
@@ -302,6 +308,14 @@ sim_katapult_process(struct sim_board *b)
 			}
 			continue;
 		}
+		/* a frame the device already had starts when the device was free, else now */
+		t0 = sim_now_us();
+		if ((size_t)r <= b->rx_early)
+			t0 = b->rx_early_seen_us > b->kat_free_us ? b->rx_early_seen_us
+								  : b->kat_free_us;
+		if (t0 < b->kat_free_us)
+			t0 = b->kat_free_us;
+		b->rx_early = b->rx_early > (size_t)r ? b->rx_early - (size_t)r : 0;
 		memcpy(frame, b->rx, (size_t)r);
 		memmove(b->rx, b->rx + r, b->rx_len - (size_t)r);
 		b->rx_len -= (size_t)r;
@@ -311,7 +325,7 @@ sim_katapult_process(struct sim_board *b)
 		/* a frame with more behind it shares its USB frames with them */
 		pipelined = b->rx_len > 0;
 		busy = pipelined ? 0 : (uint32_t)((double)b->flash->timing.usb_frame_us * b->speed);
-		t0 = sim_now_us();
+		b->kat_start_us = t0;
 		idx = b->fault_frames++;
 		if (idx >= b->fault.at && idx - b->fault.at < b->fault.count &&
 		    b->fault.kind == SIM_FAULT_NACK_STORM) {
@@ -321,7 +335,10 @@ sim_katapult_process(struct sim_board *b)
 		if (idx == b->fault.at && b->fault.kind == SIM_FAULT_STALL)
 			b->stall_until_us = sim_now_us() + (uint64_t)b->fault.count * 1000u;
 		dispatch(b, &f, busy);
-		if (pipelined && b->tx_len)
+		b->kat_start_us = 0;
+		if (pipelined && b->tx_len) {
 			wire_floor(b, t0, (size_t)r + b->tx_len);
+			b->kat_free_us = b->tx_at_us;
+		}
 	}
 }
