@@ -475,7 +475,8 @@ section_overhead(void)
 	struct sim_board_spec sk = {.model = "octopus-f446",
 				    .port = "1-2",
 				    .bootloader = SIM_BL_KATAPULT,
-				    .mode = SIM_MODE_KATAPULT};
+				    .mode = SIM_MODE_KATAPULT,
+				    .plain_katapult_tty = true};
 	struct sim_board *bd = sim_board_add(s, &sd), *bk = sim_board_add(s, &sk);
 	size_t up_len = O.quick ? 64 * 1024 : 256 * 1024;
 
@@ -817,7 +818,8 @@ section_katapult(void)
 					      .port = "1-1",
 					      .bootloader = SIM_BL_KATAPULT,
 					      .speed = O.quick ? 0.0 : 1.0,
-					      .mode = SIM_MODE_KLIPPER_APP};
+					      .mode = SIM_MODE_KLIPPER_APP,
+					      .plain_katapult_tty = true};
 		struct sim_board *b = sim_board_add(s, &spec);
 		size_t old_len, len;
 		uint8_t *old = image(b, "v0.12.0-old", size, &old_len);
@@ -1013,7 +1015,8 @@ farm_start(struct farm *fm, unsigned n, double speed)
 					      .port = port,
 					      .bootloader = SIM_BL_KATAPULT,
 					      .speed = speed,
-					      .mode = SIM_MODE_KLIPPER_APP};
+					      .mode = SIM_MODE_KLIPPER_APP,
+					      .plain_katapult_tty = true};
 
 		snprintf(port, sizeof(port), "1-%u", i + 1);
 		fm->boards[i] = sim_board_add(fm->s, &spec);

@@ -863,11 +863,8 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		b->open_seen = atomic_load(&b->open_events);
 		b->tty_open = false;
 		/* attach before the add event: the daemon may open the tty as soon as it sees it.
-		 * Not in Katapult, which needs no modem lines: with a handler attached the
-		 * preload sends every read() and write() on the tty through the handler's
-		 * socket first, two round trips per frame that no real USB link has; the open
-		 * is then seen by the probe of the closed pty */
-		if (mode != SIM_MODE_KATAPULT)
+		 * Without it (spec.plain_katapult_tty), the open is seen by probing. */
+		if (mode != SIM_MODE_KATAPULT || !b->plain_katapult_tty)
 			attach_tty_handler(b);
 		else
 			b->probe_fast_until_us = sim_now_us() + FAST_PROBE_FOR_US;
@@ -1528,6 +1525,7 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 	b->app_start =
 	    b->bootloader == SIM_BL_KATAPULT ? sim_katapult_app_start(m->mcu) : m->app_start;
 	b->speed = spec->speed > 0 ? spec->speed : 0.0;
+	b->plain_katapult_tty = spec->plain_katapult_tty;
 	b->bootloop = spec->bootloop;
 	b->bootloop_cycles = spec->bootloop_cycles ? spec->bootloop_cycles : 3;
 	snprintf(b->crash_version, sizeof(b->crash_version), "%s",

@@ -65,6 +65,11 @@ struct sim_board_spec {
 	 * like SIM_FAULT_BOOT_FAIL: a build the host cannot tell is broken (e.g. made for the
 	 * wrong crystal). NULL = none. */
 	const char *crash_version;
+	/* The Katapult tty without the modem-line (TIOCM*) emulation that a real cdc_acm tty
+	 * has: with an ioctl handler attached, umockdev's preload sends every read() and write()
+	 * on the tty through the handler's socket first, two round trips per frame that no real
+	 * link has. For benchmarks of the host side only; the open is then seen by polling. */
+	bool plain_katapult_tty;
 };
 
 /* Call first in main(): re-exec under libumockdev-preload.so.0 if not already (libasan first

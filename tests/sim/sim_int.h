@@ -98,6 +98,7 @@ struct sim_board {
 	uint64_t tx_at_us;
 	uint64_t stall_until_us;
 	uint64_t probe_fast_until_us; /* look for the tty's open often until then */
+	bool plain_katapult_tty;      /* spec.plain_katapult_tty */
 	/* the device's own clock, kept apart from the simulator thread's wake-up latency: a
 	 * frame already received when the previous reply fell due starts then, not when the
 	 * thread got round to it */
