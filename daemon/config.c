@@ -74,9 +74,18 @@ static const char *const root_keys[] = {
 };
 static const char *const timeout_keys[] = {"bootloader", "boot", "step", "leave_grace", NULL};
 static const char *const profile_keys[] = {
-    "name",	  "match",	"queue",     "methods",
-    "auto_flash", "stop_units", "moonraker", "moonraker_fail_open",
-    "app_start",  "interface",	NULL,
+    "name",
+    "match",
+    "queue",
+    "methods",
+    "auto_flash",
+    "stop_units",
+    "moonraker",
+    "moonraker_fail_open",
+    "moonraker_api_key_file",
+    "app_start",
+    "interface",
+    NULL,
 };
 static const char *const match_keys[] = {"board", "usb_id",  "serial", "port",
 					 "mcu",	  "product", NULL};
@@ -702,6 +711,7 @@ free_profile(struct config_profile *p)
 			free(p->stop_units[i]);
 	free(p->stop_units);
 	free(p->moonraker_url);
+	free(p->moonraker_api_key_file);
 }
 
 /* Fills *p from one profiles element; returns false if anything in it was wrong. */
@@ -765,6 +775,17 @@ load_profile(struct loader *l, const config_setting_t *grp, struct config_profil
 			err_at(l, s, "expected an http:// or https:// URL, not '%s'", v);
 		else
 			p->moonraker_url = xstrdup(v);
+	}
+	s = config_setting_get_member(grp, "moonraker_api_key_file");
+	if (s && (v = get_string(l, s, 255))) {
+		/* read at each print-state check, not here: the key may be provisioned or
+		 * rotated after the config is loaded */
+		if (v[0] != '/')
+			err_at(l, s,
+			       "expected an absolute path to a file holding the API key, not '%s'",
+			       v);
+		else
+			p->moonraker_api_key_file = xstrdup(v);
 	}
 	s = config_setting_get_member(grp, "moonraker_fail_open");
 	if (s) {
@@ -1271,6 +1292,8 @@ dump_profile(FILE *f, const struct config_profile *p)
 		dump_kv(f, in, "moonraker", p->moonraker_url);
 	else
 		fprintf(f, "%s# moonraker: not checked\n", in);
+	if (p->moonraker_api_key_file)
+		dump_kv(f, in, "moonraker_api_key_file", p->moonraker_api_key_file);
 	fprintf(f, "%smoonraker_fail_open = %s;\n", in, p->moonraker_fail_open ? "true" : "false");
 	if (p->has_app_start)
 		fprintf(f, "%sapp_start = 0x%08" PRIx32 ";\n", in, p->app_start);

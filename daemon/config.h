@@ -57,8 +57,9 @@ struct config_profile {
 	unsigned auto_flash; /* CONFIG_AUTO_* */
 	char **stop_units;   /* systemd units to stop while flashing */
 	size_t n_stop_units;
-	char *moonraker_url;	  /* NULL = no print-state check */
-	bool moonraker_fail_open; /* flash even when Moonraker does not answer */
+	char *moonraker_url;	      /* NULL = no print-state check */
+	bool moonraker_fail_open;     /* flash even when Moonraker does not answer */
+	char *moonraker_api_key_file; /* NULL = no X-Api-Key sent */
 	bool has_app_start;
 	uint32_t app_start;		 /* override of the catalog's app start */
 	enum config_interface interface; /* what the image must talk (default USB) */

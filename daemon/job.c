@@ -74,6 +74,7 @@ struct job {
 	uint32_t app_start;
 	enum config_interface interface;
 	char moonraker[256];
+	char moonraker_key_file[256]; /* "" = no API key */
 	bool moonraker_fail_open;
 	char **stop_globs;	/* copy of the profile's stop_units */
 	char stopped_unit[256]; /* the unit this job stopped, "" if none */
@@ -453,12 +454,30 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 			_exit(127);
 		} else {
 			struct moonraker_state st;
-			char *msg = NULL;
+			char key[MOONRAKER_KEY_MAX], *msg = NULL;
+			int k = 0;
 			bool ok;
 
-			(void)moonraker_query(j->moonraker, GATE_TIMEOUT_MS, &st);
-			ok = moonraker_gate(&st, j->moonraker, j->moonraker_fail_open, name_of(j),
-					    &msg);
+			/* read here, at every check: a rotated key needs no reload */
+			if (j->moonraker_key_file[0])
+				k = moonraker_read_key(j->moonraker_key_file, key, sizeof(key));
+			if (k < 0) {
+				ok = false;
+				msg = xasprintf("cannot read the Moonraker API key from %s: %s; "
+						"not flashing %s "
+						"(the file must hold the key and be readable by "
+						"the daemon's user)",
+						j->moonraker_key_file,
+						k == -EINVAL ? "no key on its first line"
+							     : strerror(-k),
+						name_of(j));
+			} else {
+				(void)moonraker_query_key(j->moonraker,
+							  j->moonraker_key_file[0] ? key : NULL,
+							  GATE_TIMEOUT_MS, &st);
+				ok = moonraker_gate(&st, j->moonraker, j->moonraker_fail_open,
+						    name_of(j), &msg);
+			}
 			dprintf(STDOUT_FILENO, "{\"type\":\"result\",\"ok\":%s,\"error\":%s}\n",
 				ok ? "true" : "false",
 				json_object_to_json_string(json_object_new_string(msg ? msg : "")));
@@ -1002,6 +1021,9 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 					       DEFAULT_MOONRAKER);
 	}
 	j->moonraker_fail_open = p->moonraker_fail_open;
+	if (p->moonraker_api_key_file)
+		(void)str_copy(j->moonraker_key_file, sizeof(j->moonraker_key_file),
+			       p->moonraker_api_key_file);
 	j->stop_globs = xnew_array(char *, p->n_stop_units + 1);
 	for (size_t i = 0; i < p->n_stop_units; i++)
 		j->stop_globs[i] = xstrdup(p->stop_units[i]);

@@ -139,6 +139,42 @@ init_curl(void)
 }
 
 int
+moonraker_key_parse(const char *buf, size_t len, char *ret, size_t size)
+{
+	size_t a = 0, b;
+
+	while (a < len && (buf[a] == ' ' || buf[a] == '\t'))
+		a++;
+	b = a;
+	while (b < len && buf[b] != '\n')
+		b++;
+	while (b > a && (buf[b - 1] == ' ' || buf[b - 1] == '\t' || buf[b - 1] == '\r'))
+		b--;
+	if (b == a || b - a >= size)
+		return -EINVAL;
+	for (size_t i = a; i < b; i++)
+		if ((unsigned char)buf[i] <= ' ' || buf[i] == 0x7f)
+			return -EINVAL;
+	memcpy(ret, buf + a, b - a);
+	ret[b - a] = '\0';
+	return 0;
+}
+
+int
+moonraker_read_key(const char *path, char *ret, size_t size)
+{
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int r = read_file(path, 4096, &data, &len);
+
+	if (r < 0)
+		return r;
+	r = moonraker_key_parse((const char *)data, len, ret, size);
+	free(data);
+	return r;
+}
+
+int
 moonraker_query(const char *url, unsigned timeout_ms, struct moonraker_state *ret)
 {
 	return moonraker_query_key(url, NULL, timeout_ms, ret);
@@ -221,9 +257,11 @@ moonraker_query_key(const char *url, const char *api_key, unsigned timeout_ms,
 	} else if (ret->http_status < 200 || ret->http_status >= 300) {
 		ret->error = -EPROTO;
 		snprintf(ret->detail, sizeof(ret->detail), "HTTP status %ld%s", ret->http_status,
-			 ret->http_status == 401 || ret->http_status == 403
-			     ? ", not authorized: trust this host in Moonraker or give an API key"
-			     : "");
+			 ret->http_status != 401 && ret->http_status != 403 ? ""
+			 : api_key
+			     ? ", not authorized: Moonraker refused the API key"
+			     : ", not authorized: trust this host in Moonraker or give an API key "
+			       "(moonraker_api_key_file)");
 	} else if (moonraker_parse(body.data ? body.data : "", body.len, &ret->print, ret->state,
 				   sizeof(ret->state)) < 0) {
 		ret->error = -EBADMSG;

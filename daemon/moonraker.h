@@ -51,6 +51,15 @@ int moonraker_query(const char *url, unsigned timeout_ms, struct moonraker_state
 int moonraker_query_key(const char *url, const char *api_key, unsigned timeout_ms,
 			struct moonraker_state *ret);
 
+/* Moonraker API keys are 32 hex digits; room for longer ones, not for a file of junk. */
+#define MOONRAKER_KEY_MAX 128
+
+/* Pure: the key in a key file's contents: its first line without surrounding blanks. 0, or
+ * -EINVAL when that is empty, holds a blank or control character, or does not fit in size. */
+int moonraker_key_parse(const char *buf, size_t len, char *ret, size_t size);
+/* Read a key file (moonraker_api_key_file) into ret: 0, -errno, or -EINVAL as above. */
+int moonraker_read_key(const char *path, char *ret, size_t size);
+
 /* Pure gate decision: true when flashing `board` may go ahead. Refuses while printing or
  * paused, for an unknown state, and when Moonraker did not answer unless fail_open.
  * *ret_message (malloc'd, always set) names the printer URL and the state for the log. */

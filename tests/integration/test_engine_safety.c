@@ -296,17 +296,55 @@ test_moonraker(struct sim_board *printing, struct sim_board *down, struct sim_bo
 	free(before_d);
 }
 
+/* A Moonraker that does not trust this host: the key comes from moonraker_api_key_file, read
+ * at each check. A wrong key refuses with the hint; the right one, written without a reload,
+ * flashes on the next attempt. */
+static void
+test_api_key(struct sim_board *b, const char *key_file)
+{
+	uint8_t *img,
+	    *before = eng_flash_copy(b, sim_board_app_start(b), sim_board_app_start(b) + 65536);
+	size_t len;
+	char sha[65], *out = NULL;
+	char *path = eng_image(b, 0, "v0.13.0-auth", 16 * 1024, &img, &len, sha);
+	char *needle = flashed_needle(b, sha);
+	json_object *hist;
+
+	CHECK_EQ_INT(write_file_atomic(key_file, "wrong\n", 6, 0600), 0);
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "auth", path, NULL), 0);
+	free(out);
+	CHECK_EQ_INT(eng_wait("HTTP status 401, not authorized", 10000), 0);
+	hist = eng_history();
+	CHECK(strstr(eng_str(eng_newest_on(hist, "1-5"), "error"), "refused the API key") != NULL);
+	CHECK_STREQ(eng_str(eng_newest_on(hist, "1-5"), "step"), "gate");
+	json_object_put(hist);
+	CHECK(eng_flash_equals(b, sim_board_app_start(b), before, 65536));
+	CHECK_EQ_INT(sim_board_enumerations(b), 1);
+
+	CHECK_EQ_INT(write_file_atomic(key_file, "0123456789abcdef\n", 17, 0600), 0);
+	CHECK_EQ_INT(eng_ctl(&out, "flash", "1-5", NULL), 0);
+	free(out);
+	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
+	CHECK(eng_flash_equals(b, sim_board_app_start(b), img, len));
+	free(needle);
+	free(path);
+	free(img);
+	free(before);
+}
+
 int
 main(int argc, char **argv)
 {
-	struct sim_board *k, *p, *d, *o;
+	struct sim_board *k, *p, *d, *o, *ak;
 	char port[32], addr[512], ready[16], *profiles, *bus_conf, *calls, *fifo, *env_bus;
+	char *key_file;
 	char *fake_path, *mr_script;
 	int mr_in = -1, mr_out = -1, bus_out = -1, fd;
 	pid_t mr, bus, fake;
 	FILE *f;
 
 	eng_init(argc, argv, "engine-safety");
+	key_file = xasprintf("%s/moonraker.key", eng_dir());
 	/* Moonraker stand-in: one server, the state chosen by the URL prefix */
 	mr_script = xstrdup("tests/integration/fake_moonraker.py");
 	{
@@ -369,23 +407,28 @@ main(int argc, char **argv)
 	    "    auto_flash = [\"queue\"]; moonraker = \"http://127.0.0.1:1\"; },\n"
 	    "  { name = \"open\"; match = { board = \"octopus-f446\"; port = \"1-4\"; };\n"
 	    "    auto_flash = [\"queue\"]; moonraker = \"http://127.0.0.1:1\";\n"
-	    "    moonraker_fail_open = true; }",
-	    port, port);
+	    "    moonraker_fail_open = true; },\n"
+	    "  { name = \"auth\"; match = { board = \"octopus-f446\"; port = \"1-5\"; };\n"
+	    "    auto_flash = [\"queue\"]; moonraker = \"http://127.0.0.1:%s/auth\";\n"
+	    "    moonraker_api_key_file = \"%s\"; }",
+	    port, port, port, key_file);
 	eng_write_conf("", profiles);
 	k = eng_add("octopus-f446", "1-1", SIM_MODE_KLIPPER_APP, true);
 	p = eng_add("octopus-f446", "1-2", SIM_MODE_KLIPPER_APP, true);
 	d = eng_add("octopus-f446", "1-3", SIM_MODE_KLIPPER_APP, true);
 	o = eng_add("octopus-f446", "1-4", SIM_MODE_KLIPPER_APP, true);
+	ak = eng_add("octopus-f446", "1-5", SIM_MODE_KLIPPER_APP, true);
 	env_bus = xasprintf("DBUS_SYSTEM_BUS_ADDRESS=%s", addr);
 	{
 		char *env[] = {env_bus, NULL};
 
-		int r = k && p && d && o ? eng_start(env) : -ENODEV;
+		int r = k && p && d && o && ak ? eng_start(env) : -ENODEV;
 
 		CHECK_EQ_INT(r, 0);
 		if (r == 0) {
 			test_klipper_unit(k, calls);
 			test_moonraker(p, d, o);
+			test_api_key(ak, key_file);
 			CHECK_EQ_INT(eng_stop(), 0);
 		}
 	}
@@ -402,6 +445,7 @@ main(int argc, char **argv)
 	(void)waitpid(bus, NULL, 0);
 	free(env_bus);
 	free(profiles);
+	free(key_file);
 	free(fake_path);
 	free(fifo);
 	free(calls);

@@ -31,7 +31,7 @@ done
 for key in state_dir queue_dir runtime_dir log_level max_jobs timeouts bootloader boot step \
 	leave_grace drop_group control_group profiles name match board usb_id serial port mcu \
 	product queue methods katapult dfu sd uf2 auto_flash hotplug stop_units moonraker \
-	moonraker_fail_open app_start interface usb can; do
+	moonraker_fail_open moonraker_api_key_file app_start interface usb can; do
 	if grep -Eq "^\\.(B|BR|TP|I) \"?$key\\b|^\\.BR .*\\b$key\\b" conf/skrflash.conf.5; then
 		ok "conf key $key"
 	else

@@ -58,6 +58,10 @@ test_errors(void)
 		    "moonraker_fail_open = 1; } );",
 		    "c.conf:2: profiles.[0].moonraker_fail_open: expected true or false\n");
 	check_error("profiles = ( { name = \"a\"; match = { board = \"skr-pico\"; };\n"
+		    "moonraker_api_key_file = \"moonraker.key\"; } );",
+		    "c.conf:2: profiles.[0].moonraker_api_key_file: expected an absolute path to a "
+		    "file holding the API key, not 'moonraker.key'\n");
+	check_error("profiles = ( { name = \"a\"; match = { board = \"skr-pico\"; };\n"
 		    "methods = \"katapult\"; } );",
 		    "c.conf:2: profiles.[0].methods: expected an array of strings [ ... ]\n");
 	/* values and ranges */
@@ -197,6 +201,7 @@ test_values_and_overrides(void)
 	    " methods = [ \"sd\", \"katapult\" ]; auto_flash = [];\n"
 	    " stop_units = [ \"klipper.service\", \"moonraker.service\" ];\n"
 	    " moonraker = \"http://localhost:7125\"; moonraker_fail_open = true;\n"
+	    " moonraker_api_key_file = \"/etc/skrflash/moonraker.key\";\n"
 	    " app_start = 0x08040000; interface = \"can\"; } );\n";
 	const struct config_profile *p;
 
@@ -230,6 +235,7 @@ test_values_and_overrides(void)
 	CHECK(p->stop_units[2] == NULL);
 	CHECK_STREQ(p->moonraker_url, "http://localhost:7125");
 	CHECK(p->moonraker_fail_open);
+	CHECK_STREQ(p->moonraker_api_key_file, "/etc/skrflash/moonraker.key");
 	CHECK_EQ_INT(config_profile_app_start(p), 0x08040000);
 	CHECK_EQ_INT(p->interface, CONFIG_INTERFACE_CAN);
 	CHECK_STREQ(config_interface_to_string(p->interface), "can");

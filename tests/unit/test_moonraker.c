@@ -360,9 +360,57 @@ test_live(void)
 	stop_server();
 }
 
+/* the key file: first line, blanks around it dropped; anything odd refused, nothing sent */
+static void
+test_key(void)
+{
+	static const struct {
+		const char *in;
+		const char *key; /* NULL: -EINVAL */
+	} cases[] = {
+	    {"0123456789abcdef0123456789abcdef\n", "0123456789abcdef0123456789abcdef"},
+	    {"  abc\t\r\nsecond line\n", "abc"},
+	    {"abc", "abc"},
+	    {"", NULL},
+	    {"\n", NULL},
+	    {"   \nabc\n", NULL},
+	    {"ab c\n", NULL},
+	    {"ab\x01c\n", NULL},
+	    {"ab\x7f\n", NULL},
+	};
+	char key[MOONRAKER_KEY_MAX], path[] = "/tmp/test_moonraker_key.XXXXXX", big[300];
+	int fd;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int r = moonraker_key_parse(cases[i].in, strlen(cases[i].in), key, sizeof(key));
+
+		CHECK_EQ_INT(r, cases[i].key ? 0 : -EINVAL);
+		if (cases[i].key && r == 0)
+			CHECK_STREQ(key, cases[i].key);
+	}
+	/* NUL inside, and a key that does not fit */
+	CHECK_EQ_INT(moonraker_key_parse("ab\0cd", 5, key, sizeof(key)), -EINVAL);
+	memset(big, 'a', sizeof(big));
+	CHECK_EQ_INT(moonraker_key_parse(big, sizeof(big), key, sizeof(key)), -EINVAL);
+	CHECK_EQ_INT(moonraker_key_parse(big, MOONRAKER_KEY_MAX - 1, key, sizeof(key)), 0);
+
+	fd = mkstemp(path);
+	CHECK(fd >= 0);
+	if (fd < 0)
+		return;
+	CHECK_EQ_INT(write(fd, " 0123456789abcdef \n", 19), 19);
+	close(fd);
+	CHECK_EQ_INT(moonraker_read_key(path, key, sizeof(key)), 0);
+	CHECK_STREQ(key, "0123456789abcdef");
+	unlink(path);
+	CHECK_EQ_INT(moonraker_read_key(path, key, sizeof(key)), -ENOENT);
+	CHECK_EQ_INT(moonraker_read_key("/", key, sizeof(key)), -EISDIR);
+}
+
 int
 main(void)
 {
+	test_key();
 	test_parse();
 	test_gate();
 	test_live();
