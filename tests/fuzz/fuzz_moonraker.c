@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* fuzz_moonraker: the print_stats reply parser and the gate decision on arbitrary bytes. */
+/* fuzz_moonraker: the print_stats reply parser, the gate decision and the API key file parser
+ * on arbitrary bytes. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,5 +31,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			st.print == MOONRAKER_PRINT_PAUSED || st.print == MOONRAKER_PRINT_UNKNOWN))
 		__builtin_trap();
 	free(msg);
+	{
+		/* a key never carries a blank, a control character or a line break into the
+		 * X-Api-Key header */
+		char key[MOONRAKER_KEY_MAX];
+
+		if (moonraker_key_parse((const char *)data, size, key, sizeof(key)) == 0) {
+			size_t n = strlen(key);
+
+			if (n == 0 || n >= sizeof(key))
+				__builtin_trap();
+			for (size_t i = 0; i < n; i++)
+				if ((unsigned char)key[i] <= ' ' || key[i] == 0x7f)
+					__builtin_trap();
+		}
+	}
 	return 0;
 }
