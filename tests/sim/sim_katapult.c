@@ -330,6 +330,7 @@ sim_katapult_process(struct sim_board *b)
 		if (idx >= b->fault.at && idx - b->fault.at < b->fault.count &&
 		    b->fault.kind == SIM_FAULT_NACK_STORM) {
 			reply_code(b, KATAPULT_RSP_NACK, busy);
+			b->kat_start_us = 0;
 			continue;
 		}
 		if (idx == b->fault.at && b->fault.kind == SIM_FAULT_STALL)
