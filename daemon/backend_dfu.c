@@ -212,22 +212,30 @@ dfuse_set_address(struct dfu *d, struct flash_session *s, uint32_t addr)
 	return dfuse_command(d, s, cmd, n, "setting the address", addr);
 }
 
-/* Read [addr, addr + len) into buf: set the pointer once, then step wBlockNum (AN3156:
- * address = (wBlockNum - 2) * wTransferSize + pointer); ABORT around it. */
+/* Ready for UPLOADs from addr: the pointer set, then ABORT back to dfuIDLE. Each UPLOAD reads
+ * at (wBlockNum - 2) * wTransferSize + pointer (AN3156). */
 static int
-dfu_read(struct dfu *d, struct flash_session *s, uint32_t addr, uint8_t *buf, uint32_t len,
-	 const char *step)
+dfu_upload_begin(struct dfu *d, struct flash_session *s, uint32_t addr)
 {
-	int r;
+	int r = dfu_to_idle(d, s);
 
-	r = dfu_to_idle(d, s);
 	if (r >= 0)
 		r = dfuse_set_address(d, s, addr);
 	if (r < 0)
 		return r;
 	r = dfu_request(d, s, false, DFU_REQ_ABORT, 0, NULL, 0);
+	return r < 0 ? device_error(d, s, r, NULL, "reading", addr) : 0;
+}
+
+/* Read [addr, addr + len) into buf: set the pointer once, then step wBlockNum. */
+static int
+dfu_read(struct dfu *d, struct flash_session *s, uint32_t addr, uint8_t *buf, uint32_t len,
+	 const char *step)
+{
+	int r = dfu_upload_begin(d, s, addr);
+
 	if (r < 0)
-		return device_error(d, s, r, NULL, "reading", addr);
+		return r;
 	for (uint32_t off = 0, block = 2; off < len; off += d->xfer, block++) {
 		uint16_t n = (uint16_t)(len - off < d->xfer ? len - off : d->xfer);
 
@@ -487,14 +495,9 @@ dfu_compare(struct dfu *d, struct flash_session *s, uint32_t start, uint32_t end
 	for (uint32_t i = 1; i < n_pages; i++)
 		if ((page_start[i] - start) % d->xfer != 0)
 			return -EDOM;
-	r = dfu_to_idle(d, s);
-	if (r >= 0)
-		r = dfuse_set_address(d, s, start);
+	r = dfu_upload_begin(d, s, start);
 	if (r < 0)
 		return r;
-	r = dfu_request(d, s, false, DFU_REQ_ABORT, 0, NULL, 0);
-	if (r < 0)
-		return device_error(d, s, r, NULL, "reading", start);
 	buf = xmalloc(d->xfer);
 	for (uint32_t i = 0; i < n_pages && r >= 0; i++) {
 		uint32_t a = page_start[i] < start ? start : page_start[i];

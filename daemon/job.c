@@ -472,9 +472,9 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 							     : strerror(-k),
 						name_of(j));
 			} else {
-				(void)moonraker_query_key(j->moonraker,
-							  j->moonraker_key_file[0] ? key : NULL,
-							  GATE_TIMEOUT_MS, &st);
+				(void)moonraker_query(j->moonraker,
+						      j->moonraker_key_file[0] ? key : NULL,
+						      GATE_TIMEOUT_MS, &st);
 				ok = moonraker_gate(&st, j->moonraker, j->moonraker_fail_open,
 						    name_of(j), &msg);
 			}

@@ -175,14 +175,8 @@ moonraker_read_key(const char *path, char *ret, size_t size)
 }
 
 int
-moonraker_query(const char *url, unsigned timeout_ms, struct moonraker_state *ret)
-{
-	return moonraker_query_key(url, NULL, timeout_ms, ret);
-}
-
-int
-moonraker_query_key(const char *url, const char *api_key, unsigned timeout_ms,
-		    struct moonraker_state *ret)
+moonraker_query(const char *url, const char *api_key, unsigned timeout_ms,
+		struct moonraker_state *ret)
 {
 	struct curl_slist *headers = NULL;
 	char errbuf[CURL_ERROR_SIZE] = "";

@@ -43,13 +43,12 @@ int moonraker_parse(const char *buf, size_t len, enum moonraker_print *ret_print
 		    size_t state_size);
 
 /* Query the print state at url (e.g. "http://127.0.0.1:7125"; http and https only, no
- * redirects, no proxy). Blocks for at most timeout_ms (capped at MOONRAKER_TIMEOUT_MAX_MS).
- * Always fills *ret; returns ret->error. */
-int moonraker_query(const char *url, unsigned timeout_ms, struct moonraker_state *ret);
-/* The same with an API key sent as X-Api-Key (NULL = none), for a Moonraker that does not
- * trust the host skrflash runs on ([authorization] trusted_clients, force_logins). */
-int moonraker_query_key(const char *url, const char *api_key, unsigned timeout_ms,
-			struct moonraker_state *ret);
+ * redirects, no proxy), with api_key sent as X-Api-Key (NULL = none) for a Moonraker that
+ * does not trust the host skrflash runs on ([authorization] trusted_clients, force_logins).
+ * Blocks for at most timeout_ms (capped at MOONRAKER_TIMEOUT_MAX_MS). Always fills *ret;
+ * returns ret->error. */
+int moonraker_query(const char *url, const char *api_key, unsigned timeout_ms,
+		    struct moonraker_state *ret);
 
 /* Moonraker API keys are 32 hex digits; room for longer ones, not for a file of junk. */
 #define MOONRAKER_KEY_MAX 128

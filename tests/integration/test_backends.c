@@ -114,17 +114,6 @@ snapshot(struct sim_board *b, size_t *ret_len)
 	return buf;
 }
 
-static bool
-flash_equals(struct sim_board *b, uint32_t addr, const uint8_t *want, size_t len)
-{
-	uint8_t *got = xmalloc(len);
-	bool same =
-	    flash_read(sim_board_flash(b), addr, got, len) == 0 && memcmp(got, want, len) == 0;
-
-	free(got);
-	return same;
-}
-
 static int
 run_plan(const struct worker_plan *p, struct worker_report *r)
 {
@@ -167,7 +156,7 @@ katapult_flash_ok(struct sim *s, const char *model, const char *port, unsigned w
 	CHECK_STREQ(r.mcu, sim_board_model(b)->mcu->name);
 	CHECK_EQ_INT(r.app_start, app);
 	CHECK_EQ_INT(r.bytes, 20480 + 64);
-	CHECK(flash_equals(b, app, img, 20480 + 36));
+	CHECK(flash_equals(sim_board_flash(b), app, img, 20480 + 36));
 	/* the last block is padded with 0xFF, the bootloader region is untouched */
 	CHECK(flash_is_erased(sim_board_flash(b), app + 20480 + 36, 28));
 	CHECK(memcmp(before, snapshot(b, &flen), app - sim_board_flash(b)->base) == 0);
@@ -264,7 +253,7 @@ katapult_fault(struct sim *s, const char *port, struct sim_fault fault, unsigned
 	sim_board_katapult_stats(b, &st);
 	if (expect_ok) {
 		CHECK_EQ_INT(ret, 0);
-		CHECK(flash_equals(b, 0x08008000, img, 8192));
+		CHECK(flash_equals(sim_board_flash(b), 0x08008000, img, 8192));
 		CHECK_EQ_INT(st.completes, 1);
 		CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
 	} else {
@@ -281,7 +270,7 @@ katapult_fault(struct sim *s, const char *port, struct sim_fault fault, unsigned
 		CHECK_EQ_INT(sim_board_set_fault(b, &fault), 0);
 		plan_for(&p, b, "octopus-f446", path);
 		CHECK_EQ_INT(run_plan(&p, &r), 0);
-		CHECK(flash_equals(b, 0x08008000, img, 8192));
+		CHECK(flash_equals(sim_board_flash(b), 0x08008000, img, 8192));
 	}
 	free(img);
 	free(path);
@@ -339,7 +328,7 @@ dfu_full_flash(struct sim *s, const char *model, const char *port)
 	plan_for(&p, b, m->name, path);
 	erases = f->total_erases;
 	CHECK_EQ_INT(run_plan(&p, &r), 0);
-	CHECK(flash_equals(b, m->app_start, img, len));
+	CHECK(flash_equals(sim_board_flash(b), m->app_start, img, len));
 	CHECK(memcmp(before, snapshot(b, &flen), m->app_start - f->base) == 0);
 	CHECK_EQ_INT(r.bytes, len);
 	CHECK_EQ_INT(r.erases, f->total_erases - erases);
@@ -402,7 +391,7 @@ dfu_changed_sector(struct sim *s)
 	CHECK_EQ_INT(flash_erase_count(f, 0x08008000), c0);
 	CHECK_EQ_INT(flash_erase_count(f, 0x0800c000), c1 + 1);
 	CHECK_EQ_INT(flash_erase_count(f, 0x08010000), c2);
-	CHECK(flash_equals(b, 0x08008000, img, len));
+	CHECK(flash_equals(sim_board_flash(b), 0x08008000, img, len));
 	free(img);
 	free(path);
 	sim_board_unplug(b);
@@ -436,7 +425,7 @@ dfu_device_error(struct sim *s, const char *port, struct sim_fault fault, const 
 	fault.kind = SIM_FAULT_NONE;
 	CHECK_EQ_INT(sim_board_set_fault(b, &fault), 0);
 	CHECK_EQ_INT(run_plan(&p, &r), 0);
-	CHECK(flash_equals(b, 0x08008000, img, 24576));
+	CHECK(flash_equals(sim_board_flash(b), 0x08008000, img, 24576));
 	free(img);
 	free(path);
 	sim_board_unplug(b);

@@ -97,8 +97,8 @@ run_case(struct sim_board *b, const char *profile, const struct fault_case *c, u
 		CHECK_EQ_INT(eng_wait(flashed, 20000), 0);
 	}
 	json_object_put(hist);
-	CHECK(eng_flash_equals(b, start, img, len));
-	CHECK(eng_flash_equals(b, f->base, bl, start - f->base));
+	CHECK(flash_equals(sim_board_flash(b), start, img, len));
+	CHECK(flash_equals(sim_board_flash(b), f->base, bl, start - f->base));
 	CHECK_STREQ(eng_board_field(sim_board_port(b), "installed_sha256", buf, sizeof(buf)), sha);
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
 	CHECK_STREQ(sim_board_app_version(b), name);

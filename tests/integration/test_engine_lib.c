@@ -345,14 +345,16 @@ int
 eng_wait_board_mode(const char *port, const char *mode, int timeout_ms)
 {
 	struct timespec tick = {.tv_sec = 0, .tv_nsec = 50000000};
-	char m[32], present[8];
 
 	/* the board's state, not a log line: a board back after the leave grace is logged as
 	 * "left" + "appeared" rather than as a mode change, and both are right */
 	for (int waited = 0; waited <= timeout_ms; waited += 50) {
-		(void)eng_board_field(port, "mode", m, sizeof(m));
-		(void)eng_board_field(port, "present", present, sizeof(present));
-		if (strcmp(m, mode) == 0 && strcmp(present, "true") == 0)
+		json_object *b = eng_board(port);
+		bool there = strcmp(eng_str(b, "mode"), mode) == 0 &&
+			     strcmp(eng_str(b, "present"), "true") == 0;
+
+		json_object_put(b);
+		if (there)
 			return 0;
 		nanosleep(&tick, NULL);
 	}
@@ -417,17 +419,6 @@ eng_image(struct sim_board *b, uint32_t app_start, const char *name, size_t size
 	*ret_img = img;
 	*ret_len = len;
 	return path;
-}
-
-bool
-eng_flash_equals(struct sim_board *b, uint32_t addr, const uint8_t *data, size_t len)
-{
-	uint8_t *buf = xmalloc(len);
-	bool same =
-	    flash_read(sim_board_flash(b), addr, buf, len) == 0 && memcmp(buf, data, len) == 0;
-
-	free(buf);
-	return same;
 }
 
 uint8_t *

@@ -74,8 +74,6 @@ long long eng_int(json_object *o, const char *key); /* -1 when absent */
  * DIR/<name>.bin; returns the path, the bytes in *ret_img and its sha256 in ret_sha. */
 char *eng_image(struct sim_board *b, uint32_t app_start, const char *name, size_t size,
 		uint8_t **ret_img, size_t *ret_len, char ret_sha[65]);
-/* True when the board's flash holds data at addr. */
-bool eng_flash_equals(struct sim_board *b, uint32_t addr, const uint8_t *data, size_t len);
 /* Copy of the board's flash [from, to); caller frees. */
 uint8_t *eng_flash_copy(struct sim_board *b, uint32_t from, uint32_t to);
 /* Sum of the erase counters of every sector of the board's flash. */

@@ -36,8 +36,8 @@ check_flashed(struct sim_board *b, const uint8_t *img, size_t len, const char *s
 	json_object *hist = eng_history(), *row = NULL;
 	char buf[128], *needle;
 
-	CHECK(eng_flash_equals(b, start, img, len));
-	CHECK(eng_flash_equals(b, f->base, bootloader, start - f->base));
+	CHECK(flash_equals(sim_board_flash(b), start, img, len));
+	CHECK(flash_equals(sim_board_flash(b), f->base, bootloader, start - f->base));
 	for (size_t i = 0; hist && i < json_object_array_length(hist); i++) {
 		json_object *r = json_object_array_get_idx(hist, i);
 
@@ -195,7 +195,7 @@ test_parallel(struct sim_board *a, struct sim_board *b)
 	check_flashed(a, ia, la, sa, bla, "katapult");
 	check_flashed(b, ib, lb, sb, blb, "katapult");
 	/* each board got its own image: identical models do not mix up */
-	CHECK(!eng_flash_equals(a, sim_board_app_start(a), ib, lb));
+	CHECK(!flash_equals(sim_board_flash(a), sim_board_app_start(a), ib, lb));
 	free(na);
 	free(nb);
 	free(pa);
@@ -252,7 +252,7 @@ test_refused(struct sim_board *m)
 	for (size_t i = 0; hist && i < json_object_array_length(hist); i++)
 		CHECK(strcmp(eng_str(json_object_array_get_idx(hist, i), "port"), "1-5") != 0);
 	json_object_put(hist);
-	CHECK(eng_flash_equals(m, f->base, before, f->size));
+	CHECK(flash_equals(sim_board_flash(m), f->base, before, f->size));
 	CHECK_EQ_INT(eng_erases(m), erases);
 	CHECK_EQ_INT(sim_board_enumerations(m), enums);
 	CHECK_EQ_INT(sim_board_mode(m), SIM_MODE_KLIPPER_APP);

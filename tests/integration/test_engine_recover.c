@@ -75,8 +75,8 @@ test_rollback(struct sim_board *b)
 	free(needle);
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
 	CHECK_STREQ(sim_board_app_version(b), "v0.13.0-good");
-	CHECK(eng_flash_equals(b, start, ia, la));
-	CHECK(eng_flash_equals(b, f->base, bl, start - f->base));
+	CHECK(flash_equals(sim_board_flash(b), start, ia, la));
+	CHECK(flash_equals(sim_board_flash(b), f->base, bl, start - f->base));
 	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), sa);
 	hist = eng_history();
 	row = eng_newest_on(hist, "1-1");
@@ -124,8 +124,8 @@ test_rollback(struct sim_board *b)
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
 	free(needle);
 	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), sb);
-	CHECK(eng_flash_equals(b, start, ib, lb));
-	CHECK(eng_flash_equals(b, f->base, bl, start - f->base));
+	CHECK(flash_equals(sim_board_flash(b), start, ib, lb));
+	CHECK(flash_equals(sim_board_flash(b), f->base, bl, start - f->base));
 	free(na);
 	free(pa);
 	free(pb);
@@ -162,7 +162,7 @@ test_unplug(struct sim_board *b)
 	CHECK_STREQ(eng_str(row, "sha256"), sha);
 	CHECK(strlen(eng_str(row, "error")) > 0);
 	json_object_put(hist);
-	CHECK(!eng_flash_equals(b, start, img, len));
+	CHECK(!flash_equals(sim_board_flash(b), start, img, len));
 	CHECK_STREQ(eng_board_field("1-2", "installed_sha256", buf, sizeof(buf)), "");
 
 	/* plugged back in: the half-written app cannot run, Katapult stays; flashed again */
@@ -175,8 +175,8 @@ test_unplug(struct sim_board *b)
 	CHECK_EQ_INT(eng_int(row, "bytes"), (long long)len);
 	CHECK_STREQ(eng_str(eng_history_job(hist, failed_job), "result"), "failed");
 	json_object_put(hist);
-	CHECK(eng_flash_equals(b, start, img, len));
-	CHECK(eng_flash_equals(b, f->base, bl, start - f->base));
+	CHECK(flash_equals(sim_board_flash(b), start, img, len));
+	CHECK(flash_equals(sim_board_flash(b), f->base, bl, start - f->base));
 	CHECK_STREQ(eng_board_field("1-2", "installed_sha256", buf, sizeof(buf)), sha);
 	free(needle);
 	free(path);
@@ -227,7 +227,7 @@ test_kill(struct sim_board *b)
 	CHECK_EQ_INT(wait_frames(b, st.frames_rx + 200, 10000), 0);
 	CHECK_EQ_INT(eng_kill(), 128 + SIGKILL);
 	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_KATAPULT);
-	CHECK(!eng_flash_equals(b, start, img, len));
+	CHECK(!flash_equals(sim_board_flash(b), start, img, len));
 
 	/* the next daemon finds the job in the write step and the board in Katapult */
 	CHECK_EQ_INT(eng_start(NULL), 0);
@@ -248,8 +248,8 @@ test_kill(struct sim_board *b)
 	CHECK_STREQ(eng_str(row, "sha256"), sha);
 	CHECK_EQ_INT(rows_on(hist, "1-3"), 1);
 	json_object_put(hist);
-	CHECK(eng_flash_equals(b, start, img, len));
-	CHECK(eng_flash_equals(b, f->base, bl, start - f->base));
+	CHECK(flash_equals(sim_board_flash(b), start, img, len));
+	CHECK(flash_equals(sim_board_flash(b), f->base, bl, start - f->base));
 	CHECK_STREQ(eng_board_field("1-3", "installed_sha256", buf, sizeof(buf)), sha);
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
 	CHECK_STREQ(sim_board_app_version(b), "v0.13.0-kill");

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "flash.h"
 #include "harness.h"
 #include "test_engine_lib.h"
 #include "util.h"
@@ -203,7 +204,7 @@ test_klipper_unit(struct sim_board *b, const char *calls_path)
 	free(out);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
 	CHECK_EQ_INT(eng_wait("started klipper.service again", 10000), 0);
-	CHECK(eng_flash_equals(b, sim_board_app_start(b), img, len));
+	CHECK(flash_equals(sim_board_flash(b), sim_board_app_start(b), img, len));
 	o = sim_proc_output(eng_daemon());
 	stop = strstr(o, "stopped klipper.service to flash octopus-f446 on port 1-1");
 	wrote = strstr(o, "octopus-f446 on port 1-1: bootloader reports");
@@ -265,7 +266,7 @@ test_moonraker(struct sim_board *printing, struct sim_board *down, struct sim_bo
 	CHECK_EQ_INT(eng_ctl(&out, "queue", "open", po, NULL), 0);
 	free(out);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
-	CHECK(eng_flash_equals(open, sim_board_app_start(open), io, lo));
+	CHECK(flash_equals(sim_board_flash(open), sim_board_app_start(open), io, lo));
 
 	hist = eng_history();
 	row = eng_newest_on(hist, "1-2");
@@ -279,8 +280,9 @@ test_moonraker(struct sim_board *printing, struct sim_board *down, struct sim_bo
 	CHECK_STREQ(eng_str(row, "result"), "succeeded");
 	json_object_put(hist);
 	/* refused boards were never touched: same app, no erase, still running Klipper */
-	CHECK(eng_flash_equals(printing, sim_board_app_start(printing), before_p, 65536));
-	CHECK(eng_flash_equals(down, sim_board_app_start(down), before_d, 65536));
+	CHECK(flash_equals(sim_board_flash(printing), sim_board_app_start(printing), before_p,
+			   65536));
+	CHECK(flash_equals(sim_board_flash(down), sim_board_app_start(down), before_d, 65536));
 	CHECK_EQ_INT(eng_erases(printing), erases_p);
 	CHECK_EQ_INT(eng_erases(down), erases_d);
 	CHECK_EQ_INT(sim_board_enumerations(printing), 1);
@@ -318,14 +320,14 @@ test_api_key(struct sim_board *b, const char *key_file)
 	CHECK(strstr(eng_str(eng_newest_on(hist, "1-5"), "error"), "refused the API key") != NULL);
 	CHECK_STREQ(eng_str(eng_newest_on(hist, "1-5"), "step"), "gate");
 	json_object_put(hist);
-	CHECK(eng_flash_equals(b, sim_board_app_start(b), before, 65536));
+	CHECK(flash_equals(sim_board_flash(b), sim_board_app_start(b), before, 65536));
 	CHECK_EQ_INT(sim_board_enumerations(b), 1);
 
 	CHECK_EQ_INT(write_file_atomic(key_file, "0123456789abcdef\n", 17, 0600), 0);
 	CHECK_EQ_INT(eng_ctl(&out, "flash", "1-5", NULL), 0);
 	free(out);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
-	CHECK(eng_flash_equals(b, sim_board_app_start(b), img, len));
+	CHECK(flash_equals(sim_board_flash(b), sim_board_app_start(b), img, len));
 	free(needle);
 	free(path);
 	free(img);

@@ -286,6 +286,17 @@ flash_load(struct flash *f, uint32_t addr, const uint8_t *data, size_t len)
 }
 
 bool
+flash_equals(struct flash *f, uint32_t addr, const uint8_t *data, size_t len)
+{
+	bool same;
+
+	pthread_mutex_lock(&f->lock);
+	same = in_flash(f, addr, len) && memcmp(f->bytes + (addr - f->base), data, len) == 0;
+	pthread_mutex_unlock(&f->lock);
+	return same;
+}
+
+bool
 flash_is_erased(struct flash *f, uint32_t addr, size_t len)
 {
 	bool erased = true;

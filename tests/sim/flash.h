@@ -50,6 +50,8 @@ int flash_read(struct flash *f, uint32_t addr, uint8_t *buf, size_t len);
 int flash_load(struct flash *f, uint32_t addr, const uint8_t *data, size_t len);
 /* True when every byte of [addr, addr+len) is 0xFF. */
 bool flash_is_erased(struct flash *f, uint32_t addr, size_t len);
+/* True when [addr, addr+len) holds exactly data. */
+bool flash_equals(struct flash *f, uint32_t addr, const uint8_t *data, size_t len);
 /* Boot model (protocols.md §7): would a bootloader jumping to app_start run the app?
  * Initial SP inside the MCU's RAM, reset vector odd and inside [app_start, flash end),
  * and the image's vector entries consistent with being linked at app_start. */

@@ -95,7 +95,8 @@ struct sim_board {
 	uint32_t kat_pages;  /* pages erased since CONNECT (SEND_EOF reply) */
 	uint8_t tx[2200];    /* reply waiting for the device busy time */
 	size_t tx_len;
-	uint64_t tx_at_us;
+	uint64_t tx_at_us; /* the reply's due time; kept after it is written: the device is free
+			    * again from then */
 	uint64_t stall_until_us;
 	uint64_t probe_fast_until_us; /* look for the tty's open often until then */
 	bool plain_katapult_tty;      /* spec.plain_katapult_tty */
@@ -105,7 +106,6 @@ struct sim_board {
 	size_t rx_early;	   /* leading rx bytes that were there before the latest read */
 	uint64_t rx_seen_us;	   /* when a read last brought bytes */
 	uint64_t rx_early_seen_us; /* rx_seen_us before the latest read: rx_early arrived by then */
-	uint64_t kat_free_us;	   /* the device is free again: the last reply's due time */
 	uint64_t kat_start_us;	   /* modelled start of the frame being handled, 0 = now */
 	struct sim_katapult_stats stats;
 	struct sim_fault fault;

@@ -15,7 +15,7 @@ sim_katapult_reset(struct sim_board *b)
 	b->rx_len = 0;
 	b->tx_len = 0;
 	b->rx_early = 0;
-	b->kat_free_us = 0;
+	b->tx_at_us = 0;
 	b->kat_start_us = 0;
 	b->kat_silent = false;
 	b->kat_pages = 0;
@@ -29,7 +29,6 @@ sim_katapult_opened(struct sim_board *b)
 
 	b->rx_len = 0;
 	b->rx_early = 0;
-	b->kat_free_us = 0;
 	b->kat_silent = false;
 	/* §2.4 step 5: on USBFS double-buffered parts (F0/F1/G0/G4/L4) the first reply after
 	 * the port opens is lost unless the host primes with a dummy command */
@@ -83,7 +82,6 @@ queue(struct sim_board *b, int len, uint32_t busy_us)
 		return;
 	b->tx_len = (size_t)len;
 	b->tx_at_us = start + busy_us;
-	b->kat_free_us = b->tx_at_us;
 }
 
 static void
@@ -308,13 +306,11 @@ sim_katapult_process(struct sim_board *b)
 			}
 			continue;
 		}
-		/* a frame the device already had starts when the device was free, else now */
-		t0 = sim_now_us();
-		if ((size_t)r <= b->rx_early)
-			t0 = b->rx_early_seen_us > b->kat_free_us ? b->rx_early_seen_us
-								  : b->kat_free_us;
-		if (t0 < b->kat_free_us)
-			t0 = b->kat_free_us;
+		/* a frame the device already had starts when the device was free again (the
+		 * previous reply's due time), else now */
+		t0 = (size_t)r <= b->rx_early ? b->rx_early_seen_us : sim_now_us();
+		if (t0 < b->tx_at_us)
+			t0 = b->tx_at_us;
 		b->rx_early = b->rx_early > (size_t)r ? b->rx_early - (size_t)r : 0;
 		memcpy(frame, b->rx, (size_t)r);
 		memmove(b->rx, b->rx + r, b->rx_len - (size_t)r);
@@ -337,9 +333,7 @@ sim_katapult_process(struct sim_board *b)
 			b->stall_until_us = sim_now_us() + (uint64_t)b->fault.count * 1000u;
 		dispatch(b, &f, busy);
 		b->kat_start_us = 0;
-		if (pipelined && b->tx_len) {
+		if (pipelined && b->tx_len)
 			wire_floor(b, t0, (size_t)r + b->tx_len);
-			b->kat_free_us = b->tx_at_us;
-		}
 	}
 }

@@ -230,7 +230,7 @@ gate_at(const char *mode, unsigned timeout_ms, bool fail_open, struct moonraker_
 	    xasprintf("http://127.0.0.1:%u%s%s", server_port, mode ? "/" : "", mode ? mode : "");
 	bool ok;
 
-	moonraker_query(url, timeout_ms, st);
+	moonraker_query(url, NULL, timeout_ms, st);
 	ok = moonraker_gate(st, url, fail_open, "octopus-f446", msg);
 	free(url);
 	return ok;
@@ -272,7 +272,7 @@ test_live(void)
 	{
 		char *url = xasprintf("http://127.0.0.1:%u/", server_port);
 
-		CHECK_EQ_INT(moonraker_query(url, 1000, &st), 0);
+		CHECK_EQ_INT(moonraker_query(url, NULL, 1000, &st), 0);
 		CHECK_EQ_INT(st.print, MOONRAKER_PRINT_STANDBY);
 		free(url);
 	}
@@ -315,10 +315,10 @@ test_live(void)
 	{
 		char *url = xasprintf("http://127.0.0.1:%u/auth", server_port);
 
-		CHECK_EQ_INT(moonraker_query_key(url, "0123456789abcdef", 1000, &st), 0);
+		CHECK_EQ_INT(moonraker_query(url, "0123456789abcdef", 1000, &st), 0);
 		CHECK_EQ_INT(st.print, MOONRAKER_PRINT_STANDBY);
-		CHECK_EQ_INT(moonraker_query_key(url, "wrong", 1000, &st), -EPROTO);
-		CHECK_EQ_INT(moonraker_query_key(url, "a\r\nHost: x", 1000, &st), -EINVAL);
+		CHECK_EQ_INT(moonraker_query(url, "wrong", 1000, &st), -EPROTO);
+		CHECK_EQ_INT(moonraker_query(url, "a\r\nHost: x", 1000, &st), -EINVAL);
 		free(url);
 	}
 
@@ -341,7 +341,7 @@ test_live(void)
 	if (fd >= 0) {
 		char *url = xasprintf("http://127.0.0.1:%u", port);
 
-		CHECK_EQ_INT(moonraker_query(url, 1000, &st), -ECONNREFUSED);
+		CHECK_EQ_INT(moonraker_query(url, NULL, 1000, &st), -ECONNREFUSED);
 		CHECK(!moonraker_gate(&st, url, false, "octopus-f446", &msg));
 		CHECK(strstr(msg, url) != NULL);
 		free(msg);
@@ -351,9 +351,9 @@ test_live(void)
 		close(fd);
 	}
 
-	CHECK_EQ_INT(moonraker_query("ftp://127.0.0.1/", 500, &st), -EINVAL);
-	CHECK_EQ_INT(moonraker_query("", 500, &st), -EINVAL);
-	CHECK_EQ_INT(moonraker_query(NULL, 500, &st), -EINVAL);
+	CHECK_EQ_INT(moonraker_query("ftp://127.0.0.1/", NULL, 500, &st), -EINVAL);
+	CHECK_EQ_INT(moonraker_query("", NULL, 500, &st), -EINVAL);
+	CHECK_EQ_INT(moonraker_query(NULL, NULL, 500, &st), -EINVAL);
 	CHECK(!moonraker_gate(&st, NULL, false, "b", &msg));
 	free(msg);
 
