@@ -45,6 +45,19 @@ ensure_deb() {
 	[ -n "$DEB" ]
 }
 
+# may_install WHAT: succeeds when this run may install and purge the package here;
+# otherwise says why WHAT is skipped.
+may_install() {
+	if [ "$(id -u)" != 0 ]; then
+		echo "SKIP $1: needs root to install the package (CI runs as root)"
+		return 1
+	fi
+	if dpkg-query -W -f='${Status}' skrflash 2>/dev/null | grep -q installed; then
+		echo "SKIP $1: skrflash is installed on this machine, not touching it"
+		return 1
+	fi
+}
+
 # Serialises package tests of concurrent runs on one machine (one dpkg database).
 pkg_lock() {
 	exec 9>/run/lock/skrflash-package-test.lock

@@ -29,13 +29,7 @@ else
 	echo "$out"
 fi
 
-if [ "$(id -u)" != 0 ]; then
-	echo "SKIP real run: needs root to install the package (CI runs as root)"
-	finish
-	exit
-fi
-if dpkg-query -W -f='${Status}' skrflash 2>/dev/null | grep -q installed; then
-	echo "SKIP real run: skrflash is installed on this machine, not touching it"
+if ! may_install "real run"; then
 	finish
 	exit
 fi

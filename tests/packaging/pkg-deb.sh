@@ -39,13 +39,7 @@ makever=$(sed -n 's/^VERSION *:= *//p' Makefile)
 debver=$(dpkg-deb -f "$DEB" Version)
 check "version: Makefile $makever, changelog $debver" test "$makever" = "$debver"
 
-if [ "$(id -u)" != 0 ]; then
-	echo "SKIP install/purge: needs root (CI runs as root)"
-	finish
-	exit
-fi
-if dpkg-query -W -f='${Status}' skrflash 2>/dev/null | grep -q installed; then
-	echo "SKIP install/purge: skrflash is installed on this machine, not touching it"
+if ! may_install "install/purge"; then
 	finish
 	exit
 fi
