@@ -35,12 +35,16 @@ override CFLAGS   += -std=c11 $(WARNINGS) $(DEP_CFLAGS)
 override LDFLAGS  += -pie -Wl,-z,relro,-z,now
 
 BUILD          ?= build
-DAEMON_SRCS    := $(wildcard daemon/*.c daemon/backends/*.c)
-MAIN_SRCS      := daemon/skrflashd.c daemon/skrflashctl.c
+# Sources by folder (docs/architecture.md): the shared modules at the top, then one folder per
+# stage of the pipeline. tests/unit mirrors the same folders.
+DAEMON_DIRS    := daemon daemon/proto daemon/image daemon/flash daemon/service daemon/cli
+DAEMON_SRCS    := $(foreach d,$(DAEMON_DIRS),$(wildcard $(d)/*.c))
+MAIN_SRCS      := daemon/service/skrflashd.c daemon/cli/skrflashctl.c
 LIB_SRCS       := $(filter-out $(MAIN_SRCS),$(DAEMON_SRCS))
 LIB_OBJS       := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRCS))
 LIB            := $(BUILD)/libskrflash.a
-UNIT_TESTS     := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(wildcard tests/unit/test_*.c))
+UNIT_TESTS     := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%, \
+		  $(wildcard tests/unit/test_*.c tests/unit/*/test_*.c))
 FUZZERS        := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 REPLAYS        := $(FUZZERS:%=$(BUILD)/tests/replay_%)
 C_FILES         = $(shell git ls-files -- '*.c' '*.h')
@@ -61,10 +65,10 @@ $(LIB): $(LIB_OBJS)
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(BUILD)/skrflashd: $(BUILD)/daemon/skrflashd.o $(LIB)
+$(BUILD)/skrflashd: $(BUILD)/daemon/service/skrflashd.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
-$(BUILD)/skrflashctl: $(BUILD)/daemon/skrflashctl.o $(LIB)
+$(BUILD)/skrflashctl: $(BUILD)/daemon/cli/skrflashctl.o $(LIB)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
 $(BUILD)/%.o: %.c
@@ -72,7 +76,7 @@ $(BUILD)/%.o: %.c
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(HARDENING) -c -o $@ $<
 
 # Unit tests link the daemon library (every object except the two mains).
-$(BUILD)/tests/%: tests/unit/%.c $(LIB)
+$(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Itests $(CFLAGS) -o $@ $^ $(LDFLAGS) $(DEP_LIBS)
 
@@ -86,7 +90,7 @@ $(BUILD)/tests/replay_%: tests/fuzz/%.c tests/fuzz/replay.c $(LIB)
 include $(sort $(wildcard tests/sim/*.mk))
 include $(filter-out tests/sim/%,$(sort $(wildcard tests/*/*.mk packaging/*.mk bench/*.mk)))
 
-CHECK_TESTS += $(FUZZERS:%=tests/fuzz/replay.sh:%) tests/config/run.sh
+CHECK_TESTS += $(FUZZERS:%=tests/fuzz/replay.sh:%) tests/config/run.sh tests/lint/test_includes.sh
 
 # `make check` is one command on a fresh machine: install what is missing, then rebuild
 # in a sub-make so that pkg-config sees the newly installed libraries.
@@ -125,6 +129,7 @@ lint:
 		printf '#include "%s"\nextern int lint_header;\n' "$$h" | \
 			$(CC) $(LINT_CPPFLAGS) -I. $(CFLAGS) -fsyntax-only -x c - || exit 1; \
 	done
+	tests/lint/includes.sh daemon
 	shellcheck $(shell git ls-files -- '*.sh') .ci/run
 
 format:
@@ -170,4 +175,4 @@ help:
 	@echo "targets: all check asan fuzz lint format install uninstall deps demo bench deb clean"
 	@echo "variables: BUILD= PREFIX= DESTDIR= WERROR= FUZZ_SECONDS="
 
--include $(LIB_OBJS:.o=.d) $(BUILD)/daemon/skrflashd.d $(BUILD)/daemon/skrflashctl.d
+-include $(LIB_OBJS:.o=.d) $(BUILD)/daemon/service/skrflashd.d $(BUILD)/daemon/cli/skrflashctl.d

@@ -25,10 +25,10 @@
 
 #include <json-c/json.h>
 
-#include "dfu_proto.h"
+#include "proto/dfu.h"
 #include "dfuse.h"
 #include "flash.h"
-#include "katapult_proto.h"
+#include "proto/katapult.h"
 #include "sim.h"
 #include "sim_int.h"
 #include "util.h"

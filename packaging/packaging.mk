@@ -20,8 +20,8 @@ PKG_DATA = \
 	systemd/skrflash.catalog:$(CATALOGDIR)/skrflash.catalog \
 	packaging/50-skrflash.rules:$(POLKITRULESDIR)/50-skrflash.rules \
 	packaging/skrflashctl.bash-completion:$(BASHCOMPDIR)/skrflashctl \
-	daemon/skrflashd.8:$(MANDIR)/man8/skrflashd.8 \
-	daemon/skrflashctl.1:$(MANDIR)/man1/skrflashctl.1 \
+	daemon/service/skrflashd.8:$(MANDIR)/man8/skrflashd.8 \
+	daemon/cli/skrflashctl.1:$(MANDIR)/man1/skrflashctl.1 \
 	conf/skrflash.conf.5:$(MANDIR)/man5/skrflash.conf.5
 
 .PHONY: install-data uninstall-data deb deb-arm64-check deb-arm64

@@ -5,8 +5,8 @@
 #include <stdint.h>
 
 #include "catalog.h"
-#include "image.h"
-#include "validate.h"
+#include "image/image.h"
+#include "image/validate.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

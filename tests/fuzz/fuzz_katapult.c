@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "katapult_proto.h"
+#include "proto/katapult.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

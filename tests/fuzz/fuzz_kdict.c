@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "kdict.h"
+#include "image/kdict.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

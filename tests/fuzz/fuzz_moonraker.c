@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "moonraker.h"
+#include "service/moonraker.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

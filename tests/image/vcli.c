@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* vcli: `vcli validate ARGS...` runs validate_command() exactly as skrflashctl does, so the
  * command-line checks of verdicts.sh do not depend on the rest of skrflashctl. */
-#include "validate.h"
+#include "image/validate.h"
 
 int
 main(int argc, char **argv)

@@ -1,5 +1,5 @@
 # Safety gates (holder, units, moonraker). holder and moonraker are unit tests
-# (tests/unit/test_holder.c, test_moonraker.c, the latter against fake_moonraker.py);
+# (tests/unit/service/test_holder.c, test_moonraker.c, the latter against fake_moonraker.py);
 # units runs against fake_systemd on a private dbus-daemon started by units.sh.
 $(BUILD)/tests/integration/fake_systemd: tests/integration/fake_systemd.c
 	@mkdir -p $(@D)

@@ -11,16 +11,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "backend.h"
+#include "flash/backend.h"
 #include "catalog.h"
 #include "flash.h"
 #include "harness.h"
 #include "log.h"
-#include "oneshot.h"
+#include "cli/oneshot.h"
 #include "sim.h"
-#include "touch.h"
+#include "flash/touch.h"
 #include "util.h"
-#include "worker.h"
+#include "flash/worker.h"
 
 static char tmpdir[] = "/tmp/skrflash-backends-XXXXXX";
 static unsigned image_seq;

@@ -10,7 +10,7 @@
 #include <systemd/sd-event.h>
 
 #include "harness.h"
-#include "units.h"
+#include "service/units.h"
 #include "util.h"
 
 struct done {

@@ -1,5 +1,5 @@
 #!/bin/sh
-# units: skrflash's systemd unit control (daemon/units.c) against fake_systemd, which owns
+# units: skrflash's systemd unit control (daemon/service/units.c) against fake_systemd, which owns
 # org.freedesktop.systemd1 on a private dbus-daemon; the test reads the fake's call log.
 set -eu
 BUILD=${BUILD:-build}

@@ -12,7 +12,7 @@ fail=0
 ok() { pass=$((pass + 1)); echo "ok   $1"; }
 bad() { fail=$((fail + 1)); echo "FAIL $1"; }
 
-pages="daemon/skrflashd.8 daemon/skrflashctl.1 conf/skrflash.conf.5"
+pages="daemon/service/skrflashd.8 daemon/cli/skrflashctl.1 conf/skrflash.conf.5"
 for page in $pages; do
 	out=$(mandoc -T lint -W warning "$page" 2>&1)
 	if [ -z "$out" ]; then ok "mandoc $page"; else bad "mandoc $page"; echo "$out"; fi

@@ -14,7 +14,7 @@
 #include <sys/ioctl.h>
 #include <time.h>
 
-#include "dfu_proto.h"
+#include "proto/dfu.h"
 #include "dfuse.h"
 #include "util.h"
 

@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "katapult_proto.h"
+#include "proto/katapult.h"
 #include "sim_int.h"
 
 #define SOFTWARE_VERSION "v0.0.1-sim"

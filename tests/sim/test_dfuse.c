@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "dfu_proto.h"
+#include "proto/dfu.h"
 #include "dfuse.h"
 #include "harness.h"
 #include "util.h"

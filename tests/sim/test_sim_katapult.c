@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Simulator self-test: the Katapult device against the protocols.md §2.2 vectors byte for
- * byte, a full flash + readback driven by daemon/katapult_proto, the flash-write rules, the
+ * byte, a full flash + readback driven by daemon/proto/katapult, the flash-write rules, the
  * USBFS prime quirk and reply faults. */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 
 #include "flash.h"
 #include "harness.h"
-#include "katapult_proto.h"
+#include "proto/katapult.h"
 #include "sim.h"
 
 /* how long a command waits for its reply; shortened where silence is the expected outcome */

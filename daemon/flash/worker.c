@@ -1,0 +1,545 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* worker: the fixed flash sequence and its JSON plan/event protocol (see worker.h). */
+#include "flash/worker.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <json.h>
+
+#include "flash/backend.h"
+#include "catalog.h"
+#include "image/image.h"
+#include "log.h"
+#include "flash/touch.h"
+#include "util.h"
+#include "image/validate.h"
+
+#define PLAN_MAX (64u << 10)
+
+/* --- plan <-> JSON ------------------------------------------------------------------- */
+
+static void
+add_str(struct json_object *o, const char *key, const char *v)
+{
+	json_object_object_add(o, key, json_object_new_string(v));
+}
+
+static void
+add_hex(struct json_object *o, const char *key, uint32_t v)
+{
+	char buf[16];
+
+	snprintf(buf, sizeof(buf), "0x%08" PRIx32, v);
+	add_str(o, key, buf);
+}
+
+int
+worker_plan_to_json(const struct worker_plan *p, char **ret)
+{
+	struct json_object *o = json_object_new_object(), *d = json_object_new_object();
+	const struct device *dev = &p->dev;
+
+	add_str(o, "action", p->action);
+	add_str(o, "method", p->method);
+	add_str(d, "syspath", dev->syspath);
+	add_str(d, "port", dev->port);
+	add_str(d, "id_path", dev->id_path);
+	json_object_object_add(d, "vid", json_object_new_int(dev->vid));
+	json_object_object_add(d, "pid", json_object_new_int(dev->pid));
+	add_str(d, "mode", device_mode_to_string(dev->mode));
+	add_str(d, "serial", dev->serial);
+	add_str(d, "manufacturer", dev->manufacturer);
+	add_str(d, "product", dev->product);
+	add_str(d, "usb_node", dev->usb_node);
+	add_str(d, "tty", dev->tty);
+	add_str(d, "by_id", dev->by_id);
+	add_str(d, "block", dev->block);
+	json_object_object_add(d, "busnum", json_object_new_int64(dev->busnum));
+	json_object_object_add(d, "devnum", json_object_new_int64(dev->devnum));
+	json_object_object_add(o, "device", d);
+	add_str(o, "board", p->board);
+	add_str(o, "image", p->image_path);
+	add_hex(o, "app_start", p->app_start);
+	add_str(o, "interface", config_interface_to_string(p->interface));
+	json_object_object_add(o, "window", json_object_new_int64(p->window));
+	json_object_object_add(o, "timeout_ms", json_object_new_int64(p->timeout_ms));
+	*ret = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							     JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+	return 0;
+}
+
+/* Copy a string member into a fixed field; a missing member leaves "" (fields are zeroed). */
+static bool
+get_str(struct json_object *o, const char *key, char *field, size_t size, bool required)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v))
+		return !required;
+	if (!json_object_is_type(v, json_type_string))
+		return false;
+	return str_copy(field, size, json_object_get_string(v));
+}
+
+static bool
+get_uint(struct json_object *o, const char *key, uint64_t max, uint64_t *ret)
+{
+	struct json_object *v;
+	int64_t n;
+
+	*ret = 0;
+	if (!json_object_object_get_ex(o, key, &v))
+		return true;
+	if (!json_object_is_type(v, json_type_int))
+		return false;
+	n = json_object_get_int64(v);
+	if (n < 0 || (uint64_t)n > max)
+		return false;
+	*ret = (uint64_t)n;
+	return true;
+}
+
+int
+worker_plan_from_json(const char *s, struct worker_plan *ret, const char **ret_error)
+{
+	struct json_object *o, *d;
+	struct worker_plan p;
+	const char *err = NULL;
+	char mode[32] = "", iface[16] = "usb", app[16] = "";
+	uint64_t n;
+
+	memset(&p, 0, sizeof(p));
+	o = json_tokener_parse(s);
+	if (!o || !json_object_is_type(o, json_type_object)) {
+		err = "plan is not a JSON object";
+		goto fail;
+	}
+	if (!get_str(o, "action", p.action, sizeof(p.action), true) ||
+	    (strcmp(p.action, "enter") != 0 && strcmp(p.action, "flash") != 0)) {
+		err = "plan action must be \"enter\" or \"flash\"";
+		goto fail;
+	}
+	if (!get_str(o, "method", p.method, sizeof(p.method), false) ||
+	    !get_str(o, "board", p.board, sizeof(p.board), false) ||
+	    !get_str(o, "image", p.image_path, sizeof(p.image_path), false) ||
+	    !get_str(o, "app_start", app, sizeof(app), false) ||
+	    !get_str(o, "interface", iface, sizeof(iface), false)) {
+		err = "plan has a malformed or too long string member";
+		goto fail;
+	}
+	if (app[0] && parse_u32(app, &p.app_start) < 0) {
+		err = "plan app_start is not a number";
+		goto fail;
+	}
+	p.interface = _CONFIG_INTERFACE_MAX;
+	for (int i = 0; i < _CONFIG_INTERFACE_MAX; i++)
+		if (strcmp(config_interface_to_string((enum config_interface)i), iface) == 0)
+			p.interface = (enum config_interface)i;
+	if (p.interface == _CONFIG_INTERFACE_MAX) {
+		err = "plan interface is unknown";
+		goto fail;
+	}
+	if (!get_uint(o, "window", 1024, &n)) {
+		err = "plan window is out of range";
+		goto fail;
+	}
+	p.window = (unsigned)n;
+	if (!get_uint(o, "timeout_ms", 3600000, &n)) {
+		err = "plan timeout_ms is out of range";
+		goto fail;
+	}
+	p.timeout_ms = (unsigned)n;
+	if (!json_object_object_get_ex(o, "device", &d) ||
+	    !json_object_is_type(d, json_type_object)) {
+		err = "plan has no device object";
+		goto fail;
+	}
+	if (!get_str(d, "syspath", p.dev.syspath, sizeof(p.dev.syspath), false) ||
+	    !get_str(d, "port", p.dev.port, sizeof(p.dev.port), false) ||
+	    !get_str(d, "id_path", p.dev.id_path, sizeof(p.dev.id_path), false) ||
+	    !get_str(d, "mode", mode, sizeof(mode), false) ||
+	    !get_str(d, "serial", p.dev.serial, sizeof(p.dev.serial), false) ||
+	    !get_str(d, "manufacturer", p.dev.manufacturer, sizeof(p.dev.manufacturer), false) ||
+	    !get_str(d, "product", p.dev.product, sizeof(p.dev.product), false) ||
+	    !get_str(d, "usb_node", p.dev.usb_node, sizeof(p.dev.usb_node), false) ||
+	    !get_str(d, "tty", p.dev.tty, sizeof(p.dev.tty), false) ||
+	    !get_str(d, "by_id", p.dev.by_id, sizeof(p.dev.by_id), false) ||
+	    !get_str(d, "block", p.dev.block, sizeof(p.dev.block), false)) {
+		err = "plan device has a malformed or too long string member";
+		goto fail;
+	}
+	if (mode[0] && device_mode_from_string(mode, &p.dev.mode) < 0) {
+		err = "plan device mode is unknown";
+		goto fail;
+	}
+	{
+		uint64_t vid, pid, bus, dev;
+
+		if (!get_uint(d, "vid", UINT16_MAX, &vid) ||
+		    !get_uint(d, "pid", UINT16_MAX, &pid) ||
+		    !get_uint(d, "busnum", UINT32_MAX, &bus) ||
+		    !get_uint(d, "devnum", UINT32_MAX, &dev)) {
+			err = "plan device has an out-of-range number";
+			goto fail;
+		}
+		p.dev.vid = (uint16_t)vid;
+		p.dev.pid = (uint16_t)pid;
+		p.dev.busnum = (unsigned)bus;
+		p.dev.devnum = (unsigned)dev;
+	}
+	if (strcmp(p.action, "flash") == 0 && !p.image_path[0]) {
+		err = "flash plan without an image";
+		goto fail;
+	}
+	json_object_put(o);
+	*ret = p;
+	return 0;
+fail:
+	if (o)
+		json_object_put(o);
+	if (ret_error)
+		*ret_error = err;
+	return -EINVAL;
+}
+
+/* --- the sequence ---------------------------------------------------------------------- */
+
+static int fail(struct worker_report *r, const char *step, int err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int
+fail(struct worker_report *r, const char *step, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	r->ok = false;
+	(void)str_copy(r->step, sizeof(r->step), step);
+	va_start(ap, fmt);
+	vsnprintf(r->error, sizeof(r->error), fmt, ap);
+	va_end(ap);
+	return err < 0 ? err : -EIO;
+}
+
+/* A catalog board carrying this MCU, for validating against its family when the plan names
+ * no board; the app start comes from the bootloader then. */
+static const struct catalog_board *
+board_for_mcu(const char *mcu)
+{
+	size_t n;
+	const struct catalog_board *b = catalog_boards(&n);
+
+	if (!mcu || !mcu[0])
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (b[i].mcu && strcasecmp(b[i].mcu->name, mcu) == 0)
+			return &b[i];
+	return NULL;
+}
+
+static void
+stats(struct worker_report *r, const struct flash_session *s)
+{
+	r->bytes = s->bytes_written;
+	r->erases = s->erases;
+	r->transfers = s->transfers;
+}
+
+static int
+run_flash(const struct worker_plan *p, const struct worker_events *ev, struct worker_report *r)
+{
+	const struct flash_backend *be;
+	const struct catalog_board *named = NULL;
+	struct catalog_board board_copy;
+	struct flash_session s;
+	struct image parsed = {0}, flash_img = {0};
+	struct verdict v = {0};
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	const char *perr = NULL;
+	const char *name = strrchr(p->image_path, '/');
+	int ret;
+
+	memset(&s, 0, sizeof(s));
+	be = p->method[0] ? backend_find(p->method) : backend_for_mode(p->dev.mode);
+	if (!be)
+		return fail(r, "open", -EPROTONOSUPPORT, "no flash backend for %s",
+			    p->method[0] ? p->method : device_mode_to_string(p->dev.mode));
+	if (p->board[0]) {
+		named = catalog_find(p->board);
+		if (!named)
+			return fail(r, "check", -EINVAL, "unknown board '%s'", p->board);
+		board_copy = *named;
+		/* a profile may move the app start; the backends take it from the board */
+		if (p->app_start)
+			board_copy.app_start = p->app_start;
+	}
+	ret = read_file(p->image_path, IMAGE_MAX_SIZE, &buf, &len);
+	if (ret < 0)
+		return fail(r, "check", ret, "cannot read %s: %s", p->image_path, strerror(-ret));
+	ret = image_parse(buf, len, &parsed, &perr);
+	if (ret < 0) {
+		ret = fail(r, "check", ret, "%s: %s", p->image_path, perr ? perr : strerror(-ret));
+		goto out_buf;
+	}
+
+	s.dev = &p->dev;
+	s.board = named ? &board_copy : NULL;
+	s.img = &parsed;
+	s.window = p->window;
+	s.timeout_ms = p->timeout_ms;
+	s.progress = ev ? ev->progress : NULL;
+	s.userdata = ev ? ev->userdata : NULL;
+	ret = be->open(&s);
+	(void)str_copy(r->mcu, sizeof(r->mcu), s.reported_mcu);
+	(void)str_copy(r->version, sizeof(r->version), s.reported_version);
+	r->app_start = s.reported_app_start;
+	if (ret < 0) {
+		ret = fail(r, "open", ret, "%s", s.error[0] ? s.error : strerror(-ret));
+		goto out;
+	}
+	if (ev && ev->reported)
+		ev->reported(ev->userdata, s.reported_mcu, s.reported_app_start,
+			     s.reported_version);
+
+	/* CHECK, before the first write */
+	if (p->app_start && s.reported_app_start != p->app_start) {
+		ret = fail(r, "check", -EINVAL,
+			   "%s on this board starts the app at 0x%08" PRIx32
+			   ", the profile expects 0x%08" PRIx32,
+			   strcmp(be->name, "katapult") == 0 ? "Katapult" : "The bootloader",
+			   s.reported_app_start, p->app_start);
+		goto out;
+	}
+	{
+		struct validate_target t = {
+		    .board = s.board ? s.board
+				     : board_for_mcu(s.reported_mcu[0] ? s.reported_mcu
+								       : p->dev.product),
+		    .app_start = s.reported_app_start,
+		    .interface = p->interface,
+		    .reported_mcu = s.reported_mcu[0] ? s.reported_mcu : NULL,
+		    .file_name = name ? name + 1 : p->image_path,
+		};
+
+		if (!t.board) {
+			ret =
+			    fail(r, "check", -EINVAL,
+				 "board unknown and the bootloader reports no known MCU: name the "
+				 "board");
+			goto out;
+		}
+		ret = validate_image_for_flash(buf, len, &t, &v, &flash_img);
+		if (ret <= 0) {
+			char why[400] = "";
+
+			for (size_t i = 0; i < v.n_reasons; i++) {
+				size_t l = strlen(why);
+
+				snprintf(why + l, sizeof(why) - l, "%s%s", i ? "; " : "",
+					 v.reasons[i]);
+			}
+			ret = fail(r, "check", ret < 0 ? ret : -EINVAL, "image refused for %s: %s",
+				   t.board->name, why[0] ? why : strerror(ret < 0 ? -ret : EINVAL));
+			goto out;
+		}
+	}
+
+	s.img = &flash_img;
+	ret = be->write(&s);
+	if (ret < 0) {
+		ret = fail(r, "write", ret, "%s", s.error[0] ? s.error : strerror(-ret));
+		goto out;
+	}
+	ret = be->verify(&s);
+	if (ret < 0) {
+		ret = fail(r, "verify", ret, "%s", s.error[0] ? s.error : strerror(-ret));
+		goto out;
+	}
+	ret = be->leave(&s);
+	if (ret < 0) {
+		ret = fail(r, "leave", ret, "%s", s.error[0] ? s.error : strerror(-ret));
+		goto out;
+	}
+	r->ok = true;
+	(void)str_copy(r->step, sizeof(r->step), "leave");
+	ret = 0;
+out:
+	/* on failure without leave: the board stays in its bootloader, recoverable */
+	be->close(&s);
+	stats(r, &s);
+	verdict_done(&v);
+	image_done(&flash_img);
+	image_done(&parsed);
+out_buf:
+	free(buf);
+	return ret;
+}
+
+int
+worker_execute(const struct worker_plan *p, const struct worker_events *ev,
+	       struct worker_report *ret)
+{
+	memset(ret, 0, sizeof(*ret));
+	if (strcmp(p->action, "enter") == 0) {
+		int r;
+
+		if (!p->dev.tty[0])
+			return fail(ret, "enter", -ENODEV, "the board on port %s has no tty",
+				    p->dev.port);
+		r = touch_enter_bootloader(p->dev.tty);
+		if (r < 0)
+			return fail(ret, "enter", r, "1200-baud touch of %s failed: %s", p->dev.tty,
+				    strerror(-r));
+		ret->ok = true;
+		(void)str_copy(ret->step, sizeof(ret->step), "enter");
+		return 0;
+	}
+	if (strcmp(p->action, "flash") == 0)
+		return run_flash(p, ev, ret);
+	return fail(ret, "open", -EINVAL, "unknown action '%s'", p->action);
+}
+
+/* --- JSON event lines ------------------------------------------------------------------ */
+
+struct line_out {
+	int fd;
+	char step[16];
+	int percent;
+};
+
+static void
+write_line(int fd, struct json_object *o)
+{
+	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							      JSON_C_TO_STRING_NOSLASHESCAPE);
+	size_t len = strlen(s), done = 0;
+	char *line = xasprintf("%s\n", s);
+
+	len++;
+	while (done < len) {
+		ssize_t n = write(fd, line + done, len - done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break; /* the daemon went away; the job goes on regardless */
+		done += (size_t)n;
+	}
+	free(line);
+	json_object_put(o);
+}
+
+/* one line per step change and per whole percent: a 512 KiB Katapult flash has 8192 blocks */
+static void
+line_progress(void *userdata, const char *step, uint64_t done, uint64_t total)
+{
+	struct line_out *l = userdata;
+	int pct = total ? (int)(done * 100 / total) : 0;
+	struct json_object *o;
+
+	if (strcmp(l->step, step) == 0 && pct == l->percent && done != total)
+		return;
+	(void)str_copy(l->step, sizeof(l->step), step);
+	l->percent = pct;
+	o = json_object_new_object();
+	add_str(o, "type", "progress");
+	add_str(o, "step", step);
+	json_object_object_add(o, "done", json_object_new_int64((int64_t)done));
+	json_object_object_add(o, "total", json_object_new_int64((int64_t)total));
+	write_line(l->fd, o);
+}
+
+static void
+line_reported(void *userdata, const char *mcu, uint32_t app_start, const char *version)
+{
+	struct line_out *l = userdata;
+	struct json_object *o = json_object_new_object();
+
+	add_str(o, "type", "reported");
+	add_str(o, "mcu", mcu);
+	add_hex(o, "app_start", app_start);
+	add_str(o, "version", version);
+	write_line(l->fd, o);
+}
+
+static struct json_object *
+report_object(const struct worker_report *r)
+{
+	struct json_object *o = json_object_new_object();
+
+	add_str(o, "type", "result");
+	json_object_object_add(o, "ok", json_object_new_boolean(r->ok));
+	add_str(o, "step", r->step);
+	add_str(o, "error", r->error);
+	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)r->bytes));
+	json_object_object_add(o, "erases", json_object_new_int64(r->erases));
+	json_object_object_add(o, "transfers", json_object_new_int64(r->transfers));
+	return o;
+}
+
+char *
+worker_report_to_json(const struct worker_report *r)
+{
+	struct json_object *o = report_object(r);
+	char *s = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+								JSON_C_TO_STRING_NOSLASHESCAPE));
+
+	json_object_put(o);
+	return s;
+}
+
+int
+worker_run(const struct worker_plan *p, int out_fd)
+{
+	struct line_out l = {.fd = out_fd, .percent = -1};
+	struct worker_events ev = {
+	    .progress = line_progress, .reported = line_reported, .userdata = &l};
+	struct worker_report r;
+	int ret = worker_execute(p, &ev, &r);
+
+	if (!r.ok)
+		log_debug("worker: %s failed: %s", r.step, r.error);
+	write_line(out_fd, report_object(&r));
+	return ret;
+}
+
+int
+worker_main(void)
+{
+	struct worker_plan p;
+	struct worker_report r;
+	const char *err = NULL;
+	char *buf = xmalloc(PLAN_MAX + 1);
+	size_t len = 0;
+	int ret;
+
+	for (;;) {
+		ssize_t n = read(STDIN_FILENO, buf + len, PLAN_MAX - len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (len == PLAN_MAX)
+			break;
+	}
+	buf[len] = '\0';
+	ret = worker_plan_from_json(buf, &p, &err);
+	free(buf);
+	if (ret < 0) {
+		memset(&r, 0, sizeof(r));
+		(void)fail(&r, "open", ret, "invalid plan: %s", err ? err : "unreadable");
+		write_line(STDOUT_FILENO, report_object(&r));
+		return 1;
+	}
+	return worker_run(&p, STDOUT_FILENO) < 0 ? 1 : 0;
+}

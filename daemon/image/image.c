@@ -1,0 +1,390 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* image: detect and normalise firmware files (see image.h).
+ *
+ * ELF goes through libelf. Intel HEX and UF2 are parsed here: both are a few dozen lines of
+ * record walking, and the Debian packages that read them (srecord, picotool) are programs,
+ * not libraries. Every parser only reads inside the buffer it is given and bounds the
+ * normalised size before allocating, since files come from users and the network. */
+#include "image/image.h"
+
+#include <errno.h>
+#include <gelf.h>
+#include <libelf.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* UF2 block layout (protocols.md §5.2; all fields u32 little-endian). */
+#define UF2_BLOCK_SIZE 512u
+#define UF2_MAGIC_START0 0x0A324655u
+#define UF2_MAGIC_START1 0x9E5D5157u
+#define UF2_MAGIC_END 0x0AB16F30u
+#define UF2_FLAG_NOT_MAIN_FLASH 0x00000001u
+#define UF2_FLAG_FAMILY_ID 0x00002000u
+#define UF2_FAMILY_RP2040 0xE48BFF56u
+#define UF2_PAYLOAD 256u
+
+static uint32_t
+get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int
+fail(const char **ret_error, int err, const char *why)
+{
+	if (ret_error)
+		*ret_error = why;
+	return err;
+}
+
+/* Lay out `n` chunks of (address, bytes) into one 0xFF-filled buffer; overlaps are an error
+ * because no linker output has them and a hand-edited file that does is ambiguous. */
+struct chunk {
+	uint64_t addr;
+	const uint8_t *data;
+	size_t size;
+};
+
+static int
+cmp_chunk(const void *a, const void *b)
+{
+	const struct chunk *x = a, *y = b;
+
+	return x->addr < y->addr ? -1 : x->addr > y->addr ? 1 : 0;
+}
+
+static int
+assemble(struct chunk *chunks, size_t n, struct image *ret, const char **ret_error)
+{
+	uint64_t lo, hi = 0;
+	uint8_t *data;
+
+	if (n == 0)
+		return fail(ret_error, -EINVAL, "no data in the file");
+	qsort(chunks, n, sizeof(*chunks), cmp_chunk);
+	lo = chunks[0].addr;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t end = chunks[i].addr + chunks[i].size;
+
+		if (i > 0 && chunks[i].addr < hi)
+			return fail(ret_error, -EINVAL, "overlapping data at the same address");
+		if (end > hi)
+			hi = end;
+	}
+	if (hi > UINT32_MAX + UINT64_C(1))
+		return fail(ret_error, -EINVAL, "data beyond the 4 GiB address space");
+	if (hi - lo > IMAGE_MAX_SIZE)
+		return fail(ret_error, -EFBIG, "image spans more than 16 MiB");
+	data = xmalloc((size_t)(hi - lo) ? (size_t)(hi - lo) : 1);
+	memset(data, 0xFF, (size_t)(hi - lo));
+	for (size_t i = 0; i < n; i++)
+		if (chunks[i].size)
+			memcpy(data + (chunks[i].addr - lo), chunks[i].data, chunks[i].size);
+	ret->has_load_address = true;
+	ret->load_address = (uint32_t)lo;
+	ret->data = data;
+	ret->size = (size_t)(hi - lo);
+	return 0;
+}
+
+static int
+hex_nibble(uint8_t c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Intel HEX (Intel "Hexadecimal Object File Format Specification" rev. A): records
+ * ":LLAAAATT<data>CC", checksum = two's complement of the byte sum. Types 00 data, 01 end,
+ * 02 extended segment address, 03 start segment, 04 extended linear address, 05 start
+ * linear. Record bytes are decoded into `raw` so that chunks can point into it. */
+static int
+parse_hex(const uint8_t *buf, size_t len, struct image *ret, const char **ret_error)
+{
+	struct chunk *chunks = NULL;
+	size_t n_chunks = 0, cap = 0, pos = 0, n_raw = 0;
+	uint8_t *raw = xmalloc(len / 2 + 1);
+	uint32_t base = 0;
+	bool eof = false;
+	int r;
+
+	while (pos < len) {
+		uint8_t *rec = raw + n_raw;
+		size_t count, start;
+		uint8_t sum = 0;
+		uint16_t addr;
+
+		if (buf[pos] == '\r' || buf[pos] == '\n' || buf[pos] == ' ' || buf[pos] == '\t') {
+			pos++;
+			continue;
+		}
+		if (eof) {
+			r = fail(ret_error, -EINVAL, "data after the end-of-file record");
+			goto out;
+		}
+		if (buf[pos] != ':') {
+			r = fail(ret_error, -EINVAL, "a line does not start with ':'");
+			goto out;
+		}
+		pos++;
+		start = n_raw;
+		while (pos + 1 < len && hex_nibble(buf[pos]) >= 0 &&
+		       hex_nibble(buf[pos + 1]) >= 0) {
+			raw[n_raw++] =
+			    (uint8_t)(hex_nibble(buf[pos]) << 4 | hex_nibble(buf[pos + 1]));
+			pos += 2;
+		}
+		if (pos < len && buf[pos] != '\r' && buf[pos] != '\n') {
+			r = fail(ret_error, -EINVAL, "bad character in a record");
+			goto out;
+		}
+		count = n_raw - start;
+		if (count < 5 || count != (size_t)rec[0] + 5) {
+			r = fail(ret_error, -EINVAL,
+				 "record length does not match its byte count "
+				 "(truncated file?)");
+			goto out;
+		}
+		for (size_t i = 0; i < count; i++)
+			sum = (uint8_t)(sum + rec[i]);
+		if (sum != 0) {
+			r = fail(ret_error, -EINVAL, "record checksum mismatch");
+			goto out;
+		}
+		addr = (uint16_t)(rec[1] << 8 | rec[2]);
+		switch (rec[3]) {
+		case 0x00:
+			if (rec[0] == 0)
+				break;
+			if (n_chunks == cap) {
+				cap = cap ? cap * 2 : 64;
+				chunks = xreallocarray(chunks, cap, sizeof(*chunks));
+			}
+			chunks[n_chunks++] = (struct chunk){(uint64_t)base + addr, rec + 4, rec[0]};
+			break;
+		case 0x01:
+			eof = true;
+			break;
+		case 0x02:
+		case 0x04:
+			if (rec[0] != 2) {
+				r = fail(ret_error, -EINVAL, "bad extended address record");
+				goto out;
+			}
+			base = (uint32_t)(rec[4] << 8 | rec[5]) << (rec[3] == 0x02 ? 4 : 16);
+			break;
+		case 0x03:
+		case 0x05:
+			break; /* entry point: the vector table is what counts on Cortex-M */
+		default:
+			r = fail(ret_error, -EINVAL, "unknown record type");
+			goto out;
+		}
+	}
+	if (!eof) {
+		r = fail(ret_error, -EINVAL, "no end-of-file record (truncated file?)");
+		goto out;
+	}
+	r = assemble(chunks, n_chunks, ret, ret_error);
+out:
+	free(chunks);
+	free(raw);
+	return r;
+}
+
+/* ELF: the PT_LOAD segments at their physical (load) addresses, which is what
+ * `objcopy -O binary` writes and where .data's initial values live in flash. */
+static int
+parse_elf(const uint8_t *buf, size_t len, struct image *ret, const char **ret_error)
+{
+	struct chunk *chunks = NULL;
+	size_t n_chunks = 0, n_ph = 0;
+	char *copy;
+	GElf_Ehdr eh;
+	Elf *e = NULL;
+	int r;
+
+	if (elf_version(EV_CURRENT) == EV_NONE)
+		return fail(ret_error, -EINVAL, "libelf is unusable");
+	/* libelf wants a writable buffer; ours is const and owned by the caller */
+	copy = xmalloc(len);
+	memcpy(copy, buf, len);
+	e = elf_memory(copy, len);
+	if (!e || elf_kind(e) != ELF_K_ELF || !gelf_getehdr(e, &eh)) {
+		r = fail(ret_error, -EINVAL, "unreadable ELF header (truncated file?)");
+		goto out;
+	}
+	if (eh.e_ident[EI_CLASS] != ELFCLASS32 || eh.e_ident[EI_DATA] != ELFDATA2LSB ||
+	    eh.e_machine != EM_ARM) {
+		r = fail(ret_error, -EINVAL, "not a 32-bit little-endian ARM ELF file");
+		goto out;
+	}
+	if (elf_getphdrnum(e, &n_ph) < 0 || n_ph == 0 || eh.e_phoff > len ||
+	    (uint64_t)n_ph * eh.e_phentsize > len - eh.e_phoff) {
+		r = fail(ret_error, -EINVAL, "no readable program headers (truncated file?)");
+		goto out;
+	}
+	chunks = xnew_array(struct chunk, n_ph);
+	for (size_t i = 0; i < n_ph; i++) {
+		GElf_Phdr ph;
+
+		if (!gelf_getphdr(e, (int)i, &ph)) {
+			r = fail(ret_error, -EINVAL, "unreadable program header");
+			goto out;
+		}
+		if (ph.p_type != PT_LOAD || ph.p_filesz == 0)
+			continue;
+		if (ph.p_offset > len || ph.p_filesz > len - ph.p_offset) {
+			r = fail(ret_error, -EINVAL,
+				 "segment extends past the end of the file "
+				 "(truncated file?)");
+			goto out;
+		}
+		chunks[n_chunks++] =
+		    (struct chunk){ph.p_paddr, buf + ph.p_offset, (size_t)ph.p_filesz};
+	}
+	r = assemble(chunks, n_chunks, ret, ret_error);
+out:
+	free(chunks);
+	if (e)
+		elf_end(e);
+	free(copy);
+	return r;
+}
+
+/* UF2 (protocols.md §5.2): every block must be a complete RP2040 flash block, and blockNo
+ * must run 0..numBlocks-1 exactly once, as the RP2040 bootrom and Klipper's flasher expect;
+ * a file missing a block would leave a hole of stale flash. */
+static int
+parse_uf2(const uint8_t *buf, size_t len, struct image *ret, const char **ret_error)
+{
+	size_t n_blocks = len / UF2_BLOCK_SIZE, n_chunks = 0;
+	struct chunk *chunks;
+	uint8_t *seen;
+	uint32_t total;
+	int r;
+
+	if (len % UF2_BLOCK_SIZE != 0)
+		return fail(ret_error, -EINVAL,
+			    "UF2 size is not a multiple of 512 (truncated file?)");
+	if (n_blocks > IMAGE_MAX_SIZE / UF2_PAYLOAD)
+		return fail(ret_error, -EFBIG, "UF2 file has too many blocks");
+	total = get_le32(buf + 24);
+	if (total != n_blocks)
+		return fail(ret_error, -EINVAL,
+			    "UF2 numBlocks does not match the number of blocks "
+			    "in the file (truncated or concatenated file?)");
+	chunks = xnew_array(struct chunk, n_blocks);
+	seen = xcalloc(n_blocks, 1);
+	for (size_t i = 0; i < n_blocks; i++) {
+		const uint8_t *b = buf + i * UF2_BLOCK_SIZE;
+		uint32_t flags = get_le32(b + 8), addr = get_le32(b + 12), no = get_le32(b + 20);
+
+		if (get_le32(b) != UF2_MAGIC_START0 || get_le32(b + 4) != UF2_MAGIC_START1 ||
+		    get_le32(b + 508) != UF2_MAGIC_END) {
+			r = fail(ret_error, -EINVAL, "UF2 block with bad magic numbers");
+			goto out;
+		}
+		if (get_le32(b + 24) != total) {
+			r = fail(ret_error, -EINVAL, "UF2 blocks disagree on numBlocks");
+			goto out;
+		}
+		if (no >= total || seen[no]) {
+			r = fail(ret_error, -EINVAL,
+				 no >= total ? "UF2 blockNo out of range" : "UF2 blockNo repeated");
+			goto out;
+		}
+		seen[no] = 1;
+		if (flags & UF2_FLAG_NOT_MAIN_FLASH)
+			continue;
+		if (!(flags & UF2_FLAG_FAMILY_ID) || get_le32(b + 28) != UF2_FAMILY_RP2040) {
+			r = fail(ret_error, -EINVAL,
+				 "UF2 block is not for the RP2040 family "
+				 "(familyID 0xe48bff56)");
+			goto out;
+		}
+		if (get_le32(b + 16) != UF2_PAYLOAD || addr % UF2_PAYLOAD != 0) {
+			r = fail(ret_error, -EINVAL,
+				 "UF2 block payload is not 256 bytes at a "
+				 "256-byte aligned address");
+			goto out;
+		}
+		chunks[n_chunks++] = (struct chunk){addr, b + 32, UF2_PAYLOAD};
+	}
+	/* all blockNo values are distinct and < total, and there are total blocks: no gaps */
+	r = assemble(chunks, n_chunks, ret, ret_error);
+	if (r == -EINVAL && n_chunks)
+		*ret_error = "UF2 blocks overlap or lie outside the address space";
+out:
+	free(seen);
+	free(chunks);
+	return r;
+}
+
+int
+image_parse(const uint8_t *buf, size_t len, struct image *ret, const char **ret_error)
+{
+	struct image img = {0};
+	const char *dummy;
+	int r = 0;
+
+	if (!ret_error)
+		ret_error = &dummy;
+	if (!buf && len)
+		return fail(ret_error, -EINVAL, "no data");
+	if (len >= 4 && memcmp(buf, "\177ELF", 4) == 0) {
+		img.format = IMAGE_FORMAT_ELF;
+		r = parse_elf(buf, len, &img, ret_error);
+	} else if (len >= 8 && get_le32(buf) == UF2_MAGIC_START0 &&
+		   get_le32(buf + 4) == UF2_MAGIC_START1) {
+		img.format = IMAGE_FORMAT_UF2;
+		r = parse_uf2(buf, len, &img, ret_error);
+	} else if (len >= 1 && buf[0] == ':') {
+		img.format = IMAGE_FORMAT_HEX;
+		r = parse_hex(buf, len, &img, ret_error);
+	} else {
+		if (len > IMAGE_MAX_SIZE)
+			return fail(ret_error, -EFBIG, "file is larger than 16 MiB");
+		img.format = IMAGE_FORMAT_BIN;
+		if (len) {
+			img.data = xmalloc(len);
+			memcpy(img.data, buf, len);
+		}
+		img.size = len;
+	}
+	if (r < 0)
+		return r;
+	*ret = img;
+	return 0;
+}
+
+void
+image_done(struct image *img)
+{
+	if (!img)
+		return;
+	free(img->data);
+	*img = (struct image){0};
+}
+
+const char *
+image_format_to_string(enum image_format f)
+{
+	static const char *const names[_IMAGE_FORMAT_MAX] = {
+	    [IMAGE_FORMAT_BIN] = "bin",
+	    [IMAGE_FORMAT_HEX] = "hex",
+	    [IMAGE_FORMAT_ELF] = "elf",
+	    [IMAGE_FORMAT_UF2] = "uf2",
+	};
+
+	if ((unsigned)f >= _IMAGE_FORMAT_MAX)
+		return "unknown";
+	return names[f];
+}

@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* job: the flash engine - turns a matched board plus its desired firmware into a flashed,
+ * verified, booted board, or a clear failure with the board left recoverable.
+ *
+ * Only this module knows the sequence: plan -> prepare (print-state gate, stop the unit
+ * holding the tty) -> enter bootloader -> wait for the board on the same port -> write ->
+ * verify -> leave (one worker) -> boot check -> record -> restore units; with a rollback to
+ * the last known-good image when the new one does not boot. Blocking work runs in worker
+ * processes (skrflashd --worker); every wait is for an event (udev, child exit, timer). */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <json-c/json.h>
+#include <systemd/sd-event.h>
+
+#include "service/boards.h"
+#include "config.h"
+#include "service/store.h"
+
+struct job_table;
+
+/* Events for watchers ("job-started", "job-progress", "job-finished", ...); data is owned
+ * by the callee. */
+typedef void (*job_event_fn)(void *userdata, const char *event, json_object *data);
+
+int job_table_new(sd_event *loop, const struct config *cfg, struct store *store,
+		  struct boards *boards, const char *worker_exe, job_event_fn ev, void *userdata,
+		  struct job_table **ret);
+/* Kills running workers (their boards stay in the bootloader, resumed on the next start)
+ * and starts every unit the engine stopped. Accepts NULL, returns NULL. */
+struct job_table *job_table_free(struct job_table *t);
+void job_table_set_config(struct job_table *t, const struct config *cfg);
+
+/* Feeds: board registry events, newly recorded firmware. */
+void job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b);
+void job_table_on_firmware(struct job_table *t, const char *profile);
+
+/* `skrflashctl flash BOARD`: 0 started, or -errno with *ret_message saying why not. */
+int job_table_flash(struct job_table *t, struct board *b, char **ret_message);
+
+size_t job_table_running(const struct job_table *t);
+json_object *job_table_to_json(const struct job_table *t);

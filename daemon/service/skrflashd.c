@@ -1,0 +1,688 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* skrflashd: the daemon - one sd-event loop that ties udev, the queue, the state database
+ * and the control socket together. */
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+#include <systemd/sd-event.h>
+
+#include "service/boards.h"
+#include "catalog.h"
+#include "config.h"
+#include "service/control.h"
+#include "image/image.h"
+#include "service/job.h"
+#include "log.h"
+#include "paths.h"
+#include "service/queue.h"
+#include "service/store.h"
+#include "udevwatch.h"
+#include "util.h"
+#include "image/validate.h"
+#include "flash/worker.h"
+
+#define EXIT_CONFIG 78 /* EX_CONFIG */
+
+struct daemon {
+	sd_event *loop;
+	char *config_path;    /* NULL = built-in defaults */
+	bool config_explicit; /* -c given: a missing file is an error */
+	struct config_overrides ov;
+	struct config *cfg;
+	struct store *store;
+	struct boards *boards;
+	struct udevwatch *udev;
+	struct queue *queue;
+	struct control *control;
+	struct job_table *jobs;
+	char *socket_path;
+	char last_status[256];
+	uint64_t started_usec;
+};
+
+static int
+load_config(struct daemon *d, struct config **ret)
+{
+	struct config *cfg = NULL;
+	char *errors = NULL;
+	const char *path = d->config_path;
+	int r;
+
+	if (path && !d->config_explicit && access(path, F_OK) < 0 && errno == ENOENT)
+		path = NULL; /* no file at the default place: run on the built-in catalog */
+	r = config_load(path, &d->ov, &cfg, &errors);
+	if (r >= 0) {
+		/* the package creates this group; without a config line its members may drop
+		 * firmware and use skrflashctl, as the README promises */
+		const struct group *g = getgrnam(SKRFLASH_GROUP);
+
+		if (g && !cfg->has_drop_gid) {
+			cfg->has_drop_gid = true;
+			cfg->drop_gid = g->gr_gid;
+		}
+		if (g && !cfg->has_control_gid) {
+			cfg->has_control_gid = true;
+			cfg->control_gid = g->gr_gid;
+		}
+		*ret = cfg;
+	}
+	if (r < 0) {
+		if (errors) {
+			/* one line per problem, each already "FILE:LINE: key: what" */
+			for (char *line = strtok(errors, "\n"); line; line = strtok(NULL, "\n"))
+				log_error("%s", line);
+		} else {
+			log_error_errno(r, "cannot load configuration %s",
+					path ? path : "(built-in)");
+		}
+	}
+	free(errors);
+	return r;
+}
+
+static json_object *
+status_json(struct daemon *d, unsigned *ret_waiting)
+{
+	json_object *o = json_object_new_object(), *desired = NULL;
+	unsigned waiting = 0;
+
+	/* "waiting" = a profile's desired firmware that none of its present boards runs yet */
+	if (store_desired_list_json(d->store, &desired) >= 0) {
+		for (size_t i = 0; i < json_object_array_length(desired); i++) {
+			json_object *e = json_object_array_get_idx(desired, i), *v;
+			const char *profile = "", *sha = "";
+			bool done = false;
+
+			if (json_object_object_get_ex(e, "profile", &v))
+				profile = json_object_get_string(v);
+			if (json_object_object_get_ex(e, "sha256", &v))
+				sha = json_object_get_string(v);
+			for (struct board *b = boards_next(d->boards, NULL); b;
+			     b = boards_next(d->boards, b))
+				if (strcmp(b->profile, profile) == 0 &&
+				    strcmp(b->installed_sha, sha) == 0)
+					done = true;
+			waiting += !done;
+		}
+		json_object_put(desired);
+	}
+	json_object_object_add(o, "ok", json_object_new_boolean(true));
+	json_object_object_add(o, "version", json_object_new_string(SKRFLASH_VERSION));
+	json_object_object_add(o, "pid", json_object_new_int64((int64_t)getpid()));
+	json_object_object_add(
+	    o, "uptime_sec",
+	    json_object_new_int64((int64_t)((now_monotonic_usec() - d->started_usec) / 1000000u)));
+	json_object_object_add(o, "boards_present",
+			       json_object_new_int64((int64_t)boards_count_present(d->boards)));
+	json_object_object_add(
+	    o, "jobs_running",
+	    json_object_new_int64(d->jobs ? (int64_t)job_table_running(d->jobs) : 0));
+	if (d->jobs)
+		json_object_object_add(o, "jobs", job_table_to_json(d->jobs));
+	json_object_object_add(o, "firmware_waiting", json_object_new_int64(waiting));
+	json_object_object_add(o, "config",
+			       json_object_new_string(d->cfg->path ? d->cfg->path : "(built-in)"));
+	json_object_object_add(o, "profiles", json_object_new_int64((int64_t)d->cfg->n_profiles));
+	json_object_object_add(o, "state_dir", json_object_new_string(d->cfg->state_dir));
+	json_object_object_add(o, "queue_dir", json_object_new_string(d->cfg->queue_dir));
+	json_object_object_add(o, "control_socket", json_object_new_string(d->socket_path));
+	if (ret_waiting)
+		*ret_waiting = waiting;
+	return o;
+}
+
+static void
+update_status(struct daemon *d)
+{
+	unsigned waiting = 0;
+	json_object *o = status_json(d, &waiting);
+	size_t n = boards_count_present(d->boards);
+	char status[256];
+
+	json_object_put(o);
+	size_t jobs = d->jobs ? job_table_running(d->jobs) : 0;
+
+	(void)snprintf(status, sizeof(status),
+		       "%zu board%s present, %zu job%s running, %u firmware waiting", n,
+		       n == 1 ? "" : "s", jobs, jobs == 1 ? "" : "s", waiting);
+	if (strcmp(status, d->last_status) == 0)
+		return;
+	(void)str_copy(d->last_status, sizeof(d->last_status), status);
+	(void)sd_notifyf(false, "STATUS=%s", status);
+}
+
+static void
+broadcast(struct daemon *d, const char *event, json_object *data)
+{
+	json_object *ev = json_object_new_object();
+
+	json_object_object_add(ev, "event", json_object_new_string(event));
+	json_object_object_add(ev, "time", json_object_new_int64(now_realtime_sec()));
+	if (data)
+		json_object_object_add(ev, "data", data);
+	if (d->control)
+		control_broadcast(d->control, ev);
+	else
+		json_object_put(ev);
+}
+
+static void
+on_board(void *userdata, enum boards_event ev, struct board *b)
+{
+	static const char *const names[] = {
+	    [BOARDS_APPEARED] = "board-appeared", [BOARDS_MODE_CHANGED] = "board-mode-changed",
+	    [BOARDS_UPDATED] = "board-updated",	  [BOARDS_GONE] = "board-gone",
+	    [BOARDS_LEFT] = "board-left",
+	};
+	struct daemon *d = userdata;
+
+	broadcast(d, names[ev], board_to_json(b));
+	if (d->jobs)
+		job_table_on_board(d->jobs, ev, b);
+	update_status(d);
+}
+
+static void
+on_job_event(void *userdata, const char *event, json_object *data)
+{
+	struct daemon *d = userdata;
+
+	broadcast(d, event, data);
+	if (strcmp(event, "job-progress") != 0)
+		update_status(d);
+}
+
+static int
+on_validate(void *userdata, const struct config_profile *p, const char *name, const uint8_t *data,
+	    size_t size, const char **ret_format, char **ret_reason)
+{
+	struct validate_target t = {0};
+	struct verdict v;
+	struct image img;
+	const char *err = NULL;
+	char *reason;
+	size_t len = 0;
+	int r;
+
+	(void)userdata;
+	if (!p->match.board) {
+		/* no board to check against yet: at least it must be a well-formed image; the
+		 * engine checks it against the board and its bootloader before writing */
+		r = image_parse(data, size, &img, &err);
+		if (r < 0) {
+			*ret_reason =
+			    xasprintf("not a firmware image: %s", err ? err : "malformed");
+			return -EINVAL;
+		}
+		*ret_format = image_format_to_string(img.format);
+		image_done(&img);
+		return 0;
+	}
+	t.board = p->match.board;
+	t.app_start = config_profile_app_start(p);
+	t.interface = p->interface;
+	t.file_name = name;
+	r = validate_image(data, size, &t, &v);
+	if (r < 0) {
+		*ret_reason = xasprintf("cannot validate: %s", strerror(-r));
+		return -EINVAL;
+	}
+	*ret_format = image_format_to_string(v.format);
+	if (v.accepted) {
+		verdict_done(&v);
+		return 0;
+	}
+	for (size_t i = 0; i < v.n_reasons; i++)
+		len += strlen(v.reasons[i]) + 2;
+	reason = xcalloc(1, len + 1);
+	for (size_t i = 0; i < v.n_reasons; i++) {
+		if (i)
+			strcat(reason, "; ");
+		strcat(reason, v.reasons[i]);
+	}
+	*ret_reason = reason;
+	verdict_done(&v);
+	return -EINVAL;
+}
+
+static void
+on_accepted(void *userdata, const struct config_profile *p, const char *sha, const char *name)
+{
+	struct daemon *d = userdata;
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "profile", json_object_new_string(p->name));
+	json_object_object_add(o, "sha256", json_object_new_string(sha));
+	json_object_object_add(o, "file", json_object_new_string(name));
+	broadcast(d, "firmware-queued", o);
+	if (d->jobs)
+		job_table_on_firmware(d->jobs, p->name);
+	update_status(d);
+}
+
+static void
+on_rejected(void *userdata, const char *name, const char *reason)
+{
+	struct daemon *d = userdata;
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "file", json_object_new_string(name));
+	json_object_object_add(o, "reason", json_object_new_string(reason));
+	broadcast(d, "firmware-rejected", o);
+}
+
+static json_object *
+ok_with(const char *key, json_object *value)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "ok", json_object_new_boolean(true));
+	json_object_object_add(o, key, value);
+	return o;
+}
+
+static json_object *fail_with(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static json_object *
+fail_with(const char *fmt, ...)
+{
+	json_object *o = json_object_new_object();
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	json_object_object_add(o, "ok", json_object_new_boolean(false));
+	json_object_object_add(o, "error", json_object_new_string(msg));
+	return o;
+}
+
+static json_object *
+boards_json(struct daemon *d, bool all)
+{
+	json_object *arr = json_object_new_array(), *known = NULL;
+
+	for (struct board *b = boards_next(d->boards, NULL); b; b = boards_next(d->boards, b))
+		json_object_array_add(arr, board_to_json(b));
+	if (all && store_boards_json(d->store, &known) >= 0) {
+		for (size_t i = 0; i < json_object_array_length(known); i++) {
+			json_object *e = json_object_array_get_idx(known, i), *id;
+			bool present = false;
+
+			if (json_object_object_get_ex(e, "id", &id))
+				for (struct board *b = boards_next(d->boards, NULL); b;
+				     b = boards_next(d->boards, b))
+					present = present || b->id == json_object_get_int64(id);
+			if (present)
+				continue;
+			json_object_object_add(e, "present", json_object_new_boolean(false));
+			json_object_array_add(arr, json_object_get(e));
+		}
+		json_object_put(known);
+	}
+	return arr;
+}
+
+static json_object *
+on_control(void *userdata, const struct control_request *req)
+{
+	struct daemon *d = userdata;
+	struct board *b = NULL;
+	json_object *arr = NULL;
+	int r;
+
+	switch (req->command) {
+	case CONTROL_STATUS:
+		return status_json(d, NULL);
+	case CONTROL_BOARDS:
+		return ok_with("boards", boards_json(d, req->all));
+	case CONTROL_QUEUED:
+		r = store_desired_list_json(d->store, &arr);
+		return r < 0 ? fail_with("cannot read the state database: %s", strerror(-r))
+			     : ok_with("queued", arr);
+	case CONTROL_HISTORY: {
+		int64_t id = -1;
+
+		if (req->board[0]) {
+			struct store_board sb;
+
+			r = boards_lookup(d->boards, req->board, &b);
+			if (r >= 0)
+				id = b->id;
+			else if (strtoll(req->board, NULL, 10) > 0 &&
+				 store_board_get(d->store, strtoll(req->board, NULL, 10), &sb) >= 0)
+				id = sb.id;
+			else
+				return fail_with(r == -ENOTUNIQ ? "'%s' names more than one board"
+								: "no board '%s'",
+						 req->board);
+		}
+		r = store_history_json(d->store, id, req->limit, &arr);
+		return r < 0 ? fail_with("cannot read the state database: %s", strerror(-r))
+			     : ok_with("history", arr);
+	}
+	case CONTROL_WATCH:
+		return ok_with("watching", json_object_new_boolean(true));
+	case CONTROL_FLASH:
+	case CONTROL_RETRY:
+		r = boards_lookup(d->boards, req->board, &b);
+		if (r == -ENOTUNIQ)
+			return fail_with("'%s' names more than one board; use its port or serial",
+					 req->board);
+		if (r < 0)
+			return fail_with("no board '%s' is connected", req->board);
+		if (req->command == CONTROL_RETRY) {
+			r = store_bad_clear(d->store, b->id);
+			return r < 0 ? fail_with("cannot clear the mark: %s", strerror(-r))
+				     : ok_with("board", board_to_json(b));
+		}
+		{
+			char *msg = NULL;
+
+			r = job_table_flash(d->jobs, b, &msg);
+			if (r < 0) {
+				json_object *o = fail_with("%s", msg ? msg : strerror(-r));
+
+				free(msg);
+				return o;
+			}
+			free(msg);
+			return ok_with("board", board_to_json(b));
+		}
+	case _CONTROL_COMMAND_MAX:
+	default:
+		return fail_with("unknown command");
+	}
+}
+
+static int
+on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
+{
+	struct daemon *d = userdata;
+	struct config *fresh = NULL;
+
+	(void)s;
+	if (si->ssi_signo != SIGHUP) {
+		log_notice("stopping on signal %u", si->ssi_signo);
+		(void)sd_notify(false, "STOPPING=1\nSTATUS=stopping");
+		return sd_event_exit(d->loop, 0);
+	}
+	(void)sd_notify(false, "RELOADING=1");
+	if (load_config(d, &fresh) < 0) {
+		log_error("configuration not reloaded; still running with the previous one");
+	} else {
+		struct config *old = d->cfg;
+
+		d->cfg = fresh;
+		boards_set_config(d->boards, fresh);
+		job_table_set_config(d->jobs, fresh);
+		queue_set_config(d->queue, fresh);
+		control_set_group(d->control, fresh->has_control_gid, fresh->control_gid);
+		log_set_max_priority(fresh->log_level);
+		config_free(old);
+		log_notice("configuration reloaded from %s (%zu profiles)",
+			   fresh->path ? fresh->path : "(built-in)", fresh->n_profiles);
+	}
+	(void)sd_notify(false, "READY=1");
+	update_status(d);
+	return 0;
+}
+
+static int
+check_config(const char *path, bool verbose)
+{
+	struct config *cfg = NULL;
+	char *errors = NULL;
+	int r = config_load(path, NULL, &cfg, &errors);
+
+	if (r < 0) {
+		if (errors)
+			fputs(errors, stderr);
+		else
+			fprintf(stderr, "%s: %s\n", path ? path : "(built-in)", strerror(-r));
+		free(errors);
+		return EXIT_CONFIG;
+	}
+	printf("configuration OK\n");
+	if (verbose)
+		config_dump(cfg, stdout);
+	config_free(cfg);
+	return 0;
+}
+
+static int
+parse_level(const char *s)
+{
+	static const char *const names[] = {"emerg",   "alert",	 "crit", "error",
+					    "warning", "notice", "info", "debug"};
+
+	for (int i = 0; i < (int)ELEMENTSOF(names); i++)
+		if (strcmp(s, names[i]) == 0)
+			return i;
+	return -1;
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: skrflashd [OPTIONS]\n"
+		"Flash firmware onto BigTreeTech SKR-family boards as they come and go.\n\n"
+		"  -c, --config FILE        configuration file (default " SKRFLASH_CONFIG_FILE ")\n"
+		"      --state-dir DIR      state directory (default " SKRFLASH_STATE_DIR ")\n"
+		"      --queue-dir DIR      queue directory (default STATE_DIR/queue)\n"
+		"      --runtime-dir DIR    runtime directory (default " SKRFLASH_RUNTIME_DIR ")\n"
+		"      --log-level LEVEL    error, warning, notice, info or debug\n"
+		"      --log-target TARGET  auto, stderr or journal\n"
+		"      --check-config [-v] [FILE]\n"
+		"                           check a configuration file and exit (78 if invalid)\n"
+		"  -h, --help               show this help\n"
+		"      --version            show the version\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	enum {
+		OPT_STATE = 256,
+		OPT_QUEUE,
+		OPT_RUNTIME,
+		OPT_LEVEL,
+		OPT_TARGET,
+		OPT_CHECK,
+		OPT_VERSION,
+		OPT_WORKER,
+	};
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"state-dir", required_argument, NULL, OPT_STATE},
+	    {"queue-dir", required_argument, NULL, OPT_QUEUE},
+	    {"runtime-dir", required_argument, NULL, OPT_RUNTIME},
+	    {"log-level", required_argument, NULL, OPT_LEVEL},
+	    {"log-target", required_argument, NULL, OPT_TARGET},
+	    {"check-config", no_argument, NULL, OPT_CHECK},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, OPT_VERSION},
+	    {"worker", no_argument, NULL, OPT_WORKER},
+	    {NULL, 0, NULL, 0},
+	};
+	struct daemon d = {.ov = {.log_level = -1}};
+	enum log_target target = LOG_TARGET_AUTO;
+	bool check = false, verbose = false;
+	sigset_t mask;
+	int c, r, ret = EXIT_FAILURE;
+
+	d.config_path = xstrdup(SKRFLASH_CONFIG_FILE);
+	while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			free(d.config_path);
+			d.config_path = xstrdup(optarg);
+			d.config_explicit = true;
+			break;
+		case OPT_STATE:
+			d.ov.state_dir = optarg;
+			break;
+		case OPT_QUEUE:
+			d.ov.queue_dir = optarg;
+			break;
+		case OPT_RUNTIME:
+			d.ov.runtime_dir = optarg;
+			break;
+		case OPT_LEVEL:
+			d.ov.log_level = parse_level(optarg);
+			if (d.ov.log_level < 0) {
+				fprintf(stderr, "skrflashd: unknown log level '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case OPT_TARGET:
+			if (strcmp(optarg, "stderr") == 0)
+				target = LOG_TARGET_STDERR;
+			else if (strcmp(optarg, "journal") == 0)
+				target = LOG_TARGET_JOURNAL;
+			else if (strcmp(optarg, "auto") == 0)
+				target = LOG_TARGET_AUTO;
+			else {
+				fprintf(stderr, "skrflashd: unknown log target '%s'\n", optarg);
+				return 2;
+			}
+			break;
+		case OPT_CHECK:
+			check = true;
+			break;
+		case 'v':
+			verbose = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case OPT_VERSION:
+			printf("skrflashd %s\n", SKRFLASH_VERSION);
+			return 0;
+		case OPT_WORKER:
+			/* one blocking flash step for the daemon: plan on stdin, events on stdout
+			 */
+			free(d.config_path);
+			log_open(LOG_TARGET_STDERR, LOG_INFO, "worker");
+			return worker_main();
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (check) {
+		const char *path = optind < argc ? argv[optind] : d.config_path;
+
+		r = check_config(path, verbose);
+		free(d.config_path);
+		return r;
+	}
+	if (optind < argc) {
+		usage(stderr);
+		return 2;
+	}
+	log_open(target, d.ov.log_level >= 0 ? d.ov.log_level : LOG_INFO, NULL);
+	d.started_usec = now_monotonic_usec();
+	if (load_config(&d, &d.cfg) < 0) {
+		ret = EXIT_CONFIG;
+		goto out;
+	}
+	log_set_max_priority(d.cfg->log_level);
+
+	/* signals arrive through signalfd sources; SIGIO stays blocked because the queue's
+	 * short read leases would otherwise kill us when a writer breaks one */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGIO);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	(void)signal(SIGPIPE, SIG_IGN);
+
+	r = sd_event_default(&d.loop);
+	if (r < 0) {
+		log_error_errno(r, "cannot create the event loop");
+		goto out;
+	}
+	if (sd_event_add_signal(d.loop, NULL, SIGTERM, on_signal, &d) < 0 ||
+	    sd_event_add_signal(d.loop, NULL, SIGINT, on_signal, &d) < 0 ||
+	    sd_event_add_signal(d.loop, NULL, SIGHUP, on_signal, &d) < 0) {
+		log_error("cannot watch signals");
+		goto out;
+	}
+	(void)sd_event_set_watchdog(d.loop, true);
+
+	r = store_open(d.cfg->state_dir, &d.store);
+	if (r < 0) {
+		log_error_errno(r, "cannot open the state database in %s", d.cfg->state_dir);
+		goto out;
+	}
+	d.socket_path = xasprintf("%s/" SKRFLASH_CONTROL_SOCKET_NAME, d.cfg->runtime_dir);
+	r = control_start(d.loop, d.socket_path, d.cfg->has_control_gid, d.cfg->control_gid,
+			  on_control, &d, &d.control);
+	if (r < 0) {
+		log_error_errno(r, "cannot listen on %s", d.socket_path);
+		goto out;
+	}
+	boards_new(d.loop, d.store, d.cfg, on_board, &d, &d.boards);
+	{
+		char exe[4096];
+		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+
+		if (n <= 0) {
+			log_error_errno(-errno, "cannot find my own executable for workers");
+			goto out;
+		}
+		exe[n] = 0;
+		job_table_new(d.loop, d.cfg, d.store, d.boards, exe, on_job_event, &d, &d.jobs);
+	}
+	r = udevwatch_start(d.loop, boards_on_device, d.boards, &d.udev);
+	if (r < 0) {
+		log_error_errno(r, "cannot watch udev for boards");
+		goto out;
+	}
+	{
+		const struct queue_callbacks cb = {
+		    .validate = on_validate,
+		    .accepted = on_accepted,
+		    .rejected = on_rejected,
+		};
+
+		r = queue_start(d.loop, d.cfg, d.store, &cb, &d, &d.queue);
+		if (r < 0)
+			goto out;
+	}
+	log_notice("skrflashd %s running: %zu board%s present, config %s, queue %s",
+		   SKRFLASH_VERSION, boards_count_present(d.boards),
+		   boards_count_present(d.boards) == 1 ? "" : "s",
+		   d.cfg->path ? d.cfg->path : "(built-in catalog)", d.cfg->queue_dir);
+	update_status(&d);
+	(void)sd_notifyf(false, "READY=1\nSTATUS=%s", d.last_status);
+	r = sd_event_loop(d.loop);
+	ret = r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+out:
+	d.queue = queue_free(d.queue);
+	d.jobs = job_table_free(d.jobs);
+	d.udev = udevwatch_free(d.udev);
+	d.boards = boards_free(d.boards);
+	d.control = control_free(d.control);
+	d.store = store_close(d.store);
+	d.cfg = config_free(d.cfg);
+	d.loop = sd_event_unref(d.loop);
+	free(d.socket_path);
+	free(d.config_path);
+	return ret;
+}

@@ -1,0 +1,744 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* store: SQLite state and the content-addressed firmware files (see store.h). */
+#include "service/store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "util.h"
+
+struct store {
+	sqlite3 *db;
+	char *state_dir;
+	char *firmware_dir;
+};
+
+/* Each entry migrates from version i to i + 1; append only, never edit a shipped step. */
+static const char *const migrations[] = {
+    "CREATE TABLE boards ("
+    "  id INTEGER PRIMARY KEY,"
+    "  port TEXT NOT NULL,"
+    "  serial TEXT NOT NULL,"
+    "  board TEXT NOT NULL DEFAULT '',"
+    "  mcu TEXT NOT NULL DEFAULT '',"
+    "  last_mode TEXT NOT NULL DEFAULT '',"
+    "  installed_sha TEXT NOT NULL DEFAULT '',"
+    "  installed_version TEXT NOT NULL DEFAULT '',"
+    "  first_seen INTEGER NOT NULL,"
+    "  last_seen INTEGER NOT NULL,"
+    "  UNIQUE (port, serial));"
+    "CREATE TABLE firmware ("
+    "  sha TEXT PRIMARY KEY,"
+    "  size INTEGER NOT NULL,"
+    "  format TEXT NOT NULL DEFAULT '',"
+    "  source TEXT NOT NULL DEFAULT '',"
+    "  stored_at INTEGER NOT NULL);"
+    "CREATE TABLE desired ("
+    "  profile TEXT PRIMARY KEY,"
+    "  sha TEXT NOT NULL REFERENCES firmware (sha),"
+    "  source TEXT NOT NULL DEFAULT '',"
+    "  size INTEGER NOT NULL,"
+    "  queued_at INTEGER NOT NULL);"
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY,"
+    "  board_id INTEGER REFERENCES boards (id),"
+    "  port TEXT NOT NULL,"
+    "  profile TEXT NOT NULL DEFAULT '',"
+    "  method TEXT NOT NULL DEFAULT '',"
+    "  sha TEXT NOT NULL DEFAULT '',"
+    "  step TEXT NOT NULL DEFAULT '',"
+    "  started_at INTEGER NOT NULL,"
+    "  ended_at INTEGER NOT NULL DEFAULT 0,"
+    "  result TEXT NOT NULL DEFAULT 'running',"
+    "  error TEXT NOT NULL DEFAULT '',"
+    "  bytes INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX jobs_board ON jobs (board_id, id);"
+    "CREATE TABLE bad_firmware ("
+    "  board_id INTEGER NOT NULL REFERENCES boards (id),"
+    "  sha TEXT NOT NULL,"
+    "  reason TEXT NOT NULL DEFAULT '',"
+    "  marked_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (board_id, sha));",
+};
+
+static int
+sql_err(int rc)
+{
+	switch (rc) {
+	case SQLITE_OK:
+	case SQLITE_DONE:
+	case SQLITE_ROW:
+		return 0;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_READONLY:
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return -EACCES;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_CANTOPEN:
+		return -ENOENT;
+	case SQLITE_CONSTRAINT:
+		return -EEXIST;
+	default:
+		return -EIO;
+	}
+}
+
+static int
+exec(struct store *s, const char *sql)
+{
+	return sql_err(sqlite3_exec(s->db, sql, NULL, NULL, NULL));
+}
+
+static sqlite3_stmt *
+prepare(struct store *s, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return NULL;
+	return st;
+}
+
+static void
+col_text(sqlite3_stmt *st, int col, char *buf, size_t size)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+
+	(void)snprintf(buf, size, "%s", t ? (const char *)t : "");
+}
+
+static const char *
+col_str(sqlite3_stmt *st, int col)
+{
+	const unsigned char *t = sqlite3_column_text(st, col);
+
+	return t ? (const char *)t : "";
+}
+
+static int
+migrate(struct store *s)
+{
+	sqlite3_stmt *st = prepare(s, "PRAGMA user_version");
+	int version;
+
+	if (!st)
+		return -EIO;
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_finalize(st);
+		return -EIO;
+	}
+	version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	if (version > (int)ELEMENTSOF(migrations))
+		return -EPROTONOSUPPORT; /* written by a newer skrflash: do not touch it */
+	for (int v = version; v < (int)ELEMENTSOF(migrations); v++) {
+		char pragma[64];
+		int r = exec(s, "BEGIN IMMEDIATE");
+
+		if (r < 0)
+			return r;
+		(void)snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v + 1);
+		r = exec(s, migrations[v]);
+		if (r >= 0)
+			r = exec(s, pragma);
+		if (r < 0) {
+			(void)exec(s, "ROLLBACK");
+			return r;
+		}
+		r = exec(s, "COMMIT");
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* A crash inside write_file_atomic leaves "<sha>.<pid>.tmp"; nothing refers to those. */
+static void
+remove_stale_tmp(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+
+	if (!d)
+		return;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+
+		if (len > 4 && strcmp(de->d_name + len - 4, ".tmp") == 0)
+			(void)unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+}
+
+int
+store_open(const char *state_dir, struct store **ret)
+{
+	struct store *s = xnew(struct store);
+	char *path = NULL;
+	int r;
+
+	s->state_dir = xstrdup(state_dir);
+	s->firmware_dir = xasprintf("%s/firmware", state_dir);
+	r = mkdir_p(s->firmware_dir, 0750);
+	if (r < 0)
+		goto fail;
+	remove_stale_tmp(s->firmware_dir);
+	path = xasprintf("%s/skrflash.db", state_dir);
+	r = sql_err(sqlite3_open_v2(
+	    path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+	    NULL));
+	if (r < 0)
+		goto fail;
+	(void)sqlite3_busy_timeout(s->db, 5000);
+	r = exec(s, "PRAGMA journal_mode = WAL");
+	if (r >= 0)
+		r = exec(s, "PRAGMA synchronous = FULL");
+	if (r >= 0)
+		r = exec(s, "PRAGMA foreign_keys = ON");
+	if (r >= 0)
+		r = migrate(s);
+	if (r < 0)
+		goto fail;
+	free(path);
+	*ret = s;
+	return 0;
+fail:
+	free(path);
+	store_close(s);
+	return r;
+}
+
+struct store *
+store_close(struct store *s)
+{
+	if (!s)
+		return NULL;
+	if (s->db)
+		(void)sqlite3_close(s->db);
+	free(s->state_dir);
+	free(s->firmware_dir);
+	free(s);
+	return NULL;
+}
+
+int
+store_schema_version(struct store *s)
+{
+	sqlite3_stmt *st = prepare(s, "PRAGMA user_version");
+	int v = -EIO;
+
+	if (st && sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+#define BOARD_COLS                                                                                 \
+	"id, port, serial, board, mcu, last_mode, installed_sha, installed_version, first_seen, "  \
+	"last_seen"
+
+static void
+board_from_row(sqlite3_stmt *st, struct store_board *b)
+{
+	memset(b, 0, sizeof(*b));
+	b->id = sqlite3_column_int64(st, 0);
+	col_text(st, 1, b->port, sizeof(b->port));
+	col_text(st, 2, b->serial, sizeof(b->serial));
+	col_text(st, 3, b->board, sizeof(b->board));
+	col_text(st, 4, b->mcu, sizeof(b->mcu));
+	col_text(st, 5, b->last_mode, sizeof(b->last_mode));
+	col_text(st, 6, b->installed_sha, sizeof(b->installed_sha));
+	col_text(st, 7, b->installed_version, sizeof(b->installed_version));
+	b->first_seen = sqlite3_column_int64(st, 8);
+	b->last_seen = sqlite3_column_int64(st, 9);
+}
+
+static int
+board_query(sqlite3_stmt *st, struct store_board *ret)
+{
+	int rc;
+
+	if (!st)
+		return -EIO;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		board_from_row(st, ret);
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int
+store_board_find(struct store *s, const char *port, const char *serial, struct store_board *ret)
+{
+	sqlite3_stmt *st =
+	    prepare(s, "SELECT " BOARD_COLS " FROM boards WHERE port = ? AND serial = ?");
+
+	if (st) {
+		sqlite3_bind_text(st, 1, port, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 2, serial, -1, SQLITE_TRANSIENT);
+	}
+	return board_query(st, ret);
+}
+
+int
+store_board_last_on_port(struct store *s, const char *port, struct store_board *ret)
+{
+	sqlite3_stmt *st = prepare(s, "SELECT " BOARD_COLS " FROM boards WHERE port = ? "
+				      "ORDER BY last_seen DESC, id DESC LIMIT 1");
+
+	if (st)
+		sqlite3_bind_text(st, 1, port, -1, SQLITE_TRANSIENT);
+	return board_query(st, ret);
+}
+
+int
+store_board_get(struct store *s, int64_t id, struct store_board *ret)
+{
+	sqlite3_stmt *st = prepare(s, "SELECT " BOARD_COLS " FROM boards WHERE id = ?");
+
+	if (st)
+		sqlite3_bind_int64(st, 1, id);
+	return board_query(st, ret);
+}
+
+int
+store_board_upsert(struct store *s, struct store_board *b)
+{
+	sqlite3_stmt *st = prepare(
+	    s, "INSERT INTO boards (port, serial, board, mcu, last_mode, first_seen, last_seen) "
+	       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) "
+	       "ON CONFLICT (port, serial) DO UPDATE SET "
+	       "board = CASE WHEN excluded.board != '' THEN excluded.board ELSE board END, "
+	       "mcu = CASE WHEN excluded.mcu != '' THEN excluded.mcu ELSE mcu END, "
+	       "last_mode = excluded.last_mode, last_seen = excluded.last_seen "
+	       "RETURNING id, first_seen, installed_sha, installed_version");
+	int rc;
+
+	if (!st)
+		return -EIO;
+	if (!b->last_seen)
+		b->last_seen = now_realtime_sec();
+	sqlite3_bind_text(st, 1, b->port, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 2, b->serial, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 3, b->board, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 4, b->mcu, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 5, b->last_mode, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 6, b->last_seen);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		b->id = sqlite3_column_int64(st, 0);
+		b->first_seen = sqlite3_column_int64(st, 1);
+		col_text(st, 2, b->installed_sha, sizeof(b->installed_sha));
+		col_text(st, 3, b->installed_version, sizeof(b->installed_version));
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? -EIO : sql_err(rc);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int
+step_done(sqlite3_stmt *st)
+{
+	int rc;
+
+	if (!st)
+		return -EIO;
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : sql_err(rc) ? sql_err(rc) : -EIO;
+}
+
+int
+store_board_set_serial(struct store *s, int64_t id, const char *serial)
+{
+	sqlite3_stmt *st = prepare(s, "UPDATE boards SET serial = ? WHERE id = ?");
+
+	if (st) {
+		sqlite3_bind_text(st, 1, serial, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 2, id);
+	}
+	return step_done(st);
+}
+
+int
+store_board_set_installed(struct store *s, int64_t id, const char *sha, const char *version)
+{
+	sqlite3_stmt *st =
+	    prepare(s, "UPDATE boards SET installed_sha = ?, installed_version = ? WHERE id = ?");
+
+	if (st) {
+		sqlite3_bind_text(st, 1, sha ? sha : "", -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 2, version ? version : "", -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 3, id);
+	}
+	return step_done(st);
+}
+
+int
+store_firmware_path(struct store *s, const char *sha, char **ret_path)
+{
+	char *path;
+
+	if (!sha256_hex_valid(sha))
+		return -EINVAL;
+	path = xasprintf("%s/%s", s->firmware_dir, sha);
+	if (access(path, R_OK) < 0) {
+		int r = -errno;
+
+		free(path);
+		return r;
+	}
+	*ret_path = path;
+	return 0;
+}
+
+int
+store_firmware_put(struct store *s, const char *sha, const void *data, size_t size,
+		   const char *format, const char *source)
+{
+	char *path;
+	struct stat st;
+	sqlite3_stmt *q;
+	int r = 0;
+
+	if (!sha256_hex_valid(sha))
+		return -EINVAL;
+	path = xasprintf("%s/%s", s->firmware_dir, sha);
+	/* content-addressed: an existing file of the right size is this content (it was
+	 * renamed into place only after fsync), so a second drop of the same image is free */
+	if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || (size_t)st.st_size != size)
+		r = write_file_atomic(path, data, size, 0640);
+	free(path);
+	if (r < 0)
+		return r;
+	q = prepare(s, "INSERT INTO firmware (sha, size, format, source, stored_at) "
+		       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha) DO NOTHING");
+	if (q) {
+		sqlite3_bind_text(q, 1, sha, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(q, 2, (sqlite3_int64)size);
+		sqlite3_bind_text(q, 3, format ? format : "", -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(q, 4, source ? source : "", -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(q, 5, now_realtime_sec());
+	}
+	return step_done(q);
+}
+
+int
+store_desired_set(struct store *s, const struct store_desired *d)
+{
+	sqlite3_stmt *st = prepare(
+	    s, "INSERT INTO desired (profile, sha, source, size, queued_at) VALUES (?, ?, ?, ?, ?) "
+	       "ON CONFLICT (profile) DO UPDATE SET sha = excluded.sha, source = excluded.source, "
+	       "size = excluded.size, queued_at = excluded.queued_at");
+
+	if (st) {
+		sqlite3_bind_text(st, 1, d->profile, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 2, d->sha, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 3, d->source, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)d->size);
+		sqlite3_bind_int64(st, 5, d->queued_at ? d->queued_at : now_realtime_sec());
+	}
+	return step_done(st);
+}
+
+int
+store_desired_get(struct store *s, const char *profile, struct store_desired *ret)
+{
+	sqlite3_stmt *st = prepare(
+	    s, "SELECT profile, sha, source, size, queued_at FROM desired WHERE profile = ?");
+	int rc;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_text(st, 1, profile, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		memset(ret, 0, sizeof(*ret));
+		col_text(st, 0, ret->profile, sizeof(ret->profile));
+		col_text(st, 1, ret->sha, sizeof(ret->sha));
+		col_text(st, 2, ret->source, sizeof(ret->source));
+		ret->size = (uint64_t)sqlite3_column_int64(st, 3);
+		ret->queued_at = sqlite3_column_int64(st, 4);
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static void
+add_time(json_object *o, const char *key, int64_t t)
+{
+	char buf[32];
+
+	if (!t) {
+		json_object_object_add(o, key, NULL);
+		return;
+	}
+	format_time_iso(t, buf, sizeof(buf));
+	json_object_object_add(o, key, json_object_new_string(buf));
+}
+
+int
+store_desired_list_json(struct store *s, json_object **ret)
+{
+	sqlite3_stmt *st =
+	    prepare(s, "SELECT d.profile, d.sha, d.source, d.size, d.queued_at, "
+		       "f.format FROM desired d LEFT JOIN firmware f ON f.sha = d.sha "
+		       "ORDER BY d.profile");
+	json_object *arr;
+	int rc;
+
+	if (!st)
+		return -EIO;
+	arr = json_object_new_array();
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "profile", json_object_new_string(col_str(st, 0)));
+		json_object_object_add(o, "sha256", json_object_new_string(col_str(st, 1)));
+		json_object_object_add(o, "source", json_object_new_string(col_str(st, 2)));
+		json_object_object_add(o, "size",
+				       json_object_new_int64(sqlite3_column_int64(st, 3)));
+		add_time(o, "queued_at", sqlite3_column_int64(st, 4));
+		json_object_object_add(o, "format", json_object_new_string(col_str(st, 5)));
+		json_object_array_add(arr, o);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		json_object_put(arr);
+		return sql_err(rc) ? sql_err(rc) : -EIO;
+	}
+	*ret = arr;
+	return 0;
+}
+
+int
+store_job_begin(struct store *s, struct store_job *j)
+{
+	sqlite3_stmt *st = prepare(
+	    s, "INSERT INTO jobs (board_id, port, profile, method, sha, step, started_at, result) "
+	       "VALUES (?, ?, ?, ?, ?, ?, ?, 'running')");
+	int r;
+
+	if (!st)
+		return -EIO;
+	if (!j->started_at)
+		j->started_at = now_realtime_sec();
+	if (j->board_id > 0)
+		sqlite3_bind_int64(st, 1, j->board_id);
+	else
+		sqlite3_bind_null(st, 1);
+	sqlite3_bind_text(st, 2, j->port, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 3, j->profile, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 4, j->method, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 5, j->sha, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_text(st, 6, j->step, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 7, j->started_at);
+	r = step_done(st);
+	if (r < 0)
+		return r;
+	j->id = sqlite3_last_insert_rowid(s->db);
+	(void)snprintf(j->result, sizeof(j->result), "running");
+	return 0;
+}
+
+int
+store_job_end(struct store *s, const struct store_job *j)
+{
+	sqlite3_stmt *st = prepare(s, "UPDATE jobs SET ended_at = ?, result = ?, error = ?, "
+				      "bytes = ?, step = ?, method = ? WHERE id = ?");
+
+	if (st) {
+		sqlite3_bind_int64(st, 1, j->ended_at ? j->ended_at : now_realtime_sec());
+		sqlite3_bind_text(st, 2, j->result, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 3, j->error, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)j->bytes);
+		sqlite3_bind_text(st, 5, j->step, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 6, j->method, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 7, j->id);
+	}
+	return step_done(st);
+}
+
+int
+store_job_unfinished(struct store *s, const char *port, struct store_job *ret)
+{
+	sqlite3_stmt *st = prepare(
+	    s, "SELECT id, IFNULL(board_id, 0), port, profile, method, sha, step, started_at "
+	       "FROM jobs WHERE result = 'running' AND port = ? ORDER BY id DESC LIMIT 1");
+	int rc;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_text(st, 1, port, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		memset(ret, 0, sizeof(*ret));
+		ret->id = sqlite3_column_int64(st, 0);
+		ret->board_id = sqlite3_column_int64(st, 1);
+		col_text(st, 2, ret->port, sizeof(ret->port));
+		col_text(st, 3, ret->profile, sizeof(ret->profile));
+		col_text(st, 4, ret->method, sizeof(ret->method));
+		col_text(st, 5, ret->sha, sizeof(ret->sha));
+		col_text(st, 6, ret->step, sizeof(ret->step));
+		ret->started_at = sqlite3_column_int64(st, 7);
+		(void)snprintf(ret->result, sizeof(ret->result), "running");
+		rc = 0;
+	} else {
+		rc = rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int
+store_history_json(struct store *s, int64_t board_id, unsigned limit, json_object **ret)
+{
+	sqlite3_stmt *st = prepare(
+	    s, "SELECT j.id, IFNULL(j.board_id, 0), j.port, j.profile, j.method, j.sha, j.step, "
+	       "j.started_at, j.ended_at, j.result, j.error, j.bytes, IFNULL(b.board, ''), "
+	       "IFNULL(b.serial, '') FROM jobs j LEFT JOIN boards b ON b.id = j.board_id "
+	       "WHERE ?1 < 0 OR j.board_id = ?1 ORDER BY j.id DESC LIMIT ?2");
+	json_object *arr;
+	int rc;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_int64(st, 1, board_id);
+	sqlite3_bind_int(st, 2, limit ? (int)limit : 100);
+	arr = json_object_new_array();
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		json_object *o = json_object_new_object();
+		int64_t start = sqlite3_column_int64(st, 7), end = sqlite3_column_int64(st, 8);
+
+		json_object_object_add(o, "job",
+				       json_object_new_int64(sqlite3_column_int64(st, 0)));
+		json_object_object_add(o, "board_id",
+				       json_object_new_int64(sqlite3_column_int64(st, 1)));
+		json_object_object_add(o, "board", json_object_new_string(col_str(st, 12)));
+		json_object_object_add(o, "serial", json_object_new_string(col_str(st, 13)));
+		json_object_object_add(o, "port", json_object_new_string(col_str(st, 2)));
+		json_object_object_add(o, "profile", json_object_new_string(col_str(st, 3)));
+		json_object_object_add(o, "method", json_object_new_string(col_str(st, 4)));
+		json_object_object_add(o, "sha256", json_object_new_string(col_str(st, 5)));
+		json_object_object_add(o, "step", json_object_new_string(col_str(st, 6)));
+		add_time(o, "started_at", start);
+		add_time(o, "ended_at", end);
+		json_object_object_add(
+		    o, "duration_sec",
+		    json_object_new_int64(end >= start && end ? end - start : 0));
+		json_object_object_add(o, "result", json_object_new_string(col_str(st, 9)));
+		json_object_object_add(o, "error", json_object_new_string(col_str(st, 10)));
+		json_object_object_add(o, "bytes",
+				       json_object_new_int64(sqlite3_column_int64(st, 11)));
+		json_object_array_add(arr, o);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		json_object_put(arr);
+		return sql_err(rc) ? sql_err(rc) : -EIO;
+	}
+	*ret = arr;
+	return 0;
+}
+
+int
+store_boards_json(struct store *s, json_object **ret)
+{
+	sqlite3_stmt *st =
+	    prepare(s, "SELECT " BOARD_COLS " FROM boards ORDER BY last_seen DESC, id");
+	json_object *arr;
+	int rc;
+
+	if (!st)
+		return -EIO;
+	arr = json_object_new_array();
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct store_board b;
+		json_object *o = json_object_new_object();
+
+		board_from_row(st, &b);
+		json_object_object_add(o, "id", json_object_new_int64(b.id));
+		json_object_object_add(o, "port", json_object_new_string(b.port));
+		json_object_object_add(o, "serial", json_object_new_string(b.serial));
+		json_object_object_add(o, "board", json_object_new_string(b.board));
+		json_object_object_add(o, "mcu", json_object_new_string(b.mcu));
+		json_object_object_add(o, "last_mode", json_object_new_string(b.last_mode));
+		json_object_object_add(o, "installed_sha256",
+				       json_object_new_string(b.installed_sha));
+		json_object_object_add(o, "installed_version",
+				       json_object_new_string(b.installed_version));
+		add_time(o, "first_seen", b.first_seen);
+		add_time(o, "last_seen", b.last_seen);
+		json_object_array_add(arr, o);
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		json_object_put(arr);
+		return sql_err(rc) ? sql_err(rc) : -EIO;
+	}
+	*ret = arr;
+	return 0;
+}
+
+int
+store_bad_mark(struct store *s, int64_t board_id, const char *sha, const char *reason)
+{
+	sqlite3_stmt *st = prepare(s, "INSERT OR REPLACE INTO bad_firmware (board_id, sha, reason, "
+				      "marked_at) VALUES (?, ?, ?, ?)");
+
+	if (st) {
+		sqlite3_bind_int64(st, 1, board_id);
+		sqlite3_bind_text(st, 2, sha, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 3, reason ? reason : "", -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 4, now_realtime_sec());
+	}
+	return step_done(st);
+}
+
+bool
+store_bad_is_marked(struct store *s, int64_t board_id, const char *sha)
+{
+	sqlite3_stmt *st = prepare(s, "SELECT 1 FROM bad_firmware WHERE board_id = ? AND sha = ?");
+	bool marked;
+
+	if (!st)
+		return false;
+	sqlite3_bind_int64(st, 1, board_id);
+	sqlite3_bind_text(st, 2, sha, -1, SQLITE_TRANSIENT);
+	marked = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_finalize(st);
+	return marked;
+}
+
+int
+store_bad_clear(struct store *s, int64_t board_id)
+{
+	sqlite3_stmt *st = prepare(s, "DELETE FROM bad_firmware WHERE board_id = ?");
+
+	if (st)
+		sqlite3_bind_int64(st, 1, board_id);
+	return step_done(st);
+}

@@ -1,0 +1,195 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* worker: the plan's JSON round trip, malformed plans, the result line, the backend registry
+ * and failures that must happen before any device is touched. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "flash/backend.h"
+#include "harness.h"
+#include "util.h"
+#include "flash/worker.h"
+
+static void
+test_round_trip(void)
+{
+	struct worker_plan p, q;
+	const char *err = NULL;
+	char *json = NULL;
+
+	memset(&p, 0, sizeof(p));
+	strcpy(p.action, "flash");
+	strcpy(p.method, "katapult");
+	strcpy(p.board, "octopus-f446");
+	strcpy(p.image_path, "/var/lib/skrflash/store/ab/abcdef.bin");
+	p.app_start = 0x08008000;
+	p.interface = CONFIG_INTERFACE_CAN;
+	p.window = 8;
+	p.timeout_ms = 1500;
+	(void)DEVICE_SET(&p.dev, syspath, "/sys/devices/pci0000:00/usb1/1-1.2");
+	(void)DEVICE_SET(&p.dev, port, "1-1.2");
+	(void)DEVICE_SET(&p.dev, id_path, "pci-0000:00:14.0-usb-0:1.2");
+	p.dev.vid = 0x1d50;
+	p.dev.pid = 0x6177;
+	p.dev.mode = DEVICE_MODE_KATAPULT;
+	(void)DEVICE_SET(&p.dev, serial, "4D003C000B50345033313820");
+	(void)DEVICE_SET(&p.dev, manufacturer, "katapult");
+	(void)DEVICE_SET(&p.dev, product, "stm32f446xx");
+	(void)DEVICE_SET(&p.dev, usb_node, "/dev/bus/usb/001/007");
+	(void)DEVICE_SET(&p.dev, tty, "/dev/ttyACM0");
+	(void)DEVICE_SET(&p.dev, by_id, "/dev/serial/by-id/usb-katapult_stm32f446xx_4D-if00");
+	p.dev.busnum = 1;
+	p.dev.devnum = 7;
+
+	CHECK_EQ_INT(worker_plan_to_json(&p, &json), 0);
+	CHECK(json && strstr(json, "\"app_start\":\"0x08008000\"") != NULL);
+	CHECK(json && strstr(json, "\"mode\":\"katapult\"") != NULL);
+	CHECK(json && strstr(json, "\"interface\":\"can\"") != NULL);
+	memset(&q, 0x5a, sizeof(q));
+	CHECK_EQ_INT(worker_plan_from_json(json, &q, &err), 0);
+	CHECK_STREQ(q.action, "flash");
+	CHECK_STREQ(q.method, "katapult");
+	CHECK_STREQ(q.board, "octopus-f446");
+	CHECK_STREQ(q.image_path, p.image_path);
+	CHECK_EQ_INT(q.app_start, 0x08008000);
+	CHECK_EQ_INT(q.interface, CONFIG_INTERFACE_CAN);
+	CHECK_EQ_INT(q.window, 8);
+	CHECK_EQ_INT(q.timeout_ms, 1500);
+	CHECK_STREQ(q.dev.syspath, p.dev.syspath);
+	CHECK_STREQ(q.dev.port, "1-1.2");
+	CHECK_STREQ(q.dev.id_path, p.dev.id_path);
+	CHECK_EQ_INT(q.dev.vid, 0x1d50);
+	CHECK_EQ_INT(q.dev.pid, 0x6177);
+	CHECK_EQ_INT(q.dev.mode, DEVICE_MODE_KATAPULT);
+	CHECK_STREQ(q.dev.serial, p.dev.serial);
+	CHECK_STREQ(q.dev.manufacturer, "katapult");
+	CHECK_STREQ(q.dev.product, "stm32f446xx");
+	CHECK_STREQ(q.dev.usb_node, "/dev/bus/usb/001/007");
+	CHECK_STREQ(q.dev.tty, "/dev/ttyACM0");
+	CHECK_STREQ(q.dev.by_id, p.dev.by_id);
+	CHECK_STREQ(q.dev.block, "");
+	CHECK_EQ_INT(q.dev.busnum, 1);
+	CHECK_EQ_INT(q.dev.devnum, 7);
+	/* the whole struct survives (all padding aside): re-encoding gives the same text */
+	{
+		char *again = NULL;
+
+		CHECK_EQ_INT(worker_plan_to_json(&q, &again), 0);
+		CHECK_STREQ(again, json);
+		free(again);
+	}
+	free(json);
+}
+
+static void
+test_malformed(void)
+{
+	static const char *const bad[] = {
+	    "",
+	    "[]",
+	    "{\"action\":\"dance\",\"device\":{}}",
+	    "{\"action\":\"flash\",\"device\":{}}", /* no image */
+	    "{\"action\":\"enter\"}",		    /* no device */
+	    "{\"action\":\"enter\",\"device\":{\"mode\":\"warp\"}}",
+	    "{\"action\":\"enter\",\"device\":{\"vid\":70000}}",
+	    "{\"action\":\"enter\",\"device\":{\"vid\":-1}}",
+	    "{\"action\":\"enter\",\"device\":{\"tty\":5}}",
+	    "{\"action\":\"enter\",\"device\":{},\"app_start\":\"0xzz\"}",
+	    "{\"action\":\"enter\",\"device\":{},\"interface\":\"spi\"}",
+	    "{\"action\":\"enter\",\"device\":{},\"window\":100000}",
+	    "{\"action\":\"enter\",\"device\":{},\"board\":"
+	    "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	    "xxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}",
+	};
+	struct worker_plan q;
+
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		const char *err = NULL;
+
+		memset(&q, 0x5a, sizeof(q));
+		CHECK_EQ_INT(worker_plan_from_json(bad[i], &q, &err), -EINVAL);
+		CHECK(err != NULL);
+		CHECK_EQ_INT((unsigned char)q.action[0], 0x5a); /* untouched */
+	}
+	CHECK_EQ_INT(worker_plan_from_json("{\"action\":\"enter\",\"device\":{\"tty\":\"/dev/x\"}}",
+					   &q, NULL),
+		     0);
+	CHECK_STREQ(q.dev.tty, "/dev/x");
+	CHECK_EQ_INT(q.interface, CONFIG_INTERFACE_USB);
+}
+
+static void
+test_registry(void)
+{
+	CHECK(backend_find("katapult") != NULL);
+	CHECK(backend_find("dfu") != NULL);
+	CHECK(backend_find("sd") == NULL);
+	CHECK(backend_find(NULL) == NULL);
+	CHECK(backend_for_mode(DEVICE_MODE_KATAPULT) == backend_find("katapult"));
+	CHECK(backend_for_mode(DEVICE_MODE_STM32_ROM_DFU) == backend_find("dfu"));
+	CHECK(backend_for_mode(DEVICE_MODE_KLIPPER_APP) == NULL);
+}
+
+/* failures before any device I/O, and their result lines */
+static void
+test_early_failures(void)
+{
+	struct worker_plan p;
+	struct worker_report r;
+	char *line;
+	int fds[2];
+	char buf[4096];
+	ssize_t n;
+
+	memset(&p, 0, sizeof(p));
+	strcpy(p.action, "flash");
+	strcpy(p.image_path, "/nonexistent/skrflash/image.bin");
+	p.dev.mode = DEVICE_MODE_KATAPULT;
+	strcpy(p.board, "no-such-board");
+	CHECK(worker_execute(&p, NULL, &r) < 0);
+	CHECK(!r.ok);
+	CHECK_STREQ(r.step, "check");
+	CHECK(strstr(r.error, "no-such-board") != NULL);
+
+	p.board[0] = '\0';
+	CHECK_EQ_INT(worker_execute(&p, NULL, &r), -ENOENT);
+	CHECK_STREQ(r.step, "check");
+	CHECK(strstr(r.error, "/nonexistent/skrflash/image.bin") != NULL);
+
+	p.dev.mode = DEVICE_MODE_MARLIN_LPC;
+	CHECK(worker_execute(&p, NULL, &r) < 0);
+	CHECK_STREQ(r.step, "open");
+	CHECK(strstr(r.error, "no flash backend") != NULL);
+
+	memset(&p, 0, sizeof(p));
+	strcpy(p.action, "enter");
+	CHECK_EQ_INT(worker_execute(&p, NULL, &r), -ENODEV);
+	CHECK_STREQ(r.step, "enter");
+
+	line = worker_report_to_json(&r);
+	CHECK(strstr(line, "{\"type\":\"result\",\"ok\":false,\"step\":\"enter\",\"error\":") ==
+	      line);
+	free(line);
+
+	/* worker_run writes exactly one result line */
+	CHECK_EQ_INT(pipe(fds), 0);
+	CHECK(worker_run(&p, fds[1]) < 0);
+	close(fds[1]);
+	n = read(fds[0], buf, sizeof(buf) - 1);
+	close(fds[0]);
+	buf[n > 0 ? n : 0] = '\0';
+	CHECK(strncmp(buf, "{\"type\":\"result\",\"ok\":false", 27) == 0);
+	CHECK(n > 0 && buf[n - 1] == '\n' && strchr(buf, '\n') == buf + n - 1);
+}
+
+int
+main(void)
+{
+	test_round_trip();
+	test_malformed();
+	test_registry();
+	test_early_failures();
+	TEST_DONE();
+}
