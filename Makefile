@@ -141,7 +141,7 @@ DEB_DEPS := gcc make pkg-config libudev-dev libusb-1.0-0-dev libconfig-dev libsy
 	umockdev libumockdev-dev libglib2.0-dev gcc-arm-none-eabi libnewlib-arm-none-eabi \
 	binutils-arm-none-eabi dfu-util mtools dosfstools dbus python3 udev systemd \
 	debhelper lintian fakeroot dpkg-dev ansible-core python3-apt mandoc man-db duktape \
-	gcc-aarch64-linux-gnu libc6-dev-arm64-cross file
+	gcc-aarch64-linux-gnu libc6-dev-arm64-cross file lpc21isp stm32flash
 deps:
 	@missing=$$(for p in $(DEB_DEPS); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' \
