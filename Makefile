@@ -26,7 +26,8 @@ WARNINGS       := -Wall -Wextra -Wpedantic $(WERROR) \
                   -Wwrite-strings -Wformat=2 -Wvla -Wundef -Wimplicit-fallthrough \
                   -Wswitch-enum -Wconversion -Wsign-conversion
 HARDENING      ?= -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE
-LIBS_PC        := libudev libusb-1.0 libconfig libsystemd sqlite3 zlib json-c libcrypto libelf libcurl
+LIBS_PC        := libudev libusb-1.0 libconfig libsystemd sqlite3 zlib json-c libcrypto libelf libcurl \
+		  libgpiod
 DEP_CFLAGS     := $(shell $(PKG_CONFIG) --cflags $(LIBS_PC) 2>/dev/null)
 DEP_LIBS       := $(shell $(PKG_CONFIG) --libs $(LIBS_PC) 2>/dev/null)
 
@@ -141,7 +142,7 @@ DEB_DEPS := gcc make pkg-config libudev-dev libusb-1.0-0-dev libconfig-dev libsy
 	umockdev libumockdev-dev libglib2.0-dev gcc-arm-none-eabi libnewlib-arm-none-eabi \
 	binutils-arm-none-eabi dfu-util mtools dosfstools dbus python3 udev systemd \
 	debhelper lintian fakeroot dpkg-dev ansible-core python3-apt mandoc man-db duktape \
-	gcc-aarch64-linux-gnu libc6-dev-arm64-cross file lpc21isp stm32flash
+	gcc-aarch64-linux-gnu libc6-dev-arm64-cross file lpc21isp stm32flash libgpiod-dev
 deps:
 	@missing=$$(for p in $(DEB_DEPS); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' \

@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* rescue: serial set-up, checks and the dispatch to the two ROM clients. See rescue.h. */
+#include "flash/rescue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "flash/rescue_lpc.h"
+#include "flash/rescue_stm32.h"
+#include "proto/lpcisp.h"
+
+void
+rescue_error(struct rescue_result *res, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(res->error, sizeof(res->error), fmt, ap);
+	va_end(ap);
+}
+
+void
+rescue_progress(const struct rescue_opts *o, const char *step, uint64_t done, uint64_t total)
+{
+	if (o->progress)
+		o->progress(o->userdata, step, done, total);
+}
+
+int
+rescue_write(int fd, const void *buf, size_t len)
+{
+	const uint8_t *b = buf;
+
+	while (len) {
+		ssize_t n = write(fd, b, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			struct pollfd pf = {fd, POLLOUT, 0};
+
+			if (poll(&pf, 1, 2000) == 0)
+				return -ETIMEDOUT;
+			continue;
+		}
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		b += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int
+rescue_read(int fd, void *buf, size_t len, unsigned timeout_ms)
+{
+	struct pollfd pf = {fd, POLLIN, 0};
+	ssize_t n;
+	int r;
+
+	do
+		r = poll(&pf, 1, (int)timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	if (r == 0)
+		return 0;
+	n = read(fd, buf, len);
+	if (n < 0)
+		return errno == EAGAIN || errno == EINTR ? 0 : -errno;
+	if (n == 0)
+		return -EIO; /* hang-up: the adaptor went away */
+	return (int)n;
+}
+
+enum rescue_uart_kind
+rescue_uart_kind(const char *tty, const char *sysfs)
+{
+	char real[PATH_MAX], link[PATH_MAX], target[PATH_MAX];
+	const char *name;
+	ssize_t n;
+
+	if (!realpath(tty, real))
+		return RESCUE_UART_OTHER;
+	name = strrchr(real, '/') ? strrchr(real, '/') + 1 : real;
+	if ((size_t)snprintf(link, sizeof(link), "%s/class/tty/%.200s/device/driver",
+			     sysfs ? sysfs : "/sys", name) >= sizeof(link))
+		return RESCUE_UART_OTHER;
+	n = readlink(link, target, sizeof(target) - 1);
+	if (n <= 0)
+		return RESCUE_UART_OTHER;
+	target[n] = '\0';
+	/* the Pi mini UART is an 8250 driven by "bcm2835-aux-uart" (research §2.6) */
+	return strstr(target, "bcm2835-aux") ? RESCUE_UART_MINI_UART : RESCUE_UART_OTHER;
+}
+
+static speed_t
+baud_of(unsigned baud)
+{
+	switch (baud) {
+	case 9600:
+		return B9600;
+	case 19200:
+		return B19200;
+	case 38400:
+		return B38400;
+	case 57600:
+		return B57600;
+	case 115200:
+		return B115200;
+	case 230400:
+		return B230400;
+	default:
+		return 0;
+	}
+}
+
+static int
+serial_fail(int fd, int r, char *err, size_t errlen, const char *tty, const char *what)
+{
+	snprintf(err, errlen, "%s: %s: %s", tty, what, strerror(-r));
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+int
+rescue_serial_open(const char *tty, unsigned baud, const struct rescue_opts *o, char *err,
+		   size_t errlen)
+{
+	bool parity = o->rom == RESCUE_ROM_AN3155;
+	speed_t sp = baud_of(baud);
+	struct termios t;
+	int fd;
+
+	if (!sp) {
+		snprintf(err, errlen, "%s: baud rate %u not supported (9600 to 230400)", tty, baud);
+		return -EINVAL;
+	}
+	if (parity && rescue_uart_kind(tty, o->sysfs) == RESCUE_UART_MINI_UART) {
+		snprintf(err, errlen,
+			 "%s is the Raspberry Pi mini UART (bcm2835-aux), which cannot do the even "
+			 "parity the STM32 ROM bootloader needs: use a PL011 UART "
+			 "(dtoverlay=disable-bt puts ttyAMA0 on GPIO14/15; a Pi 4 also has "
+			 "dtoverlay=uart2..uart5)",
+			 tty);
+		return -EOPNOTSUPP;
+	}
+	fd = open(tty, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return serial_fail(-1, -errno, err, errlen, tty, "cannot open");
+	if (tcgetattr(fd, &t) < 0)
+		return serial_fail(fd, -errno, err, errlen, tty, "not a serial port");
+	cfmakeraw(&t);
+	t.c_cflag |= CLOCAL | CREAD;
+	t.c_cflag &= ~(tcflag_t)(CSTOPB | CRTSCTS | PARODD);
+	if (parity)
+		t.c_cflag |= PARENB; /* AN3155: 8 data bits, even parity, 1 stop bit */
+	else
+		t.c_iflag |= IXON | IXOFF; /* UM10360 §32.7: the ROM sends XOFF/XON */
+	t.c_cc[VMIN] = 0;
+	t.c_cc[VTIME] = 0;
+	cfsetispeed(&t, sp);
+	cfsetospeed(&t, sp);
+	if (tcsetattr(fd, TCSANOW, &t) < 0)
+		return serial_fail(fd, -errno, err, errlen, tty, "cannot set 8E1/8N1");
+	if (parity && !o->no_parity_ok && (tcgetattr(fd, &t) < 0 || !(t.c_cflag & PARENB))) {
+		snprintf(err, errlen,
+			 "%s did not take even parity (the driver ignores PARENB): the STM32 ROM "
+			 "bootloader needs 8E1; use a PL011 UART or a USB adaptor that can",
+			 tty);
+		close(fd);
+		return -EOPNOTSUPP;
+	}
+	tcflush(fd, TCIOFLUSH);
+	return fd;
+}
+
+static uint32_t
+le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static bool
+sp_in_ram(const struct catalog_mcu *mcu, uint32_t sp)
+{
+	for (size_t i = 0; i < CATALOG_MAX_RAM && mcu->ram[i].size; i++)
+		if (sp > mcu->ram[i].base && sp - mcu->ram[i].base <= mcu->ram[i].size)
+			return true;
+	return false;
+}
+
+int
+rescue_check_image(const struct rescue_opts *o, const uint8_t *img, size_t len, char *err,
+		   size_t errlen)
+{
+	uint32_t sp, reset, base = o->mcu->flash_base;
+	const char *crp;
+
+	if (len < 64 || len > o->boot_size) {
+		snprintf(err, errlen,
+			 "the bootloader image is %zu bytes; the bootloader area of %s holds %u "
+			 "(and a vector table needs 64)",
+			 len, o->mcu->name, o->boot_size);
+		return -EINVAL;
+	}
+	sp = le32(img);
+	reset = le32(img + 4);
+	if (!sp_in_ram(o->mcu, sp)) {
+		snprintf(err, errlen,
+			 "the bootloader image's initial stack pointer 0x%08x is not in %s RAM: "
+			 "not a bootloader for this MCU",
+			 sp, o->mcu->name);
+		return -EINVAL;
+	}
+	if (!(reset & 1) || (reset & ~1u) < base || (reset & ~1u) - base >= o->boot_size) {
+		snprintf(err, errlen,
+			 "the bootloader image's reset handler 0x%08x is not inside the bootloader "
+			 "area 0x%08x-0x%08x: it is not linked to run at the start of flash",
+			 reset, base, base + o->boot_size - 1);
+		return -EINVAL;
+	}
+	if (o->rom == RESCUE_ROM_LPCISP && lpcisp_crp_word(img, len, &crp)) {
+		snprintf(err, errlen,
+			 "the bootloader image sets code read protection (%s word at 0x2FC): "
+			 "refusing, it could lock the board out of ISP for good",
+			 crp);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int
+rescue_boot_sectors(const struct rescue_opts *o, uint32_t *ret_mask)
+{
+	uint32_t addr = o->mcu->flash_base, end = addr + o->boot_size, mask = 0, start, size;
+
+	for (uint32_t i = 0; addr < end; i++) {
+		if (i >= 32 || catalog_mcu_sector(o->mcu, addr, &start, &size) < 0 || start != addr)
+			return -ERANGE;
+		mask |= 1u << i;
+		addr += size;
+	}
+	if (addr != end)
+		return -ERANGE;
+	*ret_mask = mask;
+	return 0;
+}
+
+int
+rescue_install(int fd, const struct rescue_opts *o, const uint8_t *img, size_t len,
+	       struct rescue_result *res)
+{
+	uint32_t mask;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	r = rescue_check_image(o, img, len, res->error, sizeof(res->error));
+	if (r < 0)
+		return r;
+	if (rescue_boot_sectors(o, &mask) < 0) {
+		rescue_error(res,
+			     "the bootloader area of %u bytes does not end on a sector boundary of "
+			     "%s: erasing it would take part of the application",
+			     o->boot_size, o->mcu->name);
+		return -ERANGE;
+	}
+	if (o->rom == RESCUE_ROM_LPCISP)
+		return rescue_lpc_install(fd, o, img, len, mask, res);
+	return rescue_stm32_install(fd, o, img, len, mask, res);
+}
+
+void
+rescue_result_free(struct rescue_result *res)
+{
+	free(res->old_boot);
+	res->old_boot = NULL;
+	res->old_boot_len = 0;
+}
