@@ -86,10 +86,11 @@ static int
 expect(struct lpc *c, const char *want, unsigned timeout_ms)
 {
 	char line[LPCISP_LINE_MAX];
-	int r;
 
 	for (unsigned i = 0; i < 8; i++) {
-		if ((r = read_line(c, line, sizeof(line), timeout_ms)) < 0)
+		int r = read_line(c, line, sizeof(line), timeout_ms);
+
+		if (r < 0)
 			return r;
 		if (strcmp(line, want) == 0)
 			return 0;
@@ -223,10 +224,11 @@ static int
 read_values(struct lpc *c, uint32_t *v, unsigned n)
 {
 	char line[LPCISP_LINE_MAX];
-	int r;
 
 	for (unsigned i = 0; i < n; i++) {
-		if ((r = read_line(c, line, sizeof(line), c->timeout)) < 0)
+		int r = read_line(c, line, sizeof(line), c->timeout);
+
+		if (r < 0)
 			return r;
 		if (lpcisp_parse_u32(line, &v[i]) < 0)
 			return -EPROTO;
@@ -239,7 +241,6 @@ identify(struct lpc *c)
 {
 	uint32_t want =
 	    strcmp(c->o->mcu->name, "lpc1768") == 0 ? LPCISP_PART_LPC1768 : LPCISP_PART_LPC1769;
-	const char *name;
 	int r;
 
 	if ((r = must(c, "unlock (U)", LPCISP_OP_UNLOCK, 0, 0, 0, c->timeout)) < 0 ||
@@ -251,7 +252,8 @@ identify(struct lpc *c)
 		return r;
 	}
 	if (c->res->part_id != want) {
-		name = lpcisp_part_name(c->res->part_id);
+		const char *name = lpcisp_part_name(c->res->part_id);
+
 		rescue_error(c->res,
 			     "%s: the ROM reports %s (part ID 0x%08x) but the board profile says "
 			     "%s: wrong board or profile; nothing was written",
@@ -403,12 +405,13 @@ static int
 save_old(struct lpc *c)
 {
 	uint32_t size = c->o->boot_size;
-	int r;
 
 	c->res->old_boot = malloc(size);
 	if (!c->res->old_boot)
 		return -ENOMEM;
 	for (uint32_t a = 0; a < size; a += LPCISP_COPY_MAX) {
+		int r;
+
 		rescue_progress(c->o, "read", a, size);
 		r = read_mem(c, a, c->res->old_boot + a, LPCISP_COPY_MAX);
 		if (r < 0) {

@@ -264,12 +264,13 @@ static int
 save_old(struct stm *c)
 {
 	uint32_t size = c->o->boot_size, base = c->o->mcu->flash_base;
-	int r;
 
 	c->res->old_boot = malloc(size);
 	if (!c->res->old_boot)
 		return -ENOMEM;
 	for (uint32_t off = 0; off < size; off += AN3155_BLOCK_MAX) {
+		int r;
+
 		rescue_progress(c->o, "read", off, size);
 		r = read_mem(c, base + off, c->res->old_boot + off, AN3155_BLOCK_MAX);
 		if (r < 0)

@@ -344,9 +344,11 @@ lpcisp_uu_writer_next(struct lpcisp_uu_writer *w, char *out, size_t outlen, bool
 			*ret_checksum = true;
 		return r;
 	}
-	if (w->pos == w->len)
+	n = w->len - w->pos;
+	if (n == 0)
 		return 0;
-	n = w->len - w->pos < LPCISP_UU_LINE_BYTES ? w->len - w->pos : LPCISP_UU_LINE_BYTES;
+	if (n > LPCISP_UU_LINE_BYTES)
+		n = LPCISP_UU_LINE_BYTES;
 	r = lpcisp_uu_encode_line(w->data + w->pos, n, out, outlen);
 	if (r < 0)
 		return r;
@@ -390,7 +392,7 @@ lpcisp_uu_reader_want_checksum(const struct lpcisp_uu_reader *r)
 int
 lpcisp_uu_reader_feed(struct lpcisp_uu_reader *r, const char *line)
 {
-	uint8_t raw[LPCISP_UU_LINE_BYTES];
+	uint8_t raw[LPCISP_UU_LINE_BYTES] = {0};
 	uint32_t sum;
 	int n;
 
