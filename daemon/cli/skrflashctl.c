@@ -21,6 +21,7 @@
 #include "catalog.h"
 #include "config.h"
 #include "cli/oneshot.h"
+#include "cli/rescuecmd.h"
 #include "paths.h"
 #include "util.h"
 #include "image/validate.h"
@@ -783,6 +784,8 @@ usage(FILE *f)
 	    "  flash --device PATH FILE [--board NAME] [--method M]\n"
 	    "                              flash in the foreground, without the daemon\n"
 	    "  retry BOARD                 allow firmware that failed to boot on BOARD again\n"
+	    "  rescue --board NAME --device TTY [--dry-run] [--reset-line L] [--boot-line L]\n"
+	    "         FILE                 install a USB bootloader over a UART (docs/rescue.md)\n"
 	    "\n"
 	    "Exit status: 0 success, 1 failed or refused, 2 usage error, 3 daemon not reachable,\n"
 	    "4 permission denied.\n");
@@ -861,6 +864,8 @@ main(int argc, char **argv)
 	cmd = argv[optind];
 	if (strcmp(cmd, "validate") == 0)
 		return validate_command(argc - optind, argv + optind);
+	if (strcmp(cmd, "rescue") == 0)
+		return rescue_command(argc - optind, argv + optind);
 	/* flash --device: one-shot in the foreground, the daemon's backends without the daemon */
 	for (int i = optind + 1; strcmp(cmd, "flash") == 0 && i < argc; i++)
 		if (strcmp(argv[i], "--device") == 0 || strncmp(argv[i], "--device=", 9) == 0)

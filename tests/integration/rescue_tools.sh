@@ -64,6 +64,13 @@ open(t + "/app.bin", "wb").write(bytes(random.getrandbits(8) for _ in range(8192
 open(t + "/stm.bin", "wb").write(bytes(random.getrandbits(8) for _ in range(40000)))
 PY
 
+fails_with() { # fails_with TEXT COMMAND...: the command fails and says TEXT
+	text=$1
+	shift
+	out=$("$@" 2>&1) && return 1
+	echo "$out" | grep -q "$text"
+}
+
 slice() { # slice FILE OFFSET LEN OUT
 	dd if="$1" of="$4" bs=1 skip="$2" count="$3" 2>/dev/null
 }
@@ -81,7 +88,7 @@ check "the application in sector 16 is untouched" cmp "$T/app.bin" "$T/got.bin"
 # --- lpc21isp against a part with code read protection: verification must fail ------------
 sim_start lpc lpc1769 fault=crp
 check "lpc21isp -verify fails when the simulated part refuses reads (CRP)" \
-	sh -c "! timeout 120 lpc21isp -bin -verify '$T/lpc.bin' '$T/tty' 115200 12000"
+	fails_with "CODE READ PROTECTION ENABLED" timeout 120 lpc21isp -bin -verify "$T/lpc.bin" "$T/tty" 115200 12000
 sim_stop
 
 # --- stm32flash: write + verify, then read back into a file, on an F407 and an F446 --------
@@ -103,10 +110,47 @@ done
 # --- stm32flash against read protection: the write is refused ------------------------------
 sim_start stm32 stm32f407xx fault=rdp
 check "stm32flash fails against a read-protected part (RDP)" \
-	sh -c "! timeout 120 stm32flash -b 115200 -m 8n1 -w '$T/stm.bin' '$T/tty'"
+	fails_with "NACK" timeout 120 stm32flash -b 115200 -m 8n1 -w "$T/stm.bin" "$T/tty"
 sim_stop
 check "nothing was written under RDP" sh -c \
 	"tr -d '\377' < '$T/flash.bin' | wc -c | grep -qx 0"
+
+# --- skrflashctl rescue in manual mode against the LPC simulator: Katapult in, app kept -----
+CTL="$(cd "$BUILD" && pwd)/skrflashctl"
+python3 - "$T" <<'PY'
+import random, struct, sys
+t = sys.argv[1]
+random.seed(16)
+for name, size in (("stock.bin", 16384), ("katapult.bin", 14336)):
+    d = bytearray(random.getrandbits(8) for _ in range(size))
+    w = list(struct.unpack("<8I", d[:32]))
+    w[0], w[1] = 0x10008000, 0x000001C1
+    w[7] = (-sum(w[:7])) & 0xFFFFFFFF
+    d[:32] = struct.pack("<8I", *w)
+    d[0x2FC:0x300] = bytes(4)
+    open(t + "/" + name, "wb").write(d)
+d = bytearray(random.getrandbits(8) for _ in range(20000))
+d[:8] = struct.pack("<2I", 0x20020000, 0x08000201)
+open(t + "/katapult-f4.bin", "wb").write(d)
+PY
+check "rescue --dry-run prints the plan and what it erases" sh -c \
+	"'$CTL' rescue --board skr-1.4-turbo --device /dev/null --dry-run '$T/katapult.bin' |
+	 grep -q 'Will erase: 4 sectors, 0x00000000-0x00003fff'"
+check "rescue refuses a board without a UART ROM path" fails_with "tied to GND" \
+	"$CTL" rescue --board skr-mini-e3-v2-f103rc --device /dev/null --dry-run "$T/katapult.bin"
+sim_start lpc lpc1769 "load=$T/stock.bin@0" "load=$T/app.bin@0x4000"
+check "skrflashctl rescue installs Katapult through the LPC ISP simulator" sh -c \
+	"cd '$T' && '$CTL' rescue --board skr-1.4-turbo --device '$T/tty' --save-old old.bin katapult.bin"
+sim_stop
+slice "$T/flash.bin" 0 14336 "$T/got.bin"
+check "Katapult is at the flash base" cmp "$T/katapult.bin" "$T/got.bin"
+slice "$T/flash.bin" 16384 8192 "$T/got.bin"
+check "the application at 0x4000 is byte-identical" cmp "$T/app.bin" "$T/got.bin"
+check "the stock bootloader was saved before writing" cmp "$T/stock.bin" "$T/old.bin"
+sim_start stm32 stm32f407xx
+check "STM32 rescue on a port without parity says so" fails_with "even parity" \
+	"$CTL" rescue --board skr-pro --device "$T/tty" "$T/katapult-f4.bin"
+sim_stop
 
 echo "rescue_tools: $checks checks, $failed failed"
 [ "$failed" -eq 0 ]
