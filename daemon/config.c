@@ -69,9 +69,11 @@ static const struct {
 };
 
 static const char *const root_keys[] = {
-    "state_dir", "queue_dir",  "runtime_dir",	"log_level", "max_jobs",
-    "timeouts",	 "drop_group", "control_group", "profiles",  NULL,
+    "state_dir",  "queue_dir",	   "runtime_dir", "log_level", "max_jobs", "timeouts",
+    "drop_group", "control_group", "profiles",	  "rescue",    NULL,
 };
+static const char *const rescue_keys[] = {"device",    "baud",	"reset_line",
+					  "boot_line", "board", NULL};
 static const char *const timeout_keys[] = {"bootloader", "boot", "step", "leave_grace", NULL};
 static const char *const profile_keys[] = {
     "name",
@@ -863,6 +865,97 @@ load_profiles(struct loader *l, const config_setting_t *list, struct config *cfg
 }
 
 static void
+free_rescue(struct config_rescue *r)
+{
+	free(r->device);
+	free(r->reset_line);
+	free(r->boot_line);
+	memset(r, 0, sizeof(*r));
+}
+
+static void
+load_rescue_line(struct loader *l, const config_setting_t *grp, const char *key, char **ret)
+{
+	const config_setting_t *s = config_setting_get_member(grp, key);
+	const char *v;
+
+	if (s && (v = get_string(l, s, 63)))
+		*ret = xstrdup(v);
+}
+
+static bool
+load_rescue(struct loader *l, const config_setting_t *grp, struct config_rescue *r)
+{
+	static const unsigned bauds[] = {9600, 19200, 38400, 57600, 115200, 230400};
+	const config_setting_t *s;
+	const char *v;
+	long long n;
+	unsigned errs = l->n_errors;
+
+	memset(r, 0, sizeof(*r));
+	r->line = config_setting_source_line(grp);
+	r->baud = 115200;
+	if (!config_setting_is_group(grp)) {
+		err_at(l, grp, "expected a group { device = ...; }");
+		return false;
+	}
+	check_keys(l, grp, rescue_keys);
+	if (!(s = config_setting_get_member(grp, "device")))
+		err_missing(l, grp, "device", "required (the UART, e.g. \"/dev/ttyAMA0\")");
+	else if ((v = get_string(l, s, 255)) && v[0] != '/')
+		err_at(l, s, "must be an absolute path");
+	else if (v)
+		r->device = xstrdup(v);
+	if ((s = config_setting_get_member(grp, "baud")) && get_int(l, s, &n)) {
+		size_t i;
+
+		for (i = 0; i < ELEMENTSOF(bauds) && bauds[i] != n; i++)
+			;
+		if (i == ELEMENTSOF(bauds))
+			err_at(l, s, "must be 9600, 19200, 38400, 57600, 115200 or 230400");
+		else
+			r->baud = bauds[i];
+	}
+	load_rescue_line(l, grp, "reset_line", &r->reset_line);
+	load_rescue_line(l, grp, "boot_line", &r->boot_line);
+	if ((s = config_setting_get_member(grp, "board")) && (v = get_string(l, s, 63)) &&
+	    !(r->board = catalog_find(v)))
+		err_at(l, s, "unknown board '%s' (see skrflashctl catalog)", v);
+	return l->n_errors == errs;
+}
+
+static void
+load_rescues(struct loader *l, const config_setting_t *list, struct config *cfg)
+{
+	int n;
+
+	if (!config_setting_is_list(list)) {
+		err_at(l, list, "expected a list of groups ( { ... }, ... )");
+		return;
+	}
+	n = config_setting_length(list);
+	cfg->rescues = xnew_array(struct config_rescue, (size_t)n);
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *grp = config_setting_get_elem(list, (unsigned)i);
+		struct config_rescue r;
+		bool ok = load_rescue(l, grp, &r);
+
+		for (size_t j = 0; ok && j < cfg->n_rescues; j++) {
+			if (strcmp(cfg->rescues[j].device, r.device) == 0) {
+				err_at(l, config_setting_get_member(grp, "device"),
+				       "device '%s' already has a rescue entry (line %u)", r.device,
+				       cfg->rescues[j].line);
+				ok = false;
+			}
+		}
+		if (ok)
+			cfg->rescues[cfg->n_rescues++] = r;
+		else
+			free_rescue(&r);
+	}
+}
+
+static void
 load_root(struct loader *l, const config_setting_t *root, struct config *cfg)
 {
 	const config_setting_t *s;
@@ -904,6 +997,8 @@ load_root(struct loader *l, const config_setting_t *root, struct config *cfg)
 		load_group(l, s, &cfg->control_group, &cfg->has_control_gid, &cfg->control_gid);
 	if ((s = config_setting_get_member(root, "profiles")))
 		load_profiles(l, s, cfg);
+	if ((s = config_setting_get_member(root, "rescue")))
+		load_rescues(l, s, cfg);
 }
 
 static void
@@ -1179,6 +1274,9 @@ config_free(struct config *cfg)
 	for (size_t i = 0; i < cfg->n_profiles; i++)
 		free_profile(&cfg->profiles[i]);
 	free(cfg->profiles);
+	for (size_t i = 0; i < cfg->n_rescues; i++)
+		free_rescue(&cfg->rescues[i]);
+	free(cfg->rescues);
 	free(cfg->path);
 	free(cfg->state_dir);
 	free(cfg->queue_dir);
@@ -1351,6 +1449,22 @@ config_dump(const struct config *cfg, FILE *f)
 		fputs("\n);\n", f);
 	if (n_implicit)
 		fprintf(f, "# %zu implicit catalog profiles\n", n_implicit);
+	for (size_t i = 0; i < cfg->n_rescues; i++) {
+		const struct config_rescue *r = &cfg->rescues[i];
+
+		fputs(i ? ",\n\t{\n" : "rescue = (\n\t{\n", f);
+		dump_kv(f, "\t\t", "device", r->device);
+		fprintf(f, "\t\tbaud = %u;\n", r->baud);
+		if (r->reset_line)
+			dump_kv(f, "\t\t", "reset_line", r->reset_line);
+		if (r->boot_line)
+			dump_kv(f, "\t\t", "boot_line", r->boot_line);
+		if (r->board)
+			dump_kv(f, "\t\t", "board", r->board->name);
+		fputs("\t}", f);
+	}
+	if (cfg->n_rescues)
+		fputs("\n);\n", f);
 }
 
 const struct config_profile *

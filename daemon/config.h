@@ -66,6 +66,18 @@ struct config_profile {
 	bool implicit; /* made from the catalog because the file has no profiles */
 };
 
+/* A UART wired for rescues (skrflashctl rescue, docs/rescue.md): the Pi's serial device and
+ * the GPIO lines (by name) on the board's RESET and boot-mode pins. */
+struct config_rescue {
+	unsigned line;	  /* where it was defined, for messages */
+	char *device;	  /* "/dev/ttyAMA0" */
+	unsigned baud;	  /* default 115200 */
+	char *reset_line; /* GPIO line name on RESET, NULL = pressed by hand */
+	char *boot_line;  /* on P2.10 (LPC ISP) or BOOT0, NULL = jumper by hand */
+	const struct catalog_board
+	    *board; /* the board on this UART, NULL = say on the command line */
+};
+
 struct config {
 	char *path;			/* file it came from, NULL = built-in defaults only */
 	char *state_dir;		/* /var/lib/skrflash */
@@ -85,6 +97,8 @@ struct config {
 	gid_t control_gid;
 	struct config_profile *profiles;
 	size_t n_profiles;
+	struct config_rescue *rescues;
+	size_t n_rescues;
 };
 
 /* Overrides from the command line; NULL members keep the file's or built-in value. */

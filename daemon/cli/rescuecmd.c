@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "catalog.h"
+#include "config.h"
+#include "paths.h"
 #include "flash/gpio.h"
 #include "flash/rescue.h"
 #include "flash/rescue_wiring.h"
@@ -19,21 +21,24 @@
 enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 
 struct args {
-	const char *board, *device, *reset_line, *boot_line, *save_old, *file;
+	const char *board, *device, *reset_line, *boot_line, *save_old, *file, *config;
 	unsigned baud, crystal;
-	bool dry_run;
+	bool baud_set, dry_run;
 };
 
 static void
 usage(void)
 {
-	fprintf(stderr,
-		"Usage: skrflashctl rescue --board NAME --device TTY [--baud N] [--crystal KHZ]\n"
-		"                          [--reset-line NAME] [--boot-line NAME]\n"
-		"                          [--save-old FILE] [--dry-run] BOOTLOADER.bin\n"
-		"Installs a USB bootloader (Katapult) over a UART through the MCU's ROM and keeps\n"
-		"the application. Lines are GPIO line names (gpioinfo); without them you are told\n"
-		"when to set the jumper and press RESET. See docs/rescue.md.\n");
+	fprintf(
+	    stderr,
+	    "Usage: skrflashctl rescue [--board NAME] [--device TTY] [--baud N] [--crystal KHZ]\n"
+	    "                          [--reset-line NAME] [--boot-line NAME]\n"
+	    "                          [--save-old FILE] [--config FILE] [--dry-run]\n"
+	    "                          BOOTLOADER.bin\n"
+	    "Installs a USB bootloader (Katapult) over a UART through the MCU's ROM and keeps\n"
+	    "the application. Lines are GPIO line names (gpioinfo); without them you are told\n"
+	    "when to set the jumper and press RESET. Device, baud, lines and board default to\n"
+	    "the rescue section of skrflash.conf. See docs/rescue.md.\n");
 }
 
 static int
@@ -48,6 +53,7 @@ parse(int argc, char **argv, struct args *a)
 	    {"boot-line", required_argument, NULL, 'i'},
 	    {"save-old", required_argument, NULL, 's'},
 	    {"dry-run", no_argument, NULL, 'n'},
+	    {"config", required_argument, NULL, 'c'},
 	    {NULL, 0, NULL, 0},
 	};
 	uint32_t v;
@@ -71,6 +77,7 @@ parse(int argc, char **argv, struct args *a)
 				return -EINVAL;
 			}
 			*(opt == 'B' ? &a->baud : &a->crystal) = v;
+			a->baud_set |= opt == 'B';
 			break;
 		case 'r':
 			a->reset_line = optarg;
@@ -84,11 +91,14 @@ parse(int argc, char **argv, struct args *a)
 		case 'n':
 			a->dry_run = true;
 			break;
+		case 'c':
+			a->config = optarg;
+			break;
 		default:
 			return -EINVAL;
 		}
 	}
-	if (optind + 1 != argc || !a->board || !a->device)
+	if (optind + 1 != argc)
 		return -EINVAL;
 	a->file = argv[optind];
 	return 0;
@@ -280,26 +290,78 @@ run(const struct args *a, struct rescue_opts *o, const struct image *img)
 	return r < 0 ? EXIT_FAIL : EXIT_OK;
 }
 
-int
-rescue_command(int argc, char **argv)
+/* Fill what the command line left open from the config's rescue section. */
+static int
+apply_config(struct args *a, struct config **ret_cfg)
+{
+	const char *path = a->config;
+	const struct config_rescue *pick = NULL;
+	char *errors = NULL;
+	int r;
+
+	if (a->board && a->device)
+		return 0;
+	if (!path && access(SKRFLASH_CONFIG_FILE, R_OK) == 0)
+		path = SKRFLASH_CONFIG_FILE;
+	if (!path) {
+		fprintf(stderr,
+			"skrflashctl rescue: give --board and --device, or a rescue section "
+			"in " SKRFLASH_CONFIG_FILE "\n");
+		return -EINVAL;
+	}
+	r = config_load(path, NULL, ret_cfg, &errors);
+	if (r < 0) {
+		fprintf(stderr, "skrflashctl rescue: cannot load %s:\n%s", path,
+			errors ? errors : strerror(-r));
+		free(errors);
+		return r;
+	}
+	for (size_t i = 0; i < (*ret_cfg)->n_rescues; i++) {
+		const struct config_rescue *e = &(*ret_cfg)->rescues[i];
+
+		if ((a->device && strcmp(a->device, e->device) == 0) ||
+		    (!a->device && a->board && e->board && strcmp(a->board, e->board->name) == 0) ||
+		    (!a->device && !a->board && (*ret_cfg)->n_rescues == 1))
+			pick = e;
+	}
+	if (!pick) {
+		fprintf(stderr,
+			"skrflashctl rescue: %s has no rescue entry for %s: give --board and "
+			"--device\n",
+			path,
+			a->device  ? a->device
+			: a->board ? a->board
+				   : "this (several are set)");
+		return -ENOENT;
+	}
+	a->device = pick->device;
+	a->board = a->board ? a->board : pick->board ? pick->board->name : NULL;
+	a->baud = a->baud_set ? a->baud : pick->baud;
+	a->reset_line = a->reset_line ? a->reset_line : pick->reset_line;
+	a->boot_line = a->boot_line ? a->boot_line : pick->boot_line;
+	if (!a->board) {
+		fprintf(stderr, "skrflashctl rescue: which board is on %s? give --board\n",
+			a->device);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int
+rescue_board(struct args *a)
 {
 	const struct catalog_board *b;
 	const struct rescue_wiring *w;
 	struct rescue_opts o;
 	struct image img;
-	struct args a;
 	char err[512];
 	uint32_t mask = 0;
 	int code;
 
-	if (parse(argc, argv, &a) < 0) {
-		usage();
-		return EXIT_USAGE;
-	}
-	if (!(b = catalog_find(a.board))) {
+	if (!(b = catalog_find(a->board))) {
 		fprintf(stderr,
 			"skrflashctl rescue: unknown board '%s' (see skrflashctl catalog)\n",
-			a.board);
+			a->board);
 		return EXIT_USAGE;
 	}
 	w = rescue_wiring_find(b->name);
@@ -308,16 +370,16 @@ rescue_command(int argc, char **argv)
 			w ? w->notes : "no UART rescue facts for this board");
 		return EXIT_FAIL;
 	}
-	if (load_image(a.file, b, &img) < 0)
+	if (load_image(a->file, b, &img) < 0)
 		return EXIT_FAIL;
 	o = (struct rescue_opts){.rom = w->rom,
-				 .tty = a.device,
+				 .tty = a->device,
 				 .mcu = b->mcu,
 				 .boot_size = b->app_start - b->mcu->flash_base,
-				 .crystal_khz = a.crystal};
+				 .crystal_khz = a->crystal};
 	code = EXIT_FAIL;
 	if (rescue_check_image(&o, img.data, img.size, err, sizeof(err)) < 0)
-		fprintf(stderr, "skrflashctl rescue: %s: %s\n", a.file, err);
+		fprintf(stderr, "skrflashctl rescue: %s: %s\n", a->file, err);
 	else if (rescue_boot_sectors(&o, &mask) < 0)
 		fprintf(stderr,
 			"skrflashctl rescue: %s: the bootloader area does not end on a sector "
@@ -326,17 +388,37 @@ rescue_command(int argc, char **argv)
 	else
 		code = EXIT_OK;
 	if (code == EXIT_OK) {
-		printf("Rescue of %s (%s) over %s at %u baud, %s\n", b->name, b->title, a.device,
-		       a.baud,
+		printf("Rescue of %s (%s) over %s at %u baud, %s\n", b->name, b->title, a->device,
+		       a->baud,
 		       w->rom == RESCUE_ROM_LPCISP ? "NXP LPC176x UART ISP, 8N1 + XON/XOFF"
 						   : "STM32 USART bootloader (AN3155), 8E1");
-		printf("Bootloader: %s, %zu bytes, fits the %u-byte bootloader area\n", a.file,
+		printf("Bootloader: %s, %zu bytes, fits the %u-byte bootloader area\n", a->file,
 		       img.size, o.boot_size);
-		print_wiring(w, &a, w->rom);
-		print_plan(b, &o, &a, img.size, mask);
-		if (!a.dry_run)
-			code = run(&a, &o, &img);
+		print_wiring(w, a, w->rom);
+		print_plan(b, &o, a, img.size, mask);
+		if (!a->dry_run)
+			code = run(a, &o, &img);
 	}
 	image_done(&img);
+	return code;
+}
+
+int
+rescue_command(int argc, char **argv)
+{
+	struct config *cfg = NULL;
+	struct args a;
+	int code;
+
+	if (parse(argc, argv, &a) < 0) {
+		usage();
+		return EXIT_USAGE;
+	}
+	if (apply_config(&a, &cfg) < 0) {
+		config_free(cfg);
+		return EXIT_USAGE;
+	}
+	code = rescue_board(&a);
+	config_free(cfg);
 	return code;
 }

@@ -136,6 +136,11 @@ PY
 check "rescue --dry-run prints the plan and what it erases" sh -c \
 	"'$CTL' rescue --board skr-1.4-turbo --device /dev/null --dry-run '$T/katapult.bin' |
 	 grep -q 'Will erase: 4 sectors, 0x00000000-0x00003fff'"
+printf 'rescue = ( { device = "/dev/null"; board = "skr-1.4-turbo"; reset_line = "GPIO27"; } );\n' \
+	>"$T/rescue.conf"
+check "rescue takes device, board and lines from the rescue section" sh -c \
+	"'$CTL' rescue --config '$T/rescue.conf' --dry-run '$T/katapult.bin' |
+	 grep -q 'EXP2 pin 3.*GPIO line GPIO27'"
 check "rescue refuses a board without a UART ROM path" fails_with "tied to GND" \
 	"$CTL" rescue --board skr-mini-e3-v2-f103rc --device /dev/null --dry-run "$T/katapult.bin"
 sim_start lpc lpc1769 "load=$T/stock.bin@0" "load=$T/app.bin@0x4000"
