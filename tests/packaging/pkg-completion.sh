@@ -40,7 +40,7 @@ mkdir -p "$work/queue/octopus" "$work/queue/toolhead" "$work/files"
 touch "$work/files/klipper.bin" "$work/queue/not-a-dir"
 export SKRFLASH_QUEUE_DIR=$work/queue
 
-expect "boards catalog flash history queue queued retry status validate watch" ""
+expect "boards catalog flash history queue queued rescue retry status validate watch" ""
 expect "queue queued" qu
 expect "--config --help --json --queue-dir --socket" --
 expect "status" --json st
@@ -55,6 +55,8 @@ expect "octopus" validate --profile o
 expect "--all --json" boards --
 expect "--no-wait" queue --n
 expect "" flash ""
+expect "--baud --board --boot-line --config --crystal --device --dry-run --reset-line --save-old" rescue --
+expect "$work/files/klipper.bin" rescue --board skr-1.4-turbo --baud 57600 "$work/files/k"
 mkdir -p "$work/other/printer9"
 expect "printer9" --queue-dir "$work/other" queue ""
 expect "" status ""
