@@ -128,6 +128,8 @@ struct sim_katapult_stats {
 	unsigned erases;    /* pages erased */
 	unsigned errors;    /* COMMAND_ERROR sent */
 	unsigned completes; /* COMPLETE received */
+	unsigned replies;   /* replies that went into the device's transmit buffer */
+	unsigned tx_dropped; /* replies dropped: the 192-byte transmit buffer was full */
 };
 void sim_board_katapult_stats(struct sim_board *b, struct sim_katapult_stats *ret);
 
