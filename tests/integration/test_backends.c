@@ -347,8 +347,8 @@ static void
 katapult_faults(struct sim *s)
 {
 	/* reply 10 is the ACK of a block in the middle of a 256-byte chunk, 12 of the last */
-	katapult_lpc_fault(s, "3-1", (struct sim_fault){SIM_FAULT_DROP_FRAME, 10, 1});
-	katapult_lpc_fault(s, "3-2", (struct sim_fault){SIM_FAULT_CORRUPT_FRAME, 12, 2});
+	katapult_lpc_fault(s, "5-1", (struct sim_fault){SIM_FAULT_DROP_FRAME, 10, 1});
+	katapult_lpc_fault(s, "5-2", (struct sim_fault){SIM_FAULT_CORRUPT_FRAME, 12, 2});
 	katapult_fault(s, "1-4", (struct sim_fault){SIM_FAULT_CORRUPT_FRAME, 5, 2}, 0, true, NULL);
 	katapult_fault(s, "1-5", (struct sim_fault){SIM_FAULT_DROP_FRAME, 7, 1}, 500, true, NULL);
 	katapult_fault(s, "1-6", (struct sim_fault){SIM_FAULT_DUP_FRAME, 3, 4}, 0, true, NULL);
