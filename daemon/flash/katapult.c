@@ -45,8 +45,8 @@
 #define KAT_MAX_WINDOW 64
 #define KAT_DEFAULT_TIMEOUT_MS 5000 /* flashtool's SEND_BLOCK read timeout (§2.4 step 7) */
 #define KAT_TRIES 5		    /* flashtool send_command: 5 tries per command */
-#define KAT_DEVICE_TX_BUF 192 /* usb_cdc.c transmit_buf */
-#define KAT_DRAIN_QUIET_MS 250 /* flashtool discards pending input for 0.25 s */
+#define KAT_DEVICE_TX_BUF 192	    /* usb_cdc.c transmit_buf */
+#define KAT_DRAIN_QUIET_MS 250	    /* flashtool discards pending input for 0.25 s */
 
 struct kat {
 	int fd;
@@ -60,9 +60,9 @@ struct kat {
 	uint8_t *sent;			   /* the padded image, n_blocks * block_size bytes */
 	size_t n_blocks;
 	uint32_t start;
-	bool lpc;	/* lpc176x/flash.c: in-order blocks only, resends refused */
-	bool rp2040;	/* rp2040/flash.c: SEND_EOF counts 256-byte program pages */
-	bool primed;	/* a prime was sent whose COMMAND_ERROR may still come */
+	bool lpc;    /* lpc176x/flash.c: in-order blocks only, resends refused */
+	bool rp2040; /* rp2040/flash.c: SEND_EOF counts 256-byte program pages */
+	bool primed; /* a prime was sent whose COMMAND_ERROR may still come */
 };
 
 static int

@@ -96,9 +96,9 @@ struct sim_board {
 	uint32_t kat_pages; /* flash_complete()'s page_write_count: per boot, not per CONNECT */
 	/* LPC176x iap_buf / RP2040 page buffer: 256 bytes collected before a flash write */
 	uint8_t kat_wbuf[256];
-	uint32_t kat_wbuf_addr;	 /* flash address of kat_wbuf[0] */
-	bool kat_wbuf_used;	 /* RP2040 buffer_not_empty */
-	uint32_t kat_next_addr;	 /* LPC176x next_address (0 at boot) */
+	uint32_t kat_wbuf_addr; /* flash address of kat_wbuf[0] */
+	bool kat_wbuf_used;	/* RP2040 buffer_not_empty */
+	uint32_t kat_next_addr; /* LPC176x next_address (0 at boot) */
 	/* the device's transmit path: tx[0, kat_ep) is the bulk IN endpoint packet the host has
 	 * not read yet, tx[kat_ep, tx_len) is usb_cdc.c transmit_buf (192 bytes) */
 	uint8_t tx[2200];
@@ -160,9 +160,9 @@ void sim_board_schedule(struct sim_board *b, enum sim_action action, uint32_t de
 uint32_t sim_board_delay_us(const struct sim_board *b, uint32_t base_us, uint32_t min_us);
 
 /* Katapult device (sim_katapult.c), service thread with sim->lock held. */
-void sim_katapult_reset(struct sim_board *b);	/* a new enumeration (the device booted) */
-void sim_katapult_opened(struct sim_board *b);	/* the host opened the tty */
-void sim_katapult_closed(struct sim_board *b);	/* the host closed it */
+void sim_katapult_reset(struct sim_board *b);  /* a new enumeration (the device booted) */
+void sim_katapult_opened(struct sim_board *b); /* the host opened the tty */
+void sim_katapult_closed(struct sim_board *b); /* the host closed it */
 void sim_katapult_received(struct sim_board *b, size_t n); /* n bytes were read into rx */
 /* Run the device up to now: take frames from rx, write what the host has read to the tty. */
 void sim_katapult_run(struct sim_board *b);

@@ -67,9 +67,9 @@
 #include "util.h"
 
 #define SOFTWARE_VERSION "v0.0.1-sim"
-#define KAT_TX_BUF 192	/* usb_cdc.c transmit_buf */
-#define KAT_EP_SIZE 64	/* USB_CDC_EP_BULK_IN_SIZE */
-#define KAT_CHUNK 256	/* lpc176x IAP_BUF_MIN_SIZE, rp2040 PAGE_SIZE */
+#define KAT_TX_BUF 192 /* usb_cdc.c transmit_buf */
+#define KAT_EP_SIZE 64 /* USB_CDC_EP_BULK_IN_SIZE */
+#define KAT_CHUNK 256  /* lpc176x IAP_BUF_MIN_SIZE, rp2040 PAGE_SIZE */
 #define KAT_RP2040_SECTOR 4096
 #define KAT_WIRE_BYTES_PER_FRAME 1216 /* 19 bulk packets of 64 bytes per 1 ms frame */
 #define KAT_HELD UINT64_MAX
@@ -367,8 +367,8 @@ do_connect(struct sim_board *b)
 	n += put_string(p + n, b->model->mcu->name);
 	n += 4;
 	n += put_string(p + n, SOFTWARE_VERSION);
-	pend(b, katapult_frame_encode_bytes(KATAPULT_RSP_ACK, p, n, b->kat_pend,
-					    sizeof(b->kat_pend)));
+	pend(b,
+	     katapult_frame_encode_bytes(KATAPULT_RSP_ACK, p, n, b->kat_pend, sizeof(b->kat_pend)));
 }
 
 /* The STM32 write rules on one unit of `len` bytes at addr inside the erase unit
@@ -623,8 +623,7 @@ dispatch(struct sim_board *b, const struct katapult_frame *f, uint32_t *busy)
 		reply_words(b, w, 1);
 		/* about 100 ms after the ACK: REQUEST_START_APP and reset */
 		b->request = SIM_REQ_APP;
-		sim_board_schedule(b, SIM_ACT_RESET,
-				   *busy + sim_board_delay_us(b, 100000, 2000));
+		sim_board_schedule(b, SIM_ACT_RESET, *busy + sim_board_delay_us(b, 100000, 2000));
 		return;
 	}
 	default:
@@ -727,8 +726,8 @@ sim_katapult_next_us(const struct sim_board *b)
 	if (!b->kat_pend_len && b->rx_len && b->action == SIM_ACT_NONE &&
 	    katapult_frame_find(b->rx, b->rx_len, KATAPULT_DEVICE_FRAME_MAX, &f, &bad) != 0) {
 		/* a frame waiting for the wire or for the device */
-		uint64_t t = b->kat_busy_until > b->kat_out_clock ? b->kat_busy_until
-								    : b->kat_out_clock;
+		uint64_t t =
+		    b->kat_busy_until > b->kat_out_clock ? b->kat_busy_until : b->kat_out_clock;
 		if (b->stall_until_us > t)
 			t = b->stall_until_us;
 		if (t < next)

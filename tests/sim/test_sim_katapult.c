@@ -436,8 +436,8 @@ test_transmit_buffer(struct sim *s)
 	for (uint32_t i = 0; i < 8; i++) {
 		uint32_t addr = 0x08008000 + 64 * i;
 
-		n += (size_t)katapult_frame_encode(KATAPULT_CMD_REQUEST_BLOCK, &addr, 1,
-						   burst + n, sizeof(burst) - n);
+		n += (size_t)katapult_frame_encode(KATAPULT_CMD_REQUEST_BLOCK, &addr, 1, burst + n,
+						   sizeof(burst) - n);
 	}
 	CHECK_EQ_INT(n, sizeof(burst));
 	host_send_raw(&h, burst, n);
@@ -456,9 +456,9 @@ test_transmit_buffer(struct sim *s)
 	memset(blk, 0x5a, sizeof(blk));
 	for (uint32_t i = 0; i < 12; i++) {
 		uint8_t frame[KATAPULT_FRAME_MAX];
-		int len = katapult_frame_encode_word_bytes(KATAPULT_CMD_SEND_BLOCK,
-							   0x08008000 + 64 * i, blk, sizeof(blk),
-							   frame, sizeof(frame));
+		int len =
+		    katapult_frame_encode_word_bytes(KATAPULT_CMD_SEND_BLOCK, 0x08008000 + 64 * i,
+						     blk, sizeof(blk), frame, sizeof(frame));
 
 		host_send_raw(&h, frame, (size_t)len);
 	}
