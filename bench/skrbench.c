@@ -313,20 +313,24 @@ frame_len(uint8_t code, size_t payload)
 	return (size_t)katapult_frame_encode_bytes(code, NULL, 0, buf, sizeof(buf)) + payload;
 }
 
-/* Katapult flash+verify by a perfect host: blocks stream back to back, so each costs the
- * slower of its flash time (page erase on a page's first block, then programming) and its
- * wire time; the verify reads cost wire time only; CONNECT, SEND_EOF and COMPLETE are lone
- * round trips of one frame each. */
+/* Katapult flash+verify by a perfect host under the simulator's model (sim_katapult.c):
+ * blocks stream back to back, so each costs the slower of its flash time (page erase on a
+ * page's first block, then programming) and its wire time, in whichever direction is the
+ * slower (each carries 19 x 64 bytes per frame). The verify reads cost the wire time of
+ * their replies: 2 reads in flight (160 of the device's 192 transmit bytes) keep the IN pipe
+ * busy when the host answers within a reply's wire time. CONNECT, SEND_EOF and COMPLETE are
+ * lone round trips of one frame each. */
 static double
 katapult_bound_ms(const struct catalog_mcu *mcu, size_t len)
 {
 	struct flash *f = flash_new(mcu, 1.0);
 	size_t blocks = (len + SIM_BLOCK_SIZE - 1) / SIM_BLOCK_SIZE;
-	double send_b = (double)(frame_len(KATAPULT_CMD_SEND_BLOCK, 4 + SIM_BLOCK_SIZE) +
-				 frame_len(KATAPULT_RSP_ACK, 8));
-	double req_b = (double)(frame_len(KATAPULT_CMD_REQUEST_BLOCK, 4) +
-				frame_len(KATAPULT_RSP_ACK, 8 + SIM_BLOCK_SIZE));
-	double wire_send = send_b / WIRE_BYTES_PER_MS, wire_req = req_b / WIRE_BYTES_PER_MS;
+	double send_out = (double)frame_len(KATAPULT_CMD_SEND_BLOCK, 4 + SIM_BLOCK_SIZE);
+	double send_in = (double)frame_len(KATAPULT_RSP_ACK, 8);
+	double req_out = (double)frame_len(KATAPULT_CMD_REQUEST_BLOCK, 4);
+	double req_in = (double)frame_len(KATAPULT_RSP_ACK, 8 + SIM_BLOCK_SIZE);
+	double wire_send = (send_out > send_in ? send_out : send_in) / WIRE_BYTES_PER_MS;
+	double wire_req = (req_out > req_in ? req_out : req_in) / WIRE_BYTES_PER_MS;
 	double prog = flash_program_time(f, SIM_BLOCK_SIZE) / 1000.0;
 	double ms;
 

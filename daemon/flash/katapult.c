@@ -6,6 +6,20 @@
  * recovery, SEND_EOF and COMPLETE (protocols.md §2.2-2.4). The reference host is a Python
  * script (Katapult's flashtool), so there is no C library to use instead.
  *
+ * What the device does that shapes the window and the recovery (Arksine/katapult):
+ * - src/generic/usb_cdc.c: every reply goes into a 192-byte transmit buffer and is silently
+ *   dropped when it does not fit; received frames are dispatched without looking at that
+ *   space. So the window counts the replies in flight by their size against 192 bytes:
+ *   a REQUEST_BLOCK reply is 80 bytes (2 in flight), a SEND_BLOCK reply 16 (12 in flight).
+ * - src/lpc176x/flash.c: a block whose address is not the next expected one is refused
+ *   with COMMAND_ERROR (unless both are 256-byte aligned), so resending a block the device
+ *   already took fails there. Recovery on LPC176x moves forward one block at a time from
+ *   the first unacknowledged one until the device accepts one: that is where it stands.
+ *   STM32 (src/stm32/flash.c) and RP2040 (src/rp2040/flash.c) accept a resend.
+ * - The USBFS parts (F0/F1/G0/G4/L4) hold the first IN packet after enumeration until a
+ *   second one is queued: the prime's reply comes out in front of CONNECT's, or not at
+ *   all when this enumeration already sent one.
+ *
  * One deliberate deviation from flashtool: COMPLETE is sent only by leave(), i.e. after a
  * verified write. flashtool sends it in a `finally`, even after a failed write; Katapult then
  * jumps into a half-erased application area and the board boot-loops, out of reach of USB.
@@ -31,8 +45,8 @@
 #define KAT_MAX_WINDOW 64
 #define KAT_DEFAULT_TIMEOUT_MS 5000 /* flashtool's SEND_BLOCK read timeout (§2.4 step 7) */
 #define KAT_TRIES 5		    /* flashtool send_command: 5 tries per command */
-#define KAT_PRIME_WAIT_MS 250
-#define KAT_DRAIN_QUIET_MS 250 /* flashtool discards pending input for 0.25 s */
+#define KAT_DEVICE_TX_BUF 192	    /* usb_cdc.c transmit_buf */
+#define KAT_DRAIN_QUIET_MS 250	    /* flashtool discards pending input for 0.25 s */
 
 struct kat {
 	int fd;
@@ -46,6 +60,9 @@ struct kat {
 	uint8_t *sent;			   /* the padded image, n_blocks * block_size bytes */
 	size_t n_blocks;
 	uint32_t start;
+	bool lpc;    /* lpc176x/flash.c: in-order blocks only, resends refused */
+	bool rp2040; /* rp2040/flash.c: SEND_EOF counts 256-byte program pages */
+	bool primed; /* a prime was sent whose COMMAND_ERROR may still come */
 };
 
 static int
@@ -181,6 +198,11 @@ kat_command(struct kat *k, struct flash_session *s, uint8_t cmd, struct katapult
 			if (r < 0)
 				break;
 			r = katapult_check_ack(&f, cmd, ret_data, ret_len);
+			/* the prime's COMMAND_ERROR, once */
+			if (r == -EINVAL && k->primed) {
+				k->primed = false;
+				continue;
+			}
 			/* an ACK of an earlier command is stale: keep reading */
 			if (r != -EPROTO)
 				break;
@@ -219,8 +241,9 @@ reason(int r)
 	}
 }
 
-/* §2.4 step 5: USBFS double-buffered parts (product "stm32" + not f2/f4/h7) lose the first
- * reply after the port opens; a dummy command absorbs it. */
+/* §2.4 step 5: USBFS double-buffered parts (product "stm32" + not f2/f4/h7) hold the first
+ * IN packet of an enumeration until a second is queued; a dummy command in front of CONNECT
+ * gives CONNECT's reply a packet to follow. */
 static bool
 needs_prime(const char *product)
 {
@@ -270,10 +293,9 @@ kat_open(struct flash_session *s)
 	if (needs_prime(s->dev->product)) {
 		uint8_t buf[KATAPULT_FRAME_MIN];
 
+		/* no wait: its reply (COMMAND_ERROR) is skipped while CONNECT waits for its own */
 		r = katapult_frame_encode(KATAPULT_CMD_PRIME, NULL, 0, buf, sizeof(buf));
-		if (r > 0 && kat_send(k, s, buf, (size_t)r) == 0)
-			(void)kat_recv(k, &f, KAT_PRIME_WAIT_MS);
-		k->rx_len = 0;
+		k->primed = r > 0 && kat_send(k, s, buf, (size_t)r) == 0;
 	}
 
 	r = kat_command(k, s, KATAPULT_CMD_CONNECT, &f, NULL, NULL);
@@ -293,7 +315,10 @@ kat_open(struct flash_session *s)
 		return -EPROTO;
 	}
 	k->connected = true;
+	k->primed = false;
 	k->block_size = ci.block_size;
+	k->lpc = strncasecmp(ci.mcu, "lpc176", 6) == 0;
+	k->rp2040 = strncasecmp(ci.mcu, "rp2040", 6) == 0;
 	(void)str_copy(s->reported_mcu, sizeof(s->reported_mcu), ci.mcu);
 	(void)str_copy(s->reported_version, sizeof(s->reported_version), ci.software_version);
 	s->reported_app_start = ci.app_start;
@@ -323,86 +348,115 @@ send_block(struct kat *k, struct flash_session *s, uint8_t cmd, size_t i)
 	return kat_send(k, s, buf, (size_t)n);
 }
 
-/* SEND_BLOCK or REQUEST_BLOCK for every block, k->window frames in flight. Replies come in
- * order; anything unexpected (NACK, COMMAND_ERROR, silence, a corrupt reply, a wrong echo)
- * restarts from the first unacknowledged block, which Katapult accepts because identical
- * resends are idempotent (§2.3). */
+/* How many replies of cmd may be in flight: what the device's transmit buffer holds (an ACK
+ * frame is 8 bytes around its payload: 16 for SEND_BLOCK, 16 + block for REQUEST_BLOCK),
+ * and no more than the configured window. */
+static size_t
+window_for(const struct kat *k, uint8_t cmd)
+{
+	size_t reply = 8 + 8 + (cmd == KATAPULT_CMD_REQUEST_BLOCK ? k->block_size : 0);
+	size_t fit = KAT_DEVICE_TX_BUF / reply;
+
+	if (fit < 1)
+		fit = 1;
+	return fit < k->window ? fit : k->window;
+}
+
+/* The next reply, for block `base`: 0 it is acknowledged (and a read matches), 1 the reply
+ * is not for it (stale, duplicate), -EILSEQ the block read back differs (reported), else the
+ * reason to go back to it. */
+static int
+block_reply(struct kat *k, struct flash_session *s, uint8_t cmd, size_t base)
+{
+	uint32_t expected = k->start + (uint32_t)(base * k->block_size), addr;
+	const uint8_t *d, *want = k->sent + base * k->block_size;
+	struct katapult_frame f;
+	size_t dl;
+	int r = kat_recv(k, &f, k->timeout_ms);
+
+	if (r < 0)
+		return r;
+	r = katapult_check_ack(&f, cmd, &d, &dl);
+	if (r == -EPROTO)
+		return 1; /* a late ACK of another command */
+	if (r < 0)
+		return r;
+	if (dl < 4)
+		return -EPROTO;
+	addr = katapult_get_le32(d);
+	if (addr >= k->start && addr < expected)
+		return 1; /* duplicate reply for a block already acknowledged */
+	if (addr != expected)
+		return -EPROTO;
+	if (cmd != KATAPULT_CMD_REQUEST_BLOCK)
+		return 0;
+	if (dl < 4 + k->block_size)
+		return -EPROTO;
+	for (uint32_t j = 0; j < k->block_size; j++) {
+		if (d[4 + j] != want[j]) {
+			backend_error(s, "verify failed at 0x%08x: read 0x%02x, wrote 0x%02x",
+				      expected + j, d[4 + j], want[j]);
+			return -EILSEQ;
+		}
+	}
+	return 0;
+}
+
+/* SEND_BLOCK or REQUEST_BLOCK for every block, window_for() frames in flight. Replies come
+ * in order; anything unexpected (NACK, COMMAND_ERROR, silence, a corrupt reply, a wrong
+ * echo) goes back to the first unacknowledged block: STM32 and RP2040 take a resend. On
+ * LPC176x the resend goes one block at a time, and a COMMAND_ERROR to a block sent before
+ * means the device has it and expects a later one (lpc176x/flash.c next_address). */
 static int
 kat_transfer(struct kat *k, struct flash_session *s, uint8_t cmd)
 {
 	const char *step = cmd == KATAPULT_CMD_SEND_BLOCK ? "write" : "verify";
 	uint64_t total = (uint64_t)k->n_blocks * k->block_size;
-	size_t base = 0, next = 0;
+	size_t base = 0, next = 0, win = window_for(k, cmd), high = 0;
+	bool probing = false;
 	unsigned tries = 0;
 	int r;
 
 	while (base < k->n_blocks) {
-		uint32_t expected = k->start + (uint32_t)(base * k->block_size);
-		struct katapult_frame f;
-		const uint8_t *d;
-		size_t dl;
-
-		while (next < k->n_blocks && next - base < k->window) {
+		while (next < k->n_blocks && next - base < (probing ? 1 : win)) {
 			r = send_block(k, s, cmd, next);
 			if (r < 0)
 				goto fail;
 			next++;
 		}
-		r = kat_recv(k, &f, k->timeout_ms);
-		if (r == 0) {
-			r = katapult_check_ack(&f, cmd, &d, &dl);
-			if (r == -EPROTO)
-				continue; /* a late ACK of another command */
+		r = block_reply(k, s, cmd, base);
+		if (r == 1)
+			continue;
+		if (r == 0 || (probing && r == -EINVAL && base < high)) {
+			base++;
+			next = base > next ? base : next;
+			tries = 0;
+			probing = probing && r != 0;
+			if (s->progress)
+				s->progress(s->userdata, step, (uint64_t)base * k->block_size,
+					    total);
+			continue;
 		}
-		if (r == 0 && dl < 4)
-			r = -EPROTO;
-		if (r == 0) {
-			uint32_t addr = katapult_get_le32(d);
-
-			if (addr >= k->start && addr < expected)
-				continue; /* duplicate reply for a block already acknowledged */
-			if (addr != expected) {
-				r = -EPROTO;
-			} else if (cmd == KATAPULT_CMD_REQUEST_BLOCK) {
-				if (dl < 4 + k->block_size) {
-					r = -EPROTO;
-				} else {
-					const uint8_t *want = k->sent + base * k->block_size;
-
-					for (uint32_t j = 0; j < k->block_size; j++)
-						if (d[4 + j] != want[j]) {
-							backend_error(
-							    s,
-							    "verify failed at 0x%08x: read "
-							    "0x%02x, wrote 0x%02x",
-							    expected + j, d[4 + j], want[j]);
-							return -EIO;
-						}
-				}
-			}
-			if (r == 0) {
-				base++;
-				tries = 0;
-				if (s->progress)
-					s->progress(s->userdata, step,
-						    (uint64_t)base * k->block_size, total);
-				continue;
-			}
-		}
+		if (r == -EILSEQ)
+			return -EIO;
 		if (r == -ENODEV)
 			goto fail;
 		if (++tries >= KAT_TRIES) {
 			backend_error(s, "%s of the block at 0x%08x failed %u times (last: %s)",
 				      cmd == KATAPULT_CMD_SEND_BLOCK ? "write" : "read-back",
-				      expected, tries, reason(r));
+				      k->start + (uint32_t)(base * k->block_size), tries,
+				      reason(r));
 			return -EIO;
 		}
-		log_debug("katapult: block 0x%08x: %s, resending from there", expected, reason(r));
+		log_debug("katapult: block 0x%08x: %s, resending from there",
+			  k->start + (uint32_t)(base * k->block_size), reason(r));
 		if (kat_drain(k) == -ENODEV) {
 			r = -ENODEV;
 			goto fail;
 		}
+		high = next > high ? next : high;
 		next = base;
+		probing = k->lpc && cmd == KATAPULT_CMD_SEND_BLOCK;
 	}
 	return 0;
 fail:
@@ -482,8 +536,11 @@ kat_write(struct flash_session *s)
 	}
 	pages = katapult_get_le32(d);
 	s->erases = pages;
-	want = expected_pages(s, load, load + (uint32_t)s->bytes_written);
-	/* resends may count a page twice; fewer pages than the image spans means lost data */
+	/* rp2040/flash.c counts 256-byte program pages, the others erase units */
+	want = k->rp2040 ? (uint32_t)((s->bytes_written + 255) / 256)
+			 : expected_pages(s, load, load + (uint32_t)s->bytes_written);
+	/* a page counts once per boot of Katapult, or more where RP2040 re-opens one; fewer
+	 * pages than the image spans means lost data */
 	if (pages == 0 || (want && pages < want)) {
 		backend_error(s, "Katapult reports %u flash pages written, the image spans %u",
 			      pages, want ? want : 1);

@@ -126,6 +126,23 @@ run_plan(const struct worker_plan *p, struct worker_report *r)
 
 /* --- Katapult -------------------------------------------------------------------------- */
 
+/* Katapult's EOF page count for the image of katapult_flash_ok on a freshly booted device:
+ * erase units touched (stm32/flash.c, lpc176x/flash.c), 256-byte pages on RP2040. */
+static uint32_t
+katapult_pages(const struct catalog_mcu *mcu, uint32_t app, size_t len)
+{
+	uint32_t n = 0, ps, psz;
+
+	if (mcu->family == CATALOG_FAMILY_RP2040)
+		return (uint32_t)((len + 255) / 256);
+	for (uint32_t a = app; a < app + len; a = ps + psz) {
+		if (catalog_mcu_sector(mcu, a, &ps, &psz) < 0)
+			return 0;
+		n++;
+	}
+	return n;
+}
+
 static void
 katapult_flash_ok(struct sim *s, const char *model, const char *port, unsigned window)
 {
@@ -137,7 +154,9 @@ katapult_flash_ok(struct sim *s, const char *model, const char *port, unsigned w
 	struct worker_report r;
 	uint8_t *before, *img;
 	size_t flen;
-	uint32_t app;
+	uint32_t app, pages;
+	enum catalog_family fam;
+	bool prime;
 	char *path;
 
 	CHECK(b != NULL);
@@ -145,6 +164,9 @@ katapult_flash_ok(struct sim *s, const char *model, const char *port, unsigned w
 		return;
 	fprintf(stderr, "katapult: %s window %u\n", model, window);
 	app = sim_board_app_start(b);
+	fam = sim_board_model(b)->mcu->family;
+	prime = fam == CATALOG_FAMILY_STM32F1 || fam == CATALOG_FAMILY_STM32G0;
+	pages = katapult_pages(sim_board_model(b)->mcu, app, 20480 + 64);
 	before = snapshot(b, &flen);
 	img = klipper_image(b, app, "v0.12.0-katapult", 20480 + 36); /* last block padded */
 	path = save_image(img, 20480 + 36);
@@ -162,6 +184,12 @@ katapult_flash_ok(struct sim *s, const char *model, const char *port, unsigned w
 	CHECK(memcmp(before, snapshot(b, &flen), app - sim_board_flash(b)->base) == 0);
 	sim_board_katapult_stats(b, &st);
 	CHECK_EQ_INT(st.completes, 1);
+	/* nothing lost in the device's 192-byte transmit buffer, no retry: the prime (USBFS
+	 * parts), CONNECT, 321 blocks, EOF, 321 reads, COMPLETE */
+	CHECK_EQ_INT(st.tx_dropped, 0);
+	CHECK_EQ_INT(st.frames_rx, (prime ? 1u : 0u) + 1 + 321 + 1 + 321 + 1);
+	CHECK_EQ_INT(st.errors, prime ? 1 : 0);
+	CHECK_EQ_INT(r.erases, pages);
 	/* COMPLETE boots the new application */
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
 	CHECK_STREQ(sim_board_app_version(b), "v0.12.0-katapult");
@@ -277,9 +305,50 @@ katapult_fault(struct sim *s, const char *port, struct sim_fault fault, unsigned
 	sim_board_unplug(b);
 }
 
+/* LPC176x refuses a block it already took (lpc176x/flash.c next_address): a lost or
+ * corrupted SEND_BLOCK reply must not end the flash there. */
+static void
+katapult_lpc_fault(struct sim *s, const char *port, struct sim_fault fault)
+{
+	struct sim_board_spec spec = {.model = "skr-1.4-turbo",
+				      .port = port,
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KATAPULT};
+	struct sim_board *b = sim_board_add(s, &spec);
+	struct sim_katapult_stats st;
+	struct worker_plan p;
+	struct worker_report r;
+	uint8_t *img;
+	char *path;
+
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	fprintf(stderr, "katapult lpc fault %d at %u count %u\n", (int)fault.kind, fault.at,
+		fault.count);
+	img = klipper_image(b, 0x4000, "v-lpc-fault", 8192);
+	path = save_image(img, 8192);
+	plan_for(&p, b, "skr-1.4-turbo", path);
+	p.timeout_ms = 500;
+	CHECK_EQ_INT(sim_board_set_fault(b, &fault), 0);
+	CHECK_EQ_INT(run_plan(&p, &r), 0);
+	sim_board_katapult_stats(b, &st);
+	CHECK(st.errors >= 1); /* the resend was refused, and that did not stop it */
+	CHECK_EQ_INT(st.completes, 1);
+	CHECK(flash_equals(sim_board_flash(b), 0x4000, img, 8192));
+	CHECK_EQ_INT(r.erases, 2); /* two 4 KiB sectors, each counted once */
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	free(img);
+	free(path);
+	sim_board_unplug(b);
+}
+
 static void
 katapult_faults(struct sim *s)
 {
+	/* reply 10 is the ACK of a block in the middle of a 256-byte chunk, 12 of the last */
+	katapult_lpc_fault(s, "5-1", (struct sim_fault){SIM_FAULT_DROP_FRAME, 10, 1});
+	katapult_lpc_fault(s, "5-2", (struct sim_fault){SIM_FAULT_CORRUPT_FRAME, 12, 2});
 	katapult_fault(s, "1-4", (struct sim_fault){SIM_FAULT_CORRUPT_FRAME, 5, 2}, 0, true, NULL);
 	katapult_fault(s, "1-5", (struct sim_fault){SIM_FAULT_DROP_FRAME, 7, 1}, 500, true, NULL);
 	katapult_fault(s, "1-6", (struct sim_fault){SIM_FAULT_DUP_FRAME, 3, 4}, 0, true, NULL);
@@ -622,6 +691,12 @@ main(int argc, char **argv)
 	if (want("katapult")) {
 		katapult_flash_ok(s, "octopus-f446", "1-1", 8);
 		katapult_flash_ok(s, "skr-mini-e3-v3", "1-2", 1);
+		/* every family at the default window */
+		katapult_flash_ok(s, "skr-mini-e3-v3", "1-11", 0);
+		katapult_flash_ok(s, "skr-mini-e3-v2-f103rc", "1-12", 0);
+		katapult_flash_ok(s, "octopus-pro-h723", "1-13", 0);
+		katapult_flash_ok(s, "skr-1.4-turbo", "1-14", 0);
+		katapult_flash_ok(s, "skr-pico", "1-15", 0);
 		katapult_wrong_app_start(s);
 	}
 	if (want("faults"))

@@ -804,7 +804,7 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 	b->tty_index = -1;
 	b->master_fd = -1;
 	if (id.layout == LAYOUT_CDC || id.layout == LAYOUT_CDC_MSC) {
-		char *pts = NULL, *node, *link_id, *link_path;
+		char *pts = NULL, *node, *link_id, *link_path, *rel;
 		int idx = tty_alloc(s);
 
 		if (idx < 0) {
@@ -852,9 +852,12 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		unlink(node);
 		unlink(link_id);
 		unlink(link_path);
-		if (symlink(pts, node) < 0 || symlink(node, link_id) < 0 ||
-		    symlink(node, link_path) < 0)
+		/* udev's links are relative (60-serial.rules SYMLINK+=): ../../ttyACMn */
+		rel = xasprintf("../..%s", b->tty + strlen("/dev"));
+		if (symlink(pts, node) < 0 || symlink(rel, link_id) < 0 ||
+		    symlink(rel, link_path) < 0)
 			fprintf(stderr, "sim: tty links for %s: %s\n", b->tty, strerror(errno));
+		free(rel);
 		free(node);
 		free(link_id);
 		free(link_path);
@@ -1181,7 +1184,8 @@ on_tty_close(struct sim_board *b)
 {
 	b->tty_open = false;
 	b->rx_len = 0;
-	b->tx_len = 0;
+	if (b->mode == SIM_MODE_KATAPULT)
+		sim_katapult_closed(b);
 	if (b->mode != SIM_MODE_KLIPPER_APP || b->action != SIM_ACT_NONE)
 		return;
 	/* the last close drops DTR (HUPCL); at 1200 baud that is Klipper's reboot request */
@@ -1210,28 +1214,9 @@ read_tty(struct sim_board *b)
 			return;
 		if (b->mode == SIM_MODE_KATAPULT) {
 			b->rx_len += (size_t)n;
-			b->rx_seen_us = sim_now_us();
+			sim_katapult_received(b, (size_t)n);
 		}
 	}
-}
-
-static void
-write_tx(struct sim_board *b)
-{
-	unsigned copies = sim_katapult_reply_fault(b, b->tx, b->tx_len);
-
-	for (unsigned c = 0; c < copies && b->master_fd >= 0; c++) {
-		size_t off = 0;
-
-		while (off < b->tx_len) {
-			ssize_t n = write(b->master_fd, b->tx + off, b->tx_len - off);
-
-			if (n <= 0)
-				break;
-			off += (size_t)n;
-		}
-	}
-	b->tx_len = 0;
 }
 
 static void *
@@ -1258,8 +1243,8 @@ service_thread(void *arg)
 
 			if (b->action != SIM_ACT_NONE && b->action_at_us < next)
 				next = b->action_at_us;
-			if (b->tx_len && b->tx_at_us < next)
-				next = b->tx_at_us;
+			if (sim_katapult_next_us(b) < next)
+				next = sim_katapult_next_us(b);
 			if (b->stall_until_us > now && b->stall_until_us < next)
 				next = b->stall_until_us;
 			if (b->master_fd >= 0 && !b->tty_open && now < b->probe_fast_until_us &&
@@ -1267,8 +1252,7 @@ service_thread(void *arg)
 				next = now + FAST_PROBE_US;
 			/* a closed pty master reports POLLHUP forever: watch it only while open */
 			if (b->master_fd >= 0 && b->tty_open && b->stall_until_us <= now) {
-				pfd[n] = (struct pollfd){.fd = b->master_fd,
-							 .events = b->tx_len ? 0 : POLLIN};
+				pfd[n] = (struct pollfd){.fd = b->master_fd, .events = POLLIN};
 				pb[n++] = b;
 			}
 		}
@@ -1321,21 +1305,11 @@ service_thread(void *arg)
 					on_tty_close(b);
 				}
 			}
-			/* the device takes the next frame as soon as its reply is out, from
-			 * what the host has already sent: a frame waiting in the pty is in
-			 * flight, and must not wait for the host's next write to wake us */
-			for (unsigned k = 0; k < 2; k++) {
-				if (b->tx_len && b->tx_at_us <= sim_now_us())
-					write_tx(b);
-				if (b->mode != SIM_MODE_KATAPULT || !b->tty_open || b->tx_len ||
-				    b->stall_until_us > now)
-					break;
-				b->rx_early = b->rx_len;
-				b->rx_early_seen_us = b->rx_seen_us;
+			/* the device dispatches every frame it has, whatever its transmit space
+			 * (sim_katapult.c); a frame waiting in the pty is in flight */
+			if (b->mode == SIM_MODE_KATAPULT && b->tty_open) {
 				read_tty(b);
-				if (!b->rx_len)
-					break;
-				sim_katapult_process(b);
+				sim_katapult_run(b);
 			}
 			if (b->action != SIM_ACT_NONE && b->action_at_us <= sim_now_us())
 				run_action(b);

@@ -121,13 +121,15 @@ const char *sim_board_by_id(struct sim_board *b);     /* "/dev/serial/by-id/..."
 unsigned sim_board_enumerations(struct sim_board *b); /* how often it enumerated (boot loops) */
 /* Katapult statistics since the board was added. */
 struct sim_katapult_stats {
-	unsigned frames_rx; /* valid frames received */
-	unsigned nacks;	    /* NACKs sent */
-	unsigned blocks;    /* SEND_BLOCK accepted (including idempotent resends) */
-	unsigned resends;   /* identical resends acknowledged without rewriting */
-	unsigned erases;    /* pages erased */
-	unsigned errors;    /* COMMAND_ERROR sent */
-	unsigned completes; /* COMPLETE received */
+	unsigned frames_rx;  /* valid frames received */
+	unsigned nacks;	     /* NACKs sent */
+	unsigned blocks;     /* SEND_BLOCK accepted (including idempotent resends) */
+	unsigned resends;    /* identical resends acknowledged without rewriting */
+	unsigned erases;     /* pages erased */
+	unsigned errors;     /* COMMAND_ERROR sent */
+	unsigned completes;  /* COMPLETE received */
+	unsigned replies;    /* replies that went into the device's transmit buffer */
+	unsigned tx_dropped; /* replies dropped: the 192-byte transmit buffer was full */
 };
 void sim_board_katapult_stats(struct sim_board *b, struct sim_katapult_stats *ret);
 

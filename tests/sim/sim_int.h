@@ -14,6 +14,7 @@
 #include <umockdev.h>
 
 #include "catalog.h"
+#include "proto/katapult.h"
 #include "flash.h"
 #include "sim.h"
 
@@ -87,26 +88,41 @@ struct sim_board {
 	unsigned boot_fail_left; /* SIM_FAULT_BOOT_FAIL: app start-ups still to crash */
 	char crash_version[64];	 /* spec->crash_version, "" = none */
 
-	/* Katapult device state */
+	/* Katapult device state (sim_katapult.c says what real firmware does, with sources) */
 	uint8_t rx[1100];
 	size_t rx_len;
-	bool kat_silent;     /* one NACK sent after a bad frame: quiet until a valid one */
-	bool kat_drop_first; /* USBFS prime quirk: next reply after open is lost */
-	uint32_t kat_pages;  /* pages erased since CONNECT (SEND_EOF reply) */
-	uint8_t tx[2200];    /* reply waiting for the device busy time */
+	bool kat_silent;    /* one NACK sent after a bad frame: quiet until a valid one */
+	bool kat_hold_next; /* USBFS prime quirk: the next IN packet loaded waits for another */
+	uint32_t kat_pages; /* flash_complete()'s page_write_count: per boot, not per CONNECT */
+	/* LPC176x iap_buf / RP2040 page buffer: 256 bytes collected before a flash write */
+	uint8_t kat_wbuf[256];
+	uint32_t kat_wbuf_addr; /* flash address of kat_wbuf[0] */
+	bool kat_wbuf_used;	/* RP2040 buffer_not_empty */
+	uint32_t kat_next_addr; /* LPC176x next_address (0 at boot) */
+	/* the device's transmit path: tx[0, kat_ep) is the bulk IN endpoint packet the host has
+	 * not read yet, tx[kat_ep, tx_len) is usb_cdc.c transmit_buf (192 bytes) */
+	uint8_t tx[2200];
 	size_t tx_len;
-	uint64_t tx_at_us; /* the reply's due time; kept after it is written: the device is free
-			    * again from then */
+	size_t kat_ep;
+	uint64_t kat_ep_read_us; /* when the host reads the endpoint packet; UINT64_MAX: held */
+	uint64_t kat_in_clock;	 /* modelled time the IN side was advanced to */
+	/* the device's CPU: inside a command handler until kat_busy_until, then its reply goes
+	 * into transmit_buf (or is dropped when it does not fit) */
+	uint64_t kat_busy_until;
+	uint8_t kat_pend[KATAPULT_DEVICE_FRAME_MAX];
+	size_t kat_pend_len;
+	bool kat_pend_lone; /* the request was alone on the bus: its reply waits for a frame */
+	/* OUT side: when the bytes in rx arrived (the wire clock and up to 32 read marks) */
+	uint64_t kat_out_clock;
+	uint64_t kat_rx_total; /* bytes ever read into rx; rx[0] is byte kat_rx_total - rx_len */
+	struct {
+		uint64_t end; /* stream position after the read */
+		uint64_t at;  /* when its last byte arrived */
+	} kat_marks[32];
+	unsigned kat_n_marks;
 	uint64_t stall_until_us;
 	uint64_t probe_fast_until_us; /* look for the tty's open often until then */
 	bool plain_katapult_tty;      /* spec.plain_katapult_tty */
-	/* the device's own clock, kept apart from the simulator thread's wake-up latency: a
-	 * frame already received when the previous reply fell due starts then, not when the
-	 * thread got round to it */
-	size_t rx_early;	   /* leading rx bytes that were there before the latest read */
-	uint64_t rx_seen_us;	   /* when a read last brought bytes */
-	uint64_t rx_early_seen_us; /* rx_seen_us before the latest read: rx_early arrived by then */
-	uint64_t kat_start_us;	   /* modelled start of the frame being handled, 0 = now */
 	struct sim_katapult_stats stats;
 	struct sim_fault fault;
 	unsigned fault_frames;	/* frames received since the fault was set */
@@ -144,10 +160,11 @@ void sim_board_schedule(struct sim_board *b, enum sim_action action, uint32_t de
 uint32_t sim_board_delay_us(const struct sim_board *b, uint32_t base_us, uint32_t min_us);
 
 /* Katapult device (sim_katapult.c), service thread with sim->lock held. */
-void sim_katapult_reset(struct sim_board *b);
-void sim_katapult_opened(struct sim_board *b);
-/* Consume b->rx; may queue a reply in b->tx or schedule a reset. */
-void sim_katapult_process(struct sim_board *b);
-/* Fault bookkeeping for a reply about to be written; returns how many copies to send (0..2)
- * and may corrupt the buffer. */
-unsigned sim_katapult_reply_fault(struct sim_board *b, uint8_t *buf, size_t len);
+void sim_katapult_reset(struct sim_board *b);  /* a new enumeration (the device booted) */
+void sim_katapult_opened(struct sim_board *b); /* the host opened the tty */
+void sim_katapult_closed(struct sim_board *b); /* the host closed it */
+void sim_katapult_received(struct sim_board *b, size_t n); /* n bytes were read into rx */
+/* Run the device up to now: take frames from rx, write what the host has read to the tty. */
+void sim_katapult_run(struct sim_board *b);
+/* The next modelled moment the device has something to do; UINT64_MAX: nothing. */
+uint64_t sim_katapult_next_us(const struct sim_board *b);

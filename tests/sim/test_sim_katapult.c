@@ -252,11 +252,14 @@ test_full_flash_f103(struct sim *s)
 	CHECK_STREQ(sim_board_app_version(b), "v0.11.0-old");
 	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KATAPULT), 0);
 	CHECK_EQ_INT(host_open(&h, b), 0);
-	/* without priming, the first reply after opening is lost */
+	/* USBFS: the first IN packet of the enumeration is held until a second is queued */
 	reply_timeout_ms = 300;
 	CHECK_EQ_INT(host_cmd(&h, KATAPULT_CMD_PRIME, 0, false, NULL, 0, &f), -ETIMEDOUT);
 	reply_timeout_ms = 3000;
+	/* delayed, not lost: it comes out in front of CONNECT's reply */
 	CHECK_EQ_INT(host_cmd(&h, KATAPULT_CMD_CONNECT, 0, false, NULL, 0, &f), 0);
+	CHECK_EQ_INT(f.code, KATAPULT_RSP_COMMAND_ERROR);
+	CHECK_EQ_INT(host_recv(&h, &f, reply_timeout_ms), 0);
 	CHECK_EQ_INT(katapult_parse_connect(&f, &ci), 0);
 	CHECK_EQ_INT(ci.app_start, 0x08002000);
 	CHECK_STREQ(ci.mcu, "stm32f103xe");
@@ -358,6 +361,252 @@ test_reply_faults(struct sim *s)
 	host_close(&h);
 }
 
+/* The prime quirk is per enumeration: a second open answers at once, a replug holds again. */
+static void
+test_prime_per_enumeration(struct sim *s)
+{
+	struct sim_board_spec spec = {.model = "skr-mini-e3-v3",
+				      .port = "1-6",
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KATAPULT};
+	struct sim_board *b = sim_board_add(s, &spec);
+	struct katapult_frame f;
+	struct host h;
+
+	CHECK(b != NULL);
+	if (!b || host_open(&h, b) < 0)
+		return;
+	/* CONNECT alone: held (its reply is shorter than one packet) */
+	reply_timeout_ms = 300;
+	CHECK_EQ_INT(host_cmd(&h, KATAPULT_CMD_CONNECT, 0, false, NULL, 0, &f), -ETIMEDOUT);
+	reply_timeout_ms = 3000;
+	CHECK_EQ_INT(host_cmd(&h, KATAPULT_CMD_CONNECT, 0, false, NULL, 0, &f), 0);
+	CHECK_EQ_INT(katapult_check_ack(&f, KATAPULT_CMD_CONNECT, NULL, NULL), 0);
+	CHECK_EQ_INT(host_recv(&h, &f, reply_timeout_ms), 0);
+	CHECK_EQ_INT(katapult_check_ack(&f, KATAPULT_CMD_CONNECT, NULL, NULL), 0);
+	host_close(&h);
+	/* the same enumeration, opened again: no hold */
+	CHECK_EQ_INT(host_open(&h, b), 0);
+	reply_timeout_ms = 1000;
+	CHECK_EQ_INT(host_cmd(&h, KATAPULT_CMD_CONNECT, 0, false, NULL, 0, &f), 0);
+	CHECK_EQ_INT(katapult_check_ack(&f, KATAPULT_CMD_CONNECT, NULL, NULL), 0);
+	host_close(&h);
+	/* a new enumeration holds its first packet again */
+	sim_board_unplug(b);
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KATAPULT), 0);
+	CHECK_EQ_INT(host_open(&h, b), 0);
+	reply_timeout_ms = 300;
+	CHECK_EQ_INT(host_cmd(&h, KATAPULT_CMD_CONNECT, 0, false, NULL, 0, &f), -ETIMEDOUT);
+	reply_timeout_ms = 3000;
+	host_close(&h);
+	sim_board_unplug(b);
+}
+
+static int
+count_replies(struct host *h, uint8_t cmd, int quiet_ms)
+{
+	struct katapult_frame f;
+	int n = 0;
+
+	while (host_recv(h, &f, quiet_ms) == 0)
+		if (katapult_check_ack(&f, cmd, NULL, NULL) == 0)
+			n++;
+	return n;
+}
+
+/* usb_cdc.c: replies that do not fit the 192-byte transmit buffer are dropped, and frames
+ * are dispatched whatever the space: 8 reads at once lose replies, 2 (160 bytes) never do. */
+static void
+test_transmit_buffer(struct sim *s)
+{
+	struct sim_board_spec spec = {.model = "octopus-f446",
+				      .port = "1-7",
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KATAPULT};
+	struct sim_board *b = sim_board_add(s, &spec);
+	struct sim_katapult_stats st;
+	uint8_t burst[8 * 12], blk[64];
+	struct host h;
+	size_t n = 0;
+	int got;
+
+	CHECK(b != NULL);
+	if (!b || host_open(&h, b) < 0)
+		return;
+	for (uint32_t i = 0; i < 8; i++) {
+		uint32_t addr = 0x08008000 + 64 * i;
+
+		n += (size_t)katapult_frame_encode(KATAPULT_CMD_REQUEST_BLOCK, &addr, 1, burst + n,
+						   sizeof(burst) - n);
+	}
+	CHECK_EQ_INT(n, sizeof(burst));
+	host_send_raw(&h, burst, n);
+	got = count_replies(&h, KATAPULT_CMD_REQUEST_BLOCK, 300);
+	sim_board_katapult_stats(b, &st);
+	CHECK(got < 8);
+	CHECK(got >= 2);
+	CHECK_EQ_INT(st.tx_dropped, 8 - (unsigned)got);
+	/* two at a time: 160 bytes fit */
+	for (unsigned round = 0; round < 16; round++) {
+		host_send_raw(&h, burst + (round % 4) * 24, 24);
+		CHECK_EQ_INT(count_replies(&h, KATAPULT_CMD_REQUEST_BLOCK, 100), 2);
+	}
+	/* SEND_BLOCK replies are 16 bytes: 12 fit */
+	n = 0;
+	memset(blk, 0x5a, sizeof(blk));
+	for (uint32_t i = 0; i < 12; i++) {
+		uint8_t frame[KATAPULT_FRAME_MAX];
+		int len =
+		    katapult_frame_encode_word_bytes(KATAPULT_CMD_SEND_BLOCK, 0x08008000 + 64 * i,
+						     blk, sizeof(blk), frame, sizeof(frame));
+
+		host_send_raw(&h, frame, (size_t)len);
+	}
+	CHECK_EQ_INT(count_replies(&h, KATAPULT_CMD_SEND_BLOCK, 500), 12);
+	sim_board_katapult_stats(b, &st);
+	CHECK_EQ_INT(st.tx_dropped, 8 - (unsigned)got);
+	host_close(&h);
+	sim_board_unplug(b);
+}
+
+static uint32_t
+eof_pages(struct host *h)
+{
+	struct katapult_frame f;
+	const uint8_t *d = NULL;
+	size_t dl = 0;
+
+	CHECK_EQ_INT(host_cmd(h, KATAPULT_CMD_SEND_EOF, 0, false, NULL, 0, &f), 0);
+	CHECK_EQ_INT(katapult_check_ack(&f, KATAPULT_CMD_SEND_EOF, &d, &dl), 0);
+	return d && dl >= 4 ? katapult_get_le32(d) : 0;
+}
+
+static uint8_t
+send_block(struct host *h, uint32_t addr, uint8_t fill)
+{
+	struct katapult_frame f;
+	uint8_t blk[64];
+
+	memset(blk, fill, sizeof(blk));
+	if (host_cmd(h, KATAPULT_CMD_SEND_BLOCK, addr, true, blk, sizeof(blk), &f) < 0)
+		return 0;
+	return f.code;
+}
+
+/* stm32/flash.c: a resent first block of a page that matches while the rest of the page is
+ * erased is ignored: no second erase, not counted again. */
+static void
+test_stm32_resend_first_block(struct sim *s)
+{
+	struct sim_board_spec spec = {.model = "octopus-pro-h723",
+				      .port = "1-8",
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KATAPULT};
+	struct sim_board *b = sim_board_add(s, &spec);
+	uint32_t app = b ? sim_board_app_start(b) : 0;
+	struct sim_katapult_stats st;
+	struct host h;
+
+	CHECK(b != NULL);
+	if (!b || host_open(&h, b) < 0)
+		return;
+	CHECK_EQ_INT(send_block(&h, app, 0x31), KATAPULT_RSP_ACK);
+	CHECK_EQ_INT(send_block(&h, app, 0x31), KATAPULT_RSP_ACK);
+	sim_board_katapult_stats(b, &st);
+	CHECK_EQ_INT(st.erases, 1);
+	CHECK_EQ_INT(st.resends, 1);
+	CHECK_EQ_INT(eof_pages(&h), 1);
+	/* once the page holds more, the same first block erases it again and counts */
+	CHECK_EQ_INT(send_block(&h, app + 64, 0x32), KATAPULT_RSP_ACK);
+	CHECK_EQ_INT(send_block(&h, app, 0x31), KATAPULT_RSP_ACK);
+	sim_board_katapult_stats(b, &st);
+	CHECK_EQ_INT(st.erases, 2);
+	CHECK(flash_is_erased(sim_board_flash(b), app + 64, 64));
+	CHECK_EQ_INT(eof_pages(&h), 2);
+	host_close(&h);
+	sim_board_unplug(b);
+}
+
+/* lpc176x/flash.c: 256-byte chunks written when full or at EOF, in-order addresses only
+ * unless both are chunk-aligned; EOF counts sectors. */
+static void
+test_lpc176x_rules(struct sim *s)
+{
+	struct sim_board_spec spec = {.model = "skr-1.4-turbo",
+				      .port = "1-9",
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KATAPULT};
+	struct sim_board *b = sim_board_add(s, &spec);
+	uint32_t app = b ? sim_board_app_start(b) : 0;
+	struct flash *fl = b ? sim_board_flash(b) : NULL;
+	uint8_t want[64];
+	struct host h;
+
+	CHECK(b != NULL);
+	if (!b || host_open(&h, b) < 0)
+		return;
+	CHECK_EQ_INT(app, 0x4000);
+	CHECK_EQ_INT(send_block(&h, app, 0x41), KATAPULT_RSP_ACK);
+	CHECK_EQ_INT(send_block(&h, app + 64, 0x42), KATAPULT_RSP_ACK);
+	/* buffered: the flash still holds the factory application */
+	memset(want, 0x41, sizeof(want));
+	CHECK(!flash_equals(fl, app, want, 64));
+	/* resending a block it took: COMMAND_ERROR */
+	CHECK_EQ_INT(send_block(&h, app + 64, 0x42), KATAPULT_RSP_COMMAND_ERROR);
+	CHECK_EQ_INT(send_block(&h, app + 128, 0x43), KATAPULT_RSP_ACK);
+	CHECK_EQ_INT(send_block(&h, app + 192, 0x44), KATAPULT_RSP_ACK);
+	/* the chunk is full: written */
+	CHECK(flash_equals(fl, app, want, 64));
+	CHECK(flash_is_erased(fl, app + 256, 4096 - 256));
+	/* both chunk-aligned: a chunk may start again */
+	CHECK_EQ_INT(send_block(&h, app + 256, 0x45), KATAPULT_RSP_ACK);
+	CHECK_EQ_INT(send_block(&h, app + 256, 0x45), KATAPULT_RSP_COMMAND_ERROR);
+	CHECK_EQ_INT(send_block(&h, app, 0x41), KATAPULT_RSP_COMMAND_ERROR);
+	CHECK(flash_is_erased(fl, app + 256, 64));
+	/* EOF writes the partial chunk, padded; one 4 KiB sector */
+	CHECK_EQ_INT(eof_pages(&h), 1);
+	memset(want, 0x45, sizeof(want));
+	CHECK(flash_equals(fl, app + 256, want, 64));
+	CHECK(flash_is_erased(fl, app + 320, 192));
+	host_close(&h);
+	sim_board_unplug(b);
+}
+
+/* rp2040/flash.c: a 256-byte page buffer flushed on leaving it or at EOF; EOF counts pages. */
+static void
+test_rp2040_rules(struct sim *s)
+{
+	struct sim_board_spec spec = {.model = "skr-pico",
+				      .port = "1-10",
+				      .bootloader = SIM_BL_KATAPULT,
+				      .mode = SIM_MODE_KATAPULT};
+	struct sim_board *b = sim_board_add(s, &spec);
+	uint32_t app = b ? sim_board_app_start(b) : 0;
+	struct flash *fl = b ? sim_board_flash(b) : NULL;
+	uint8_t want[64];
+	struct host h;
+
+	CHECK(b != NULL);
+	if (!b || host_open(&h, b) < 0)
+		return;
+	CHECK_EQ_INT(app, 0x10004000);
+	memset(want, 0x51, sizeof(want));
+	for (uint32_t i = 0; i < 4; i++)
+		CHECK_EQ_INT(send_block(&h, app + 64 * i, (uint8_t)(0x51 + i)), KATAPULT_RSP_ACK);
+	/* the page is full but still buffered until a block outside it */
+	CHECK(!flash_equals(fl, app, want, 64));
+	CHECK_EQ_INT(send_block(&h, app + 256, 0x55), KATAPULT_RSP_ACK);
+	CHECK(flash_equals(fl, app, want, 64));
+	/* a resend inside the buffered page just replaces the block */
+	CHECK_EQ_INT(send_block(&h, app + 256, 0x55), KATAPULT_RSP_ACK);
+	CHECK_EQ_INT(eof_pages(&h), 2);
+	memset(want, 0x55, sizeof(want));
+	CHECK(flash_equals(fl, app + 256, want, 64));
+	CHECK(flash_is_erased(fl, app + 320, 192));
+	host_close(&h);
+	sim_board_unplug(b);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -368,6 +617,11 @@ main(int argc, char **argv)
 	test_vectors_and_rules(s);
 	test_full_flash_f103(s);
 	test_reply_faults(s);
+	test_prime_per_enumeration(s);
+	test_transmit_buffer(s);
+	test_stm32_resend_first_block(s);
+	test_lpc176x_rules(s);
+	test_rp2040_rules(s);
 	sim_free(s);
 	TEST_DONE();
 }
