@@ -1083,7 +1083,8 @@ int
 fat_read(struct fat_vol *v, const struct fat_dirent *e,
 	 int (*sink)(void *ctx, const uint8_t *data, size_t len), void *ctx)
 {
-	uint32_t left = e->size, clus = e->first_cluster, steps = 0;
+	/* Brent's cycle check: a chain that loops back is damage, never data */
+	uint32_t left = e->size, clus = e->first_cluster, mark = clus, power = 1, lam = 0;
 	int r = begin(v);
 
 	if (r < 0)
@@ -1100,7 +1101,14 @@ fat_read(struct fat_vol *v, const struct fat_dirent *e,
 		r = chain_next(v, clus, &clus);
 		if (r < 0)
 			return r;
-		if (r == 0 || ++steps > v->clusters)
+		if (r == 1 && clus == mark)
+			r = 2;
+		if (r == 1 && ++lam == power) {
+			mark = clus;
+			power *= 2;
+			lam = 0;
+		}
+		if (r != 1)
 			return fail(v, -EIO,
 				    "damaged file: the clusters of %s %s (run fsck.fat on the "
 				    "card)",

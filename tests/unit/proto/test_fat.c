@@ -205,7 +205,7 @@ mem_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 	return 0;
 }
 
-__attribute__((unused)) static void
+static void
 mem_init(struct memdev *m, uint8_t *data, size_t size)
 {
 	*m = (struct memdev){
@@ -623,6 +623,320 @@ scenario(const struct cfg *c)
 	unlink(x.path);
 }
 
+/* ---- refusals ------------------------------------------------------------------------ */
+
+static void
+expect_refusal(const struct blockdev *dev, int err, const char *needle, const char *what)
+{
+	struct fat_vol v;
+	int r = fat_mount(&v, dev);
+
+	fprintf(stderr, "%-28s -> %d: %s\n", what, r, fat_error(&v));
+	CHECK_EQ_INT(r, err);
+	CHECK(strcasestr(fat_error(&v), needle) != NULL);
+}
+
+static uint8_t *
+load(const char *path, size_t *size)
+{
+	uint8_t *d = NULL;
+
+	CHECK_EQ_INT(read_file(path, 128u << 20, &d, size), 0);
+	return d;
+}
+
+/* Blank, foreign, GPT and partition-table cases. */
+static void
+test_not_fat(void)
+{
+	static uint8_t disk[2 << 20];
+	char p[200];
+	struct memdev m;
+	struct splitdev s;
+	size_t n = 0;
+	uint8_t *img;
+
+	mem_init(&m, disk, sizeof(disk));
+	expect_refusal(&m.dev, -EMEDIUMTYPE, "not formatted", "blank card");
+	fill(disk, 512, 11);
+	expect_refusal(&m.dev, -EMEDIUMTYPE, "neither", "random first sector");
+	memset(disk, 0, 512);
+	disk[510] = 0x55;
+	disk[511] = 0xaa;
+	expect_refusal(&m.dev, -EMEDIUMTYPE, "empty", "empty partition table");
+	mbr_entry(disk, 0, 0x83, 2048, 2048);
+	expect_refusal(&m.dev, -EMEDIUMTYPE, "types: 0x83", "Linux partition only");
+	mbr_entry(disk, 1, 0x0c, 4096, 8192);
+	expect_refusal(&m.dev, -EIO, "past the end", "partition past the end");
+	memset(disk, 0, 512);
+	memcpy(disk, "\xeb\x52\x90NTFS    \x00\x02\x08", 14);
+	disk[510] = 0x55;
+	disk[511] = 0xaa;
+	expect_refusal(&m.dev, -EMEDIUMTYPE, "NTFS", "NTFS card");
+	m.fail_reads = true;
+	expect_refusal(&m.dev, -EIO, "cannot read", "read error");
+
+	/* exFAT as exfatprogs makes it, whole card and as partition 2 (type 0x07) */
+	snprintf(p, sizeof(p), "%s/exfat.img", tmp);
+	CHECK_EQ_INT(sh("truncate -s 8M %s && mkfs.exfat %s", p, p), 0);
+	img = load(p, &n);
+	if (img && n >= 1024) {
+		mem_init(&m, img, n);
+		expect_refusal(&m.dev, -EMEDIUMTYPE, "exFAT", "exFAT card");
+	}
+	free(img);
+	CHECK_EQ_INT(split_open(&s, p, 2048, 0x07), 0);
+	expect_refusal(&s.dev, -EMEDIUMTYPE, "partition 2 is exFAT", "exFAT partition");
+	split_close(&s);
+
+	snprintf(p, sizeof(p), "%s/gpt.img", tmp);
+	CHECK_EQ_INT(sh("truncate -s 8M %s && echo 'start=2048, type=EBD0A0A2-B9E5-4433-87C0-"
+			"68B6B72699C7' | sfdisk -q --label gpt %s",
+			p, p),
+		     0);
+	CHECK_EQ_INT(split_open(&s, p, 0, 0), 0);
+	expect_refusal(&s.dev, -EMEDIUMTYPE, "GPT", "GPT card");
+	split_close(&s);
+}
+
+struct poke16 {
+	unsigned off;
+	unsigned len;
+	uint32_t val;
+	int err;
+	const char *needle;
+};
+
+/* One damaged BPB field at a time on mkfs.fat's volumes. */
+static void
+test_bad_bpb(const char *mkfs, const struct poke16 *cases, size_t n_cases)
+{
+	char p[200], what[64];
+	struct memdev m;
+	struct fat_vol v;
+	size_t n = 0;
+	uint8_t *img, save[512];
+
+	snprintf(p, sizeof(p), "%s/bpb.img", tmp);
+	CHECK_EQ_INT(sh("rm -f %s && truncate -s 40M %s && mkfs.fat %s %s", p, p, mkfs, p), 0);
+	img = load(p, &n);
+	if (!img)
+		return;
+	mem_init(&m, img, n);
+	CHECK_EQ_INT(fat_mount(&v, &m.dev), 0);
+	memcpy(save, img, 512);
+	for (size_t i = 0; i < n_cases; i++) {
+		const struct poke16 *c = &cases[i];
+
+		for (unsigned b = 0; b < c->len; b++)
+			img[c->off + b] = (uint8_t)(c->val >> (8 * b));
+		snprintf(what, sizeof(what), "BPB byte %u = 0x%x", c->off, c->val);
+		expect_refusal(&m.dev, c->err, c->needle, what);
+		memcpy(img, save, 512);
+	}
+	free(img);
+}
+
+static const struct poke16 bad16[] = {
+    {13, 1, 3, -EINVAL, "sectors per cluster"},
+    {11, 2, 4096, -ENOTSUP, "4096-byte"},
+    {14, 2, 0, -EINVAL, "reserved"},
+    {16, 1, 0, -EINVAL, "FATs"},
+    {21, 1, 0x12, -EINVAL, "media"},
+    {32, 4, 0, -EINVAL, "invalid BPB"}, /* TotSec16 = 0 and TotSec32 = 0 */
+    {22, 2, 1, -EINVAL, "too small"},
+    {17, 2, 0, -EINVAL, "root directory"},
+    {510, 2, 0, -EMEDIUMTYPE, "signature"},
+    {32, 4, 0x7fffffff, -EIO, "claims"}, /* more sectors than the image has */
+};
+
+static const struct poke16 bad32[] = {
+    {44, 4, 0, -EINVAL, "root directory cluster"},
+    {44, 4, 0x7fffffff, -EINVAL, "root directory cluster"},
+    {32, 4, 0x7fffffff, -EIO, "claims"},
+    {42, 2, 1, -EINVAL, "not FAT32"}, /* BPB_FSVer 0.1 */
+    {40, 2, 0x8f, -EINVAL, "active FAT"},
+};
+
+/* Damaged chains fail the read with a message, never loop or read past the FAT. */
+static void
+test_bad_chain(void)
+{
+	char p[200];
+	struct memdev m;
+	struct fat_vol v;
+	struct fat_dirent e;
+	struct buf b = {0};
+	size_t n = 0;
+	uint8_t *img, *fat;
+
+	snprintf(p, sizeof(p), "%s/chain.img", tmp);
+	CHECK_EQ_INT(sh("rm -f %s && truncate -s 16M %s && mkfs.fat -F 16 %s && cd %s && "
+			"mcopy -i %s gcode ::G.BIN",
+			p, p, p, tmp, p),
+		     0);
+	img = load(p, &n);
+	if (!img)
+		return;
+	mem_init(&m, img, n);
+	CHECK_EQ_INT(fat_mount(&v, &m.dev), 0);
+	CHECK_EQ_INT(fat_find(&v, "g.bin", &e), 0);
+	fat = img + (size_t)v.fat_start * 512;
+	fat[e.first_cluster * 2 + 2] = (uint8_t)(e.first_cluster + 1); /* 2nd links to 2nd */
+	fat[e.first_cluster * 2 + 3] = (uint8_t)((e.first_cluster + 1) >> 8);
+	CHECK_EQ_INT(fat_mount(&v, &m.dev), 0);
+	CHECK_EQ_INT(fat_read(&v, &e, collect, &b), -EIO);
+	CHECK(strstr(fat_error(&v), "loop") != NULL);
+	free(b.p);
+	b = (struct buf){0};
+	fat[e.first_cluster * 2] = 0; /* the first cluster is marked free */
+	fat[e.first_cluster * 2 + 1] = 0;
+	CHECK_EQ_INT(fat_mount(&v, &m.dev), 0);
+	CHECK_EQ_INT(fat_read(&v, &e, collect, &b), -EIO);
+	CHECK(strstr(fat_error(&v), "damaged") != NULL);
+	free(b.p);
+	fprintf(stderr, "damaged chain -> %s\n", fat_error(&v));
+	free(img);
+}
+
+/* ---- full volumes and interrupted writes ----------------------------------------------- */
+
+static const struct cfg small12 = {"full-fat12", 12, "1440K", "-r 16", SUPER, 0};
+
+static bool
+image_sha(const char *path, uint8_t out[32])
+{
+	size_t n = 0;
+	uint8_t *d = NULL;
+
+	if (read_file(path, 64u << 20, &d, &n) < 0)
+		return false;
+	sha256(d, n, out);
+	free(d);
+	return true;
+}
+
+/* A write that does not fit changes nothing; a root that is full says so. */
+static void
+test_full(void)
+{
+	static uint8_t big[1100 * 1024];
+	uint8_t before[32], after[32];
+	struct vol x;
+	char name[32];
+
+	memset(&x, 0, sizeof(x));
+	x.c = &small12;
+	snprintf(x.path, sizeof(x.path), "%s/full.img", tmp);
+	snprintf(x.mt, sizeof(x.mt), "%s", x.path);
+	CHECK_EQ_INT(sh("rm -f %s && mkfs.fat -F 12 -r 16 -C %s 1440", x.path, x.path), 0);
+	fill(big, sizeof(big), 77);
+	CHECK_EQ_INT(vol_mount(&x), 0);
+	CHECK_EQ_INT(fat_write(&x.v, "firmware.bin", big, sizeof(big)), 0);
+	CHECK(image_sha(x.path, before));
+	CHECK_EQ_INT(fat_write(&x.v, "second.bin", big, sizeof(big)), -ENOSPC);
+	fprintf(stderr, "full card -> %s\n", fat_error(&x.v));
+	CHECK(strstr(fat_error(&x.v), "full") != NULL);
+	CHECK(image_sha(x.path, after));
+	CHECK(memcmp(before, after, 32) == 0);
+	CHECK(fsck_clean(&x));
+	CHECK(mtools_reads(&x, "firmware.bin", big, sizeof(big)));
+	CHECK_EQ_INT(fat_delete(&x.v, "firmware.bin"), 0);
+	/* the fixed root fills up: one 8.3 entry per file */
+	CHECK(x.v.root_entries >= 16 && x.v.root_entries <= 512);
+	for (uint32_t i = 0; i < x.v.root_entries; i++) {
+		snprintf(name, sizeof(name), "F%u.TXT", i);
+		CHECK_EQ_INT(fat_write(&x.v, name, big, 100), 0);
+	}
+	CHECK_EQ_INT(fat_write(&x.v, "one-more.txt", big, 100), -ENOSPC);
+	fprintf(stderr, "full root -> %s\n", fat_error(&x.v));
+	CHECK(strstr(fat_error(&x.v), "root directory is full") != NULL);
+	CHECK(fsck_clean(&x));
+	vol_umount(&x);
+}
+
+/* fsck.fat's complaints after an interrupted write: lost clusters (and what follows from
+ * them: FSInfo's count, FAT copies that differ) are allowed, nothing else. */
+static bool
+fsck_only_lost(const struct vol *x)
+{
+	static const char *const ok[] = {"fsck.fat ",
+					 "Leaving filesystem unchanged",
+					 " files, ",
+					 "Reclaimed ",
+					 "unused cluster",
+					 "Free cluster summary",
+					 "FATs differ",
+					 "Using first FAT",
+					 "Setting free cluster",
+					 "  Auto-correcting",
+					 "  Correcting"};
+	char *line, *save = NULL;
+	bool good = true;
+
+	if (sh("fsck.fat -n %s", x->path) == 0)
+		return true;
+	fprintf(stderr, "%s", cmdout);
+	for (line = strtok_r(cmdout, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		bool allowed = line[0] == '\0';
+
+		for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+			allowed |= strstr(line, ok[i]) != NULL;
+		if (!allowed) {
+			fprintf(stderr, "%s: fsck.fat after a crash: %s\n", x->c->name, line);
+			good = false;
+		}
+	}
+	return good;
+}
+
+/* The write stops after its Nth sector write, for every N: the card never holds a
+ * directory entry that points at unwritten or free clusters. */
+static void
+test_crash(const struct cfg *c, const char *what)
+{
+	static uint8_t data[200 * 1024 + 5];
+	char base[300];
+	struct vol x;
+	int n;
+
+	fill(data, sizeof(data), 1234);
+	if (!make_volume(&x, c)) {
+		CHECK(0);
+		return;
+	}
+	snprintf(base, sizeof(base), "%s.base", x.path);
+	CHECK_EQ_INT(sh("cp --sparse=always %s %s", x.path, base), 0);
+	for (n = 0; n < 200; n++) {
+		struct fat_dirent e;
+		int r;
+
+		CHECK_EQ_INT(sh("cp --sparse=always %s %s", base, x.path), 0);
+		CHECK_EQ_INT(vol_mount(&x), 0);
+		x.s.fail_after = n;
+		if (strcmp(what, "write") == 0)
+			r = fat_write(&x.v, "new firmware image.bin", data, sizeof(data));
+		else
+			r = fat_delete(&x.v, "Long File Name With Spaces.gcode");
+		vol_umount(&x);
+		CHECK(fsck_only_lost(&x));
+		CHECK_EQ_INT(vol_mount(&x), 0);
+		if (strcmp(what, "write") == 0 && fat_find(&x.v, "new firmware image.bin", &e) == 0)
+			CHECK(fat_reads(&x.v, "new firmware image.bin", data, sizeof(data)));
+		if (strcmp(what, "delete") == 0 &&
+		    fat_find(&x.v, "Long File Name With Spaces.gcode", &e) == 0)
+			CHECK(fat_reads(&x.v, e.name, gcode, sizeof(gcode)));
+		vol_umount(&x);
+		if (r == 0)
+			break;
+		CHECK_EQ_INT(r, -EIO);
+	}
+	fprintf(stderr, "%s %s: interrupted after each of %d sector writes\n", c->name, what, n);
+	CHECK(n >= 3 && n < 200);
+	unlink(base);
+	unlink(x.path);
+}
+
 static const struct cfg cfgs[] = {
     {"fat12-floppy", 12, "1440K", "", SUPER, 0},
     {"fat12-mbr", 12, "8M", "", SPLIT_MBR, 0x01},
@@ -671,6 +985,14 @@ main(void)
 	setenv("MTOOLS_SKIP_CHECK", "1", 1);
 	setenv("TZ", "UTC", 1);
 	write_inputs();
+	test_not_fat();
+	test_bad_bpb("-F 16", bad16, sizeof(bad16) / sizeof(bad16[0]));
+	test_bad_bpb("-F 32 -s 1", bad32, sizeof(bad32) / sizeof(bad32[0]));
+	test_bad_chain();
+	test_full();
+	test_crash(&cfgs[3], "write");
+	test_crash(&cfgs[7], "write");
+	test_crash(&cfgs[0], "delete");
 	for (size_t i = 0; i < sizeof(cfgs) / sizeof(cfgs[0]); i++)
 		scenario(&cfgs[i]);
 	sh("rm -rf %s", tmp);
