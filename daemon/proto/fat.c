@@ -379,7 +379,10 @@ is_power_of_two(uint32_t x)
 	return x != 0 && (x & (x - 1)) == 0;
 }
 
-/* FAT spec 3.1-3.3: the fields every FAT type has, checked before any arithmetic. */
+/* FAT spec 3.1-3.3: the fields every FAT type has, checked before any arithmetic. The
+ * 0x55AA signature at 510 is not required: the RP2040 boot ROM's RPI-RP2 volume has none
+ * (pico-bootrom usb_device/virtual_disk.c builds a 64-byte boot sector and zeros), and
+ * Linux's vfat mounts it the same way. */
 static int
 bpb_check(struct fat_vol *v, const uint8_t *bs, const char *where)
 {
@@ -389,8 +392,6 @@ bpb_check(struct fat_vol *v, const uint8_t *bs, const char *where)
 	if (!(bs[0] == 0xeb && bs[2] == 0x90) && bs[0] != 0xe9)
 		return fail(v, -EMEDIUMTYPE, "%s has no FAT boot sector (jump instruction %02x)",
 			    where, bs[0]);
-	if (bs[510] != 0x55 || bs[511] != 0xaa)
-		return fail(v, -EMEDIUMTYPE, "%s: boot sector signature missing", where);
 	if (bps != BLOCKDEV_SECTOR)
 		return fail(v,
 			    bps >= 512 && bps <= 4096 && is_power_of_two(bps) ? -ENOTSUP : -EINVAL,

@@ -734,6 +734,9 @@ test_bad_bpb(const char *mkfs, const struct poke16 *cases, size_t n_cases)
 		expect_refusal(&m.dev, c->err, c->needle, what);
 		memcpy(img, save, 512);
 	}
+	/* no 0x55AA at 510, as on the RP2040's RPI-RP2 drive: still FAT */
+	img[510] = img[511] = 0;
+	CHECK_EQ_INT(fat_mount(&v, &m.dev), 0);
 	free(img);
 }
 
@@ -746,7 +749,6 @@ static const struct poke16 bad16[] = {
     {32, 4, 0, -EINVAL, "invalid BPB"}, /* TotSec16 = 0 and TotSec32 = 0 */
     {22, 2, 1, -EINVAL, "too small"},
     {17, 2, 0, -EINVAL, "root directory"},
-    {510, 2, 0, -EMEDIUMTYPE, "signature"},
     {32, 4, 0x7fffffff, -EIO, "claims"}, /* more sectors than the image has */
 };
 
