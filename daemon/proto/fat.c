@@ -1335,6 +1335,16 @@ make_short(const struct fat_vol *v, const struct newname *nn, uint32_t clus, uin
 	put32(ent + 28, size);
 }
 
+/* Writes so far reach the medium before any later one: a page-cached block device (or a
+ * card's controller) may otherwise reorder them and undo the crash rule. */
+static int
+barrier(struct fat_vol *v)
+{
+	int r = v->dev->flush ? v->dev->flush(v->dev->ctx) : 0;
+
+	return r < 0 ? fail(v, r, "cannot flush the card (error %d)", -r) : 0;
+}
+
 /* ---- allocation ------------------------------------------------------------------- */
 
 /* Scans the FAT for NEED free clusters from next_free on, wrapping once; *have is the
@@ -1448,6 +1458,8 @@ root_extend(struct fat_vol *v)
 	r = take_free(v, &clus);
 	if (r == 0)
 		r = zero_cluster(v, clus);
+	if (r == 0)
+		r = barrier(v);
 	if (r == 0)
 		r = fat_set(v, last, clus);
 	if (r == 0)
@@ -1566,7 +1578,12 @@ write_chain(struct fat_vol *v, const uint8_t *data, size_t len, uint32_t *first)
 	if (r == 0 && run_len > 0)
 		r = write_run(v, run_start, run_len, data + run_off, len - run_off);
 	if (r == 0)
+		r = barrier(v);
+	v->data_written = r == 0;
+	if (r == 0)
 		r = fat_cache_sync(v);
+	if (r == 0)
+		r = barrier(v);
 	return r;
 }
 
@@ -1623,6 +1640,7 @@ fat_write(struct fat_vol *v, const char *name, const uint8_t *data, size_t len)
 	uint32_t first_slot, first_clus;
 	int r = begin(v);
 
+	v->data_written = false;
 	if (r < 0)
 		return r;
 	if (len > UINT32_MAX)
@@ -1704,6 +1722,8 @@ fat_delete(struct fat_vol *v, const char *name)
 	if (r == 0)
 		r = delete_slots(v, e.index - e.lfn_slots, e.lfn_slots + 1);
 	if (r == 0)
+		r = barrier(v);
+	if (r == 0)
 		r = free_chain(v, e.first_cluster);
 	return finish(v, r);
 }
@@ -1714,6 +1734,8 @@ rename_in_place(struct fat_vol *v, const struct fat_dirent *e, const struct newn
 	uint8_t *p = NULL;
 	int r = delete_slots(v, e->index - e->lfn_slots, e->lfn_slots);
 
+	if (r == 0 && e->lfn_slots > 0)
+		r = barrier(v);
 	if (r < 0)
 		return r;
 	r = slot_get(v, e->index, &p);
@@ -1744,6 +1766,8 @@ rename_moved(struct fat_vol *v, const struct fat_dirent *e, const struct newname
 	/* the old entries go first: a crash in between loses the file's clusters to fsck, it
 	 * never leaves two entries owning one chain */
 	r = delete_slots(v, e->index - e->lfn_slots, e->lfn_slots + 1);
+	if (r == 0)
+		r = barrier(v);
 	if (r == 0)
 		r = write_entries(v, first, nn, sent);
 	return r;

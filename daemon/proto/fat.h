@@ -70,7 +70,8 @@ struct fat_vol {
 	uint32_t next_free;		   /* where the next allocation starts looking */
 	uint16_t dos_date, dos_time;	   /* time stamp for new entries (fat_set_clock) */
 	uint32_t walk_index, walk_cluster; /* FAT32: the root's cluster number walk_index */
-	char label[12]; /* volume label from the boot sector, trailing blanks cut */
+	char label[12];	   /* volume label from the boot sector, trailing blanks cut */
+	bool data_written; /* the last fat_write put all its data clusters on the card */
 	/* one cached FAT sector, written back to every FAT copy before the directory changes */
 	uint32_t fat_cache_sector; /* volume-relative; UINT32_MAX when empty */
 	bool fat_cache_dirty;

@@ -89,6 +89,7 @@ struct splitdev {
 	struct blockfile part;
 	int fail_after; /* writes allowed before every write fails; -1: never */
 	int writes;
+	int flushes;
 };
 
 static int
@@ -124,12 +125,15 @@ split_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 	return s->part.dev.write(s->part.dev.ctx, lba - s->start, count, buf);
 }
 
+/* Counted, not passed on: the tools read the image through the same page cache, and an
+ * fsync per barrier would only slow the test down on a busy disk. */
 static int
 split_flush(void *ctx)
 {
 	struct splitdev *s = ctx;
 
-	return s->part.dev.flush(s->part.dev.ctx);
+	s->flushes++;
+	return 0;
 }
 
 static void
@@ -593,7 +597,9 @@ scenario(const struct cfg *c)
 	CHECK(!mdir_has(&x, "firmware"));
 
 	fat_set_clock(&x.v, 2024, 5, 17, 13, 45, 30);
+	x.s.flushes = 0;
 	CHECK_EQ_INT(fat_write(&x.v, "firmware.bin", fw, sizeof(fw)), 0);
+	CHECK(x.s.flushes >= 3); /* data, FAT, directory: each durable before the next */
 	CHECK(fat_reads(&x.v, "firmware.bin", fw, sizeof(fw)));
 	remount(&x);
 	CHECK(fat_reads(&x.v, "firmware.bin", fw, sizeof(fw)));
