@@ -69,7 +69,8 @@ uf2drive_write(const struct blockdev *dev, const uint8_t *uf2, size_t len, char 
 	if (r < 0 && v.data_written) {
 		snprintf(msg, msglen,
 			 "all %zu UF2 blocks written; the drive went away after them (%s), as "
-			 "the board reboots",
+			 "the board does when it reboots: check that it comes back as the "
+			 "application",
 			 len / UF2_BLOCK, fat_error(&v));
 		return 1;
 	}

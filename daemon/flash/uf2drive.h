@@ -15,9 +15,9 @@
 /* Checks that UF2 is whole UF2 blocks (the three magics of every 512-byte block) and that DEV
  * holds a UF2 bootloader's drive (INFO_UF2.TXT in the root), then writes the file. Errors
  * after all data sectors reached the drive count as success: the board reboots as soon as
- * it has every block, and the FAT and directory writes may then find the drive gone: that
- * returns 1. 0 when the whole file was written, -errno on failure; MSG says what happened
- * either way. */
+ * it has every block, and the flush, FAT and directory writes may then find the drive gone:
+ * that returns 1, and only the board coming back as the application proves the flash. 0 when the
+ * whole file was written, -errno on failure; MSG says what happened either way. */
 int uf2drive_write(const struct blockdev *dev, const uint8_t *uf2, size_t len, char *msg,
 		   size_t msglen);
 

@@ -1577,9 +1577,9 @@ write_chain(struct fat_vol *v, const uint8_t *data, size_t len, uint32_t *first)
 	}
 	if (r == 0 && run_len > 0)
 		r = write_run(v, run_start, run_len, data + run_off, len - run_off);
+	v->data_written = r == 0;
 	if (r == 0)
 		r = barrier(v);
-	v->data_written = r == 0;
 	if (r == 0)
 		r = fat_cache_sync(v);
 	if (r == 0)

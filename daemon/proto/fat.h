@@ -71,7 +71,7 @@ struct fat_vol {
 	uint16_t dos_date, dos_time;	   /* time stamp for new entries (fat_set_clock) */
 	uint32_t walk_index, walk_cluster; /* FAT32: the root's cluster number walk_index */
 	char label[12];	   /* volume label from the boot sector, trailing blanks cut */
-	bool data_written; /* the last fat_write put all its data clusters on the card */
+	bool data_written; /* every data write of the last fat_write succeeded (maybe unflushed) */
 	/* one cached FAT sector, written back to every FAT copy before the directory changes */
 	uint32_t fat_cache_sector; /* volume-relative; UINT32_MAX when empty */
 	bool fat_cache_dirty;
