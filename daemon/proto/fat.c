@@ -665,7 +665,11 @@ fat_mount(struct fat_vol *v, const struct blockdev *dev)
 int
 fat_flush(struct fat_vol *v)
 {
-	int r = sector_sync(v);
+	int r;
+
+	if (!v->dev)
+		return -EINVAL;
+	r = sector_sync(v);
 
 	if (r == 0)
 		r = fat_cache_sync(v);

@@ -71,7 +71,7 @@ static int
 write_bytes(const char *path, const uint8_t *d, size_t n)
 {
 	FILE *f = fopen(path, "wb");
-	size_t w = f ? fwrite(d, 1, n, f) : 0;
+	size_t w = f && n ? fwrite(d, 1, n, f) : 0;
 
 	if (f)
 		fclose(f);
