@@ -188,9 +188,9 @@ sector_load(struct fat_vol *v, uint32_t sec)
 /* ---- the FAT ---------------------------------------------------------------------- */
 
 static int
-fat_cache_sync(struct fat_vol *v)
+fat_slot_sync(struct fat_vol *v, unsigned slot)
 {
-	if (!v->fat_cache_dirty)
+	if (!v->fat_cache_dirty[slot])
 		return 0;
 	/* FAT spec 3.1 (BPB_ExtFlags): mirrored at runtime into every FAT, or only the active */
 	for (uint32_t i = 0; i < v->n_fats; i++) {
@@ -198,37 +198,59 @@ fat_cache_sync(struct fat_vol *v)
 
 		if (!v->mirror && i != v->active_fat)
 			continue;
-		r = vol_write(v, v->fat_start + i * v->fat_sectors + v->fat_cache_sector, 1,
-			      v->fat_cache);
+		r = vol_write(v, v->fat_start + i * v->fat_sectors + v->fat_cache_sector[slot], 1,
+			      v->fat_cache[slot]);
 		if (r < 0)
 			return r;
 	}
-	v->fat_cache_dirty = false;
+	v->fat_cache_dirty[slot] = false;
 	return 0;
 }
 
 static int
+fat_cache_sync(struct fat_vol *v)
+{
+	unsigned lo = v->fat_cache_sector[0] < v->fat_cache_sector[1] ? 0 : 1;
+	int r = fat_slot_sync(v, lo);
+
+	return r < 0 ? r : fat_slot_sync(v, 1 - lo);
+}
+
+/* The byte at OFF of the FAT through the two-sector cache; v->fat_cache_cur is its slot. */
+static int
 fat_byte(struct fat_vol *v, uint32_t off, uint8_t **p)
 {
 	uint32_t sec = off / BLOCKDEV_SECTOR;
+	unsigned slot;
 
-	*p = v->fat_cache;
+	*p = v->fat_cache[0];
 	if (sec >= v->fat_sectors)
 		return fail(v, -EIO, "FAT entry past the end of the FAT");
-	if (v->fat_cache_sector != sec) {
-		int r = fat_cache_sync(v);
+	if (v->fat_cache_sector[0] == sec || v->fat_cache_sector[1] == sec) {
+		slot = v->fat_cache_sector[0] == sec ? 0 : 1;
+	} else {
+		int r;
 
+		slot = 1 - v->fat_cache_cur;
+		r = fat_slot_sync(v, slot);
 		if (r < 0)
 			return r;
-		v->fat_cache_sector = NO_SECTOR;
+		v->fat_cache_sector[slot] = NO_SECTOR;
 		r = vol_read(v, v->fat_start + v->active_fat * v->fat_sectors + sec, 1,
-			     v->fat_cache);
+			     v->fat_cache[slot]);
 		if (r < 0)
 			return r;
-		v->fat_cache_sector = sec;
+		v->fat_cache_sector[slot] = sec;
 	}
-	*p = &v->fat_cache[off % BLOCKDEV_SECTOR];
+	v->fat_cache_cur = slot;
+	*p = &v->fat_cache[slot][off % BLOCKDEV_SECTOR];
 	return 0;
+}
+
+static void
+fat_dirty(struct fat_vol *v)
+{
+	v->fat_cache_dirty[v->fat_cache_cur] = true;
 }
 
 /* FAT spec 4.1: a FAT12 entry is 12 bits at byte offset n + n/2 and may straddle sectors. */
@@ -261,12 +283,12 @@ fat12_set(struct fat_vol *v, uint32_t clus, uint32_t val)
 	if (r < 0)
 		return r;
 	*p = (clus & 1) ? (uint8_t)((*p & 0x0f) | ((val << 4) & 0xf0)) : (uint8_t)val;
-	v->fat_cache_dirty = true;
+	fat_dirty(v);
 	r = fat_byte(v, off + 1, &p);
 	if (r < 0)
 		return r;
 	*p = (clus & 1) ? (uint8_t)(val >> 4) : (uint8_t)((*p & 0xf0) | ((val >> 8) & 0x0f));
-	v->fat_cache_dirty = true;
+	fat_dirty(v);
 	return 0;
 }
 
@@ -316,7 +338,7 @@ fat_set(struct fat_vol *v, uint32_t clus, uint32_t val)
 		return -EINVAL;
 	}
 	if (r == 0)
-		v->fat_cache_dirty = true;
+		fat_dirty(v);
 	return r;
 }
 
@@ -634,7 +656,7 @@ fat_mount(struct fat_vol *v, const struct blockdev *dev)
 	memset(v, 0, sizeof(*v));
 	v->dev = dev;
 	v->sector_no = NO_SECTOR;
-	v->fat_cache_sector = NO_SECTOR;
+	v->fat_cache_sector[0] = v->fat_cache_sector[1] = NO_SECTOR;
 	v->free_count = UINT32_MAX;
 	v->next_free = 2;
 	fat_set_clock(v, 1980, 1, 1, 0, 0, 0);

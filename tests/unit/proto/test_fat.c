@@ -90,6 +90,8 @@ struct splitdev {
 	int fail_after; /* writes allowed before every write fails; -1: never */
 	int writes;
 	int flushes;
+	uint64_t read_sectors, written_sectors; /* I/O cost, printed for the SD path */
+	uint32_t read_calls;
 };
 
 static int
@@ -97,6 +99,8 @@ split_read(void *ctx, uint64_t lba, uint32_t count, uint8_t *buf)
 {
 	struct splitdev *s = ctx;
 
+	s->read_calls++;
+	s->read_sectors += count;
 	for (uint32_t i = 0; i < count; i++, lba++, buf += 512) {
 		if (lba >= s->start) {
 			int r = s->part.dev.read(s->part.dev.ctx, lba - s->start, 1, buf);
@@ -120,6 +124,7 @@ split_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 	if (s->fail_after >= 0 && s->writes >= s->fail_after)
 		return -EIO;
 	s->writes++;
+	s->written_sectors += count;
 	if (lba < s->start)
 		return -EPERM; /* nothing may write outside the partition */
 	return s->part.dev.write(s->part.dev.ctx, lba - s->start, count, buf);
@@ -597,9 +602,19 @@ scenario(const struct cfg *c)
 	CHECK(!mdir_has(&x, "firmware"));
 
 	fat_set_clock(&x.v, 2024, 5, 17, 13, 45, 30);
-	x.s.flushes = 0;
+	x.s.flushes = x.s.writes = 0;
+	x.s.read_calls = 0;
+	x.s.read_sectors = x.s.written_sectors = 0;
 	CHECK_EQ_INT(fat_write(&x.v, "firmware.bin", fw, sizeof(fw)), 0);
 	CHECK(x.s.flushes >= 3); /* data, FAT, directory: each durable before the next */
+	fprintf(stderr,
+		"%s: writing %zu bytes cost %llu sectors read in %u calls, %llu written in %d "
+		"calls\n",
+		c->name, sizeof(fw), (unsigned long long)x.s.read_sectors, x.s.read_calls,
+		(unsigned long long)x.s.written_sectors, x.s.writes);
+	/* the data itself, plus a few FAT and directory sectors: no full-FAT scans */
+	CHECK(x.s.written_sectors <= sizeof(fw) / 512 + 1 + 2 * 8 + 2);
+	CHECK(x.s.read_sectors <= 64);
 	CHECK(fat_reads(&x.v, "firmware.bin", fw, sizeof(fw)));
 	remount(&x);
 	CHECK(fat_reads(&x.v, "firmware.bin", fw, sizeof(fw)));
