@@ -26,6 +26,7 @@
 #include "udevwatch.h"
 #include "util.h"
 #include "flash/worker.h"
+#include "image/validate.h"
 
 #define ONESHOT_WAIT_MS 10000
 
@@ -205,6 +206,93 @@ waiter_wait(struct waiter *w, unsigned modes, bool after_gone, struct device *de
 	}
 }
 
+/* The daemon's boot check (WORKER_APP_STABLE_MS): the application that appeared must stay on
+ * the bus; a boot-looping one leaves again. 0 when it stayed, -ENODEV when it left. */
+static int
+waiter_stays(struct waiter *w)
+{
+	uint64_t deadline = now_monotonic_usec() + (uint64_t)WORKER_APP_STABLE_MS * 1000;
+	struct device dev;
+
+	w->gone = false;
+	for (;;) {
+		struct pollfd p = {.fd = udev_monitor_get_fd(w->mon), .events = POLLIN};
+		uint64_t now = now_monotonic_usec();
+		struct udev_device *d;
+
+		while ((d = udev_monitor_receive_device(w->mon))) {
+			const char *a = udev_device_get_action(d), *n = udev_device_get_sysname(d);
+			const char *t = udev_device_get_devtype(d);
+
+			if (a && n && t && strcmp(t, "usb_device") == 0 &&
+			    strcmp(n, w->port) == 0 && strcmp(a, "remove") == 0)
+				w->gone = true;
+			udev_device_unref(d);
+		}
+		if (w->gone || !device_from_port(w->udev, w->port, &dev) ||
+		    dev.mode != DEVICE_MODE_KLIPPER_APP)
+			return -ENODEV;
+		if (now >= deadline)
+			return 0;
+		(void)poll(&p, 1, (int)((deadline - now) / 1000 + 1));
+	}
+}
+
+/* Read and validate the file before anything touches the board: against --board, else
+ * against every catalog board with the MCU the device reports (the worker checks again
+ * against the app start its bootloader reports). Prints why on refusal; 0 or exit code. */
+static int
+precheck(const char *file, const char *board, const struct device *dev)
+{
+	const struct catalog_board *all, *first = NULL;
+	struct verdict v, refused = {0};
+	uint8_t *data = NULL;
+	size_t size = 0, n;
+	const char *base = strrchr(file, '/');
+	int r, tried = 0, ok = 0;
+
+	r = read_file(file, IMAGE_MAX_SIZE + 1, &data, &size);
+	if (r < 0) {
+		fprintf(stderr, "skrflashctl flash: cannot read %s: %s; the board was not touched\n",
+			file, r == -EFBIG ? "larger than 16 MiB" : strerror(-r));
+		return r == -EFBIG ? 1 : 2;
+	}
+	all = catalog_boards(&n);
+	for (size_t i = 0; i < n && !ok; i++) {
+		struct validate_target t = {.board = &all[i],
+					    .interface = CONFIG_INTERFACE_USB,
+					    .file_name = base ? base + 1 : file};
+
+		if (board ? strcmp(all[i].name, board) != 0
+			  : strcasecmp(all[i].mcu->name, dev->product) != 0)
+			continue;
+		tried++;
+		if (validate_image(data, size, &t, &v) < 0)
+			continue;
+		if (v.accepted) {
+			ok = 1;
+			verdict_done(&v);
+		} else if (!first) {
+			first = &all[i];
+			refused = v;
+		} else {
+			verdict_done(&v);
+		}
+	}
+	free(data);
+	if (ok || (!tried && !board)) {
+		/* no catalog board for what the device reports: the worker's check decides */
+		verdict_done(&refused);
+		return 0;
+	}
+	fprintf(stderr, "skrflashctl flash: %s refused for %s; the board was not touched:\n", file,
+		first ? first->title : board);
+	for (size_t i = 0; i < refused.n_reasons; i++)
+		fprintf(stderr, "  - %s\n", refused.reasons[i]);
+	verdict_done(&refused);
+	return 1;
+}
+
 struct bar {
 	bool tty;
 	char step[16];
@@ -253,7 +341,7 @@ static int
 usage(void)
 {
 	fprintf(stderr, "Usage: skrflashctl flash --device PATH [--board NAME] [--method M] "
-			"[--window N] FILE\n");
+			"[--window N] [--force] FILE\n");
 	return 2;
 }
 
@@ -287,6 +375,7 @@ oneshot_flash(int argc, char **argv)
 	struct udev *udev = NULL;
 	char port[64];
 	unsigned window = 0;
+	bool force = false;
 	int r, ret = 1;
 
 	for (int i = 1; i < argc; i++) {
@@ -299,6 +388,10 @@ oneshot_flash(int argc, char **argv)
 			target = &board;
 		else if (strcmp(a, "--method") == 0)
 			target = &method;
+		else if (strcmp(a, "--force") == 0) {
+			force = true;
+			continue;
+		}
 		else if (strcmp(a, "--window") == 0) {
 			uint32_t v;
 
@@ -345,6 +438,12 @@ oneshot_flash(int argc, char **argv)
 	r = find_port(udev, device, port, sizeof(port));
 	if (r < 0 || !device_from_port(udev, port, &dev)) {
 		fprintf(stderr, "skrflashctl flash: no USB device found for %s\n", device);
+		goto out;
+	}
+	/* --force skips the verdict, not the reading: the worker still parses the file */
+	r = force ? 0 : precheck(file, board, &dev);
+	if (r > 0) {
+		ret = r;
 		goto out;
 	}
 	if (dev.mode == DEVICE_MODE_KLIPPER_APP) {
@@ -396,6 +495,7 @@ oneshot_flash(int argc, char **argv)
 	}
 	plan.interface = CONFIG_INTERFACE_USB;
 	plan.window = window;
+	plan.force = force;
 
 	/* arm the boot check before the bootloader starts the application */
 	r = waiter_start(&w, udev, port);
@@ -430,6 +530,14 @@ oneshot_flash(int argc, char **argv)
 			"skrflashctl flash: written and verified, but the application did not come "
 			"back on port %s within %d s\n",
 			port, ONESHOT_WAIT_MS / 1000);
+		goto out;
+	}
+	if (waiter_stays(&w) < 0) {
+		fprintf(stderr,
+			"skrflashctl flash: written and verified, but the application on port %s "
+			"came back and left again within %u ms: it boot-loops; flash a working "
+			"image (the board may be in its bootloader now)\n",
+			port, WORKER_APP_STABLE_MS);
 		goto out;
 	}
 	printf("flashed %" PRIu64 " bytes (%u erases, %u transfers) via %s; %s is back on port "

@@ -70,6 +70,8 @@ worker_plan_to_json(const struct worker_plan *p, char **ret)
 	add_str(o, "interface", config_interface_to_string(p->interface));
 	json_object_object_add(o, "window", json_object_new_int64(p->window));
 	json_object_object_add(o, "timeout_ms", json_object_new_int64(p->timeout_ms));
+	if (p->force)
+		json_object_object_add(o, "force", json_object_new_boolean(true));
 	*ret = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
 							     JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
@@ -157,6 +159,13 @@ worker_plan_from_json(const char *s, struct worker_plan *ret, const char **ret_e
 		goto fail;
 	}
 	p.timeout_ms = (unsigned)n;
+	if (json_object_object_get_ex(o, "force", &d)) {
+		if (!json_object_is_type(d, json_type_boolean)) {
+			err = "plan force is not a boolean";
+			goto fail;
+		}
+		p.force = json_object_get_boolean(d);
+	}
 	if (!json_object_object_get_ex(o, "device", &d) ||
 	    !json_object_is_type(d, json_type_object)) {
 		err = "plan has no device object";
@@ -337,6 +346,17 @@ run_flash(const struct worker_plan *p, const struct worker_events *ev, struct wo
 			goto out;
 		}
 		ret = validate_image_for_flash(buf, len, &t, &v, &flash_img);
+		if (ret == 0 && p->force && v.n_reasons &&
+		    image_parse(buf, len, &flash_img, NULL) == 0) {
+			/* forced: the user overrides the verdict; a .bin goes to the app start */
+			log_warn("%s: writing an image refused for %s (forced): %s",
+				 p->image_path, t.board->name, v.reasons[0]);
+			if (!flash_img.has_load_address) {
+				flash_img.has_load_address = true;
+				flash_img.load_address = v.load_address;
+			}
+			ret = 1;
+		}
 		if (ret <= 0) {
 			char why[400] = "";
 

@@ -579,12 +579,49 @@ oneshot_paths(struct sim *s)
 		CHECK(n != NULL);
 		if (n) {
 			unsigned before = sim_board_enumerations(n);
+			uint8_t *fimg = klipper_image(n, 0x08007000, "v-oneshot-n", 12288);
+			char *fpath = save_image(fimg, 12288);
 
-			CHECK_EQ_INT(oneshot("flash", "--device", sim_board_by_id(n), path, NULL),
+			CHECK_EQ_INT(oneshot("flash", "--device", sim_board_by_id(n), fpath, NULL),
 				     1);
 			CHECK(sim_board_enumerations(n) > before); /* it did reboot, into the app */
+			free(fimg);
+			free(fpath);
 			sim_board_unplug(n);
 		}
+	}
+	/* the file is read and validated before the board is touched: a missing file, a
+	 * text file and a build for another offset leave the running board alone */
+	{
+		unsigned before = sim_board_enumerations(k);
+		static const char text[] = "flash me\n";
+		char *txt = save_image((const uint8_t *)text, sizeof(text) - 1);
+		uint8_t *wrong = klipper_image(k, 0x08000000, "v-oneshot-wrong", 12288);
+		char *wpath = save_image(wrong, 12288);
+
+		(void)str_copy(tty, sizeof(tty), sim_board_tty(k));
+		CHECK_EQ_INT(oneshot("flash", "--device", tty, "/nonexistent/klipper.bin", NULL), 2);
+		CHECK_EQ_INT(oneshot("flash", "--device", tty, txt, NULL), 1);
+		CHECK_EQ_INT(oneshot("flash", "--device", tty, "--board", "octopus-f446", wpath,
+				     NULL),
+			     1);
+		CHECK_EQ_INT(oneshot("flash", "--device", tty, wpath, NULL), 1);
+		CHECK_EQ_INT(sim_board_enumerations(k), before);
+		CHECK_EQ_INT(sim_board_mode(k), SIM_MODE_KLIPPER_APP);
+		CHECK_STREQ(sim_board_app_version(k), "v-oneshot-k");
+
+		/* validation bypassed: the wrong build is written at 0x08008000, and the
+		 * simulator's own boot model (not the validator) makes it boot-loop; the one-shot
+		 * flash reports the failed boot instead of success */
+		before = sim_board_enumerations(k);
+		CHECK_EQ_INT(oneshot("flash", "--device", tty, "--force", wpath, NULL), 1);
+		CHECK(flash_equals(sim_board_flash(k), 0x08008000, wrong, 12288));
+		CHECK(!flash_app_valid(sim_board_flash(k), 0x08008000));
+		CHECK_EQ_INT(sim_board_wait_mode(k, SIM_MODE_OFF, 5000), 0);
+		CHECK(sim_board_enumerations(k) > before + 1); /* Katapult, then the flickers */
+		free(txt);
+		free(wrong);
+		free(wpath);
 	}
 	/* usage errors */
 	CHECK_EQ_INT(oneshot("flash", path, NULL), 2);
