@@ -550,3 +550,117 @@ out:
 	udev_unref(udev);
 	return ret;
 }
+
+/* `skrflashctl reboot --device PATH [--board NAME]`: ask the bootloader the board sits in to
+ * start the application already in flash, and wait until it stays up. */
+int
+oneshot_reboot(int argc, char **argv)
+{
+	const char *device = NULL, *board = NULL;
+	struct worker_plan plan;
+	struct worker_report rep;
+	struct waiter w = {0};
+	struct device dev;
+	struct udev *udev = NULL;
+	char port[64];
+	int r, ret = 1;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--device") == 0 && i + 1 < argc)
+			device = argv[++i];
+		else if (strcmp(argv[i], "--board") == 0 && i + 1 < argc)
+			board = argv[++i];
+		else if (argv[i][0] != '-' && !device) {
+			fprintf(stderr,
+				"skrflashctl reboot: rebooting a board through the daemon is not "
+				"available yet: use --device PATH\n");
+			return 2;
+		} else {
+			fprintf(stderr, "Usage: skrflashctl reboot --device PATH [--board NAME]\n");
+			return 2;
+		}
+	}
+	if (!device) {
+		fprintf(stderr, "Usage: skrflashctl reboot --device PATH [--board NAME]\n");
+		return 2;
+	}
+	if (board && !catalog_find(board)) {
+		fprintf(stderr, "skrflashctl reboot: unknown board '%s'\n", board);
+		return 2;
+	}
+	udev = udev_new();
+	if (!udev) {
+		fprintf(stderr, "skrflashctl reboot: libudev unavailable\n");
+		return 1;
+	}
+	r = find_port(udev, device, port, sizeof(port));
+	if (r < 0 || !device_from_port(udev, port, &dev)) {
+		fprintf(stderr, "skrflashctl reboot: no USB device found for %s\n", device);
+		goto out;
+	}
+	switch (dev.mode) {
+	case DEVICE_MODE_KLIPPER_APP:
+		printf("%s on port %s already runs the application\n", board_title(board, &dev),
+		       port);
+		ret = 0;
+		goto out;
+	case DEVICE_MODE_KATAPULT:
+	case DEVICE_MODE_STM32_ROM_DFU:
+		break;
+	case DEVICE_MODE_RP2040_BOOTSEL:
+		fprintf(stderr,
+			"skrflashctl reboot: %s on port %s is in RP2040 BOOTSEL; starting the "
+			"application from there needs PICOBOOT (REBOOT command), which skrflash "
+			"does not speak yet: press reset or power-cycle the board\n",
+			board_title(board, &dev), port);
+		goto out;
+	case DEVICE_MODE_NONE:
+	case DEVICE_MODE_LPC_DFU:
+	case DEVICE_MODE_MARLIN_LPC:
+	case DEVICE_MODE_MARLIN_STM32:
+	case _DEVICE_MODE_MAX:
+	default:
+		fprintf(stderr,
+			"skrflashctl reboot: port %s is in mode %s, which skrflash cannot ask to "
+			"start the application: press reset or power-cycle the board\n",
+			port, device_mode_to_string(dev.mode));
+		goto out;
+	}
+	memset(&plan, 0, sizeof(plan));
+	(void)str_copy(plan.action, sizeof(plan.action), "reboot");
+	plan.dev = dev;
+	(void)str_copy(plan.board, sizeof(plan.board), board ? board : "");
+	plan.interface = CONFIG_INTERFACE_USB;
+	r = waiter_start(&w, udev, port);
+	if (r < 0) {
+		fprintf(stderr, "skrflashctl reboot: udev monitor: %s\n", strerror(-r));
+		goto out;
+	}
+	(void)worker_execute(&plan, NULL, &rep);
+	if (!rep.ok) {
+		fprintf(stderr, "skrflashctl reboot: %s failed: %s\n", rep.step, rep.error);
+		goto out;
+	}
+	if (waiter_wait(&w, 1u << DEVICE_MODE_KLIPPER_APP, false, &dev) < 0) {
+		fprintf(stderr,
+			"skrflashctl reboot: the bootloader on port %s left, but no application "
+			"came up within %d s: the application in flash may be damaged; flash it "
+			"again\n",
+			port, ONESHOT_WAIT_MS / 1000);
+		goto out;
+	}
+	if (waiter_stays(&w) < 0) {
+		fprintf(stderr,
+			"skrflashctl reboot: the application on port %s came up and left again "
+			"within %u ms: it boot-loops; flash a working image\n",
+			port, WORKER_APP_STABLE_MS);
+		goto out;
+	}
+	printf("%s on port %s runs the application again (%s)\n", board_title(board, &dev), port,
+	       dev.tty[0] ? dev.tty : "no tty");
+	ret = 0;
+out:
+	waiter_stop(&w);
+	udev_unref(udev);
+	return ret;
+}

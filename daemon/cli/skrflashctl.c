@@ -783,6 +783,8 @@ usage(FILE *f)
 	    "  flash --device PATH FILE [--board NAME] [--method M]\n"
 	    "                              flash in the foreground, without the daemon\n"
 	    "  retry BOARD                 allow firmware that failed to boot on BOARD again\n"
+	    "  reboot --device PATH [--board NAME]\n"
+	    "                              leave Katapult or ROM DFU for the app in flash\n"
 	    "\n"
 	    "Exit status: 0 success, 1 failed or refused, 2 usage error, 3 daemon not reachable,\n"
 	    "4 permission denied.\n");
@@ -861,6 +863,8 @@ main(int argc, char **argv)
 	cmd = argv[optind];
 	if (strcmp(cmd, "validate") == 0)
 		return validate_command(argc - optind, argv + optind);
+	if (strcmp(cmd, "reboot") == 0)
+		return oneshot_reboot(argc - optind, argv + optind);
 	/* flash --device: one-shot in the foreground, the daemon's backends without the daemon */
 	for (int i = optind + 1; strcmp(cmd, "flash") == 0 && i < argc; i++)
 		if (strcmp(argv[i], "--device") == 0 || strncmp(argv[i], "--device=", 9) == 0)

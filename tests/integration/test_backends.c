@@ -55,7 +55,8 @@ oneshot(const char *first, ...)
 	va_start(ap, first);
 	v = strv_append_va(NULL, first, ap);
 	va_end(ap);
-	r = oneshot_flash((int)strv_length(v), v);
+	r = strcmp(first, "reboot") == 0 ? oneshot_reboot((int)strv_length(v), v)
+					  : oneshot_flash((int)strv_length(v), v);
 	strv_free(v);
 	return r;
 }
@@ -622,6 +623,47 @@ oneshot_paths(struct sim *s)
 		free(txt);
 		free(wrong);
 		free(wpath);
+	}
+	/* reboot: out of Katapult and out of ROM DFU into the application already in flash;
+	 * BOOTSEL says what it would need */
+	{
+		struct sim_board_spec kat = {.model = "octopus-f446",
+					     .port = "4-5",
+					     .bootloader = SIM_BL_KATAPULT,
+					     .mode = SIM_MODE_KATAPULT};
+		struct sim_board_spec dfu = {
+		    .model = "octopus-f446", .port = "4-6", .mode = SIM_MODE_ROM_DFU};
+		struct sim_board_spec pico = {
+		    .model = "skr-pico", .port = "4-7", .mode = SIM_MODE_BOOTSEL};
+		struct sim_board *a = sim_board_add(s, &kat), *b = sim_board_add(s, &dfu);
+		struct sim_board *c = sim_board_add(s, &pico);
+		char node[DEVICE_PATH];
+
+		CHECK(a && b && c);
+		if (a && b && c) {
+			(void)str_copy(node, sizeof(node), sim_board_tty(a));
+			CHECK_EQ_INT(oneshot("reboot", "--device", node, NULL), 0);
+			CHECK_EQ_INT(sim_board_mode(a), SIM_MODE_KLIPPER_APP);
+			/* a running app: nothing to do */
+			(void)str_copy(node, sizeof(node), sim_board_tty(a));
+			CHECK_EQ_INT(oneshot("reboot", "--device", node, NULL), 0);
+			/* ROM DFU needs to know where the app starts */
+			CHECK_EQ_INT(oneshot("reboot", "--device", "4-6", NULL), 1);
+			CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_ROM_DFU);
+			CHECK_EQ_INT(oneshot("reboot", "--device", "4-6", "--board", "octopus-f446",
+					     NULL),
+				     0);
+			CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_KLIPPER_APP);
+			CHECK_EQ_INT(oneshot("reboot", "--device", "4-7", NULL), 1);
+			CHECK_EQ_INT(sim_board_mode(c), SIM_MODE_BOOTSEL);
+			CHECK_EQ_INT(oneshot("reboot", "4-7", NULL), 2);
+		}
+		if (a)
+			sim_board_unplug(a);
+		if (b)
+			sim_board_unplug(b);
+		if (c)
+			sim_board_unplug(c);
 	}
 	/* usage errors */
 	CHECK_EQ_INT(oneshot("flash", path, NULL), 2);
