@@ -60,28 +60,36 @@
  *   RP2040:    "No bootloader" is 0x10000100 (boot2 first), and 16 KiB
  * and "No bootloader" (offset 0) everywhere else.
  */
-#define NO_BL {0, "No bootloader"}
-#define OFF(o, kib) {o, #kib "KiB bootloader"}
-#define OFF_END {0, NULL}
+#define NO_BL                                                                                      \
+	{                                                                                          \
+		0, "No bootloader"                                                                 \
+	}
+#define OFF(o, kib)                                                                                \
+	{                                                                                          \
+		o, #kib "KiB bootloader"                                                           \
+	}
+#define OFF_END                                                                                    \
+	{                                                                                          \
+		0, NULL                                                                            \
+	}
 static const struct catalog_offset offsets_f103[] = {
-    NO_BL,	     OFF(0x800, 2),    OFF(0x1000, 4),	OFF(0x2000, 8),	  OFF(0x4000, 16),
-    OFF(0x5000, 20), OFF(0x7000, 28),  OFF(0x8000, 32),	OFF(0x8800, 34),  OFF(0x9000, 36),
-    OFF(0x10000, 64), OFF_END,
+    NO_BL,	     OFF(0x800, 2),   OFF(0x1000, 4),	OFF(0x2000, 8),
+    OFF(0x4000, 16), OFF(0x5000, 20), OFF(0x7000, 28),	OFF(0x8000, 32),
+    OFF(0x8800, 34), OFF(0x9000, 36), OFF(0x10000, 64), OFF_END,
 };
 static const struct catalog_offset offsets_f401[] = {
     NO_BL, OFF(0x4000, 16), OFF(0x8000, 32), OFF(0xC000, 48), OFF(0x10000, 64), OFF_END,
 };
 static const struct catalog_offset offsets_f4x5[] = {
-    NO_BL,
-    OFF(0x4000, 16),
-    OFF(0x8000, 32),
-    OFF(0xC000, 48),
-    OFF(0x10000, 64),
-    {0x20200, "128KiB bootloader with 512 byte offset"},
+    NO_BL,	     OFF(0x4000, 16),  OFF(0x8000, 32),
+    OFF(0xC000, 48), OFF(0x10000, 64), {0x20200, "128KiB bootloader with 512 byte offset"},
     OFF_END,
 };
 static const struct catalog_offset offsets_f446[] = {
-    NO_BL, OFF(0x8000, 32), OFF(0x10000, 64), OFF_END,
+    NO_BL,
+    OFF(0x8000, 32),
+    OFF(0x10000, 64),
+    OFF_END,
 };
 static const struct catalog_offset offsets_g0[] = {NO_BL, OFF(0x2000, 8), OFF_END};
 static const struct catalog_offset offsets_h7[] = {NO_BL, OFF(0x20000, 128), OFF_END};
@@ -431,7 +439,7 @@ catalog_mcu_offsets(const struct catalog_mcu *mcu, const struct catalog_offset *
 		*ret = mcu ? mcu->offsets : NULL;
 	if (!mcu || !mcu->offsets)
 		return 0;
-	while (mcu->offsets[n].menuconfig && n < CATALOG_MAX_OFFSETS)
+	while (n < CATALOG_MAX_OFFSETS && mcu->offsets[n].menuconfig)
 		n++;
 	return n;
 }

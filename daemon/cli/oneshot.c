@@ -253,8 +253,9 @@ precheck(const char *file, const char *board, const struct device *dev)
 
 	r = read_file(file, IMAGE_MAX_SIZE + 1, &data, &size);
 	if (r < 0) {
-		fprintf(stderr, "skrflashctl flash: cannot read %s: %s; the board was not touched\n",
-			file, r == -EFBIG ? "larger than 16 MiB" : strerror(-r));
+		fprintf(stderr,
+			"skrflashctl flash: cannot read %s: %s; the board was not touched\n", file,
+			r == -EFBIG ? "larger than 16 MiB" : strerror(-r));
 		return r == -EFBIG ? 1 : 2;
 	}
 	all = catalog_boards(&n);
@@ -391,8 +392,7 @@ oneshot_flash(int argc, char **argv)
 		else if (strcmp(a, "--force") == 0) {
 			force = true;
 			continue;
-		}
-		else if (strcmp(a, "--window") == 0) {
+		} else if (strcmp(a, "--window") == 0) {
 			uint32_t v;
 
 			if (i + 1 >= argc || parse_u32(argv[++i], &v) < 0 || v == 0 || v > 64) {

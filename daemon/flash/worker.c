@@ -350,8 +350,8 @@ run_flash(const struct worker_plan *p, const struct worker_events *ev, struct wo
 		if (ret == 0 && p->force && v.n_reasons &&
 		    image_parse(buf, len, &flash_img, NULL) == 0) {
 			/* forced: the user overrides the verdict; a .bin goes to the app start */
-			log_warn("%s: writing an image refused for %s (forced): %s",
-				 p->image_path, t.board->name, v.reasons[0]);
+			log_warn("%s: writing an image refused for %s (forced): %s", p->image_path,
+				 t.board->name, v.reasons[0]);
 			if (!flash_img.has_load_address) {
 				flash_img.has_load_address = true;
 				flash_img.load_address = v.load_address;

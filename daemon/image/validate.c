@@ -106,7 +106,8 @@ describe_base(const struct catalog_mcu *mcu, uint32_t base, char *buf, size_t le
 	if (name)
 		snprintf(buf, len, "0x%08" PRIx32 " (\"%s\")", base, name);
 	else
-		snprintf(buf, len, "0x%08" PRIx32 " (no Bootloader offset menuconfig offers)", base);
+		snprintf(buf, len, "0x%08" PRIx32 " (no Bootloader offset menuconfig offers)",
+			 base);
 }
 
 static bool
@@ -269,7 +270,8 @@ what_to_build(const struct catalog_mcu *mcu, uint32_t expected, char *buf, size_
 	const char *want = base_name(mcu, expected);
 
 	if (want)
-		snprintf(buf, len, "rebuild with make menuconfig -> Bootloader offset \"%s\"", want);
+		snprintf(buf, len, "rebuild with make menuconfig -> Bootloader offset \"%s\"",
+			 want);
 	else
 		snprintf(buf, len,
 			 "0x%08" PRIx32 " is no Bootloader offset menuconfig offers for the %s: "
@@ -304,11 +306,11 @@ check_bin_link(const struct image *img, const struct validate_target *t, const c
 			 ", or set app_start = 0x%08" PRIx32 " in the profile if the board runs "
 			 "Katapult",
 			 (uint32_t)(l.base[0] + vt_offset(mcu, l.base[0])));
-		add_reason(v, "%s is linked for %s but the app on %s starts at 0x%08" PRIx32 ": %s%s",
-			   name, got, t->board->title,
-			   (uint32_t)(expected + vt_offset(mcu, expected)), todo,
-			   mcu->family == CATALOG_FAMILY_RP2040 && base_name(mcu, l.base[0]) ? list
-											     : "");
+		add_reason(
+		    v, "%s is linked for %s but the app on %s starts at 0x%08" PRIx32 ": %s%s",
+		    name, got, t->board->title, (uint32_t)(expected + vt_offset(mcu, expected)),
+		    todo,
+		    mcu->family == CATALOG_FAMILY_RP2040 && base_name(mcu, l.base[0]) ? list : "");
 		return false;
 	case LINK_AMBIGUOUS:
 		format_bases(mcu, &l, list, sizeof(list));
@@ -319,12 +321,13 @@ check_bin_link(const struct image *img, const struct validate_target *t, const c
 				   "instead, or %s",
 				   name, list, todo);
 		else
-			add_reason(v,
-				   "%s's vector table fits a build for each of %s, and the file "
-				   "has no Klipper data dictionary to tell them apart: use the .elf "
-				   "or .hex of the build (they record the address), or check it was "
-				   "built for the app start 0x%08" PRIx32 " of %s",
-				   name, list, expected, t->board->title);
+			add_reason(
+			    v,
+			    "%s's vector table fits a build for each of %s, and the file "
+			    "has no Klipper data dictionary to tell them apart: use the .elf "
+			    "or .hex of the build (they record the address), or check it was "
+			    "built for the app start 0x%08" PRIx32 " of %s",
+			    name, list, expected, t->board->title);
 		return false;
 	case LINK_UNKNOWN:
 	default:
@@ -333,18 +336,20 @@ check_bin_link(const struct image *img, const struct validate_target *t, const c
 				   (uint32_t)(expected + vt_offset(mcu, expected)), v))
 			return false;
 		if (d)
-			add_reason(v,
-				   "%s holds a Klipper data dictionary but no absolute reference to "
-				   "it that fits its vector table at any address the %s starts an "
-				   "app from: cannot tell where it is linked; check that it is a "
-				   "complete out/klipper.bin, or flash out/klipper.elf",
-				   name, mcu->name);
+			add_reason(
+			    v,
+			    "%s holds a Klipper data dictionary but no absolute reference to "
+			    "it that fits its vector table at any address the %s starts an "
+			    "app from: cannot tell where it is linked; check that it is a "
+			    "complete out/klipper.bin, or flash out/klipper.elf",
+			    name, mcu->name);
 		else
-			add_reason(v,
-				   "%s's vector table points outside the image at every address the "
-				   "%s starts an app from: it is not a firmware for %s, or the file is "
-				   "damaged",
-				   name, mcu->name, t->board->title);
+			add_reason(
+			    v,
+			    "%s's vector table points outside the image at every address the "
+			    "%s starts an app from: it is not a firmware for %s, or the file is "
+			    "damaged",
+			    name, mcu->name, t->board->title);
 		return false;
 	}
 }
@@ -543,9 +548,10 @@ check_placement(const struct image *img, const struct validate_target *t, const 
 	uint64_t flash_end = (uint64_t)mcu->flash_base + mcu->flash_size;
 	uint32_t place = img->has_load_address ? img->load_address : expected;
 	uint64_t end = (uint64_t)place + img->size;
-	char got[96], todo[160];
 
 	if (img->has_load_address && place != expected) {
+		char got[96], todo[160];
+
 		describe_base(mcu, place, got, sizeof(got));
 		what_to_build(mcu, expected, todo, sizeof(todo));
 		add_reason(v, "%s is linked for %s but %s needs it at 0x%08" PRIx32 ": %s", name,
@@ -564,7 +570,8 @@ check_placement(const struct image *img, const struct validate_target *t, const 
 		add_reason(v,
 			   "%s loads at 0x%08" PRIx32 ", outside the flash of %s (0x%08" PRIx32
 			   "-0x%08" PRIx32 ")",
-			   name, place, t->board->title, mcu->flash_base, (uint32_t)(flash_end - 1));
+			   name, place, t->board->title, mcu->flash_base,
+			   (uint32_t)(flash_end - 1));
 		return false;
 	}
 	if (!img->has_load_address && !check_bin_link(img, t, name, d, expected, v))
@@ -600,10 +607,10 @@ check(const uint8_t *buf, size_t len, const struct validate_target *t, struct ve
 	name = t->file_name && *t->file_name ? t->file_name : "the image";
 	app_start = t->app_start ? t->app_start : board->app_start;
 	/* where the file's first byte goes: boot2 first in the RP2040 "No bootloader" layout */
-	expected = mcu->family == CATALOG_FAMILY_RP2040 &&
-			   app_start == mcu->flash_base + RP2040_BOOT2_SIZE
-		       ? mcu->flash_base
-		       : app_start;
+	expected =
+	    mcu->family == CATALOG_FAMILY_RP2040 && app_start == mcu->flash_base + RP2040_BOOT2_SIZE
+		? mcu->flash_base
+		: app_start;
 
 	r = image_parse(buf, len, &img, &err);
 	if (r == -EFBIG) {

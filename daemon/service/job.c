@@ -1129,8 +1129,8 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 			/* accuracy 1 ms: sd-event's default (250 ms) would add up to a quarter
 			 * second to every job's end */
 			(void)sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
-							 (uint64_t)WORKER_APP_STABLE_MS * 1000u, 1000u,
-							 on_stable, j);
+							 (uint64_t)WORKER_APP_STABLE_MS * 1000u,
+							 1000u, on_stable, j);
 			return;
 		}
 		if (bootloader_mode(b->dev.mode) && b->present && ev != BOARDS_UPDATED) {

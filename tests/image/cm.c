@@ -32,12 +32,12 @@ static const unsigned char klipper_dict[4] = {1, 2, 3, 4};
 #define TAIL_SIZE 4
 #endif
 /* Thumb "nop" (0xbf00): code-like bytes where a real build has its drivers and scheduler. */
-__attribute__((section(".text.aa_code"), used)) const uint16_t code[CODE_SIZE / 2] = {
-    [0 ... CODE_SIZE / 2 - 1] = 0xbf00};
-__attribute__((section(".rodata.aa_fill"), used)) const uint8_t ro_fill[RO_FILL] = {
-    [0 ... RO_FILL - 1] = 0x5a};
-__attribute__((section(".rodata.zz_tail"), used)) const uint8_t tail[TAIL_SIZE] = {
-    [0 ... TAIL_SIZE - 1] = 0x3c};
+__attribute__((section(".text.aa_code"), used))
+const uint16_t code[CODE_SIZE / 2] = {[0 ... CODE_SIZE / 2 - 1] = 0xbf00};
+__attribute__((section(".rodata.aa_fill"), used))
+const uint8_t ro_fill[RO_FILL] = {[0 ... RO_FILL - 1] = 0x5a};
+__attribute__((section(".rodata.zz_tail"), used))
+const uint8_t tail[TAIL_SIZE] = {[0 ... TAIL_SIZE - 1] = 0x3c};
 
 #ifdef WITH_BOOT2
 /* Stand-in for the RP2040 second-stage loader: bytes 0..251 then their CRC-32/MPEG-2. */
@@ -72,8 +72,8 @@ systick_handler(void)
 static void
 irq0_handler(void)
 {
-	counter += ticks + klipper_dict[ticks & DICT_MASK] + code[ticks & 7] +
-		   ro_fill[ticks & 3] + tail[ticks & 3];
+	counter += ticks + klipper_dict[ticks & DICT_MASK] + code[ticks & 7] + ro_fill[ticks & 3] +
+		   tail[ticks & 3];
 }
 
 static void
@@ -98,6 +98,6 @@ reset_handler(void)
  * reserved (0, as CMSIS startup files write them), SVCall, DebugMon, reserved, PendSV,
  * SysTick, then the IRQs: Klipper fills every IRQ slot (DefaultHandler when unused). */
 __attribute__((section(".vectors"), used)) const uint32_t vectors[16 + 64] = {
-    H(&_stack_end), H(reset_handler), D, D, D, D, D, 0, 0, 0, 0, D, D, 0, D,
-    H(systick_handler), H(irq0_handler), [17 ... 79] = D,
+    H(&_stack_end),  H(reset_handler), D, D, D, D, D, 0, 0, 0, 0, D, D, 0, D, H(systick_handler),
+    H(irq0_handler), [17 ... 79] = D,
 };

@@ -56,7 +56,7 @@ oneshot(const char *first, ...)
 	v = strv_append_va(NULL, first, ap);
 	va_end(ap);
 	r = strcmp(first, "reboot") == 0 ? oneshot_reboot((int)strv_length(v), v)
-					  : oneshot_flash((int)strv_length(v), v);
+					 : oneshot_flash((int)strv_length(v), v);
 	strv_free(v);
 	return r;
 }
@@ -601,11 +601,11 @@ oneshot_paths(struct sim *s)
 		char *wpath = save_image(wrong, 12288);
 
 		(void)str_copy(tty, sizeof(tty), sim_board_tty(k));
-		CHECK_EQ_INT(oneshot("flash", "--device", tty, "/nonexistent/klipper.bin", NULL), 2);
+		CHECK_EQ_INT(oneshot("flash", "--device", tty, "/nonexistent/klipper.bin", NULL),
+			     2);
 		CHECK_EQ_INT(oneshot("flash", "--device", tty, txt, NULL), 1);
-		CHECK_EQ_INT(oneshot("flash", "--device", tty, "--board", "octopus-f446", wpath,
-				     NULL),
-			     1);
+		CHECK_EQ_INT(
+		    oneshot("flash", "--device", tty, "--board", "octopus-f446", wpath, NULL), 1);
 		CHECK_EQ_INT(oneshot("flash", "--device", tty, wpath, NULL), 1);
 		CHECK_EQ_INT(sim_board_enumerations(k), before);
 		CHECK_EQ_INT(sim_board_mode(k), SIM_MODE_KLIPPER_APP);
@@ -650,9 +650,9 @@ oneshot_paths(struct sim *s)
 			/* ROM DFU needs to know where the app starts */
 			CHECK_EQ_INT(oneshot("reboot", "--device", "4-6", NULL), 1);
 			CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_ROM_DFU);
-			CHECK_EQ_INT(oneshot("reboot", "--device", "4-6", "--board", "octopus-f446",
-					     NULL),
-				     0);
+			CHECK_EQ_INT(
+			    oneshot("reboot", "--device", "4-6", "--board", "octopus-f446", NULL),
+			    0);
 			CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_KLIPPER_APP);
 			CHECK_EQ_INT(oneshot("reboot", "--device", "4-7", NULL), 1);
 			CHECK_EQ_INT(sim_board_mode(c), SIM_MODE_BOOTSEL);

@@ -331,10 +331,11 @@ test_dict_literal(void)
 		CHECK_EQ_INT(validate_image(b, size, &t, &v), 0);
 		CHECK_EQ_INT(v.accepted, base == 0x08008000);
 		if (base == 0x08000000)
-			CHECK(has_reason(&v, "k.bin is linked for 0x08000000 (\"No bootloader\") but "
-					     "the app on BTT Octopus V1.0/V1.1 (STM32F446) starts at "
-					     "0x08008000: rebuild with make menuconfig -> Bootloader "
-					     "offset \"32KiB bootloader\""));
+			CHECK(has_reason(&v,
+					 "k.bin is linked for 0x08000000 (\"No bootloader\") but "
+					 "the app on BTT Octopus V1.0/V1.1 (STM32F446) starts at "
+					 "0x08008000: rebuild with make menuconfig -> Bootloader "
+					 "offset \"32KiB bootloader\""));
 		if (base == 0x08010000)
 			CHECK(has_reason(&v, "is linked for 0x08010000 (\"64KiB bootloader\")"));
 		verdict_done(&v);
