@@ -123,6 +123,7 @@ build lpc-4000      cortex-m3     0x00004000  0x10000000  0x8000   2000   lpc176
 build lpc-0         cortex-m3     0x00000000  0x10000000  0x8000   20000  lpc1768/usb        0
 build f103-7000     cortex-m3     0x08007000  0x20000000  0x5000   2000   stm32f103xe/usb    0
 build f103-0        cortex-m3     0x08000000  0x20000000  0x5000   2000   stm32f103xe/usb    0
+build f103-8800     cortex-m3     0x08008800  0x20000000  0x5000   2000   stm32f103xe/usb    0
 build f401-4000     cortex-m4     0x08004000  0x20000000  0x10000  2000   stm32f401xc/usb    0
 build f407-8000     cortex-m4     0x08008000  0x20000000  0x20000  40000  stm32f407xx/usb    0
 build f407-0        cortex-m4     0x08000000  0x20000000  0x20000  40000  stm32f407xx/usb    0
