@@ -156,6 +156,7 @@ enum link_kind { LINK_KNOWN, LINK_AMBIGUOUS, LINK_UNKNOWN };
 #define LINK_MAX (CATALOG_MAX_OFFSETS + 1)
 /* Bases a menuconfig offset cannot give, found by the dictionary literal alone: at most. */
 #define LINK_OTHER_MAX 4
+#define LINK_OTHER_TRIES 1024
 
 struct link {
 	enum link_kind kind;
@@ -194,15 +195,18 @@ link_from_dict(const struct catalog_mcu *mcu, const uint8_t *data, size_t size, 
 {
 	uint32_t c[LINK_MAX];
 	size_t n = candidates(mcu, expected, c);
+	bool found;
 
 	l->n = 0;
 	for (size_t i = 0; i < n; i++)
 		if (has_word(data, size, (uint64_t)c[i] + dict_off) &&
 		    handlers_fit(mcu, data, size, c[i]))
 			l->base[l->n++] = c[i];
+	found = l->n > 0;
 	/* none: maybe a hand-edited FLASH_APPLICATION_ADDRESS; any 256-aligned base the literal
-	 * and the vector table agree on */
-	for (size_t i = 0; l->n == 0 && i + 4 <= size; i += 4) {
+	 * and the vector table agree on (a bounded number of tries: crafted input must not make
+	 * this quadratic) */
+	for (size_t i = 0, tries = 0; !found && i + 4 <= size && tries < LINK_OTHER_TRIES; i += 4) {
 		uint32_t w = get_le32(data + i), b;
 		bool dup = false;
 
@@ -213,7 +217,10 @@ link_from_dict(const struct catalog_mcu *mcu, const uint8_t *data, size_t size, 
 			continue;
 		for (size_t k = 0; k < l->n; k++)
 			dup |= l->base[k] == b;
-		if (!dup && l->n < LINK_OTHER_MAX && handlers_fit(mcu, data, size, b))
+		if (dup)
+			continue;
+		tries++;
+		if (l->n < LINK_OTHER_MAX && handlers_fit(mcu, data, size, b))
 			l->base[l->n++] = b;
 	}
 	link_settle(l);
