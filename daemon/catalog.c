@@ -46,6 +46,58 @@
 #define F4_1M_DFU "@Internal Flash  /0x08000000/04*016Kg,01*064Kg,07*128Kg"
 
 /*
+ * The "Bootloader offset" choices of Klipper's menuconfig, per MCU: the `choice` in
+ * src/stm32/Kconfig ("bool \"32KiB bootloader\" if MACH_STM32F1 || ..."), src/lpc176x/Kconfig
+ * and src/rp2040/Kconfig, read from a stored copy of v0.13-era sources (KalicoCrew/kalico
+ * 00a9b44, whose Kconfig follows mainline). Only these names are ever offered in messages.
+ *   F103:      2, 4, 8, 16, 20, 28, 32, 34, 36, 64 KiB (MACH_STM32F1 / MACH_STM32F103 choices)
+ *   F401:      16, 32, 48, 64 KiB
+ *   F407/F429: 16, 32, 48, 64 KiB and "128KiB bootloader with 512 byte offset" (MACH_STM32F4x5)
+ *   F446:      32, 64 KiB (no 16 or 48: those are F4x5/F401-only)
+ *   G0B0/G0B1: 8 KiB
+ *   H723/H743: 128 KiB
+ *   LPC176x:   16 KiB
+ *   RP2040:    "No bootloader" is 0x10000100 (boot2 first), and 16 KiB
+ * and "No bootloader" (offset 0) everywhere else.
+ */
+#define NO_BL                                                                                      \
+	{                                                                                          \
+		0, "No bootloader"                                                                 \
+	}
+#define OFF(o, kib)                                                                                \
+	{                                                                                          \
+		o, #kib "KiB bootloader"                                                           \
+	}
+#define OFF_END                                                                                    \
+	{                                                                                          \
+		0, NULL                                                                            \
+	}
+static const struct catalog_offset offsets_f103[] = {
+    NO_BL,	     OFF(0x800, 2),   OFF(0x1000, 4),	OFF(0x2000, 8),
+    OFF(0x4000, 16), OFF(0x5000, 20), OFF(0x7000, 28),	OFF(0x8000, 32),
+    OFF(0x8800, 34), OFF(0x9000, 36), OFF(0x10000, 64), OFF_END,
+};
+static const struct catalog_offset offsets_f401[] = {
+    NO_BL, OFF(0x4000, 16), OFF(0x8000, 32), OFF(0xC000, 48), OFF(0x10000, 64), OFF_END,
+};
+static const struct catalog_offset offsets_f4x5[] = {
+    NO_BL,	     OFF(0x4000, 16),  OFF(0x8000, 32),
+    OFF(0xC000, 48), OFF(0x10000, 64), {0x20200, "128KiB bootloader with 512 byte offset"},
+    OFF_END,
+};
+static const struct catalog_offset offsets_f446[] = {
+    NO_BL,
+    OFF(0x8000, 32),
+    OFF(0x10000, 64),
+    OFF_END,
+};
+static const struct catalog_offset offsets_g0[] = {NO_BL, OFF(0x2000, 8), OFF_END};
+static const struct catalog_offset offsets_h7[] = {NO_BL, OFF(0x20000, 128), OFF_END};
+static const struct catalog_offset offsets_lpc[] = {NO_BL, OFF(0x4000, 16), OFF_END};
+static const struct catalog_offset offsets_rp2040[] = {
+    {0x100, "No bootloader"}, OFF(0x4000, 16), OFF_END};
+
+/*
  * Klipper reports "stm32f103xe" for every F103 whatever its real size, so the RC (256 KiB)
  * and RE (512 KiB) geometries are two entries with the same name; likewise the H723 VG
  * (1 MiB) and ZE (512 KiB). catalog_mcu_find() on such a name returns the first entry, which
@@ -84,6 +136,7 @@ static const struct catalog_mcu
 		    .sectors = {{16, KiB(4)}, {14, KiB(32)}},
 		    .ram = {{0x10000000u, KiB(32)}, {0x2007C000u, KiB(32)}},
 		    .write_block = 256,
+		    .offsets = offsets_lpc,
 		},
 	    [MCU_LPC1769] =
 		{
@@ -95,6 +148,7 @@ static const struct catalog_mcu
 		    .sectors = {{16, KiB(4)}, {14, KiB(32)}},
 		    .ram = {{0x10000000u, KiB(32)}, {0x2007C000u, KiB(32)}},
 		    .write_block = 256,
+		    .offsets = offsets_lpc,
 		},
 	    /* RM0008 §3.3.3: high-density pages are 2 KiB, programmed by half-words. */
 	    [MCU_F103RC] =
@@ -107,6 +161,7 @@ static const struct catalog_mcu
 		    .sectors = {{128, KiB(2)}},
 		    .ram = {{0x20000000u, KiB(48)}},
 		    .write_block = 2,
+		    .offsets = offsets_f103,
 		},
 	    [MCU_F103RE] =
 		{
@@ -118,6 +173,7 @@ static const struct catalog_mcu
 		    .sectors = {{256, KiB(2)}},
 		    .ram = {{0x20000000u, KiB(64)}},
 		    .write_block = 2,
+		    .offsets = offsets_f103,
 		},
 	    [MCU_F401RC] =
 		{
@@ -129,6 +185,7 @@ static const struct catalog_mcu
 		    .sectors = F4_256K_SECTORS,
 		    .ram = {{0x20000000u, KiB(64)}},
 		    .write_block = 4,
+		    .offsets = offsets_f401,
 		    .dfu_layout = "@Internal Flash  /0x08000000/04*016Kg,01*064Kg,01*128Kg",
 		},
 	    [MCU_F407] =
@@ -141,6 +198,7 @@ static const struct catalog_mcu
 		    .sectors = F4_1M_SECTORS,
 		    .ram = {{0x20000000u, KiB(128)}, {0x10000000u, KiB(64)}},
 		    .write_block = 4,
+		    .offsets = offsets_f4x5,
 		    .dfu_layout = F4_1M_DFU,
 		},
 	    [MCU_F429] =
@@ -153,6 +211,7 @@ static const struct catalog_mcu
 		    .sectors = F4_1M_SECTORS,
 		    .ram = {{0x20000000u, KiB(192)}, {0x10000000u, KiB(64)}},
 		    .write_block = 4,
+		    .offsets = offsets_f4x5,
 		    .dfu_layout = F4_1M_DFU,
 		},
 	    [MCU_F446] =
@@ -165,6 +224,7 @@ static const struct catalog_mcu
 		    .sectors = F4_512K_SECTORS,
 		    .ram = {{0x20000000u, KiB(128)}},
 		    .write_block = 4,
+		    .offsets = offsets_f446,
 		    .dfu_layout = "@Internal Flash  /0x08000000/04*016Kg,01*064Kg,03*128Kg",
 		},
 	    /* RM0444 §3.3: 2 KiB pages, programmed by 64-bit double words. */
@@ -178,6 +238,7 @@ static const struct catalog_mcu
 		    .sectors = {{256, KiB(2)}},
 		    .ram = {{0x20000000u, KiB(144)}},
 		    .write_block = 8,
+		    .offsets = offsets_g0,
 		    .dfu_layout = "@Internal Flash   /0x08000000/256*02Kg",
 		},
 	    [MCU_G0B0] =
@@ -190,6 +251,7 @@ static const struct catalog_mcu
 		    .sectors = {{256, KiB(2)}},
 		    .ram = {{0x20000000u, KiB(144)}},
 		    .write_block = 8,
+		    .offsets = offsets_g0,
 		    .dfu_layout = "@Internal Flash   /0x08000000/256*02Kg",
 		},
 	    /* RM0433 §4.3: two banks of 8 x 128 KiB, programmed by 256-bit flash words. */
@@ -209,6 +271,7 @@ static const struct catalog_mcu
 			    {0x38000000u, KiB(64)},  /* SRAM4 */
 			},
 		    .write_block = 32,
+		    .offsets = offsets_h7,
 		    .dfu_layout = "@Internal Flash   /0x08000000/16*128Kg",
 		},
 	    /* RM0468 §4.3: one bank of 128 KiB sectors. */
@@ -228,6 +291,7 @@ static const struct catalog_mcu
 			    {0x38000000u, KiB(16)},  /* SRAM4 */
 			},
 		    .write_block = 32,
+		    .offsets = offsets_h7,
 		    .dfu_layout = "@Internal Flash   /0x08000000/8*128Kg",
 		},
 	    [MCU_H723ZE] =
@@ -246,6 +310,7 @@ static const struct catalog_mcu
 			    {0x38000000u, KiB(16)},
 			},
 		    .write_block = 32,
+		    .offsets = offsets_h7,
 		    .dfu_layout = "@Internal Flash   /0x08000000/4*128Kg",
 		},
 	    /* External QSPI flash behind XIP: 4 KiB erase sectors, 256-byte program pages. */
@@ -259,6 +324,7 @@ static const struct catalog_mcu
 		    .sectors = {{512, KiB(4)}},
 		    .ram = {{0x20000000u, KiB(264)}},
 		    .write_block = 256,
+		    .offsets = offsets_rp2040,
 		},
 };
 
@@ -323,15 +389,6 @@ static const struct catalog_board boards[] = {
      CATALOG_BOOTLOADER_BTT_SD, P_KAT | P_SOFT | P_BUTTON | P_SD, NULL},
 };
 
-/* Link offsets Klipper's Kconfig offers per family ("Bootloader offset" choices). */
-static const uint32_t offsets_f1[] = {0,      0x800,  0x1000, 0x2000, 0x5000,
-				      0x7000, 0x8000, 0x8800, 0x9000, 0x10000};
-static const uint32_t offsets_f4[] = {0, 0x4000, 0x8000, 0xC000, 0x10000, 0x20200};
-static const uint32_t offsets_g0[] = {0, 0x1000, 0x2000};
-static const uint32_t offsets_h7[] = {0, 0x20000};
-static const uint32_t offsets_lpc[] = {0, 0x4000};
-static const uint32_t offsets_rp2040[] = {0x100, 0x4000};
-
 const struct catalog_board *
 catalog_boards(size_t *ret_n)
 {
@@ -374,45 +431,29 @@ catalog_max_flash_size(void)
 }
 
 size_t
-catalog_family_offsets(enum catalog_family family, const uint32_t **ret_offsets)
+catalog_mcu_offsets(const struct catalog_mcu *mcu, const struct catalog_offset **ret)
 {
-	const uint32_t *o;
-	size_t n;
+	size_t n = 0;
 
-	switch (family) {
-	case CATALOG_FAMILY_LPC176X:
-		o = offsets_lpc;
-		n = ELEMENTSOF(offsets_lpc);
-		break;
-	case CATALOG_FAMILY_STM32F1:
-		o = offsets_f1;
-		n = ELEMENTSOF(offsets_f1);
-		break;
-	case CATALOG_FAMILY_STM32F4:
-		o = offsets_f4;
-		n = ELEMENTSOF(offsets_f4);
-		break;
-	case CATALOG_FAMILY_STM32G0:
-		o = offsets_g0;
-		n = ELEMENTSOF(offsets_g0);
-		break;
-	case CATALOG_FAMILY_STM32H7:
-		o = offsets_h7;
-		n = ELEMENTSOF(offsets_h7);
-		break;
-	case CATALOG_FAMILY_RP2040:
-		o = offsets_rp2040;
-		n = ELEMENTSOF(offsets_rp2040);
-		break;
-	case _CATALOG_FAMILY_MAX:
-	default:
-		o = NULL;
-		n = 0;
-		break;
-	}
-	if (ret_offsets)
-		*ret_offsets = o;
+	if (ret)
+		*ret = mcu ? mcu->offsets : NULL;
+	if (!mcu || !mcu->offsets)
+		return 0;
+	while (n < CATALOG_MAX_OFFSETS && mcu->offsets[n].menuconfig)
+		n++;
 	return n;
+}
+
+const char *
+catalog_offset_name(const struct catalog_mcu *mcu, uint32_t offset)
+{
+	const struct catalog_offset *o;
+	size_t n = catalog_mcu_offsets(mcu, &o);
+
+	for (size_t i = 0; i < n; i++)
+		if (o[i].offset == offset)
+			return o[i].menuconfig;
+	return NULL;
 }
 
 int

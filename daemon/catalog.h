@@ -55,6 +55,12 @@ struct catalog_sector_run {
 #define CATALOG_MAX_SECTOR_RUNS 4
 #define CATALOG_MAX_OFFSETS 12
 
+/* One "Bootloader offset" choice of Klipper's `make menuconfig`. */
+struct catalog_offset {
+	uint32_t offset;	/* FLASH_APPLICATION_ADDRESS - flash_base */
+	const char *menuconfig; /* the choice as menuconfig shows it: "32KiB bootloader" */
+};
+
 struct catalog_mcu {
 	const char *name; /* Klipper CONFIG_MCU string, e.g. "stm32f446xx" */
 	const char *chip; /* marking, e.g. "STM32F446ZET6" */
@@ -66,6 +72,8 @@ struct catalog_mcu {
 	    ram[CATALOG_MAX_RAM]; /* valid initial SP: base < SP <= base+size; zero-terminated */
 	uint32_t write_block;	  /* smallest programmable unit in bytes (page/flash word) */
 	const char *dfu_layout;	  /* ROM DfuSe "@Internal Flash" layout string, NULL if none */
+	const struct catalog_offset *offsets; /* menuconfig's choices for this MCU, ascending,
+					       * terminated by a NULL menuconfig */
 };
 
 struct catalog_board {
@@ -86,9 +94,11 @@ const struct catalog_board *catalog_find(const char *name);
 const struct catalog_mcu *catalog_mcu_find(const char *name);
 /* Largest flash size in the catalog: the upper bound for any queued image. */
 uint32_t catalog_max_flash_size(void);
-/* Candidate link offsets (relative to flash_base) Klipper offers for the family, ascending,
- * as used by the link-base heuristic; returns the count. */
-size_t catalog_family_offsets(enum catalog_family family, const uint32_t **ret_offsets);
+/* The "Bootloader offset" choices Klipper's menuconfig offers for this MCU, ascending; returns
+ * the count (at most CATALOG_MAX_OFFSETS). */
+size_t catalog_mcu_offsets(const struct catalog_mcu *mcu, const struct catalog_offset **ret);
+/* menuconfig's name of `offset` for this MCU ("32KiB bootloader"), NULL if it offers none. */
+const char *catalog_offset_name(const struct catalog_mcu *mcu, uint32_t offset);
 /* Erase unit containing `addr`: sets *ret_start and *ret_size; -ERANGE outside flash. */
 int catalog_mcu_sector(const struct catalog_mcu *mcu, uint32_t addr, uint32_t *ret_start,
 		       uint32_t *ret_size);

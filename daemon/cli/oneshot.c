@@ -26,6 +26,7 @@
 #include "udevwatch.h"
 #include "util.h"
 #include "flash/worker.h"
+#include "image/validate.h"
 
 #define ONESHOT_WAIT_MS 10000
 
@@ -205,6 +206,94 @@ waiter_wait(struct waiter *w, unsigned modes, bool after_gone, struct device *de
 	}
 }
 
+/* The daemon's boot check (WORKER_APP_STABLE_MS): the application that appeared must stay on
+ * the bus; a boot-looping one leaves again. 0 when it stayed, -ENODEV when it left. */
+static int
+waiter_stays(struct waiter *w)
+{
+	uint64_t deadline = now_monotonic_usec() + (uint64_t)WORKER_APP_STABLE_MS * 1000;
+	struct device dev;
+
+	w->gone = false;
+	for (;;) {
+		struct pollfd p = {.fd = udev_monitor_get_fd(w->mon), .events = POLLIN};
+		uint64_t now = now_monotonic_usec();
+		struct udev_device *d;
+
+		while ((d = udev_monitor_receive_device(w->mon))) {
+			const char *a = udev_device_get_action(d), *n = udev_device_get_sysname(d);
+			const char *t = udev_device_get_devtype(d);
+
+			if (a && n && t && strcmp(t, "usb_device") == 0 &&
+			    strcmp(n, w->port) == 0 && strcmp(a, "remove") == 0)
+				w->gone = true;
+			udev_device_unref(d);
+		}
+		if (w->gone || !device_from_port(w->udev, w->port, &dev) ||
+		    dev.mode != DEVICE_MODE_KLIPPER_APP)
+			return -ENODEV;
+		if (now >= deadline)
+			return 0;
+		(void)poll(&p, 1, (int)((deadline - now) / 1000 + 1));
+	}
+}
+
+/* Read and validate the file before anything touches the board: against --board, else
+ * against every catalog board with the MCU the device reports (the worker checks again
+ * against the app start its bootloader reports). Prints why on refusal; 0 or exit code. */
+static int
+precheck(const char *file, const char *board, const struct device *dev)
+{
+	const struct catalog_board *all, *first = NULL;
+	struct verdict v, refused = {0};
+	uint8_t *data = NULL;
+	size_t size = 0, n;
+	const char *base = strrchr(file, '/');
+	int r, tried = 0, ok = 0;
+
+	r = read_file(file, IMAGE_MAX_SIZE + 1, &data, &size);
+	if (r < 0) {
+		fprintf(stderr,
+			"skrflashctl flash: cannot read %s: %s; the board was not touched\n", file,
+			r == -EFBIG ? "larger than 16 MiB" : strerror(-r));
+		return r == -EFBIG ? 1 : 2;
+	}
+	all = catalog_boards(&n);
+	for (size_t i = 0; i < n && !ok; i++) {
+		struct validate_target t = {.board = &all[i],
+					    .interface = CONFIG_INTERFACE_USB,
+					    .file_name = base ? base + 1 : file};
+
+		if (board ? strcmp(all[i].name, board) != 0
+			  : strcasecmp(all[i].mcu->name, dev->product) != 0)
+			continue;
+		tried++;
+		if (validate_image(data, size, &t, &v) < 0)
+			continue;
+		if (v.accepted) {
+			ok = 1;
+			verdict_done(&v);
+		} else if (!first) {
+			first = &all[i];
+			refused = v;
+		} else {
+			verdict_done(&v);
+		}
+	}
+	free(data);
+	if (ok || (!tried && !board)) {
+		/* no catalog board for what the device reports: the worker's check decides */
+		verdict_done(&refused);
+		return 0;
+	}
+	fprintf(stderr, "skrflashctl flash: %s refused for %s; the board was not touched:\n", file,
+		first ? first->title : board);
+	for (size_t i = 0; i < refused.n_reasons; i++)
+		fprintf(stderr, "  - %s\n", refused.reasons[i]);
+	verdict_done(&refused);
+	return 1;
+}
+
 struct bar {
 	bool tty;
 	char step[16];
@@ -253,7 +342,7 @@ static int
 usage(void)
 {
 	fprintf(stderr, "Usage: skrflashctl flash --device PATH [--board NAME] [--method M] "
-			"[--window N] FILE\n");
+			"[--window N] [--force] FILE\n");
 	return 2;
 }
 
@@ -287,6 +376,7 @@ oneshot_flash(int argc, char **argv)
 	struct udev *udev = NULL;
 	char port[64];
 	unsigned window = 0;
+	bool force = false;
 	int r, ret = 1;
 
 	for (int i = 1; i < argc; i++) {
@@ -299,7 +389,10 @@ oneshot_flash(int argc, char **argv)
 			target = &board;
 		else if (strcmp(a, "--method") == 0)
 			target = &method;
-		else if (strcmp(a, "--window") == 0) {
+		else if (strcmp(a, "--force") == 0) {
+			force = true;
+			continue;
+		} else if (strcmp(a, "--window") == 0) {
 			uint32_t v;
 
 			if (i + 1 >= argc || parse_u32(argv[++i], &v) < 0 || v == 0 || v > 64) {
@@ -345,6 +438,12 @@ oneshot_flash(int argc, char **argv)
 	r = find_port(udev, device, port, sizeof(port));
 	if (r < 0 || !device_from_port(udev, port, &dev)) {
 		fprintf(stderr, "skrflashctl flash: no USB device found for %s\n", device);
+		goto out;
+	}
+	/* --force skips the verdict, not the reading: the worker still parses the file */
+	r = force ? 0 : precheck(file, board, &dev);
+	if (r > 0) {
+		ret = r;
 		goto out;
 	}
 	if (dev.mode == DEVICE_MODE_KLIPPER_APP) {
@@ -396,6 +495,7 @@ oneshot_flash(int argc, char **argv)
 	}
 	plan.interface = CONFIG_INTERFACE_USB;
 	plan.window = window;
+	plan.force = force;
 
 	/* arm the boot check before the bootloader starts the application */
 	r = waiter_start(&w, udev, port);
@@ -432,10 +532,132 @@ oneshot_flash(int argc, char **argv)
 			port, ONESHOT_WAIT_MS / 1000);
 		goto out;
 	}
+	if (waiter_stays(&w) < 0) {
+		fprintf(stderr,
+			"skrflashctl flash: written and verified, but the application on port %s "
+			"came back and left again within %u ms: it boot-loops; flash a working "
+			"image (the board may be in its bootloader now)\n",
+			port, WORKER_APP_STABLE_MS);
+		goto out;
+	}
 	printf("flashed %" PRIu64 " bytes (%u erases, %u transfers) via %s; %s is back on port "
 	       "%s as %s\n",
 	       rep.bytes, rep.erases, rep.transfers, be->name, board_title(board, &dev), port,
 	       dev.tty[0] ? dev.tty : "the application");
+	ret = 0;
+out:
+	waiter_stop(&w);
+	udev_unref(udev);
+	return ret;
+}
+
+/* `skrflashctl reboot --device PATH [--board NAME]`: ask the bootloader the board sits in to
+ * start the application already in flash, and wait until it stays up. */
+int
+oneshot_reboot(int argc, char **argv)
+{
+	const char *device = NULL, *board = NULL;
+	struct worker_plan plan;
+	struct worker_report rep;
+	struct waiter w = {0};
+	struct device dev;
+	struct udev *udev = NULL;
+	char port[64];
+	int r, ret = 1;
+
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--device") == 0 && i + 1 < argc)
+			device = argv[++i];
+		else if (strcmp(argv[i], "--board") == 0 && i + 1 < argc)
+			board = argv[++i];
+		else if (argv[i][0] != '-' && !device) {
+			fprintf(stderr,
+				"skrflashctl reboot: rebooting a board through the daemon is not "
+				"available yet: use --device PATH\n");
+			return 2;
+		} else {
+			fprintf(stderr, "Usage: skrflashctl reboot --device PATH [--board NAME]\n");
+			return 2;
+		}
+	}
+	if (!device) {
+		fprintf(stderr, "Usage: skrflashctl reboot --device PATH [--board NAME]\n");
+		return 2;
+	}
+	if (board && !catalog_find(board)) {
+		fprintf(stderr, "skrflashctl reboot: unknown board '%s'\n", board);
+		return 2;
+	}
+	udev = udev_new();
+	if (!udev) {
+		fprintf(stderr, "skrflashctl reboot: libudev unavailable\n");
+		return 1;
+	}
+	r = find_port(udev, device, port, sizeof(port));
+	if (r < 0 || !device_from_port(udev, port, &dev)) {
+		fprintf(stderr, "skrflashctl reboot: no USB device found for %s\n", device);
+		goto out;
+	}
+	switch (dev.mode) {
+	case DEVICE_MODE_KLIPPER_APP:
+		printf("%s on port %s already runs the application\n", board_title(board, &dev),
+		       port);
+		ret = 0;
+		goto out;
+	case DEVICE_MODE_KATAPULT:
+	case DEVICE_MODE_STM32_ROM_DFU:
+		break;
+	case DEVICE_MODE_RP2040_BOOTSEL:
+		fprintf(stderr,
+			"skrflashctl reboot: %s on port %s is in RP2040 BOOTSEL; starting the "
+			"application from there needs PICOBOOT (REBOOT command), which skrflash "
+			"does not speak yet: press reset or power-cycle the board\n",
+			board_title(board, &dev), port);
+		goto out;
+	case DEVICE_MODE_NONE:
+	case DEVICE_MODE_LPC_DFU:
+	case DEVICE_MODE_MARLIN_LPC:
+	case DEVICE_MODE_MARLIN_STM32:
+	case _DEVICE_MODE_MAX:
+	default:
+		fprintf(stderr,
+			"skrflashctl reboot: port %s is in mode %s, which skrflash cannot ask to "
+			"start the application: press reset or power-cycle the board\n",
+			port, device_mode_to_string(dev.mode));
+		goto out;
+	}
+	memset(&plan, 0, sizeof(plan));
+	(void)str_copy(plan.action, sizeof(plan.action), "reboot");
+	plan.dev = dev;
+	(void)str_copy(plan.board, sizeof(plan.board), board ? board : "");
+	plan.interface = CONFIG_INTERFACE_USB;
+	r = waiter_start(&w, udev, port);
+	if (r < 0) {
+		fprintf(stderr, "skrflashctl reboot: udev monitor: %s\n", strerror(-r));
+		goto out;
+	}
+	(void)worker_execute(&plan, NULL, &rep);
+	if (!rep.ok) {
+		fprintf(stderr, "skrflashctl reboot: %s failed: %s\n", rep.step, rep.error);
+		goto out;
+	}
+	if (waiter_wait(&w, 1u << DEVICE_MODE_KLIPPER_APP, false, &dev) < 0) {
+		fprintf(stderr,
+			"skrflashctl reboot: the bootloader on port %s left, but no application "
+			"came up within %d s: the application in flash may be damaged; flash it "
+			"again\n",
+			port, ONESHOT_WAIT_MS / 1000);
+		goto out;
+	}
+	if (waiter_stays(&w) < 0) {
+		fprintf(stderr,
+			"skrflashctl reboot: the application on port %s came up and left again "
+			"within %u ms: it boot-loops; flash a working image\n",
+			port, WORKER_APP_STABLE_MS);
+		goto out;
+	}
+	printf("%s on port %s runs the application again (%s)\n", board_title(board, &dev), port,
+	       dev.tty[0] ? dev.tty : "no tty");
 	ret = 0;
 out:
 	waiter_stop(&w);

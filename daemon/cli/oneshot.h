@@ -9,3 +9,7 @@
  * or USB port like 1-1.2), --board NAME, --method katapult|dfu, --window N; one FILE.
  * Returns the exit code: 0 flashed and booted, 1 failed, 2 usage error. */
 int oneshot_flash(int argc, char **argv);
+/* argv[0] is "reboot"; --device PATH [--board NAME]: leave Katapult (COMPLETE) or ROM DFU
+ * (DfuSe leave) for the application already in flash. Returns 0 when the application came up
+ * and stayed, 1 when not (BOOTSEL: needs PICOBOOT, said so), 2 usage error. */
+int oneshot_reboot(int argc, char **argv);

@@ -786,6 +786,8 @@ usage(FILE *f)
 	    "  retry BOARD                 allow firmware that failed to boot on BOARD again\n"
 	    "  rescue --board NAME --device TTY [--dry-run] [--reset-line L] [--boot-line L]\n"
 	    "         FILE                 install a USB bootloader over a UART (docs/rescue.md)\n"
+	    "  reboot --device PATH [--board NAME]\n"
+	    "                              leave Katapult or ROM DFU for the app in flash\n"
 	    "\n"
 	    "Exit status: 0 success, 1 failed or refused, 2 usage error, 3 daemon not reachable,\n"
 	    "4 permission denied.\n");
@@ -866,6 +868,8 @@ main(int argc, char **argv)
 		return validate_command(argc - optind, argv + optind);
 	if (strcmp(cmd, "rescue") == 0)
 		return rescue_command(argc - optind, argv + optind);
+	if (strcmp(cmd, "reboot") == 0)
+		return oneshot_reboot(argc - optind, argv + optind);
 	/* flash --device: one-shot in the foreground, the daemon's backends without the daemon */
 	for (int i = optind + 1; strcmp(cmd, "flash") == 0 && i < argc; i++)
 		if (strcmp(argv[i], "--device") == 0 || strncmp(argv[i], "--device=", 9) == 0)

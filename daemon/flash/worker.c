@@ -70,6 +70,8 @@ worker_plan_to_json(const struct worker_plan *p, char **ret)
 	add_str(o, "interface", config_interface_to_string(p->interface));
 	json_object_object_add(o, "window", json_object_new_int64(p->window));
 	json_object_object_add(o, "timeout_ms", json_object_new_int64(p->timeout_ms));
+	if (p->force)
+		json_object_object_add(o, "force", json_object_new_boolean(true));
 	*ret = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
 							     JSON_C_TO_STRING_NOSLASHESCAPE));
 	json_object_put(o);
@@ -123,8 +125,9 @@ worker_plan_from_json(const char *s, struct worker_plan *ret, const char **ret_e
 		goto fail;
 	}
 	if (!get_str(o, "action", p.action, sizeof(p.action), true) ||
-	    (strcmp(p.action, "enter") != 0 && strcmp(p.action, "flash") != 0)) {
-		err = "plan action must be \"enter\" or \"flash\"";
+	    (strcmp(p.action, "enter") != 0 && strcmp(p.action, "flash") != 0 &&
+	     strcmp(p.action, "reboot") != 0)) {
+		err = "plan action must be \"enter\", \"flash\" or \"reboot\"";
 		goto fail;
 	}
 	if (!get_str(o, "method", p.method, sizeof(p.method), false) ||
@@ -157,6 +160,13 @@ worker_plan_from_json(const char *s, struct worker_plan *ret, const char **ret_e
 		goto fail;
 	}
 	p.timeout_ms = (unsigned)n;
+	if (json_object_object_get_ex(o, "force", &d)) {
+		if (!json_object_is_type(d, json_type_boolean)) {
+			err = "plan force is not a boolean";
+			goto fail;
+		}
+		p.force = json_object_get_boolean(d);
+	}
 	if (!json_object_object_get_ex(o, "device", &d) ||
 	    !json_object_is_type(d, json_type_object)) {
 		err = "plan has no device object";
@@ -337,6 +347,17 @@ run_flash(const struct worker_plan *p, const struct worker_events *ev, struct wo
 			goto out;
 		}
 		ret = validate_image_for_flash(buf, len, &t, &v, &flash_img);
+		if (ret == 0 && p->force && v.n_reasons &&
+		    image_parse(buf, len, &flash_img, NULL) == 0) {
+			/* forced: the user overrides the verdict; a .bin goes to the app start */
+			log_warn("%s: writing an image refused for %s (forced): %s", p->image_path,
+				 t.board->name, v.reasons[0]);
+			if (!flash_img.has_load_address) {
+				flash_img.has_load_address = true;
+				flash_img.load_address = v.load_address;
+			}
+			ret = 1;
+		}
 		if (ret <= 0) {
 			char why[400] = "";
 
@@ -383,6 +404,57 @@ out_buf:
 	return ret;
 }
 
+/* Start the application already in flash: connect to the bootloader and leave it, writing
+ * nothing (Katapult: COMPLETE, src/flashcmd.c command_complete() jumps to the app; ROM
+ * DfuSe: set address + zero-length DNLOAD + GETSTATUS, AN3156 §6.3 "Leave DFU mode"). */
+static int
+run_reboot(const struct worker_plan *p, const struct worker_events *ev, struct worker_report *r)
+{
+	const struct flash_backend *be;
+	const struct catalog_board *named = NULL;
+	struct catalog_board board_copy;
+	struct flash_session s;
+	int ret;
+
+	be = p->method[0] ? backend_find(p->method) : backend_for_mode(p->dev.mode);
+	if (!be)
+		return fail(r, "open", -EPROTONOSUPPORT, "no backend for %s",
+			    p->method[0] ? p->method : device_mode_to_string(p->dev.mode));
+	if (p->board[0]) {
+		named = catalog_find(p->board);
+		if (!named)
+			return fail(r, "open", -EINVAL, "unknown board '%s'", p->board);
+		board_copy = *named;
+		if (p->app_start)
+			board_copy.app_start = p->app_start;
+	}
+	memset(&s, 0, sizeof(s));
+	s.dev = &p->dev;
+	s.board = named ? &board_copy : NULL;
+	s.timeout_ms = p->timeout_ms;
+	ret = be->open(&s);
+	(void)str_copy(r->mcu, sizeof(r->mcu), s.reported_mcu);
+	(void)str_copy(r->version, sizeof(r->version), s.reported_version);
+	r->app_start = s.reported_app_start;
+	if (ret < 0) {
+		ret = fail(r, "open", ret, "%s", s.error[0] ? s.error : strerror(-ret));
+		goto out;
+	}
+	if (ev && ev->reported)
+		ev->reported(ev->userdata, s.reported_mcu, s.reported_app_start,
+			     s.reported_version);
+	ret = be->leave(&s);
+	if (ret < 0) {
+		ret = fail(r, "leave", ret, "%s", s.error[0] ? s.error : strerror(-ret));
+		goto out;
+	}
+	r->ok = true;
+	(void)str_copy(r->step, sizeof(r->step), "leave");
+out:
+	be->close(&s);
+	return ret;
+}
+
 int
 worker_execute(const struct worker_plan *p, const struct worker_events *ev,
 	       struct worker_report *ret)
@@ -404,6 +476,8 @@ worker_execute(const struct worker_plan *p, const struct worker_events *ev,
 	}
 	if (strcmp(p->action, "flash") == 0)
 		return run_flash(p, ev, ret);
+	if (strcmp(p->action, "reboot") == 0)
+		return run_reboot(p, ev, ret);
 	return fail(ret, "open", -EINVAL, "unknown action '%s'", p->action);
 }
 

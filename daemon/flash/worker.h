@@ -14,15 +14,22 @@
 #include "config.h"
 #include "device.h"
 
+/* The boot check, shared by the daemon's jobs and the one-shot flash: an application that
+ * stays enumerated this long after it appeared has booted; one that leaves before has
+ * boot-looped. */
+#define WORKER_APP_STABLE_MS 1000u
+
 struct worker_plan {
-	char action[16];       /* "enter" (1200-baud touch of dev.tty) or "flash" */
-	char method[16];       /* backend name for "flash"; "" = by dev.mode */
-	struct device dev;     /* the device to talk to */
-	char board[64];	       /* catalog name, may be "" */
+	char action[16];   /* "enter" (1200-baud touch of dev.tty), "flash" or "reboot" (leave the
+			    * bootloader for the app already in flash) */
+	char method[16];   /* backend name for "flash"; "" = by dev.mode */
+	struct device dev; /* the device to talk to */
+	char board[64];	   /* catalog name, may be "" */
 	char image_path[4096]; /* stored firmware file */
 	uint32_t app_start;    /* expected (profile/catalog); 0 = accept the bootloader's */
 	enum config_interface interface;
 	unsigned window, timeout_ms; /* 0 = backend defaults */
+	bool force; /* write an image the validator refuses (its reasons become a warning) */
 };
 
 /* How a job ended. step is where it stopped ("enter", "open", "check", "write", "verify",

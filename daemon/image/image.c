@@ -199,6 +199,30 @@ out:
 	return r;
 }
 
+/* Bytes at the start of a PT_LOAD segment that belong to no allocated section: GNU ld puts
+ * the ELF and program headers into the first segment when the link address leaves room
+ * below it on its page (a "34KiB bootloader" build at 0x08008800 gets a segment from
+ * 0x08008000 that starts with the ELF header). They are not firmware: `objcopy -O binary`
+ * writes sections, and so does every flasher. 0 when the file has no section headers. */
+static size_t
+segment_lead(Elf *e, const GElf_Phdr *ph)
+{
+	uint64_t first = UINT64_MAX;
+	Elf_Scn *scn = NULL;
+
+	while ((scn = elf_nextscn(e, scn))) {
+		GElf_Shdr sh;
+
+		if (!gelf_getshdr(scn, &sh) || !(sh.sh_flags & SHF_ALLOC) ||
+		    sh.sh_type == SHT_NOBITS || sh.sh_size == 0)
+			continue;
+		if (sh.sh_offset >= ph->p_offset && sh.sh_offset < ph->p_offset + ph->p_filesz &&
+		    sh.sh_offset < first)
+			first = sh.sh_offset;
+	}
+	return first == UINT64_MAX ? 0 : (size_t)(first - ph->p_offset);
+}
+
 /* ELF: the PT_LOAD segments at their physical (load) addresses, which is what
  * `objcopy -O binary` writes and where .data's initial values live in flash. */
 static int
@@ -234,6 +258,7 @@ parse_elf(const uint8_t *buf, size_t len, struct image *ret, const char **ret_er
 	chunks = xnew_array(struct chunk, n_ph);
 	for (size_t i = 0; i < n_ph; i++) {
 		GElf_Phdr ph;
+		size_t lead;
 
 		if (!gelf_getphdr(e, (int)i, &ph)) {
 			r = fail(ret_error, -EINVAL, "unreadable program header");
@@ -247,8 +272,9 @@ parse_elf(const uint8_t *buf, size_t len, struct image *ret, const char **ret_er
 				 "(truncated file?)");
 			goto out;
 		}
-		chunks[n_chunks++] =
-		    (struct chunk){ph.p_paddr, buf + ph.p_offset, (size_t)ph.p_filesz};
+		lead = segment_lead(e, &ph);
+		chunks[n_chunks++] = (struct chunk){ph.p_paddr + lead, buf + ph.p_offset + lead,
+						    (size_t)ph.p_filesz - lead};
 	}
 	r = assemble(chunks, n_chunks, ret, ret_error);
 out:

@@ -165,6 +165,8 @@ parse_dict(const char *text, size_t len, struct kdict *ret)
 		snprintf(d.version, sizeof(d.version), "%s", json_object_get_string(v));
 	}
 	d.interface = interface_from_config(config);
+	/* src/generic/usb_canbus.c: DECL_CONSTANT("CANBUS_BRIDGE", 1) */
+	d.can_bridge = json_object_object_get_ex(config, "CANBUS_BRIDGE", NULL);
 	*ret = d;
 	r = 1;
 out:
@@ -195,6 +197,8 @@ kdict_find(const uint8_t *buf, size_t len, struct kdict *ret)
 			continue;
 		r = parse_dict(text, n, ret);
 		free(text);
+		if (r > 0)
+			ret->offset = i;
 		if (r != 0)
 			return r;
 	}

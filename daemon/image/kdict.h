@@ -6,6 +6,7 @@
  * a file was built for before it is written to a board. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,6 +23,8 @@ struct kdict {
 	char version[128];   /* "version", e.g. "v0.12.0-123-gabcdef" */
 	uint32_t clock_freq; /* config.CLOCK_FREQ in Hz, 0 if absent */
 	enum kdict_interface interface;
+	bool can_bridge; /* a "USB to CAN bus bridge" build (config.CANBUS_BRIDGE) */
+	size_t offset;	 /* where the zlib stream starts in the buffer searched */
 };
 
 /* Pure. Scan buf for a zlib stream that inflates to a Klipper dictionary. Returns 1 and fills

@@ -23,7 +23,6 @@
 #include "image/validate.h"
 #include "flash/worker.h"
 
-#define APP_STABLE_MS 1000u /* an app that stays up this long has booted, not boot-looped */
 #define GATE_TIMEOUT_MS 2000u
 #define DEFAULT_MOONRAKER "http://127.0.0.1:7125"
 
@@ -1130,8 +1129,8 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 			/* accuracy 1 ms: sd-event's default (250 ms) would add up to a quarter
 			 * second to every job's end */
 			(void)sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
-							 (uint64_t)APP_STABLE_MS * 1000u, 1000u,
-							 on_stable, j);
+							 (uint64_t)WORKER_APP_STABLE_MS * 1000u,
+							 1000u, on_stable, j);
 			return;
 		}
 		if (bootloader_mode(b->dev.mode) && b->present && ev != BOARDS_UPDATED) {

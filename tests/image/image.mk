@@ -14,9 +14,9 @@ $(IMAGE_DIR)/vcli: tests/image/vcli.c $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(DEP_LIBS)
 
-$(IMAGE_DIR)/stamp: tests/image/build.sh tests/image/cm.c tests/image/link.ld.in \
+$(IMAGE_DIR)/stamp: tests/image/build.sh tests/image/cm.c tests/image/link.ld.in tests/image/mkdict.c \
 		$(IMAGE_DIR)/mkdict $(IMAGE_DIR)/mkuf2
 	tests/image/build.sh $(IMAGE_DIR) $(IMAGE_DIR)/mkdict $(IMAGE_DIR)/mkuf2
 
-CHECK_DEPS += $(IMAGE_DIR)/stamp $(IMAGE_DIR)/vcli
+CHECK_DEPS += $(IMAGE_DIR)/stamp $(IMAGE_DIR)/vcli tests/image/table.py
 CHECK_TESTS += tests/image/verdicts.sh

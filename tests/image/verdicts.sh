@@ -54,37 +54,37 @@ table() {
 	accept "$t" skr-mini-e3-v3-g0b0 g0b0-2000.bin
 	accept "$t" skr-pico rp2040.uf2
 	accept "$t" skr-pro f407-marlin.bin
-	expect "$t" 0 "bin, 40568 bytes at 0x08008000, klipper stm32f407xx, usb, v0.12.0-test-f407-8000" \
+	expect "$t" 0 "bin, 40868 bytes at 0x08008000, klipper stm32f407xx, usb, v0.13.0-test-f407-8000" \
 		--board skr-pro "$dir/f407-8000.bin"
 
 	# linked below the app start
 	refuse "$t" skr-pro f407-0.bin \
-		'f407-0.bin is linked for 0x08000000 ("No bootloader") but the app on BTT SKR Pro V1.1/V1.2 (STM32F407) starts at 0x08008000: rebuild with Bootloader offset "32KiB bootloader"'
+		'f407-0.bin is linked for 0x08000000 ("No bootloader") but the app on BTT SKR Pro V1.1/V1.2 (STM32F407) starts at 0x08008000: rebuild with make menuconfig -> Bootloader offset "32KiB bootloader"'
 	refuse "$t" skr-1.4 lpc-0.bin \
-		'lpc-0.bin is linked for 0x00000000 ("No bootloader") but the app on BTT SKR V1.4 (LPC1768) starts at 0x00004000: rebuild with Bootloader offset "16KiB bootloader"'
+		'lpc-0.bin is linked for 0x00000000 ("No bootloader") but the app on BTT SKR V1.4 (LPC1768) starts at 0x00004000: rebuild with make menuconfig -> Bootloader offset "16KiB bootloader"'
 	refuse "$t" skr-mini-e3-v1.2 f103-0.bin 'is linked for 0x08000000 ("No bootloader")'
-	refuse "$t" skr-mini-e3-v3 g0b1-0.bin 'rebuild with Bootloader offset "8KiB bootloader"'
-	refuse "$t" skr-mini-e3-v3 g0b1-1000.bin 'is linked for 0x08001000 ("4KiB bootloader")'
-	refuse "$t" skr-3-h723 h723-0.bin 'rebuild with Bootloader offset "128KiB bootloader"'
+	refuse "$t" skr-mini-e3-v3 g0b1-0.bin 'rebuild with make menuconfig -> Bootloader offset "8KiB bootloader"'
+	refuse "$t" skr-mini-e3-v3 g0b1-1000.bin 'is linked for 0x08001000 (no Bootloader offset menuconfig offers)'
+	refuse "$t" skr-3-h723 h723-0.bin 'rebuild with make menuconfig -> Bootloader offset "128KiB bootloader"'
 	refuse "$t" skr-3-h723 h723-0-big.bin 'is linked for 0x08000000 ("No bootloader")'
 	# linked above the app start, image larger than the gap
 	refuse "$t" skr-pro f407-10000.bin \
 		'f407-10000.bin is linked for 0x08010000 ("64KiB bootloader") but the app on BTT SKR Pro V1.1/V1.2 (STM32F407) starts at 0x08008000'
 	refuse "$t" skr-pro f407-c000.bin 'is linked for 0x0800c000 ("48KiB bootloader")'
-	expect "$t" 1 'is linked for 0x08008000 ("32KiB bootloader") but the app on BTT Octopus V1.0/V1.1 (STM32F407) starts at 0x08000000: rebuild with Bootloader offset "No bootloader"' \
+	expect "$t" 1 'is linked for 0x08008000 ("32KiB bootloader") but the app on BTT Octopus V1.0/V1.1 (STM32F407) starts at 0x08000000: rebuild with make menuconfig -> Bootloader offset "No bootloader"' \
 		--profile oct-at-0 --config "$dir/test.conf" "$dir/f407-8000.bin"
 	expect "$t" 0 "accepted" --profile oct-at-0 --config "$dir/test.conf" "$dir/f407-0.bin"
 	# ELF and HEX carry their load address
 	for f in elf hex; do
 		refuse "$t" skr-pro f407-0.$f \
-			"f407-0.$f is linked for 0x08000000 but BTT SKR Pro V1.1/V1.2 (STM32F407) needs it at 0x08008000: rebuild with Bootloader offset \"32KiB bootloader\""
+			"f407-0.$f is linked for 0x08000000 (\"No bootloader\") but BTT SKR Pro V1.1/V1.2 (STM32F407) needs it at 0x08008000: rebuild with make menuconfig -> Bootloader offset \"32KiB bootloader\""
 		refuse "$t" skr-pro f407-10000.$f "is linked for 0x08010000"
 	done
 	# RP2040 layouts
 	refuse "$t" skr-pico rp2040-4000.uf2 \
-		'rp2040-4000.uf2 is linked for 0x10004000 but BTT SKR Pico V1.0 (RP2040) needs it at 0x10000000'
+		'rp2040-4000.uf2 is linked for 0x10004000 ("16KiB bootloader") but BTT SKR Pico V1.0 (RP2040) needs it at 0x10000000'
 	refuse "$t" skr-pico rp2040-4000.bin \
-		'is linked for 0x10004000 ("16KiB bootloader") but BTT SKR Pico V1.0 (RP2040) needs a "No bootloader" build'
+		'is linked for 0x10004000 ("16KiB bootloader") but the app on BTT SKR Pico V1.0 (RP2040) starts at 0x10000100: rebuild with make menuconfig -> Bootloader offset "No bootloader", or set app_start = 0x10004000 in the profile'
 	refuse "$t" skr-pro f407-8000.uf2 'is a UF2 file, which only RP2040 boards take'
 
 	# size and content
@@ -99,27 +99,28 @@ table() {
 	refuse "$t" skr-pico uf2-family.uf2 'not for the RP2040 family'
 	refuse "$t" skr-pico uf2-missing.uf2 'numBlocks does not match'
 	refuse "$t" skr-pico uf2-dup.uf2 'UF2 blockNo repeated'
-	refuse "$t" skr-pro f429-8000.bin 'initial stack pointer 0x20030000 is not in the RAM of the stm32f407xx'
+	refuse "$t" skr-pro f429-8000.bin 'was built for stm32f429xx, but BTT SKR Pro V1.1/V1.2 (STM32F407) is stm32f407xx'
+	refuse "$t" skr-pro f429-nodict.bin 'initial stack pointer 0x20030000 is not in the RAM of the stm32f407xx'
 
 	# MCU variants
 	refuse "$t" skr-2-f429 f407-8000.bin \
-		'f407-8000.bin was built for stm32f407xx, but BTT SKR 2 rev B (STM32F429) is stm32f429xx: rebuild with the processor model set to stm32f429xx'
+		'f407-8000.bin was built for stm32f407xx, but BTT SKR 2 rev B (STM32F429) is stm32f429xx: rebuild with make menuconfig -> Processor model set to stm32f429xx'
 	refuse "$t" skr-3-h723 h743-20000.bin 'was built for stm32h743xx, but BTT SKR 3 / SKR 3 EZ (STM32H723) is stm32h723xx'
 	refuse "$t" skr-mini-e3-v3 g0b0-2000.bin 'was built for stm32g0b0xx, but BTT SKR Mini E3 V3.0 (STM32G0B1) is stm32g0b1xx'
 	refuse "$t" skr-pro f407-nomcu.bin 'damaged Klipper data dictionary'
 
 	# interface
 	refuse "$t" skr-pro f407-serial.bin \
-		'f407-serial.bin is a serial build, but the board is expected to talk USB: rebuild with the communication interface set to USB, or set interface = "serial" in the profile'
+		'f407-serial.bin is a serial build, but the board is expected to talk USB: rebuild with make menuconfig -> Communication interface set to USB, or set interface = "serial" in the profile'
 	refuse "$t" skr-pro f407-can.bin 'is a CAN build, but the board is expected to talk USB'
-	refuse "$t" skr-pro f407-bridge.bin 'is a CAN build'
+	refuse "$t" skr-pro f407-bridge.bin 'is a USB to CAN bus bridge build'
 	expect "$t" 0 "accepted" --profile pro-serial --config "$dir/test.conf" "$dir/f407-serial.bin"
 	expect "$t" 1 "is a USB build, but the board is expected to talk serial" \
 		--profile pro-serial --config "$dir/test.conf" "$dir/f407-8000.bin"
 	expect "$t" 1 "" --profile skr-pro "$dir/f407-serial.bin"
 
 	# JSON
-	expect "$t" 0 '{"accepted":true,"format":"uf2","load_address":"0x10000000","size":2816,"mcu":"rp2040","interface":"usb","version":"v0.12.0-test-rp2040","reasons":[]}' \
+	expect "$t" 0 '{"accepted":true,"format":"uf2","load_address":"0x10000000","size":3328,"mcu":"rp2040","interface":"usb","version":"v0.13.0-test-rp2040","reasons":[]}' \
 		--json --board skr-pico "$dir/rp2040.uf2"
 	expect "$t" 1 '"accepted":false,"format":"bin","load_address":"0x08008000"' \
 		--json --board skr-pro "$dir/f407-0.bin"
@@ -143,4 +144,9 @@ else
 	echo "note: $ctl has no validate command yet; checked through vcli only"
 fi
 echo "$count checks, $fail failed"
+# The verdict table on the realistic builds: every board x every build of its MCU
+if ! python3 "$(dirname "$0")/table.py" "$dir" "$dir/vcli"; then
+	echo "FAIL: verdict table"
+	fail=$((fail + 1))
+fi
 [ "$fail" -eq 0 ]

@@ -78,14 +78,16 @@ stop_daemon() {
 }
 
 # A minimal valid Cortex-M image for an app start: vector table (initial SP at the top of
-# RAM, every handler odd and inside the image) followed by code-like bytes.
+# RAM, every handler odd and inside the image), the table's own address as a literal (what
+# firmware writes to SCB->VTOR, the validator's evidence of the link address when there is
+# no Klipper dictionary) and code-like bytes.
 make_image() { # make_image FILE APP_START SP SIZE [SEED]
 	python3 - "$@" <<'PY'
 import struct, sys
 path, start, sp, size = sys.argv[1], int(sys.argv[2], 0), int(sys.argv[3], 0), int(sys.argv[4], 0)
 seed = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 handler = start + 0x200 + 1
-vec = struct.pack('<II', sp, handler) + struct.pack('<I', handler) * 46
+vec = struct.pack('<II', sp, handler) + struct.pack('<I', handler) * 46 + struct.pack('<I', start)
 body = bytes(((i * 7 + seed) & 0xff) for i in range(size - len(vec)))
 open(path, 'wb').write(vec + body)
 PY

@@ -55,7 +55,8 @@ oneshot(const char *first, ...)
 	va_start(ap, first);
 	v = strv_append_va(NULL, first, ap);
 	va_end(ap);
-	r = oneshot_flash((int)strv_length(v), v);
+	r = strcmp(first, "reboot") == 0 ? oneshot_reboot((int)strv_length(v), v)
+					 : oneshot_flash((int)strv_length(v), v);
 	strv_free(v);
 	return r;
 }
@@ -648,12 +649,90 @@ oneshot_paths(struct sim *s)
 		CHECK(n != NULL);
 		if (n) {
 			unsigned before = sim_board_enumerations(n);
+			uint8_t *fimg = klipper_image(n, 0x08007000, "v-oneshot-n", 12288);
+			char *fpath = save_image(fimg, 12288);
 
-			CHECK_EQ_INT(oneshot("flash", "--device", sim_board_by_id(n), path, NULL),
+			CHECK_EQ_INT(oneshot("flash", "--device", sim_board_by_id(n), fpath, NULL),
 				     1);
 			CHECK(sim_board_enumerations(n) > before); /* it did reboot, into the app */
+			free(fimg);
+			free(fpath);
 			sim_board_unplug(n);
 		}
+	}
+	/* the file is read and validated before the board is touched: a missing file, a
+	 * text file and a build for another offset leave the running board alone */
+	{
+		unsigned before = sim_board_enumerations(k);
+		static const char text[] = "flash me\n";
+		char *txt = save_image((const uint8_t *)text, sizeof(text) - 1);
+		uint8_t *wrong = klipper_image(k, 0x08000000, "v-oneshot-wrong", 12288);
+		char *wpath = save_image(wrong, 12288);
+
+		(void)str_copy(tty, sizeof(tty), sim_board_tty(k));
+		CHECK_EQ_INT(oneshot("flash", "--device", tty, "/nonexistent/klipper.bin", NULL),
+			     2);
+		CHECK_EQ_INT(oneshot("flash", "--device", tty, txt, NULL), 1);
+		CHECK_EQ_INT(
+		    oneshot("flash", "--device", tty, "--board", "octopus-f446", wpath, NULL), 1);
+		CHECK_EQ_INT(oneshot("flash", "--device", tty, wpath, NULL), 1);
+		CHECK_EQ_INT(sim_board_enumerations(k), before);
+		CHECK_EQ_INT(sim_board_mode(k), SIM_MODE_KLIPPER_APP);
+		CHECK_STREQ(sim_board_app_version(k), "v-oneshot-k");
+
+		/* validation bypassed: the wrong build is written at 0x08008000, and the
+		 * simulator's own boot model (not the validator) makes it boot-loop; the one-shot
+		 * flash reports the failed boot instead of success */
+		before = sim_board_enumerations(k);
+		CHECK_EQ_INT(oneshot("flash", "--device", tty, "--force", wpath, NULL), 1);
+		CHECK(flash_equals(sim_board_flash(k), 0x08008000, wrong, 12288));
+		CHECK(!flash_app_valid(sim_board_flash(k), 0x08008000));
+		CHECK_EQ_INT(sim_board_wait_mode(k, SIM_MODE_OFF, 5000), 0);
+		CHECK(sim_board_enumerations(k) > before + 1); /* Katapult, then the flickers */
+		free(txt);
+		free(wrong);
+		free(wpath);
+	}
+	/* reboot: out of Katapult and out of ROM DFU into the application already in flash;
+	 * BOOTSEL says what it would need */
+	{
+		struct sim_board_spec kat = {.model = "octopus-f446",
+					     .port = "4-5",
+					     .bootloader = SIM_BL_KATAPULT,
+					     .mode = SIM_MODE_KATAPULT};
+		struct sim_board_spec dfu = {
+		    .model = "octopus-f446", .port = "4-6", .mode = SIM_MODE_ROM_DFU};
+		struct sim_board_spec pico = {
+		    .model = "skr-pico", .port = "4-7", .mode = SIM_MODE_BOOTSEL};
+		struct sim_board *a = sim_board_add(s, &kat), *b = sim_board_add(s, &dfu);
+		struct sim_board *c = sim_board_add(s, &pico);
+		char node[DEVICE_PATH];
+
+		CHECK(a && b && c);
+		if (a && b && c) {
+			(void)str_copy(node, sizeof(node), sim_board_tty(a));
+			CHECK_EQ_INT(oneshot("reboot", "--device", node, NULL), 0);
+			CHECK_EQ_INT(sim_board_mode(a), SIM_MODE_KLIPPER_APP);
+			/* a running app: nothing to do */
+			(void)str_copy(node, sizeof(node), sim_board_tty(a));
+			CHECK_EQ_INT(oneshot("reboot", "--device", node, NULL), 0);
+			/* ROM DFU needs to know where the app starts */
+			CHECK_EQ_INT(oneshot("reboot", "--device", "4-6", NULL), 1);
+			CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_ROM_DFU);
+			CHECK_EQ_INT(
+			    oneshot("reboot", "--device", "4-6", "--board", "octopus-f446", NULL),
+			    0);
+			CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_KLIPPER_APP);
+			CHECK_EQ_INT(oneshot("reboot", "--device", "4-7", NULL), 1);
+			CHECK_EQ_INT(sim_board_mode(c), SIM_MODE_BOOTSEL);
+			CHECK_EQ_INT(oneshot("reboot", "4-7", NULL), 2);
+		}
+		if (a)
+			sim_board_unplug(a);
+		if (b)
+			sim_board_unplug(b);
+		if (c)
+			sim_board_unplug(c);
 	}
 	/* usage errors */
 	CHECK_EQ_INT(oneshot("flash", path, NULL), 2);

@@ -40,7 +40,8 @@ mkdir -p "$work/queue/octopus" "$work/queue/toolhead" "$work/files"
 touch "$work/files/klipper.bin" "$work/queue/not-a-dir"
 export SKRFLASH_QUEUE_DIR=$work/queue
 
-expect "boards catalog flash history queue queued rescue retry status validate watch" ""
+expect "boards catalog flash history queue queued reboot rescue retry status validate watch" ""
+expect "--board --device" reboot --
 expect "queue queued" qu
 expect "--config --help --json --queue-dir --socket" --
 expect "status" --json st

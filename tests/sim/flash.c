@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 #include "flash.h"
 #include "util.h"
@@ -318,112 +319,106 @@ word_at(const struct flash *f, uint32_t addr)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* A vector entry that can be a Thumb handler in this flash. */
+/*
+ * The boot model: what a Cortex-M does when a bootloader jumps to app_start (load SP and PC
+ * from the vector table there, ARMv7-M ARM B1.5.5). Written from the core's point of view
+ * and independent of daemon/image, so that it can disagree with the validator:
+ *   1. the initial SP must lie in the MCU's RAM (the first push would fault otherwise, and a
+ *      fault with a bad SP locks the core up);
+ *   2. the reset vector must be a Thumb address inside the programmed application (flash
+ *      from app_start up to the last byte that is not erased), and hold code, not erased
+ *      0xFFFF (which faults at once);
+ *   3. the code must be linked for where it runs: the firmware reads its data dictionary
+ *      (a zlib stream, 78 DA) through an absolute pointer, so some aligned word of the
+ *      application must be the dictionary's real address in this flash. A build linked
+ *      for another address holds a pointer to where the dictionary would have been, and
+ *      Klipper reads garbage there (its identify and constants fail: it never stays up).
+ * An application without a dictionary (not Klipper) is judged by 1 and 2 alone.
+ */
 static bool
-is_flash_handler(const struct flash *f, uint32_t v)
+sp_valid(const struct flash *f, uint32_t sp)
 {
-	return (v & 1) && in_flash(f, v & ~1u, 1);
-}
-
-/* Vector table entries considered: the 16 system exceptions always, then IRQ entries while
- * they look like a table (0 or a flash handler); the first other word is code. */
-#define VECTOR_MAX 256
-
-/* Lowest flash handler address of the table at app_start; false when there is none. */
-static bool
-lowest_handler(const struct flash *f, uint32_t app_start, uint32_t *ret_low)
-{
-	uint32_t low = UINT32_MAX;
-	bool any = false;
-
-	for (uint32_t i = 1; i < VECTOR_MAX; i++) {
-		uint32_t a = app_start + 4 * i, v;
-
-		if (!in_flash(f, a, 4))
-			break;
-		v = word_at(f, a);
-		if (i >= 16 && v != 0 && !is_flash_handler(f, v))
-			break;
-		if (!is_flash_handler(f, v))
-			continue;
-		any = true;
-		if ((v & ~1u) < low)
-			low = v & ~1u;
-	}
-	if (any)
-		*ret_low = low;
-	return any;
-}
-
-static int
-link_base_locked(const struct flash *f, uint32_t app_start, uint32_t *ret_base)
-{
-	const uint32_t *offsets = NULL;
-	size_t n = catalog_family_offsets(f->mcu->family, &offsets);
-	uint32_t low, best;
-	bool found = false;
-
-	if (!in_flash(f, app_start, 8))
-		return -ERANGE;
-	if (!lowest_handler(f, app_start, &low))
-		return -ENOENT;
-	best = f->base;
-	/* app_start is a candidate too, so boards with a custom offset still boot */
-	if (app_start <= low) {
-		best = app_start;
-		found = true;
-	}
-	for (size_t i = 0; i < n; i++) {
-		uint32_t b = f->base + offsets[i];
-
-		if (b <= low && (!found || b > best)) {
-			best = b;
-			found = true;
-		}
-	}
-	if (!found)
-		return -ENOENT;
-	*ret_base = best;
-	return 0;
-}
-
-int
-flash_link_base(struct flash *f, uint32_t app_start, uint32_t *ret_base)
-{
-	int r;
-
-	pthread_mutex_lock(&f->lock);
-	r = link_base_locked(f, app_start, ret_base);
-	pthread_mutex_unlock(&f->lock);
-	return r;
-}
-
-bool
-flash_app_valid(struct flash *f, uint32_t app_start)
-{
-	uint32_t sp, reset, base = 0;
-	bool sp_ok = false, ok = false;
-
-	pthread_mutex_lock(&f->lock);
-	if (!in_flash(f, app_start, 8))
-		goto out;
-	sp = word_at(f, app_start);
-	reset = word_at(f, app_start + 4);
+	if (sp & 3)
+		return false;
 	/* §7.1: full-descending stack, so SP == end of RAM is the normal initial value */
 	for (size_t i = 0; i < CATALOG_MAX_RAM && f->mcu->ram[i].size; i++) {
 		const struct catalog_range *r = &f->mcu->ram[i];
 
 		if (sp > r->base && sp - r->base <= r->size)
-			sp_ok = true;
+			return true;
 	}
-	if (!sp_ok || !(reset & 1) || (reset & ~1u) < app_start || !in_flash(f, reset & ~1u, 1))
-		goto out;
-	/* §7.3: an image linked above app_start still has its reset vector inside flash; only
-	 * the link base of the whole table tells it apart */
-	if (link_base_locked(f, app_start, &base) < 0 || base != app_start)
-		goto out;
-	ok = true;
-out:
+	return false;
+}
+
+/* One past the last programmed (not 0xFF) byte at or after start. */
+static uint32_t
+programmed_end(const struct flash *f, uint32_t start)
+{
+	size_t end = f->size;
+
+	while (end > start - f->base && f->bytes[end - 1] == 0xff)
+		end--;
+	return f->base + (uint32_t)end;
+}
+
+/* Does a zlib stream start at off whose first bytes inflate to a JSON object? */
+static bool
+dict_at(const struct flash *f, size_t off)
+{
+	uint8_t out[16];
+	z_stream zs;
+	int r;
+
+	if (off + 2 > f->size || f->bytes[off] != 0x78 || f->bytes[off + 1] != 0xda)
+		return false;
+	memset(&zs, 0, sizeof(zs));
+	if (inflateInit(&zs) != Z_OK)
+		return false;
+	zs.next_in = f->bytes + off;
+	zs.avail_in = (uInt)(f->size - off > 4096 ? 4096 : f->size - off);
+	zs.next_out = out;
+	zs.avail_out = sizeof(out);
+	r = inflate(&zs, Z_SYNC_FLUSH);
+	inflateEnd(&zs);
+	return (r == Z_OK || r == Z_STREAM_END) && zs.total_out >= 2 && out[0] == '{';
+}
+
+static bool
+app_runs_locked(const struct flash *f, uint32_t app_start)
+{
+	uint32_t sp, reset, end, dict = 0;
+	bool have_dict = false;
+
+	if (!in_flash(f, app_start, 8))
+		return false;
+	sp = word_at(f, app_start);
+	reset = word_at(f, app_start + 4);
+	end = programmed_end(f, app_start);
+	if (!sp_valid(f, sp) || !(reset & 1))
+		return false;
+	reset &= ~1u;
+	if (reset < app_start || reset + 2 > end || word_at(f, reset & ~3u) == 0xffffffffu)
+		return false;
+	for (uint32_t a = app_start; a + 2 <= end && !have_dict; a++)
+		if (dict_at(f, a - f->base)) {
+			dict = a;
+			have_dict = true;
+		}
+	if (!have_dict)
+		return true;
+	for (uint32_t a = (app_start + 3) & ~3u; a + 4 <= end; a += 4)
+		if (word_at(f, a) == dict)
+			return true;
+	return false;
+}
+
+bool
+flash_app_valid(struct flash *f, uint32_t app_start)
+{
+	bool ok;
+
+	pthread_mutex_lock(&f->lock);
+	ok = app_runs_locked(f, app_start);
 	pthread_mutex_unlock(&f->lock);
 	return ok;
 }

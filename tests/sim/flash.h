@@ -52,9 +52,10 @@ int flash_load(struct flash *f, uint32_t addr, const uint8_t *data, size_t len);
 bool flash_is_erased(struct flash *f, uint32_t addr, size_t len);
 /* True when [addr, addr+len) holds exactly data. */
 bool flash_equals(struct flash *f, uint32_t addr, const uint8_t *data, size_t len);
-/* Boot model (protocols.md §7): would a bootloader jumping to app_start run the app?
- * Initial SP inside the MCU's RAM, reset vector odd and inside [app_start, flash end),
- * and the image's vector entries consistent with being linked at app_start. */
+/* Boot model (protocols.md §7): would a bootloader jumping to app_start run the app, as a
+ * Cortex-M does? Initial SP inside the MCU's RAM, reset vector odd, inside the programmed
+ * application and holding code, and (Klipper) the absolute pointer to the data dictionary
+ * pointing at the dictionary's bytes in this flash. Independent of daemon/image. */
 bool flash_app_valid(struct flash *f, uint32_t app_start);
 /* Sleep for a device busy time (the caller decides where the wait happens). */
 void flash_busy_wait(uint32_t busy_us);
@@ -70,7 +71,3 @@ uint32_t flash_erase_count(struct flash *f, uint32_t addr);
 uint32_t flash_program_time(const struct flash *f, size_t len);
 /* Datasheet timing of a family (unscaled); the figures and sources are in flash.c. */
 struct flash_timing flash_family_timing(enum catalog_family family);
-/* The link base the image at app_start looks built for (protocols.md §7.3): the largest
- * candidate base (family offsets and app_start itself) at or below every handler entry.
- * -ENOENT when the vector table holds no handler inside flash, -ERANGE outside flash. */
-int flash_link_base(struct flash *f, uint32_t app_start, uint32_t *ret_base);

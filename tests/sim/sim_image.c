@@ -89,6 +89,10 @@ sim_image_klipper(const struct catalog_mcu *mcu, uint32_t app_start, const char 
 	for (size_t i = 2; i < VECTOR_WORDS; i++)
 		put32(img + 4 * i, app_start + 0x141 + (uint32_t)(i % 8) * 4);
 	memcpy(img + DICT_OFFSET, z, zlen);
+	/* what the code holds, as a real build's literal pool does: the dictionary's absolute
+	 * address (command_identify) and the vector table's (SCB->VTOR in armcm_main) */
+	put32(img + DICT_OFFSET - 8, app_start + DICT_OFFSET);
+	put32(img + DICT_OFFSET - 4, app_start);
 	free(z);
 	free(json);
 	*ret_len = size;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <time.h>
+#include <zlib.h>
 
 #include "flash.h"
 #include "harness.h"
@@ -226,29 +227,40 @@ test_threads(void)
 	flash_free(f);
 }
 
+/* A Klipper-like image linked at `link`: make_image plus a zlib dictionary at 0x200 and the
+ * absolute pointer to it (link + 0x200) at 0x1f8, as the code's literal pool holds it. */
+static void
+make_klipper(uint8_t *img, size_t len, uint32_t link, uint32_t sp)
+{
+	static const char json[] = "{\"app\": \"Klipper\", \"version\": \"v1\"}";
+	uLongf n = len - 0x200;
+
+	make_image(img, len, link, sp);
+	if (compress2(img + 0x200, &n, (const Bytef *)json, sizeof(json) - 1, 9) != Z_OK)
+		abort();
+	put32(img + 0x1f8, link + 0x200);
+}
+
 static void
 test_boot_model(void)
 {
 	struct flash *f = flash_new(mcu("stm32f446xx"), 0.0);
 	uint8_t img[1024];
-	uint32_t base = 0;
+	uint8_t big[0x3000];
 
 	CHECK(!flash_app_valid(f, 0x08008000)); /* erased */
-	CHECK_EQ_INT(flash_link_base(f, 0x08008000, &base), -ENOENT);
 
 	/* right: linked and written at 0x08008000 */
 	make_image(img, sizeof img, 0x08008000, 0x20020000);
 	CHECK_EQ_INT(flash_load(f, 0x08008000, img, sizeof img), 0);
 	CHECK(flash_app_valid(f, 0x08008000));
-	CHECK_EQ_INT(flash_link_base(f, 0x08008000, &base), 0);
-	CHECK_EQ_INT(base, 0x08008000);
 
-	/* a 32 KiB-offset image written at 0x08000000: its reset vector is inside flash and
-	 * above app_start, yet it must not boot (§7.3) */
+	/* a 32 KiB-offset image written at 0x08000000 of an erased chip: its reset vector is
+	 * inside flash and above app_start, but points at erased flash (§7.4 lock-up) */
+	flash_free(f);
+	f = flash_new(mcu("stm32f446xx"), 0.0);
 	CHECK_EQ_INT(flash_load(f, 0x08000000, img, sizeof img), 0);
 	CHECK(!flash_app_valid(f, 0x08000000));
-	CHECK_EQ_INT(flash_link_base(f, 0x08000000, &base), 0);
-	CHECK_EQ_INT(base, 0x08008000);
 
 	/* a no-bootloader image written at 0x08008000: reset vector below app_start */
 	make_image(img, sizeof img, 0x08000000, 0x20020000);
@@ -274,6 +286,21 @@ test_boot_model(void)
 	CHECK(!flash_app_valid(f, 0x0807fffc)); /* table would run off the end */
 	flash_free(f);
 
+	/* Klipper: the dictionary pointer must point at the dictionary. An image linked at
+	 * 0x08004000 written at 0x08002000 (G0B1) has its reset handler inside the programmed
+	 * image, holding code: only the pointer tells, and it points 8 KiB past the dictionary */
+	f = flash_new(mcu("stm32g0b1xx"), 0.0);
+	make_klipper(big, sizeof big, 0x08002000, 0x20024000);
+	CHECK_EQ_INT(flash_load(f, 0x08002000, big, sizeof big), 0);
+	CHECK(flash_app_valid(f, 0x08002000));
+	make_klipper(big, sizeof big, 0x08001000, 0x20024000);
+	put32(big + 4, 0x08002801); /* a reset handler 6 KiB in, like a real build */
+	CHECK_EQ_INT(flash_load(f, 0x08002000, big, sizeof big), 0);
+	CHECK(!flash_app_valid(f, 0x08002000));
+	CHECK_EQ_INT(flash_load(f, 0x08001000, big, sizeof big), 0);
+	CHECK(flash_app_valid(f, 0x08001000));
+	flash_free(f);
+
 	/* LPC1768: SP in local SRAM (Klipper's 0x10007FE0) or AHB SRAM, app at 0x4000 */
 	f = flash_new(mcu("lpc1768"), 0.0);
 	make_image(img, sizeof img, 0x4000, 0x10007fe0);
@@ -289,6 +316,8 @@ test_boot_model(void)
 	make_image(img, sizeof img, 0x08020000, 0x20020000);
 	CHECK_EQ_INT(flash_load(f, 0x08020000, img, sizeof img), 0);
 	CHECK(flash_app_valid(f, 0x08020000));
+	flash_free(f);
+	f = flash_new(mcu("stm32h723xx"), 0.0);
 	CHECK_EQ_INT(flash_load(f, 0x08000000, img, sizeof img), 0);
 	CHECK(!flash_app_valid(f, 0x08000000));
 	flash_free(f);

@@ -133,7 +133,7 @@ test_sectors(void)
 static void
 test_strings(void)
 {
-	const uint32_t *o;
+	const struct catalog_offset *o;
 	char buf[32];
 	size_t n;
 
@@ -147,30 +147,33 @@ test_strings(void)
 	CHECK_STREQ(buf, "128KiB");
 	CHECK_STREQ(catalog_family_to_string(CATALOG_FAMILY_STM32H7), "stm32h7");
 	CHECK_STREQ(catalog_bootloader_to_string(CATALOG_BOOTLOADER_ROM_ONLY), "rom-only");
-	for (int f = 0; f < _CATALOG_FAMILY_MAX; f++) {
-		n = catalog_family_offsets((enum catalog_family)f, &o);
-		CHECK(n >= 2 && n <= CATALOG_MAX_OFFSETS);
-		for (size_t i = 1; i < n; i++)
-			CHECK(o[i - 1] < o[i]);
-	}
-	n = catalog_family_offsets(CATALOG_FAMILY_STM32F4, &o);
-	CHECK_EQ_INT(n, 6);
-	CHECK_EQ_INT(o[5], 0x20200);
-	/* every board's own offset is one its family knows */
+	/* every MCU's menuconfig choices: ascending, "No bootloader" first */
 	{
 		size_t nb;
 		const struct catalog_board *b = catalog_boards(&nb);
 
 		for (size_t i = 0; i < nb; i++) {
-			bool found = false;
-
-			n = catalog_family_offsets(b[i].mcu->family, &o);
-			for (size_t k = 0; k < n; k++)
-				if (o[k] == b[i].app_start - b[i].mcu->flash_base)
-					found = true;
-			CHECK(found);
+			n = catalog_mcu_offsets(b[i].mcu, &o);
+			CHECK(n >= 2 && n <= CATALOG_MAX_OFFSETS);
+			CHECK_STREQ(o[0].menuconfig, "No bootloader");
+			for (size_t k = 1; k < n; k++)
+				CHECK(o[k - 1].offset < o[k].offset);
+			/* every board's own offset is one menuconfig offers for its MCU */
+			CHECK(catalog_offset_name(b[i].mcu, b[i].app_start - b[i].mcu->flash_base));
 		}
 	}
+	/* Kconfig: F446 offers 32 and 64 KiB only; F407 also 16, 48 and 128+512 B */
+	CHECK_STREQ(catalog_offset_name(catalog_find("octopus-f446")->mcu, 0x8000),
+		    "32KiB bootloader");
+	CHECK(!catalog_offset_name(catalog_find("octopus-f446")->mcu, 0xC000));
+	CHECK(!catalog_offset_name(catalog_find("octopus-f446")->mcu, 0x4000));
+	CHECK_STREQ(catalog_offset_name(catalog_find("skr-pro")->mcu, 0x20200),
+		    "128KiB bootloader with 512 byte offset");
+	CHECK_STREQ(catalog_offset_name(catalog_find("skr-mini-e3-v1.2")->mcu, 0x7000),
+		    "28KiB bootloader");
+	CHECK_STREQ(catalog_offset_name(catalog_find("skr-pico")->mcu, 0x100), "No bootloader");
+	CHECK(!catalog_offset_name(catalog_find("skr-mini-e3-v3")->mcu, 0x1000));
+	CHECK(!catalog_offset_name(NULL, 0));
 }
 
 int

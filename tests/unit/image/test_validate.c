@@ -14,6 +14,12 @@
 #include "util.h"
 #include "image/validate.h"
 
+static uint32_t
+get_le32_t(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 static void
 put_le32(uint8_t *p, uint32_t v)
 {
@@ -23,8 +29,10 @@ put_le32(uint8_t *p, uint32_t v)
 	p[3] = (uint8_t)(v >> 24);
 }
 
-/* A .bin linked at `base`: vector table (SP, 23 handlers spread over the first 0x400
- * bytes), code-like filler and, when `dict` is set, a compressed Klipper dictionary. */
+/* A small .bin linked at `base`: vector table (SP, 23 handlers spread over the first 0x400
+ * bytes), code-like filler, the vector table's address as a literal (SCB->VTOR) at 0x3f8
+ * and, when `dict` is set, a compressed Klipper dictionary at 0x400 with its absolute
+ * address as a literal at 0x3f0, as a real build's code holds it. */
 static uint8_t *
 make_bin(uint32_t base, uint32_t sp, size_t size, const char *dict)
 {
@@ -41,7 +49,10 @@ make_bin(uint32_t base, uint32_t sp, size_t size, const char *dict)
 		if (size < 0x400 + n ||
 		    compress2(b + 0x400, &n, (const Bytef *)dict, (uLong)strlen(dict), 9) != Z_OK)
 			abort();
+		put_le32(b + 0x3f0, base + 0x400);
 	}
+	if (size >= 0x400)
+		put_le32(b + 0x3f8, base);
 	return b;
 }
 
@@ -100,7 +111,7 @@ test_bin_offsets(void)
 	CHECK_EQ_INT(v.n_reasons, 1);
 	CHECK(has_reason(&v, "klipper.bin is linked for 0x08000000 (\"No bootloader\") but the app "
 			     "on BTT SKR Pro V1.1/V1.2 (STM32F407) starts at 0x08008000: rebuild "
-			     "with Bootloader offset \"32KiB bootloader\""));
+			     "with make menuconfig -> Bootloader offset \"32KiB bootloader\""));
 	verdict_done(&v);
 	free(b);
 
@@ -152,7 +163,12 @@ test_vector_and_size(void)
 	CHECK(!v.accepted);
 	CHECK(has_reason(&v, "initial stack pointer 0x20030000 is not in the RAM of the "
 			     "stm32f407xx (0x20000000-0x2001ffff, 0x10000000-0x1000ffff)"));
+	CHECK_EQ_INT(v.n_reasons, 1); /* the Thumb bit follows from the same cause */
+	verdict_done(&v);
+	put_le32(b, 0x20020000);
+	CHECK_EQ_INT(validate_image(b, 4096, &t, &v), 0);
 	CHECK(has_reason(&v, "reset vector 0x08008100 is not a Thumb address"));
+	CHECK_EQ_INT(v.n_reasons, 1);
 	verdict_done(&v);
 	put_le32(b, 0x10010000); /* CCM end: valid */
 	put_le32(b + 4, 0x08008101);
@@ -213,10 +229,11 @@ test_klipper_checks(void)
 
 	CHECK_EQ_INT(validate_image(b, 8192, &t, &v), 0);
 	CHECK(!v.accepted);
-	CHECK_EQ_INT(v.n_reasons, 2);
+	/* one reason: the interface of a build for another MCU does not matter */
+	CHECK_EQ_INT(v.n_reasons, 1);
 	CHECK(has_reason(&v, "k.bin was built for stm32f407xx, but BTT SKR 2 rev B (STM32F429) is "
-			     "stm32f429xx: rebuild with the processor model set to stm32f429xx"));
-	CHECK(has_reason(&v, "k.bin is a serial build, but the board is expected to talk USB"));
+			     "stm32f429xx: rebuild with make menuconfig -> Processor model set to "
+			     "stm32f429xx"));
 	CHECK_STREQ(v.interface, "serial");
 	verdict_done(&v);
 
@@ -269,25 +286,85 @@ test_klipper_checks(void)
 }
 
 static void
-test_reason_cap(void)
+test_one_reason(void)
 {
 	struct validate_target t = {.board = catalog_find("skr-pro")};
 	struct verdict v;
-	uint8_t *b =
-	    make_bin(0x08000000, 0x30000000, 2 * 1024 * 1024, klipper("stm32h743xx", SERIAL));
+	uint8_t *b = make_bin(0x08000000, 0x30000000, 512 * 1024, klipper("stm32h743xx", SERIAL));
 
+	/* an H743 serial build at another offset: the MCU is the cause, the rest follows */
 	put_le32(b + 4, 0x08000100);
-	CHECK_EQ_INT(validate_image(b, 2 * 1024 * 1024, &t, &v), 0);
+	CHECK_EQ_INT(validate_image(b, 512 * 1024, &t, &v), 0);
 	CHECK(!v.accepted);
-	CHECK(v.n_reasons >= 4 && v.n_reasons <= VALIDATE_MAX_REASONS);
-	CHECK(has_reason(&v, "cannot fit"));
-	CHECK(has_reason(&v, "stack pointer"));
-	CHECK(has_reason(&v, "Thumb"));
-	CHECK(has_reason(&v, "stm32h743xx"));
-	CHECK(has_reason(&v, "serial build"));
+	CHECK_EQ_INT(v.n_reasons, 1);
+	CHECK(has_reason(&v, "was built for stm32h743xx"));
 	verdict_done(&v);
 	CHECK_EQ_INT(v.n_reasons, 0);
 	free(b);
+
+	/* a serial build at the wrong offset: both are real, both are said */
+	b = make_bin(0x08000000, 0x20020000, 8192, klipper("stm32f407xx", SERIAL));
+	CHECK_EQ_INT(validate_image(b, 8192, &t, &v), 0);
+	CHECK_EQ_INT(v.n_reasons, 2);
+	CHECK(has_reason(&v, "is a serial build"));
+	CHECK(has_reason(&v, "is linked for 0x08000000 (\"No bootloader\")"));
+	verdict_done(&v);
+	free(b);
+}
+
+/* The dictionary's literal pins the link address where the vector table cannot: handlers
+ * 24 KiB into a 64 KiB image fit two of the F446's bases. */
+static void
+test_dict_literal(void)
+{
+	struct validate_target t = {.board = catalog_find("octopus-f446"), .file_name = "k.bin"};
+	struct verdict v;
+	const size_t size = 64 * 1024;
+	uint8_t *b;
+
+	for (uint32_t base = 0x08000000; base <= 0x08010000; base += 0x8000) {
+		b = make_bin(base, 0x20020000, size, klipper("stm32f446xx", USB));
+		for (uint32_t i = 1; i < 24; i++) /* handlers at +0x6000.. like a real build */
+			if (get_le32_t(b + 4 * i))
+				put_le32(b + 4 * i, base + 0x6001 + 0x10 * i);
+		put_le32(b + 0x3f8, 0); /* no VTOR literal: the dictionary alone decides */
+		CHECK_EQ_INT(validate_image(b, size, &t, &v), 0);
+		CHECK_EQ_INT(v.accepted, base == 0x08008000);
+		if (base == 0x08000000)
+			CHECK(has_reason(&v,
+					 "k.bin is linked for 0x08000000 (\"No bootloader\") but "
+					 "the app on BTT Octopus V1.0/V1.1 (STM32F446) starts at "
+					 "0x08008000: rebuild with make menuconfig -> Bootloader "
+					 "offset \"32KiB bootloader\""));
+		if (base == 0x08010000)
+			CHECK(has_reason(&v, "is linked for 0x08010000 (\"64KiB bootloader\")"));
+		verdict_done(&v);
+
+		/* no literal at all: cannot tell, says so (unless the reset vector proves it) */
+		put_le32(b + 0x3f0, 0);
+		CHECK_EQ_INT(validate_image(b, size, &t, &v), 0);
+		CHECK(!v.accepted);
+		CHECK_EQ_INT(v.n_reasons, 1);
+		CHECK(has_reason(&v, base < 0x08008000 ? "reset vector 0x08006011 lies outside"
+						       : "holds a Klipper data dictionary but no "
+							 "absolute reference"));
+		verdict_done(&v);
+
+		if (base != 0x08008000) {
+			free(b);
+			continue;
+		}
+		/* two literals for two menuconfig bases that both fit: ambiguous, says so */
+		put_le32(b + 0x3f0, 0x08000400);
+		put_le32(b + 0x3f4, 0x08008400);
+		CHECK_EQ_INT(validate_image(b, size, &t, &v), 0);
+		CHECK(!v.accepted);
+		CHECK(has_reason(&v, "refers to its data dictionary as if linked at each of "
+				     "0x08000000 (\"No bootloader\"), 0x08008000 (\"32KiB "
+				     "bootloader\")"));
+		verdict_done(&v);
+		free(b);
+	}
 }
 
 static void
@@ -377,7 +454,8 @@ main(void)
 	test_bin_offsets();
 	test_vector_and_size();
 	test_klipper_checks();
-	test_reason_cap();
+	test_one_reason();
+	test_dict_literal();
 	test_rp2040_and_flash();
 	test_command();
 	TEST_DONE();
