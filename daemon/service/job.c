@@ -1011,15 +1011,18 @@ write_failed(struct job *j)
 {
 	const char *err = j->result_error[0] ? j->result_error : "the worker failed";
 	struct board *b = boards_find_port(j->t->boards, j->port);
-	char what[400];
+	char what[400], *stays;
 	size_t n;
 
 	if (j->gone_in_worker || !b || !b->present) {
 		/* the backend's "stays in ..." describes a board that is not there any more */
 		(void)str_copy(what, sizeof(what), err);
-		n = strcspn(what, ";");
-		if (strstr(what + n, "stays in"))
-			what[n] = 0;
+		stays = strstr(what, "stays in");
+		for (n = stays ? (size_t)(stays - what) : 0; n > 0; n--)
+			if (what[n - 1] == ':' || what[n - 1] == ';') {
+				what[n - 1] = 0;
+				break;
+			}
 		job_suspend(j,
 			    "%s on port %s was unplugged during step %s (%s); the job resumes "
 			    "when it is plugged in again%s",
@@ -1568,8 +1571,14 @@ reconcile_board(struct job_table *t, struct board *b, const char *why)
 		/* the wanted image did not boot here: the board should run its known-good one,
 		 * and a board left without it (a rollback cut short) gets it back */
 		if (!b->known_good_sha[0] || strcmp(b->installed_sha, b->known_good_sha) == 0 ||
-		    store_bad_is_marked(t->store, b->id, b->known_good_sha))
+		    store_bad_is_marked(t->store, b->id, b->known_good_sha)) {
+			/* said once per appearance, not on every pass */
+			if (strcmp(why, "board appeared") == 0)
+				log_info("firmware %.12s did not boot on %s before; not flashing it "
+					 "again (`skrflashctl retry %s` allows it again)",
+					 d.sha, board_display_name(b), b->dev.port);
 			return;
+		}
 		sha = b->known_good_sha;
 		log_notice("%s on port %s does not run its last known-good firmware %.12s (%s); "
 			   "writing it back",

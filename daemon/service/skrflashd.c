@@ -175,6 +175,16 @@ broadcast(struct daemon *d, const char *event, json_object *data)
 		json_object_put(ev);
 }
 
+/* udev events were lost: the registry is up to date again, now nothing pending may stay
+ * forgotten */
+static void
+on_rescanned(void *userdata)
+{
+	struct daemon *d = userdata;
+
+	job_table_reconcile(d->jobs);
+}
+
 static void
 on_board(void *userdata, enum boards_event ev, struct board *b)
 {
@@ -674,6 +684,7 @@ main(int argc, char **argv)
 		log_error_errno(r, "cannot watch udev for boards");
 		goto out;
 	}
+	udevwatch_set_rescanned(d.udev, on_rescanned, &d);
 	{
 		const struct queue_callbacks cb = {
 		    .validate = on_validate,
