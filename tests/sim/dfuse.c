@@ -73,6 +73,7 @@ struct dfuse_dev {
 	unsigned stall_nth;
 
 	struct dfuse_stats st;
+	bool powered_off; /* unplugged: the session died with the power */
 	void (*leave_cb)(void *ctx, uint32_t jump_addr);
 	void *leave_ctx;
 	uint64_t (*now_us)(void *ctx);
@@ -892,6 +893,14 @@ on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *c, gpointer user)
 	GQueue *q;
 
 	(void)h;
+	pthread_mutex_lock(&d->lock);
+	if (d->powered_off) {
+		/* a client that kept the node open talks to nothing: usbfs answers ENODEV */
+		pthread_mutex_unlock(&d->lock);
+		umockdev_ioctl_client_complete(c, -1, ENODEV);
+		return TRUE;
+	}
+	pthread_mutex_unlock(&d->lock);
 	switch (req) {
 	case USBDEVFS_SUBMITURB:
 		return submit_urb(d, c, arg);
@@ -973,6 +982,18 @@ dfuse_attach(struct dfuse_dev *d, UMockdevTestbed *tb, const char *devnode)
 	}
 	d->att[i].devnode = xstrdup(devnode);
 	return 0;
+}
+
+bool
+dfuse_power_off(struct dfuse_dev *d)
+{
+	bool torn;
+
+	pthread_mutex_lock(&d->lock);
+	d->powered_off = true;
+	torn = !d->st.left && (d->op_count[DFUSE_OP_WRITE] > 0 || d->op_count[DFUSE_OP_ERASE] > 0);
+	pthread_mutex_unlock(&d->lock);
+	return torn;
 }
 
 void

@@ -920,6 +920,14 @@ sim_board_unplug_locked(struct sim_board *b)
 	detach_tty_handler(b);
 #if SIM_HAVE_DFUSE
 	if (b->dfuse) {
+		struct dfuse_stats st;
+
+		/* a leave is no power loss: the download completed and the app is whole */
+		dfuse_get_stats(b->dfuse, &st);
+		if (dfuse_power_off(b->dfuse))
+			b->app_torn = true;
+		else if (st.left)
+			b->app_torn = false;
 		dfuse_detach(b->dfuse, s->tb, b->devnode);
 		if (s->n_dead_dfuse < ELEMENTSOF(s->dead_dfuse))
 			s->dead_dfuse[s->n_dead_dfuse++] = b->dfuse;
@@ -1064,7 +1072,7 @@ boot(struct sim_board *b)
 			app_version_from_flash(b);
 			crashes = strstr(b->app_version, b->crash_version) != NULL;
 		}
-		if (crashes && b->boot_fail_left == 0)
+		if ((crashes || b->app_torn) && b->boot_fail_left == 0)
 			b->boot_fail_left = 1;
 		if (b->boot_fail_left == 0) {
 			sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
