@@ -1593,6 +1593,31 @@ sim_board_reset(struct sim_board *b)
 	return 0;
 }
 
+int
+sim_board_power_off(struct sim_board *b)
+{
+	int r;
+
+	pthread_mutex_lock(&b->sim->lock);
+	b->action = SIM_ACT_NONE;
+	b->flicker_left = 0;
+	b->request = SIM_REQ_NONE; /* Katapult's request lives in RAM (protocols.md §2.1) */
+	r = sim_board_unplug_locked(b);
+	pthread_mutex_unlock(&b->sim->lock);
+	return r;
+}
+
+int
+sim_board_power_on(struct sim_board *b)
+{
+	pthread_mutex_lock(&b->sim->lock);
+	b->flicker_left = 0;
+	b->request = SIM_REQ_NONE;
+	sim_board_schedule(b, SIM_ACT_BOOT, reenum_delay(b));
+	pthread_mutex_unlock(&b->sim->lock);
+	return 0;
+}
+
 enum sim_mode
 sim_board_mode(struct sim_board *b)
 {
