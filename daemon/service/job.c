@@ -126,6 +126,10 @@ struct job_table {
 	 * reconcile loop until the board leaves (a fault that outlasts every retry must not
 	 * loop) */
 	char **held_off;
+	/* ports whose board has no bootloader path skrflash can write: the request only took
+	 * it somewhere useless, so it is not sent again by itself (a new file or a `flash`
+	 * asks again) */
+	char **no_path;
 	sd_event_source *reconcile_src; /* deferred reconcile pass */
 };
 
@@ -1394,12 +1398,35 @@ app_after_touch(struct job *j)
 		step_enter(j);
 		return;
 	}
+	strv_add(&j->t->no_path, j->port);
 	job_fail(j,
 		 "%s on port %s came back as the Klipper app after the 1200-baud request, twice: "
 		 "it has no USB bootloader path skrflash can use (nothing was written; the board "
 		 "runs its old firmware). Install Katapult, use the SD card (firmware.bin), or "
 		 "enter ROM DFU with BOOT0",
 		 name_of(j), j->port);
+}
+
+/* The request took the board to a ROM bootloader skrflash has no writer for yet (RP2040
+ * BOOTSEL without Katapult, LPC DFU): say exactly that, and how to get the board back - it
+ * sits there until reset, with its old firmware intact. */
+static void
+unreachable_bootloader(struct job *j, const struct board *b)
+{
+	bool rp2040 = b->dev.mode == DEVICE_MODE_RP2040_BOOTSEL;
+
+	strv_add(&j->t->no_path, j->port);
+	job_fail(j,
+		 "%s on port %s went to %s after the 1200-baud request: it has no Katapult, and "
+		 "skrflash cannot write over %s yet. Nothing was written; its firmware is "
+		 "intact%s. Press its reset button (or unplug and plug it) to run Klipper again, "
+		 "then %s",
+		 name_of(j), j->port, rp2040 ? "RP2040 BOOTSEL (the RPI-RP2 drive)" : "LPC DFU",
+		 rp2040 ? "BOOTSEL" : "LPC DFU",
+		 j->stopped_unit[0] ? " and its Klipper unit is started again" : "",
+		 rp2040 ? "install Katapult, or copy klipper.uf2 to the RPI-RP2 drive while it is "
+			  "in BOOTSEL"
+			: "install Katapult, or use the SD card (firmware.bin)");
 }
 
 static void
@@ -1414,6 +1441,11 @@ on_board_waiting(struct job *j, enum boards_event ev, struct board *b)
 	if (bootloader_mode(b->dev.mode)) {
 		if (j->pid <= 0 && bootloader_ready(b))
 			step_write(j, b);
+		return;
+	}
+	if (j->touched && j->pid <= 0 &&
+	    (b->dev.mode == DEVICE_MODE_RP2040_BOOTSEL || b->dev.mode == DEVICE_MODE_LPC_DFU)) {
+		unreachable_bootloader(j, b);
 		return;
 	}
 	if (ev == BOARDS_UPDATED && !(b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0] &&
@@ -1563,7 +1595,7 @@ reconcile_board(struct job_table *t, struct board *b, const char *why)
 	}
 	p = config_find_profile(t->cfg, b->profile);
 	if (!p || !(p->auto_flash & (CONFIG_AUTO_HOTPLUG | CONFIG_AUTO_QUEUE)) ||
-	    strv_has(t->held_off, b->dev.port) || !b->catalog)
+	    strv_has(t->held_off, b->dev.port) || strv_has(t->no_path, b->dev.port) || !b->catalog)
 		return;
 	if (store_desired_get(t->store, p->name, &d) < 0)
 		return;
@@ -1660,6 +1692,7 @@ job_table_on_firmware(struct job_table *t, const char *profile)
 		if (b->present && strcmp(b->profile, profile) == 0) {
 			/* new firmware is a fresh attempt for a board whose last one failed */
 			strv_drop(&t->held_off, b->dev.port);
+			strv_drop(&t->no_path, b->dev.port);
 			try_start(t, b, 0, NULL, "new firmware");
 		}
 }
@@ -1675,6 +1708,7 @@ job_table_flash(struct job_table *t, struct board *b, bool force, char **ret_mes
 		return -EBUSY;
 	}
 	strv_drop(&t->held_off, b->dev.port);
+	strv_drop(&t->no_path, b->dev.port);
 	r = prepare_job(t, b, START_MANUAL | (force ? START_FORCE : 0u), NULL, NULL, ret_message);
 	return r == -EAGAIN ? 0 : r;
 }
@@ -1751,6 +1785,7 @@ job_table_free(struct job_table *t)
 	free(t->pending);
 	strv_free(t->bl_seen);
 	strv_free(t->held_off);
+	strv_free(t->no_path);
 	sd_event_source_disable_unref(t->reconcile_src);
 	if (t->units) {
 		(void)units_restore_all(t->units, 30ull * 1000000ull);

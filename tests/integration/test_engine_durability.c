@@ -614,17 +614,16 @@ inject(struct sim_board *b, enum fault f, long long job, char *step, size_t step
 /* The common assertions of a cell (board b should run img/sha, named version). */
 static void
 assert_end(struct sim_board *b, const char *unit, const char *sha, const uint8_t *img, size_t len,
-	   const char *version, const char *result_line)
+	   const char *version, char *call, size_t call_size)
 {
-	char call[32], buf[128], *fw;
+	char buf[128], *fw;
 	json_object *st, *v;
 	struct stat sst;
 
-	(void)result_line;
 	CHECK(flash_equals(sim_board_flash(b), sim_board_app_start(b), img, len));
 	CHECK_STREQ(sim_board_app_version(b), version);
 	CHECK_STREQ(eng_board_field(sim_board_port(b), "installed_sha256", buf, sizeof(buf)), sha);
-	last_unit_call(unit, call, sizeof(call));
+	last_unit_call(unit, call, call_size);
 	CHECK(strcmp(call, "StopUnit") != 0);
 	fprintf(stderr, "last call for %s: %s\n", unit, call[0] ? call : "(none)");
 	fw = xasprintf("%s/state/firmware/%s", eng_dir(), sha);
@@ -643,7 +642,7 @@ run_cell(size_t idx, int argc, char **argv)
 {
 	const struct cell *c = &cells[idx];
 	char name[64], unit[64], where[64] = "-", sha[65], sha_a[65], *path, *path_a = NULL, *out;
-	char outcome[96] = "", hstep[48] = "-", method[16] = "";
+	char outcome[160] = "", hstep[48] = "-", method[16] = "", call[32] = "";
 	uint8_t *img, *img_a = NULL;
 	size_t len, len_a = 0;
 	struct sim_board *b;
@@ -710,12 +709,12 @@ run_cell(size_t idx, int argc, char **argv)
 	if (rollback) {
 		r = settle(b, sha_a, 90000);
 		CHECK_EQ_INT(r, 0);
-		assert_end(b, unit, sha_a, img_a, len_a, "v0.13.0-good", NULL);
+		assert_end(b, unit, sha_a, img_a, len_a, "v0.13.0-good", call, sizeof(call));
 		(void)snprintf(outcome, sizeof(outcome), "known-good %.8s", sha_a);
 	} else {
 		r = settle(b, sha, 90000);
 		CHECK_EQ_INT(r, 0);
-		assert_end(b, unit, sha, img, len, "v0.14.0-new", NULL);
+		assert_end(b, unit, sha, img, len, "v0.14.0-new", call, sizeof(call));
 		(void)snprintf(outcome, sizeof(outcome), "new %.8s", sha);
 	}
 	hist = eng_history();
@@ -725,8 +724,11 @@ run_cell(size_t idx, int argc, char **argv)
 	CHECK(strcmp(eng_str(row, "result"), "running") != 0);
 	fprintf(stderr, "job %lld: %s at %s, %s\n", job, eng_str(row, "result"),
 		eng_str(row, "step"), eng_str(row, "error"));
-	(void)snprintf(outcome + strlen(outcome), sizeof(outcome) - strlen(outcome), ", job %s",
-		       eng_str(row, "result"));
+	(void)snprintf(outcome + strlen(outcome), sizeof(outcome) - strlen(outcome),
+		       ", job %s, unit %s", eng_str(row, "result"),
+		       !holder	      ? "(no cgroup)"
+		       : call[0] ? (strcmp(call, "StartUnit") == 0 ? "started again" : call)
+				 : "never stopped");
 	json_object_put(hist);
 	sim_proc_free(w);
 	CHECK_EQ_INT(eng_stop(), 0);
@@ -914,10 +916,14 @@ main(int argc, char **argv)
 			logs[i] = xasprintf("%s/cell-%zu.log", logdir, i);
 			pid = fork();
 			if (pid == 0) {
-				char num[24];
+				char num[24], base[24];
 				int fd = open(logs[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 
 				(void)snprintf(num, sizeof(num), "%zu", i);
+				/* apart from each other and from other tests' ttyACM0..: a tty's
+				 * holder is found by its device number in the real /proc */
+				(void)snprintf(base, sizeof(base), "%zu", 16 + (i % 23) * 2);
+				setenv("SKRSIM_TTY_BASE", base, 1);
 				if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0)
 					_exit(127);
 				execl("/proc/self/exe", argv[0], "--cell", num, (char *)NULL);

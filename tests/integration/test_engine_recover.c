@@ -22,6 +22,8 @@ static const char profiles[] =
     "  { name = \"unplug\"; match = { board = \"octopus-f446\"; port = \"1-2\"; };\n"
     "    auto_flash = [\"hotplug\", \"queue\"]; },\n"
     "  { name = \"kill\"; match = { board = \"octopus-f446\"; port = \"1-3\"; };\n"
+    "    auto_flash = [\"hotplug\", \"queue\"]; },\n"
+    "  { name = \"pico\"; match = { board = \"skr-pico\"; port = \"1-4\"; };\n"
     "    auto_flash = [\"hotplug\", \"queue\"]; }";
 
 static size_t
@@ -278,24 +280,76 @@ test_kill(struct sim_board *b)
 	free(bl);
 }
 
+/* An SKR Pico without Katapult: the request takes it to RP2040 BOOTSEL, which skrflash
+ * cannot write yet. The job says so at once - what happened, that nothing was written, how
+ * to get the board back - and does not try again while the board sits there. */
+static void
+test_pico(struct sim_board *b)
+{
+	uint8_t *img, *before = eng_flash_copy(b, sim_board_flash(b)->base,
+					       sim_board_flash(b)->base + 256 * 1024);
+	size_t len;
+	char sha[65];
+	char *path = eng_image(b, 0, "v0.13.0-pico", 16 * 1024, &img, &len, sha), *out = NULL;
+	json_object *hist, *row;
+	long long job;
+
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "pico", path, NULL), 0);
+	free(out);
+	CHECK_EQ_INT(eng_wait("went to RP2040 BOOTSEL (the RPI-RP2 drive) after the 1200-baud "
+			      "request",
+			      20000),
+		     0);
+	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_BOOTSEL);
+	hist = eng_history();
+	row = eng_newest_on(hist, "1-4");
+	job = eng_int(row, "job");
+	CHECK_STREQ(eng_str(row, "result"), "failed");
+	CHECK_STREQ(eng_str(row, "step"), "wait-bootloader");
+	CHECK(strstr(eng_str(row, "error"), "Nothing was written"));
+	CHECK(strstr(eng_str(row, "error"), "Press its reset button"));
+	CHECK(strstr(eng_str(row, "error"), "install Katapult"));
+	CHECK(!strstr(eng_str(row, "error"), "check the cable"));
+	json_object_put(hist);
+	{
+		uint8_t *after = eng_flash_copy(b, sim_board_flash(b)->base,
+						sim_board_flash(b)->base + 256 * 1024);
+
+		CHECK(memcmp(before, after, 256 * 1024) == 0);
+		free(after);
+	}
+	/* reset, as the message says: the old app runs again */
+	CHECK_EQ_INT(sim_board_reset(b), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_EQ_INT(eng_wait_board_mode("1-4", "klipper-app", 5000), 0);
+	hist = eng_history();
+	CHECK_EQ_INT(eng_int(eng_newest_on(hist, "1-4"), "job"), job);
+	json_object_put(hist);
+	free(path);
+	free(img);
+	free(before);
+}
+
 int
 main(int argc, char **argv)
 {
-	struct sim_board *a, *b, *c;
+	struct sim_board *a, *b, *c, *p;
 
 	eng_init(argc, argv, "engine-recover");
 	eng_write_conf("", profiles);
 	a = eng_add("octopus-f446", "1-1", SIM_MODE_KLIPPER_APP, true);
 	b = eng_add("octopus-f446", "1-2", SIM_MODE_KLIPPER_APP, true);
 	c = eng_add("octopus-f446", "1-3", SIM_MODE_KLIPPER_APP, true);
-	CHECK(a && b && c);
-	if (!a || !b || !c || eng_start(NULL) < 0) {
+	p = eng_add("skr-pico", "1-4", SIM_MODE_KLIPPER_APP, false);
+	CHECK(a && b && c && p);
+	if (!a || !b || !c || !p || eng_start(NULL) < 0) {
 		eng_done();
 		TEST_DONE();
 	}
 	test_rollback(a);
 	test_unplug(b);
 	test_kill(c);
+	test_pico(p);
 	CHECK_EQ_INT(eng_stop(), 0);
 	eng_done();
 	TEST_DONE();

@@ -472,7 +472,12 @@ hex_string(const uint8_t *d, size_t n)
 static int
 tty_alloc(struct sim *s)
 {
-	for (int i = 0; i < SIM_MAX_TTYS; i++)
+	/* SKRSIM_TTY_BASE: testbeds run side by side number their ttys apart, so that a process
+	 * scanning the real /proc for a tty's holder (by device number) sees only its own */
+	const char *base = getenv("SKRSIM_TTY_BASE");
+	int first = base ? atoi(base) : 0;
+
+	for (int i = first > 0 && first < SIM_MAX_TTYS ? first : 0; i < SIM_MAX_TTYS; i++)
 		if (!s->tty_used[i]) {
 			s->tty_used[i] = true;
 			return i;

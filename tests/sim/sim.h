@@ -79,7 +79,8 @@ void sim_init(int argc, char **argv);
 struct sim;
 struct sim_board;
 
-/* Testbed + service thread; sets UMOCKDEV_DIR. Aborts if the testbed cannot be made. */
+/* Testbed + service thread; sets UMOCKDEV_DIR. Aborts if the testbed cannot be made.
+ * $SKRSIM_TTY_BASE: the first ttyACM number boards get (default 0). */
 struct sim *sim_new(void);
 /* Unplugs every board, stops the service thread, removes the testbed; returns NULL. */
 struct sim *sim_free(struct sim *s);
