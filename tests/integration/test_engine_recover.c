@@ -24,7 +24,7 @@ static const char profiles[] =
     "  { name = \"kill\"; match = { board = \"octopus-f446\"; port = \"1-3\"; };\n"
     "    auto_flash = [\"hotplug\", \"queue\"]; },\n"
     "  { name = \"pico\"; match = { board = \"skr-pico\"; port = \"1-4\"; };\n"
-    "    auto_flash = [\"hotplug\", \"queue\"]; }";
+    "    app_start = 0x10004000; auto_flash = [\"hotplug\", \"queue\"]; }";
 
 static size_t
 rows_on(json_object *hist, const char *port)
@@ -290,7 +290,9 @@ test_pico(struct sim_board *b)
 					       sim_board_flash(b)->base + 256 * 1024);
 	size_t len;
 	char sha[65];
-	char *path = eng_image(b, 0, "v0.13.0-pico", 16 * 1024, &img, &len, sha), *out = NULL;
+	/* built for Katapult's offset, as for a board about to get it */
+	char *path = eng_image(b, 0x10004000u, "v0.13.0-pico", 16 * 1024, &img, &len, sha);
+	char *out = NULL;
 	json_object *hist, *row;
 	long long job;
 
