@@ -89,6 +89,7 @@ struct job {
 	bool gone_in_worker; /* the board left the bus while a worker talked to it */
 	bool touched;	     /* a 1200-baud request was sent */
 	unsigned touches;    /* requests that brought the app back instead of a bootloader */
+	bool cold_boot;	     /* left for longer than the leave grace during the boot check */
 
 	/* the running child: gate check or worker */
 	enum child_kind child;
@@ -823,6 +824,7 @@ step_write(struct job *j, struct board *b)
 	char *path = NULL;
 
 	j->timer = sd_event_source_disable_unref(j->timer);
+	j->stable = sd_event_source_disable_unref(j->stable);
 	if (!method_allowed(j, method)) {
 		job_fail(j,
 			 "%s on port %s is in %s mode, but profile '%s' does not allow the %s "
@@ -1429,10 +1431,26 @@ unreachable_bootloader(struct job *j, const struct board *b)
 			: "install Katapult, or use the SD card (firmware.bin)");
 }
 
+/* The app stayed up after the request: now it counts as having come back (see below). */
+static int
+on_app_stayed(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct job *j = userdata;
+
+	(void)s;
+	(void)usec;
+	j->stable = sd_event_source_disable_unref(j->stable);
+	app_after_touch(j);
+	return 0;
+}
+
 static void
 on_board_waiting(struct job *j, enum boards_event ev, struct board *b)
 {
 	if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
+		/* an app that flickers away again is boot-looping (a torn image): it ends in
+		 * its bootloader, which is what we wait for */
+		j->stable = sd_event_source_disable_unref(j->stable);
 		j->saw_gone = true;
 		return;
 	}
@@ -1459,7 +1477,10 @@ on_board_waiting(struct job *j, enum boards_event ev, struct board *b)
 			step_enter(j);
 		return;
 	}
-	if (j->saw_gone)
+	/* only an app that stays up came back: a boot loop shows the app for a moment */
+	if (j->saw_gone && !j->stable &&
+	    sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
+				       (uint64_t)APP_STABLE_MS * 1000u, 1000u, on_app_stayed, j) < 0)
 		app_after_touch(j);
 }
 
@@ -1477,7 +1498,14 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 		if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
 			/* up and gone again: a boot loop, not a boot */
 			j->stable = sd_event_source_disable_unref(j->stable);
+			/* gone past the leave grace is a power cycle, not a flicker: the board
+			 * boots afresh when it is back, with a full boot timeout again */
+			j->cold_boot |= ev == BOARDS_LEFT;
 			return;
+		}
+		if (b->present && j->cold_boot) {
+			j->cold_boot = false;
+			arm_timer(j, j->t->cfg->boot_timeout_ms, on_boot_timeout);
 		}
 		if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->present && !j->stable) {
 			if (j->catalog && strcasecmp(b->dev.product, j->catalog->mcu->name) != 0) {

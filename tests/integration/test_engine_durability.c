@@ -18,7 +18,7 @@
  *  - no board is left with pending firmware and nothing scheduled (`status` waiting = 0).
  * The matrix is printed as a table at the end.
  *
- * SKRFLASH_MATRIX_JOBS (default 4) cells run at once, SKRFLASH_MATRIX_RESTART_MS (default
+ * SKRFLASH_MATRIX_JOBS (default 8) cells run at once (they mostly wait), SKRFLASH_MATRIX_RESTART_MS (default
  * 300) is the delay before the killed daemon is started again (the unit restarts it after
  * 5 s; the delay does not change what the new daemon finds), SKRFLASH_MATRIX_ONLY=N runs one
  * cell. */
@@ -885,7 +885,7 @@ int
 main(int argc, char **argv)
 {
 	struct host h;
-	unsigned jobs = env_uint("SKRFLASH_MATRIX_JOBS", 4);
+	unsigned jobs = env_uint("SKRFLASH_MATRIX_JOBS", 8);
 	const char *only = getenv("SKRFLASH_MATRIX_ONLY");
 	pid_t pids[MAX_CELLS] = {0};
 	int status[MAX_CELLS];

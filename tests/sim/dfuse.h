@@ -80,8 +80,9 @@ size_t dfuse_alt_count(const struct dfuse_dev *d);
 int dfuse_attach(struct dfuse_dev *d, UMockdevTestbed *tb, const char *devnode);
 void dfuse_detach(struct dfuse_dev *d, UMockdevTestbed *tb, const char *devnode);
 /* The device lost power (unplug): every later request of a client that still has the node
- * open fails with ENODEV, as on a real bus. Whether a download had changed the flash
- * without reaching its leave (the application is then torn). */
+ * open fails with ENODEV, as on a real bus. Whether a download was cut in the middle: the
+ * flash changed and was not read back since, and no leave (the application is then torn;
+ * a host reads back what it wrote before it leaves). */
 bool dfuse_power_off(struct dfuse_dev *d);
 /* Called once after the leave GETSTATUS, from the thread that handled it, without locks held:
  * the callee must not block nor call dfuse_detach there (hand it to another thread). */
