@@ -272,12 +272,12 @@ static int
 on_monitor(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
 	struct udevwatch *w = userdata;
-	struct udev_device *d;
 
 	(void)s;
 	(void)fd;
 	(void)revents;
 	for (;;) {
+		struct udev_device *d;
 		const char *action;
 
 		errno = 0;

@@ -828,9 +828,12 @@ main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
 	};
 	static const struct option sub[] = {
-	    {"json", no_argument, NULL, 'j'},	     {"all", no_argument, NULL, 'a'},
-	    {"board", required_argument, NULL, 'b'}, {"limit", required_argument, NULL, 'l'},
-	    {"no-wait", no_argument, NULL, 'n'},     {"force", no_argument, NULL, 'f'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"all", no_argument, NULL, 'a'},
+	    {"board", required_argument, NULL, 'b'},
+	    {"limit", required_argument, NULL, 'l'},
+	    {"no-wait", no_argument, NULL, 'n'},
+	    {"force", no_argument, NULL, 'f'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct ctl c = {0};

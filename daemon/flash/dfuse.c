@@ -129,7 +129,8 @@ dfu_to_idle(struct dfu *d, struct flash_session *s)
 		/* a download a killed worker left behind: the device finishes the block it is
 		 * busy with first (DFU 1.1 §7.4, dfuDNBUSY answers only GETSTATUS) */
 		if (st.state == DFU_STATE_DNBUSY) {
-			(void)usleep((useconds_t)(st.poll_timeout_ms ? st.poll_timeout_ms : 1u) * 1000u);
+			(void)usleep((useconds_t)(st.poll_timeout_ms ? st.poll_timeout_ms : 1u) *
+				     1000u);
 			continue;
 		}
 		if (st.state == DFU_STATE_ERROR || st.status != DFU_STATUS_OK)

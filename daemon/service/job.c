@@ -90,6 +90,7 @@ struct job {
 	bool touched;	     /* a 1200-baud request was sent */
 	unsigned touches;    /* requests that brought the app back instead of a bootloader */
 	bool cold_boot;	     /* left for longer than the leave grace during the boot check */
+	unsigned rearms;     /* bootloader waits restarted because the board came back */
 
 	/* the running child: gate check or worker */
 	enum child_kind child;
@@ -135,8 +136,7 @@ struct job_table {
 };
 
 static void job_fail(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void job_suspend(struct job *j, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+static void job_suspend(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void step_write(struct job *j, struct board *b);
 static void step_enter(struct job *j);
 static void begin_boot_check(struct job *j);
@@ -248,22 +248,25 @@ on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 				    "%.1f s; nothing was written. The job resumes when it is "
 				    "plugged in again",
 				    name_of(j), j->port,
-				    j->touched ? "after the 1200-baud request" : "before the "
-									 "bootloader request",
+				    j->touched ? "after the 1200-baud request"
+					       : "before the "
+						 "bootloader request",
 				    secs);
 		else if (!j->touched)
-			job_fail(j,
-				 "%s on port %s is in %s mode: skrflash can neither send it the "
-				 "bootloader request nor write to it there; nothing was written. "
-				 "Enter its bootloader by hand (BOOT0/DFU button or Katapult double "
-				 "reset)",
-				 name_of(j), j->port, device_mode_to_string(b->dev.mode));
+			job_fail(
+			    j,
+			    "%s on port %s is in %s mode: skrflash can neither send it the "
+			    "bootloader request nor write to it there; nothing was written. "
+			    "Enter its bootloader by hand (BOOT0/DFU button or Katapult double "
+			    "reset)",
+			    name_of(j), j->port, device_mode_to_string(b->dev.mode));
 		else
-			job_fail(j,
-				 "%s on port %s did not come back in a bootloader within %.1f s after "
-				 "the 1200-baud request (it is in %s mode now); nothing was written. "
-				 "Check the cable, or enter the bootloader by hand",
-				 name_of(j), j->port, secs, device_mode_to_string(b->dev.mode));
+			job_fail(
+			    j,
+			    "%s on port %s did not come back in a bootloader within %.1f s after "
+			    "the 1200-baud request (it is in %s mode now); nothing was written. "
+			    "Check the cable, or enter the bootloader by hand",
+			    name_of(j), j->port, secs, device_mode_to_string(b->dev.mode));
 	} else if (j->step == STEP_ROLLBACK_WAIT)
 		job_fail(j,
 			 "board did not boot the new firmware: %s on port %s never came back in a "
@@ -844,8 +847,8 @@ step_write(struct job *j, struct board *b)
 	j->gone_in_worker = false;
 	/* from the first write on, what the board runs is unknown until it boots: `boards`
 	 * must not claim the old image, and the known-good one stays recorded */
-	if (j->rec.board_id > 0 && store_board_set_installed(j->t->store, j->rec.board_id, "",
-							      "") >= 0 &&
+	if (j->rec.board_id > 0 &&
+	    store_board_set_installed(j->t->store, j->rec.board_id, "", "") >= 0 &&
 	    b->id == j->rec.board_id) {
 		b->installed_sha[0] = 0;
 		b->installed_version[0] = 0;
@@ -901,8 +904,8 @@ record_success(struct job *j, bool rolled_back)
 	    msg, sizeof(msg),
 	    "flashed %s on port %s with %.12s (%llu bytes, %s, verified) and it booted%s%s",
 	    name_of(j), j->port, j->sha, (unsigned long long)j->bytes,
-	    j->rec.method[0] ? j->rec.method : "written before a restart", j->version[0] ? ": " : "",
-	    j->version);
+	    j->rec.method[0] ? j->rec.method : "written before a restart",
+	    j->version[0] ? ": " : "", j->version);
 	job_finish(j, "succeeded", LOG_MID_FLASH_SUCCEEDED, LOG_NOTICE, msg);
 }
 
@@ -1017,10 +1020,11 @@ write_failed(struct job *j)
 {
 	const char *err = j->result_error[0] ? j->result_error : "the worker failed";
 	struct board *b = boards_find_port(j->t->boards, j->port);
-	char what[400], *stays;
-	size_t n;
 
 	if (j->gone_in_worker || !b || !b->present) {
+		char what[400], *stays;
+		size_t n;
+
 		/* the backend's "stays in ..." describes a board that is not there any more */
 		(void)str_copy(what, sizeof(what), err);
 		stays = strstr(what, "stays in");
@@ -1056,10 +1060,11 @@ child_done(struct job *j, int status)
 		}
 		log_info("%s", j->result_error[0] ? j->result_error : "printer is idle");
 		if (!board_present(j->t, j->port)) {
-			job_suspend(j,
-				    "%s on port %s was unplugged during step gate; nothing was sent "
-				    "to it. The job resumes when it is plugged in again",
-				    name_of(j), j->port);
+			job_suspend(
+			    j,
+			    "%s on port %s was unplugged during step gate; nothing was sent "
+			    "to it. The job resumes when it is plugged in again",
+			    name_of(j), j->port);
 			return;
 		}
 		step_stop_unit(j);
@@ -1125,8 +1130,8 @@ resume_at(struct job *j, struct board *b)
 	enum job_step s = step_from_name(j->rec.step);
 	bool app = b->dev.mode == DEVICE_MODE_KLIPPER_APP;
 
-	j->rollback = s == STEP_ROLLBACK_WAIT || s == STEP_ROLLBACK_WRITE ||
-		      s == STEP_ROLLBACK_BOOT_CHECK;
+	j->rollback =
+	    s == STEP_ROLLBACK_WAIT || s == STEP_ROLLBACK_WRITE || s == STEP_ROLLBACK_BOOT_CHECK;
 	if (j->rollback && !j->lkg[0]) {
 		job_fail(j, "%s on port %s: the known-good image to roll back to is not recorded",
 			 name_of(j), j->port);
@@ -1335,7 +1340,6 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 	return 0;
 }
 
-
 static void
 try_start(struct job_table *t, struct board *b, unsigned flags, const char *sha, const char *why)
 {
@@ -1456,6 +1460,14 @@ on_board_waiting(struct job *j, enum boards_event ev, struct board *b)
 	}
 	if (!b->present)
 		return;
+	/* back on the bus after it left: whatever it does next (its bootloader, the app after
+	 * a power cycle) gets the full wait again - a few times, a board that keeps coming and
+	 * going still ends */
+	if ((ev == BOARDS_APPEARED || ev == BOARDS_MODE_CHANGED) && j->saw_gone && j->rearms < 4 &&
+	    j->timer && j->pid <= 0) {
+		j->rearms++;
+		arm_timer(j, j->t->cfg->bootloader_timeout_ms, NULL);
+	}
 	if (bootloader_mode(b->dev.mode)) {
 		if (j->pid <= 0 && bootloader_ready(b))
 			step_write(j, b);
@@ -1480,7 +1492,8 @@ on_board_waiting(struct job *j, enum boards_event ev, struct board *b)
 	/* only an app that stays up came back: a boot loop shows the app for a moment */
 	if (j->saw_gone && !j->stable &&
 	    sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
-				       (uint64_t)APP_STABLE_MS * 1000u, 1000u, on_app_stayed, j) < 0)
+				       (uint64_t)APP_STABLE_MS * 1000u, 1000u, on_app_stayed,
+				       j) < 0)
 		app_after_touch(j);
 }
 
@@ -1634,9 +1647,10 @@ reconcile_board(struct job_table *t, struct board *b, const char *why)
 		    store_bad_is_marked(t->store, b->id, b->known_good_sha)) {
 			/* said once per appearance, not on every pass */
 			if (strcmp(why, "board appeared") == 0)
-				log_info("firmware %.12s did not boot on %s before; not flashing it "
-					 "again (`skrflashctl retry %s` allows it again)",
-					 d.sha, board_display_name(b), b->dev.port);
+				log_info(
+				    "firmware %.12s did not boot on %s before; not flashing it "
+				    "again (`skrflashctl retry %s` allows it again)",
+				    d.sha, board_display_name(b), b->dev.port);
 			return;
 		}
 		sha = b->known_good_sha;

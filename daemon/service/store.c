@@ -608,8 +608,9 @@ store_job_end(struct store *s, const struct store_job *j)
 int
 store_job_update(struct store *s, const struct store_job *j)
 {
-	sqlite3_stmt *st = prepare(s, "UPDATE jobs SET step = ?, method = ?, bytes = ?, "
-				      "stopped_units = ?, lkg = ?, result = ?, error = ? WHERE id = ?");
+	sqlite3_stmt *st =
+	    prepare(s, "UPDATE jobs SET step = ?, method = ?, bytes = ?, "
+		       "stopped_units = ?, lkg = ?, result = ?, error = ? WHERE id = ?");
 
 	if (st) {
 		sqlite3_bind_text(st, 1, j->step, -1, SQLITE_TRANSIENT);

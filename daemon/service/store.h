@@ -47,7 +47,7 @@ struct store_job {
 	char step[32];
 	int64_t started_at;
 	int64_t ended_at; /* 0 while running */
-	char result[16]; /* running|succeeded|failed|rolled-back|interrupted|superseded */
+	char result[16];  /* running|succeeded|failed|rolled-back|interrupted|superseded */
 	char error[512];
 	uint64_t bytes;
 	/* what the job changed on the host, recorded before the change is made: the systemd
