@@ -523,6 +523,32 @@ reached(struct sim_proc *w, enum at at, char *where, size_t size)
 	return hit;
 }
 
+/* Datasheet timing where the fault must land inside a step (the write's percentages most),
+ * none where the step waits anyway: the matrix fits its time budget. */
+static double
+cell_speed(enum at at)
+{
+	switch (at) {
+	case AT_WRITE_10:
+	case AT_WRITE_50:
+	case AT_WRITE_90:
+		return 0.6;
+	case AT_TOUCH:
+	case AT_WAIT_BOOTLOADER:
+	case AT_VERIFY:
+	case AT_LEAVE:
+	case AT_ROLLBACK:
+		return 0.3;
+	case AT_GATE:
+	case AT_UNIT_STOPPED:
+	case AT_BOOT_CHECK:
+	case AT_STORM:
+	case _AT_MAX:
+	default:
+		return 0.0;
+	}
+}
+
 static struct sim_board *
 add_board(bool dfu, const char *port, double speed)
 {
@@ -670,9 +696,7 @@ run_cell(size_t idx, int argc, char **argv)
 	(void)snprintf(unit, sizeof(unit), "klipper-c%zu-%d.service", idx, (int)getpid());
 	eng_write_conf("", conf_profile(c->dfu, "p", "1-1", unit, c->at == AT_GATE));
 	/* slow enough that the write has steps to hit, fast enough for the matrix budget */
-	b = add_board(c->dfu, "1-1",
-		      c->at == AT_GATE || c->at == AT_UNIT_STOPPED || c->at == AT_BOOT_CHECK ? 0.0
-											     : 1.0);
+	b = add_board(c->dfu, "1-1", cell_speed(c->at));
 	if (!b || eng_start(NULL) < 0) {
 		eng_done();
 		return 1;
