@@ -102,6 +102,8 @@ struct job {
 	size_t out_len;
 	bool result_ok;
 	char result_error[512];
+	char result_step[16]; /* where the worker stopped: "open", "check", "write", ... */
+	unsigned open_retries;
 	uint64_t bytes;
 	unsigned last_percent;
 
@@ -471,6 +473,9 @@ child_line(struct job *j, const char *line)
 		if (json_object_object_get_ex(o, "error", &v) && json_object_get_string(v)[0])
 			(void)str_copy(j->result_error, sizeof(j->result_error),
 				       json_object_get_string(v));
+		if (json_object_object_get_ex(o, "step", &v))
+			(void)str_copy(j->result_step, sizeof(j->result_step),
+				       json_object_get_string(v));
 	}
 	json_object_put(o);
 }
@@ -610,6 +615,7 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 	j->child = kind;
 	j->result_ok = false;
 	j->result_error[0] = 0;
+	j->result_step[0] = 0;
 	j->last_percent = 101;
 	r = sd_event_add_io(j->t->loop, &j->out_src, out[0], EPOLLIN, on_child_output, j);
 	if (r >= 0)
@@ -1015,12 +1021,42 @@ begin_boot_check(struct job *j)
 /* A worker that failed: where the board really is decides what is said and what follows.
  * A board that left the bus lost nothing - the job resumes from its step when it is back;
  * one still here keeps what its bootloader reported. */
+static int
+on_reopen(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct job *j = userdata;
+	struct board *b = boards_find_port(j->t->boards, j->port);
+
+	(void)s;
+	(void)usec;
+	j->timer = sd_event_source_disable_unref(j->timer);
+	if (b && bootloader_ready(b))
+		step_write(j, b);
+	else
+		job_suspend(j,
+			    "%s on port %s left its bootloader before it could be opened; the "
+			    "job resumes when it is plugged in again",
+			    name_of(j), j->port);
+	return 0;
+}
+
 static void
 write_failed(struct job *j)
 {
 	const char *err = j->result_error[0] ? j->result_error : "the worker failed";
 	struct board *b = boards_find_port(j->t->boards, j->port);
 
+	/* a bootloader that just enumerated may not answer yet (udev still applying the
+	 * node's permissions, descriptors not readable): opening it again a moment later is
+	 * what a person would do; nothing was written */
+	if (!j->gone_in_worker && b && b->present && strcmp(j->result_step, "open") == 0 &&
+	    j->open_retries < 2) {
+		j->open_retries++;
+		log_info("%s on port %s: %s; opening its bootloader again", name_of(j), j->port,
+			 err);
+		arm_timer(j, 500, on_reopen);
+		return;
+	}
 	if (j->gone_in_worker || !b || !b->present) {
 		char what[400], *stays;
 		size_t n;

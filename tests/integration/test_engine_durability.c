@@ -82,6 +82,7 @@ struct cell {
 };
 
 #define MAX_CELLS 80
+#define STORM_GAP_US 120000ull
 #define MAX_JOBS 8 /* ttys numbered apart per running cell: 8 + 5 * slot, storm at 50 */
 static struct cell cells[MAX_CELLS];
 static size_t n_cells;
@@ -798,7 +799,7 @@ run_storm(size_t idx, int argc, char **argv)
 	char *path[N], *out;
 	uint64_t next[N];
 	bool off[N];
-	unsigned seed = 0x5eed1234u, storm_ms = env_uint("SKRFLASH_MATRIX_STORM_MS", 5000);
+	unsigned seed = 0x5eed1234u, storm_ms = env_uint("SKRFLASH_MATRIX_STORM_MS", 6000);
 	int r;
 
 	(void)idx;
@@ -837,12 +838,16 @@ run_storm(size_t idx, int argc, char **argv)
 		next[i] = now_monotonic_usec() + 20000u * (unsigned)(i + 1);
 		off[i] = false;
 	}
-	/* each board toggles its power at its own random pace */
-	for (uint64_t end = now_monotonic_usec() + storm_ms * 1000ull;
+	/* each board toggles its power at its own random pace, 20-260 ms; the testbed's uevent
+	 * socket holds only net.unix.max_dgram_qlen (10) datagrams and umockdev aborts when it
+	 * is full, so toggles are spread at least STORM_GAP_US apart across the boards */
+	for (uint64_t end = now_monotonic_usec() + storm_ms * 1000ull, last = 0;
 	     now_monotonic_usec() < end;) {
 		for (int i = 0; i < N; i++) {
-			if (now_monotonic_usec() < next[i])
+			if (now_monotonic_usec() < next[i] ||
+			    now_monotonic_usec() - last < STORM_GAP_US)
 				continue;
+			last = now_monotonic_usec();
 			if (off[i])
 				(void)sim_board_power_on(b[i]);
 			else
@@ -850,8 +855,6 @@ run_storm(size_t idx, int argc, char **argv)
 			off[i] = !off[i];
 			seed = seed * 1103515245u + 12345u;
 			next[i] = now_monotonic_usec() + 1000ull * (20u + (seed >> 16) % 241u);
-			/* never faster than the testbed delivers uevents to the daemon */
-			next[i] += 30000u;
 		}
 		sleep_ms(5);
 	}
