@@ -130,6 +130,8 @@ struct job_table {
 	 * reconcile loop until the board leaves (a fault that outlasts every retry must not
 	 * loop) */
 	char **held_off;
+	char **retried;		    /* held-off ports given their one retry this appearance */
+	sd_event_source *retry_src; /* the cool-down after which they get it */
 	/* ports whose board has no bootloader path skrflash can write: the request only took
 	 * it somewhere useless, so it is not sent again by itself (a new file or a `flash`
 	 * asks again) */
@@ -342,6 +344,41 @@ board_present(struct job_table *t, const char *port)
 	return b && b->present;
 }
 
+/* A failure with the board still connected is retried once, after a cool-down, in case it
+ * was transient (a storm of re-enumerations, a cable that was wiggled); a second failure
+ * waits for the board to be plugged in again, a new file or a `flash`. */
+#define RETRY_COOLDOWN_USEC (10ull * 1000000ull)
+
+static int
+on_retry(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct job_table *t = userdata;
+	char **ports = t->held_off;
+
+	(void)s;
+	(void)usec;
+	t->retry_src = sd_event_source_disable_unref(t->retry_src);
+	t->held_off = NULL;
+	for (size_t i = 0; ports && ports[i]; i++) {
+		if (strv_has(t->retried, ports[i]))
+			strv_add(&t->held_off, ports[i]);
+		else
+			strv_add(&t->retried, ports[i]);
+	}
+	strv_free(ports);
+	reconcile_soon(t);
+	return 0;
+}
+
+static void
+retry_later(struct job_table *t)
+{
+	t->retry_src = sd_event_source_disable_unref(t->retry_src);
+	if (sd_event_add_time_relative(t->loop, &t->retry_src, CLOCK_MONOTONIC, RETRY_COOLDOWN_USEC,
+				       0, on_retry, t) < 0)
+		log_warn("cannot schedule a retry of failed jobs");
+}
+
 /* The end of every job: history row, journal, units back, slot free. "interrupted" keeps
  * the job resumable from its step when the board is seen again. */
 static void
@@ -361,8 +398,10 @@ job_finish(struct job *j, const char *result, const char *mid, int prio, const c
 	log_full(prio, 0, &f, "%s", msg);
 	/* a failure with the board still here is not retried by itself: the next attempt
 	 * is the user's, or comes when the board is plugged in again */
-	if (strcmp(result, "failed") == 0 && board_present(t, j->port))
+	if (strcmp(result, "failed") == 0 && board_present(t, j->port)) {
 		strv_add(&t->held_off, j->port);
+		retry_later(t);
+	}
 	if (j->stopped_unit[0])
 		restore_unit(t, j->stopped_unit);
 	json_object_object_add(extra, "result", json_object_new_string(result));
@@ -1751,6 +1790,7 @@ job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b)
 	if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
 		/* plugged in again later, the board gets a fresh attempt */
 		strv_drop(&t->held_off, b->dev.port);
+		strv_drop(&t->retried, b->dev.port);
 		if (ev == BOARDS_LEFT)
 			drop_pending(t, b->dev.port);
 		return;
@@ -1863,6 +1903,8 @@ job_table_free(struct job_table *t)
 	free(t->pending);
 	strv_free(t->bl_seen);
 	strv_free(t->held_off);
+	strv_free(t->retried);
+	sd_event_source_disable_unref(t->retry_src);
 	strv_free(t->no_path);
 	sd_event_source_disable_unref(t->reconcile_src);
 	if (t->units) {

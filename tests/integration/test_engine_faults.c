@@ -103,7 +103,12 @@ run_case(struct sim_board *b, const char *profile, const struct fault_case *c, u
 		CHECK(
 		    strcmp(eng_board_field(sim_board_port(b), "installed_sha256", buf, sizeof(buf)),
 			   sha) != 0);
-		CHECK_EQ_INT(eng_ctl(&out, "flash", sim_board_port(b), NULL), 0);
+		/* the engine may have begun its own retry after its cool-down already */
+		{
+			int r = eng_ctl(&out, "flash", sim_board_port(b), NULL);
+
+			CHECK(r == 0 || (out && strstr(out, "being flashed already")));
+		}
 		free(out);
 		CHECK_EQ_INT(eng_wait(flashed, 20000), 0);
 	}
