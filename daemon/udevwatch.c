@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <libudev.h>
 
@@ -18,7 +19,50 @@ struct udevwatch {
 	sd_event_source *source;
 	udevwatch_handler handler;
 	void *userdata;
+	void (*rescanned)(void *userdata);
+	void *rescanned_userdata;
+	/* "port syspath" of every usb_device reported and not removed: a rescan after lost
+	 * events reports the ones no longer there as removed */
+	char **known;
+	char **seen; /* during a rescan */
+	unsigned rescans;
 };
+
+/* What udevd itself asks for its monitors (systemd's udev-ctrl/udevd use 128 MiB): a burst
+ * of a dozen boards re-enumerating must not overflow the socket. Without the privilege to
+ * force it, the kernel caps SO_RCVBUF at net.core.rmem_max; a loss is then recovered by a
+ * rescan. */
+#define RCVBUF_SIZE (128 * 1024 * 1024)
+
+static bool
+strv_has_str(char **v, const char *s)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		if (strcmp(v[i], s) == 0)
+			return true;
+	return false;
+}
+
+static void
+known_set(char ***v, const char *key, bool present)
+{
+	size_t n = strv_length(*v);
+
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp((*v)[i], key) != 0)
+			continue;
+		if (!present) {
+			free((*v)[i]);
+			memmove(&(*v)[i], &(*v)[i + 1], (n - i) * sizeof(**v));
+		}
+		return;
+	}
+	if (!present)
+		return;
+	*v = xreallocarray(*v, n + 2, sizeof(**v));
+	(*v)[n] = xstrdup(key);
+	(*v)[n + 1] = NULL;
+}
 
 static unsigned
 parse_hex16(const char *s)
@@ -185,12 +229,19 @@ handle(struct udevwatch *w, struct udev_device *d, const char *action)
 	if (!subsystem)
 		return;
 	if (is_usb_device(d)) {
+		char key[600];
+
+		(void)snprintf(key, sizeof(key), "%s %s", udev_device_get_sysname(d),
+			       udev_device_get_syspath(d));
 		if (strcmp(action, "remove") == 0) {
+			known_set(&w->known, key, false);
 			memset(&dev, 0, sizeof(dev));
 			(void)DEVICE_SET(&dev, syspath, udev_device_get_syspath(d));
 			(void)DEVICE_SET(&dev, port, udev_device_get_sysname(d));
 			w->handler(w->userdata, UDEVWATCH_REMOVE, &dev);
 		} else if (strcmp(action, "unbind") != 0 && device_from_usb(w, d, &dev)) {
+			known_set(&w->known, key, true);
+			known_set(&w->seen, key, true);
 			w->handler(w->userdata,
 				   strcmp(action, "change") == 0 ? UDEVWATCH_CHANGE : UDEVWATCH_ADD,
 				   &dev);
@@ -221,19 +272,76 @@ static int
 on_monitor(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
 	struct udevwatch *w = userdata;
-	struct udev_device *d;
 
 	(void)s;
 	(void)fd;
 	(void)revents;
-	while ((d = udev_monitor_receive_device(w->monitor))) {
-		const char *action = udev_device_get_action(d);
+	for (;;) {
+		struct udev_device *d;
+		const char *action;
 
+		errno = 0;
+		d = udev_monitor_receive_device(w->monitor);
+		if (!d)
+			break;
+		action = udev_device_get_action(d);
 		if (action)
 			handle(w, d, action);
 		udev_device_unref(d);
 	}
+	/* the socket overflowed: events were lost, and only a full scan tells what is there */
+	if (errno == ENOBUFS)
+		udevwatch_rescan(w);
 	return 0;
+}
+
+static void coldplug(struct udevwatch *w);
+
+void
+udevwatch_rescan(struct udevwatch *w)
+{
+	size_t n;
+
+	w->rescans++;
+	log_notice("udev events were lost (receive buffer overflow); rescanning the USB devices");
+	w->seen = strv_free(w->seen);
+	w->seen = xnew_array(char *, 1);
+	coldplug(w);
+	/* what was there before and is not now left while nobody listened */
+	n = strv_length(w->known);
+	for (size_t i = n; i-- > 0;) {
+		struct device dev;
+		char *sp;
+
+		if (strv_has_str(w->seen, w->known[i]))
+			continue;
+		sp = strchr(w->known[i], ' ');
+		memset(&dev, 0, sizeof(dev));
+		if (sp) {
+			*sp = 0;
+			(void)DEVICE_SET(&dev, port, w->known[i]);
+			(void)DEVICE_SET(&dev, syspath, sp + 1);
+			*sp = ' ';
+		}
+		known_set(&w->known, w->known[i], false);
+		w->handler(w->userdata, UDEVWATCH_REMOVE, &dev);
+	}
+	w->seen = strv_free(w->seen);
+	if (w->rescanned)
+		w->rescanned(w->rescanned_userdata);
+}
+
+unsigned
+udevwatch_rescans(const struct udevwatch *w)
+{
+	return w->rescans;
+}
+
+void
+udevwatch_set_rescanned(struct udevwatch *w, void (*fn)(void *userdata), void *userdata)
+{
+	w->rescanned = fn;
+	w->rescanned_userdata = userdata;
 }
 
 static void
@@ -287,6 +395,14 @@ udevwatch_start(sd_event *loop, udevwatch_handler h, void *userdata, struct udev
 		r = -EIO;
 		goto fail;
 	}
+	if (udev_monitor_set_receive_buffer_size(w->monitor, RCVBUF_SIZE) < 0) {
+		int size = RCVBUF_SIZE;
+
+		/* unprivileged: as much as net.core.rmem_max allows */
+		if (setsockopt(udev_monitor_get_fd(w->monitor), SOL_SOCKET, SO_RCVBUF, &size,
+			       sizeof(size)) < 0)
+			log_debug("cannot enlarge the udev receive buffer: %s", strerror(errno));
+	}
 	r = udev_monitor_enable_receiving(w->monitor);
 	if (r < 0)
 		goto fail;
@@ -313,6 +429,8 @@ udevwatch_free(struct udevwatch *w)
 		udev_monitor_unref(w->monitor);
 	if (w->udev)
 		udev_unref(w->udev);
+	strv_free(w->known);
+	strv_free(w->seen);
 	free(w);
 	return NULL;
 }

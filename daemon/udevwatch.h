@@ -25,6 +25,12 @@ struct udevwatch;
 /* Arm the monitor on `loop`, then enumerate what is already there (calling h for each). */
 int udevwatch_start(sd_event *loop, udevwatch_handler h, void *userdata, struct udevwatch **ret);
 struct udevwatch *udevwatch_free(struct udevwatch *w); /* accepts NULL, returns NULL */
+/* Events were lost (the monitor socket overflowed, ENOBUFS - done by the monitor itself):
+ * enumerate again, report every device as added and the ones that vanished meanwhile as
+ * removed, then call the rescanned callback. */
+void udevwatch_rescan(struct udevwatch *w);
+unsigned udevwatch_rescans(const struct udevwatch *w);
+void udevwatch_set_rescanned(struct udevwatch *w, void (*fn)(void *userdata), void *userdata);
 
 struct udev;
 /* The usb_device at a port path ("1-1.2") as struct device, in any mode (DEVICE_MODE_NONE

@@ -691,9 +691,9 @@ show_progress(json_object *data, bool tty)
 	fflush(stdout);
 }
 
-/* `flash BOARD` follows its job to the end; `retry BOARD` just answers. */
+/* `flash BOARD` follows its job to the end; `retry BOARD` says what it started. */
 static int
-cmd_board_action(struct ctl *c, const char *command, const char *board)
+cmd_board_action(struct ctl *c, const char *command, const char *board, bool force)
 {
 	json_object *req = request(command), *resp, *b;
 	bool follow = strcmp(command, "flash") == 0, tty = isatty(STDOUT_FILENO), bar = false;
@@ -705,6 +705,8 @@ cmd_board_action(struct ctl *c, const char *command, const char *board)
 	if (follow)
 		watch = subscribe(c, &buf, &len);
 	json_object_object_add(req, "board", json_object_new_string(board));
+	if (force)
+		json_object_object_add(req, "force", json_object_new_boolean(true));
 	code = call(c, req, &resp);
 	if (code) {
 		close_fd(watch);
@@ -716,6 +718,8 @@ cmd_board_action(struct ctl *c, const char *command, const char *board)
 	if (!follow || watch < 0 || c->json) {
 		if (c->json)
 			print_json(resp);
+		else if (json_object_object_get_ex(resp, "message", &b))
+			printf("%s %s: %s\n", command, board, json_object_get_string(b));
 		else
 			printf("%s %s: started\n", command, board);
 		json_object_put(resp);
@@ -780,10 +784,12 @@ usage(FILE *f)
 	    "  watch                       follow events as they happen\n"
 	    "  validate --board NAME|--profile NAME FILE\n"
 	    "                              check an image against a board (no daemon needed)\n"
-	    "  flash BOARD                 flash a connected board now (through the daemon)\n"
+	    "  flash [--force] BOARD       flash a connected board now (through the daemon);\n"
+	    "                              --force: also an image that did not boot on it\n"
 	    "  flash --device PATH FILE [--board NAME] [--method M]\n"
 	    "                              flash in the foreground, without the daemon\n"
-	    "  retry BOARD                 allow firmware that failed to boot on BOARD again\n"
+	    "  retry BOARD                 allow firmware that failed to boot on BOARD again,\n"
+	    "                              and flash it now\n"
 	    "  rescue --board NAME --device TTY [--dry-run] [--reset-line L] [--boot-line L]\n"
 	    "         FILE                 install a USB bootloader over a UART (docs/rescue.md)\n"
 	    "  reboot --device PATH [--board NAME]\n"
@@ -827,13 +833,17 @@ main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},	      {NULL, 0, NULL, 0},
 	};
 	static const struct option sub[] = {
-	    {"json", no_argument, NULL, 'j'},	     {"all", no_argument, NULL, 'a'},
-	    {"board", required_argument, NULL, 'b'}, {"limit", required_argument, NULL, 'l'},
-	    {"no-wait", no_argument, NULL, 'n'},     {NULL, 0, NULL, 0},
+	    {"json", no_argument, NULL, 'j'},
+	    {"all", no_argument, NULL, 'a'},
+	    {"board", required_argument, NULL, 'b'},
+	    {"limit", required_argument, NULL, 'l'},
+	    {"no-wait", no_argument, NULL, 'n'},
+	    {"force", no_argument, NULL, 'f'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct ctl c = {0};
 	const char *cmd, *board = NULL;
-	bool all = false, wait = true;
+	bool all = false, wait = true, force = false;
 	unsigned limit = 0;
 	int opt, code;
 
@@ -901,6 +911,9 @@ main(int argc, char **argv)
 		case 'n':
 			wait = false;
 			break;
+		case 'f':
+			force = true;
+			break;
 		default:
 			usage(stderr);
 			return EXIT_USAGE;
@@ -947,7 +960,7 @@ main(int argc, char **argv)
 		code = cmd_watch(&c);
 	} else if (strcmp(cmd, "flash") == 0 || strcmp(cmd, "retry") == 0) {
 		NARGS(1);
-		code = cmd_board_action(&c, cmd, argv[optind]);
+		code = cmd_board_action(&c, cmd, argv[optind], force);
 	} else {
 		fprintf(stderr, "skrflashctl: unknown command '%s'\n", cmd);
 		usage(stderr);

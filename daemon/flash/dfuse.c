@@ -126,10 +126,21 @@ dfu_to_idle(struct dfu *d, struct flash_session *s)
 			d->idle = true;
 			return 0;
 		}
+		/* a download a killed worker left behind: the device finishes the block it is
+		 * busy with first (DFU 1.1 §7.4, dfuDNBUSY answers only GETSTATUS) */
+		if (st.state == DFU_STATE_DNBUSY) {
+			(void)usleep((useconds_t)(st.poll_timeout_ms ? st.poll_timeout_ms : 1u) *
+				     1000u);
+			continue;
+		}
 		if (st.state == DFU_STATE_ERROR || st.status != DFU_STATUS_OK)
 			r = dfu_request(d, s, false, DFU_REQ_CLRSTATUS, 0, NULL, 0);
 		else
 			r = dfu_request(d, s, false, DFU_REQ_ABORT, 0, NULL, 0);
+		/* a request the state does not take is stalled and leaves the device in dfuERROR
+		 * (DFU 1.1 §6.1.2, errSTALLEDPKT), which the next round clears */
+		if (r == -EPIPE)
+			continue;
 		if (r < 0)
 			return r;
 	}

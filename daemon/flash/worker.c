@@ -384,6 +384,9 @@ run_flash(const struct worker_plan *p, const struct worker_events *ev, struct wo
 		ret = fail(r, "verify", ret, "%s", s.error[0] ? s.error : strerror(-ret));
 		goto out;
 	}
+	/* the engine records the step before the board resets into its application */
+	if (s.progress)
+		s.progress(s.userdata, "leave", 0, 1);
 	ret = be->leave(&s);
 	if (ret < 0) {
 		ret = fail(r, "leave", ret, "%s", s.error[0] ? s.error : strerror(-ret));

@@ -158,6 +158,7 @@ record(struct boards *r, struct board *b)
 	b->id = sb.id;
 	b->first_seen = sb.first_seen;
 	(void)str_copy(b->installed_sha, sizeof(b->installed_sha), sb.installed_sha);
+	(void)str_copy(b->known_good_sha, sizeof(b->known_good_sha), sb.known_good_sha);
 	(void)snprintf(b->installed_version, sizeof(b->installed_version), "%s",
 		       sb.installed_version);
 }
@@ -596,5 +597,6 @@ board_to_json(const struct board *b)
 	json_object_object_add(o, "installed_sha256", json_object_new_string(b->installed_sha));
 	json_object_object_add(o, "installed_version",
 			       json_object_new_string(b->installed_version));
+	json_object_object_add(o, "known_good_sha256", json_object_new_string(b->known_good_sha));
 	return o;
 }

@@ -32,6 +32,7 @@ struct board {
 	bool present;			     /* false while inside the leave grace period */
 	char installed_sha[65];
 	char installed_version[128];
+	char known_good_sha[65]; /* the last image that booted on it, kept while writing */
 	int64_t first_seen;
 	struct boards *owner;
 	sd_event_source *leave_timer;

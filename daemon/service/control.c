@@ -82,7 +82,8 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 	json_object_object_foreach(o, key, val) {
 		(void)val;
 		if (strcmp(key, "command") != 0 && strcmp(key, "board") != 0 &&
-		    strcmp(key, "limit") != 0 && strcmp(key, "all") != 0) {
+		    strcmp(key, "limit") != 0 && strcmp(key, "all") != 0 &&
+		    strcmp(key, "force") != 0) {
 			*ret_error = "unknown key in request";
 			goto out;
 		}
@@ -124,6 +125,13 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 			goto out;
 		}
 		req.all = json_object_get_boolean(v);
+	}
+	if (json_object_object_get_ex(o, "force", &v)) {
+		if (!json_object_is_type(v, json_type_boolean)) {
+			*ret_error = "\"force\" must be true or false";
+			goto out;
+		}
+		req.force = json_object_get_boolean(v);
 	}
 	*ret = req;
 	*ret_error = NULL;

@@ -32,6 +32,7 @@ struct control_request {
 	char board[128]; /* flash, retry, history (optional) */
 	unsigned limit;	 /* history: 0 = default */
 	bool all;	 /* boards: include known boards that are not present */
+	bool force;	 /* flash: also an image marked bad for the board */
 };
 
 /* Parse one request line (without the newline). Pure. 0, or -EINVAL with *ret_error set

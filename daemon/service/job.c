@@ -32,6 +32,8 @@ enum job_step {
 	STEP_ENTER,
 	STEP_WAIT_BOOTLOADER,
 	STEP_WRITE,
+	STEP_VERIFY,
+	STEP_LEAVE,
 	STEP_BOOT_CHECK,
 	STEP_ROLLBACK_WAIT,
 	STEP_ROLLBACK_WRITE,
@@ -46,6 +48,8 @@ static const char *const step_names[_STEP_MAX] = {
     [STEP_ENTER] = "enter-bootloader",
     [STEP_WAIT_BOOTLOADER] = "wait-bootloader",
     [STEP_WRITE] = "write",
+    [STEP_VERIFY] = "verify",
+    [STEP_LEAVE] = "leave",
     [STEP_BOOT_CHECK] = "boot-check",
     [STEP_ROLLBACK_WAIT] = "rollback-wait",
     [STEP_ROLLBACK_WRITE] = "rollback-write",
@@ -79,7 +83,13 @@ struct job {
 	char stopped_unit[256]; /* the unit this job stopped, "" if none */
 	enum job_step step;
 	bool resumed;
-	bool saw_gone; /* the board left its port since the touch */
+	bool saw_gone;	     /* the board left its port since the touch */
+	bool rollback;	     /* writing the last known-good image back */
+	bool gone_in_worker; /* the board left the bus while a worker talked to it */
+	bool touched;	     /* a 1200-baud request was sent */
+	unsigned touches;    /* requests that brought the app back instead of a bootloader */
+	bool cold_boot;	     /* left for longer than the leave grace during the boot check */
+	unsigned rearms;     /* bootloader waits restarted because the board came back */
 
 	/* the running child: gate check or worker */
 	enum child_kind child;
@@ -91,6 +101,8 @@ struct job {
 	size_t out_len;
 	bool result_ok;
 	char result_error[512];
+	char result_step[16]; /* where the worker stopped: "open", "check", "write", ... */
+	unsigned open_retries;
 	uint64_t bytes;
 	unsigned last_percent;
 
@@ -113,14 +125,30 @@ struct job_table {
 	char **pending; /* ports waiting for a free job slot */
 	size_t n_pending;
 	char **bl_seen; /* ports whose bootloader visit was considered */
+	/* ports whose last job failed while the board stayed connected: not retried by the
+	 * reconcile loop until the board leaves (a fault that outlasts every retry must not
+	 * loop) */
+	char **held_off;
+	char **retried;		    /* held-off ports given their one retry this appearance */
+	sd_event_source *retry_src; /* the cool-down after which they get it */
+	/* ports whose board has no bootloader path skrflash can write: the request only took
+	 * it somewhere useless, so it is not sent again by itself (a new file or a `flash`
+	 * asks again) */
+	char **no_path;
+	sd_event_source *reconcile_src; /* deferred reconcile pass */
 };
 
 static void job_fail(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void job_suspend(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void step_write(struct job *j, struct board *b);
 static void step_enter(struct job *j);
 static void begin_boot_check(struct job *j);
 static void on_board_in_job(struct job *j, enum boards_event ev, struct board *b);
 static bool bootloader_visit_new(struct job_table *t, const char *port);
+static void reconcile_soon(struct job_table *t);
+static bool strv_has(char **v, const char *s);
+static void strv_drop(char ***v, const char *s);
+static void strv_add(char ***v, const char *s);
 
 static void
 fields(const struct job *j, const char *mid, struct log_fields *f)
@@ -175,11 +203,24 @@ emit(struct job *j, const char *event, json_object *extra)
 		json_object_put(o);
 }
 
+/* Every step is in the state database before it is taken: a daemon killed at any point
+ * finds the job, its method and what it changed on the host, and resumes from there. */
+static void
+persist(struct job *j)
+{
+	j->rec.bytes = j->bytes;
+	(void)str_copy(j->rec.lkg, sizeof(j->rec.lkg), j->lkg);
+	if (store_job_update(j->t->store, &j->rec) < 0)
+		log_warn("job %s: cannot record step %s in the state database", j->job_id,
+			 j->rec.step);
+}
+
 static void
 set_step(struct job *j, enum job_step s)
 {
 	j->step = s;
 	(void)str_copy(j->rec.step, sizeof(j->rec.step), step_names[s]);
+	persist(j);
 	emit(j, "job-step", NULL);
 }
 
@@ -200,12 +241,36 @@ on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 		return 0;
 	}
 	/* boot checks have their own timer (on_boot_timeout); this one guards the waits */
-	if (j->step == STEP_WAIT_BOOTLOADER)
-		job_fail(j,
-			 "%s on port %s did not come back in a bootloader within %.1f s after the "
-			 "1200-baud request; check the cable, or enter the bootloader by hand",
-			 name_of(j), j->port, j->t->cfg->bootloader_timeout_ms / 1000.0);
-	else if (j->step == STEP_ROLLBACK_WAIT)
+	if (j->step == STEP_WAIT_BOOTLOADER) {
+		struct board *b = boards_find_port(j->t->boards, j->port);
+		double secs = j->t->cfg->bootloader_timeout_ms / 1000.0;
+
+		if (!b || !b->present)
+			job_suspend(j,
+				    "%s on port %s left the USB bus %s and was not back within "
+				    "%.1f s; nothing was written. The job resumes when it is "
+				    "plugged in again",
+				    name_of(j), j->port,
+				    j->touched ? "after the 1200-baud request"
+					       : "before the "
+						 "bootloader request",
+				    secs);
+		else if (!j->touched)
+			job_fail(
+			    j,
+			    "%s on port %s is in %s mode: skrflash can neither send it the "
+			    "bootloader request nor write to it there; nothing was written. "
+			    "Enter its bootloader by hand (BOOT0/DFU button or Katapult double "
+			    "reset)",
+			    name_of(j), j->port, device_mode_to_string(b->dev.mode));
+		else
+			job_fail(
+			    j,
+			    "%s on port %s did not come back in a bootloader within %.1f s after "
+			    "the 1200-baud request (it is in %s mode now); nothing was written. "
+			    "Check the cable, or enter the bootloader by hand",
+			    name_of(j), j->port, secs, device_mode_to_string(b->dev.mode));
+	} else if (j->step == STEP_ROLLBACK_WAIT)
 		job_fail(j,
 			 "board did not boot the new firmware: %s on port %s never came back in a "
 			 "bootloader to roll back to %.12s; it needs recovery by hand",
@@ -242,18 +307,79 @@ job_free(struct job *j)
 
 static void start_pending(struct job_table *t);
 
+/* A unit runs again: no job needs to remember it any more. A start that only dropped one
+ * job's reference ("held") leaves it recorded for the job still holding it. */
 static void
 on_unit_started(void *userdata, const char *unit, int r, const char *result)
 {
-	(void)userdata;
-	(void)result;
-	/* units logs the success itself */
-	if (r < 0)
+	struct job_table *t = userdata;
+
+	/* units logs the success itself; a failure stays recorded and is retried at start-up */
+	if (r < 0) {
 		log_warn_errno(r, "could not start %s again after flashing; start it by hand",
 			       unit);
+		return;
+	}
+	if (!result || strcmp(result, "held") != 0)
+		(void)store_units_restored(t->store, unit);
 }
 
-/* The end of every job: history row, journal, units back, slot free. */
+static void
+restore_unit(struct job_table *t, const char *unit)
+{
+	if (!t->units) {
+		log_warn("cannot start %s again: no systemd bus; start it by hand", unit);
+		return;
+	}
+	if (units_start(t->units, unit, on_unit_started, t) < 0)
+		log_warn("could not start %s again after flashing; start it by hand", unit);
+}
+
+static bool
+board_present(struct job_table *t, const char *port)
+{
+	struct board *b = boards_find_port(t->boards, port);
+
+	return b && b->present;
+}
+
+/* A failure with the board still connected is retried once, after a cool-down, in case it
+ * was transient (a storm of re-enumerations, a cable that was wiggled); a second failure
+ * waits for the board to be plugged in again, a new file or a `flash`. */
+#define RETRY_COOLDOWN_USEC (10ull * 1000000ull)
+
+static int
+on_retry(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct job_table *t = userdata;
+	char **ports = t->held_off;
+
+	(void)s;
+	(void)usec;
+	t->retry_src = sd_event_source_disable_unref(t->retry_src);
+	t->held_off = NULL;
+	for (size_t i = 0; ports && ports[i]; i++) {
+		if (strv_has(t->retried, ports[i]))
+			strv_add(&t->held_off, ports[i]);
+		else
+			strv_add(&t->retried, ports[i]);
+	}
+	strv_free(ports);
+	reconcile_soon(t);
+	return 0;
+}
+
+static void
+retry_later(struct job_table *t)
+{
+	t->retry_src = sd_event_source_disable_unref(t->retry_src);
+	if (sd_event_add_time_relative(t->loop, &t->retry_src, CLOCK_MONOTONIC, RETRY_COOLDOWN_USEC,
+				       0, on_retry, t) < 0)
+		log_warn("cannot schedule a retry of failed jobs");
+}
+
+/* The end of every job: history row, journal, units back, slot free. "interrupted" keeps
+ * the job resumable from its step when the board is seen again. */
 static void
 job_finish(struct job *j, const char *result, const char *mid, int prio, const char *msg)
 {
@@ -264,16 +390,19 @@ job_finish(struct job *j, const char *result, const char *mid, int prio, const c
 	(void)str_copy(j->rec.result, sizeof(j->rec.result), result);
 	(void)str_copy(j->rec.error, sizeof(j->rec.error), strcmp(result, "succeeded") ? msg : "");
 	j->rec.bytes = j->bytes;
+	(void)str_copy(j->rec.lkg, sizeof(j->rec.lkg), j->lkg);
 	if (store_job_end(t->store, &j->rec) < 0)
 		log_warn("job %s: cannot record the result in the state database", j->job_id);
 	fields(j, mid, &f);
 	log_full(prio, 0, &f, "%s", msg);
-	if (j->stopped_unit[0] && t->units) {
-		set_step(j, STEP_RESTORE);
-		if (units_start(t->units, j->stopped_unit, on_unit_started, NULL) < 0)
-			log_warn("could not start %s again after flashing; start it by hand",
-				 j->stopped_unit);
+	/* a failure with the board still here is not retried by itself: the next attempt
+	 * is the user's, or comes when the board is plugged in again */
+	if (strcmp(result, "failed") == 0 && board_present(t, j->port)) {
+		strv_add(&t->held_off, j->port);
+		retry_later(t);
 	}
+	if (j->stopped_unit[0])
+		restore_unit(t, j->stopped_unit);
 	json_object_object_add(extra, "result", json_object_new_string(result));
 	json_object_object_add(extra, "message", json_object_new_string(msg));
 	emit(j, "job-finished", extra);
@@ -286,6 +415,21 @@ job_finish(struct job *j, const char *result, const char *mid, int prio, const c
 	}
 	job_free(j);
 	start_pending(t);
+	reconcile_soon(t);
+}
+
+/* The board left in the middle of the job: nothing is lost. The host is restored now, the
+ * job stays recorded at its step and resumes when the board is seen again. */
+static void
+job_suspend(struct job *j, const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	job_finish(j, "interrupted", LOG_MID_FLASH_FAILED, LOG_WARNING, msg);
 }
 
 static void
@@ -329,6 +473,12 @@ child_line(struct job *j, const char *line)
 
 		if (step && strcmp(step, "write") == 0)
 			j->bytes = done;
+		/* the worker runs write, verify and leave; each is recorded as it begins */
+		if (step && !j->rollback && strcmp(step, "verify") == 0 && j->step == STEP_WRITE)
+			set_step(j, STEP_VERIFY);
+		else if (step && !j->rollback && strcmp(step, "leave") == 0 &&
+			 (j->step == STEP_WRITE || j->step == STEP_VERIFY))
+			set_step(j, STEP_LEAVE);
 		/* one event per percent keeps watchers informed without flooding them */
 		if (pct != j->last_percent || done == total) {
 			json_object *extra = json_object_new_object();
@@ -360,6 +510,9 @@ child_line(struct job *j, const char *line)
 			j->bytes = (uint64_t)json_object_get_int64(v);
 		if (json_object_object_get_ex(o, "error", &v) && json_object_get_string(v)[0])
 			(void)str_copy(j->result_error, sizeof(j->result_error),
+				       json_object_get_string(v));
+		if (json_object_object_get_ex(o, "step", &v))
+			(void)str_copy(j->result_step, sizeof(j->result_step),
 				       json_object_get_string(v));
 	}
 	json_object_put(o);
@@ -500,6 +653,7 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 	j->child = kind;
 	j->result_ok = false;
 	j->result_error[0] = 0;
+	j->result_step[0] = 0;
 	j->last_percent = 101;
 	r = sd_event_add_io(j->t->loop, &j->out_src, out[0], EPOLLIN, on_child_output, j);
 	if (r >= 0)
@@ -541,13 +695,35 @@ on_unit_stopped(void *userdata, const char *unit, int r, const char *result)
 
 	(void)result;
 	if (r < 0) {
+		/* nothing is held: nothing to start again */
 		j->stopped_unit[0] = 0;
+		j->rec.stopped_units[0] = 0;
+		persist(j);
 		job_fail(j, "could not stop %s, which holds the tty of %s on port %s: %s", unit,
 			 name_of(j), j->port, strerror(-r));
 		return;
 	}
 	log_info("stopped %s to flash %s on port %s", unit, name_of(j), j->port);
 	step_enter(j);
+}
+
+/* The unit is in the state database before the stop is asked for: whoever finds it there
+ * (this job, a resumed one, the next daemon) starts it again. */
+static int
+stop_unit(struct job *j, const char *unit)
+{
+	int r;
+
+	(void)str_copy(j->stopped_unit, sizeof(j->stopped_unit), unit);
+	(void)str_copy(j->rec.stopped_units, sizeof(j->rec.stopped_units), unit);
+	persist(j);
+	r = units_stop(j->t->units, j->stopped_unit, on_unit_stopped, j);
+	if (r < 0) {
+		j->stopped_unit[0] = 0;
+		j->rec.stopped_units[0] = 0;
+		persist(j);
+	}
+	return r;
 }
 
 /* A tty held open (Klipper): stop exactly that unit when the profile allows it. */
@@ -578,12 +754,9 @@ step_stop_unit(struct job *j)
 			step_enter(j);
 			return;
 		}
-		(void)str_copy(j->stopped_unit, sizeof(j->stopped_unit), held);
-		r = units_stop(j->t->units, j->stopped_unit, on_unit_stopped, j);
-		if (r < 0) {
-			j->stopped_unit[0] = 0;
+		r = stop_unit(j, held);
+		if (r < 0)
 			step_enter(j);
-		}
 		return;
 	}
 	r = units_plan(h, n, j->stop_globs, strv_length(j->stop_globs), b->dev.tty, &units,
@@ -608,16 +781,10 @@ step_stop_unit(struct job *j)
 		return;
 	}
 	/* one printer's Klipper holds one tty: the first unit is the one */
-	(void)str_copy(j->stopped_unit, sizeof(j->stopped_unit), units[0]);
+	r = stop_unit(j, units[0]);
+	if (r < 0)
+		job_fail(j, "could not stop %s: %s", units[0], strerror(-r));
 	strv_free(units);
-	r = units_stop(j->t->units, j->stopped_unit, on_unit_stopped, j);
-	if (r < 0) {
-		char unit[256];
-
-		(void)str_copy(unit, sizeof(unit), j->stopped_unit);
-		j->stopped_unit[0] = 0;
-		job_fail(j, "could not stop %s: %s", unit, strerror(-r));
-	}
 }
 
 static void
@@ -661,11 +828,13 @@ step_enter(struct job *j)
 		return;
 	}
 	if (!b || b->dev.mode != DEVICE_MODE_KLIPPER_APP || !b->dev.tty[0]) {
-		set_step(j, STEP_WAIT_BOOTLOADER);
+		set_step(j, j->rollback ? STEP_ROLLBACK_WAIT : STEP_WAIT_BOOTLOADER);
 		arm_timer(j, j->t->cfg->bootloader_timeout_ms, NULL);
 		return;
 	}
-	set_step(j, STEP_ENTER);
+	/* a rollback's request keeps its step name: a restart must not take it for the
+	 * new image's job */
+	set_step(j, j->rollback ? STEP_ROLLBACK_WAIT : STEP_ENTER);
 	memset(&plan, 0, sizeof(plan));
 	(void)str_copy(plan.action, sizeof(plan.action), "enter");
 	plan.dev = b->dev;
@@ -695,13 +864,14 @@ method_allowed(const struct job *j, const char *method)
 static void
 step_write(struct job *j, struct board *b)
 {
-	bool rollback = j->step == STEP_ROLLBACK_WAIT || j->step == STEP_ROLLBACK_WRITE;
+	bool rollback = j->rollback;
 	const char *sha = rollback ? j->lkg : j->sha;
 	const char *method = method_for(b->dev.mode);
 	struct worker_plan plan;
 	char *path = NULL;
 
 	j->timer = sd_event_source_disable_unref(j->timer);
+	j->stable = sd_event_source_disable_unref(j->stable);
 	if (!method_allowed(j, method)) {
 		job_fail(j,
 			 "%s on port %s is in %s mode, but profile '%s' does not allow the %s "
@@ -718,6 +888,15 @@ step_write(struct job *j, struct board *b)
 	 * udev event, only when the board comes back */
 	(void)bootloader_visit_new(j->t, j->port);
 	(void)str_copy(j->rec.method, sizeof(j->rec.method), method);
+	j->gone_in_worker = false;
+	/* from the first write on, what the board runs is unknown until it boots: `boards`
+	 * must not claim the old image, and the known-good one stays recorded */
+	if (j->rec.board_id > 0 &&
+	    store_board_set_installed(j->t->store, j->rec.board_id, "", "") >= 0 &&
+	    b->id == j->rec.board_id) {
+		b->installed_sha[0] = 0;
+		b->installed_version[0] = 0;
+	}
 	set_step(j, rollback ? STEP_ROLLBACK_WRITE : STEP_WRITE);
 	memset(&plan, 0, sizeof(plan));
 	(void)str_copy(plan.action, sizeof(plan.action), "flash");
@@ -751,6 +930,8 @@ record_success(struct job *j, bool rolled_back)
 					       sb.installed_sha);
 				(void)str_copy(b->installed_version, sizeof(b->installed_version),
 					       sb.installed_version);
+				(void)str_copy(b->known_good_sha, sizeof(b->known_good_sha),
+					       sb.known_good_sha);
 			}
 		}
 	}
@@ -766,9 +947,28 @@ record_success(struct job *j, bool rolled_back)
 	(void)snprintf(
 	    msg, sizeof(msg),
 	    "flashed %s on port %s with %.12s (%llu bytes, %s, verified) and it booted%s%s",
-	    name_of(j), j->port, j->sha, (unsigned long long)j->bytes, j->rec.method,
+	    name_of(j), j->port, j->sha, (unsigned long long)j->bytes,
+	    j->rec.method[0] ? j->rec.method : "written before a restart",
 	    j->version[0] ? ": " : "", j->version);
 	job_finish(j, "succeeded", LOG_MID_FLASH_SUCCEEDED, LOG_NOTICE, msg);
+}
+
+/* Back to the last known-good image: from the bootloader the board is in, or through the
+ * bootloader request when it is up in an application. */
+static void
+start_rollback(struct job *j, struct board *b)
+{
+	j->rollback = true;
+	set_step(j, STEP_ROLLBACK_WAIT);
+	if (b && bootloader_ready(b)) {
+		step_write(j, b);
+		return;
+	}
+	if (b && b->present && b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0]) {
+		step_enter(j);
+		return;
+	}
+	arm_timer(j, j->t->cfg->boot_timeout_ms, NULL);
 }
 
 /* The new image did not come up: mark it and go back to what worked, if we know it. */
@@ -799,12 +999,7 @@ boot_failed(struct job *j)
 			 name_of(j), j->port);
 		return;
 	}
-	set_step(j, STEP_ROLLBACK_WAIT);
-	if (b && bootloader_ready(b)) {
-		step_write(j, b);
-		return;
-	}
-	arm_timer(j, j->t->cfg->boot_timeout_ms, NULL);
+	start_rollback(j, b);
 }
 
 static int
@@ -828,6 +1023,17 @@ on_boot_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 	(void)s;
 	(void)usec;
 	j->timer = sd_event_source_disable_unref(j->timer);
+	if (!board_present(j->t, j->port)) {
+		/* unplugged, not a boot failure: nothing is marked bad, and the boot check
+		 * runs again when the board is back (the image was verified) */
+		job_suspend(j,
+			    "%s on port %s was unplugged during step %s and was not back within "
+			    "%.1f s; the written image was verified. The boot check resumes when "
+			    "it is plugged in again",
+			    name_of(j), j->port, step_names[j->step],
+			    j->t->cfg->boot_timeout_ms / 1000.0);
+		return 0;
+	}
 	if (j->step == STEP_ROLLBACK_WAIT) {
 		job_fail(j,
 			 "board did not boot the new firmware: %s on port %s never came back in a "
@@ -844,10 +1050,74 @@ begin_boot_check(struct job *j)
 {
 	struct board *b = boards_find_port(j->t->boards, j->port);
 
-	set_step(j, j->step == STEP_ROLLBACK_WRITE ? STEP_ROLLBACK_BOOT_CHECK : STEP_BOOT_CHECK);
+	set_step(j, j->rollback ? STEP_ROLLBACK_BOOT_CHECK : STEP_BOOT_CHECK);
 	arm_timer(j, j->t->cfg->boot_timeout_ms, on_boot_timeout);
 	if (b && b->dev.mode == DEVICE_MODE_KLIPPER_APP)
 		job_table_on_board(j->t, BOARDS_MODE_CHANGED, b);
+}
+
+/* A worker that failed: where the board really is decides what is said and what follows.
+ * A board that left the bus lost nothing - the job resumes from its step when it is back;
+ * one still here keeps what its bootloader reported. */
+static int
+on_reopen(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct job *j = userdata;
+	struct board *b = boards_find_port(j->t->boards, j->port);
+
+	(void)s;
+	(void)usec;
+	j->timer = sd_event_source_disable_unref(j->timer);
+	if (b && bootloader_ready(b))
+		step_write(j, b);
+	else
+		job_suspend(j,
+			    "%s on port %s left its bootloader before it could be opened; the "
+			    "job resumes when it is plugged in again",
+			    name_of(j), j->port);
+	return 0;
+}
+
+static void
+write_failed(struct job *j)
+{
+	const char *err = j->result_error[0] ? j->result_error : "the worker failed";
+	struct board *b = boards_find_port(j->t->boards, j->port);
+
+	/* a bootloader that just enumerated may not answer yet (udev still applying the
+	 * node's permissions, descriptors not readable): opening it again a moment later is
+	 * what a person would do; nothing was written */
+	if (!j->gone_in_worker && b && b->present && strcmp(j->result_step, "open") == 0 &&
+	    j->open_retries < 2) {
+		j->open_retries++;
+		log_info("%s on port %s: %s; opening its bootloader again", name_of(j), j->port,
+			 err);
+		arm_timer(j, 500, on_reopen);
+		return;
+	}
+	if (j->gone_in_worker || !b || !b->present) {
+		char what[400], *stays;
+		size_t n;
+
+		/* the backend's "stays in ..." describes a board that is not there any more */
+		(void)str_copy(what, sizeof(what), err);
+		stays = strstr(what, "stays in");
+		for (n = stays ? (size_t)(stays - what) : 0; n > 0; n--)
+			if (what[n - 1] == ':' || what[n - 1] == ';') {
+				what[n - 1] = 0;
+				break;
+			}
+		job_suspend(j,
+			    "%s on port %s was unplugged during step %s (%s); the job resumes "
+			    "when it is plugged in again%s",
+			    name_of(j), j->port, step_names[j->step], what,
+			    j->rollback ? ", writing the known-good image back" : "");
+		return;
+	}
+	job_fail(j, "%s on port %s: %s%s", name_of(j), j->port, err,
+		 j->step != STEP_ROLLBACK_WRITE && !strstr(err, "stays in")
+		     ? "; the board stays in its bootloader and can be flashed again"
+		     : "");
 }
 
 static void
@@ -863,33 +1133,40 @@ child_done(struct job *j, int status)
 			return;
 		}
 		log_info("%s", j->result_error[0] ? j->result_error : "printer is idle");
+		if (!board_present(j->t, j->port)) {
+			job_suspend(
+			    j,
+			    "%s on port %s was unplugged during step gate; nothing was sent "
+			    "to it. The job resumes when it is plugged in again",
+			    name_of(j), j->port);
+			return;
+		}
 		step_stop_unit(j);
 		return;
 	}
 	switch (j->step) {
 	case STEP_ENTER:
+	case STEP_ROLLBACK_WAIT:
 		/* the touch itself cannot tell us anything: the board answers on udev */
-		set_step(j, STEP_WAIT_BOOTLOADER);
+		j->touched = true;
+		set_step(j, j->rollback ? STEP_ROLLBACK_WAIT : STEP_WAIT_BOOTLOADER);
 		arm_timer(j, j->t->cfg->bootloader_timeout_ms, NULL);
 		{
 			struct board *b = boards_find_port(j->t->boards, j->port);
 
 			if (b && bootloader_ready(b))
 				step_write(j, b);
-			else if (b && b->dev.mode == DEVICE_MODE_KLIPPER_APP && j->saw_gone)
+			else if (b && b->present && b->dev.mode == DEVICE_MODE_KLIPPER_APP &&
+				 j->saw_gone)
 				on_board_in_job(j, BOARDS_MODE_CHANGED, b);
 		}
 		break;
 	case STEP_WRITE:
+	case STEP_VERIFY:
+	case STEP_LEAVE:
 	case STEP_ROLLBACK_WRITE:
 		if (status != 0 || !j->result_ok) {
-			/* backends say where the board is left; say it once */
-			job_fail(
-			    j, "%s on port %s: %s%s", name_of(j), j->port,
-			    j->result_error[0] ? j->result_error : "the worker failed",
-			    j->step == STEP_WRITE && !strstr(j->result_error, "stays in")
-				? "; the board stays in its bootloader and can be flashed again"
-				: "");
+			write_failed(j);
 			return;
 		}
 		begin_boot_check(j);
@@ -898,7 +1175,6 @@ child_done(struct job *j, int status)
 	case STEP_STOP_UNIT:
 	case STEP_WAIT_BOOTLOADER:
 	case STEP_BOOT_CHECK:
-	case STEP_ROLLBACK_WAIT:
 	case STEP_ROLLBACK_BOOT_CHECK:
 	case STEP_RESTORE:
 	case _STEP_MAX:
@@ -909,11 +1185,104 @@ child_done(struct job *j, int status)
 
 /* ---- triggers --------------------------------------------------------------------------- */
 
+static enum job_step
+step_from_name(const char *name)
+{
+	for (int i = 0; i < _STEP_MAX; i++)
+		if (strcmp(step_names[i], name) == 0)
+			return (enum job_step)i;
+	return STEP_GATE; /* "plan": nothing was done yet */
+}
+
+/* Resume a job from the step its row names, after asking the board what it runs: a board
+ * up in its application after a verified write is checked for boot, never written again;
+ * a board in its bootloader gets the write (again); anything before the write starts over
+ * at the gate, since nothing was written. */
+static void
+resume_at(struct job *j, struct board *b)
+{
+	enum job_step s = step_from_name(j->rec.step);
+	bool app = b->dev.mode == DEVICE_MODE_KLIPPER_APP;
+
+	j->rollback =
+	    s == STEP_ROLLBACK_WAIT || s == STEP_ROLLBACK_WRITE || s == STEP_ROLLBACK_BOOT_CHECK;
+	if (j->rollback && !j->lkg[0]) {
+		job_fail(j, "%s on port %s: the known-good image to roll back to is not recorded",
+			 name_of(j), j->port);
+		return;
+	}
+	if ((s == STEP_LEAVE || s == STEP_BOOT_CHECK || s == STEP_ROLLBACK_BOOT_CHECK) && app) {
+		j->step = j->rollback ? STEP_ROLLBACK_WRITE : STEP_WRITE;
+		begin_boot_check(j);
+		return;
+	}
+	if (bootloader_ready(b)) {
+		if (j->rollback)
+			j->step = STEP_ROLLBACK_WAIT;
+		step_write(j, b);
+		return;
+	}
+	if (j->rollback) {
+		start_rollback(j, b);
+		return;
+	}
+	step_gate(j);
+}
+
+enum start_flags {
+	START_MANUAL = 1 << 0, /* skrflashctl flash */
+	START_FORCE = 1 << 1,  /* --force: an image marked bad for this board too */
+	START_RESUME = 1 << 2, /* an unfinished job of the state database */
+};
+
+static void
+push_pending(struct job_table *t, const char *port)
+{
+	for (size_t i = 0; i < t->n_pending; i++)
+		if (strcmp(t->pending[i], port) == 0)
+			return;
+	t->pending = xreallocarray(t->pending, t->n_pending + 1, sizeof(*t->pending));
+	t->pending[t->n_pending++] = xstrdup(port);
+}
+
+/* What the job installs: the resumed job's image, the one asked for, or the profile's. */
 static int
-prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
+pick_image(struct job_table *t, struct board *b, const struct config_profile *p, unsigned flags,
+	   const char *sha, const struct store_job *unfinished, struct store_desired *d,
+	   char **ret_message)
+{
+	memset(d, 0, sizeof(*d));
+	if (flags & START_RESUME) {
+		(void)str_copy(d->sha, sizeof(d->sha), unfinished->sha);
+		return 0;
+	}
+	if (sha) {
+		(void)str_copy(d->sha, sizeof(d->sha), sha);
+	} else if (store_desired_get(t->store, p->name, d) < 0) {
+		*ret_message = xasprintf("no firmware queued for profile '%s'", p->name);
+		return -ENOENT;
+	}
+	if (strcmp(b->installed_sha, d->sha) == 0) {
+		*ret_message = xasprintf("%s on port %s already runs %.12s", board_display_name(b),
+					 b->dev.port, d->sha);
+		return -EALREADY;
+	}
+	if (!(flags & START_FORCE) && store_bad_is_marked(t->store, b->id, d->sha)) {
+		*ret_message = xasprintf(
+		    "firmware %.12s did not boot on %s before; not flashing it again (`skrflashctl "
+		    "retry %s` allows it again, `skrflashctl flash --force %s` flashes it anyway)",
+		    d->sha, board_display_name(b), b->dev.port, b->dev.port);
+		return -ECANCELED;
+	}
+	return 0;
+}
+
+static int
+prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sha,
 	    const struct store_job *unfinished, char **ret_message)
 {
 	const struct config_profile *p = config_find_profile(t->cfg, b->profile);
+	bool resume = flags & START_RESUME;
 	struct validate_target target = {0};
 	struct store_desired d;
 	struct verdict v;
@@ -931,24 +1300,9 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 					 b->dev.port);
 		return -ENOENT;
 	}
-	memset(&d, 0, sizeof(d));
-	if (resume) {
-		(void)str_copy(d.sha, sizeof(d.sha), unfinished->sha);
-	} else if (store_desired_get(t->store, p->name, &d) < 0) {
-		*ret_message = xasprintf("no firmware queued for profile '%s'", p->name);
-		return -ENOENT;
-	}
-	if (!resume && strcmp(b->installed_sha, d.sha) == 0) {
-		*ret_message = xasprintf("%s on port %s already runs %.12s", board_display_name(b),
-					 b->dev.port, d.sha);
-		return -EALREADY;
-	}
-	if (!resume && !manual && store_bad_is_marked(t->store, b->id, d.sha)) {
-		*ret_message = xasprintf("firmware %.12s did not boot on %s before; not retrying "
-					 "(`skrflashctl retry %s` allows it again)",
-					 d.sha, board_display_name(b), b->dev.port);
-		return -ECANCELED;
-	}
+	r = pick_image(t, b, p, flags, sha, unfinished, &d, ret_message);
+	if (r < 0)
+		return r;
 	if (!b->catalog) {
 		*ret_message =
 		    xasprintf("cannot tell which board is on port %s (%s); set board = "
@@ -984,8 +1338,7 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 	}
 	if (t->n_jobs >= t->cfg->max_jobs) {
 		verdict_done(&v);
-		t->pending = xreallocarray(t->pending, t->n_pending + 1, sizeof(*t->pending));
-		t->pending[t->n_pending++] = xstrdup(b->dev.port);
+		push_pending(t, b->dev.port);
 		*ret_message = xasprintf("%zu jobs running; %s on port %s waits for a free slot",
 					 t->n_jobs, board_display_name(b), b->dev.port);
 		return -EAGAIN;
@@ -1000,11 +1353,13 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 	(void)str_copy(j->sha, sizeof(j->sha), d.sha);
 	(void)str_copy(j->version, sizeof(j->version), v.version);
 	verdict_done(&v);
-	if (b->installed_sha[0] && strcmp(b->installed_sha, d.sha) != 0) {
+	if (resume && unfinished->lkg[0]) {
+		(void)str_copy(j->lkg, sizeof(j->lkg), unfinished->lkg);
+	} else if (b->known_good_sha[0] && strcmp(b->known_good_sha, d.sha) != 0) {
 		char *lkg = NULL;
 
-		if (store_firmware_path(t->store, b->installed_sha, &lkg) >= 0)
-			(void)str_copy(j->lkg, sizeof(j->lkg), b->installed_sha);
+		if (store_firmware_path(t->store, b->known_good_sha, &lkg) >= 0)
+			(void)str_copy(j->lkg, sizeof(j->lkg), b->known_good_sha);
 		free(lkg);
 	}
 	j->catalog = b->catalog;
@@ -1028,6 +1383,9 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 		j->stop_globs[i] = xstrdup(p->stop_units[i]);
 	if (resume) {
 		j->rec = *unfinished;
+		(void)str_copy(j->rec.result, sizeof(j->rec.result), "running");
+		j->rec.error[0] = 0;
+		j->bytes = j->rec.bytes;
 	} else {
 		j->rec.board_id = b->id;
 		(void)str_copy(j->rec.port, sizeof(j->rec.port), j->port);
@@ -1050,17 +1408,17 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 		 j->job_id);
 	emit(j, "job-started", NULL);
 	if (resume)
-		step_write(j, b);
+		resume_at(j, b);
 	else
 		step_gate(j);
 	return 0;
 }
 
 static void
-try_start(struct job_table *t, struct board *b, const char *why)
+try_start(struct job_table *t, struct board *b, unsigned flags, const char *sha, const char *why)
 {
 	char *msg = NULL;
-	int r = prepare_job(t, b, false, false, NULL, &msg);
+	int r = prepare_job(t, b, flags, sha, NULL, &msg);
 
 	if (r == -EALREADY || r == -ENOENT)
 		log_info("nothing to flash (%s): %s", why, msg ? msg : "nothing to do");
@@ -1069,20 +1427,148 @@ try_start(struct job_table *t, struct board *b, const char *why)
 	free(msg);
 }
 
+/* Ports that asked for a slot stay asked for while their board is briefly away (a storm,
+ * a re-enumeration): they are dropped only once started or gone for good (LEFT). */
 static void
 start_pending(struct job_table *t)
 {
-	while (t->n_pending && t->n_jobs < t->cfg->max_jobs) {
-		char *port = t->pending[0];
-		struct board *b;
+	size_t i = 0;
 
-		memmove(t->pending, t->pending + 1, (t->n_pending - 1) * sizeof(*t->pending));
+	while (i < t->n_pending && t->n_jobs < t->cfg->max_jobs) {
+		char *port = t->pending[i];
+		struct board *b = boards_find_port(t->boards, port);
+
+		if (!b || !b->present || find_job(t, port)) {
+			i++;
+			continue;
+		}
+		memmove(t->pending + i, t->pending + i + 1,
+			(t->n_pending - i - 1) * sizeof(*t->pending));
 		t->n_pending--;
-		b = boards_find_port(t->boards, port);
-		if (b)
-			try_start(t, b, "queued job");
+		try_start(t, b, START_MANUAL, NULL, "queued job");
 		free(port);
 	}
+}
+
+static void
+drop_pending(struct job_table *t, const char *port)
+{
+	for (size_t i = 0; i < t->n_pending; i++) {
+		if (strcmp(t->pending[i], port) != 0)
+			continue;
+		free(t->pending[i]);
+		memmove(t->pending + i, t->pending + i + 1,
+			(t->n_pending - i - 1) * sizeof(*t->pending));
+		t->n_pending--;
+		return;
+	}
+}
+
+/* The board came back as its application after the bootloader request. A power cycle in
+ * between looks the same as a board without a USB bootloader, so the request is sent once
+ * more before saying so. */
+static void
+app_after_touch(struct job *j)
+{
+	if (j->touches++ == 0) {
+		log_info("%s on port %s came back as the Klipper app after the bootloader request; "
+			 "sending it once more",
+			 name_of(j), j->port);
+		j->saw_gone = false;
+		step_enter(j);
+		return;
+	}
+	strv_add(&j->t->no_path, j->port);
+	job_fail(j,
+		 "%s on port %s came back as the Klipper app after the 1200-baud request, twice: "
+		 "it has no USB bootloader path skrflash can use (nothing was written; the board "
+		 "runs its old firmware). Install Katapult, use the SD card (firmware.bin), or "
+		 "enter ROM DFU with BOOT0",
+		 name_of(j), j->port);
+}
+
+/* The request took the board to a ROM bootloader skrflash has no writer for yet (RP2040
+ * BOOTSEL without Katapult, LPC DFU): say exactly that, and how to get the board back - it
+ * sits there until reset, with its old firmware intact. */
+static void
+unreachable_bootloader(struct job *j, const struct board *b)
+{
+	bool rp2040 = b->dev.mode == DEVICE_MODE_RP2040_BOOTSEL;
+
+	strv_add(&j->t->no_path, j->port);
+	job_fail(j,
+		 "%s on port %s went to %s after the 1200-baud request: it has no Katapult, and "
+		 "skrflash cannot write over %s yet. Nothing was written; its firmware is "
+		 "intact%s. Press its reset button (or unplug and plug it) to run Klipper again, "
+		 "then %s",
+		 name_of(j), j->port, rp2040 ? "RP2040 BOOTSEL (the RPI-RP2 drive)" : "LPC DFU",
+		 rp2040 ? "BOOTSEL" : "LPC DFU",
+		 j->stopped_unit[0] ? " and its Klipper unit is started again" : "",
+		 rp2040 ? "install Katapult, or copy klipper.uf2 to the RPI-RP2 drive while it is "
+			  "in BOOTSEL"
+			: "install Katapult, or use the SD card (firmware.bin)");
+}
+
+/* The app stayed up after the request: now it counts as having come back (see below). */
+static int
+on_app_stayed(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct job *j = userdata;
+
+	(void)s;
+	(void)usec;
+	j->stable = sd_event_source_disable_unref(j->stable);
+	app_after_touch(j);
+	return 0;
+}
+
+static void
+on_board_waiting(struct job *j, enum boards_event ev, struct board *b)
+{
+	if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
+		/* an app that flickers away again is boot-looping (a torn image): it ends in
+		 * its bootloader, which is what we wait for */
+		j->stable = sd_event_source_disable_unref(j->stable);
+		j->saw_gone = true;
+		return;
+	}
+	if (!b->present)
+		return;
+	/* back on the bus after it left: whatever it does next (its bootloader, the app after
+	 * a power cycle) gets the full wait again - a few times, a board that keeps coming and
+	 * going still ends */
+	if ((ev == BOARDS_APPEARED || ev == BOARDS_MODE_CHANGED) && j->saw_gone && j->rearms < 4 &&
+	    j->timer && j->pid <= 0) {
+		j->rearms++;
+		arm_timer(j, j->t->cfg->bootloader_timeout_ms, NULL);
+	}
+	if (bootloader_mode(b->dev.mode)) {
+		if (j->pid <= 0 && bootloader_ready(b))
+			step_write(j, b);
+		return;
+	}
+	if (j->touched && j->pid <= 0 &&
+	    (b->dev.mode == DEVICE_MODE_RP2040_BOOTSEL || b->dev.mode == DEVICE_MODE_LPC_DFU)) {
+		unreachable_bootloader(j, b);
+		return;
+	}
+	if (ev == BOARDS_UPDATED && !(b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0] &&
+				      j->pid <= 0 && (!j->touched || j->saw_gone)))
+		return;
+	if (b->dev.mode != DEVICE_MODE_KLIPPER_APP || j->pid > 0)
+		return;
+	if (!j->touched) {
+		/* it was away when the request was due: send it now that it is here */
+		if (b->dev.tty[0])
+			step_enter(j);
+		return;
+	}
+	/* only an app that stays up came back: a boot loop shows the app for a moment */
+	if (j->saw_gone && !j->stable &&
+	    sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
+				       (uint64_t)APP_STABLE_MS * 1000u, 1000u, on_app_stayed,
+				       j) < 0)
+		app_after_touch(j);
 }
 
 static void
@@ -1091,33 +1577,22 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 	switch (j->step) {
 	case STEP_WAIT_BOOTLOADER:
 	case STEP_ENTER:
-		if (ev == BOARDS_GONE) {
-			j->saw_gone = true;
-			return;
-		}
-		if (bootloader_mode(b->dev.mode)) {
-			if (j->pid <= 0 && bootloader_ready(b))
-				step_write(j, b);
-			return;
-		}
-		if (ev == BOARDS_UPDATED)
-			return;
-		if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && j->saw_gone &&
-		    (j->step == STEP_WAIT_BOOTLOADER || j->pid <= 0)) {
-			job_fail(
-			    j,
-			    "%s on port %s came back as the Klipper app after the bootloader "
-			    "request: it has no USB bootloader path. Install Katapult, use the "
-			    "SD card (firmware.bin), or enter ROM DFU with BOOT0",
-			    name_of(j), j->port);
-		}
+	case STEP_ROLLBACK_WAIT:
+		on_board_waiting(j, ev, b);
 		return;
 	case STEP_BOOT_CHECK:
 	case STEP_ROLLBACK_BOOT_CHECK:
 		if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
 			/* up and gone again: a boot loop, not a boot */
 			j->stable = sd_event_source_disable_unref(j->stable);
+			/* gone past the leave grace is a power cycle, not a flicker: the board
+			 * boots afresh when it is back, with a full boot timeout again */
+			j->cold_boot |= ev == BOARDS_LEFT;
 			return;
+		}
+		if (b->present && j->cold_boot) {
+			j->cold_boot = false;
+			arm_timer(j, j->t->cfg->boot_timeout_ms, on_boot_timeout);
 		}
 		if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->present && !j->stable) {
 			if (j->catalog && strcasecmp(b->dev.product, j->catalog->mcu->name) != 0) {
@@ -1139,14 +1614,15 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 			boot_failed(j);
 		}
 		return;
-	case STEP_ROLLBACK_WAIT:
-		if (bootloader_ready(b) && j->pid <= 0)
-			step_write(j, b);
+	case STEP_WRITE:
+	case STEP_VERIFY:
+	case STEP_LEAVE:
+	case STEP_ROLLBACK_WRITE:
+		if ((ev == BOARDS_GONE || ev == BOARDS_LEFT) && j->pid > 0)
+			j->gone_in_worker = true;
 		return;
 	case STEP_GATE:
 	case STEP_STOP_UNIT:
-	case STEP_WRITE:
-	case STEP_ROLLBACK_WRITE:
 	case STEP_RESTORE:
 	case _STEP_MAX:
 	default:
@@ -1159,79 +1635,167 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 static bool
 bootloader_visit_new(struct job_table *t, const char *port)
 {
-	size_t n = strv_length(t->bl_seen);
-
-	for (size_t i = 0; i < n; i++)
-		if (strcmp(t->bl_seen[i], port) == 0)
-			return false;
-	t->bl_seen = xreallocarray(t->bl_seen, n + 2, sizeof(*t->bl_seen));
-	t->bl_seen[n] = xstrdup(port);
-	t->bl_seen[n + 1] = NULL;
+	if (strv_has(t->bl_seen, port))
+		return false;
+	strv_add(&t->bl_seen, port);
 	return true;
 }
 
-static void
-bootloader_visit_end(struct job_table *t, const char *port)
+static bool
+strv_has(char **v, const char *s)
 {
-	size_t n = strv_length(t->bl_seen);
+	for (size_t i = 0; v && v[i]; i++)
+		if (strcmp(v[i], s) == 0)
+			return true;
+	return false;
+}
+
+static void
+strv_add(char ***v, const char *s)
+{
+	size_t n = strv_length(*v);
+
+	if (strv_has(*v, s))
+		return;
+	*v = xreallocarray(*v, n + 2, sizeof(**v));
+	(*v)[n] = xstrdup(s);
+	(*v)[n + 1] = NULL;
+}
+
+static void
+strv_drop(char ***v, const char *s)
+{
+	size_t n = strv_length(*v);
 
 	for (size_t i = 0; i < n; i++) {
-		if (strcmp(t->bl_seen[i], port) != 0)
+		if (strcmp((*v)[i], s) != 0)
 			continue;
-		free(t->bl_seen[i]);
-		memmove(&t->bl_seen[i], &t->bl_seen[i + 1], (n - i) * sizeof(*t->bl_seen));
+		free((*v)[i]);
+		memmove(&(*v)[i], &(*v)[i + 1], (n - i) * sizeof(**v));
 		return;
 	}
+}
+
+/* ---- reconcile: what each present board runs against what it should run ---------------- */
+
+/* A board can be acted on: up in its application with its tty, or in a usable bootloader. */
+static bool
+board_actionable(const struct board *b)
+{
+	return b->present &&
+	       ((b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0]) || bootloader_ready(b));
+}
+
+static void
+reconcile_board(struct job_table *t, struct board *b, const char *why)
+{
+	const struct config_profile *p;
+	struct store_job unfinished;
+	struct store_desired d;
+	const char *sha = NULL;
+
+	if (!board_actionable(b) || find_job(t, b->dev.port))
+		return;
+	/* a job interrupted by a restart or an unplug resumes first, whatever the profile:
+	 * it was asked for already */
+	if (store_job_unfinished(t->store, b->dev.port, &unfinished) >= 0) {
+		char *msg = NULL;
+
+		if (bootloader_ready(b))
+			(void)bootloader_visit_new(t, b->dev.port);
+		if (prepare_job(t, b, START_RESUME, NULL, &unfinished, &msg) < 0 && msg)
+			log_warn("cannot resume job %lld: %s", (long long)unfinished.id, msg);
+		free(msg);
+		return;
+	}
+	p = config_find_profile(t->cfg, b->profile);
+	if (!p || !(p->auto_flash & (CONFIG_AUTO_HOTPLUG | CONFIG_AUTO_QUEUE)) ||
+	    strv_has(t->held_off, b->dev.port) || strv_has(t->no_path, b->dev.port) || !b->catalog)
+		return;
+	if (store_desired_get(t->store, p->name, &d) < 0)
+		return;
+	if (store_bad_is_marked(t->store, b->id, d.sha)) {
+		/* the wanted image did not boot here: the board should run its known-good one,
+		 * and a board left without it (a rollback cut short) gets it back */
+		if (!b->known_good_sha[0] || strcmp(b->installed_sha, b->known_good_sha) == 0 ||
+		    store_bad_is_marked(t->store, b->id, b->known_good_sha)) {
+			/* said once per appearance, not on every pass */
+			if (strcmp(why, "board appeared") == 0)
+				log_info(
+				    "firmware %.12s did not boot on %s before; not flashing it "
+				    "again (`skrflashctl retry %s` allows it again)",
+				    d.sha, board_display_name(b), b->dev.port);
+			return;
+		}
+		sha = b->known_good_sha;
+		log_notice("%s on port %s does not run its last known-good firmware %.12s (%s); "
+			   "writing it back",
+			   board_display_name(b), b->dev.port, sha, why);
+	} else if (strcmp(b->installed_sha, d.sha) == 0) {
+		return;
+	}
+	try_start(t, b, 0, sha, why);
+}
+
+static void
+reconcile_all(struct job_table *t, const char *why)
+{
+	start_pending(t);
+	for (struct board *b = boards_next(t->boards, NULL); b; b = boards_next(t->boards, b)) {
+		if (t->n_jobs >= t->cfg->max_jobs)
+			break;
+		reconcile_board(t, b, why);
+	}
+}
+
+static int
+on_reconcile(sd_event_source *s, void *userdata)
+{
+	struct job_table *t = userdata;
+
+	(void)s;
+	t->reconcile_src = sd_event_source_disable_unref(t->reconcile_src);
+	reconcile_all(t, "reconcile");
+	return 0;
+}
+
+/* One pass on the next loop iteration, however many triggers came before it. */
+static void
+reconcile_soon(struct job_table *t)
+{
+	if (t->reconcile_src)
+		return;
+	if (sd_event_add_defer(t->loop, &t->reconcile_src, on_reconcile, t) < 0)
+		log_warn("cannot schedule a reconcile pass");
+}
+
+void
+job_table_reconcile(struct job_table *t)
+{
+	reconcile_soon(t);
 }
 
 void
 job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b)
 {
 	struct job *j = find_job(t, b->dev.port);
-	const struct config_profile *p;
-	struct store_job unfinished;
 
 	if (ev == BOARDS_GONE || ev == BOARDS_LEFT || !bootloader_mode(b->dev.mode))
-		bootloader_visit_end(t, b->dev.port);
+		strv_drop(&t->bl_seen, b->dev.port);
 	if (j) {
 		on_board_in_job(j, ev, b);
 		return;
 	}
-	if (ev != BOARDS_APPEARED && ev != BOARDS_MODE_CHANGED && ev != BOARDS_UPDATED)
-		return;
-	/* a job the previous daemon (or an unplug) left mid-write resumes from the write */
-	if (bootloader_ready(b) && store_job_unfinished(t->store, b->dev.port, &unfinished) >= 0) {
-		char *msg = NULL;
-
-		(void)bootloader_visit_new(t, b->dev.port);
-		if (prepare_job(t, b, false, true, &unfinished, &msg) < 0 && msg)
-			log_warn("cannot resume job %lld: %s", (long long)unfinished.id, msg);
-		free(msg);
+	if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
+		/* plugged in again later, the board gets a fresh attempt */
+		strv_drop(&t->held_off, b->dev.port);
+		strv_drop(&t->retried, b->dev.port);
+		if (ev == BOARDS_LEFT)
+			drop_pending(t, b->dev.port);
 		return;
 	}
-	/* A board that shows up in its bootloader without a job of ours asking (plugged in with
-	 * BOOT0 held, back after a write that failed when it was unplugged, a boot loop that
-	 * ended in Katapult) still lacks its firmware: flash it when hotplug flashing is on.
-	 * Once per visit: udev sends several events while a bootloader enumerates. */
-	if (bootloader_ready(b)) {
-		p = config_find_profile(t->cfg, b->profile);
-		if (p && (p->auto_flash & CONFIG_AUTO_HOTPLUG) &&
-		    bootloader_visit_new(t, b->dev.port))
-			try_start(t, b, "board in its bootloader");
-		return;
-	}
-	if (ev != BOARDS_APPEARED || b->dev.mode != DEVICE_MODE_KLIPPER_APP)
-		return;
-	if (store_job_unfinished(t->store, b->dev.port, &unfinished) >= 0) {
-		/* it booted an application, so the interrupted job never reached the write */
-		(void)str_copy(unfinished.result, sizeof(unfinished.result), "interrupted");
-		(void)str_copy(unfinished.error, sizeof(unfinished.error),
-			       "the daemon stopped before the job finished");
-		(void)store_job_end(t->store, &unfinished);
-	}
-	p = config_find_profile(t->cfg, b->profile);
-	if (p && (p->auto_flash & CONFIG_AUTO_HOTPLUG))
-		try_start(t, b, "board appeared");
+	/* appeared, changed mode, or got its tty: act on it if it needs anything */
+	reconcile_board(t, b, ev == BOARDS_APPEARED ? "board appeared" : "board changed");
 }
 
 void
@@ -1242,12 +1806,16 @@ job_table_on_firmware(struct job_table *t, const char *profile)
 	if (!p || !(p->auto_flash & CONFIG_AUTO_QUEUE))
 		return;
 	for (struct board *b = boards_next(t->boards, NULL); b; b = boards_next(t->boards, b))
-		if (b->present && strcmp(b->profile, profile) == 0)
-			try_start(t, b, "new firmware");
+		if (b->present && strcmp(b->profile, profile) == 0) {
+			/* new firmware is a fresh attempt for a board whose last one failed */
+			strv_drop(&t->held_off, b->dev.port);
+			strv_drop(&t->no_path, b->dev.port);
+			try_start(t, b, 0, NULL, "new firmware");
+		}
 }
 
 int
-job_table_flash(struct job_table *t, struct board *b, char **ret_message)
+job_table_flash(struct job_table *t, struct board *b, bool force, char **ret_message)
 {
 	int r;
 
@@ -1256,7 +1824,9 @@ job_table_flash(struct job_table *t, struct board *b, char **ret_message)
 					 board_display_name(b), b->dev.port);
 		return -EBUSY;
 	}
-	r = prepare_job(t, b, true, false, NULL, ret_message);
+	strv_drop(&t->held_off, b->dev.port);
+	strv_drop(&t->no_path, b->dev.port);
+	r = prepare_job(t, b, START_MANUAL | (force ? START_FORCE : 0u), NULL, NULL, ret_message);
 	return r == -EAGAIN ? 0 : r;
 }
 
@@ -1281,6 +1851,7 @@ job_table_new(sd_event *loop, const struct config *cfg, struct store *store, str
 	      const char *worker_exe, job_event_fn ev, void *userdata, struct job_table **ret)
 {
 	struct job_table *t = xnew(struct job_table);
+	char **stopped = NULL;
 	int r;
 
 	t->loop = sd_event_ref(loop);
@@ -1296,6 +1867,16 @@ job_table_new(sd_event *loop, const struct config *cfg, struct store *store, str
 		log_info("no systemd bus: cannot stop units that hold a tty (%s)", strerror(-r));
 		t->units = NULL;
 	}
+	/* whatever happened to the previous daemon, the units its jobs stopped run again; a
+	 * job resumed later stops its unit again if the board still needs it */
+	if (store_units_stopped(store, &stopped) > 0)
+		for (size_t i = 0; stopped[i]; i++) {
+			log_notice("starting %s again: a job of the previous daemon stopped it",
+				   stopped[i]);
+			restore_unit(t, stopped[i]);
+		}
+	strv_free(stopped);
+	reconcile_soon(t);
 	*ret = t;
 	return 0;
 }
@@ -1320,6 +1901,11 @@ job_table_free(struct job_table *t)
 		free(t->pending[i]);
 	free(t->pending);
 	strv_free(t->bl_seen);
+	strv_free(t->held_off);
+	strv_free(t->retried);
+	sd_event_source_disable_unref(t->retry_src);
+	strv_free(t->no_path);
+	sd_event_source_disable_unref(t->reconcile_src);
 	if (t->units) {
 		(void)units_restore_all(t->units, 30ull * 1000000ull);
 		t->units = units_free(t->units);

@@ -37,8 +37,13 @@ void job_table_set_config(struct job_table *t, const struct config *cfg);
 void job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b);
 void job_table_on_firmware(struct job_table *t, const char *profile);
 
-/* `skrflashctl flash BOARD`: 0 started, or -errno with *ret_message saying why not. */
-int job_table_flash(struct job_table *t, struct board *b, char **ret_message);
+/* `skrflashctl flash [--force] BOARD`: 0 started, or -errno with *ret_message saying why
+ * not. An image marked bad for the board (it did not boot there) needs force. */
+int job_table_flash(struct job_table *t, struct board *b, bool force, char **ret_message);
+/* Compare what every present board runs with what it should run and start what is
+ * missing (soon, on the loop): after lost udev events, or whenever state may be stale.
+ * The engine runs it itself at start-up, when a board appears and when a slot frees. */
+void job_table_reconcile(struct job_table *t);
 
 size_t job_table_running(const struct job_table *t);
 json_object *job_table_to_json(const struct job_table *t);

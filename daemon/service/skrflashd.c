@@ -175,6 +175,16 @@ broadcast(struct daemon *d, const char *event, json_object *data)
 		json_object_put(ev);
 }
 
+/* udev events were lost: the registry is up to date again, now nothing pending may stay
+ * forgotten */
+static void
+on_rescanned(void *userdata)
+{
+	struct daemon *d = userdata;
+
+	job_table_reconcile(d->jobs);
+}
+
 static void
 on_board(void *userdata, enum boards_event ev, struct board *b)
 {
@@ -382,14 +392,34 @@ on_control(void *userdata, const struct control_request *req)
 		if (r < 0)
 			return fail_with("no board '%s' is connected", req->board);
 		if (req->command == CONTROL_RETRY) {
+			char *msg = NULL;
+			json_object *o;
+
 			r = store_bad_clear(d->store, b->id);
-			return r < 0 ? fail_with("cannot clear the mark: %s", strerror(-r))
-				     : ok_with("board", board_to_json(b));
+			if (r < 0)
+				return fail_with("cannot clear the mark: %s", strerror(-r));
+			/* retry means flashing again: say whether a job started, and why not */
+			r = job_table_flash(d->jobs, b, false, &msg);
+			o = ok_with("board", board_to_json(b));
+			json_object_object_add(o, "started", json_object_new_boolean(r >= 0));
+			if (r >= 0) {
+				json_object_object_add(
+				    o, "message",
+				    json_object_new_string("mark cleared; flashing started"));
+			} else {
+				char *m = xasprintf("mark cleared; not flashing now: %s",
+						    msg ? msg : strerror(-r));
+
+				json_object_object_add(o, "message", json_object_new_string(m));
+				free(m);
+			}
+			free(msg);
+			return o;
 		}
 		{
 			char *msg = NULL;
 
-			r = job_table_flash(d->jobs, b, &msg);
+			r = job_table_flash(d->jobs, b, req->force, &msg);
 			if (r < 0) {
 				json_object *o = fail_with("%s", msg ? msg : strerror(-r));
 
@@ -654,6 +684,7 @@ main(int argc, char **argv)
 		log_error_errno(r, "cannot watch udev for boards");
 		goto out;
 	}
+	udevwatch_set_rescanned(d.udev, on_rescanned, &d);
 	{
 		const struct queue_callbacks cb = {
 		    .validate = on_validate,

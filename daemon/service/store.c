@@ -67,6 +67,14 @@ static const char *const migrations[] = {
     "  reason TEXT NOT NULL DEFAULT '',"
     "  marked_at INTEGER NOT NULL,"
     "  PRIMARY KEY (board_id, sha));",
+    /* 2: the job as a persisted state machine - what it changed on the host (units it
+     * stopped, restored whatever happens next) and the image a rollback writes; a board's
+     * last known-good image survives a write that did not finish (installed_sha is then
+     * unknown) */
+    "ALTER TABLE jobs ADD COLUMN stopped_units TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE jobs ADD COLUMN lkg TEXT NOT NULL DEFAULT '';"
+    "ALTER TABLE boards ADD COLUMN known_good_sha TEXT NOT NULL DEFAULT '';"
+    "UPDATE boards SET known_good_sha = installed_sha;",
 };
 
 static int
@@ -249,7 +257,7 @@ store_schema_version(struct store *s)
 
 #define BOARD_COLS                                                                                 \
 	"id, port, serial, board, mcu, last_mode, installed_sha, installed_version, first_seen, "  \
-	"last_seen"
+	"last_seen, known_good_sha"
 
 static void
 board_from_row(sqlite3_stmt *st, struct store_board *b)
@@ -265,6 +273,7 @@ board_from_row(sqlite3_stmt *st, struct store_board *b)
 	col_text(st, 7, b->installed_version, sizeof(b->installed_version));
 	b->first_seen = sqlite3_column_int64(st, 8);
 	b->last_seen = sqlite3_column_int64(st, 9);
+	col_text(st, 10, b->known_good_sha, sizeof(b->known_good_sha));
 }
 
 static int
@@ -329,7 +338,7 @@ store_board_upsert(struct store *s, struct store_board *b)
 	       "board = CASE WHEN excluded.board != '' THEN excluded.board ELSE board END, "
 	       "mcu = CASE WHEN excluded.mcu != '' THEN excluded.mcu ELSE mcu END, "
 	       "last_mode = excluded.last_mode, last_seen = excluded.last_seen "
-	       "RETURNING id, first_seen, installed_sha, installed_version");
+	       "RETURNING id, first_seen, installed_sha, installed_version, known_good_sha");
 	int rc;
 
 	if (!st)
@@ -348,6 +357,7 @@ store_board_upsert(struct store *s, struct store_board *b)
 		b->first_seen = sqlite3_column_int64(st, 1);
 		col_text(st, 2, b->installed_sha, sizeof(b->installed_sha));
 		col_text(st, 3, b->installed_version, sizeof(b->installed_version));
+		col_text(st, 4, b->known_good_sha, sizeof(b->known_good_sha));
 		rc = 0;
 	} else {
 		rc = rc == SQLITE_DONE ? -EIO : sql_err(rc);
@@ -383,8 +393,10 @@ store_board_set_serial(struct store *s, int64_t id, const char *serial)
 int
 store_board_set_installed(struct store *s, int64_t id, const char *sha, const char *version)
 {
-	sqlite3_stmt *st =
-	    prepare(s, "UPDATE boards SET installed_sha = ?, installed_version = ? WHERE id = ?");
+	/* an image that booted is the board's known-good one; "" (a write began) keeps it */
+	sqlite3_stmt *st = prepare(
+	    s, "UPDATE boards SET installed_sha = ?1, installed_version = ?2, known_good_sha = "
+	       "CASE WHEN ?1 != '' THEN ?1 ELSE known_good_sha END WHERE id = ?3");
 
 	if (st) {
 		sqlite3_bind_text(st, 1, sha ? sha : "", -1, SQLITE_TRANSIENT);
@@ -560,6 +572,16 @@ store_job_begin(struct store *s, struct store_job *j)
 	if (r < 0)
 		return r;
 	j->id = sqlite3_last_insert_rowid(s->db);
+	/* one job per port: an older one left unfinished is not resumed any more */
+	st = prepare(s, "UPDATE jobs SET result = 'superseded', ended_at = ?, error = CASE WHEN "
+			"error = '' THEN 'a newer job took over the board' ELSE error END "
+			"WHERE port = ? AND id != ? AND result IN ('running', 'interrupted')");
+	if (st) {
+		sqlite3_bind_int64(st, 1, now_realtime_sec());
+		sqlite3_bind_text(st, 2, j->port, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 3, j->id);
+	}
+	(void)step_done(st);
 	(void)snprintf(j->result, sizeof(j->result), "running");
 	return 0;
 }
@@ -568,7 +590,7 @@ int
 store_job_end(struct store *s, const struct store_job *j)
 {
 	sqlite3_stmt *st = prepare(s, "UPDATE jobs SET ended_at = ?, result = ?, error = ?, "
-				      "bytes = ?, step = ?, method = ? WHERE id = ?");
+				      "bytes = ?, step = ?, method = ?, lkg = ? WHERE id = ?");
 
 	if (st) {
 		sqlite3_bind_int64(st, 1, j->ended_at ? j->ended_at : now_realtime_sec());
@@ -577,8 +599,67 @@ store_job_end(struct store *s, const struct store_job *j)
 		sqlite3_bind_int64(st, 4, (sqlite3_int64)j->bytes);
 		sqlite3_bind_text(st, 5, j->step, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_text(st, 6, j->method, -1, SQLITE_TRANSIENT);
-		sqlite3_bind_int64(st, 7, j->id);
+		sqlite3_bind_text(st, 7, j->lkg, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 8, j->id);
 	}
+	return step_done(st);
+}
+
+int
+store_job_update(struct store *s, const struct store_job *j)
+{
+	sqlite3_stmt *st =
+	    prepare(s, "UPDATE jobs SET step = ?, method = ?, bytes = ?, "
+		       "stopped_units = ?, lkg = ?, result = ?, error = ? WHERE id = ?");
+
+	if (st) {
+		sqlite3_bind_text(st, 1, j->step, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 2, j->method, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)j->bytes);
+		sqlite3_bind_text(st, 4, j->stopped_units, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 5, j->lkg, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 6, j->result[0] ? j->result : "running", -1,
+				  SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 7, j->error, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 8, j->id);
+	}
+	return step_done(st);
+}
+
+int
+store_units_stopped(struct store *s, char ***ret)
+{
+	sqlite3_stmt *st = prepare(
+	    s, "SELECT DISTINCT stopped_units FROM jobs WHERE stopped_units != '' ORDER BY 1");
+	char **v = xnew_array(char *, 1);
+	size_t n = 0;
+	int rc;
+
+	if (!st) {
+		free(v);
+		return -EIO;
+	}
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		v = xreallocarray(v, n + 2, sizeof(*v));
+		v[n++] = xstrdup(col_str(st, 0));
+		v[n] = NULL;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		strv_free(v);
+		return sql_err(rc) ? sql_err(rc) : -EIO;
+	}
+	*ret = v;
+	return (int)n;
+}
+
+int
+store_units_restored(struct store *s, const char *unit)
+{
+	sqlite3_stmt *st = prepare(s, "UPDATE jobs SET stopped_units = '' WHERE stopped_units = ?");
+
+	if (st)
+		sqlite3_bind_text(st, 1, unit, -1, SQLITE_TRANSIENT);
 	return step_done(st);
 }
 
@@ -586,8 +667,9 @@ int
 store_job_unfinished(struct store *s, const char *port, struct store_job *ret)
 {
 	sqlite3_stmt *st = prepare(
-	    s, "SELECT id, IFNULL(board_id, 0), port, profile, method, sha, step, started_at "
-	       "FROM jobs WHERE result = 'running' AND port = ? ORDER BY id DESC LIMIT 1");
+	    s, "SELECT id, IFNULL(board_id, 0), port, profile, method, sha, step, started_at, "
+	       "stopped_units, lkg, result FROM jobs WHERE result IN ('running', 'interrupted') "
+	       "AND port = ? ORDER BY id DESC LIMIT 1");
 	int rc;
 
 	if (!st)
@@ -604,7 +686,9 @@ store_job_unfinished(struct store *s, const char *port, struct store_job *ret)
 		col_text(st, 5, ret->sha, sizeof(ret->sha));
 		col_text(st, 6, ret->step, sizeof(ret->step));
 		ret->started_at = sqlite3_column_int64(st, 7);
-		(void)snprintf(ret->result, sizeof(ret->result), "running");
+		col_text(st, 8, ret->stopped_units, sizeof(ret->stopped_units));
+		col_text(st, 9, ret->lkg, sizeof(ret->lkg));
+		col_text(st, 10, ret->result, sizeof(ret->result));
 		rc = 0;
 	} else {
 		rc = rc == SQLITE_DONE ? -ENOENT : sql_err(rc);

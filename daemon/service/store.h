@@ -26,6 +26,7 @@ struct store_board {
 	char installed_version[128];
 	int64_t first_seen;
 	int64_t last_seen;
+	char known_good_sha[65]; /* the last image that booted on it; kept while a write runs */
 };
 
 struct store_desired {
@@ -46,9 +47,13 @@ struct store_job {
 	char step[32];
 	int64_t started_at;
 	int64_t ended_at; /* 0 while running */
-	char result[16];  /* running|succeeded|failed|rolled-back|interrupted */
+	char result[16];  /* running|succeeded|failed|rolled-back|interrupted|superseded */
 	char error[512];
 	uint64_t bytes;
+	/* what the job changed on the host, recorded before the change is made: the systemd
+	 * unit it stopped ("" none), started again by whoever finds it recorded */
+	char stopped_units[256];
+	char lkg[65]; /* the known-good image a rollback writes, "" none */
 };
 
 /* Open (creating and migrating as needed) <state_dir>/skrflash.db. */
@@ -83,7 +88,15 @@ int store_desired_list_json(struct store *s, json_object **ret);
 /* Jobs. */
 int store_job_begin(struct store *s, struct store_job *j); /* sets j->id, result=running */
 int store_job_end(struct store *s, const struct store_job *j);
-/* Jobs still "running" (the daemon died under them). */
+/* Records step, method, bytes, stopped units, lkg and result of a job not ended yet. */
+int store_job_update(struct store *s, const struct store_job *j);
+/* Units some job recorded as stopped and nobody started again yet: a NULL-terminated list
+ * in *ret (caller frees, strv_free); the count or -errno. */
+int store_units_stopped(struct store *s, char ***ret);
+/* The unit runs again: forget it in every job that recorded it. */
+int store_units_restored(struct store *s, const char *unit);
+/* The newest job of a port still to be resumed: "running" (the daemon died under it) or
+ * "interrupted" (the board left in the middle); -ENOENT if none. */
 int store_job_unfinished(struct store *s, const char *port, struct store_job *ret);
 /* History as JSON array, newest first; board_id < 0 = all; limit 0 = 100. */
 int store_history_json(struct store *s, int64_t board_id, unsigned limit, json_object **ret);

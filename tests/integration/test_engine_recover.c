@@ -22,7 +22,9 @@ static const char profiles[] =
     "  { name = \"unplug\"; match = { board = \"octopus-f446\"; port = \"1-2\"; };\n"
     "    auto_flash = [\"hotplug\", \"queue\"]; },\n"
     "  { name = \"kill\"; match = { board = \"octopus-f446\"; port = \"1-3\"; };\n"
-    "    auto_flash = [\"hotplug\", \"queue\"]; }";
+    "    auto_flash = [\"hotplug\", \"queue\"]; },\n"
+    "  { name = \"pico\"; match = { board = \"skr-pico\"; port = \"1-4\"; };\n"
+    "    app_start = 0x10004000; auto_flash = [\"hotplug\", \"queue\"]; }";
 
 static size_t
 rows_on(json_object *hist, const char *port)
@@ -101,7 +103,9 @@ test_rollback(struct sim_board *b)
 	CHECK_EQ_INT(sim_board_unplug(b), 0);
 	CHECK_EQ_INT(eng_wait("board left: octopus-f446 on port 1-1", 10000), 0);
 	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KLIPPER_APP), 0);
-	needle = xasprintf("firmware %.12s did not boot on octopus-f446 before; not retrying", sb);
+	needle = xasprintf("firmware %.12s did not boot on octopus-f446 before; not flashing it "
+			   "again",
+			   sb);
 	CHECK_EQ_INT(eng_wait(needle, 10000), 0);
 	free(needle);
 	/* nor does a board that shows up in Katapult */
@@ -114,12 +118,19 @@ test_rollback(struct sim_board *b)
 	CHECK_EQ_INT(eng_int(eng_newest_on(hist, "1-1"), "job"), job_b);
 	json_object_put(hist);
 
-	/* `retry` lifts the mark: the next appearance flashes B, which now boots */
-	CHECK_EQ_INT(eng_ctl(&out, "retry", "1-1", NULL), 0);
+	/* a plain `flash` does not write a known-bad image again: it needs --force */
+	CHECK_EQ_INT(eng_ctl(&out, "flash", "1-1", NULL), 1);
+	CHECK(out && strstr(out, "did not boot on octopus-f446 before") &&
+	      strstr(out, "flash --force 1-1"));
 	free(out);
-	CHECK_EQ_INT(sim_board_unplug(b), 0);
-	CHECK_EQ_INT(eng_wait_count("board left: octopus-f446 on port 1-1", 2, 10000), 0);
-	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KLIPPER_APP), 0);
+	hist = eng_history();
+	CHECK_EQ_INT(rows_on(hist, "1-1"), rows);
+	json_object_put(hist);
+
+	/* `retry` lifts the mark and flashes B at once; it boots now */
+	CHECK_EQ_INT(eng_ctl(&out, "retry", "1-1", NULL), 0);
+	CHECK(out && strstr(out, "mark cleared; flashing started"));
+	free(out);
 	needle = flashed_needle(b, sb);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
 	free(needle);
@@ -152,28 +163,37 @@ test_unplug(struct sim_board *b)
 	CHECK_EQ_INT(sim_board_set_fault(b, &cut), 0);
 	CHECK_EQ_INT(eng_ctl(&out, "queue", "unplug", path, NULL), 0);
 	free(out);
-	CHECK_EQ_INT(eng_wait("the board disconnected during the transfer", 20000), 0);
+	CHECK_EQ_INT(eng_wait("was unplugged during step write", 20000), 0);
 	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_OFF);
+	/* what really happened, and no claim about where a board that is gone "stays" */
+	{
+		char *line = eng_line("was unplugged during step write");
+
+		CHECK(line && strstr(line, "the job resumes when it is plugged in again"));
+		CHECK(line && !strstr(line, "stays in"));
+		free(line);
+	}
 	hist = eng_history();
 	row = eng_newest_on(hist, "1-2");
 	failed_job = eng_int(row, "job");
-	CHECK_STREQ(eng_str(row, "result"), "failed");
+	CHECK_STREQ(eng_str(row, "result"), "interrupted");
 	CHECK_STREQ(eng_str(row, "step"), "write");
+	CHECK_STREQ(eng_str(row, "method"), "katapult");
 	CHECK_STREQ(eng_str(row, "sha256"), sha);
 	CHECK(strlen(eng_str(row, "error")) > 0);
 	json_object_put(hist);
 	CHECK(!flash_equals(sim_board_flash(b), start, img, len));
 	CHECK_STREQ(eng_board_field("1-2", "installed_sha256", buf, sizeof(buf)), "");
 
-	/* plugged back in: the half-written app cannot run, Katapult stays; flashed again */
+	/* plugged back in: the half-written app cannot run, Katapult stays; the same job
+	 * resumes from its write */
 	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KATAPULT), 0);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
 	hist = eng_history();
 	row = eng_newest_on(hist, "1-2");
-	CHECK(eng_int(row, "job") > failed_job);
+	CHECK_EQ_INT(eng_int(row, "job"), failed_job);
 	CHECK_STREQ(eng_str(row, "result"), "succeeded");
 	CHECK_EQ_INT(eng_int(row, "bytes"), (long long)len);
-	CHECK_STREQ(eng_str(eng_history_job(hist, failed_job), "result"), "failed");
 	json_object_put(hist);
 	CHECK(flash_equals(sim_board_flash(b), start, img, len));
 	CHECK(flash_equals(sim_board_flash(b), f->base, bl, start - f->base));
@@ -260,24 +280,78 @@ test_kill(struct sim_board *b)
 	free(bl);
 }
 
+/* An SKR Pico without Katapult: the request takes it to RP2040 BOOTSEL, which skrflash
+ * cannot write yet. The job says so at once - what happened, that nothing was written, how
+ * to get the board back - and does not try again while the board sits there. */
+static void
+test_pico(struct sim_board *b)
+{
+	uint8_t *img, *before = eng_flash_copy(b, sim_board_flash(b)->base,
+					       sim_board_flash(b)->base + 256 * 1024);
+	size_t len;
+	char sha[65];
+	/* built for Katapult's offset, as for a board about to get it */
+	char *path = eng_image(b, 0x10004000u, "v0.13.0-pico", 16 * 1024, &img, &len, sha);
+	char *out = NULL;
+	json_object *hist, *row;
+	long long job;
+
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "pico", path, NULL), 0);
+	free(out);
+	CHECK_EQ_INT(eng_wait("went to RP2040 BOOTSEL (the RPI-RP2 drive) after the 1200-baud "
+			      "request",
+			      20000),
+		     0);
+	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_BOOTSEL);
+	hist = eng_history();
+	row = eng_newest_on(hist, "1-4");
+	job = eng_int(row, "job");
+	CHECK_STREQ(eng_str(row, "result"), "failed");
+	CHECK_STREQ(eng_str(row, "step"), "wait-bootloader");
+	CHECK(strstr(eng_str(row, "error"), "Nothing was written"));
+	CHECK(strstr(eng_str(row, "error"), "Press its reset button"));
+	CHECK(strstr(eng_str(row, "error"), "install Katapult"));
+	CHECK(!strstr(eng_str(row, "error"), "check the cable"));
+	json_object_put(hist);
+	{
+		uint8_t *after = eng_flash_copy(b, sim_board_flash(b)->base,
+						sim_board_flash(b)->base + 256 * 1024);
+
+		CHECK(memcmp(before, after, 256 * 1024) == 0);
+		free(after);
+	}
+	/* reset, as the message says: the old app runs again */
+	CHECK_EQ_INT(sim_board_reset(b), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_EQ_INT(eng_wait_board_mode("1-4", "klipper-app", 5000), 0);
+	hist = eng_history();
+	CHECK_EQ_INT(eng_int(eng_newest_on(hist, "1-4"), "job"), job);
+	json_object_put(hist);
+	free(path);
+	free(img);
+	free(before);
+}
+
 int
 main(int argc, char **argv)
 {
-	struct sim_board *a, *b, *c;
+	struct sim_board *a, *b, *c, *p;
 
 	eng_init(argc, argv, "engine-recover");
 	eng_write_conf("", profiles);
 	a = eng_add("octopus-f446", "1-1", SIM_MODE_KLIPPER_APP, true);
 	b = eng_add("octopus-f446", "1-2", SIM_MODE_KLIPPER_APP, true);
 	c = eng_add("octopus-f446", "1-3", SIM_MODE_KLIPPER_APP, true);
-	CHECK(a && b && c);
-	if (!a || !b || !c || eng_start(NULL) < 0) {
+	p = eng_add("skr-pico", "1-4", SIM_MODE_KLIPPER_APP, false);
+	CHECK(a && b && c && p);
+	if (!a || !b || !c || !p || eng_start(NULL) < 0) {
 		eng_done();
 		TEST_DONE();
 	}
 	test_rollback(a);
 	test_unplug(b);
 	test_kill(c);
+	test_pico(p);
 	CHECK_EQ_INT(eng_stop(), 0);
 	eng_done();
 	TEST_DONE();

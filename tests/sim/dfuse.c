@@ -73,6 +73,10 @@ struct dfuse_dev {
 	unsigned stall_nth;
 
 	struct dfuse_stats st;
+	bool powered_off; /* unplugged: the session died with the power */
+	/* flash changed (erase or write) and not read back since: a host that stops here has
+	 * not finished its download (every host reads back before it leaves) */
+	bool unread_changes;
 	void (*leave_cb)(void *ctx, uint32_t jump_addr);
 	void *leave_ctx;
 	uint64_t (*now_us)(void *ctx);
@@ -410,6 +414,7 @@ execute_pending(struct dfuse_dev *d)
 			fail = DFU_STATUS_ERR_TARGET;
 		else
 			d->st.erases++;
+		d->unread_changes = true;
 		break;
 	case PEND_MASS_ERASE:
 		if (fault_hit(d, DFUSE_OP_ERASE, &fail))
@@ -562,6 +567,7 @@ do_dnload(struct dfuse_dev *d, uint16_t block, uint16_t wlength, const uint8_t *
 	if (dfu_block_address(block, d->xfer, d->pointer, &d->pend_addr) < 0)
 		return stall_error(d); /* wBlockNum 1 is not valid for data */
 	d->st.dnload_data++;
+	d->unread_changes = true;
 	memcpy(d->pend_data, data, wlength);
 	d->pend_len = wlength;
 	d->pending = PEND_WRITE;
@@ -580,6 +586,8 @@ do_upload(struct dfuse_dev *d, uint16_t block, uint16_t wlength, uint8_t *data)
 	if (d->state != DFU_STATE_IDLE && d->state != DFU_STATE_UPLOAD_IDLE)
 		return stall_error(d);
 	d->st.upload++;
+	if (block >= 2)
+		d->unread_changes = false;
 	if (block == 0) {
 		n = wlength < sizeof(commands) ? wlength : (uint32_t)sizeof(commands);
 		memcpy(data, commands, n);
@@ -738,7 +746,9 @@ dfuse_control(struct dfuse_dev *d, const uint8_t setup[8], uint8_t *data)
 	int r;
 
 	pthread_mutex_lock(&d->lock);
-	if (d->st.left) {
+	/* gone from the bus (after leave, or the power went): a client that kept the node open
+	 * gets ENODEV for every new transfer, as from usbfs */
+	if (d->st.left || d->powered_off) {
 		pthread_mutex_unlock(&d->lock);
 		return -ENODEV;
 	}
@@ -973,6 +983,18 @@ dfuse_attach(struct dfuse_dev *d, UMockdevTestbed *tb, const char *devnode)
 	}
 	d->att[i].devnode = xstrdup(devnode);
 	return 0;
+}
+
+bool
+dfuse_power_off(struct dfuse_dev *d)
+{
+	bool torn;
+
+	pthread_mutex_lock(&d->lock);
+	d->powered_off = true;
+	torn = !d->st.left && d->unread_changes;
+	pthread_mutex_unlock(&d->lock);
+	return torn;
 }
 
 void

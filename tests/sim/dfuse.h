@@ -79,6 +79,11 @@ size_t dfuse_alt_count(const struct dfuse_dev *d);
  * the testbed. Attach before the program under test opens it. 0 or -errno. */
 int dfuse_attach(struct dfuse_dev *d, UMockdevTestbed *tb, const char *devnode);
 void dfuse_detach(struct dfuse_dev *d, UMockdevTestbed *tb, const char *devnode);
+/* The device lost power (unplug): every later request of a client that still has the node
+ * open fails with ENODEV, as on a real bus. Whether a download was cut in the middle: the
+ * flash changed and was not read back since, and no leave (the application is then torn;
+ * a host reads back what it wrote before it leaves). */
+bool dfuse_power_off(struct dfuse_dev *d);
 /* Called once after the leave GETSTATUS, from the thread that handled it, without locks held:
  * the callee must not block nor call dfuse_detach there (hand it to another thread). */
 void dfuse_set_leave_cb(struct dfuse_dev *d, void (*cb)(void *ctx, uint32_t jump_addr), void *ctx);

@@ -472,7 +472,12 @@ hex_string(const uint8_t *d, size_t n)
 static int
 tty_alloc(struct sim *s)
 {
-	for (int i = 0; i < SIM_MAX_TTYS; i++)
+	/* SKRSIM_TTY_BASE: testbeds run side by side number their ttys apart, so that a process
+	 * scanning the real /proc for a tty's holder (by device number) sees only its own */
+	const char *base = getenv("SKRSIM_TTY_BASE");
+	int first = base ? atoi(base) : 0;
+
+	for (int i = first > 0 && first < SIM_MAX_TTYS ? first : 0; i < SIM_MAX_TTYS; i++)
 		if (!s->tty_used[i]) {
 			s->tty_used[i] = true;
 			return i;
@@ -923,6 +928,14 @@ sim_board_unplug_locked(struct sim_board *b)
 	detach_tty_handler(b);
 #if SIM_HAVE_DFUSE
 	if (b->dfuse) {
+		struct dfuse_stats st;
+
+		/* a leave is no power loss: the download completed and the app is whole */
+		dfuse_get_stats(b->dfuse, &st);
+		if (dfuse_power_off(b->dfuse))
+			b->app_torn = true;
+		else if (st.left)
+			b->app_torn = false;
 		dfuse_detach(b->dfuse, s->tb, b->devnode);
 		if (s->n_dead_dfuse < ELEMENTSOF(s->dead_dfuse))
 			s->dead_dfuse[s->n_dead_dfuse++] = b->dfuse;
@@ -1067,7 +1080,7 @@ boot(struct sim_board *b)
 			app_version_from_flash(b);
 			crashes = strstr(b->app_version, b->crash_version) != NULL;
 		}
-		if (crashes && b->boot_fail_left == 0)
+		if ((crashes || b->app_torn) && b->boot_fail_left == 0)
 			b->boot_fail_left = 1;
 		if (b->boot_fail_left == 0) {
 			sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
@@ -1555,6 +1568,31 @@ sim_board_reset(struct sim_board *b)
 	pthread_mutex_lock(&b->sim->lock);
 	b->flicker_left = 0;
 	sim_board_schedule(b, SIM_ACT_RESET, 0);
+	pthread_mutex_unlock(&b->sim->lock);
+	return 0;
+}
+
+int
+sim_board_power_off(struct sim_board *b)
+{
+	int r;
+
+	pthread_mutex_lock(&b->sim->lock);
+	b->action = SIM_ACT_NONE;
+	b->flicker_left = 0;
+	b->request = SIM_REQ_NONE; /* Katapult's request lives in RAM (protocols.md §2.1) */
+	r = sim_board_unplug_locked(b);
+	pthread_mutex_unlock(&b->sim->lock);
+	return r;
+}
+
+int
+sim_board_power_on(struct sim_board *b)
+{
+	pthread_mutex_lock(&b->sim->lock);
+	b->flicker_left = 0;
+	b->request = SIM_REQ_NONE;
+	sim_board_schedule(b, SIM_ACT_BOOT, reenum_delay(b));
 	pthread_mutex_unlock(&b->sim->lock);
 	return 0;
 }

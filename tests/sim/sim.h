@@ -79,7 +79,8 @@ void sim_init(int argc, char **argv);
 struct sim;
 struct sim_board;
 
-/* Testbed + service thread; sets UMOCKDEV_DIR. Aborts if the testbed cannot be made. */
+/* Testbed + service thread; sets UMOCKDEV_DIR. Aborts if the testbed cannot be made.
+ * $SKRSIM_TTY_BASE: the first ttyACM number boards get (default 0). */
 struct sim *sim_new(void);
 /* Unplugs every board, stops the service thread, removes the testbed; returns NULL. */
 struct sim *sim_free(struct sim *s);
@@ -99,6 +100,11 @@ int sim_board_unplug(struct sim_board *b);
 /* Press reset: the boot model decides what comes up (valid app -> klipper-app, else boot loop;
  * a pending Katapult request -> Katapult). Asynchronous like a real reboot. */
 int sim_board_reset(struct sim_board *b);
+/* Power off (the cable pulled): gone from the bus, whatever it was doing ends - an open
+ * DfuSe session dies, a bootloader request kept in RAM is lost. 0 or -errno. */
+int sim_board_power_off(struct sim_board *b);
+/* Power on again: the boot model decides what comes up, as after a cold start. */
+int sim_board_power_on(struct sim_board *b);
 enum sim_mode sim_board_mode(struct sim_board *b);
 /* Waits until the board is up in `mode` (SIM_MODE_OFF: unplugged); 0 or -ETIMEDOUT. */
 int sim_board_wait_mode(struct sim_board *b, enum sim_mode mode, int timeout_ms);

@@ -87,6 +87,10 @@ struct sim_board {
 	bool never_back;
 	unsigned boot_fail_left; /* SIM_FAULT_BOOT_FAIL: app start-ups still to crash */
 	char crash_version[64];	 /* spec->crash_version, "" = none */
+	/* a DfuSe download lost power before its leave: the application area holds part of an
+	 * image, whose code crashes at start-up (a real board executes erased flash); cleared
+	 * by the next download that completes */
+	bool app_torn;
 
 	/* Katapult device state (sim_katapult.c says what real firmware does, with sources) */
 	uint8_t rx[1100];

@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "harness.h"
 #include "service/store.h"
 #include "util.h"
@@ -17,6 +19,134 @@ tmpdir(void)
 	char *d = mkdtemp(tmpl);
 
 	return d ? xstrdup(d) : NULL;
+}
+
+/* A state database of schema 1 (before jobs recorded their host changes) migrates to 2:
+ * rows kept, the installed image becomes the known-good one, no job has stopped units. */
+static void
+test_migrate_from_1(void)
+{
+	char *dir = tmpdir(), *path = xasprintf("%s/skrflash.db", dir), *cmd;
+	struct store *s = NULL;
+	struct store_board got;
+	struct store_job ju;
+	sqlite3 *db = NULL;
+	char **units = NULL;
+
+	CHECK_EQ_INT(sqlite3_open(path, &db), SQLITE_OK);
+	CHECK_EQ_INT(
+	    sqlite3_exec(db,
+			 "CREATE TABLE boards (id INTEGER PRIMARY KEY, port TEXT NOT NULL,"
+			 " serial TEXT NOT NULL, board TEXT NOT NULL DEFAULT '',"
+			 " mcu TEXT NOT NULL DEFAULT '', last_mode TEXT NOT NULL DEFAULT '',"
+			 " installed_sha TEXT NOT NULL DEFAULT '',"
+			 " installed_version TEXT NOT NULL DEFAULT '',"
+			 " first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+			 " UNIQUE (port, serial));"
+			 "CREATE TABLE firmware (sha TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+			 " format TEXT NOT NULL DEFAULT '', source TEXT NOT NULL DEFAULT '',"
+			 " stored_at INTEGER NOT NULL);"
+			 "CREATE TABLE desired (profile TEXT PRIMARY KEY, sha TEXT NOT NULL,"
+			 " source TEXT NOT NULL DEFAULT '', size INTEGER NOT NULL,"
+			 " queued_at INTEGER NOT NULL);"
+			 "CREATE TABLE jobs (id INTEGER PRIMARY KEY, board_id INTEGER,"
+			 " port TEXT NOT NULL, profile TEXT NOT NULL DEFAULT '',"
+			 " method TEXT NOT NULL DEFAULT '', sha TEXT NOT NULL DEFAULT '',"
+			 " step TEXT NOT NULL DEFAULT '', started_at INTEGER NOT NULL,"
+			 " ended_at INTEGER NOT NULL DEFAULT 0,"
+			 " result TEXT NOT NULL DEFAULT 'running',"
+			 " error TEXT NOT NULL DEFAULT '', bytes INTEGER NOT NULL DEFAULT 0);"
+			 "CREATE INDEX jobs_board ON jobs (board_id, id);"
+			 "CREATE TABLE bad_firmware (board_id INTEGER NOT NULL, sha TEXT NOT NULL,"
+			 " reason TEXT NOT NULL DEFAULT '', marked_at INTEGER NOT NULL,"
+			 " PRIMARY KEY (board_id, sha));"
+			 "INSERT INTO boards VALUES (1, '1-1', 'ABC', 'octopus-f446', '',"
+			 " 'klipper-app', 'aa11', 'v0.12', 1, 2);"
+			 "INSERT INTO jobs (board_id, port, sha, step, started_at) VALUES"
+			 " (1, '1-1', 'bb22', 'write', 3);"
+			 "PRAGMA user_version = 1;",
+			 NULL, NULL, NULL),
+	    SQLITE_OK);
+	sqlite3_close(db);
+	CHECK_EQ_INT(store_open(dir, &s), 0);
+	CHECK_EQ_INT(store_schema_version(s), 2);
+	CHECK_EQ_INT(store_board_find(s, "1-1", "ABC", &got), 0);
+	CHECK_STREQ(got.installed_sha, "aa11");
+	CHECK_STREQ(got.known_good_sha, "aa11");
+	CHECK_EQ_INT(store_job_unfinished(s, "1-1", &ju), 0);
+	CHECK_STREQ(ju.step, "write");
+	CHECK_STREQ(ju.stopped_units, "");
+	CHECK_EQ_INT(store_units_stopped(s, &units), 0);
+	strv_free(units);
+	store_close(s);
+	cmd = xasprintf("rm -rf '%s'", dir);
+	CHECK_EQ_INT(system(cmd), 0);
+	free(cmd);
+	free(path);
+	free(dir);
+}
+
+/* A job's step, method and the unit it stopped are in the database before they are taken;
+ * an interrupted job is resumable, a newer job supersedes it, and a unit recorded stopped
+ * is listed until it runs again. */
+static void
+test_job_state(void)
+{
+	char *dir = tmpdir(), *cmd;
+	struct store *s = NULL;
+	struct store_job j, j2, ju;
+	char **units = NULL;
+
+	CHECK_EQ_INT(store_open(dir, &s), 0);
+	memset(&j, 0, sizeof(j));
+	strcpy(j.port, "1-2");
+	strcpy(j.sha, "cc33");
+	strcpy(j.step, "plan");
+	CHECK_EQ_INT(store_job_begin(s, &j), 0);
+	strcpy(j.step, "stop-unit");
+	strcpy(j.stopped_units, "klipper.service");
+	CHECK_EQ_INT(store_job_update(s, &j), 0);
+	strcpy(j.step, "write");
+	strcpy(j.method, "dfu");
+	strcpy(j.lkg, "aa11");
+	j.bytes = 2048;
+	CHECK_EQ_INT(store_job_update(s, &j), 0);
+	CHECK_EQ_INT(store_units_stopped(s, &units), 1);
+	CHECK(units && units[0] && strcmp(units[0], "klipper.service") == 0);
+	strv_free(units);
+	CHECK_EQ_INT(store_job_unfinished(s, "1-2", &ju), 0);
+	CHECK_EQ_INT(ju.id, j.id);
+	CHECK_STREQ(ju.step, "write");
+	CHECK_STREQ(ju.method, "dfu");
+	CHECK_STREQ(ju.lkg, "aa11");
+	CHECK_STREQ(ju.stopped_units, "klipper.service");
+
+	/* the board left: interrupted, still resumable */
+	strcpy(j.result, "interrupted");
+	CHECK_EQ_INT(store_job_end(s, &j), 0);
+	CHECK_EQ_INT(store_job_unfinished(s, "1-2", &ju), 0);
+	CHECK_STREQ(ju.result, "interrupted");
+
+	/* the unit runs again: forgotten everywhere */
+	CHECK_EQ_INT(store_units_restored(s, "klipper.service"), 0);
+	CHECK_EQ_INT(store_units_stopped(s, &units), 0);
+	strv_free(units);
+
+	/* a newer job on the port supersedes the interrupted one */
+	memset(&j2, 0, sizeof(j2));
+	strcpy(j2.port, "1-2");
+	strcpy(j2.sha, "dd44");
+	CHECK_EQ_INT(store_job_begin(s, &j2), 0);
+	CHECK_EQ_INT(store_job_unfinished(s, "1-2", &ju), 0);
+	CHECK_EQ_INT(ju.id, j2.id);
+	strcpy(j2.result, "succeeded");
+	CHECK_EQ_INT(store_job_end(s, &j2), 0);
+	CHECK_EQ_INT(store_job_unfinished(s, "1-2", &ju), -ENOENT);
+	store_close(s);
+	cmd = xasprintf("rm -rf '%s'", dir);
+	CHECK_EQ_INT(system(cmd), 0);
+	free(cmd);
+	free(dir);
 }
 
 int
@@ -35,7 +165,7 @@ main(void)
 
 	CHECK(dir != NULL);
 	CHECK_EQ_INT(store_open(dir, &s), 0);
-	CHECK_EQ_INT(store_schema_version(s), 1);
+	CHECK_EQ_INT(store_schema_version(s), 2);
 
 	/* two identical boards on two ports are two boards */
 	memset(&b, 0, sizeof(b));
@@ -127,7 +257,7 @@ main(void)
 	/* reopen: everything is still there, no second migration */
 	s = store_close(s);
 	CHECK_EQ_INT(store_open(dir, &s), 0);
-	CHECK_EQ_INT(store_schema_version(s), 1);
+	CHECK_EQ_INT(store_schema_version(s), 2);
 	CHECK_EQ_INT(store_board_find(s, "1-1", "ABC", &got), 0);
 	CHECK_STREQ(got.installed_sha, "aa");
 	CHECK_EQ_INT(store_boards_json(s, &arr), 0);
@@ -144,5 +274,7 @@ main(void)
 		free(cmd);
 	}
 	free(dir);
+	test_migrate_from_1();
+	test_job_state();
 	TEST_DONE();
 }
