@@ -1566,7 +1566,7 @@ on_board_waiting(struct job *j, enum boards_event ev, struct board *b)
 	/* only an app that stays up came back: a boot loop shows the app for a moment */
 	if (j->saw_gone && !j->stable &&
 	    sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
-				       (uint64_t)APP_STABLE_MS * 1000u, 1000u, on_app_stayed,
+				       (uint64_t)WORKER_APP_STABLE_MS * 1000u, 1000u, on_app_stayed,
 				       j) < 0)
 		app_after_touch(j);
 }
