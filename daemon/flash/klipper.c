@@ -602,7 +602,7 @@ klipper_client_open(const char *tty, const struct klipper_client_opts *opts,
 		c->window = KC_MAX_WINDOW;
 	c->timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : KC_DEFAULT_TIMEOUT_MS;
 	c->receive_window = KC_RECEIVE_WINDOW;
-	c->rto_us = KC_MIN_RTO_US * 4;
+	c->rto_us = (uint64_t)KC_MIN_RTO_US * 4;
 	c->inq = xcalloc(KC_INQ, sizeof(*c->inq));
 	klipper_dict_init(&c->dict);
 	r = open_tty(c);
@@ -622,8 +622,12 @@ klipper_client_open(const char *tty, const struct klipper_client_opts *opts,
 		goto fail;
 	}
 	rw = klipper_dict_constant(&c->dict, "RECEIVE_WINDOW");
-	if (rw && atoi(rw) >= KLIPPER_MESSAGE_MAX)
-		c->receive_window = (unsigned)atoi(rw);
+	if (rw) {
+		unsigned long v = strtoul(rw, NULL, 10);
+
+		if (v >= KLIPPER_MESSAGE_MAX && v <= 65536)
+			c->receive_window = (unsigned)v;
+	}
 	*ret = c;
 	return 0;
 fail:

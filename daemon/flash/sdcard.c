@@ -5,6 +5,7 @@
  * (src/spicmds.c spidev_transfer); SD cards keep their state across CS toggles, which
  * spi_flash.py relies on too (a 512-byte block is read in 32-byte transfers). */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,11 +172,11 @@ static int
 init_card(struct sdcard *sd)
 {
 	struct sdspi_init s;
-	int r;
 
 	sdspi_init_start(&s);
 	for (;;) {
 		uint8_t f[SDSPI_CMD_LEN];
+		int r;
 
 		sdspi_init_command(&s, f);
 		r = command(
@@ -294,10 +295,9 @@ static int
 read_parse(struct sdcard *sd, uint8_t *out, bool more)
 {
 	size_t clocked = 0;
-	int i, d;
 
 	for (;;) {
-		i = sdspi_find_r1(sd->rx + SDSPI_CMD_LEN, sd->rx_len - SDSPI_CMD_LEN);
+		int d, i = sdspi_find_r1(sd->rx + SDSPI_CMD_LEN, sd->rx_len - SDSPI_CMD_LEN);
 		if (i < 0)
 			return -EIO;
 		if (sd->rx[SDSPI_CMD_LEN + i] != 0)
@@ -347,13 +347,13 @@ static int
 sd_read(void *ctx, uint64_t lba, uint32_t count, uint8_t *buf)
 {
 	struct sdcard *sd = ctx;
-	int t_next = -1, r;
+	int t_next = -1;
 
 	if (lba + count > sd->info.sectors)
-		return sd_error(sd, -ERANGE, "SD card: read past the end (sector %llu)",
-				(unsigned long long)(lba + count - 1));
+		return sd_error(sd, -ERANGE, "SD card: read past the end (sector %" PRIu64 ")",
+				lba + count - 1);
 	for (uint32_t k = 0; k < count; k++) {
-		int t = t_next >= 0 ? t_next : read_queue(sd, lba + k);
+		int r, t = t_next >= 0 ? t_next : read_queue(sd, lba + k);
 
 		if (t < 0)
 			return sd_error(sd, t, "SD card: cannot queue a read");
@@ -379,8 +379,8 @@ sd_read(void *ctx, uint64_t lba, uint32_t count, uint8_t *buf)
 			(void)collect(sd, t_next);
 		}
 		if (r < 0)
-			return sd_error(sd, r, "SD card: reading sector %llu failed (%s)",
-					(unsigned long long)(lba + k), strerror(-r));
+			return sd_error(sd, r, "SD card: reading sector %" PRIu64 " failed (%s)",
+					lba + k, strerror(-r));
 		sd->st.sectors_read++;
 	}
 	return 0;
@@ -447,9 +447,15 @@ write_one(struct sdcard *sd, uint64_t lba, const uint8_t *data)
 		if ((t0 = q_transfer(sd, st, sizeof(st))) < 0)
 			return t0;
 	}
-	if ((t1 = q_transfer(sd, cmd, sizeof(cmd))) < 0 || (r = q_send(sd, blk, sizeof(blk))) < 0 ||
-	    (t2 = q_ff(sd, 16)) < 0)
-		return t1 < 0 ? t1 : -EIO;
+	t1 = q_transfer(sd, cmd, sizeof(cmd));
+	if (t1 < 0)
+		return t1;
+	r = q_send(sd, blk, sizeof(blk));
+	if (r < 0)
+		return r;
+	t2 = q_ff(sd, 16);
+	if (t2 < 0)
+		return t2;
 	if (t0) {
 		sd->rx_len = 0;
 		if ((r = collect(sd, t0)) < 0)
@@ -503,8 +509,8 @@ sd_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 	struct sdcard *sd = ctx;
 
 	if (lba + count > sd->info.sectors)
-		return sd_error(sd, -ERANGE, "SD card: write past the end (sector %llu)",
-				(unsigned long long)(lba + count - 1));
+		return sd_error(sd, -ERANGE, "SD card: write past the end (sector %" PRIu64 ")",
+				lba + count - 1);
 	for (uint32_t k = 0; k < count; k++) {
 		int r = -EIO;
 
@@ -521,14 +527,14 @@ sd_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 				break;
 		}
 		if (r < 0)
-			return sd_error(sd, r, "SD card: writing sector %llu failed (%s)",
-					(unsigned long long)(lba + k), strerror(-r));
+			return sd_error(sd, r, "SD card: writing sector %" PRIu64 " failed (%s)",
+					lba + k, strerror(-r));
 		sd->st.sectors_written++;
 	}
 	if (finish_status(sd) < 0)
 		return sd_error(sd, -EIO,
-				"SD card: the card reports a write error near sector %llu",
-				(unsigned long long)(lba + count - 1));
+				"SD card: the card reports a write error near sector %" PRIu64 "",
+				lba + count - 1);
 	return 0;
 }
 

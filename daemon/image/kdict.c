@@ -9,6 +9,7 @@
 #include "image/kdict.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -257,7 +258,9 @@ add_enum_entry(struct klipper_dict *d, const char *enumeration, const char *sym,
 		char name[KLIPPER_NAME_MAX + 24];
 		int r;
 
-		snprintf(name, sizeof(name), "%s%lld", root, (long long)(first + i));
+		int64_t num = first + i;
+
+		snprintf(name, sizeof(name), "%s%" PRId64, root, num);
 		r = klipper_dict_add_enum(d, enumeration, name, (int32_t)(start + i));
 		if (r < 0)
 			return r;
