@@ -354,7 +354,8 @@ send_block(struct sim_board *b, const uint8_t *payload, size_t n)
 		return; /* modelled as lost on the wire */
 	buf[0] = (uint8_t)len;
 	buf[1] = (uint8_t)(0x10 | (b->kl.next_seq & 0x0f));
-	memcpy(buf + 2, payload, n);
+	if (n)
+		memcpy(buf + 2, payload, n);
 	crc = crc16_ccitt(buf, len - 3);
 	buf[len - 3] = (uint8_t)(crc >> 8);
 	buf[len - 2] = (uint8_t)crc;

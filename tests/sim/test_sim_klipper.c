@@ -26,7 +26,9 @@ static char tmpdir[] = "/tmp/skrsim-klipper-XXXXXX";
 static int
 run(struct sim *s, const char *cmd)
 {
-	char *argv[] = {xstrdup("/bin/sh"), xstrdup("-c"), xstrdup(cmd), NULL};
+	/* the tools work on plain files: without the testbed's preload (nor ASan's) */
+	char *argv[] = {xstrdup("/usr/bin/env"), xstrdup("-u"), xstrdup("LD_PRELOAD"),
+			xstrdup("/bin/sh"), xstrdup("-c"), xstrdup(cmd), NULL};
 	char *out = NULL;
 	int r = sim_run(s, argv, 60000, &out);
 
