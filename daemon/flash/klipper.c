@@ -529,6 +529,7 @@ identify(struct klipper_client *c)
 {
 	uint8_t *z = NULL;
 	size_t zlen = 0;
+	unsigned stale = 0;
 	int r;
 
 	/* serialhdl.py _get_identify_data: chunks of 40 until an empty one */
@@ -543,8 +544,13 @@ identify(struct klipper_client *c)
 			goto out;
 		off = klipper_response_get(&resp, "offset");
 		data = klipper_response_get(&resp, "data");
-		if (!off || !data || off->u != zlen)
-			continue; /* a late answer to an earlier request */
+		if (!off || !data || off->u != zlen) {
+			if (++stale > 16) { /* a late answer to an earlier request, not forever */
+				r = -EPROTO;
+				goto out;
+			}
+			continue;
+		}
 		if (!data->len)
 			break;
 		if (zlen + data->len > KC_DICT_MAX) {
