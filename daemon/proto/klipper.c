@@ -188,11 +188,13 @@ output_parse(const char *format, struct klipper_msgfmt *ret)
 			p++;
 			continue;
 		}
+		if (ret->n_params >= KLIPPER_MAX_PARAMS)
+			return -EINVAL;
 		for (k = 2; k <= 5; k++)
 			if (strnlen(p, k) == k &&
 			    parse_type(p, p + k, &ret->params[ret->n_params].type) == 0)
 				break;
-		if (k > 5 || ret->n_params >= KLIPPER_MAX_PARAMS)
+		if (k > 5)
 			return -EINVAL;
 		snprintf(ret->params[ret->n_params].name, KLIPPER_NAME_MAX, "%u", ret->n_params);
 		ret->n_params++;

@@ -257,6 +257,13 @@ test_dict(void)
 	klipper_dict_init(&d);
 	CHECK_EQ_INT(kdict_to_klipper("{\"commands\": {\"x a=%z\": 3}}", 27, &d), -EBADMSG);
 	klipper_dict_free(&d);
+	/* an output() format with more parameters than a message can have (found by fuzzing) */
+	klipper_dict_init(&d);
+	CHECK_EQ_INT(klipper_dict_add_message(&d, 90, KLIPPER_KIND_OUTPUT,
+					      "x %c %c %c %c %c %c %c %c %c %c %c %c %c"),
+		     -EINVAL);
+	CHECK_EQ_INT(klipper_dict_add_message(&d, 90, KLIPPER_KIND_OUTPUT, "x %c %% %u"), 0);
+	klipper_dict_free(&d);
 	klipper_dict_init(&d);
 	CHECK_EQ_INT(kdict_to_klipper("[1]", 3, &d), -EBADMSG);
 	CHECK_EQ_INT(kdict_to_klipper("{\"enumerations\": {\"pin\": {\"PA0\": [0]}}}", 38, &d),
