@@ -27,8 +27,13 @@ static int
 run(struct sim *s, const char *cmd)
 {
 	/* the tools work on plain files: without the testbed's preload (nor ASan's) */
-	char *argv[] = {xstrdup("/usr/bin/env"), xstrdup("-u"), xstrdup("LD_PRELOAD"),
-			xstrdup("/bin/sh"), xstrdup("-c"), xstrdup(cmd), NULL};
+	char *argv[] = {xstrdup("/usr/bin/env"),
+			xstrdup("-u"),
+			xstrdup("LD_PRELOAD"),
+			xstrdup("/bin/sh"),
+			xstrdup("-c"),
+			xstrdup(cmd),
+			NULL};
 	char *out = NULL;
 	int r = sim_run(s, argv, 60000, &out);
 
