@@ -350,6 +350,7 @@ test_variants(struct sim *s)
 	struct sim_board *o = add_board(s, "octopus-pro-f429", "1-5", NULL);
 	struct klipper_client *kc = NULL;
 	struct sdcard *sd = NULL;
+	unsigned enums;
 
 	CHECK_EQ_INT(make_fat(s, img, 8192, "-F 12", "B.BIN", 1000, 5, &file), 0);
 	if (!b || !o)
@@ -364,15 +365,19 @@ test_variants(struct sim *s)
 		CHECK_EQ_INT(bd.read(bd.ctx, 0, 1, sec), 0);
 		CHECK(sec[510] == 0x55 && sec[511] == 0xaa);
 	}
-	/* reset: the MCU drops off and comes back; the card stays in SPI mode */
+	/* reset: the MCU drops off and comes back (it enumerates again; it may be back before
+	 * we look); the card stays in SPI mode */
+	enums = sim_board_enumerations(b);
 	CHECK(kc && klipper_client_reset(kc) == 0);
 	disconnect(kc, sd);
 	kc = NULL;
 	sd = NULL;
-	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_OFF, 5000), 0);
+	CHECK_EQ_INT(sim_board_wait_enumerations(b, enums + 1, 10000), 0);
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 10000), 0);
 	CHECK(sim_board_sdcard_spi_mode(b));
+	enums = sim_board_enumerations(b);
 	CHECK_EQ_INT(sim_board_power_cycle(b), 0);
+	CHECK_EQ_INT(sim_board_wait_enumerations(b, enums + 1, 10000), 0);
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 10000), 0);
 	CHECK(!sim_board_sdcard_spi_mode(b));
 
@@ -397,8 +402,9 @@ test_variants(struct sim *s)
 	}
 	/* no card at all */
 	CHECK_EQ_INT(sim_board_set_sdcard(o, NULL, false), 0);
+	enums = sim_board_enumerations(o);
 	sim_board_reset(o);
-	CHECK_EQ_INT(sim_board_wait_mode(o, SIM_MODE_OFF, 5000), 0);
+	CHECK_EQ_INT(sim_board_wait_enumerations(o, enums + 1, 10000), 0);
 	CHECK_EQ_INT(sim_board_wait_mode(o, SIM_MODE_KLIPPER_APP, 10000), 0);
 	CHECK_EQ_INT(connect_card(o, "octopus-pro-f429", &kc, &sd), -ENODEV);
 out:
