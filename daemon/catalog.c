@@ -389,6 +389,65 @@ static const struct catalog_board boards[] = {
      CATALOG_BOOTLOADER_BTT_SD, P_KAT | P_SOFT | P_BUTTON | P_SD, NULL},
 };
 
+/* scripts/spi_flash/board_defs.py (BOARD_DEFS + BOARD_ALIASES), by catalog board name.
+ * Software SPI pins are given MISO, MOSI, SCLK like "spi_pins". The SDIO-wired boards use
+ * software SPI on the SDIO lines (DATA0 = MISO, CMD = MOSI, CLK = SCLK, DATA3 = CS,
+ * docs/SDCard_Updates.md). "btt-skr-mini-e3-v3-b0" (G0B0) is in newer board_defs. */
+static const struct catalog_sd_bus sd_lpc1768 = {"generic-lpc1768", "ssp1", {NULL}, "P0.6", false};
+static const struct catalog_sd_bus sd_lpc1769 = {"generic-lpc1769", "ssp1", {NULL}, "P0.6", false};
+static const struct catalog_sd_bus sd_mini = {"btt-skr-mini", "spi1", {NULL}, "PA4", false};
+static const struct catalog_sd_bus sd_mini_v3 = {"btt-skr-mini-v3", "spi1", {NULL}, "PA4", false};
+static const struct catalog_sd_bus sd_mini_v3_b0 = {
+    "btt-skr-mini-v3-b0", "spi1", {NULL}, "PA4", false};
+static const struct catalog_sd_bus sd_skr_pro = {
+    "btt-skr-pro", NULL, {"PA6", "PB5", "PA5"}, "PA4", false};
+static const struct catalog_sd_bus sd_oct_f407 = {
+    "btt-octopus-f407-v1", NULL, {"PC8", "PD2", "PC12"}, "PC11", true};
+static const struct catalog_sd_bus sd_oct_f429 = {
+    "btt-octopus-f429-v1", NULL, {"PC8", "PD2", "PC12"}, "PC11", true};
+static const struct catalog_sd_bus sd_oct_f446 = {
+    "btt-octopus-f446-v1", NULL, {"PC8", "PD2", "PC12"}, "PC11", true};
+static const struct catalog_sd_bus sd_skr3_h743 = {
+    "btt-skr-3-h743", NULL, {"PC8", "PD2", "PC12"}, "PC11", true};
+static const struct catalog_sd_bus sd_skr3_h723 = {
+    "btt-skr-3-h723", NULL, {"PC8", "PD2", "PC12"}, "PC11", true};
+
+static const struct {
+	const char *board;
+	const struct catalog_sd_bus *bus;
+} sd_buses[] = {
+    {"skr-1.3", &sd_lpc1768},		     /* btt-skr-v1.3 */
+    {"skr-1.4", &sd_lpc1768},		     /* btt-skr-v1.4 */
+    {"skr-1.4-turbo", &sd_lpc1769},	     /* btt-skr-turbo-v1.4 */
+    {"skr-pro", &sd_skr_pro},		     /* btt-skr-pro-v1.1/-v1.2 */
+    {"skr-2-f407", &sd_oct_f407},	     /* btt-skr-2-f407 */
+    {"skr-2-f429", &sd_oct_f429},	     /* btt-skr-2-f429 */
+    {"skr-3-h743", &sd_skr3_h743},	     /* btt-skr-3-h743 */
+    {"skr-3-h723", &sd_skr3_h723},	     /* btt-skr-3-h723 */
+    {"skr-mini-e3-v1.2", &sd_mini},	     /* btt-skr-mini-e3-v1.2 */
+    {"skr-mini-e3-v2-f103rc", &sd_mini},     /* btt-skr-mini-e3-v2 */
+    {"skr-mini-e3-v2-f103re", &sd_mini},     /* btt-skr-mini-e3-v2 */
+    {"skr-mini-e3-v3", &sd_mini_v3},	     /* btt-skr-mini-e3-v3 */
+    {"skr-mini-e3-v3-g0b0", &sd_mini_v3_b0}, /* btt-skr-mini-e3-v3-b0 */
+    {"octopus-f446", &sd_oct_f446},	     /* btt-octopus-f446-v1.0/1.1 */
+    {"octopus-f429", &sd_oct_f429},	     /* btt-octopus-f429-v1.0/1.1 */
+    {"octopus-f407", &sd_oct_f407},	     /* btt-octopus-f407-v1.0/1.1 */
+    {"octopus-pro-f446", &sd_oct_f446},	     /* btt-octopus-pro-f446-v1.0 */
+    {"octopus-pro-f429", &sd_oct_f429},	     /* btt-octopus-pro-f429-v1.0 */
+    {"octopus-pro-h723", &sd_skr3_h723},     /* btt-octopus-pro-h723-v1.1 */
+};
+
+const struct catalog_sd_bus *
+catalog_sd_bus(const struct catalog_board *board)
+{
+	if (!board)
+		return NULL;
+	for (size_t i = 0; i < ELEMENTSOF(sd_buses); i++)
+		if (strcmp(sd_buses[i].board, board->name) == 0)
+			return sd_buses[i].bus;
+	return NULL;
+}
+
 const struct catalog_board *
 catalog_boards(size_t *ret_n)
 {

@@ -86,6 +86,22 @@ struct catalog_board {
 	const char *notes; /* one line for humans, may be NULL */
 };
 
+/* How a board wires its SD card slot, for the SD-card update path through the running
+ * Klipper firmware (Klipper scripts/spi_flash/board_defs.py; protocols.md §4.3). */
+struct catalog_sd_bus {
+	const char *klipper_name; /* the board_defs.py key it comes from */
+	const char *spi_bus;	  /* hardware bus ("spi1", "ssp1"); NULL = software SPI */
+	const char *sw_pins[3];	  /* software SPI: MISO, MOSI, SCLK */
+	const char *cs_pin;
+	/* The stock bootloader reads the card over SDIO (board_defs "skip_verify"): after SPI use
+	 * the card stays in SPI mode until power-cycled (protocols.md §4.4). */
+	bool sdio;
+};
+
+/* The SD bus of a board; NULL when Klipper has no definition for it (no host-driven SD
+ * path: SKR Pico, Manta M8P, SKR Mini E3 V3.0.1). */
+const struct catalog_sd_bus *catalog_sd_bus(const struct catalog_board *board);
+
 /* All boards, in catalog order. Never NULL. */
 const struct catalog_board *catalog_boards(size_t *ret_n);
 /* Exact name lookup; NULL if unknown. */

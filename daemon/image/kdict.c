@@ -9,6 +9,7 @@
 #include "image/kdict.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -218,4 +219,137 @@ kdict_interface_to_string(enum kdict_interface i)
 	if ((unsigned)i >= _KDICT_INTERFACE_MAX)
 		return "unknown";
 	return names[i];
+}
+
+int
+kdict_inflate(const uint8_t *z, size_t len, char **ret, size_t *ret_len)
+{
+	size_t used = 0;
+
+	if (!z || len < 2 || !zlib_header_at(z))
+		return -EBADMSG;
+	*ret = inflate_at(z, len, ret_len, &used);
+	return *ret ? 0 : -EBADMSG;
+}
+
+/* fill_enumerations: "PA0": [0, 16] names PA0..PA15 = 0..15 (the root is the symbol without
+ * its trailing digits, numbering continues from them); "spi1": 3 is one symbol. */
+static int
+add_enum_entry(struct klipper_dict *d, const char *enumeration, const char *sym,
+	       struct json_object *val)
+{
+	char root[KLIPPER_NAME_MAX];
+	size_t rl = strlen(sym);
+	int64_t start, count, first = 0;
+
+	if (json_object_is_type(val, json_type_int))
+		return klipper_dict_add_enum(d, enumeration, sym,
+					     (int32_t)json_object_get_int64(val));
+	if (!json_object_is_type(val, json_type_array) || json_object_array_length(val) != 2 ||
+	    rl >= sizeof(root))
+		return -EBADMSG;
+	start = json_object_get_int64(json_object_array_get_idx(val, 0));
+	count = json_object_get_int64(json_object_array_get_idx(val, 1));
+	if (count < 0 || count > 4096 || start < INT32_MIN || start > INT32_MAX - count)
+		return -EBADMSG;
+	while (rl && sym[rl - 1] >= '0' && sym[rl - 1] <= '9')
+		rl--;
+	memcpy(root, sym, rl);
+	root[rl] = '\0';
+	if (sym[rl])
+		first = strtoll(sym + rl, NULL, 10);
+	for (int64_t i = 0; i < count; i++) {
+		char name[KLIPPER_NAME_MAX + 24];
+		int r;
+
+		int64_t num = first + i;
+
+		snprintf(name, sizeof(name), "%s%" PRId64, root, num);
+		r = klipper_dict_add_enum(d, enumeration, name, (int32_t)(start + i));
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int
+add_messages(struct klipper_dict *d, struct json_object *root, const char *key,
+	     enum klipper_kind kind)
+{
+	struct json_object *obj;
+
+	if (!json_object_object_get_ex(root, key, &obj))
+		return 0;
+	if (!json_object_is_type(obj, json_type_object))
+		return -EBADMSG;
+	json_object_object_foreach(obj, fmt, id) {
+		int r;
+
+		if (!json_object_is_type(id, json_type_int))
+			return -EBADMSG;
+		r = klipper_dict_add_message(d, (int32_t)json_object_get_int64(id), kind, fmt);
+		if (r < 0)
+			return r == -EINVAL ? -EBADMSG : r;
+	}
+	return 0;
+}
+
+static int
+add_enums_and_config(struct klipper_dict *d, struct json_object *root)
+{
+	struct json_object *obj;
+	int r;
+
+	if (json_object_object_get_ex(root, "enumerations", &obj)) {
+		if (!json_object_is_type(obj, json_type_object))
+			return -EBADMSG;
+		json_object_object_foreach(obj, ename, syms) {
+			if (!json_object_is_type(syms, json_type_object))
+				return -EBADMSG;
+			json_object_object_foreach(syms, sym, val) {
+				r = add_enum_entry(d, ename, sym, val);
+				if (r < 0)
+					return r;
+			}
+		}
+	}
+	if (json_object_object_get_ex(root, "config", &obj) &&
+	    json_object_is_type(obj, json_type_object)) {
+		json_object_object_foreach(obj, cname, cval) {
+			r = klipper_dict_add_constant(d, cname, json_object_get_string(cval));
+			if (r < 0)
+				return r;
+		}
+	}
+	if (json_object_object_get_ex(root, "version", &obj) &&
+	    json_object_is_type(obj, json_type_string))
+		return klipper_dict_set_version(d, json_object_get_string(obj));
+	return 0;
+}
+
+int
+kdict_to_klipper(const char *text, size_t len, struct klipper_dict *ret)
+{
+	struct json_tokener *tok;
+	struct json_object *root;
+	int r = -EBADMSG;
+
+	if (!text || len > INT32_MAX)
+		return -EBADMSG;
+	tok = json_tokener_new();
+	root = json_tokener_parse_ex(tok, text, (int)len);
+	json_tokener_free(tok);
+	if (!root)
+		return -EBADMSG;
+	if (json_object_is_type(root, json_type_object)) {
+		r = add_messages(ret, root, "commands", KLIPPER_KIND_COMMAND);
+		if (r == 0)
+			r = add_messages(ret, root, "responses", KLIPPER_KIND_RESPONSE);
+		if (r == 0)
+			r = add_messages(ret, root, "output", KLIPPER_KIND_OUTPUT);
+		if (r == 0)
+			r = add_enums_and_config(ret, root);
+	}
+	json_object_put(root);
+	return r;
 }

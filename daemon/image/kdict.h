@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/klipper.h"
+
 enum kdict_interface {
 	KDICT_INTERFACE_UNKNOWN,
 	KDICT_INTERFACE_USB,
@@ -33,3 +35,13 @@ struct kdict {
 int kdict_find(const uint8_t *buf, size_t len, struct kdict *ret);
 /* "unknown", "usb", "serial", "can". */
 const char *kdict_interface_to_string(enum kdict_interface i);
+
+/* Pure. Inflate a zlib-compressed dictionary (the concatenated identify_response data, or
+ * the stream embedded in an image): 0 and a NUL-terminated malloc'd text in *ret (length in
+ * *ret_len), -EBADMSG when it is not one complete zlib stream, -E2BIG past 2 MiB. */
+int kdict_inflate(const uint8_t *z, size_t len, char **ret, size_t *ret_len);
+/* Pure. Fill a klipper_dict (klipper_dict_init first) from the JSON text of a dictionary
+ * (msgproto.py process_identify): "commands", "responses", "output" (format -> id),
+ * "enumerations" (name -> {symbol: value | [first, count]}), "config" constants and
+ * "version". 0, -EBADMSG (not a Klipper dictionary, or a bad entry), -ENOMEM. */
+int kdict_to_klipper(const char *text, size_t len, struct klipper_dict *ret);

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sdcard.h"
 #include "sim_int.h"
 #include "util.h"
 
@@ -906,10 +907,12 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 #endif
 	b->mode = mode;
 	b->enumerations++;
-	if (mode == SIM_MODE_KLIPPER_APP)
+	if (mode == SIM_MODE_KLIPPER_APP) {
 		app_version_from_flash(b);
-	else
+		sim_klipper_boot(b);
+	} else {
 		b->app_version[0] = '\0';
+	}
 	if (mode == SIM_MODE_KATAPULT)
 		sim_katapult_reset(b);
 	pthread_cond_broadcast(&s->cond);
@@ -1216,7 +1219,18 @@ read_tty(struct sim_board *b)
 		size_t room = sizeof(b->rx) - b->rx_len;
 		ssize_t n;
 
-		if (b->mode != SIM_MODE_KATAPULT) {
+		if (b->mode == SIM_MODE_KLIPPER_APP) {
+			if (room == 0)
+				b->rx_len = room = sizeof(b->rx); /* junk: Klipper drops it */
+			n = read(b->master_fd, b->rx + b->rx_len, room);
+			if (n > 0) {
+				b->rx_len += (size_t)n;
+				sim_klipper_process(b);
+			}
+			if (n <= 0)
+				return;
+			continue;
+		} else if (b->mode != SIM_MODE_KATAPULT) {
 			n = read(b->master_fd, tmp, sizeof(tmp));
 		} else {
 			if (room == 0)
@@ -1385,6 +1399,8 @@ sim_free(struct sim *s)
 		struct sim_board *b = s->boards[i];
 
 		flash_free(b->flash);
+		sim_sdcard_free(b->kl.card);
+		free(b->kl.dict_z);
 		free(b->port);
 		free(b->port_path);
 		free(b);
@@ -1586,6 +1602,42 @@ sim_board_power_off(struct sim_board *b)
 	return r;
 }
 
+void
+sim_board_klipper_stats(struct sim_board *b, struct sim_klipper_stats *ret)
+{
+	pthread_mutex_lock(&b->sim->lock);
+	*ret = b->kl.stats;
+	pthread_mutex_unlock(&b->sim->lock);
+}
+
+int
+sim_board_set_sdcard(struct sim_board *b, const char *path, bool sdhc)
+{
+	struct sim_sdcard *card = NULL;
+
+	if (path) {
+		card = sim_sdcard_new(path, sdhc);
+		if (!card)
+			return -errno;
+	}
+	pthread_mutex_lock(&b->sim->lock);
+	sim_sdcard_free(b->kl.card);
+	b->kl.card = card;
+	pthread_mutex_unlock(&b->sim->lock);
+	return 0;
+}
+
+bool
+sim_board_sdcard_spi_mode(struct sim_board *b)
+{
+	bool r;
+
+	pthread_mutex_lock(&b->sim->lock);
+	r = b->kl.card && sim_sdcard_spi_mode(b->kl.card);
+	pthread_mutex_unlock(&b->sim->lock);
+	return r;
+}
+
 int
 sim_board_power_on(struct sim_board *b)
 {
@@ -1593,6 +1645,21 @@ sim_board_power_on(struct sim_board *b)
 	b->flicker_left = 0;
 	b->request = SIM_REQ_NONE;
 	sim_board_schedule(b, SIM_ACT_BOOT, reenum_delay(b));
+	pthread_mutex_unlock(&b->sim->lock);
+	return 0;
+}
+
+int
+sim_board_power_cycle(struct sim_board *b)
+{
+	pthread_mutex_lock(&b->sim->lock);
+	if (b->mode != SIM_MODE_OFF)
+		sim_board_unplug_locked(b);
+	if (b->kl.card)
+		sim_sdcard_power_cycle(b->kl.card);
+	b->request = SIM_REQ_NONE;
+	b->flicker_left = 0;
+	sim_board_schedule(b, SIM_ACT_BOOT, sim_board_delay_us(b, 500000, 20000));
 	pthread_mutex_unlock(&b->sim->lock);
 	return 0;
 }

@@ -139,6 +139,23 @@ struct sim_katapult_stats {
 };
 void sim_board_katapult_stats(struct sim_board *b, struct sim_katapult_stats *ret);
 
+/* The Klipper application's statistics since the board was added. */
+struct sim_klipper_stats {
+	unsigned blocks;    /* valid blocks received */
+	unsigned naks;	    /* NAKs sent (unexpected seq, or a corrupt block) */
+	unsigned dropped;   /* blocks dropped by SIM_FAULT_DROP_FRAME */
+	uint64_t spi_bytes; /* bytes clocked on the SPI bus */
+};
+void sim_board_klipper_stats(struct sim_board *b, struct sim_klipper_stats *ret);
+/* Put an SD card backed by an image file into the board's slot (its size is the card's;
+ * sdhc: block addressing, else SDSC <= 2 GiB); NULL removes it. 0 or -errno. */
+int sim_board_set_sdcard(struct sim_board *b, const char *path, bool sdhc);
+/* The card is latched in SPI mode (a CMD0 with CS asserted since it was powered). */
+bool sim_board_sdcard_spi_mode(struct sim_board *b);
+/* Remove and restore the board's power: it drops off USB, the card returns to SD mode, and
+ * the board boots again after the usual re-enumeration delay. */
+int sim_board_power_cycle(struct sim_board *b);
+
 /* fault injection (extend as needed) */
 /* UNPLUG_AT_BYTE: Katapult SEND_BLOCK at address >= at (at below the app start counts from
  * it) unplugs the board; power returns after `count` ms (0: stays off). DFU_ERR_*: the
@@ -151,8 +168,10 @@ struct sim_fault {
 	enum {
 		SIM_FAULT_NONE,
 		SIM_FAULT_UNPLUG_AT_BYTE,
-		SIM_FAULT_CORRUPT_FRAME, /* corrupt `count` reply frames starting with reply `at` */
-		SIM_FAULT_DROP_FRAME,	 /* drop `count` reply frames starting with reply `at` */
+		SIM_FAULT_CORRUPT_FRAME, /* corrupt `count` reply frames starting with reply `at`
+					  * (Klipper app: data replies lost) */
+		SIM_FAULT_DROP_FRAME,	 /* drop `count` reply frames starting with reply `at`
+					  * (Klipper app: `count` received blocks from `at` lost) */
 		SIM_FAULT_DUP_FRAME,	 /* send `count` replies starting with reply `at` twice */
 		SIM_FAULT_NACK_STORM,	 /* answer `count` frames from frame `at` with NACK */
 		SIM_FAULT_STALL,	 /* from frame `at`, stop answering for `count` ms */

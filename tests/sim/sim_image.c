@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "sim.h"
+#include "sim_int.h"
 #include "util.h"
 
 #define VECTOR_WORDS 96 /* 16 system + 80 IRQ slots: every entry a valid handler (§7.1 4.) */
@@ -61,12 +62,7 @@ sim_image_klipper(const struct catalog_mcu *mcu, uint32_t app_start, const char 
 	if (size < 1024)
 		size = 1024;
 	size = (size + 3) & ~(size_t)3;
-	json = xasprintf("{\"app\": \"Klipper\", \"license\": \"GNU GPLv3\", \"version\": \"%s\", "
-			 "\"build_versions\": \"gcc: (sim) 12.2.0 binutils: (sim) 2.40\", "
-			 "\"config\": {\"MCU\": \"%s\", \"CLOCK_FREQ\": %u, "
-			 "\"STATS_SUMPSQ_BASE\": 256}, \"commands\": {\"identify offset=%%u "
-			 "count=%%c\": 1}, \"responses\": {}, \"enumerations\": {}}",
-			 version, mcu->name, clock_freq(mcu));
+	json = sim_klipper_dict_json(mcu, version, clock_freq(mcu));
 	zlen = compressBound((uLong)strlen(json));
 	z = xmalloc(zlen);
 	if (compress2(z, &zlen, (const Bytef *)json, (uLong)strlen(json), 9) != Z_OK)

@@ -39,6 +39,25 @@ enum sim_boot_request {
 	SIM_REQ_APP,	  /* Katapult REQUEST_START_APP after COMPLETE */
 };
 
+struct sim_sdcard;
+
+/* The Klipper application's state (sim_klipper.c): reset at every boot, except the card. */
+struct sim_klipper {
+	uint8_t *dict_z; /* the zlib dictionary identify serves */
+	size_t dict_zlen;
+	int cmd_id[16], cmd_h[16]; /* command id -> handler index */
+	size_t n_cmds;
+	int rsp_identify, rsp_config, rsp_transfer, rsp_shutdown, rsp_is_shutdown;
+	uint8_t next_seq;
+	bool need_valid;
+	bool shutdown;
+	uint32_t is_config, crc, oids;
+	bool spi_configured, spi_has_cs, spi_bus_set, spi_sw;
+	uint32_t spi_cs, spi_bus, spi_pins[3];
+	struct sim_sdcard *card;
+	struct sim_klipper_stats stats;
+};
+
 struct sim_board {
 	struct sim *sim;
 	size_t index;
@@ -128,6 +147,7 @@ struct sim_board {
 	uint64_t probe_fast_until_us; /* look for the tty's open often until then */
 	bool plain_katapult_tty;      /* spec.plain_katapult_tty */
 	struct sim_katapult_stats stats;
+	struct sim_klipper kl;
 	struct sim_fault fault;
 	unsigned fault_frames;	/* frames received since the fault was set */
 	unsigned fault_replies; /* replies produced since the fault was set */
@@ -172,3 +192,11 @@ void sim_katapult_received(struct sim_board *b, size_t n); /* n bytes were read 
 void sim_katapult_run(struct sim_board *b);
 /* The next modelled moment the device has something to do; UINT64_MAX: nothing. */
 uint64_t sim_katapult_next_us(const struct sim_board *b);
+
+/* Klipper application (sim_klipper.c), service thread with sim->lock held. */
+void sim_klipper_boot(struct sim_board *b);
+/* Consume b->rx (bytes from the host); answers are written to the pty at once. */
+void sim_klipper_process(struct sim_board *b);
+/* The dictionary JSON of a simulated build (sim_image.c compresses it into the image). */
+char *sim_klipper_dict_json(const struct catalog_mcu *mcu, const char *version,
+			    uint32_t clock_freq);

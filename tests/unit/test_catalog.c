@@ -176,9 +176,47 @@ test_strings(void)
 	CHECK(!catalog_offset_name(NULL, 0));
 }
 
+/* board_defs.py facts (protocols.md §4.3), and the SDIO flag exactly on the boards whose
+ * stock bootloader reads the card over SDIO (Octopus, Octopus Pro, SKR 2, SKR 3). */
+static void
+test_sd_buses(void)
+{
+	size_t nb;
+	const struct catalog_board *b = catalog_boards(&nb);
+	const struct catalog_sd_bus *s;
+
+	s = catalog_sd_bus(catalog_find("skr-1.4-turbo"));
+	CHECK(s && s->spi_bus && strcmp(s->spi_bus, "ssp1") == 0 && !s->sdio);
+	CHECK(s && strcmp(s->cs_pin, "P0.6") == 0);
+	s = catalog_sd_bus(catalog_find("skr-pro"));
+	CHECK(s && !s->spi_bus && !s->sdio);
+	CHECK(s && strcmp(s->sw_pins[0], "PA6") == 0 && strcmp(s->sw_pins[1], "PB5") == 0 &&
+	      strcmp(s->sw_pins[2], "PA5") == 0 && strcmp(s->cs_pin, "PA4") == 0);
+	s = catalog_sd_bus(catalog_find("skr-mini-e3-v2-f103rc"));
+	CHECK(s && strcmp(s->spi_bus, "spi1") == 0 && strcmp(s->cs_pin, "PA4") == 0);
+	s = catalog_sd_bus(catalog_find("octopus-pro-h723"));
+	CHECK(s && s->sdio && strcmp(s->cs_pin, "PC11") == 0 && strcmp(s->sw_pins[0], "PC8") == 0);
+	CHECK(catalog_sd_bus(catalog_find("skr-pico")) == NULL);
+	CHECK(catalog_sd_bus(NULL) == NULL);
+	for (size_t i = 0; i < nb; i++) {
+		bool sdio_board = strncmp(b[i].name, "octopus", 7) == 0 ||
+				  strncmp(b[i].name, "skr-2-", 6) == 0 ||
+				  strncmp(b[i].name, "skr-3-", 6) == 0;
+
+		s = catalog_sd_bus(&b[i]);
+		if (!s)
+			continue;
+		CHECK(b[i].paths & CATALOG_PATH_SD);
+		CHECK(s->cs_pin &&
+		      (s->spi_bus || (s->sw_pins[0] && s->sw_pins[1] && s->sw_pins[2])));
+		CHECK_EQ_INT(s->sdio, sdio_board);
+	}
+}
+
 int
 main(void)
 {
+	test_sd_buses();
 	test_boards();
 	test_mcus();
 	test_sectors();
