@@ -155,6 +155,7 @@ struct control {
 	void *userdata;
 	bool has_gid;
 	gid_t gid;
+	bool bound; /* the path is ours to unlink: never another daemon's live socket */
 	struct client *clients[MAX_CLIENTS];
 };
 
@@ -411,11 +412,23 @@ control_start(sd_event *loop, const char *path, bool has_gid, gid_t gid, control
 		r = -errno;
 		goto fail;
 	}
+	/* a socket that still answers belongs to a running daemon: leave it alone */
+	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		r = -EADDRINUSE;
+		goto fail;
+	}
+	close_fd(c->fd);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		r = -errno;
+		goto fail;
+	}
 	(void)unlink(path); /* a stale socket of a previous run */
 	if (bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		r = -errno;
 		goto fail;
 	}
+	c->bound = true;
 	if (chmod(path, 0660) < 0 ||
 	    (has_gid && getegid() != gid && chown(path, (uid_t)-1, gid) < 0)) {
 		/* running as the group already (the packaged unit) needs no chown at all */
@@ -448,10 +461,10 @@ control_free(struct control *c)
 		if (c->clients[i])
 			client_free(c->clients[i]);
 	sd_event_source_disable_unref(c->source);
-	if (c->fd >= 0) {
+	if (c->fd >= 0)
 		close_fd(c->fd);
+	if (c->bound)
 		(void)unlink(c->path);
-	}
 	sd_event_unref(c->loop);
 	free(c->path);
 	free(c);

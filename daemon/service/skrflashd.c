@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -45,6 +47,7 @@ struct daemon {
 	struct control *control;
 	struct job_table *jobs;
 	char *socket_path;
+	int lock_fd; /* flock on <state_dir>/skrflashd.lock: one daemon per state directory */
 	char last_status[256];
 	uint64_t started_usec;
 };
@@ -438,6 +441,50 @@ on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 	return 0;
 }
 
+/* One daemon per state directory: two would flash the same boards from the same queue and
+ * take each other's control socket. The lock dies with the process, so a crash leaves no
+ * stale lock behind; the file holds the holder's pid for the message. */
+static int
+lock_state_dir(struct daemon *d)
+{
+	char *path, pid[32] = "";
+	ssize_t n;
+	int r = mkdir_p(d->cfg->state_dir, 0750);
+
+	if (r < 0) {
+		log_error_errno(r, "cannot create the state directory %s", d->cfg->state_dir);
+		return r;
+	}
+	path = xasprintf("%s/skrflashd.lock", d->cfg->state_dir);
+	d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+	if (d->lock_fd < 0) {
+		r = -errno;
+		log_error_errno(r, "cannot open %s", path);
+		free(path);
+		return r;
+	}
+	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		r = -errno;
+		n = pread(d->lock_fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = 0;
+		pid[strcspn(pid, "\n")] = 0;
+		if (r == -EWOULDBLOCK)
+			log_error("another skrflashd%s%s is already running on the state directory "
+				  "%s; stop it first (systemctl stop skrflashd) or give this one "
+				  "its own --state-dir",
+				  pid[0] ? " (pid " : "", pid[0] ? pid : "", d->cfg->state_dir);
+		else
+			log_error_errno(r, "cannot lock %s", path);
+		free(path);
+		return r == -EWOULDBLOCK ? -EBUSY : r;
+	}
+	(void)snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(d->lock_fd, 0) < 0 || pwrite(d->lock_fd, pid, strlen(pid), 0) < 0)
+		log_debug("cannot write my pid into %s", path);
+	free(path);
+	return 0;
+}
+
 static int
 check_config(const char *path, bool verbose)
 {
@@ -517,7 +564,7 @@ main(int argc, char **argv)
 	    {"worker", no_argument, NULL, OPT_WORKER},
 	    {NULL, 0, NULL, 0},
 	};
-	struct daemon d = {.ov = {.log_level = -1}};
+	struct daemon d = {.ov = {.log_level = -1}, .lock_fd = -1};
 	enum log_target target = LOG_TARGET_AUTO;
 	bool check = false, verbose = false;
 	sigset_t mask;
@@ -625,6 +672,8 @@ main(int argc, char **argv)
 	}
 	(void)sd_event_set_watchdog(d.loop, true);
 
+	if (lock_state_dir(&d) < 0)
+		goto out;
 	r = store_open(d.cfg->state_dir, &d.store);
 	if (r < 0) {
 		log_error_errno(r, "cannot open the state database in %s", d.cfg->state_dir);
@@ -634,7 +683,12 @@ main(int argc, char **argv)
 	r = control_start(d.loop, d.socket_path, d.cfg->has_control_gid, d.cfg->control_gid,
 			  on_control, &d, &d.control);
 	if (r < 0) {
-		log_error_errno(r, "cannot listen on %s", d.socket_path);
+		if (r == -EADDRINUSE)
+			log_error("another skrflashd already answers on %s; stop it first "
+				  "(systemctl stop skrflashd)",
+				  d.socket_path);
+		else
+			log_error_errno(r, "cannot listen on %s", d.socket_path);
 		goto out;
 	}
 	boards_new(d.loop, d.store, d.cfg, on_board, &d, &d.boards);
@@ -684,5 +738,6 @@ out:
 	d.loop = sd_event_unref(d.loop);
 	free(d.socket_path);
 	free(d.config_path);
+	close_fd(d.lock_fd);
 	return ret;
 }
