@@ -21,7 +21,7 @@
 static const char *const command_names[_CONTROL_COMMAND_MAX] = {
     [CONTROL_STATUS] = "status",   [CONTROL_BOARDS] = "boards", [CONTROL_QUEUED] = "queued",
     [CONTROL_HISTORY] = "history", [CONTROL_WATCH] = "watch",	[CONTROL_FLASH] = "flash",
-    [CONTROL_RETRY] = "retry",
+    [CONTROL_RETRY] = "retry",	   [CONTROL_PROFILE] = "profile",
 };
 
 const char *
@@ -57,6 +57,21 @@ get_string(json_object *o, const char *key, char *buf, size_t size, bool require
 	return 0;
 }
 
+static int
+get_bool(json_object *o, const char *key, bool *ret, const char **ret_error)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_boolean)) {
+		*ret_error = "a flag must be true or false";
+		return -EINVAL;
+	}
+	*ret = json_object_get_boolean(v);
+	return 0;
+}
+
 int
 control_parse_request(const char *line, size_t len, struct control_request *ret,
 		      const char **ret_error)
@@ -82,7 +97,9 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 	json_object_object_foreach(o, key, val) {
 		(void)val;
 		if (strcmp(key, "command") != 0 && strcmp(key, "board") != 0 &&
-		    strcmp(key, "limit") != 0 && strcmp(key, "all") != 0) {
+		    strcmp(key, "limit") != 0 && strcmp(key, "all") != 0 &&
+		    strcmp(key, "force") != 0 && strcmp(key, "dry_run") != 0 &&
+		    strcmp(key, "profile") != 0) {
 			*ret_error = "unknown key in request";
 			goto out;
 		}
@@ -118,13 +135,12 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 		}
 		req.limit = (unsigned)l;
 	}
-	if (json_object_object_get_ex(o, "all", &v)) {
-		if (!json_object_is_type(v, json_type_boolean)) {
-			*ret_error = "\"all\" must be true or false";
-			goto out;
-		}
-		req.all = json_object_get_boolean(v);
-	}
+	if (get_string(o, "profile", req.profile, sizeof(req.profile),
+		       req.command == CONTROL_PROFILE, ret_error) < 0 ||
+	    get_bool(o, "all", &req.all, ret_error) < 0 ||
+	    get_bool(o, "force", &req.force, ret_error) < 0 ||
+	    get_bool(o, "dry_run", &req.dry_run, ret_error) < 0)
+		goto out;
 	*ret = req;
 	*ret_error = NULL;
 	r = 0;

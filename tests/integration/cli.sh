@@ -1,0 +1,139 @@
+#!/bin/sh
+# skrflashctl as a new user meets it, against the real daemon on simulated boards and no
+# configuration file: zero-config flashing of boards that share an MCU, the ambiguity
+# refusal and its profile, one daemon per state directory, queue size and name safety,
+# GNU-style options, JSON errors and exit status, progress, watch, boards and history.
+# shellcheck disable=SC2119 # start_daemon takes optional extra daemon options
+set -u
+BUILD=${BUILD:-build}
+if [ -z "${SKRFLASH_IN_SIM:-}" ]; then
+	# 1-1: an Octopus (stm32f446xx: Octopus or Octopus Pro); 1-3 and 1-4: a Manta M8P and
+	# an SKR Mini E3 V3, both stm32g0b1xx, so firmware "for a manta-m8p" could go to either
+	SKRFLASH_IN_SIM=1 exec "$BUILD/skrsim" --quiet \
+		--board octopus-f446@1-1:katapult-installed \
+		--board manta-m8p@1-3:katapult-installed \
+		--board skr-mini-e3-v3@1-4:katapult-installed \
+		-- sh "$0"
+fi
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
+# a configuration without profiles: the built-in catalog's (lib.sh writes it)
+start_daemon
+
+sim="$BUILD/skrsim"
+"$sim" image octopus-f446 v0.13.0-one "$T/octo1.bin"
+"$sim" image octopus-f446 v0.13.0-two "$T/octo2.bin"
+"$sim" image manta-m8p v0.13.0-farm "$T/manta.bin"
+
+says() { # says PATTERN CTL-ARGS...: skrflashctl's output (stdout and stderr) matches
+	pat=$1
+	shift
+	ctl "$@" 2>&1 | grep -q -- "$pat"
+}
+
+board_field() { # board_field PORT KEY: from `skrflashctl --json boards`
+	ctl --json boards | python3 -c '
+import json, sys
+for b in json.load(sys.stdin):
+    if b["port"] == sys.argv[1]:
+        print(b.get(sys.argv[2], ""))' "$1" "$2"
+}
+
+# --- zero configuration -----------------------------------------------------------------
+check "an Octopus is seen without a profile: two catalog boards share its MCU" \
+	test -z "$(board_field 1-1 profile)"
+check "its state says how to pick one" says 'queue firmware under one of: octopus-f446, octopus-pro-f446' boards
+check "queue under a catalog name of an ambiguous MCU is accepted" ctl queue octopus-f446 "$T/octo1.bin"
+check "the queue name picked the board's profile" test "$(board_field 1-1 profile)" = octopus-f446
+check "and its board" test "$(board_field 1-1 board)" = octopus-f446
+check "boards says an update is pending" says 'update pending' boards
+ctl flash octopus-f446 >"$T/flash.out" 2>&1
+rc=$?
+check "flash octopus-f446 with no config exits 0" test $rc -eq 0
+check "and the board runs the image" test "$(board_field 1-1 installed_sha256)" = "$(sha_of "$T/octo1.bin")"
+check "off a terminal, the progress is a few lines, not one per percent" test "$(wc -l <"$T/flash.out")" -le 25
+check "with a rate" grep -q 'KiB/s' "$T/flash.out"
+check "boards says up to date" says 'up to date' boards
+check "boards shows the /dev/serial/by-id path" says '/dev/serial/by-id/' boards
+check "boards shows the version, not a hash" says 'v0.13.0-one' boards
+
+# two boards could take firmware queued for manta-m8p: refused with the profile that helps
+ctl queue manta-m8p "$T/manta.bin" >"$T/amb.out" 2>&1
+rc=$?
+check "a real ambiguity is refused (exit 1)" test $rc -eq 1
+check "the refusal shows the profile that resolves it" grep -q 'port = "1-3"' "$T/amb.out"
+sed -n '/^profiles = ($/,/^);$/p' "$T/amb.out" >"$T/fix.conf"
+check "the profile is three lines" test "$(wc -l <"$T/fix.conf")" -eq 3
+check "and passes skrflashd --check-config" "$SKRFLASHD" --check-config "$T/fix.conf"
+check "nothing was queued for manta-m8p" test -z "$(ctl --json queued | grep manta-m8p)"
+
+# --- one daemon per state directory -------------------------------------------------------
+"$SKRFLASHD" --state-dir "$STATE" --runtime-dir "$RUN" --log-target stderr \
+	>"$T/second.out" 2>&1
+rc=$?
+check "a second skrflashd on the same state directory exits non-zero" test $rc -ne 0
+check "saying another one runs" grep -q 'another skrflashd (pid [0-9]*) is already running' "$T/second.out"
+check "the first one's socket is still there and answers" ctl status
+"$SKRFLASHD" --state-dir "$T/other" --runtime-dir "$RUN" --log-target stderr \
+	>"$T/third.out" 2>&1
+rc=$?
+check "another state directory on the same socket is refused too" test $rc -ne 0
+check "and the socket still answers" ctl status
+
+# --- GNU-style options, JSON and exit status ----------------------------------------------
+check "--version" sh -c "'$SKRFLASHCTL' --version | grep -q '^skrflashctl [0-9]'"
+check "global options after the command" sh -c "'$SKRFLASHCTL' status --json --socket '$RUN/control.sock' | python3 -c 'import json,sys; json.load(sys.stdin)'"
+make_image "$T/order.bin" 0x08008000 0x20020000 4096 9
+check "queue P FILE --no-wait (the order --help shows)" ctl queue octopus-f446 "$T/order.bin" --no-wait
+is_json() { python3 -c 'import json,sys; json.load(sys.stdin)'; }
+ctl --json validate "$T/octo1.bin" --board octopus-f446 >"$T/v.json"
+check "validate with --json before the command prints JSON" is_json <"$T/v.json"
+ctl --json flash no-such-board >"$T/err.json" 2>/dev/null
+rc=$?
+check "--json errors: exit 1" test $rc -eq 1
+check "--json errors are JSON on stdout" python3 -c 'import json,sys; o=json.load(open(sys.argv[1])); sys.exit(0 if o["ok"] is False and o["exit"] == 1 else 1)' "$T/err.json"
+check "did you mean for a board name" says "did you mean 'octopus-f446'" flash octopus-f447
+check "did you mean for a profile name" says "did you mean 'octopus-f446'" queue octopus-f44 "$T/octo2.bin"
+check "did you mean for a command" says "did you mean 'status'" stauts
+ctl stauts 2>/dev/null
+rc=$?
+check "unknown command: exit 2" test $rc -eq 2
+ctl queue octopus-f446 "$T/octo2.bin" >/dev/null 2>&1
+ctl --json flash octopus-f446 >"$T/flash.json" 2>"$T/flash.err"
+rc=$?
+check "--json flash waits for the outcome and exits 0 on success" test $rc -eq 0
+check "its JSON says succeeded" python3 -c 'import json,sys; o=json.load(open(sys.argv[1])); sys.exit(0 if o["result"] == "succeeded" and o["ok"] else 1)' "$T/flash.json"
+check "the board runs the second image" test "$(board_field 1-1 installed_sha256)" = "$(sha_of "$T/octo2.bin")"
+check "history shows versions old -> new" says 'v0.13.0-one -> v0.13.0-two' history
+
+# --- queue: size and names ----------------------------------------------------------------
+truncate -s 3G "$T/huge.bin"
+ctl queue octopus-f446 "$T/huge.bin" >"$T/huge.out" 2>&1
+rc=$?
+check "an oversize file is refused by the client (exit 1)" test $rc -eq 1
+check "saying nothing was copied" grep -q 'nothing copied' "$T/huge.out"
+check "and nothing was copied" test -z "$(find "$QUEUE" "$STATE/rejected" -name '*huge*' 2>/dev/null)"
+
+# --- watch says when the daemon stops; a reload that failed shows in status -----------------
+printf 'profiles = ( { name = "x"; match = { board = "no-such"; }; } );\n' >"$CONFIG"
+kill -HUP "$DAEMON_PID"
+check "status says the last reload failed" wait_for 10 says 'last reload: *FAILED' status
+printf '# empty again\n' >"$CONFIG"
+ctl watch >"$T/watch.out" 2>"$T/watch.err" &
+watch=$!
+sleep 0.5
+stop_daemon
+wait $watch
+rc=$?
+check "watch exits non-zero when the daemon stops" test $rc -eq 3
+check "and says so" grep -q 'skrflashd stopped' "$T/watch.err"
+
+# --- offline: same-named files never replace each other; /etc/hostname is refused ----------
+check "offline queue of a good image" ctl queue octopus-f446 "$T/octo1.bin"
+check "offline queue of a second file with the same name" says 'this one is octo1-2.bin' queue octopus-f446 "$T/octo1.bin"
+check "both are waiting" test -f "$QUEUE/octopus-f446/octo1.bin" -a -f "$QUEUE/octopus-f446/octo1-2.bin"
+ctl queue octopus-f446 /etc/hostname >"$T/host.out" 2>&1
+rc=$?
+check "offline, a file that is no firmware is refused (exit 1)" test $rc -eq 1
+check "not copied into the queue" test ! -e "$QUEUE/octopus-f446/hostname"
+finish
