@@ -409,7 +409,8 @@ valid_unit(const char *s)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		if (!(isalnum(c) || strchr(":-_.@\\", c)))
+		/* fnmatch(3) globs too: "klipper*.service" stops whichever Klipper holds the tty */
+		if (!(isalnum(c) || strchr(":-_.@\\*?[]", c)))
 			return false;
 	}
 	return true;

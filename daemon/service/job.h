@@ -40,5 +40,9 @@ void job_table_on_firmware(struct job_table *t, const char *profile);
 /* `skrflashctl flash BOARD`: 0 started, or -errno with *ret_message saying why not. */
 int job_table_flash(struct job_table *t, struct board *b, char **ret_message);
 
+/* flash --dry-run: every check a flash makes, and the plan (method, units to stop, print
+ * state) as JSON; nothing is touched and no job is recorded. */
+int job_table_plan(struct job_table *t, struct board *b, json_object **ret_plan,
+		   char **ret_message);
 size_t job_table_running(const struct job_table *t);
 json_object *job_table_to_json(const struct job_table *t);

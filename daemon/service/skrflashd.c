@@ -628,6 +628,15 @@ on_control(void *userdata, const struct control_request *req)
 			return r < 0 ? fail_with("cannot clear the mark: %s", strerror(-r))
 				     : ok_with("board", board_to_json(b));
 		}
+		if (req->dry_run) {
+			char *msg = NULL;
+			json_object *plan = NULL, *o;
+
+			r = job_table_plan(d->jobs, b, &plan, &msg);
+			o = r < 0 ? fail_with("%s", msg ? msg : strerror(-r)) : ok_with("plan", plan);
+			free(msg);
+			return o;
+		}
 		{
 			char *msg = NULL;
 

@@ -99,6 +99,18 @@ ctl stauts 2>/dev/null
 rc=$?
 check "unknown command: exit 2" test $rc -eq 2
 ctl queue octopus-f446 "$T/octo2.bin" >/dev/null 2>&1
+# --dry-run: every check, the plan, nothing touched
+jobs_before=$(ctl --json history | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+ctl flash --dry-run octopus-f446 >"$T/plan.out" 2>&1
+rc=$?
+check "flash --dry-run exits 0" test $rc -eq 0
+check "the plan names the method" grep -q 'method: *bootloader request' "$T/plan.out"
+check "the units it would stop" grep -q 'stop units: *none' "$T/plan.out"
+check "the print state" grep -q 'print state: ' "$T/plan.out"
+check "and the versions" grep -q 'v0.13.0-one -> v0.13.0-two' "$T/plan.out"
+check "no job was started or recorded" test "$(ctl --json history | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')" = "$jobs_before"
+check "the board still runs the first image" test "$(board_field 1-1 installed_sha256)" = "$(sha_of "$T/octo1.bin")"
+check "--dry-run of an image the board cannot take is refused" sh -c "! '$SKRFLASHCTL' --socket '$RUN/control.sock' flash 1-3 --dry-run"
 ctl --json flash octopus-f446 >"$T/flash.json" 2>"$T/flash.err"
 rc=$?
 check "--json flash waits for the outcome and exits 0 on success" test $rc -eq 0

@@ -12,6 +12,8 @@
 #include "harness.h"
 #include "util.h"
 
+static void check_ok_stop_glob(void);
+
 static void
 check_error(const char *text, const char *expected)
 {
@@ -123,6 +125,8 @@ test_errors(void)
 	    "stop_units = [ \"klipper\" ]; } );",
 	    "c.conf:2: profiles.[0].stop_units.[0]: invalid unit name 'klipper' (must end in "
 	    ".service)\n");
+	/* a glob, as docs/safety.md shows: the engine stops the matching unit holding the tty */
+	check_ok_stop_glob();
 	check_error("profiles = ( { name = \"a\"; match = { board = \"skr-1.3\"; };\n"
 		    "app_start = 0x80000; } );",
 		    "c.conf:2: profiles.[0].app_start: 0x00080000 is outside the flash of board "
@@ -365,4 +369,20 @@ main(void)
 	test_dump_roundtrip();
 	test_files();
 	TEST_DONE();
+}
+
+static void
+check_ok_stop_glob(void)
+{
+	struct config *cfg = NULL;
+	char *errors = NULL;
+	int r = config_load_string("profiles = ( { name = \"a\"; match = { serial = \"1\"; };\n"
+				   "stop_units = [ \"klipper*.service\" ]; } );",
+				   "c.conf", NULL, &cfg, &errors);
+
+	CHECK_EQ_INT(r, 0);
+	if (r == 0)
+		CHECK_STREQ(cfg->profiles[0].stop_units[0], "klipper*.service");
+	free(errors);
+	config_free(cfg);
 }
