@@ -571,7 +571,7 @@ watch_progress(struct watch_jobs *w, const char *id, const char *label)
 }
 
 static void
-print_event(json_object *ev, struct watch_jobs *w)
+print_event(json_object *ev, struct watch_jobs *w, bool verbose)
 {
 	json_object *data = NULL;
 	const char *name = jstr(ev, "event");
@@ -592,6 +592,9 @@ print_event(json_object *ev, struct watch_jobs *w)
 				    json_object_object_get(data, "total")));
 		return;
 	}
+	/* a board re-enumerates several times per flash: that is detail, for --verbose */
+	if (!verbose && (strcmp(name, "board-updated") == 0 || strcmp(name, "board-gone") == 0))
+		return;
 	printf("%s %-20s", when, name);
 	if (data && strncmp(name, "job-", 4) == 0) {
 		printf(" job %s %s port %s", jstr(data, "job"),
@@ -635,7 +638,7 @@ cmd_watch(struct ctl *c, char **args)
 		if (c->json)
 			printf("%s\n", line);
 		else if (ev)
-			print_event(ev, w);
+			print_event(ev, w, c->verbose);
 		fflush(stdout);
 		json_object_put(ev);
 		free(line);

@@ -409,6 +409,8 @@ board_state(struct daemon *d, const struct board *b, char *buf, size_t len)
 	}
 }
 
+static const char *firmware_version(struct daemon *d, const char *sha);
+
 static json_object *
 boards_json(struct daemon *d, bool all)
 {
@@ -420,6 +422,10 @@ boards_json(struct daemon *d, bool all)
 
 		board_state(d, b, state, sizeof(state));
 		json_object_object_add(o, "state", json_object_new_string(state));
+		if (!b->installed_version[0] && b->installed_sha[0])
+			json_object_object_add(
+			    o, "installed_version",
+			    json_object_new_string(firmware_version(d, b->installed_sha)));
 		json_object_array_add(arr, o);
 	}
 	if (all && store_boards_json(d->store, &known) >= 0) {
@@ -656,6 +662,33 @@ on_control(void *userdata, const struct control_request *req)
 	}
 }
 
+/* Firmware queued for a profile the configuration no longer has would count as "waiting"
+ * for ever: it stops waiting, says so once, and stays in the store under its sha256. */
+static void
+forget_orphaned_firmware(struct daemon *d)
+{
+	json_object *desired = NULL;
+
+	if (store_desired_list_json(d->store, &desired) < 0)
+		return;
+	for (size_t i = 0; i < json_object_array_length(desired); i++) {
+		json_object *e = json_object_array_get_idx(desired, i);
+		const char *profile = json_object_get_string(json_object_object_get(e, "profile"));
+		const char *sha = json_object_get_string(json_object_object_get(e, "sha256"));
+		const char *src = json_object_get_string(json_object_object_get(e, "source"));
+
+		if (!profile || config_find_profile(d->cfg, profile) ||
+		    store_desired_delete(d->store, profile) < 0)
+			continue;
+		log_notice("profile '%s' is no longer in the configuration: its firmware %.12s%s%s%s "
+			   "is not waiting any more; it stays stored as %s/firmware/%s (queue it "
+			   "again under a profile of the new configuration to flash it)",
+			   profile, sha ? sha : "", src && *src ? " ('" : "", src ? src : "",
+			   src && *src ? "')" : "", d->cfg->state_dir, sha ? sha : "");
+	}
+	json_object_put(desired);
+}
+
 static int
 on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 {
@@ -678,6 +711,7 @@ on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 		boards_set_config(d->boards, fresh);
 		job_table_set_config(d->jobs, fresh);
 		queue_set_config(d->queue, fresh);
+		forget_orphaned_firmware(d);
 		control_set_group(d->control, fresh->has_control_gid, fresh->control_gid);
 		log_set_max_priority(fresh->log_level);
 		config_free(old);
@@ -969,6 +1003,7 @@ main(int argc, char **argv)
 		if (r < 0)
 			goto out;
 	}
+	forget_orphaned_firmware(&d);
 	log_notice("skrflashd %s running: %zu board%s present, config %s, queue %s",
 		   SKRFLASH_VERSION, boards_count_present(d.boards),
 		   boards_count_present(d.boards) == 1 ? "" : "s",

@@ -148,4 +148,22 @@ ctl queue octopus-f446 /etc/hostname >"$T/host.out" 2>&1
 rc=$?
 check "offline, a file that is no firmware is refused (exit 1)" test $rc -eq 1
 check "not copied into the queue" test ! -e "$QUEUE/octopus-f446/hostname"
+
+# --- from no config to a first config file: no noise, no stale state -----------------------
+start_daemon
+check "the files queued offline are picked up at start" wait_for 10 test ! -e "$QUEUE/octopus-f446/octo1-2.bin"
+check "firmware waits for octopus-f446" says 'firmware waiting: 1' status
+lines=$(wc -l <"$DAEMON_LOG")
+cat >"$CONFIG" <<CONF
+profiles = ( { name = "voron"; match = { board = "octopus-f446"; port = "1-1"; }; } );
+CONF
+kill -HUP "$DAEMON_PID"
+wait_for 10 grep -q 'configuration reloaded' "$DAEMON_LOG"
+tail -n +"$((lines + 1))" "$DAEMON_LOG" >"$T/reload.log"
+check "the reload logs no error or warning" test -z "$(grep '^<[0-4]>' "$T/reload.log")"
+check "the catalog's empty queue folders are gone" test "$(ls "$QUEUE")" = voron
+check "nothing waits for a profile that is gone" says 'firmware waiting: 0' status
+check "the log says what became of the orphaned firmware" grep -q "profile 'octopus-f446' is no longer in the configuration: its firmware .* stays stored as" "$T/reload.log"
+check "and it is still stored" test -f "$STATE/firmware/$(sha_of "$T/octo1.bin")"
+stop_daemon
 finish
