@@ -10,9 +10,9 @@ if [ -z "${SKRFLASH_IN_SIM:-}" ]; then
 	# 1-1: an Octopus (stm32f446xx: Octopus or Octopus Pro); 1-3 and 1-4: a Manta M8P and
 	# an SKR Mini E3 V3, both stm32g0b1xx, so firmware "for a manta-m8p" could go to either
 	SKRFLASH_IN_SIM=1 exec "$BUILD/skrsim" --quiet \
-		--board octopus-f446@1-1:katapult-installed \
 		--board manta-m8p@1-3:katapult-installed \
 		--board skr-mini-e3-v3@1-4:katapult-installed \
+		--board octopus-f446@1-1:katapult-installed \
 		-- sh "$0"
 fi
 # shellcheck source=tests/integration/lib.sh
