@@ -521,8 +521,8 @@ load_match(struct loader *l, const config_setting_t *grp, struct config_match *m
 
 			for (size_t i = 0; i < n; i++)
 				str_closest_add(&c, all[i].name);
-			err_at(l, s, "unknown board '%s'%s%s%s (`skrflashctl catalog` lists them)", v,
-			       c.best ? "; did you mean '" : "", c.best ? c.best : "",
+			err_at(l, s, "unknown board '%s'%s%s%s (`skrflashctl catalog` lists them)",
+			       v, c.best ? "; did you mean '" : "", c.best ? c.best : "",
 			       c.best ? "'?" : "");
 		}
 	}

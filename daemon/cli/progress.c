@@ -85,9 +85,8 @@ progress_update(struct progress *p, const char *phase, uint64_t done, uint64_t t
 		p->last = quarter;
 		rate_text(p, done, total, rate, sizeof(rate));
 		fprintf(p->out, "%s%s%s %d%% (%llu/%llu KiB)%s%s\n", p->label,
-			p->label[0] ? ": " : "", phase, pct,
-			(unsigned long long)(done / 1024), (unsigned long long)(total / 1024),
-			rate[0] ? "  " : "", rate);
+			p->label[0] ? ": " : "", phase, pct, (unsigned long long)(done / 1024),
+			(unsigned long long)(total / 1024), rate[0] ? "  " : "", rate);
 	}
 	fflush(p->out);
 }

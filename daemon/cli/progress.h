@@ -11,12 +11,12 @@
 
 struct progress {
 	FILE *out;
-	bool tty;	 /* redraw a bar in place; otherwise quarter lines */
-	char label[64];	 /* what is being flashed, e.g. "octopus-f446 (job 3)" */
-	char phase[16];	 /* erase, write, verify, ... */
-	uint64_t t0;	 /* monotonic usec at the phase's first report */
-	int last;	 /* last percentage (bar) or quarter (lines) shown, -1 none */
-	bool open;	 /* a bar is drawn without its newline */
+	bool tty;	/* redraw a bar in place; otherwise quarter lines */
+	char label[64]; /* what is being flashed, e.g. "octopus-f446 (job 3)" */
+	char phase[16]; /* erase, write, verify, ... */
+	uint64_t t0;	/* monotonic usec at the phase's first report */
+	int last;	/* last percentage (bar) or quarter (lines) shown, -1 none */
+	bool open;	/* a bar is drawn without its newline */
 };
 
 /* out: where to draw; tty: whether out is a terminal. */

@@ -242,6 +242,7 @@ call_ex(const struct ctl *c, json_object *req, json_object **ret, bool quiet)
 	json_object *resp, *ok;
 	int fd = ctl_connect(c);
 
+	*ret = NULL;
 	if (fd < 0) {
 		json_object_put(req);
 		return quiet && is_unreachable(fd) ? -1 : unreachable(c, fd);
@@ -267,8 +268,8 @@ call_ex(const struct ctl *c, json_object *req, json_object **ret, bool quiet)
 	}
 	if (!json_object_get_boolean(ok)) {
 		const char *e = jstr(resp, "error");
-		int code = fail(c, strstr(e, "permission denied") ? EXIT_DENIED : EXIT_FAILED,
-				"%s", e);
+		int code =
+		    fail(c, strstr(e, "permission denied") ? EXIT_DENIED : EXIT_FAILED, "%s", e);
 
 		json_object_put(resp);
 		return code;
@@ -394,12 +395,12 @@ cmd_boards(struct ctl *c, char **args)
 		if (json_object_object_get_ex(b, "present", &present) &&
 		    !json_object_get_boolean(present))
 			mode = *jstr(b, "last_mode") ? jstr(b, "last_mode") : "absent";
-		table_row(&t, (const char *const[]){
-				  jstr(b, "id"),
-				  *jstr(b, "board") ? jstr(b, "board") : jstr(b, "candidates"),
-				  jstr(b, "port"), mode, jstr(b, "profile"), version,
-				  jstr(b, "state"),
-				  *jstr(b, "by_id") ? jstr(b, "by_id") : jstr(b, "tty")});
+		table_row(&t,
+			  (const char *const[]){
+			      jstr(b, "id"),
+			      *jstr(b, "board") ? jstr(b, "board") : jstr(b, "candidates"),
+			      jstr(b, "port"), mode, jstr(b, "profile"), version, jstr(b, "state"),
+			      *jstr(b, "by_id") ? jstr(b, "by_id") : jstr(b, "tty")});
 	}
 	table_print(&t);
 	if (json_object_array_length(arr) == 0)
@@ -535,10 +536,10 @@ cmd_history(struct ctl *c, char **args)
 			else
 				(void)snprintf(took, sizeof(took), "%lld:%02lld",
 					       (long long)(secs / 60), (long long)(secs % 60));
-			table_row(&t, (const char *const[]){
-					  jstr(e, "job"), jstr(e, "started_at"), jstr(e, "board"),
-					  jstr(e, "port"), jstr(e, "method"), versions, took,
-					  jstr(e, "result"), jstr(e, "error")});
+			table_row(&t, (const char *const[]){jstr(e, "job"), jstr(e, "started_at"),
+							    jstr(e, "board"), jstr(e, "port"),
+							    jstr(e, "method"), versions, took,
+							    jstr(e, "result"), jstr(e, "error")});
 		}
 		table_print(&t);
 		if (json_object_array_length(arr) == 0)
@@ -575,7 +576,7 @@ print_event(json_object *ev, struct watch_jobs *w, bool verbose)
 {
 	json_object *data = NULL;
 	const char *name = jstr(ev, "event");
-	char when[32], label[64];
+	char when[32];
 	time_t t = (time_t)json_object_get_int64(json_object_object_get(ev, "time"));
 	struct tm tm;
 
@@ -583,13 +584,14 @@ print_event(json_object *ev, struct watch_jobs *w, bool verbose)
 	if (!localtime_r(&t, &tm) || !strftime(when, sizeof(when), "%H:%M:%S", &tm))
 		(void)str_copy(when, sizeof(when), "--:--:--");
 	if (data && strcmp(name, "job-progress") == 0) {
-		(void)snprintf(label, sizeof(label), "%s job %s %.20s",
-			       when, jstr(data, "job"),
+		char label[64];
+
+		(void)snprintf(label, sizeof(label), "%s job %s %.20s", when, jstr(data, "job"),
 			       *jstr(data, "board") ? jstr(data, "board") : jstr(data, "port"));
-		progress_update(watch_progress(w, jstr(data, "job"), label), jstr(data, "phase"),
-				(uint64_t)json_object_get_int64(json_object_object_get(data, "done")),
-				(uint64_t)json_object_get_int64(
-				    json_object_object_get(data, "total")));
+		progress_update(
+		    watch_progress(w, jstr(data, "job"), label), jstr(data, "phase"),
+		    (uint64_t)json_object_get_int64(json_object_object_get(data, "done")),
+		    (uint64_t)json_object_get_int64(json_object_object_get(data, "total")));
 		return;
 	}
 	/* a board re-enumerates several times per flash: that is detail, for --verbose */
@@ -855,8 +857,8 @@ queue_copy(struct ctl *c, int in, const char *file, const char *dir, const char 
 	if (out < 0) {
 		r = errno;
 		free(tmp);
-		return fail(c, r == EACCES ? EXIT_DENIED : EXIT_FAILED,
-			    "cannot write into %s: %s", dir, strerror(r));
+		return fail(c, r == EACCES ? EXIT_DENIED : EXIT_FAILED, "cannot write into %s: %s",
+			    dir, strerror(r));
 	}
 	r = copy_fd(in, out);
 	if (r >= 0 && (fchmod(out, 0640) < 0 || fsync(out) < 0))
@@ -912,8 +914,8 @@ cmd_queue(struct ctl *c, char **args)
 	dir = xasprintf("%s/%s", c->queue_dir, qt.queue);
 	r = mkdir_p(dir, 0770);
 	if (r < 0) {
-		code = fail(c, r == -EACCES ? EXIT_DENIED : EXIT_FAILED, "cannot create %s: %s", dir,
-			    strerror(-r));
+		code = fail(c, r == -EACCES ? EXIT_DENIED : EXIT_FAILED, "cannot create %s: %s",
+			    dir, strerror(-r));
 		goto out;
 	}
 	code = queue_copy(c, in, file, dir, base, &tmp);
@@ -921,7 +923,7 @@ cmd_queue(struct ctl *c, char **args)
 		goto out;
 	watch = !qt.offline && !c->no_wait ? subscribe(c, &buf, &len) : -1;
 	r = place_unique(tmp, dir, base, &name);
-	if (r < 0) {
+	if (r < 0 || !name) {
 		code = fail(c, EXIT_FAILED, "cannot move %s into the queue %s: %s", file, dir,
 			    r == -EEXIST ? "100 files of that name are waiting already"
 					 : strerror(-r));
@@ -1014,11 +1016,10 @@ follow_job(struct ctl *c, int watch, char **buf, size_t *len, const char *board,
 			fprintf(stderr, "< %s\n", json_object_to_json_string(ev));
 		}
 		if (strcmp(name, "job-progress") == 0 && !c->json) {
-			progress_update(&p, jstr(data, "phase"),
-					(uint64_t)json_object_get_int64(
-					    json_object_object_get(data, "done")),
-					(uint64_t)json_object_get_int64(
-					    json_object_object_get(data, "total")));
+			progress_update(
+			    &p, jstr(data, "phase"),
+			    (uint64_t)json_object_get_int64(json_object_object_get(data, "done")),
+			    (uint64_t)json_object_get_int64(json_object_object_get(data, "total")));
 		} else if (strcmp(name, "job-step") == 0 && !c->json) {
 			progress_break(&p);
 			printf("%s: %s\n", board, jstr(data, "step"));
@@ -1172,12 +1173,12 @@ cmd_validate(struct ctl *c, char **args)
 		}
 	}
 	argv = strv_new("validate", c->board ? "--board" : "--profile",
-			c->board ? c->board : c->profile, NULL);
+			c->board ? c->board : c->profile, (char *)NULL);
 	if (c->json)
-		argv = argv_add(argv, "--json", NULL);
+		argv = argv_add(argv, "--json", (char *)NULL);
 	if (c->profile && c->cfg && c->cfg->path)
-		argv = argv_add(argv, "--config", c->cfg->path, NULL);
-	argv = argv_add(argv, args[0], NULL);
+		argv = argv_add(argv, "--config", c->cfg->path, (char *)NULL);
+	argv = argv_add(argv, args[0], (char *)NULL);
 	code = validate_command((int)strv_length(argv), argv);
 	strv_free(argv);
 	return code;
@@ -1186,7 +1187,7 @@ cmd_validate(struct ctl *c, char **args)
 static int
 cmd_flash_device(struct ctl *c, char **args)
 {
-	char **argv = strv_new("flash", "--device", c->device, NULL);
+	char **argv = strv_new("flash", "--device", c->device, (char *)NULL);
 	int code;
 
 	if (c->board && !catalog_find(c->board)) {
@@ -1194,12 +1195,12 @@ cmd_flash_device(struct ctl *c, char **args)
 		return unknown_board(c, c->board);
 	}
 	if (c->board)
-		argv = argv_add(argv, "--board", c->board, NULL);
+		argv = argv_add(argv, "--board", c->board, (char *)NULL);
 	if (c->method)
-		argv = argv_add(argv, "--method", c->method, NULL);
+		argv = argv_add(argv, "--method", c->method, (char *)NULL);
 	if (c->window)
-		argv = argv_add(argv, "--window", c->window, NULL);
-	argv = argv_add(argv, args[0], NULL);
+		argv = argv_add(argv, "--window", c->window, (char *)NULL);
+	argv = argv_add(argv, args[0], (char *)NULL);
 	code = oneshot_flash((int)strv_length(argv), argv);
 	strv_free(argv);
 	return code;
@@ -1214,15 +1215,24 @@ enum {
 };
 
 static const struct option options[] = {
-    {"json", no_argument, NULL, 'j'},	      {"socket", required_argument, NULL, 's'},
-    {"config", required_argument, NULL, 'c'}, {"queue-dir", required_argument, NULL, 'q'},
-    {"help", no_argument, NULL, 'h'},	      {"version", no_argument, NULL, OPT_VERSION},
-    {"verbose", no_argument, NULL, 'v'},      {"all", no_argument, NULL, 'a'},
-    {"board", required_argument, NULL, 'b'},  {"profile", required_argument, NULL, 'p'},
-    {"limit", required_argument, NULL, 'l'},  {"no-wait", no_argument, NULL, 'n'},
-    {"dry-run", no_argument, NULL, OPT_DRY_RUN}, {"force", no_argument, NULL, 'f'},
-    {"device", required_argument, NULL, 'd'}, {"method", required_argument, NULL, 'm'},
-    {"window", required_argument, NULL, 'w'}, {NULL, 0, NULL, 0},
+    {"json", no_argument, NULL, 'j'},
+    {"socket", required_argument, NULL, 's'},
+    {"config", required_argument, NULL, 'c'},
+    {"queue-dir", required_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"verbose", no_argument, NULL, 'v'},
+    {"all", no_argument, NULL, 'a'},
+    {"board", required_argument, NULL, 'b'},
+    {"profile", required_argument, NULL, 'p'},
+    {"limit", required_argument, NULL, 'l'},
+    {"no-wait", no_argument, NULL, 'n'},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {"force", no_argument, NULL, 'f'},
+    {"device", required_argument, NULL, 'd'},
+    {"method", required_argument, NULL, 'm'},
+    {"window", required_argument, NULL, 'w'},
+    {NULL, 0, NULL, 0},
 };
 
 struct command {
@@ -1369,8 +1379,7 @@ parse_options(struct ctl *c, int argc, char **argv, char *seen, bool *ret_exit)
 
 	opterr = 0;
 	optind = 1;
-	while ((opt = getopt_long(argc, argv, ":hjvs:c:q:ab:p:l:nfd:m:w:", options, NULL)) !=
-	       -1) {
+	while ((opt = getopt_long(argc, argv, ":hjvs:c:q:ab:p:l:nfd:m:w:", options, NULL)) != -1) {
 		uint32_t v;
 
 		if (opt == '?' || opt == ':')
@@ -1412,7 +1421,8 @@ parse_options(struct ctl *c, int argc, char **argv, char *seen, bool *ret_exit)
 			break;
 		case 'l':
 			if (parse_u32(optarg, &v) < 0 || v < 1 || v > 10000)
-				return fail(c, EXIT_USAGE, "--limit wants a number from 1 to 10000");
+				return fail(c, EXIT_USAGE,
+					    "--limit wants a number from 1 to 10000");
 			c->limit = v;
 			break;
 		case 'n':

@@ -116,7 +116,8 @@ takers(const struct boards *r, const char *profile, const struct board *skip,
 
 		if (b == skip || !b->present)
 			continue;
-		if (strcmp(b->profile, profile) != 0 && (b->profile[0] || !has_candidate(b, profile)))
+		if (strcmp(b->profile, profile) != 0 &&
+		    (b->profile[0] || !has_candidate(b, profile)))
 			continue;
 		if (!n && ret_first)
 			*ret_first = b;
@@ -130,8 +131,7 @@ takers(const struct boards *r, const char *profile, const struct board *skip,
  * queued under exactly one of the candidates' names picks that candidate's profile, unless
  * another board took that name already (then it is ambiguous: boards_ambiguity says so). */
 static const struct config_profile *
-pick_by_queue(struct boards *r, struct board *b, const struct catalog_board *const *cands,
-	      size_t n)
+pick_by_queue(struct boards *r, struct board *b, const struct catalog_board *const *cands, size_t n)
 {
 	const struct config_profile *found = NULL;
 	struct store_desired d;
@@ -661,9 +661,11 @@ boards_suggest(struct boards *r, struct str_closest *cl)
 			char names[sizeof(b->candidates)], *save = NULL;
 
 			memcpy(names, b->candidates, sizeof(names));
-			for (char *t = strtok_r(names, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+			for (char *t = strtok_r(names, ", ", &save); t;
+			     t = strtok_r(NULL, ", ", &save))
 				if (strcmp(t, cl->word) != 0)
-					str_closest_add(cl, catalog_find(t) ? catalog_find(t)->name : NULL);
+					str_closest_add(cl, catalog_find(t) ? catalog_find(t)->name
+									    : NULL);
 		}
 	}
 }

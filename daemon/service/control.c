@@ -19,8 +19,8 @@
 #define MAX_OUTPUT (8u << 20) /* a watcher that stops reading is dropped, not buffered forever */
 
 static const char *const command_names[_CONTROL_COMMAND_MAX] = {
-    [CONTROL_STATUS] = "status",   [CONTROL_BOARDS] = "boards", [CONTROL_QUEUED] = "queued",
-    [CONTROL_HISTORY] = "history", [CONTROL_WATCH] = "watch",	[CONTROL_FLASH] = "flash",
+    [CONTROL_STATUS] = "status",   [CONTROL_BOARDS] = "boards",	  [CONTROL_QUEUED] = "queued",
+    [CONTROL_HISTORY] = "history", [CONTROL_WATCH] = "watch",	  [CONTROL_FLASH] = "flash",
     [CONTROL_RETRY] = "retry",	   [CONTROL_PROFILE] = "profile",
 };
 

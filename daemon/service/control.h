@@ -30,11 +30,11 @@ enum control_command {
 
 struct control_request {
 	enum control_command command;
-	char board[128]; /* flash, retry, history (optional) */
-	unsigned limit;	 /* history: 0 = default */
-	bool all;	 /* boards: include known boards that are not present */
-	bool force;	 /* flash: also an image marked bad on this board */
-	bool dry_run;	 /* flash: run the gates and answer the plan, touch nothing */
+	char board[128];   /* flash, retry, history (optional) */
+	unsigned limit;	   /* history: 0 = default */
+	bool all;	   /* boards: include known boards that are not present */
+	bool force;	   /* flash: also an image marked bad on this board */
+	bool dry_run;	   /* flash: run the gates and answer the plan, touch nothing */
 	char profile[128]; /* profile: a profile or queue name */
 };
 

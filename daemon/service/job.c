@@ -113,7 +113,7 @@ struct job_table {
 	size_t n_jobs;
 	char **pending; /* ports waiting for a free job slot */
 	size_t n_pending;
-	char **bl_seen; /* ports whose bootloader visit was considered */
+	char **bl_seen;	       /* ports whose bootloader visit was considered */
 	json_object **dry_run; /* set by job_table_plan: prepare_job answers a plan, no job */
 };
 
@@ -921,28 +921,29 @@ plan_json(const struct job *j, const struct board *b)
 	json_object *o = json_object_new_object(), *units = json_object_new_array();
 	struct holder *h = NULL;
 	struct moonraker_state ms;
-	char **names = NULL, *reason = NULL, key[MOONRAKER_KEY_MAX + 1] = "", state[640];
+	char **names = NULL, *reason = NULL, state[640];
 	struct stat st;
 	size_t n = 0;
-	int r;
 
 	json_object_object_add(o, "board", json_object_new_string(name_of(j)));
 	json_object_object_add(o, "port", json_object_new_string(j->port));
-	json_object_object_add(o, "to", json_object_new_string(j->version[0] ? j->version : j->sha));
-	json_object_object_add(o, "from", json_object_new_string(b->installed_version[0]
-								     ? b->installed_version
-								     : b->installed_sha));
+	json_object_object_add(o, "to",
+			       json_object_new_string(j->version[0] ? j->version : j->sha));
+	json_object_object_add(o, "from",
+			       json_object_new_string(b->installed_version[0] ? b->installed_version
+									      : b->installed_sha));
 	json_object_object_add(
 	    o, "method",
-	    json_object_new_string(bootloader_mode(b->dev.mode)
-				       ? method_for(b->dev.mode)
-				       : "bootloader request (1200 baud), then Katapult or ROM DFU, "
-					 "whichever the board enters"));
+	    json_object_new_string(
+		bootloader_mode(b->dev.mode)
+		    ? method_for(b->dev.mode)
+		    : "bootloader request (1200 baud), then Katapult or ROM DFU, "
+		      "whichever the board enters"));
 	if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0] &&
 	    holder_find(NULL, b->dev.tty, stat(b->dev.tty, &st) == 0 ? st.st_rdev : 0, &h, &n) >
 		0) {
-		r = units_plan(h, n, j->stop_globs, strv_length(j->stop_globs), b->dev.tty, &names,
-			       &reason);
+		int r = units_plan(h, n, j->stop_globs, strv_length(j->stop_globs), b->dev.tty,
+				   &names, &reason);
 		holder_free(h, n);
 		if (r < 0)
 			json_object_object_add(
@@ -957,6 +958,8 @@ plan_json(const struct job *j, const struct board *b)
 	if (!j->moonraker[0]) {
 		(void)snprintf(state, sizeof(state), "not checked (no Moonraker for this profile)");
 	} else {
+		char key[MOONRAKER_KEY_MAX + 1] = "";
+
 		if (j->moonraker_key_file[0])
 			(void)moonraker_read_key(j->moonraker_key_file, key, sizeof(key));
 		(void)moonraker_query(j->moonraker, key[0] ? key : NULL, 2000, &ms);

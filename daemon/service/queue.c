@@ -379,7 +379,8 @@ top_dir_entry(struct queue *q, int dirfd, const char *name)
 		/* the queue of a profile that is gone (the catalog's, when a first config file
 		 * arrives): an empty one simply goes, one with files in it goes aside */
 		if (unlinkat(dirfd, name, AT_REMOVEDIR) == 0) {
-			log_debug("removed the empty queue directory '%s': no profile uses it", name);
+			log_debug("removed the empty queue directory '%s': no profile uses it",
+				  name);
 			return;
 		}
 		pick_up(q, dirfd, name, name);

@@ -51,7 +51,7 @@ struct daemon {
 	int lock_fd; /* flock on <state_dir>/skrflashd.lock: one daemon per state directory */
 	char last_status[256];
 	uint64_t started_usec;
-	char *reload_error;	   /* why the last reload was refused, NULL after a good one */
+	char *reload_error; /* why the last reload was refused, NULL after a good one */
 	struct {
 		char sha[65];
 		char version[128];
@@ -65,7 +65,6 @@ load_config(struct daemon *d, struct config **ret)
 {
 	struct config *cfg = NULL;
 	char *errors = NULL;
-	char first[512];
 	const char *path = d->config_path;
 	int r;
 
@@ -88,8 +87,10 @@ load_config(struct daemon *d, struct config **ret)
 		*ret = cfg;
 	}
 	if (r < 0) {
-		(void)snprintf(first, sizeof(first), "%.*s", (int)strcspn(errors ? errors : "", "\n"),
-			       errors ? errors : "");
+		char first[512];
+
+		(void)snprintf(first, sizeof(first), "%.*s",
+			       (int)strcspn(errors ? errors : "", "\n"), errors ? errors : "");
 		if (!errors)
 			(void)snprintf(first, sizeof(first), "cannot load %s: %s",
 				       path ? path : "(built-in)", strerror(-r));
@@ -388,8 +389,9 @@ board_state(struct daemon *d, const struct board *b, char *buf, size_t len)
 	} else if (nopath) {
 		(void)snprintf(buf, len, "no flash path (%s)", nopath);
 	} else if (store_desired_get(d->store, p->name, &want) < 0) {
-		(void)snprintf(buf, len, "%s", b->installed_sha[0] ? "up to date (nothing queued)"
-								  : "nothing queued");
+		(void)snprintf(buf, len, "%s",
+			       b->installed_sha[0] ? "up to date (nothing queued)"
+						   : "nothing queued");
 	} else if (strcmp(want.sha, b->installed_sha) == 0) {
 		(void)snprintf(buf, len, "up to date");
 	} else if (store_bad_is_marked(d->store, b->id, want.sha)) {
@@ -563,8 +565,8 @@ profile_json(struct daemon *d, const char *name)
 	o = json_object_new_object();
 	json_object_object_add(o, "name", json_object_new_string(p->name));
 	json_object_object_add(o, "queue", json_object_new_string(p->queue));
-	json_object_object_add(
-	    o, "board", json_object_new_string(p->match.board ? p->match.board->name : ""));
+	json_object_object_add(o, "board",
+			       json_object_new_string(p->match.board ? p->match.board->name : ""));
 	json_object_object_add(o, "max_file_size",
 			       json_object_new_int64((int64_t)catalog_max_flash_size()));
 	o = ok_with("profile", o);
@@ -620,9 +622,10 @@ on_control(void *userdata, const struct control_request *req)
 			char *why = boards_ambiguity(d->boards, req->board);
 			json_object *o =
 			    why ? fail_with("%s", why)
-				: fail_with("'%s' names more than one board; use its port or serial "
-					    "(`skrflashctl boards` lists them)",
-					    req->board);
+				: fail_with(
+				      "'%s' names more than one board; use its port or serial "
+				      "(`skrflashctl boards` lists them)",
+				      req->board);
 
 			free(why);
 			return o;
@@ -639,7 +642,8 @@ on_control(void *userdata, const struct control_request *req)
 			json_object *plan = NULL, *o;
 
 			r = job_table_plan(d->jobs, b, &plan, &msg);
-			o = r < 0 ? fail_with("%s", msg ? msg : strerror(-r)) : ok_with("plan", plan);
+			o = r < 0 ? fail_with("%s", msg ? msg : strerror(-r))
+				  : ok_with("plan", plan);
 			free(msg);
 			return o;
 		}
@@ -680,11 +684,12 @@ forget_orphaned_firmware(struct daemon *d)
 		if (!profile || config_find_profile(d->cfg, profile) ||
 		    store_desired_delete(d->store, profile) < 0)
 			continue;
-		log_notice("profile '%s' is no longer in the configuration: its firmware %.12s%s%s%s "
-			   "is not waiting any more; it stays stored as %s/firmware/%s (queue it "
-			   "again under a profile of the new configuration to flash it)",
-			   profile, sha ? sha : "", src && *src ? " ('" : "", src ? src : "",
-			   src && *src ? "')" : "", d->cfg->state_dir, sha ? sha : "");
+		log_notice(
+		    "profile '%s' is no longer in the configuration: its firmware %.12s%s%s%s "
+		    "is not waiting any more; it stays stored as %s/firmware/%s (queue it "
+		    "again under a profile of the new configuration to flash it)",
+		    profile, sha ? sha : "", src && *src ? " ('" : "", src ? src : "",
+		    src && *src ? "')" : "", d->cfg->state_dir, sha ? sha : "");
 	}
 	json_object_put(desired);
 }
@@ -732,7 +737,6 @@ static int
 lock_state_dir(struct daemon *d)
 {
 	char *path, pid[32] = "";
-	ssize_t n;
 	int r = mkdir_p(d->cfg->state_dir, 0750);
 
 	if (r < 0) {
@@ -748,6 +752,8 @@ lock_state_dir(struct daemon *d)
 		return r;
 	}
 	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		ssize_t n;
+
 		r = -errno;
 		n = pread(d->lock_fd, pid, sizeof(pid) - 1, 0);
 		pid[n > 0 ? n : 0] = 0;
@@ -756,7 +762,8 @@ lock_state_dir(struct daemon *d)
 			log_error("another skrflashd%s%s%s is already running on the state "
 				  "directory %s; stop it first (systemctl stop skrflashd) or give "
 				  "this one its own --state-dir",
-				  pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "", d->cfg->state_dir);
+				  pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "",
+				  d->cfg->state_dir);
 		else
 			log_error_errno(r, "cannot lock %s", path);
 		free(path);

@@ -97,9 +97,10 @@ test_errors(void)
 	check_error("profiles = ( { name = \"a\"; match = { board = \"skr-pico\"; }; },\n"
 		    "{ name = \"b\"; match = { serial = \"1\"; }; queue = \"a\"; } );",
 		    "c.conf:2: profiles.[1].queue: queue 'a' is already used by profile 'a'\n");
-	check_error("profiles = ( { name = \"a\"; match = { board = \"skr-9\"; }; } );",
-		    "c.conf:1: profiles.[0].match.board: unknown board 'skr-9' (`skrflashctl catalog` "
-		    "lists them)\n");
+	check_error(
+	    "profiles = ( { name = \"a\"; match = { board = \"skr-9\"; }; } );",
+	    "c.conf:1: profiles.[0].match.board: unknown board 'skr-9' (`skrflashctl catalog` "
+	    "lists them)\n");
 	check_error("profiles = ( { name = \"a\"; match = { usb_id = \"1d50614e\"; }; } );",
 		    "c.conf:1: profiles.[0].match.usb_id: invalid USB id '1d50614e' (expected "
 		    "vvvv:pppp in hex)\n");
@@ -139,7 +140,8 @@ test_errors(void)
 	    "max_jobs = 0;\nprofiles = ( { name = \"a\";\nmatch = { board = \"x\"; }; } );\n"
 	    "log_level = 3;\n",
 	    "c.conf:1: max_jobs: must be between 1 and 64\n"
-	    "c.conf:3: profiles.[0].match.board: unknown board 'x' (`skrflashctl catalog` lists them)\n"
+	    "c.conf:3: profiles.[0].match.board: unknown board 'x' (`skrflashctl catalog` lists "
+	    "them)\n"
 	    "c.conf:4: log_level: expected a string\n");
 }
 
