@@ -68,16 +68,17 @@ check "and passes skrflashd --check-config" "$SKRFLASHD" --check-config "$T/fix.
 check "nothing was queued for manta-m8p" test -z "$(ctl --json queued | grep manta-m8p)"
 
 # --- one daemon per state directory -------------------------------------------------------
-"$SKRFLASHD" --state-dir "$STATE" --runtime-dir "$RUN" --log-target stderr \
+# bounded: a second daemon that does not refuse would run for ever
+timeout 10 "$SKRFLASHD" --state-dir "$STATE" --runtime-dir "$RUN" --log-target stderr \
 	>"$T/second.out" 2>&1
 rc=$?
-check "a second skrflashd on the same state directory exits non-zero" test $rc -ne 0
+check "a second skrflashd on the same state directory exits with status 1" test $rc -eq 1
 check "saying another one runs" grep -q 'another skrflashd (pid [0-9]*) is already running' "$T/second.out"
 check "the first one's socket is still there and answers" ctl status
-"$SKRFLASHD" --state-dir "$T/other" --runtime-dir "$RUN" --log-target stderr \
+timeout 10 "$SKRFLASHD" --state-dir "$T/other" --runtime-dir "$RUN" --log-target stderr \
 	>"$T/third.out" 2>&1
 rc=$?
-check "another state directory on the same socket is refused too" test $rc -ne 0
+check "another state directory on the same socket is refused too" test $rc -eq 1
 check "and the socket still answers" ctl status
 
 # --- GNU-style options, JSON and exit status ----------------------------------------------
@@ -135,6 +136,10 @@ ctl watch >"$T/watch.out" 2>"$T/watch.err" &
 watch=$!
 sleep 0.5
 stop_daemon
+# a watch that does not notice would wait for ever: give it 10 s
+i=0
+while kill -0 $watch 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+kill $watch 2>/dev/null
 wait $watch
 rc=$?
 check "watch exits non-zero when the daemon stops" test $rc -eq 3
