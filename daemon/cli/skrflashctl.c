@@ -648,7 +648,13 @@ cmd_watch(struct ctl *c, char **args)
 	free(buf);
 	free(w);
 	close_fd(fd);
-	/* the daemon went away (stopped, restarted, crashed): a follower must know */
+	/* the daemon went away (stopped, restarted, crashed): a follower must know; with --json
+	 * as one more line of the stream */
+	if (c->json) {
+		printf("{\"ok\":false,\"error\":\"skrflashd stopped\",\"exit\":%d}\n",
+		       EXIT_UNREACHABLE);
+		return EXIT_UNREACHABLE;
+	}
 	return fail(c, EXIT_UNREACHABLE, "skrflashd stopped: the connection to %s closed",
 		    c->socket_path);
 }
