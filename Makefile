@@ -91,7 +91,8 @@ $(BUILD)/tests/replay_%: tests/fuzz/%.c tests/fuzz/replay.c $(LIB)
 include $(sort $(wildcard tests/sim/*.mk))
 include $(filter-out tests/sim/%,$(sort $(wildcard tests/*/*.mk packaging/*.mk bench/*.mk)))
 
-CHECK_TESTS += $(FUZZERS:%=tests/fuzz/replay.sh:%) tests/config/run.sh tests/lint/test_includes.sh
+CHECK_TESTS += $(FUZZERS:%=tests/fuzz/replay.sh:%) tests/config/run.sh tests/config/docs.sh \
+	tests/lint/test_includes.sh
 
 # `make check` is one command on a fresh machine: install what is missing, then rebuild
 # in a sub-make so that pkg-config sees the newly installed libraries.

@@ -411,7 +411,8 @@ valid_unit(const char *s)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		if (!(isalnum(c) || strchr(":-_.@\\", c)))
+		/* fnmatch(3) globs too: "klipper*.service" stops whichever Klipper holds the tty */
+		if (!(isalnum(c) || strchr(":-_.@\\*?[]", c)))
 			return false;
 	}
 	return true;
@@ -515,8 +516,17 @@ load_match(struct loader *l, const config_setting_t *grp, struct config_match *m
 	s = config_setting_get_member(grp, "board");
 	if (s && (v = get_string(l, s, CONFIG_NAME_MAX))) {
 		m->board = catalog_find(v);
-		if (!m->board)
-			err_at(l, s, "unknown board '%s' (see skrflashctl boards)", v);
+		if (!m->board) {
+			struct str_closest c = {.word = v};
+			size_t n;
+			const struct catalog_board *all = catalog_boards(&n);
+
+			for (size_t i = 0; i < n; i++)
+				str_closest_add(&c, all[i].name);
+			err_at(l, s, "unknown board '%s'%s%s%s (`skrflashctl catalog` lists them)",
+			       v, c.best ? "; did you mean '" : "", c.best ? c.best : "",
+			       c.best ? "'?" : "");
+		}
 	}
 	s = config_setting_get_member(grp, "usb_id");
 	if (s && (v = get_string(l, s, CONFIG_STR_MAX))) {

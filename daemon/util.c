@@ -2,6 +2,7 @@
 /* util: small helpers shared by every module (see util.h). */
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -347,6 +349,52 @@ str_copy(char *dst, size_t size, const char *src)
 	}
 	memcpy(dst, src, n + 1);
 	return true;
+}
+
+/* Levenshtein distance with a single row; names are short (<= 64 characters considered). */
+static size_t
+edit_distance(const char *a, const char *b)
+{
+	size_t la = strnlen(a, 64), lb = strnlen(b, 64), row[65];
+
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t cost =
+			    tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
+			size_t best = diag + cost;
+
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+void
+str_closest_add(struct str_closest *c, const char *candidate)
+{
+	size_t len = strlen(c->word), limit = len / 3 > 2 ? len / 3 : 2, d;
+
+	if (!candidate || !*candidate || strcasecmp(candidate, c->word) == 0)
+		return;
+	d = edit_distance(c->word, candidate);
+	/* "octopus" for "octopus-f446": a unique prefix is as good as a small typo */
+	if (len >= 3 && strncasecmp(candidate, c->word, len) == 0 && d > limit)
+		d = limit;
+	if (d > limit || (c->best && d >= c->dist))
+		return;
+	c->best = candidate;
+	c->dist = d;
 }
 
 void

@@ -52,6 +52,16 @@ void format_time_iso(int64_t t, char *buf, size_t len);
 /* Copy src into dst of size bytes, always NUL-terminated; true if it fit. */
 bool str_copy(char *dst, size_t size, const char *src);
 
+/* "Did you mean": the candidate closest to a mistyped word, or NULL when none is close
+ * (edit distance at most a third of the word, at least 2; case-insensitive). Feed every
+ * candidate through str_closest_add, then read closest->best. */
+struct str_closest {
+	const char *word;
+	const char *best;
+	size_t dist;
+};
+void str_closest_add(struct str_closest *c, const char *candidate);
+
 /* Escape a string for one-line human output (control characters as \xNN). */
 void escape_name(const char *s, char *buf, size_t len);
 /* Parse an unsigned number in C syntax (0x.. hex or decimal) with range check. */

@@ -6,6 +6,7 @@
  * resolving links with realpath(): the port path is the identity that survives the change
  * from Klipper to Katapult or ROM DFU, whose serial number differs. */
 #include "cli/oneshot.h"
+#include "cli/progress.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -294,40 +295,10 @@ precheck(const char *file, const char *board, const struct device *dev)
 	return 1;
 }
 
-struct bar {
-	bool tty;
-	char step[16];
-	int last;
-	uint64_t t0;
-};
-
 static void
 on_progress(void *userdata, const char *step, uint64_t done, uint64_t total)
 {
-	struct bar *b = userdata;
-	int pct = total ? (int)(done * 100 / total) : 100;
-
-	if (strcmp(b->step, step) != 0) {
-		if (b->tty && b->step[0])
-			fputc('\n', stdout);
-		(void)str_copy(b->step, sizeof(b->step), step);
-		b->last = -1;
-		b->t0 = now_monotonic_usec();
-	}
-	if (b->tty) {
-		double secs = (double)(now_monotonic_usec() - b->t0) / 1e6;
-		double kib = strcmp(step, "erase") == 0 ? 0 : (double)done / 1024.0;
-
-		if (pct == b->last && done != total)
-			return;
-		printf("\r%-7s %3d%% %8.1f KiB/s", step, pct, secs > 0 ? kib / secs : 0.0);
-	} else {
-		if (pct / 10 == b->last / 10 && b->last >= 0 && done != total)
-			return;
-		printf("%s %d%%\n", step, pct);
-	}
-	b->last = pct;
-	fflush(stdout);
+	progress_update(userdata, step, done, total);
 }
 
 static void
@@ -368,7 +339,7 @@ oneshot_flash(int argc, char **argv)
 	const struct flash_backend *be = NULL;
 	struct worker_plan plan;
 	struct worker_report rep;
-	struct bar bar = {.tty = isatty(STDOUT_FILENO) == 1, .last = -1};
+	struct progress bar;
 	struct worker_events ev = {
 	    .progress = on_progress, .reported = on_reported, .userdata = &bar};
 	struct waiter w = {0};
@@ -379,6 +350,7 @@ oneshot_flash(int argc, char **argv)
 	bool force = false;
 	int r, ret = 1;
 
+	progress_init(&bar, stdout, isatty(STDOUT_FILENO) == 1, "");
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char **target = NULL;
@@ -513,8 +485,7 @@ oneshot_flash(int argc, char **argv)
 		log_debug("oneshot: open failed (%s), retrying", rep.error);
 		(void)poll(NULL, 0, 250);
 	}
-	if (bar.tty && bar.step[0])
-		fputc('\n', stdout);
+	progress_break(&bar);
 	if (!rep.ok) {
 		fprintf(stderr, "skrflashctl flash: %s failed: %s\n", rep.step, rep.error);
 		if (strcmp(rep.step, "open") != 0)

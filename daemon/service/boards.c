@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "paths.h"
 #include "match.h"
 #include "util.h"
 
@@ -85,6 +86,90 @@ emit(struct boards *r, enum boards_event ev, struct board *b)
 		r->handler(r->userdata, ev, b);
 }
 
+static bool
+only_catalog_profiles(const struct config *cfg)
+{
+	return cfg && cfg->n_profiles && cfg->profiles[0].implicit;
+}
+
+static bool
+has_candidate(const struct board *b, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (const char *c = b->candidates; (c = strstr(c, name)); c += len)
+		if ((c == b->candidates || c[-1] == ' ') && (c[len] == ',' || c[len] == 0))
+			return true;
+	return false;
+}
+
+/* Present boards that would take firmware queued for `profile`: those it matched, and
+ * those of an ambiguous MCU for which the name is a candidate. */
+static size_t
+takers(const struct boards *r, const char *profile, const struct board *skip,
+       const struct board **ret_first)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < r->n_items; i++) {
+		const struct board *b = r->items[i];
+
+		if (b == skip || !b->present)
+			continue;
+		if (strcmp(b->profile, profile) != 0 &&
+		    (b->profile[0] || !has_candidate(b, profile)))
+			continue;
+		if (!n && ret_first)
+			*ret_first = b;
+		n++;
+	}
+	return n;
+}
+
+/* No config file, and a board whose MCU several catalog boards carry (an Octopus and an
+ * Octopus Pro both report stm32f446xx): the queue name says which board it is. Firmware
+ * queued under exactly one of the candidates' names picks that candidate's profile, unless
+ * another board took that name already (then it is ambiguous: boards_ambiguity says so). */
+static const struct config_profile *
+pick_by_queue(struct boards *r, struct board *b, const struct catalog_board *const *cands, size_t n)
+{
+	const struct config_profile *found = NULL;
+	struct store_desired d;
+
+	if (!only_catalog_profiles(r->cfg))
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		const struct config_profile *p = config_find_profile(r->cfg, cands[i]->name);
+
+		if (!p || store_desired_get(r->store, p->name, &d) < 0)
+			continue;
+		if (found)
+			return NULL;
+		found = p;
+	}
+	if (found && takers(r, found->name, b, NULL) > 0)
+		return NULL;
+	return found;
+}
+
+char *
+boards_ambiguity(const struct boards *r, const char *profile)
+{
+	const struct board *first = NULL;
+	size_t n = takers(r, profile, NULL, &first);
+	const struct config_profile *p = config_find_profile(r->cfg, profile);
+	const char *board = p && p->match.board ? p->match.board->name : profile;
+
+	if (n < 2 || !first || (p && !p->implicit))
+		return NULL;
+	return xasprintf("%zu connected boards could take firmware for '%s'; name the one you "
+			 "mean in " SKRFLASH_CONFIG_FILE " (by port, or serial = \"%s\"):\n"
+			 "profiles = (\n"
+			 "  { name = \"%s\"; match = { board = \"%s\"; port = \"%s\"; }; }\n"
+			 ");",
+			 n, profile, first->serial, profile, board, first->dev.port);
+}
+
 /* Which catalog board this is: the profile's board wins, then the MCU string, then what
  * the store remembers for this identity (ROM DFU hides the MCU). */
 static void
@@ -118,6 +203,8 @@ identify(struct boards *r, struct board *b, const char *stored_board)
 			b->catalog = sb;
 	}
 	p = match_profile(r->cfg, &b->dev, b->catalog);
+	if (!p && !b->catalog && n > 1)
+		p = pick_by_queue(r, b, cands, n < ELEMENTSOF(cands) ? n : ELEMENTSOF(cands));
 	if (p && p->match.board)
 		b->catalog = p->match.board;
 	if (!p && !b->catalog && n > 1) {
@@ -546,7 +633,8 @@ boards_lookup(struct boards *r, const char *key, struct board **ret)
 		bool hit = (!*end && id > 0 && b->id == id) || strcmp(b->dev.port, key) == 0 ||
 			   (b->serial[0] && strcmp(b->serial, key) == 0) ||
 			   (b->catalog && strcmp(b->catalog->name, key) == 0) ||
-			   (b->profile[0] && strcmp(b->profile, key) == 0);
+			   (b->profile[0] && strcmp(b->profile, key) == 0) ||
+			   (!b->catalog && has_candidate(b, key));
 
 		if (hit && found != b) {
 			found = b;
@@ -559,6 +647,28 @@ boards_lookup(struct boards *r, const char *key, struct board **ret)
 		return -ENOTUNIQ;
 	*ret = found;
 	return 0;
+}
+
+void
+boards_suggest(struct boards *r, struct str_closest *cl)
+{
+	for (size_t i = 0; i < r->n_items; i++) {
+		const struct board *b = r->items[i];
+
+		str_closest_add(cl, b->catalog ? b->catalog->name : NULL);
+		str_closest_add(cl, b->profile);
+		str_closest_add(cl, b->dev.port);
+		if (!b->catalog && b->candidates[0]) {
+			char names[sizeof(b->candidates)], *save = NULL;
+
+			memcpy(names, b->candidates, sizeof(names));
+			for (char *t = strtok_r(names, ", ", &save); t;
+			     t = strtok_r(NULL, ", ", &save))
+				if (strcmp(t, cl->word) != 0)
+					str_closest_add(cl, catalog_find(t) ? catalog_find(t)->name
+									    : NULL);
+		}
+	}
 }
 
 json_object *

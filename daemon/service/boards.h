@@ -19,6 +19,7 @@
 #include "device.h"
 #include "service/store.h"
 #include "udevwatch.h"
+#include "util.h"
 
 struct boards;
 
@@ -64,6 +65,12 @@ size_t boards_count_present(const struct boards *r);
 struct board *boards_find_port(struct boards *r, const char *port);
 /* By id, serial, port or unique catalog name; -ENOENT none, -ENOTUNIQ ambiguous. */
 int boards_lookup(struct boards *r, const char *key, struct board **ret);
+/* With only the catalog's profiles (no config file): when more than one connected board
+ * would take firmware queued for `profile`, a malloc'd message that says so and shows the
+ * profile that resolves it; NULL when it is clear. */
+char *boards_ambiguity(const struct boards *r, const char *profile);
+/* Feed every name a board answers to into a "did you mean". */
+void boards_suggest(struct boards *r, struct str_closest *cl);
 /* Iterate: NULL starts, returns NULL at the end. */
 struct board *boards_next(struct boards *r, const struct board *prev);
 /* "octopus-f446" or "unknown stm32f446xx board" for messages. */

@@ -19,9 +19,9 @@
 #define MAX_OUTPUT (8u << 20) /* a watcher that stops reading is dropped, not buffered forever */
 
 static const char *const command_names[_CONTROL_COMMAND_MAX] = {
-    [CONTROL_STATUS] = "status",   [CONTROL_BOARDS] = "boards", [CONTROL_QUEUED] = "queued",
-    [CONTROL_HISTORY] = "history", [CONTROL_WATCH] = "watch",	[CONTROL_FLASH] = "flash",
-    [CONTROL_RETRY] = "retry",
+    [CONTROL_STATUS] = "status",   [CONTROL_BOARDS] = "boards",	  [CONTROL_QUEUED] = "queued",
+    [CONTROL_HISTORY] = "history", [CONTROL_WATCH] = "watch",	  [CONTROL_FLASH] = "flash",
+    [CONTROL_RETRY] = "retry",	   [CONTROL_PROFILE] = "profile",
 };
 
 const char *
@@ -57,6 +57,21 @@ get_string(json_object *o, const char *key, char *buf, size_t size, bool require
 	return 0;
 }
 
+static int
+get_bool(json_object *o, const char *key, bool *ret, const char **ret_error)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_boolean)) {
+		*ret_error = "a flag must be true or false";
+		return -EINVAL;
+	}
+	*ret = json_object_get_boolean(v);
+	return 0;
+}
+
 int
 control_parse_request(const char *line, size_t len, struct control_request *ret,
 		      const char **ret_error)
@@ -83,7 +98,8 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 		(void)val;
 		if (strcmp(key, "command") != 0 && strcmp(key, "board") != 0 &&
 		    strcmp(key, "limit") != 0 && strcmp(key, "all") != 0 &&
-		    strcmp(key, "force") != 0) {
+		    strcmp(key, "force") != 0 && strcmp(key, "dry_run") != 0 &&
+		    strcmp(key, "profile") != 0) {
 			*ret_error = "unknown key in request";
 			goto out;
 		}
@@ -119,20 +135,12 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 		}
 		req.limit = (unsigned)l;
 	}
-	if (json_object_object_get_ex(o, "all", &v)) {
-		if (!json_object_is_type(v, json_type_boolean)) {
-			*ret_error = "\"all\" must be true or false";
-			goto out;
-		}
-		req.all = json_object_get_boolean(v);
-	}
-	if (json_object_object_get_ex(o, "force", &v)) {
-		if (!json_object_is_type(v, json_type_boolean)) {
-			*ret_error = "\"force\" must be true or false";
-			goto out;
-		}
-		req.force = json_object_get_boolean(v);
-	}
+	if (get_string(o, "profile", req.profile, sizeof(req.profile),
+		       req.command == CONTROL_PROFILE, ret_error) < 0 ||
+	    get_bool(o, "all", &req.all, ret_error) < 0 ||
+	    get_bool(o, "force", &req.force, ret_error) < 0 ||
+	    get_bool(o, "dry_run", &req.dry_run, ret_error) < 0)
+		goto out;
 	*ret = req;
 	*ret_error = NULL;
 	r = 0;
@@ -163,6 +171,7 @@ struct control {
 	void *userdata;
 	bool has_gid;
 	gid_t gid;
+	bool bound; /* the path is ours to unlink: never another daemon's live socket */
 	struct client *clients[MAX_CLIENTS];
 };
 
@@ -419,11 +428,23 @@ control_start(sd_event *loop, const char *path, bool has_gid, gid_t gid, control
 		r = -errno;
 		goto fail;
 	}
+	/* a socket that still answers belongs to a running daemon: leave it alone */
+	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+		r = -EADDRINUSE;
+		goto fail;
+	}
+	close_fd(c->fd);
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->fd < 0) {
+		r = -errno;
+		goto fail;
+	}
 	(void)unlink(path); /* a stale socket of a previous run */
 	if (bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		r = -errno;
 		goto fail;
 	}
+	c->bound = true;
 	if (chmod(path, 0660) < 0 ||
 	    (has_gid && getegid() != gid && chown(path, (uid_t)-1, gid) < 0)) {
 		/* running as the group already (the packaged unit) needs no chown at all */
@@ -456,10 +477,10 @@ control_free(struct control *c)
 		if (c->clients[i])
 			client_free(c->clients[i]);
 	sd_event_source_disable_unref(c->source);
-	if (c->fd >= 0) {
+	if (c->fd >= 0)
 		close_fd(c->fd);
+	if (c->bound)
 		(void)unlink(c->path);
-	}
 	sd_event_unref(c->loop);
 	free(c->path);
 	free(c);

@@ -24,15 +24,18 @@ enum control_command {
 	CONTROL_WATCH,
 	CONTROL_FLASH,
 	CONTROL_RETRY,
+	CONTROL_PROFILE, /* what the daemon's config says about a queue name, before a drop */
 	_CONTROL_COMMAND_MAX,
 };
 
 struct control_request {
 	enum control_command command;
-	char board[128]; /* flash, retry, history (optional) */
-	unsigned limit;	 /* history: 0 = default */
-	bool all;	 /* boards: include known boards that are not present */
-	bool force;	 /* flash: also an image marked bad for the board */
+	char board[128];   /* flash, retry, history (optional) */
+	unsigned limit;	   /* history: 0 = default */
+	bool all;	   /* boards: include known boards that are not present */
+	bool force;	   /* flash: also an image marked bad on this board */
+	bool dry_run;	   /* flash: run the gates and answer the plan, touch nothing */
+	char profile[128]; /* profile: a profile or queue name */
 };
 
 /* Parse one request line (without the newline). Pure. 0, or -EINVAL with *ret_error set

@@ -136,6 +136,7 @@ struct job_table {
 	 * asks again) */
 	char **no_path;
 	sd_event_source *reconcile_src; /* deferred reconcile pass */
+	json_object **dry_run; /* set by job_table_plan: prepare_job answers a plan, no job */
 };
 
 static void job_fail(struct job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1185,6 +1186,71 @@ child_done(struct job *j, int status)
 
 /* ---- triggers --------------------------------------------------------------------------- */
 
+/* What a job for j would do, from the same checks the job makes, without doing any of it:
+ * the method, the units it would stop, the print state now. The print state is asked here,
+ * on the loop, because a dry run is one explicit request that waits for its answer anyway;
+ * the query is bounded (2 s). */
+static json_object *
+plan_json(const struct job *j, const struct board *b)
+{
+	json_object *o = json_object_new_object(), *units = json_object_new_array();
+	struct holder *h = NULL;
+	struct moonraker_state ms;
+	char **names = NULL, *reason = NULL, state[640];
+	struct stat st;
+	size_t n = 0;
+
+	json_object_object_add(o, "board", json_object_new_string(name_of(j)));
+	json_object_object_add(o, "port", json_object_new_string(j->port));
+	json_object_object_add(o, "to",
+			       json_object_new_string(j->version[0] ? j->version : j->sha));
+	json_object_object_add(o, "from",
+			       json_object_new_string(b->installed_version[0] ? b->installed_version
+									      : b->installed_sha));
+	json_object_object_add(
+	    o, "method",
+	    json_object_new_string(
+		bootloader_mode(b->dev.mode)
+		    ? method_for(b->dev.mode)
+		    : "bootloader request (1200 baud), then Katapult or ROM DFU, "
+		      "whichever the board enters"));
+	if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0] &&
+	    holder_find(NULL, b->dev.tty, stat(b->dev.tty, &st) == 0 ? st.st_rdev : 0, &h, &n) >
+		0) {
+		int r = units_plan(h, n, j->stop_globs, strv_length(j->stop_globs), b->dev.tty,
+				   &names, &reason);
+		holder_free(h, n);
+		if (r < 0)
+			json_object_object_add(
+			    o, "gates",
+			    json_object_new_string(reason ? reason : "its tty is in use"));
+		for (size_t i = 0; r >= 0 && names && names[i]; i++)
+			json_object_array_add(units, json_object_new_string(names[i]));
+		strv_free(names);
+		free(reason);
+	}
+	json_object_object_add(o, "stop_units", units);
+	if (!j->moonraker[0]) {
+		(void)snprintf(state, sizeof(state), "not checked (no Moonraker for this profile)");
+	} else {
+		char key[MOONRAKER_KEY_MAX + 1] = "";
+
+		if (j->moonraker_key_file[0])
+			(void)moonraker_read_key(j->moonraker_key_file, key, sizeof(key));
+		(void)moonraker_query(j->moonraker, key[0] ? key : NULL, 2000, &ms);
+		if (ms.error)
+			(void)snprintf(state, sizeof(state), "unknown: %s does not answer (%s)%s",
+				       j->moonraker, ms.detail,
+				       j->moonraker_fail_open ? "; flashing anyway (fail-open)"
+							      : "; the flash would wait");
+		else
+			(void)snprintf(state, sizeof(state), "%s (%s)", ms.state,
+				       moonraker_print_to_string(ms.print));
+	}
+	json_object_object_add(o, "print_state", json_object_new_string(state));
+	return o;
+}
+
 static enum job_step
 step_from_name(const char *name)
 {
@@ -1336,7 +1402,7 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 			verdict_done(&v);
 		return -EINVAL;
 	}
-	if (t->n_jobs >= t->cfg->max_jobs) {
+	if (!t->dry_run && t->n_jobs >= t->cfg->max_jobs) {
 		verdict_done(&v);
 		push_pending(t, b->dev.port);
 		*ret_message = xasprintf("%zu jobs running; %s on port %s waits for a free slot",
@@ -1381,6 +1447,11 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 	j->stop_globs = xnew_array(char *, p->n_stop_units + 1);
 	for (size_t i = 0; i < p->n_stop_units; i++)
 		j->stop_globs[i] = xstrdup(p->stop_units[i]);
+	if (t->dry_run) {
+		*t->dry_run = plan_json(j, b);
+		job_free(j);
+		return 0;
+	}
 	if (resume) {
 		j->rec = *unfinished;
 		(void)str_copy(j->rec.result, sizeof(j->rec.result), "running");
@@ -1828,6 +1899,21 @@ job_table_flash(struct job_table *t, struct board *b, bool force, char **ret_mes
 	strv_drop(&t->no_path, b->dev.port);
 	r = prepare_job(t, b, START_MANUAL | (force ? START_FORCE : 0u), NULL, NULL, ret_message);
 	return r == -EAGAIN ? 0 : r;
+}
+
+int
+job_table_plan(struct job_table *t, struct board *b, json_object **ret_plan, char **ret_message)
+{
+	json_object *plan = NULL;
+	int r;
+
+	t->dry_run = &plan;
+	r = prepare_job(t, b, START_MANUAL, NULL, NULL, ret_message);
+	t->dry_run = NULL;
+	if (r < 0)
+		return r;
+	*ret_plan = plan;
+	return 0;
 }
 
 size_t

@@ -45,5 +45,9 @@ int job_table_flash(struct job_table *t, struct board *b, bool force, char **ret
  * The engine runs it itself at start-up, when a board appears and when a slot frees. */
 void job_table_reconcile(struct job_table *t);
 
+/* flash --dry-run: every check a flash makes, and the plan (method, units to stop, print
+ * state) as JSON; nothing is touched and no job is recorded. */
+int job_table_plan(struct job_table *t, struct board *b, json_object **ret_plan,
+		   char **ret_message);
 size_t job_table_running(const struct job_table *t);
 json_object *job_table_to_json(const struct job_table *t);

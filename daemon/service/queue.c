@@ -209,9 +209,12 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 		return;
 	}
 	if (!p) {
-		char *why = xasprintf("no profile takes queue '%s'; use one of the names "
-				      "`skrflashctl status` lists, or add a profile",
-				      queue ? queue : name);
+		char *why = xasprintf("no profile takes queue '%s'; use the name of a profile in "
+				      "%s, or add a profile",
+				      queue ? queue : name,
+				      q->cfg->path ? q->cfg->path
+						   : "the configuration (or, with none, a board "
+						     "name `skrflashctl catalog` lists)");
 		reject(q, dirfd, name, queue, why);
 		free(why);
 		return;
@@ -373,6 +376,13 @@ top_dir_entry(struct queue *q, int dirfd, const char *name)
 	if (is_temp_name(name))
 		return;
 	if (!config_find_queue(q->cfg, name)) {
+		/* the queue of a profile that is gone (the catalog's, when a first config file
+		 * arrives): an empty one simply goes, one with files in it goes aside */
+		if (unlinkat(dirfd, name, AT_REMOVEDIR) == 0) {
+			log_debug("removed the empty queue directory '%s': no profile uses it",
+				  name);
+			return;
+		}
 		pick_up(q, dirfd, name, name);
 		return;
 	}
@@ -577,12 +587,34 @@ fail:
 	return r;
 }
 
+/* Forget the watches of queues the new config does not have, then rescan the top directory:
+ * their directories go (empty) or aside (with files) like any other stray directory. */
+static void
+drop_stale_watches(struct queue *q)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < q->n_watches; i++) {
+		struct watch *w = &q->watches[i];
+
+		if (!w->queue || config_find_queue(q->cfg, w->queue)) {
+			q->watches[k++] = *w;
+			continue;
+		}
+		(void)inotify_rm_watch(q->inotify_fd, w->wd);
+		free(w->queue);
+		free(w->path);
+	}
+	q->n_watches = k;
+}
+
 void
 queue_set_config(struct queue *q, const struct config *cfg)
 {
 	q->cfg = cfg;
 	free(q->rejected_dir);
 	q->rejected_dir = queue_rejected_dir(cfg);
+	drop_stale_watches(q);
 	watch_all(q);
 }
 

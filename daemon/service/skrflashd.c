@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 #include "config.h"
 #include "service/control.h"
 #include "image/image.h"
+#include "image/kdict.h"
 #include "service/job.h"
 #include "log.h"
 #include "paths.h"
@@ -45,8 +48,16 @@ struct daemon {
 	struct control *control;
 	struct job_table *jobs;
 	char *socket_path;
+	int lock_fd; /* flock on <state_dir>/skrflashd.lock: one daemon per state directory */
 	char last_status[256];
 	uint64_t started_usec;
+	char *reload_error; /* why the last reload was refused, NULL after a good one */
+	struct {
+		char sha[65];
+		char version[128];
+	} versions[32]; /* Klipper version of stored firmware, for history; round robin */
+	unsigned next_version;
+	int64_t reload_failed_at; /* wall clock of that refusal */
 };
 
 static int
@@ -76,6 +87,16 @@ load_config(struct daemon *d, struct config **ret)
 		*ret = cfg;
 	}
 	if (r < 0) {
+		char first[512];
+
+		(void)snprintf(first, sizeof(first), "%.*s",
+			       (int)strcspn(errors ? errors : "", "\n"), errors ? errors : "");
+		if (!errors)
+			(void)snprintf(first, sizeof(first), "cannot load %s: %s",
+				       path ? path : "(built-in)", strerror(-r));
+		free(d->reload_error);
+		d->reload_error = xstrdup(first);
+		d->reload_failed_at = now_realtime_sec();
 		if (errors) {
 			/* one line per problem, each already "FILE:LINE: key: what" */
 			for (char *line = strtok(errors, "\n"); line; line = strtok(NULL, "\n"))
@@ -135,6 +156,13 @@ status_json(struct daemon *d, unsigned *ret_waiting)
 	json_object_object_add(o, "state_dir", json_object_new_string(d->cfg->state_dir));
 	json_object_object_add(o, "queue_dir", json_object_new_string(d->cfg->queue_dir));
 	json_object_object_add(o, "control_socket", json_object_new_string(d->socket_path));
+	if (d->reload_error) {
+		char when[32];
+
+		format_time_iso(d->reload_failed_at, when, sizeof(when));
+		json_object_object_add(o, "reload_error", json_object_new_string(d->reload_error));
+		json_object_object_add(o, "reload_failed_at", json_object_new_string(when));
+	}
 	if (ret_waiting)
 		*ret_waiting = waiting;
 	return o;
@@ -223,7 +251,13 @@ on_validate(void *userdata, const struct config_profile *p, const char *name, co
 	size_t len = 0;
 	int r;
 
-	(void)userdata;
+	struct daemon *d = userdata;
+	char *ambiguous = boards_ambiguity(d->boards, p->name);
+
+	if (ambiguous) {
+		*ret_reason = ambiguous;
+		return -EINVAL;
+	}
 	if (!p->match.board) {
 		/* no board to check against yet: at least it must be a well-formed image; the
 		 * engine checks it against the board and its bootloader before writing */
@@ -274,6 +308,8 @@ on_accepted(void *userdata, const struct config_profile *p, const char *sha, con
 	json_object_object_add(o, "sha256", json_object_new_string(sha));
 	json_object_object_add(o, "file", json_object_new_string(name));
 	broadcast(d, "firmware-queued", o);
+	/* without a config file, the queue name may just have said which board one is */
+	boards_set_config(d->boards, d->cfg);
 	if (d->jobs)
 		job_table_on_firmware(d->jobs, p->name);
 	update_status(d);
@@ -306,7 +342,7 @@ static json_object *
 fail_with(const char *fmt, ...)
 {
 	json_object *o = json_object_new_object();
-	char msg[512];
+	char msg[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -317,13 +353,93 @@ fail_with(const char *fmt, ...)
 	return o;
 }
 
+/* Why a board cannot be flashed in the mode it is in now, and what to install; NULL when
+ * a backend can reach it. */
+static const char *
+no_flash_path(const struct board *b)
+{
+	switch (b->dev.mode) {
+	case DEVICE_MODE_KATAPULT:
+	case DEVICE_MODE_STM32_ROM_DFU:
+	case DEVICE_MODE_KLIPPER_APP: /* the bootloader request says which (see state) */
+		return NULL;
+	case DEVICE_MODE_LPC_DFU:
+	case DEVICE_MODE_MARLIN_LPC:
+		return "LPC DFU is not flashed yet: install Katapult, or use the SD card";
+	case DEVICE_MODE_RP2040_BOOTSEL:
+		return "RP2040 BOOTSEL is not flashed yet: install Katapult, or copy the UF2 to "
+		       "the RPI-RP2 drive";
+	case DEVICE_MODE_MARLIN_STM32:
+		return "Marlin has no bootloader request: install Katapult, or use the SD card";
+	case DEVICE_MODE_NONE:
+	case _DEVICE_MODE_MAX:
+	default:
+		return "unknown mode";
+	}
+}
+
+/* One word for the operator: up to date, update pending, blocked (why), no flash path
+ * (what to install). */
+static void
+board_state(struct daemon *d, const struct board *b, char *buf, size_t len)
+{
+	const struct config_profile *p = config_find_profile(d->cfg, b->profile);
+	const char *nopath = no_flash_path(b);
+	struct store_desired want;
+	char *ambiguous;
+
+	if (!b->present) {
+		(void)snprintf(buf, len, "absent");
+	} else if (!p && b->candidates[0] && d->cfg->n_profiles && d->cfg->profiles[0].implicit) {
+		(void)snprintf(buf, len, "blocked (which board? queue firmware under one of: %s)",
+			       b->candidates);
+	} else if (!p) {
+		(void)snprintf(buf, len, "blocked (no profile matches it: add one to %s)",
+			       d->cfg->path ? d->cfg->path : SKRFLASH_CONFIG_FILE);
+	} else if (nopath) {
+		(void)snprintf(buf, len, "no flash path (%s)", nopath);
+	} else if (store_desired_get(d->store, p->name, &want) < 0) {
+		(void)snprintf(buf, len, "%s",
+			       b->installed_sha[0] ? "up to date (nothing queued)"
+						   : "nothing queued");
+	} else if (strcmp(want.sha, b->installed_sha) == 0) {
+		(void)snprintf(buf, len, "up to date");
+	} else if (store_bad_is_marked(d->store, b->id, want.sha)) {
+		(void)snprintf(buf, len,
+			       "blocked (%.12s did not boot here; fix the build, or skrflashctl "
+			       "retry %s)",
+			       want.sha, b->dev.port);
+	} else if ((ambiguous = boards_ambiguity(d->boards, p->name))) {
+		free(ambiguous);
+		(void)snprintf(buf, len, "blocked (another board takes queue '%s' too)", p->queue);
+	} else {
+		(void)snprintf(buf, len, "update pending%s",
+			       b->catalog && !(b->catalog->paths & CATALOG_PATH_ROM_DFU_SOFT) &&
+				       b->dev.mode == DEVICE_MODE_KLIPPER_APP
+				   ? " (needs Katapult on the board)"
+				   : "");
+	}
+}
+
+static const char *firmware_version(struct daemon *d, const char *sha);
+
 static json_object *
 boards_json(struct daemon *d, bool all)
 {
 	json_object *arr = json_object_new_array(), *known = NULL;
 
-	for (struct board *b = boards_next(d->boards, NULL); b; b = boards_next(d->boards, b))
-		json_object_array_add(arr, board_to_json(b));
+	for (struct board *b = boards_next(d->boards, NULL); b; b = boards_next(d->boards, b)) {
+		json_object *o = board_to_json(b);
+		char state[256];
+
+		board_state(d, b, state, sizeof(state));
+		json_object_object_add(o, "state", json_object_new_string(state));
+		if (!b->installed_version[0] && b->installed_sha[0])
+			json_object_object_add(
+			    o, "installed_version",
+			    json_object_new_string(firmware_version(d, b->installed_sha)));
+		json_object_array_add(arr, o);
+	}
 	if (all && store_boards_json(d->store, &known) >= 0) {
 		for (size_t i = 0; i < json_object_array_length(known); i++) {
 			json_object *e = json_object_array_get_idx(known, i), *id;
@@ -341,6 +457,131 @@ boards_json(struct daemon *d, bool all)
 		json_object_put(known);
 	}
 	return arr;
+}
+
+/* The Klipper version a stored image carries ("" if none), read once per image. */
+static const char *
+firmware_version(struct daemon *d, const char *sha)
+{
+	unsigned slot = d->next_version++ % ELEMENTSOF(d->versions);
+	struct kdict dict;
+	struct image img;
+	const char *err = NULL;
+	uint8_t *data = NULL;
+	size_t size = 0;
+	char *path = NULL;
+
+	if (!sha || !*sha)
+		return "";
+	for (size_t i = 0; i < ELEMENTSOF(d->versions); i++)
+		if (strcmp(d->versions[i].sha, sha) == 0)
+			return d->versions[i].version;
+	(void)str_copy(d->versions[slot].sha, sizeof(d->versions[slot].sha), sha);
+	d->versions[slot].version[0] = 0;
+	if (store_firmware_path(d->store, sha, &path) >= 0 &&
+	    read_file(path, IMAGE_MAX_SIZE, &data, &size) >= 0 &&
+	    image_parse(data, size, &img, &err) >= 0) {
+		if (kdict_find(img.data, img.size, &dict) >= 0)
+			(void)str_copy(d->versions[slot].version, sizeof(d->versions[slot].version),
+				       dict.version);
+		image_done(&img);
+	}
+	free(data);
+	free(path);
+	return d->versions[slot].version;
+}
+
+/* History rows with what each job changed: the version it wrote and the one the board ran
+ * before (the last earlier job on the board that succeeded; "" when not known). */
+static json_object *
+history_json(struct daemon *d, int64_t board_id, unsigned limit)
+{
+	json_object *all = NULL, *arr;
+	size_t want = limit ? limit : 100, n;
+
+	if (store_history_json(d->store, board_id, (unsigned)want + 100, &all) < 0)
+		return NULL;
+	n = json_object_array_length(all);
+	arr = json_object_new_array();
+	for (size_t i = 0; i < n && i < want; i++) {
+		json_object *e = json_object_array_get_idx(all, i);
+		const char *sha = json_object_get_string(json_object_object_get(e, "sha256"));
+		int64_t bid = json_object_get_int64(json_object_object_get(e, "board_id"));
+		const char *old = "";
+
+		for (size_t k = i + 1; k < n; k++) {
+			json_object *o = json_object_array_get_idx(all, k);
+
+			if (json_object_get_int64(json_object_object_get(o, "board_id")) == bid &&
+			    strcmp(json_object_get_string(json_object_object_get(o, "result")),
+				   "succeeded") == 0) {
+				old = json_object_get_string(json_object_object_get(o, "sha256"));
+				break;
+			}
+		}
+		json_object_object_add(e, "version",
+				       json_object_new_string(firmware_version(d, sha)));
+		json_object_object_add(e, "old_sha256", json_object_new_string(old));
+		json_object_object_add(e, "old_version",
+				       json_object_new_string(firmware_version(d, old)));
+		json_object_array_add(arr, json_object_get(e));
+	}
+	json_object_put(all);
+	return arr;
+}
+
+static json_object *
+no_such_board(struct daemon *d, const char *key)
+{
+	struct str_closest cl = {.word = key};
+
+	boards_suggest(d->boards, &cl);
+	if (cl.best)
+		return fail_with("no board '%s' is connected; did you mean '%s'?", key, cl.best);
+	return fail_with("no board '%s' is connected (`skrflashctl boards` lists the connected "
+			 "ones)",
+			 key);
+}
+
+/* Before a drop: which queue a name feeds in the running config, and how large a file the
+ * queue takes; the image itself is checked at pickup, against this same config. */
+static json_object *
+profile_json(struct daemon *d, const char *name)
+{
+	const struct config_profile *p = config_find_profile(d->cfg, name);
+	json_object *o;
+	char *ambiguous;
+
+	if (!p)
+		p = config_find_queue(d->cfg, name);
+	if (!p) {
+		struct str_closest cl = {.word = name};
+
+		for (size_t i = 0; i < d->cfg->n_profiles; i++) {
+			str_closest_add(&cl, d->cfg->profiles[i].name);
+			str_closest_add(&cl, d->cfg->profiles[i].queue);
+		}
+		return fail_with("no profile or queue named '%s' in %s%s%s%s", name,
+				 d->cfg->path ? d->cfg->path : "the built-in catalog",
+				 cl.best ? "; did you mean '" : "", cl.best ? cl.best : "",
+				 cl.best ? "'?" : "");
+	}
+	ambiguous = boards_ambiguity(d->boards, p->name);
+	if (ambiguous) {
+		o = fail_with("%s", ambiguous);
+		free(ambiguous);
+		return o;
+	}
+	o = json_object_new_object();
+	json_object_object_add(o, "name", json_object_new_string(p->name));
+	json_object_object_add(o, "queue", json_object_new_string(p->queue));
+	json_object_object_add(o, "board",
+			       json_object_new_string(p->match.board ? p->match.board->name : ""));
+	json_object_object_add(o, "max_file_size",
+			       json_object_new_int64((int64_t)catalog_max_flash_size()));
+	o = ok_with("profile", o);
+	json_object_object_add(o, "queue_dir", json_object_new_string(d->cfg->queue_dir));
+	return o;
 }
 
 static json_object *
@@ -377,20 +618,30 @@ on_control(void *userdata, const struct control_request *req)
 								: "no board '%s'",
 						 req->board);
 		}
-		r = store_history_json(d->store, id, req->limit, &arr);
-		return r < 0 ? fail_with("cannot read the state database: %s", strerror(-r))
-			     : ok_with("history", arr);
+		arr = history_json(d, id, req->limit);
+		return !arr ? fail_with("cannot read the state database") : ok_with("history", arr);
 	}
 	case CONTROL_WATCH:
 		return ok_with("watching", json_object_new_boolean(true));
+	case CONTROL_PROFILE:
+		return profile_json(d, req->profile);
 	case CONTROL_FLASH:
 	case CONTROL_RETRY:
 		r = boards_lookup(d->boards, req->board, &b);
-		if (r == -ENOTUNIQ)
-			return fail_with("'%s' names more than one board; use its port or serial",
-					 req->board);
+		if (r == -ENOTUNIQ) {
+			char *why = boards_ambiguity(d->boards, req->board);
+			json_object *o =
+			    why ? fail_with("%s", why)
+				: fail_with(
+				      "'%s' names more than one board; use its port or serial "
+				      "(`skrflashctl boards` lists them)",
+				      req->board);
+
+			free(why);
+			return o;
+		}
 		if (r < 0)
-			return fail_with("no board '%s' is connected", req->board);
+			return no_such_board(d, req->board);
 		if (req->command == CONTROL_RETRY) {
 			char *msg = NULL;
 			json_object *o;
@@ -416,6 +667,16 @@ on_control(void *userdata, const struct control_request *req)
 			free(msg);
 			return o;
 		}
+		if (req->dry_run) {
+			char *msg = NULL;
+			json_object *plan = NULL, *o;
+
+			r = job_table_plan(d->jobs, b, &plan, &msg);
+			o = r < 0 ? fail_with("%s", msg ? msg : strerror(-r))
+				  : ok_with("plan", plan);
+			free(msg);
+			return o;
+		}
 		{
 			char *msg = NULL;
 
@@ -433,6 +694,34 @@ on_control(void *userdata, const struct control_request *req)
 	default:
 		return fail_with("unknown command");
 	}
+}
+
+/* Firmware queued for a profile the configuration no longer has would count as "waiting"
+ * for ever: it stops waiting, says so once, and stays in the store under its sha256. */
+static void
+forget_orphaned_firmware(struct daemon *d)
+{
+	json_object *desired = NULL;
+
+	if (store_desired_list_json(d->store, &desired) < 0)
+		return;
+	for (size_t i = 0; i < json_object_array_length(desired); i++) {
+		json_object *e = json_object_array_get_idx(desired, i);
+		const char *profile = json_object_get_string(json_object_object_get(e, "profile"));
+		const char *sha = json_object_get_string(json_object_object_get(e, "sha256"));
+		const char *src = json_object_get_string(json_object_object_get(e, "source"));
+
+		if (!profile || config_find_profile(d->cfg, profile) ||
+		    store_desired_delete(d->store, profile) < 0)
+			continue;
+		log_notice(
+		    "profile '%s' is no longer in the configuration: its firmware %.12s%s%s%s "
+		    "is not waiting any more; it stays stored as %s/firmware/%s (queue it "
+		    "again under a profile of the new configuration to flash it)",
+		    profile, sha ? sha : "", src && *src ? " ('" : "", src ? src : "",
+		    src && *src ? "')" : "", d->cfg->state_dir, sha ? sha : "");
+	}
+	json_object_put(desired);
 }
 
 static int
@@ -457,14 +746,63 @@ on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 		boards_set_config(d->boards, fresh);
 		job_table_set_config(d->jobs, fresh);
 		queue_set_config(d->queue, fresh);
+		forget_orphaned_firmware(d);
 		control_set_group(d->control, fresh->has_control_gid, fresh->control_gid);
 		log_set_max_priority(fresh->log_level);
 		config_free(old);
+		free(d->reload_error);
+		d->reload_error = NULL;
 		log_notice("configuration reloaded from %s (%zu profiles)",
 			   fresh->path ? fresh->path : "(built-in)", fresh->n_profiles);
 	}
 	(void)sd_notify(false, "READY=1");
 	update_status(d);
+	return 0;
+}
+
+/* One daemon per state directory: two would flash the same boards from the same queue and
+ * take each other's control socket. The lock dies with the process, so a crash leaves no
+ * stale lock behind; the file holds the holder's pid for the message. */
+static int
+lock_state_dir(struct daemon *d)
+{
+	char *path, pid[32] = "";
+	int r = mkdir_p(d->cfg->state_dir, 0750);
+
+	if (r < 0) {
+		log_error_errno(r, "cannot create the state directory %s", d->cfg->state_dir);
+		return r;
+	}
+	path = xasprintf("%s/skrflashd.lock", d->cfg->state_dir);
+	d->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+	if (d->lock_fd < 0) {
+		r = -errno;
+		log_error_errno(r, "cannot open %s", path);
+		free(path);
+		return r;
+	}
+	if (flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		ssize_t n;
+
+		r = -errno;
+		n = pread(d->lock_fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = 0;
+		pid[strcspn(pid, "\n")] = 0;
+		if (r == -EWOULDBLOCK)
+			log_error("another skrflashd%s%s%s is already running on the state "
+				  "directory %s; stop it first (systemctl stop skrflashd) or give "
+				  "this one its own --state-dir",
+				  pid[0] ? " (pid " : "", pid, pid[0] ? ")" : "",
+				  d->cfg->state_dir);
+		else
+			log_error_errno(r, "cannot lock %s", path);
+		free(path);
+		return r == -EWOULDBLOCK ? -EBUSY : r;
+	}
+	(void)snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(d->lock_fd, 0) < 0 || pwrite(d->lock_fd, pid, strlen(pid), 0) < 0)
+		log_debug("cannot write my pid into %s", path);
+	free(path);
 	return 0;
 }
 
@@ -547,7 +885,7 @@ main(int argc, char **argv)
 	    {"worker", no_argument, NULL, OPT_WORKER},
 	    {NULL, 0, NULL, 0},
 	};
-	struct daemon d = {.ov = {.log_level = -1}};
+	struct daemon d = {.ov = {.log_level = -1}, .lock_fd = -1};
 	enum log_target target = LOG_TARGET_AUTO;
 	bool check = false, verbose = false;
 	sigset_t mask;
@@ -655,6 +993,8 @@ main(int argc, char **argv)
 	}
 	(void)sd_event_set_watchdog(d.loop, true);
 
+	if (lock_state_dir(&d) < 0)
+		goto out;
 	r = store_open(d.cfg->state_dir, &d.store);
 	if (r < 0) {
 		log_error_errno(r, "cannot open the state database in %s", d.cfg->state_dir);
@@ -664,7 +1004,12 @@ main(int argc, char **argv)
 	r = control_start(d.loop, d.socket_path, d.cfg->has_control_gid, d.cfg->control_gid,
 			  on_control, &d, &d.control);
 	if (r < 0) {
-		log_error_errno(r, "cannot listen on %s", d.socket_path);
+		if (r == -EADDRINUSE)
+			log_error("another skrflashd already answers on %s; stop it first "
+				  "(systemctl stop skrflashd)",
+				  d.socket_path);
+		else
+			log_error_errno(r, "cannot listen on %s", d.socket_path);
 		goto out;
 	}
 	boards_new(d.loop, d.store, d.cfg, on_board, &d, &d.boards);
@@ -696,6 +1041,7 @@ main(int argc, char **argv)
 		if (r < 0)
 			goto out;
 	}
+	forget_orphaned_firmware(&d);
 	log_notice("skrflashd %s running: %zu board%s present, config %s, queue %s",
 		   SKRFLASH_VERSION, boards_count_present(d.boards),
 		   boards_count_present(d.boards) == 1 ? "" : "s",
@@ -715,5 +1061,7 @@ out:
 	d.loop = sd_event_unref(d.loop);
 	free(d.socket_path);
 	free(d.config_path);
+	free(d.reload_error);
+	close_fd(d.lock_fd);
 	return ret;
 }

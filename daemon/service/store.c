@@ -474,6 +474,16 @@ store_desired_set(struct store *s, const struct store_desired *d)
 }
 
 int
+store_desired_delete(struct store *s, const char *profile)
+{
+	sqlite3_stmt *st = prepare(s, "DELETE FROM desired WHERE profile = ?");
+
+	if (st)
+		sqlite3_bind_text(st, 1, profile, -1, SQLITE_TRANSIENT);
+	return step_done(st);
+}
+
+int
 store_desired_get(struct store *s, const char *profile, struct store_desired *ret)
 {
 	sqlite3_stmt *st = prepare(

@@ -82,6 +82,8 @@ int store_firmware_path(struct store *s, const char *sha, char **ret_path);
 /* Desired firmware per profile (the newest queued wins). */
 int store_desired_set(struct store *s, const struct store_desired *d);
 int store_desired_get(struct store *s, const char *profile, struct store_desired *ret);
+/* The profile no longer wants anything (it left the configuration); the image stays stored. */
+int store_desired_delete(struct store *s, const char *profile);
 /* Desired entries as a JSON array (caller owns). */
 int store_desired_list_json(struct store *s, json_object **ret);
 

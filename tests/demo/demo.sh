@@ -1,12 +1,14 @@
 #!/bin/sh
 # make demo: the real skrflashd on simulated boards, as a newcomer would watch it.
 #
-#   octopus  Octopus (STM32F446) running Klipper, Katapult installed -> flashed over Katapult
 #   skr3     SKR 3 (STM32H723) running Klipper, no Katapult          -> flashed through ROM DFU
+#   manta    Manta M8P (STM32G0B1) with Katapult: first a good image  -> flashed over Katapult,
+#            then one that crashes at start-up (built for the wrong crystal: the checks cannot
+#            see it)                                                 -> rolled back
 #   skrpro   SKR Pro (STM32F407) gets an image built without the     -> refused before any write
 #            32KiB bootloader offset
-#   manta    Manta M8P (STM32G0B1) with Katapult: first a good image, then one that crashes at
-#            start-up (built for the wrong crystal: the checks cannot see it) -> rolled back
+#   octopus  Octopus (STM32F446) with Katapult, flashed only when    -> `skrflashctl flash` with
+#            asked (auto_flash = [])                                    --dry-run, then for real
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -20,7 +22,7 @@ cat >"$T/skrflash.conf" <<CONF
 timeouts = { bootloader = 5.0; boot = 4.0; leave_grace = 0.5; };
 profiles = (
   { name = "octopus"; match = { board = "octopus-f446"; port = "1-1"; };
-    auto_flash = [ "hotplug", "queue" ]; },
+    auto_flash = [ ]; },
   { name = "skr3"; match = { board = "skr-3-h723"; port = "1-2"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "skrpro"; match = { board = "skr-pro"; port = "1-3"; };
@@ -37,10 +39,10 @@ sim="$BUILD/skrsim"
 "$sim" image manta-m8p v0.13.0-farm "$T/manta-good.bin"
 "$sim" image manta-m8p v0.13.1-wrong-crystal "$T/manta-crash.bin"
 
-echo "== skrflash demo: 4 simulated boards, the real daemon =="
+echo "== skrflash demo: the real skrflashd on a Pi with four simulated printer boards =="
 exec "$sim" --quiet \
-	--board octopus-f446@1-1:katapult-installed \
-	--board skr-3-h723@1-2:klipper-app \
 	--board skr-pro@1-3:klipper-app \
+	--board skr-3-h723@1-2:klipper-app \
 	--board manta-m8p@1-4:katapult-installed,bootloop=recover,cycles=2,crash=wrong-crystal \
+	--board octopus-f446@1-1:katapult-installed \
 	-- sh "$here/inner.sh" "$T" "$BUILD"

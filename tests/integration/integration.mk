@@ -7,5 +7,6 @@ $(BUILD)/tests/integration/test_daemon: tests/integration/test_daemon.c $(SIM_LI
 	$(CC) $(CPPFLAGS) $(SIM_CFLAGS) $(CFLAGS) -o $@ $< $(SIM_LIB) $(LIB) $(LDFLAGS) \
 		$(SIM_LIBS) $(DEP_LIBS)
 
-CHECK_TESTS += tests/integration/queue.sh tests/integration/journal.sh $(INTEGRATION_C)
+CHECK_TESTS += tests/integration/queue.sh tests/integration/journal.sh $(INTEGRATION_C) \
+	       tests/integration/cli.sh
 CHECK_DEPS  += $(INTEGRATION_C)

@@ -43,7 +43,8 @@ export SKRFLASH_QUEUE_DIR=$work/queue
 expect "boards catalog flash history queue queued reboot rescue retry status validate watch" ""
 expect "--board --device" reboot --
 expect "queue queued" qu
-expect "--config --help --json --queue-dir --socket" --
+expect "--config --help --json --queue-dir --socket --verbose --version" --
+expect "--dry-run" flash --dr
 expect "status" --json st
 expect "status" --socket /run/x.sock st
 expect "octopus toolhead" queue ""

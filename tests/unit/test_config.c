@@ -12,6 +12,8 @@
 #include "harness.h"
 #include "util.h"
 
+static void check_ok_stop_glob(void);
+
 static void
 check_error(const char *text, const char *expected)
 {
@@ -95,9 +97,10 @@ test_errors(void)
 	check_error("profiles = ( { name = \"a\"; match = { board = \"skr-pico\"; }; },\n"
 		    "{ name = \"b\"; match = { serial = \"1\"; }; queue = \"a\"; } );",
 		    "c.conf:2: profiles.[1].queue: queue 'a' is already used by profile 'a'\n");
-	check_error("profiles = ( { name = \"a\"; match = { board = \"skr-9\"; }; } );",
-		    "c.conf:1: profiles.[0].match.board: unknown board 'skr-9' (see skrflashctl "
-		    "boards)\n");
+	check_error(
+	    "profiles = ( { name = \"a\"; match = { board = \"skr-9\"; }; } );",
+	    "c.conf:1: profiles.[0].match.board: unknown board 'skr-9' (`skrflashctl catalog` "
+	    "lists them)\n");
 	check_error("profiles = ( { name = \"a\"; match = { usb_id = \"1d50614e\"; }; } );",
 		    "c.conf:1: profiles.[0].match.usb_id: invalid USB id '1d50614e' (expected "
 		    "vvvv:pppp in hex)\n");
@@ -123,6 +126,8 @@ test_errors(void)
 	    "stop_units = [ \"klipper\" ]; } );",
 	    "c.conf:2: profiles.[0].stop_units.[0]: invalid unit name 'klipper' (must end in "
 	    ".service)\n");
+	/* a glob, as docs/safety.md shows: the engine stops the matching unit holding the tty */
+	check_ok_stop_glob();
 	check_error("profiles = ( { name = \"a\"; match = { board = \"skr-1.3\"; };\n"
 		    "app_start = 0x80000; } );",
 		    "c.conf:2: profiles.[0].app_start: 0x00080000 is outside the flash of board "
@@ -135,7 +140,8 @@ test_errors(void)
 	    "max_jobs = 0;\nprofiles = ( { name = \"a\";\nmatch = { board = \"x\"; }; } );\n"
 	    "log_level = 3;\n",
 	    "c.conf:1: max_jobs: must be between 1 and 64\n"
-	    "c.conf:3: profiles.[0].match.board: unknown board 'x' (see skrflashctl boards)\n"
+	    "c.conf:3: profiles.[0].match.board: unknown board 'x' (`skrflashctl catalog` lists "
+	    "them)\n"
 	    "c.conf:4: log_level: expected a string\n");
 }
 
@@ -365,4 +371,20 @@ main(void)
 	test_dump_roundtrip();
 	test_files();
 	TEST_DONE();
+}
+
+static void
+check_ok_stop_glob(void)
+{
+	struct config *cfg = NULL;
+	char *errors = NULL;
+	int r = config_load_string("profiles = ( { name = \"a\"; match = { serial = \"1\"; };\n"
+				   "stop_units = [ \"klipper*.service\" ]; } );",
+				   "c.conf", NULL, &cfg, &errors);
+
+	CHECK_EQ_INT(r, 0);
+	if (r == 0)
+		CHECK_STREQ(cfg->profiles[0].stop_units[0], "klipper*.service");
+	free(errors);
+	config_free(cfg);
 }

@@ -96,9 +96,39 @@ test_strv(void)
 	strv_free(v);
 }
 
+/* "did you mean": the closest candidate within reach, or none */
+static const char *
+closest(const char *word, const char *const *cands)
+{
+	struct str_closest c = {.word = word};
+
+	for (size_t i = 0; cands[i]; i++)
+		str_closest_add(&c, cands[i]);
+	return c.best;
+}
+
+static void
+test_closest(void)
+{
+	static const char *const boards[] = {"octopus-f446", "octopus-pro-f446", "skr-pico",
+					     "manta-m8p", NULL};
+	static const char *const cmds[] = {"status", "boards", "queue", "queued", NULL};
+
+	CHECK_STREQ(closest("octopus-f447", boards), "octopus-f446");
+	CHECK_STREQ(closest("OCTOPUS-F446X", boards), "octopus-f446");
+	CHECK_STREQ(closest("skr-pcio", boards), "skr-pico");
+	CHECK_STREQ(closest("stauts", cmds), "status");
+	CHECK_STREQ(closest("queu", cmds), "queue");
+	CHECK(closest("xyz", cmds) == NULL);
+	CHECK(closest("history", cmds) == NULL);
+	/* the word itself is no suggestion */
+	CHECK(closest("queue", (const char *const[]){"queue", NULL}) == NULL);
+}
+
 int
 main(void)
 {
+	test_closest();
 	test_strv();
 	test_parse_decimal_to();
 	test_parse_u32();
