@@ -153,6 +153,8 @@ struct sim_fault {
 		SIM_FAULT_DFU_ERR_WRITE, /* forwarded to the DfuSe simulator */
 		SIM_FAULT_DFU_ERR_VERIFY,
 		SIM_FAULT_DFU_ERR_ERASE,
+		SIM_FAULT_PICOBOOT_REFUSE, /* the `at`th PICOBOOT WRITE is refused: status `count`
+					    */
 	} kind;
 	uint32_t at;
 	uint32_t count;

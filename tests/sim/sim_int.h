@@ -67,14 +67,16 @@ struct sim_board {
 	unsigned n_ifaces;
 	bool iface_has_driver[4];
 	UMockdevIoctlBase *tty_handler;
-	void *dfuse; /* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
+	void *dfuse;	/* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
+	void *picoboot; /* struct picoboot_sim * while in RP2040 BOOTSEL */
 	char app_version[128];
 	unsigned enumerations;
 
 	/* tty line state: written by the umockdev worker thread */
 	atomic_uint open_events;
 	atomic_int modem_bits;
-	atomic_uint leave_requests; /* DfuSe leave from the ioctl thread */
+	atomic_uint leave_requests; /* DfuSe leave or PICOBOOT reboot from the ioctl thread */
+	atomic_uint power_cuts;	    /* PICOBOOT unplug fault from the ioctl thread */
 	unsigned open_seen;
 	bool tty_open;
 
@@ -132,6 +134,8 @@ struct sim {
 	 * on its own thread after detach, so they are freed only with the whole simulator */
 	void *dead_dfuse[256];
 	size_t n_dead_dfuse;
+	void *dead_picoboot[256]; /* the same for PICOBOOT devices */
+	size_t n_dead_picoboot;
 };
 
 uint64_t sim_now_us(void);
