@@ -633,22 +633,24 @@ step_gate(struct job *j)
 		job_fail(j, "cannot check the print state at %s", j->moonraker);
 }
 
+/* A bootloader the worker has a backend for. */
 static bool
 bootloader_mode(enum device_mode m)
 {
-	return m == DEVICE_MODE_KATAPULT || m == DEVICE_MODE_STM32_ROM_DFU;
+	return worker_method_for_mode(m) != NULL;
 }
 
 /* A bootloader is usable once the node its backend opens exists: Katapult's tty arrives
- * in a uevent after its usb_device, ROM DFU's usb node comes with it. */
+ * in a uevent after its usb_device; the libusb backends (ROM DFU, BOOTSEL) open the usb
+ * node, which comes with it. */
 static bool
 bootloader_ready(const struct board *b)
 {
-	if (!b->present)
+	if (!b->present || !bootloader_mode(b->dev.mode))
 		return false;
 	if (b->dev.mode == DEVICE_MODE_KATAPULT)
 		return b->dev.tty[0] != 0;
-	return b->dev.mode == DEVICE_MODE_STM32_ROM_DFU && b->dev.usb_node[0] != 0;
+	return b->dev.usb_node[0] != 0;
 }
 
 static void
@@ -674,12 +676,6 @@ step_enter(struct job *j)
 		job_fail(j, "cannot start a worker for %s", name_of(j));
 }
 
-static const char *
-method_for(enum device_mode m)
-{
-	return m == DEVICE_MODE_KATAPULT ? "katapult" : "dfu";
-}
-
 static bool
 method_allowed(const struct job *j, const char *method)
 {
@@ -698,7 +694,7 @@ step_write(struct job *j, struct board *b)
 {
 	bool rollback = j->step == STEP_ROLLBACK_WAIT || j->step == STEP_ROLLBACK_WRITE;
 	const char *sha = rollback ? j->lkg : j->sha;
-	const char *method = method_for(b->dev.mode);
+	const char *method = worker_method_for_mode(b->dev.mode);
 	struct worker_plan plan;
 	char *path = NULL;
 
