@@ -629,7 +629,7 @@ pico_board(struct sim *s, const char *port)
 static void
 picoboot_flash_ok(struct sim *s)
 {
-	struct sim_board *b = pico_board(s, "4-1");
+	struct sim_board *b = pico_board(s, "5-1");
 	struct worker_plan p;
 	struct worker_report r;
 	struct flash *f;
@@ -690,7 +690,7 @@ picoboot_flash_ok(struct sim *s)
 static void
 picoboot_bad_boot2(struct sim *s)
 {
-	struct sim_board *b = pico_board(s, "4-2");
+	struct sim_board *b = pico_board(s, "5-2");
 	const struct flash_backend *be = backend_for_mode(DEVICE_MODE_RP2040_BOOTSEL);
 	struct flash_session fs;
 	struct worker_plan p;
@@ -730,7 +730,7 @@ picoboot_bad_boot2(struct sim *s)
 static void
 picoboot_faults(struct sim *s)
 {
-	struct sim_board *b = pico_board(s, "4-3");
+	struct sim_board *b = pico_board(s, "5-3");
 	/* status 4: invalid address; power back 200 ms after the cut */
 	struct sim_fault status = {.kind = SIM_FAULT_PICOBOOT_REFUSE, .at = 3, .count = 4};
 	struct sim_fault unplug = {.kind = SIM_FAULT_UNPLUG_AT_BYTE, .at = 8192, .count = 200};
