@@ -139,7 +139,7 @@ format:
 DEB_DEPS := gcc make pkg-config libudev-dev libusb-1.0-0-dev libconfig-dev libsystemd-dev \
 	libsqlite3-dev zlib1g-dev libjson-c-dev libssl-dev libelf-dev libcurl4-openssl-dev \
 	umockdev libumockdev-dev libglib2.0-dev gcc-arm-none-eabi libnewlib-arm-none-eabi \
-	binutils-arm-none-eabi dfu-util mtools dosfstools dbus python3 udev systemd \
+	binutils-arm-none-eabi dfu-util mtools dosfstools exfatprogs fdisk dbus python3 udev systemd \
 	debhelper lintian fakeroot dpkg-dev ansible-core python3-apt mandoc man-db duktape \
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross file
 deps:

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+#include "flash/blockfile.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int
+bf_io(int fd, bool write, uint64_t lba, uint32_t count, uint8_t *buf)
+{
+	size_t len = (size_t)count * BLOCKDEV_SECTOR, done = 0;
+	off_t off = (off_t)(lba * BLOCKDEV_SECTOR);
+
+	while (done < len) {
+		ssize_t n = write ? pwrite(fd, buf + done, len - done, off + (off_t)done)
+				  : pread(fd, buf + done, len - done, off + (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EIO; /* short read: the device shrank under us */
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int
+bf_read(void *ctx, uint64_t lba, uint32_t count, uint8_t *buf)
+{
+	struct blockfile *bf = ctx;
+
+	if (lba + count > bf->dev.sectors)
+		return -EINVAL;
+	return bf_io(bf->fd, false, lba, count, buf);
+}
+
+static int
+bf_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
+{
+	struct blockfile *bf = ctx;
+
+	if (lba + count > bf->dev.sectors)
+		return -EINVAL;
+	/* pwrite takes a const buffer; bf_io shares one loop for both directions */
+	return bf_io(bf->fd, true, lba, count, (uint8_t *)(uintptr_t)buf);
+}
+
+static int
+bf_flush(void *ctx)
+{
+	struct blockfile *bf = ctx;
+
+	return fsync(bf->fd) < 0 ? -errno : 0;
+}
+
+int
+blockfile_from_fd(struct blockfile *bf, int fd)
+{
+	struct stat st;
+	uint64_t bytes;
+
+	memset(bf, 0, sizeof(*bf));
+	bf->fd = -1;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(fd, BLKGETSIZE64, &bytes) < 0)
+			return -errno;
+	} else if (S_ISREG(st.st_mode)) {
+		bytes = (uint64_t)st.st_size;
+	} else {
+		return -ENOTBLK;
+	}
+	if (bytes % BLOCKDEV_SECTOR != 0)
+		return -EINVAL;
+	bf->fd = fd;
+	bf->dev = (struct blockdev){
+	    .ctx = bf,
+	    .sectors = bytes / BLOCKDEV_SECTOR,
+	    .read = bf_read,
+	    .write = bf_write,
+	    .flush = bf_flush,
+	};
+	return 0;
+}
+
+int
+blockfile_open(struct blockfile *bf, const char *path, bool writable)
+{
+	int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	int r;
+
+	if (fd < 0) {
+		memset(bf, 0, sizeof(*bf));
+		bf->fd = -1;
+		return -errno;
+	}
+	r = blockfile_from_fd(bf, fd);
+	if (r < 0) {
+		close(fd);
+		return r;
+	}
+	bf->own_fd = true;
+	return 0;
+}
+
+int
+blockfile_close(struct blockfile *bf)
+{
+	int r = 0;
+
+	if (bf->fd < 0)
+		return 0;
+	if (fsync(bf->fd) < 0 && errno != EINVAL && errno != EROFS)
+		r = -errno;
+	if (bf->own_fd)
+		close(bf->fd);
+	bf->fd = -1;
+	return r;
+}
