@@ -904,6 +904,17 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 			b->probe_fast_until_us = sim_now_us() + FAST_PROBE_FOR_US;
 	}
 
+	if (id.layout == LAYOUT_BOOTSEL) {
+		/* the RPI-RP2 drive behind the mass-storage interface */
+		char *ifp = xasprintf("%s/%s:1.0", b->syspath + 4, b->port), *udev = NULL;
+
+		if (sim_drive_create(b, s->root, (unsigned)b->index, &udev, ifp) == 0)
+			sb_printf(&txt, &tlen, "%s", udev);
+		else
+			fprintf(stderr, "sim: cannot make the RPI-RP2 drive of %s\n", b->port);
+		free(udev);
+		free(ifp);
+	}
 	if (!umockdev_testbed_add_from_string(s->tb, txt, &err)) {
 		fprintf(stderr, "sim: add %s: %s\n", b->port, err->message);
 		g_clear_error(&err);
@@ -951,6 +962,23 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 	return 0;
 }
 
+/* The RPI-RP2 drive leaves with the chip: its block and scsi devices, then the image. */
+static void
+drive_remove(struct sim_board *b)
+{
+	struct sim *s = b->sim;
+	char *scsi = xasprintf("%s/%s:1.0/host0/target0:0:0/0:0:0:0", b->syspath, b->port);
+	char *blk = xasprintf("%s/block/%s", scsi, sim_drive_node(b->drive) + 5);
+
+	umockdev_testbed_uevent(s->tb, blk, "remove");
+	umockdev_testbed_uevent(s->tb, scsi, "remove");
+	umockdev_testbed_remove_device(s->tb, blk);
+	umockdev_testbed_remove_device(s->tb, scsi);
+	b->drive = sim_drive_free(b->drive);
+	free(blk);
+	free(scsi);
+}
+
 int
 sim_board_unplug_locked(struct sim_board *b)
 {
@@ -980,6 +1008,8 @@ sim_board_unplug_locked(struct sim_board *b)
 	}
 	if (b->tty_index >= 0)
 		tty_sys = xasprintf("%s/%s:1.0/tty/ttyACM%d", sys, b->port, b->tty_index);
+	if (b->drive)
+		drive_remove(b);
 	/* 0.17: uevent() reads sysfs, so send children-first before removing (umockdev.md §1) */
 	if (tty_sys)
 		umockdev_testbed_uevent(s->tb, tty_sys, "remove");
@@ -1389,6 +1419,10 @@ service_thread(void *arg)
 			if (atomic_exchange(&b->leave_requests, 0) && b->action == SIM_ACT_NONE)
 				sim_board_schedule(b, SIM_ACT_RESET,
 						   sim_board_delay_us(b, 10000, 1000));
+			/* a whole UF2 file on the RPI-RP2 drive: the ROM reboots */
+			if (b->drive && sim_drive_poll(b) && b->action == SIM_ACT_NONE)
+				sim_board_schedule(b, SIM_ACT_RESET,
+						   sim_board_delay_us(b, 500000, 1000));
 			if (atomic_exchange(&b->power_cuts, 0)) {
 				/* power comes back after `count` ms (0: stays unplugged) */
 				uint32_t back_ms = b->fault.count;
@@ -1794,6 +1828,18 @@ const char *
 sim_board_tty(struct sim_board *b)
 {
 	return b->tty;
+}
+
+const char *
+sim_board_drive(struct sim_board *b)
+{
+	return b->drive ? sim_drive_node(b->drive) : NULL;
+}
+
+const char *
+sim_board_drive_image(struct sim_board *b)
+{
+	return b->drive ? sim_drive_file(b->drive) : NULL;
 }
 
 const char *

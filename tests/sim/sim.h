@@ -113,6 +113,9 @@ uint32_t sim_board_app_start(struct sim_board *b);
 /* Version from the dictionary of the running app ("" when not in klipper-app mode). The
  * returned string stays valid until the next mode change; copy it. */
 const char *sim_board_app_version(struct sim_board *b);
+/* RP2040 BOOTSEL: the RPI-RP2 drive's node ("/dev/sdX") and the image file behind it. */
+const char *sim_board_drive(struct sim_board *b);
+const char *sim_board_drive_image(struct sim_board *b);
 const char *sim_board_tty(struct sim_board *b);	      /* "/dev/ttyACMn" while a CDC mode is up */
 const char *sim_board_serial(struct sim_board *b);    /* USB serial in the current mode */
 const char *sim_board_syspath(struct sim_board *b);   /* "/sys/devices/..." while plugged */
