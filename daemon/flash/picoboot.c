@@ -9,19 +9,29 @@
  * erases and programs only the sectors that differ (a WRITE does no implicit erase on the
  * RP2040: it can only clear bits), and it reads the rewritten sectors back to verify. The
  * READ of flash after EXIT_XIP goes through the bootrom's serial flash read, as the tools that
- * verify after writing rely on. */
+ * verify after writing rely on.
+ *
+ * Where PICOBOOT cannot be claimed (another program holds the interface, or a ROM without
+ * it) the image goes to the RPI-RP2 drive instead, as a .uf2 written with proto/fat on the
+ * raw block device: no mount. That drive is virtual and keeps nothing written to it, so this
+ * path cannot read back; the boot check after the ROM's own reboot verifies it. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <libudev.h>
 #include <libusb.h>
 
 #include "flash/backend.h"
+#include "flash/blockfile.h"
 #include "flash/usb.h"
+#include "proto/fat.h"
 #include "proto/picoboot.h"
+#include "proto/uf2.h"
 #include "log.h"
+#include "udevwatch.h"
 #include "util.h"
 
 #define CMD_TIMEOUT_MS 3000   /* picoboot_connection.c: the command block */
@@ -41,7 +51,28 @@ struct pico {
 	const uint8_t *data;
 	bool *rewritten; /* per sector of [start & ~4095, end) */
 	uint32_t first_sector, n_sectors;
+	bool drive; /* PICOBOOT unavailable: write a .uf2 to the RPI-RP2 drive */
+	char drive_node[DEVICE_PATH];
 };
+
+/* The RPI-RP2 drive of this BOOTSEL device: the one the plan names, else the block device
+ * udev shows under the same USB port now (its uevent may come after the device's). */
+static bool
+find_drive(const struct flash_session *s, struct pico *p)
+{
+	struct device now;
+	struct udev *u;
+	bool found = false;
+
+	if (s->dev->block[0])
+		return str_copy(p->drive_node, sizeof(p->drive_node), s->dev->block);
+	u = udev_new();
+	if (u && udevwatch_device_at_port(u, s->dev->port, &now) == 0 && now.block[0])
+		found = str_copy(p->drive_node, sizeof(p->drive_node), now.block);
+	if (u)
+		udev_unref(u);
+	return found;
+}
 
 /* The vendor interface (class 0xFF) with a bulk OUT then a bulk IN endpoint: interface 1
  * next to the mass-storage drive, or 0 when the drive is disabled (picoboot_connection.c). */
@@ -224,6 +255,19 @@ pico_claim(struct pico *p, struct flash_session *s)
 	return 0;
 }
 
+/* 2e8a:0003 is the RP2040 bootrom itself: the chip is known; the application start is the
+ * board's (after boot2 for "No bootloader" builds). */
+static void
+report(struct flash_session *s)
+{
+	(void)str_copy(s->reported_mcu, sizeof(s->reported_mcu), "rp2040");
+	(void)str_copy(s->reported_version, sizeof(s->reported_version), "RP2040 bootrom");
+	s->reported_app_start =
+	    s->board ? s->board->app_start : PICOBOOT_FLASH_BASE + PICOBOOT_PAGE /* boot2 */;
+	s->reported_flash_end = s->board ? s->board->mcu->flash_base + s->board->mcu->flash_size
+					 : PICOBOOT_FLASH_BASE + PICOBOOT_FLASH_MAX;
+}
+
 static int
 pico_open(struct flash_session *s)
 {
@@ -233,6 +277,14 @@ pico_open(struct flash_session *s)
 
 	s->priv = p;
 	r = pico_claim(p, s);
+	if (r < 0 && (r == -EBUSY || r == -EACCES || r == -ENOENT) && find_drive(s, p)) {
+		log_notice("%s; writing a .uf2 to the RPI-RP2 drive %s instead", s->error,
+			   p->drive_node);
+		s->error[0] = '\0';
+		p->drive = true;
+		report(s);
+		return 0;
+	}
 	if (r < 0)
 		return r;
 	r = pico_reset(p);
@@ -249,14 +301,7 @@ pico_open(struct flash_session *s)
 	}
 	if (r < 0)
 		return r;
-	/* 2e8a:0003 is the RP2040 bootrom itself: the chip is known; the application start is
-	 * the board's (after boot2 for "No bootloader" builds) */
-	(void)str_copy(s->reported_mcu, sizeof(s->reported_mcu), "rp2040");
-	(void)str_copy(s->reported_version, sizeof(s->reported_version), "RP2040 bootrom");
-	s->reported_app_start =
-	    s->board ? s->board->app_start : PICOBOOT_FLASH_BASE + PICOBOOT_PAGE /* boot2 */;
-	s->reported_flash_end = s->board ? s->board->mcu->flash_base + s->board->mcu->flash_size
-					 : PICOBOOT_FLASH_BASE + PICOBOOT_FLASH_MAX;
+	report(s);
 	log_debug("picoboot: %s interface %d, app at 0x%08" PRIx32, s->dev->usb_node, p->iface,
 		  s->reported_app_start);
 	return 0;
@@ -354,13 +399,72 @@ write_sectors(struct pico *p, struct flash_session *s)
 	return r;
 }
 
+/* The RPI-RP2 drive: the image as UF2 blocks in NEW.UF2 on its FAT16 volume. The ROM
+ * programs the blocks as their sectors arrive and reboots once it has all of them. */
+static int
+drive_write(struct pico *p, struct flash_session *s)
+{
+	size_t len = uf2_encoded_size(p->len);
+	uint8_t *uf2 = xmalloc(len);
+	struct blockfile bf;
+	struct fat_vol *v = xnew(struct fat_vol);
+	struct fat_dirent info;
+	bool said = false;
+	int r = (int)uf2_encode(p->start, p->data, p->len, UF2_FAMILY_RP2040, uf2), c;
+
+	if (r < 0) {
+		backend_error(s,
+			      "image at 0x%08" PRIx32 " cannot be written as UF2 (not 256-aligned)",
+			      p->start);
+		goto out;
+	}
+	r = blockfile_open(&bf, p->drive_node, true);
+	if (r < 0) {
+		backend_error(s, "cannot open the RPI-RP2 drive %s: %s", p->drive_node,
+			      strerror(-r));
+		goto out;
+	}
+	r = fat_mount(v, &bf.dev);
+	if (r == 0) {
+		/* INFO_UF2.TXT identifies a UF2 boot drive (UF2 specification) */
+		if (fat_find(v, "INFO_UF2.TXT", &info) < 0) {
+			backend_error(s, "%s is not an RP2040 boot drive: it has no INFO_UF2.TXT",
+				      p->drive_node);
+			said = true;
+			r = -EMEDIUMTYPE;
+		} else {
+			(void)fat_delete(v, "NEW.UF2");
+			r = fat_write(v, "NEW.UF2", uf2, len);
+			if (r == 0)
+				r = fat_flush(v);
+		}
+	}
+	if (r < 0 && !said)
+		backend_error(s, "writing NEW.UF2 to the RPI-RP2 drive %s failed: %s",
+			      p->drive_node, fat_error(v)[0] ? fat_error(v) : strerror(-r));
+	c = blockfile_close(&bf);
+	if (r == 0 && c < 0) {
+		backend_error(s, "flushing the RPI-RP2 drive %s failed: %s", p->drive_node,
+			      strerror(-c));
+		r = c;
+	}
+	if (r == 0) {
+		s->bytes_written = p->len;
+		progress(p, s, "write", p->n_sectors);
+	}
+out:
+	free(v);
+	free(uf2);
+	return r < 0 ? r : 0;
+}
+
 static int
 pico_write(struct flash_session *s)
 {
 	struct pico *p = s->priv;
 	uint32_t load, end;
 
-	if (!p || !p->h)
+	if (!p || (!p->h && !p->drive))
 		return -ENOTCONN;
 	load = load_address(s);
 	if (load < PICOBOOT_FLASH_BASE || s->img->size > s->reported_flash_end - load ||
@@ -379,7 +483,7 @@ pico_write(struct flash_session *s)
 	p->n_sectors = (end - p->first_sector) / PICOBOOT_SECTOR;
 	free(p->rewritten);
 	p->rewritten = xcalloc(p->n_sectors ? p->n_sectors : 1, sizeof(bool));
-	return write_sectors(p, s);
+	return p->drive ? drive_write(p, s) : write_sectors(p, s);
 }
 
 /* Read back the rewritten sectors; the others were read in full and matched. */
@@ -391,6 +495,11 @@ pico_verify(struct flash_session *s)
 
 	if (!p || !p->data)
 		return -ENOTCONN;
+	if (p->drive) {
+		log_info("picoboot: the RPI-RP2 drive cannot be read back; the boot check "
+			 "verifies this image");
+		return 0;
+	}
 	for (uint32_t i = 0; i < p->n_sectors; i++) {
 		uint32_t sector = p->first_sector + i * PICOBOOT_SECTOR;
 		uint32_t lo = sector > p->start ? sector : p->start;
@@ -429,6 +538,8 @@ pico_leave(struct flash_session *s)
 	uint8_t block[PICOBOOT_CMD_SIZE];
 	int r;
 
+	if (p && p->drive)
+		return 0; /* the ROM reboots by itself once the last block arrived */
 	if (!p || !p->h)
 		return -ENOTCONN;
 	picoboot_encode_reboot(block, ++p->token, 0, 0, REBOOT_DELAY_MS);

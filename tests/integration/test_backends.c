@@ -97,6 +97,8 @@ plan_for(struct worker_plan *p, struct sim_board *b, const char *board, const ch
 	(void)DEVICE_SET(&p->dev, serial, sim_board_serial(b));
 	if (tty)
 		(void)DEVICE_SET(&p->dev, tty, tty);
+	if (sim_board_drive(b))
+		(void)DEVICE_SET(&p->dev, block, sim_board_drive(b));
 	if (node) {
 		(void)DEVICE_SET(&p->dev, usb_node, node);
 		CHECK_EQ_INT(sscanf(node, "/dev/bus/usb/%u/%u", &p->dev.busnum, &p->dev.devnum), 2);
@@ -773,6 +775,50 @@ picoboot_faults(struct sim *s)
 	sim_board_unplug(b);
 }
 
+/* PICOBOOT held by another program: the image goes to the RPI-RP2 drive as NEW.UF2 through
+ * the project's FAT writer; the simulated ROM programs it from the drive's sectors and
+ * reboots into it. */
+static void
+picoboot_drive(struct sim *s)
+{
+	struct sim_board *b = pico_board(s, "5-4");
+	struct sim_fault busy = {.kind = SIM_FAULT_PICOBOOT_BUSY};
+	struct worker_plan p;
+	struct worker_report r;
+	size_t len = 256 + 24576 + 100;
+	uint8_t *img;
+	char *path;
+
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	CHECK(sim_board_drive(b) != NULL);
+	CHECK_EQ_INT(sim_board_set_fault(b, &busy), 0);
+	img = rp2040_image(b, "v-uf2-drive", len - 256, true);
+	path = save_image(img, len);
+	plan_for(&p, b, "skr-pico", path);
+	CHECK_EQ_INT(run_plan(&p, &r), 0);
+	CHECK(r.ok);
+	CHECK_EQ_INT(r.bytes, len);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, img, len));
+	CHECK_STREQ(sim_board_app_version(b), "v-uf2-drive");
+	/* a plan made before the drive's uevent arrived: the backend finds it by the port */
+	img[300] ^= 0x5a;
+	free(path);
+	path = save_image(img, len);
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_BOOTSEL), 0);
+	CHECK_EQ_INT(sim_board_set_fault(b, &busy), 0);
+	plan_for(&p, b, "skr-pico", path);
+	p.dev.block[0] = '\0';
+	CHECK_EQ_INT(run_plan(&p, &r), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, img, len));
+	free(img);
+	free(path);
+	sim_board_unplug(b);
+}
+
 /* SKRFLASH_TEST_ONLY=name runs one group (for debugging) */
 static bool
 want(const char *group)
@@ -815,6 +861,7 @@ main(int argc, char **argv)
 		picoboot_flash_ok(s);
 		picoboot_bad_boot2(s);
 		picoboot_faults(s);
+		picoboot_drive(s);
 	}
 	if (want("touch"))
 		touch_transitions(s);

@@ -2,8 +2,9 @@
 /* test_engine_pico: the unmodified daemon flashes a simulated SKR Pico (RP2040) from its
  * running Klipper through BOOTSEL and back: the 1200-baud touch, PICOBOOT (only the sectors
  * that change), the reboot, the boot check; the same image again is "already runs"; a board
- * plugged in already in BOOTSEL is flashed on hotplug; and an image whose boot2 the bootrom
- * refuses is never written (validation), while the board is never left without a way back. */
+ * plugged in already in BOOTSEL is flashed on hotplug; where another program holds PICOBOOT
+ * the image goes to the RPI-RP2 drive as a .uf2; and an image whose boot2 the bootrom
+ * refuses is never written (validation). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,9 @@ static const char profiles[] =
     "  { name = \"pico\"; match = { board = \"skr-pico\"; port = \"1-6\"; };\n"
     "    auto_flash = [\"queue\"]; },\n"
     "  { name = \"pico-bootsel\"; match = { board = \"skr-pico\"; port = \"1-7\"; };\n"
-    "    auto_flash = [\"hotplug\"]; }";
+    "    auto_flash = [\"hotplug\"]; },\n"
+    "  { name = \"pico-drive\"; match = { board = \"skr-pico\"; port = \"1-8\"; };\n"
+    "    auto_flash = [\"queue\"]; }";
 
 /* A "No bootloader" RP2040 build as Klipper makes it: boot2 (256 bytes ending in its
  * CRC-32) at 0x10000000, the application linked at 0x10000100. */
@@ -150,6 +153,38 @@ test_bad_boot2(struct sim_board *b)
 	free(img);
 }
 
+/* PICOBOOT held by another program: the daemon writes NEW.UF2 to the RPI-RP2 drive, the ROM
+ * reboots into it, and the boot check confirms it. */
+static void
+test_drive(void)
+{
+	struct sim_board *b = eng_add("skr-pico", "1-8", SIM_MODE_KLIPPER_APP, false);
+	struct sim_fault busy = {.kind = SIM_FAULT_PICOBOOT_BUSY};
+	uint8_t *img;
+	size_t len;
+	char sha[65], *path, *out = NULL, *needle;
+
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	CHECK_EQ_INT(eng_wait("board appeared: skr-pico in klipper-app mode on port 1-8", 10000),
+		     0);
+	CHECK_EQ_INT(sim_board_set_fault(b, &busy), 0);
+	path = pico_image(b, "v0.13.0-drive", 36 * 1024, true, &img, &len, sha);
+	needle = xasprintf("flashed skr-pico on port 1-8 with %.12s", sha);
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "pico-drive", path, NULL), 0);
+	free(out);
+	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
+	CHECK(eng_wait("writing a .uf2 to the RPI-RP2 drive", 1000) == 0);
+	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, img, len));
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_STREQ(sim_board_app_version(b), "v0.13.0-drive");
+	check_history("1-8", sha, "succeeded", "uf2");
+	free(needle);
+	free(path);
+	free(img);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -166,6 +201,7 @@ main(int argc, char **argv)
 		test_bad_boot2(b);
 	}
 	test_already_bootsel();
+	test_drive();
 	CHECK_EQ_INT(eng_stop(), 0);
 	eng_done();
 	TEST_DONE();

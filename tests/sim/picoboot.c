@@ -67,6 +67,7 @@ struct picoboot_sim {
 	uint64_t busy_until_us;
 	uint32_t status; /* of the last command */
 	bool reboot_pending;
+	bool busy; /* the vendor interface is claimed by another program */
 	struct picoboot_sim_stats st;
 	enum picoboot_sim_fault fault;
 	uint32_t fault_at;
@@ -144,6 +145,14 @@ picoboot_sim_fault(struct picoboot_sim *d, enum picoboot_sim_fault kind, uint32_
 	d->fault = kind;
 	d->fault_at = at;
 	d->fault_status = status;
+	pthread_mutex_unlock(&d->lock);
+}
+
+void
+picoboot_sim_set_busy(struct picoboot_sim *d, bool busy)
+{
+	pthread_mutex_lock(&d->lock);
+	d->busy = busy;
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -715,7 +724,15 @@ on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *c, gpointer user)
 		g_object_unref(x);
 		umockdev_ioctl_client_complete(c, 0, 0);
 		return TRUE;
-	case USBDEVFS_CLAIMINTERFACE:
+	case USBDEVFS_CLAIMINTERFACE: {
+		bool busy;
+
+		pthread_mutex_lock(&d->lock);
+		busy = d->busy;
+		pthread_mutex_unlock(&d->lock);
+		umockdev_ioctl_client_complete(c, busy ? -1 : 0, busy ? EBUSY : 0);
+		return TRUE;
+	}
 	case USBDEVFS_RELEASEINTERFACE:
 	case USBDEVFS_RESET:
 	case USBDEVFS_DISCONNECT_CLAIM:

@@ -65,6 +65,8 @@ void picoboot_sim_set_reboot_cb(struct picoboot_sim *d,
 				void (*cb)(void *ctx, uint32_t pc, uint32_t delay_ms), void *ctx);
 /* Called when an injected unplug fault fires, from the ioctl thread, no locks held. */
 void picoboot_sim_set_unplug_cb(struct picoboot_sim *d, void (*cb)(void *ctx), void *ctx);
+/* Another program holds the vendor interface: claiming it fails with EBUSY. */
+void picoboot_sim_set_busy(struct picoboot_sim *d, bool busy);
 void picoboot_sim_fault(struct picoboot_sim *d, enum picoboot_sim_fault kind, uint32_t at,
 			uint32_t status);
 

@@ -643,6 +643,7 @@ apply_picoboot_fault(struct sim_board *b)
 	else if (b->fault.kind == SIM_FAULT_PICOBOOT_REFUSE)
 		picoboot_sim_fault(b->picoboot, PICOBOOT_SIM_FAULT_STATUS, b->fault.at,
 				   b->fault.count);
+	picoboot_sim_set_busy(b->picoboot, b->fault.kind == SIM_FAULT_PICOBOOT_BUSY);
 }
 
 #if SIM_HAVE_DFUSE
@@ -663,6 +664,7 @@ apply_dfu_fault(struct sim_board *b)
 		dfuse_fail_at(b->dfuse, DFUSE_OP_ERASE, nth, 0x04);
 		break;
 	case SIM_FAULT_PICOBOOT_REFUSE:
+	case SIM_FAULT_PICOBOOT_BUSY:
 	case SIM_FAULT_NONE:
 	case SIM_FAULT_UNPLUG_AT_BYTE:
 	case SIM_FAULT_CORRUPT_FRAME:
@@ -908,7 +910,7 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		/* the RPI-RP2 drive behind the mass-storage interface */
 		char *ifp = xasprintf("%s/%s:1.0", b->syspath + 4, b->port), *udev = NULL;
 
-		if (sim_drive_create(b, s->root, (unsigned)b->index, &udev, ifp) == 0)
+		if (sim_drive_create(b, s->root, s->next_drive++, &udev, ifp) == 0)
 			sb_printf(&txt, &tlen, "%s", udev);
 		else
 			fprintf(stderr, "sim: cannot make the RPI-RP2 drive of %s\n", b->port);

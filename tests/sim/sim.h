@@ -156,8 +156,10 @@ struct sim_fault {
 		SIM_FAULT_DFU_ERR_WRITE, /* forwarded to the DfuSe simulator */
 		SIM_FAULT_DFU_ERR_VERIFY,
 		SIM_FAULT_DFU_ERR_ERASE,
-		SIM_FAULT_PICOBOOT_REFUSE, /* the `at`th PICOBOOT WRITE is refused: status `count`
-					    */
+		/* the `at`th PICOBOOT WRITE is refused with status `count` */
+		SIM_FAULT_PICOBOOT_REFUSE,
+		/* PICOBOOT cannot be claimed (another program holds it): only the drive is left */
+		SIM_FAULT_PICOBOOT_BUSY,
 	} kind;
 	uint32_t at;
 	uint32_t count;

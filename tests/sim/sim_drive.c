@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,14 +32,16 @@
 #define FAMILY_RP2040 0xE48BFF56u
 
 struct sim_drive {
-	char *file;	     /* the image, a real path inside the testbed root */
-	char *node;	     /* "/dev/sdX" */
-	int64_t seen_ns;     /* mtime of the last look */
-	uint32_t total;	     /* numBlocks of the file being received, 0 = none yet */
-	uint32_t count;	     /* distinct blocks of it received */
-	uint8_t *got;	     /* per blockNo */
-	uint8_t erased[512]; /* per 4 KiB flash sector: erased during this session */
-	uint32_t *seen;	     /* per drive sector: checksum of the content already taken */
+	char *file;		   /* the image, a real path inside the testbed root */
+	char *node;		   /* "/dev/sdX" */
+	int64_t seen_ns;	   /* mtime of the last look */
+	uint32_t total;		   /* numBlocks of the file being received, 0 = none yet */
+	uint32_t count;		   /* distinct blocks of it received */
+	uint8_t *got;		   /* per blockNo */
+	uint8_t erased[512];	   /* per 4 KiB flash sector: erased during this session */
+	uint32_t *seen;		   /* per drive sector: checksum of the content already taken */
+	UMockdevIoctlBase *ioctls; /* what a block device answers that a plain file cannot */
+	UMockdevTestbed *tb;
 };
 
 static uint32_t
@@ -117,6 +121,35 @@ make_image(const char *file, const char *dir)
 	return r == 0 && chmod(file, 01644) == 0 ? 0 : -EIO;
 }
 
+/* The block-device ioctls a writer sends (size, sector size, flush); the rest falls back to
+ * umockdev's default. Runs on umockdev's worker thread. */
+static gboolean
+on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *c, gpointer user)
+{
+	unsigned long req = umockdev_ioctl_client_get_request(c);
+	UMockdevIoctlData *arg = umockdev_ioctl_client_get_arg(c), *x;
+
+	(void)h;
+	(void)user;
+	if (req == BLKGETSIZE64 || req == BLKSSZGET) {
+		x = umockdev_ioctl_data_resolve(arg, 0, req == BLKGETSIZE64 ? 8 : 4, NULL);
+		if (!x)
+			return FALSE;
+		if (req == BLKGETSIZE64)
+			*(uint64_t *)(void *)x->data = (uint64_t)DRIVE_MIB << 20;
+		else
+			*(int *)(void *)x->data = SECTOR;
+		g_object_unref(x);
+		umockdev_ioctl_client_complete(c, 0, 0);
+		return TRUE;
+	}
+	if (req == BLKFLSBUF) {
+		umockdev_ioctl_client_complete(c, 0, 0);
+		return TRUE;
+	}
+	return FALSE;
+}
+
 int
 sim_drive_create(struct sim_board *b, const char *root, unsigned letter, char **ret_udev,
 		 const char *usb_iface_path)
@@ -125,7 +158,13 @@ sim_drive_create(struct sim_board *b, const char *root, unsigned letter, char **
 	char *dir = xasprintf("%s/dev", root);
 	size_t sectors = (size_t)DRIVE_MIB * 1024u * 1024u / SECTOR;
 
-	d->node = xasprintf("/dev/sd%c", 'b' + (char)(letter % 24));
+	/* sdb, sdc, ... sdz, sdaa, ...: a new name for every enumeration, as the kernel gives
+	 * (umockdev keeps /sys/block links of removed devices) */
+	if (letter < 25)
+		d->node = xasprintf("/dev/sd%c", 'b' + (char)letter);
+	else
+		d->node = xasprintf("/dev/sd%c%c", 'a' + (char)((letter - 25) / 26 % 26),
+				    'a' + (char)((letter - 25) % 26));
 	d->file = xasprintf("%s%s", root, d->node);
 	d->seen = xcalloc(sectors, sizeof(uint32_t));
 	if (make_image(d->file, dir) < 0) {
@@ -134,14 +173,22 @@ sim_drive_create(struct sim_board *b, const char *root, unsigned letter, char **
 		return -EIO;
 	}
 	free(dir);
+	d->tb = b->sim->tb;
+	d->ioctls = umockdev_ioctl_base_new();
+	g_signal_connect(d->ioctls, "handle-ioctl", G_CALLBACK(on_ioctl), d);
+	if (!umockdev_testbed_attach_ioctl(d->tb, d->node, d->ioctls, NULL)) {
+		g_object_unref(d->ioctls);
+		d->ioctls = NULL;
+	}
 	*ret_udev = xasprintf(
 	    "P: %s/host0/target0:0:0/0:0:0:0\nE: DEVTYPE=scsi_device\nE: SUBSYSTEM=scsi\n"
 	    "A: vendor=RPI\nA: model=RP2\n\n"
 	    "P: %s/host0/target0:0:0/0:0:0:0/block/%s\nE: DEVNAME=%s\nE: DEVTYPE=disk\n"
 	    "E: SUBSYSTEM=block\nE: ID_BUS=usb\nE: ID_VENDOR_ID=2e8a\nE: ID_MODEL_ID=0003\n"
 	    "E: ID_PART_TABLE_TYPE=dos\nE: DEVLINKS=/dev/disk/by-label/RPI-RP2\n"
-	    "A: dev=8:%u\nA: size=%zu\nA: removable=1\nA: ro=0\n\n",
-	    usb_iface_path, usb_iface_path, d->node + 5, d->node, 16 * (letter % 24 + 1), sectors);
+	    "A: dev=%u:%u\nA: size=%zu\nA: removable=1\nA: ro=0\n\n",
+	    usb_iface_path, usb_iface_path, d->node + 5, d->node,
+	    letter < 15 ? 8u : 65u + (letter + 1) / 16 - 1, (letter + 1) % 16 * 16, sectors);
 	b->drive = d;
 	return 0;
 }
@@ -151,6 +198,10 @@ sim_drive_free(struct sim_drive *d)
 {
 	if (!d)
 		return NULL;
+	if (d->ioctls) {
+		(void)umockdev_testbed_detach_ioctl(d->tb, d->node, NULL);
+		g_object_unref(d->ioctls);
+	}
 	if (d->file)
 		unlink(d->file);
 	free(d->file);

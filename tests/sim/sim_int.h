@@ -136,6 +136,7 @@ struct sim {
 	void *dead_dfuse[256];
 	size_t n_dead_dfuse;
 	void *dead_picoboot[256]; /* the same for PICOBOOT devices */
+	unsigned next_drive;	  /* RPI-RP2 drives made so far: each gets a new /dev/sdX */
 	size_t n_dead_picoboot;
 };
 

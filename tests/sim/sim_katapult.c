@@ -68,6 +68,7 @@ sim_katapult_reply_fault(struct sim_board *b, uint8_t *buf, size_t len)
 	case SIM_FAULT_DFU_ERR_VERIFY:
 	case SIM_FAULT_DFU_ERR_ERASE:
 	case SIM_FAULT_PICOBOOT_REFUSE:
+	case SIM_FAULT_PICOBOOT_BUSY:
 	default:
 		return 1;
 	}
