@@ -801,6 +801,14 @@ boot_failed(struct job *j)
 		step_write(j, b);
 		return;
 	}
+	/* an RP2040 without Katapult has no bootloader a crashing application falls back to:
+	 * only its BOOT button reaches the ROM */
+	if (j->catalog && (j->catalog->paths & CATALOG_PATH_BOOTSEL) &&
+	    j->catalog->bootloader == CATALOG_BOOTLOADER_ROM_ONLY)
+		log_full(LOG_WARNING, 0, &f,
+			 "%s on port %s: hold its BOOT button and press RESET (or power it up with "
+			 "BOOT held) within %.0f s; skrflash then rolls back to %.12s by itself",
+			 name_of(j), j->port, j->t->cfg->boot_timeout_ms / 1000.0, j->lkg);
 	arm_timer(j, j->t->cfg->boot_timeout_ms, NULL);
 }
 

@@ -3,8 +3,9 @@
  * running Klipper through BOOTSEL and back: the 1200-baud touch, PICOBOOT (only the sectors
  * that change), the reboot, the boot check; the same image again is "already runs"; a board
  * plugged in already in BOOTSEL is flashed on hotplug; where another program holds PICOBOOT
- * the image goes to the RPI-RP2 drive as a .uf2; and an image whose boot2 the bootrom
- * refuses is never written (validation). */
+ * the image goes to the RPI-RP2 drive as a .uf2; an image whose boot2 the bootrom refuses
+ * is never written (validation); and a build that crashes at start-up is rolled back through
+ * BOOTSEL once the operator presses BOOT, as the daemon asks. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,8 @@ static const char profiles[] =
     "  { name = \"pico-bootsel\"; match = { board = \"skr-pico\"; port = \"1-7\"; };\n"
     "    auto_flash = [\"hotplug\"]; },\n"
     "  { name = \"pico-drive\"; match = { board = \"skr-pico\"; port = \"1-8\"; };\n"
+    "    auto_flash = [\"queue\"]; },\n"
+    "  { name = \"pico-crash\"; match = { board = \"skr-pico\"; port = \"1-9\"; };\n"
     "    auto_flash = [\"queue\"]; }";
 
 /* A "No bootloader" RP2040 build as Klipper makes it: boot2 (256 bytes ending in its
@@ -185,6 +188,59 @@ test_drive(void)
 	free(img);
 }
 
+/* A build that crashes at start-up: the RP2040 has no bootloader to fall back to, so the
+ * daemon asks for the BOOTSEL button; once the operator holds it and resets the board, the
+ * job rolls back to the known-good image through PICOBOOT by itself. */
+static void
+test_rollback(void)
+{
+	struct sim_board_spec spec = {.model = "skr-pico",
+				      .port = "1-9",
+				      .mode = SIM_MODE_KLIPPER_APP,
+				      .crash_version = "crash",
+				      .bootloop = SIM_BOOTLOOP_FLICKER,
+				      .bootloop_cycles = 2};
+	struct sim_board *b = sim_board_add(eng_sim(), &spec);
+	uint8_t *good, *bad;
+	size_t glen, blen;
+	char gsha[65], bsha[65], *gpath, *bpath, *out = NULL, *needle;
+
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	CHECK_EQ_INT(eng_wait("board appeared: skr-pico in klipper-app mode on port 1-9", 10000),
+		     0);
+	gpath = pico_image(b, "v0.13.0-good", 32 * 1024, true, &good, &glen, gsha);
+	bpath = pico_image(b, "v0.14.0-crash", 32 * 1024, true, &bad, &blen, bsha);
+	needle = xasprintf("flashed skr-pico on port 1-9 with %.12s", gsha);
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "pico-crash", gpath, NULL), 0);
+	free(out);
+	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
+	free(needle);
+	CHECK_EQ_INT(sim_proc_wait_notify(eng_daemon(), "0 jobs running", 10000), 0);
+
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "--no-wait", "pico-crash", bpath, NULL), 0);
+	free(out);
+	needle = xasprintf("on port 1-9 did not boot the new firmware %.12s", bsha);
+	CHECK_EQ_INT(eng_wait(needle, 30000), 0);
+	free(needle);
+	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, bad, blen));
+	CHECK_EQ_INT(eng_wait("on port 1-9: hold its BOOT button and press RESET", 5000), 0);
+	/* the operator: BOOT held, RESET pressed */
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_BOOTSEL), 0);
+	needle = xasprintf("rolled back to the last known-good %.12s", gsha);
+	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
+	free(needle);
+	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, good, glen));
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_STREQ(sim_board_app_version(b), "v0.13.0-good");
+	check_history("1-9", bsha, "rolled-back", "uf2");
+	free(gpath);
+	free(bpath);
+	free(good);
+	free(bad);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -202,6 +258,7 @@ main(int argc, char **argv)
 	}
 	test_already_bootsel();
 	test_drive();
+	test_rollback();
 	CHECK_EQ_INT(eng_stop(), 0);
 	eng_done();
 	TEST_DONE();
