@@ -10,46 +10,47 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* pread/pwrite move fewer bytes than asked only on signals or at the end of the device. */
 static int
-bf_io(int fd, bool write, uint64_t lba, uint32_t count, uint8_t *buf)
+bf_read(void *ctx, uint64_t lba, uint32_t count, uint8_t *buf)
 {
+	struct blockfile *bf = ctx;
 	size_t len = (size_t)count * BLOCKDEV_SECTOR, done = 0;
 	off_t off = (off_t)(lba * BLOCKDEV_SECTOR);
 
+	if (lba + count > bf->dev.sectors)
+		return -EINVAL;
 	while (done < len) {
-		ssize_t n = write ? pwrite(fd, buf + done, len - done, off + (off_t)done)
-				  : pread(fd, buf + done, len - done, off + (off_t)done);
+		ssize_t n = pread(bf->fd, buf + done, len - done, off + (off_t)done);
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			return -EIO; /* short read: the device shrank under us */
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO; /* 0: the device shrank under us */
 		done += (size_t)n;
 	}
 	return 0;
 }
 
 static int
-bf_read(void *ctx, uint64_t lba, uint32_t count, uint8_t *buf)
-{
-	struct blockfile *bf = ctx;
-
-	if (lba + count > bf->dev.sectors)
-		return -EINVAL;
-	return bf_io(bf->fd, false, lba, count, buf);
-}
-
-static int
 bf_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 {
 	struct blockfile *bf = ctx;
+	size_t len = (size_t)count * BLOCKDEV_SECTOR, done = 0;
+	off_t off = (off_t)(lba * BLOCKDEV_SECTOR);
 
 	if (lba + count > bf->dev.sectors)
 		return -EINVAL;
-	/* pwrite takes a const buffer; bf_io shares one loop for both directions */
-	return bf_io(bf->fd, true, lba, count, (uint8_t *)(uintptr_t)buf);
+	while (done < len) {
+		ssize_t n = pwrite(bf->fd, buf + done, len - done, off + (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
 }
 
 static int

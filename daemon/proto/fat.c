@@ -72,9 +72,9 @@ put32(uint8_t *p, uint32_t v)
 __attribute__((format(printf, 3, 4))) static int
 fail(struct fat_vol *v, int err, const char *fmt, ...)
 {
-	va_list ap;
-
 	if (v->msg[0] == '\0') {
+		va_list ap;
+
 		va_start(ap, fmt);
 		vsnprintf(v->msg, sizeof(v->msg), fmt, ap);
 		va_end(ap);
@@ -114,35 +114,42 @@ fat_set_clock(struct fat_vol *v, int year, int month, int day, int hour, int min
 
 /* ---- sectors ---------------------------------------------------------------------- */
 
+/* Bounds first: a damaged BPB or chain must never reach past the volume or the device. */
 static int
-dev_io(struct fat_vol *v, bool write, uint32_t sec, uint32_t count, uint8_t *buf)
+io_check(struct fat_vol *v, uint32_t sec, uint32_t count)
 {
-	uint64_t lba = v->part_lba + sec;
-	int r;
-
-	if ((uint64_t)sec + count > v->total_sectors || lba + count > v->dev->sectors)
+	if ((uint64_t)sec + count > v->total_sectors || v->part_lba + sec + count > v->dev->sectors)
 		return fail(v, -EIO, "sector %u is outside the volume (damaged file system?)", sec);
-	if (write)
-		r = v->dev->write(v->dev->ctx, lba, count, buf);
-	else
-		r = v->dev->read(v->dev->ctx, lba, count, buf);
-	if (r < 0)
-		return fail(v, r, "cannot %s sector %llu of the card (error %d)",
-			    write ? "write" : "read", (unsigned long long)lba, -r);
 	return 0;
+}
+
+static int
+io_failed(struct fat_vol *v, int r, const char *what, uint32_t sec)
+{
+	return fail(v, r < 0 ? r : -EIO, "cannot %s sector %llu of the card (error %d)", what,
+		    (unsigned long long)v->part_lba + sec, r < 0 ? -r : r);
 }
 
 static int
 vol_read(struct fat_vol *v, uint32_t sec, uint32_t count, uint8_t *buf)
 {
-	return dev_io(v, false, sec, count, buf);
+	int r = io_check(v, sec, count);
+
+	if (r < 0)
+		return r;
+	r = v->dev->read(v->dev->ctx, v->part_lba + sec, count, buf);
+	return r == 0 ? 0 : io_failed(v, r, "read", sec);
 }
 
 static int
 vol_write(struct fat_vol *v, uint32_t sec, uint32_t count, const uint8_t *buf)
 {
-	/* the callback's buffer is const; dev_io shares one path for both directions */
-	return dev_io(v, true, sec, count, (uint8_t *)(uintptr_t)buf);
+	int r = io_check(v, sec, count);
+
+	if (r < 0)
+		return r;
+	r = v->dev->write(v->dev->ctx, v->part_lba + sec, count, buf);
+	return r == 0 ? 0 : io_failed(v, r, "write", sec);
 }
 
 /* The directory sector cache: loading another sector writes a dirty one back first, so the
@@ -181,9 +188,9 @@ sector_load(struct fat_vol *v, uint32_t sec)
 /* ---- the FAT ---------------------------------------------------------------------- */
 
 static int
-fat_cache_sync(struct fat_vol *v)
+fat_slot_sync(struct fat_vol *v, unsigned slot)
 {
-	if (!v->fat_cache_dirty)
+	if (!v->fat_cache_dirty[slot])
 		return 0;
 	/* FAT spec 3.1 (BPB_ExtFlags): mirrored at runtime into every FAT, or only the active */
 	for (uint32_t i = 0; i < v->n_fats; i++) {
@@ -191,36 +198,59 @@ fat_cache_sync(struct fat_vol *v)
 
 		if (!v->mirror && i != v->active_fat)
 			continue;
-		r = vol_write(v, v->fat_start + i * v->fat_sectors + v->fat_cache_sector, 1,
-			      v->fat_cache);
+		r = vol_write(v, v->fat_start + i * v->fat_sectors + v->fat_cache_sector[slot], 1,
+			      v->fat_cache[slot]);
 		if (r < 0)
 			return r;
 	}
-	v->fat_cache_dirty = false;
+	v->fat_cache_dirty[slot] = false;
 	return 0;
 }
 
 static int
+fat_cache_sync(struct fat_vol *v)
+{
+	unsigned lo = v->fat_cache_sector[0] < v->fat_cache_sector[1] ? 0 : 1;
+	int r = fat_slot_sync(v, lo);
+
+	return r < 0 ? r : fat_slot_sync(v, 1 - lo);
+}
+
+/* The byte at OFF of the FAT through the two-sector cache; v->fat_cache_cur is its slot. */
+static int
 fat_byte(struct fat_vol *v, uint32_t off, uint8_t **p)
 {
 	uint32_t sec = off / BLOCKDEV_SECTOR;
-	int r;
+	unsigned slot;
 
+	*p = v->fat_cache[0];
 	if (sec >= v->fat_sectors)
 		return fail(v, -EIO, "FAT entry past the end of the FAT");
-	if (v->fat_cache_sector != sec) {
-		r = fat_cache_sync(v);
+	if (v->fat_cache_sector[0] == sec || v->fat_cache_sector[1] == sec) {
+		slot = v->fat_cache_sector[0] == sec ? 0 : 1;
+	} else {
+		int r;
+
+		slot = 1 - v->fat_cache_cur;
+		r = fat_slot_sync(v, slot);
 		if (r < 0)
 			return r;
-		v->fat_cache_sector = NO_SECTOR;
+		v->fat_cache_sector[slot] = NO_SECTOR;
 		r = vol_read(v, v->fat_start + v->active_fat * v->fat_sectors + sec, 1,
-			     v->fat_cache);
+			     v->fat_cache[slot]);
 		if (r < 0)
 			return r;
-		v->fat_cache_sector = sec;
+		v->fat_cache_sector[slot] = sec;
 	}
-	*p = &v->fat_cache[off % BLOCKDEV_SECTOR];
+	v->fat_cache_cur = slot;
+	*p = &v->fat_cache[slot][off % BLOCKDEV_SECTOR];
 	return 0;
+}
+
+static void
+fat_dirty(struct fat_vol *v)
+{
+	v->fat_cache_dirty[v->fat_cache_cur] = true;
 }
 
 /* FAT spec 4.1: a FAT12 entry is 12 bits at byte offset n + n/2 and may straddle sectors. */
@@ -253,12 +283,12 @@ fat12_set(struct fat_vol *v, uint32_t clus, uint32_t val)
 	if (r < 0)
 		return r;
 	*p = (clus & 1) ? (uint8_t)((*p & 0x0f) | ((val << 4) & 0xf0)) : (uint8_t)val;
-	v->fat_cache_dirty = true;
+	fat_dirty(v);
 	r = fat_byte(v, off + 1, &p);
 	if (r < 0)
 		return r;
 	*p = (clus & 1) ? (uint8_t)(val >> 4) : (uint8_t)((*p & 0xf0) | ((val >> 8) & 0x0f));
-	v->fat_cache_dirty = true;
+	fat_dirty(v);
 	return 0;
 }
 
@@ -308,7 +338,7 @@ fat_set(struct fat_vol *v, uint32_t clus, uint32_t val)
 		return -EINVAL;
 	}
 	if (r == 0)
-		v->fat_cache_dirty = true;
+		fat_dirty(v);
 	return r;
 }
 
@@ -322,7 +352,7 @@ fat_eoc(const struct fat_vol *v)
 static int
 chain_next(struct fat_vol *v, uint32_t clus, uint32_t *next)
 {
-	uint32_t val;
+	uint32_t val = 0;
 	int r = fat_get(v, clus, &val);
 
 	if (r < 0)
@@ -371,7 +401,10 @@ is_power_of_two(uint32_t x)
 	return x != 0 && (x & (x - 1)) == 0;
 }
 
-/* FAT spec 3.1-3.3: the fields every FAT type has, checked before any arithmetic. */
+/* FAT spec 3.1-3.3: the fields every FAT type has, checked before any arithmetic. The
+ * 0x55AA signature at 510 is not required: the RP2040 boot ROM's RPI-RP2 volume has none
+ * (pico-bootrom usb_device/virtual_disk.c builds a 64-byte boot sector and zeros), and
+ * Linux's vfat mounts it the same way. */
 static int
 bpb_check(struct fat_vol *v, const uint8_t *bs, const char *where)
 {
@@ -381,8 +414,6 @@ bpb_check(struct fat_vol *v, const uint8_t *bs, const char *where)
 	if (!(bs[0] == 0xeb && bs[2] == 0x90) && bs[0] != 0xe9)
 		return fail(v, -EMEDIUMTYPE, "%s has no FAT boot sector (jump instruction %02x)",
 			    where, bs[0]);
-	if (bs[510] != 0x55 || bs[511] != 0xaa)
-		return fail(v, -EMEDIUMTYPE, "%s: boot sector signature missing", where);
 	if (bps != BLOCKDEV_SECTOR)
 		return fail(v,
 			    bps >= 512 && bps <= 4096 && is_power_of_two(bps) ? -ENOTSUP : -EINVAL,
@@ -564,17 +595,17 @@ mount_mbr(struct fat_vol *v)
 
 	memcpy(mbr, v->io + 446, sizeof(mbr));
 	for (unsigned i = 0; i < 4; i++) {
-		if (mbr[i * 16] != 0x00 && mbr[i * 16] != 0x80)
+		if (mbr[(size_t)i * 16] != 0x00 && mbr[(size_t)i * 16] != 0x80)
 			return fail(v, -EMEDIUMTYPE,
 				    "the card has neither a FAT file system nor a valid partition "
 				    "table: format it FAT32");
-		if (mbr[i * 16 + 4] == 0xee)
+		if (mbr[(size_t)i * 16 + 4] == 0xee)
 			return fail(v, -EMEDIUMTYPE,
 				    "the card has a GPT partition table: repartition it with an "
 				    "MBR (dos) table and one FAT32 partition");
 	}
 	for (unsigned i = 0; i < 4; i++) {
-		const uint8_t *e = mbr + i * 16;
+		const uint8_t *e = mbr + (size_t)i * 16;
 		uint32_t lba = le32(e + 8), count = le32(e + 12);
 
 		if (e[4] == 0 || count == 0 || lba == 0)
@@ -625,7 +656,7 @@ fat_mount(struct fat_vol *v, const struct blockdev *dev)
 	memset(v, 0, sizeof(*v));
 	v->dev = dev;
 	v->sector_no = NO_SECTOR;
-	v->fat_cache_sector = NO_SECTOR;
+	v->fat_cache_sector[0] = v->fat_cache_sector[1] = NO_SECTOR;
 	v->free_count = UINT32_MAX;
 	v->next_free = 2;
 	fat_set_clock(v, 1980, 1, 1, 0, 0, 0);
@@ -656,7 +687,11 @@ fat_mount(struct fat_vol *v, const struct blockdev *dev)
 int
 fat_flush(struct fat_vol *v)
 {
-	int r = sector_sync(v);
+	int r;
+
+	if (!v->dev)
+		return -EINVAL;
+	r = sector_sync(v);
 
 	if (r == 0)
 		r = fat_cache_sync(v);
@@ -692,7 +727,7 @@ slot_sector(struct fat_vol *v, uint32_t slot, uint32_t *sec)
 		v->walk_cluster = v->root_cluster;
 	}
 	while (v->walk_index < k) {
-		uint32_t next;
+		uint32_t next = 0;
 		int r = chain_next(v, v->walk_cluster, &next);
 
 		if (r <= 0)
@@ -717,7 +752,7 @@ slot_get(struct fat_vol *v, uint32_t slot, uint8_t **ent)
 	r = sector_load(v, sec);
 	if (r < 0)
 		return r;
-	*ent = v->sector + (slot % SLOTS_PER_SECTOR) * DIRENT_SIZE;
+	*ent = v->sector + (size_t)(slot % SLOTS_PER_SECTOR) * DIRENT_SIZE;
 	return 1;
 }
 
@@ -870,7 +905,7 @@ utf8_put(char *out, size_t at, uint32_t cp)
 static bool
 run_name(const struct lfn_run *run, char *out)
 {
-	size_t at = 0, n = 0, max = run->n * LFN_CHARS;
+	size_t at = 0, n = 0, max = (size_t)run->n * LFN_CHARS;
 
 	while (n < max && run->units[n] != 0)
 		n++;
@@ -951,10 +986,12 @@ short_slot(struct fat_vol *v, struct walk *w, uint32_t slot, const uint8_t *ent)
 	e->index = slot;
 	e->lfn_slots = valid ? w->run.n : 0;
 	w->run.n = 0;
-	w->raw = ent;
 	if (ent[0] == '.' && (ent[11] & FAT_ATTR_DIRECTORY))
 		return 0;
-	return w->on_file ? w->on_file(v, w) : 0;
+	w->raw = ent;
+	r = w->on_file ? w->on_file(v, w) : 0;
+	w->raw = NULL;
+	return r;
 }
 
 /* Walks the root: files go to w->on_file, orphaned long-name slots are counted (and
@@ -1268,8 +1305,6 @@ numeric_tail(struct fat_vol *v, struct newname *nn)
 static int
 name_build(struct fat_vol *v, const char *name, struct newname *nn)
 {
-	int r;
-
 	memset(nn, 0, sizeof(*nn));
 	if (!name_valid(name))
 		return fail(v, -EINVAL,
@@ -1282,8 +1317,9 @@ name_build(struct fat_vol *v, const char *name, struct newname *nn)
 	nn->lfn_slots = (nn->n_units + LFN_CHARS - 1) / LFN_CHARS;
 	nn->ntres = 0;
 	if (fits_83(name, true, nn)) { /* mixed case: the upper-case 8.3 name, if free */
+		int r = short_taken(v, nn->sname);
+
 		nn->ntres = 0;
-		r = short_taken(v, nn->sname);
 		if (r <= 0)
 			return r;
 	}
@@ -1325,6 +1361,16 @@ make_short(const struct fat_vol *v, const struct newname *nn, uint32_t clus, uin
 	put32(ent + 28, size);
 }
 
+/* Writes so far reach the medium before any later one: a page-cached block device (or a
+ * card's controller) may otherwise reorder them and undo the crash rule. */
+static int
+barrier(struct fat_vol *v)
+{
+	int r = v->dev->flush ? v->dev->flush(v->dev->ctx) : 0;
+
+	return r < 0 ? fail(v, r, "cannot flush the card (error %d)", -r) : 0;
+}
+
 /* ---- allocation ------------------------------------------------------------------- */
 
 /* Scans the FAT for NEED free clusters from next_free on, wrapping once; *have is the
@@ -1332,7 +1378,7 @@ make_short(const struct fat_vol *v, const struct newname *nn, uint32_t clus, uin
 static int
 count_free(struct fat_vol *v, uint32_t need, uint32_t *have)
 {
-	uint32_t clus = v->next_free, val;
+	uint32_t clus = v->next_free, val = 0;
 
 	*have = 0;
 	for (uint32_t i = 0; i < v->clusters && *have < need; i++, clus++) {
@@ -1381,7 +1427,7 @@ need_space(struct fat_vol *v, const char *name, uint32_t need)
 static int
 take_free(struct fat_vol *v, uint32_t *clus)
 {
-	uint32_t c = *clus, val;
+	uint32_t c = *clus, val = 0;
 
 	for (uint32_t i = 0; i < v->clusters; i++, c++) {
 		int r;
@@ -1424,7 +1470,7 @@ zero_cluster(struct fat_vol *v, uint32_t clus)
 static int
 root_extend(struct fat_vol *v)
 {
-	uint32_t last = v->root_cluster, next, clus = v->next_free, n = 1;
+	uint32_t last = v->root_cluster, next = 0, clus = v->next_free, n = 1;
 	uint32_t max = DIR_MAX_SLOTS / (v->sec_per_clus * SLOTS_PER_SECTOR);
 	int r;
 
@@ -1438,6 +1484,8 @@ root_extend(struct fat_vol *v)
 	r = take_free(v, &clus);
 	if (r == 0)
 		r = zero_cluster(v, clus);
+	if (r == 0)
+		r = barrier(v);
 	if (r == 0)
 		r = fat_set(v, last, clus);
 	if (r == 0)
@@ -1510,14 +1558,12 @@ write_run(struct fat_vol *v, uint32_t first, uint32_t count, const uint8_t *data
 {
 	uint32_t sec = clus_sector(v, first);
 	size_t full = len / BLOCKDEV_SECTOR, max = (size_t)count * v->sec_per_clus;
-	int r;
 
 	if (full > max)
 		full = max;
 	for (size_t done = 0; done < full;) {
 		uint32_t n = full - done > 128 ? 128 : (uint32_t)(full - done);
-
-		r = vol_write(v, sec + (uint32_t)done, n, data + done * BLOCKDEV_SECTOR);
+		int r = vol_write(v, sec + (uint32_t)done, n, data + done * BLOCKDEV_SECTOR);
 		if (r < 0)
 			return r;
 		done += n;
@@ -1557,8 +1603,13 @@ write_chain(struct fat_vol *v, const uint8_t *data, size_t len, uint32_t *first)
 	}
 	if (r == 0 && run_len > 0)
 		r = write_run(v, run_start, run_len, data + run_off, len - run_off);
+	v->data_written = r == 0;
+	if (r == 0)
+		r = barrier(v);
 	if (r == 0)
 		r = fat_cache_sync(v);
+	if (r == 0)
+		r = barrier(v);
 	return r;
 }
 
@@ -1612,10 +1663,10 @@ fat_write(struct fat_vol *v, const char *name, const uint8_t *data, size_t len)
 {
 	struct newname nn;
 	struct fat_dirent old;
-	uint8_t sent[DIRENT_SIZE];
 	uint32_t first_slot, first_clus;
 	int r = begin(v);
 
+	v->data_written = false;
 	if (r < 0)
 		return r;
 	if (len > UINT32_MAX)
@@ -1631,6 +1682,8 @@ fat_write(struct fat_vol *v, const char *name, const uint8_t *data, size_t len)
 	if (r == 0)
 		r = write_chain(v, data, len, &first_clus);
 	if (r == 0) {
+		uint8_t sent[DIRENT_SIZE];
+
 		make_short(v, &nn, first_clus, (uint32_t)len, sent);
 		r = write_entries(v, first_slot, &nn, sent);
 	}
@@ -1695,6 +1748,8 @@ fat_delete(struct fat_vol *v, const char *name)
 	if (r == 0)
 		r = delete_slots(v, e.index - e.lfn_slots, e.lfn_slots + 1);
 	if (r == 0)
+		r = barrier(v);
+	if (r == 0)
 		r = free_chain(v, e.first_cluster);
 	return finish(v, r);
 }
@@ -1702,15 +1757,16 @@ fat_delete(struct fat_vol *v, const char *name)
 static int
 rename_in_place(struct fat_vol *v, const struct fat_dirent *e, const struct newname *nn)
 {
-	uint8_t *p;
+	uint8_t *p = NULL;
 	int r = delete_slots(v, e->index - e->lfn_slots, e->lfn_slots);
 
-	if (r == 0)
-		r = slot_get(v, e->index, &p);
-	if (r == 0)
-		return fail(v, -EIO, "the entry of %s moved", e->name);
+	if (r == 0 && e->lfn_slots > 0)
+		r = barrier(v);
 	if (r < 0)
 		return r;
+	r = slot_get(v, e->index, &p);
+	if (r <= 0 || !p)
+		return r < 0 ? r : fail(v, -EIO, "the entry of %s moved", e->name);
 	memcpy(p, nn->sname, 11);
 	p[12] = (uint8_t)((p[12] & ~(NT_LOWER_BASE | NT_LOWER_EXT)) | nn->ntres);
 	v->sector_dirty = true;
@@ -1721,22 +1777,23 @@ static int
 rename_moved(struct fat_vol *v, const struct fat_dirent *e, const struct newname *nn,
 	     const char *name)
 {
-	uint8_t sent[DIRENT_SIZE], *p;
-	uint32_t first;
+	uint8_t sent[DIRENT_SIZE], *p = NULL;
+	uint32_t first = 0;
 	int r = get_slots(v, name, nn->lfn_slots + 1, 0, &first);
 
-	if (r == 0)
-		r = slot_get(v, e->index, &p);
-	if (r == 0)
-		return fail(v, -EIO, "the entry of %s moved", e->name);
 	if (r < 0)
 		return r;
+	r = slot_get(v, e->index, &p);
+	if (r <= 0 || !p)
+		return r < 0 ? r : fail(v, -EIO, "the entry of %s moved", e->name);
 	memcpy(sent, p, sizeof(sent));
 	memcpy(sent, nn->sname, 11);
 	sent[12] = (uint8_t)((sent[12] & ~(NT_LOWER_BASE | NT_LOWER_EXT)) | nn->ntres);
 	/* the old entries go first: a crash in between loses the file's clusters to fsck, it
 	 * never leaves two entries owning one chain */
 	r = delete_slots(v, e->index - e->lfn_slots, e->lfn_slots + 1);
+	if (r == 0)
+		r = barrier(v);
 	if (r == 0)
 		r = write_entries(v, first, nn, sent);
 	return r;
@@ -1745,8 +1802,8 @@ rename_moved(struct fat_vol *v, const struct fat_dirent *e, const struct newname
 int
 fat_rename(struct fat_vol *v, const char *old_name, const char *new_name)
 {
-	struct fat_dirent e, other;
-	struct newname nn;
+	struct fat_dirent e = {0}, other = {0};
+	struct newname nn = {0};
 	int r = begin(v);
 
 	if (r == 0)

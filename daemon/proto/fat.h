@@ -70,11 +70,14 @@ struct fat_vol {
 	uint32_t next_free;		   /* where the next allocation starts looking */
 	uint16_t dos_date, dos_time;	   /* time stamp for new entries (fat_set_clock) */
 	uint32_t walk_index, walk_cluster; /* FAT32: the root's cluster number walk_index */
-	char label[12]; /* volume label from the boot sector, trailing blanks cut */
-	/* one cached FAT sector, written back to every FAT copy before the directory changes */
-	uint32_t fat_cache_sector; /* volume-relative; UINT32_MAX when empty */
-	bool fat_cache_dirty;
-	uint8_t fat_cache[BLOCKDEV_SECTOR];
+	char label[12];	   /* volume label from the boot sector, trailing blanks cut */
+	bool data_written; /* every data write of the last fat_write succeeded (maybe unflushed) */
+	/* two cached FAT sectors (a chain that crosses a sector boundary, a FAT12 entry that
+	 * straddles one), written back to every FAT copy before the directory changes */
+	uint32_t fat_cache_sector[2]; /* FAT-relative; UINT32_MAX when empty */
+	bool fat_cache_dirty[2];
+	unsigned fat_cache_cur; /* the slot used last; the other one is evicted next */
+	uint8_t fat_cache[2][BLOCKDEV_SECTOR];
 	/* one cached directory sector (also the boot sector and FSInfo at mount) */
 	uint32_t sector_no; /* volume-relative; UINT32_MAX when empty */
 	bool sector_dirty;

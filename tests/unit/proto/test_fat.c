@@ -71,7 +71,7 @@ static int
 write_bytes(const char *path, const uint8_t *d, size_t n)
 {
 	FILE *f = fopen(path, "wb");
-	size_t w = f ? fwrite(d, 1, n, f) : 0;
+	size_t w = f && n ? fwrite(d, 1, n, f) : 0;
 
 	if (f)
 		fclose(f);
@@ -89,6 +89,9 @@ struct splitdev {
 	struct blockfile part;
 	int fail_after; /* writes allowed before every write fails; -1: never */
 	int writes;
+	int flushes;
+	uint64_t read_sectors, written_sectors; /* I/O cost, printed for the SD path */
+	uint32_t read_calls;
 };
 
 static int
@@ -96,6 +99,8 @@ split_read(void *ctx, uint64_t lba, uint32_t count, uint8_t *buf)
 {
 	struct splitdev *s = ctx;
 
+	s->read_calls++;
+	s->read_sectors += count;
 	for (uint32_t i = 0; i < count; i++, lba++, buf += 512) {
 		if (lba >= s->start) {
 			int r = s->part.dev.read(s->part.dev.ctx, lba - s->start, 1, buf);
@@ -119,17 +124,21 @@ split_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 	if (s->fail_after >= 0 && s->writes >= s->fail_after)
 		return -EIO;
 	s->writes++;
+	s->written_sectors += count;
 	if (lba < s->start)
 		return -EPERM; /* nothing may write outside the partition */
 	return s->part.dev.write(s->part.dev.ctx, lba - s->start, count, buf);
 }
 
+/* Counted, not passed on: the tools read the image through the same page cache, and an
+ * fsync per barrier would only slow the test down on a busy disk. */
 static int
 split_flush(void *ctx)
 {
 	struct splitdev *s = ctx;
 
-	return s->part.dev.flush(s->part.dev.ctx);
+	s->flushes++;
+	return 0;
 }
 
 static void
@@ -593,7 +602,19 @@ scenario(const struct cfg *c)
 	CHECK(!mdir_has(&x, "firmware"));
 
 	fat_set_clock(&x.v, 2024, 5, 17, 13, 45, 30);
+	x.s.flushes = x.s.writes = 0;
+	x.s.read_calls = 0;
+	x.s.read_sectors = x.s.written_sectors = 0;
 	CHECK_EQ_INT(fat_write(&x.v, "firmware.bin", fw, sizeof(fw)), 0);
+	CHECK(x.s.flushes >= 3); /* data, FAT, directory: each durable before the next */
+	fprintf(stderr,
+		"%s: writing %zu bytes cost %llu sectors read in %u calls, %llu written in %d "
+		"calls\n",
+		c->name, sizeof(fw), (unsigned long long)x.s.read_sectors, x.s.read_calls,
+		(unsigned long long)x.s.written_sectors, x.s.writes);
+	/* the data itself, plus a few FAT and directory sectors: no full-FAT scans */
+	CHECK(x.s.written_sectors <= sizeof(fw) / 512 + 1 + 2 * 8 + 2);
+	CHECK(x.s.read_sectors <= 64);
 	CHECK(fat_reads(&x.v, "firmware.bin", fw, sizeof(fw)));
 	remount(&x);
 	CHECK(fat_reads(&x.v, "firmware.bin", fw, sizeof(fw)));
@@ -734,6 +755,9 @@ test_bad_bpb(const char *mkfs, const struct poke16 *cases, size_t n_cases)
 		expect_refusal(&m.dev, c->err, c->needle, what);
 		memcpy(img, save, 512);
 	}
+	/* no 0x55AA at 510, as on the RP2040's RPI-RP2 drive: still FAT */
+	img[510] = img[511] = 0;
+	CHECK_EQ_INT(fat_mount(&v, &m.dev), 0);
 	free(img);
 }
 
@@ -746,7 +770,6 @@ static const struct poke16 bad16[] = {
     {32, 4, 0, -EINVAL, "invalid BPB"}, /* TotSec16 = 0 and TotSec32 = 0 */
     {22, 2, 1, -EINVAL, "too small"},
     {17, 2, 0, -EINVAL, "root directory"},
-    {510, 2, 0, -EMEDIUMTYPE, "signature"},
     {32, 4, 0x7fffffff, -EIO, "claims"}, /* more sectors than the image has */
 };
 
