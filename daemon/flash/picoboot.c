@@ -25,9 +25,8 @@
 #include <libusb.h>
 
 #include "flash/backend.h"
-#include "flash/blockfile.h"
+#include "flash/uf2drive.h"
 #include "flash/usb.h"
-#include "proto/fat.h"
 #include "proto/picoboot.h"
 #include "proto/uf2.h"
 #include "log.h"
@@ -399,61 +398,33 @@ write_sectors(struct pico *p, struct flash_session *s)
 	return r;
 }
 
-/* The RPI-RP2 drive: the image as UF2 blocks in NEW.UF2 on its FAT16 volume. The ROM
- * programs the blocks as their sectors arrive and reboots once it has all of them. */
+/* The RPI-RP2 drive: the image as UF2 blocks in NEW.UF2 on its FAT16 volume
+ * (flash/uf2drive). The ROM programs the blocks as their sectors arrive and reboots once it
+ * has all of them, possibly before the last FAT and directory writes: uf2drive counts that
+ * as written (1), and the boot check proves it either way. */
 static int
 drive_write(struct pico *p, struct flash_session *s)
 {
 	size_t len = uf2_encoded_size(p->len);
 	uint8_t *uf2 = xmalloc(len);
-	struct blockfile bf;
-	struct fat_vol *v = xnew(struct fat_vol);
-	struct fat_dirent info;
-	bool said = false;
-	int r = (int)uf2_encode(p->start, p->data, p->len, UF2_FAMILY_RP2040, uf2), c;
+	char msg[256] = "";
+	int r = (int)uf2_encode(p->start, p->data, p->len, UF2_FAMILY_RP2040, uf2);
 
-	if (r < 0) {
+	if (r < 0)
 		backend_error(s,
 			      "image at 0x%08" PRIx32 " cannot be written as UF2 (not 256-aligned)",
 			      p->start);
-		goto out;
-	}
-	r = blockfile_open(&bf, p->drive_node, true);
-	if (r < 0) {
-		backend_error(s, "cannot open the RPI-RP2 drive %s: %s", p->drive_node,
-			      strerror(-r));
-		goto out;
-	}
-	r = fat_mount(v, &bf.dev);
-	if (r == 0) {
-		/* INFO_UF2.TXT identifies a UF2 boot drive (UF2 specification) */
-		if (fat_find(v, "INFO_UF2.TXT", &info) < 0) {
-			backend_error(s, "%s is not an RP2040 boot drive: it has no INFO_UF2.TXT",
-				      p->drive_node);
-			said = true;
-			r = -EMEDIUMTYPE;
-		} else {
-			(void)fat_delete(v, "NEW.UF2");
-			r = fat_write(v, "NEW.UF2", uf2, len);
-			if (r == 0)
-				r = fat_flush(v);
-		}
-	}
-	if (r < 0 && !said)
-		backend_error(s, "writing NEW.UF2 to the RPI-RP2 drive %s failed: %s",
-			      p->drive_node, fat_error(v)[0] ? fat_error(v) : strerror(-r));
-	c = blockfile_close(&bf);
-	if (r == 0 && c < 0) {
-		backend_error(s, "flushing the RPI-RP2 drive %s failed: %s", p->drive_node,
-			      strerror(-c));
-		r = c;
-	}
-	if (r == 0) {
+	else
+		r = uf2drive_write_path(p->drive_node, uf2, len, msg, sizeof(msg));
+	if (r < 0 && msg[0])
+		backend_error(s, "writing %s to the RPI-RP2 drive %s failed: %s", UF2DRIVE_NAME,
+			      p->drive_node, msg);
+	else if (r > 0)
+		log_info("picoboot: %s", msg);
+	if (r >= 0) {
 		s->bytes_written = p->len;
 		progress(p, s, "write", p->n_sectors);
 	}
-out:
-	free(v);
 	free(uf2);
 	return r < 0 ? r : 0;
 }
