@@ -29,6 +29,8 @@
 #include "dfuse.h"
 #include "flash.h"
 #include "proto/katapult.h"
+#include "proto/picoboot.h"
+#include "picoboot.h"
 #include "sim.h"
 #include "sim_int.h"
 #include "util.h"
@@ -36,6 +38,7 @@
 #define MAX_RUNS 16
 #define FRAME_MS 1.0
 #define WIRE_BYTES_PER_MS 1216.0 /* full-speed bulk: 19 packets of 64 bytes per frame */
+#define PICOBOOT_SECTOR_SIM 4096u
 
 struct opts {
 	const char *build;
@@ -185,15 +188,17 @@ plug_and_wait(struct sim_board *b, enum sim_mode mode)
 /* ---- a sampler thread: when did the device see the event we wait for --------------- */
 
 enum watch_kind {
-	WATCH_DFU_LEFT,	      /* DfuSe leave executed */
-	WATCH_KAT_COMPLETE,   /* Katapult COMPLETE received */
-	WATCH_KAT_FIRST_BLOCK /* first SEND_BLOCK received, and the Katapult enumeration */
+	WATCH_DFU_LEFT,	       /* DfuSe leave executed */
+	WATCH_KAT_COMPLETE,    /* Katapult COMPLETE received */
+	WATCH_KAT_FIRST_BLOCK, /* first SEND_BLOCK received, and the Katapult enumeration */
+	WATCH_PICO_LEFT	       /* PICOBOOT REBOOT acknowledged */
 };
 
 struct watch {
 	enum watch_kind kind;
 	struct sim_board *b;
 	struct dfuse_dev *d;
+	struct picoboot_sim *pico;
 	unsigned base;
 	atomic_bool stop;
 	double t_event;	   /* ms, 0 = not seen */
@@ -209,6 +214,7 @@ watch_thread(void *arg)
 	while (!atomic_load(&w->stop) && w->t_event == 0) {
 		struct dfuse_stats ds;
 		struct sim_katapult_stats ks;
+		struct picoboot_sim_stats ps;
 
 		switch (w->kind) {
 		case WATCH_DFU_LEFT:
@@ -226,6 +232,11 @@ watch_thread(void *arg)
 				w->t_katapult = now_ms();
 			sim_board_katapult_stats(w->b, &ks);
 			if (ks.blocks > w->base)
+				w->t_event = now_ms();
+			break;
+		case WATCH_PICO_LEFT:
+			picoboot_sim_get_stats(w->pico, &ps);
+			if (ps.left)
 				w->t_event = now_ms();
 			break;
 		}
@@ -1266,11 +1277,135 @@ private_netns(void)
 	return ok;
 }
 
+/* ---- section: RP2040 PICOBOOT --------------------------------------------------------- */
+
+/* Full-speed bulk time of one transfer in ms: 64-byte packets, a short or zero-length one
+ * ends it, 19 packets per 1 ms frame at best. */
+static double
+bulk_ms(size_t len)
+{
+	return (double)(len / 64 + 1) / 19.0 * FRAME_MS;
+}
+
+/* PICOBOOT flash+verify of len bytes from the flash base by a perfect host: per 4 KiB sector
+ * a READ to compare, FLASH_ERASE (the QSPI sector erase), WRITE (16 page programs) and a READ
+ * to verify, each a 32-byte command, its data and a one-packet acknowledgement; plus the
+ * exclusive-access, exit-XIP and reboot commands. The erase and program times are the
+ * flash model's (W25Q16JV datasheet). */
+static double
+picoboot_bound_ms(const struct catalog_mcu *mcu, size_t len)
+{
+	struct flash *f = flash_new(mcu, 1.0);
+	size_t sectors = (len + PICOBOOT_SECTOR_SIM - 1) / PICOBOOT_SECTOR_SIM;
+	double cmd = bulk_ms(32) + bulk_ms(0), data = bulk_ms(PICOBOOT_SECTOR_SIM), ms = 3 * cmd;
+	uint32_t busy = 0;
+
+	(void)flash_erase(f, f->base, &busy);
+	for (size_t i = 0; i < sectors; i++)
+		ms += 4 * cmd + 3 * data + busy / 1000.0 +
+		      flash_program_time(f, PICOBOOT_SECTOR_SIM) / 1000.0;
+	flash_free(f);
+	return ms;
+}
+
+static int
+pico_run(struct sim *s, struct sim_board *b, const uint8_t *old, size_t len, const char *file,
+	 double *ret_ms)
+{
+	struct watch w = {.kind = WATCH_PICO_LEFT, .b = b};
+	char dev[64], *out = NULL, *skr = xasprintf("%s/skrflashctl", O.build);
+	char **argv;
+	double t0;
+	int r;
+
+	load_flash(b, sim_board_flash(b)->base, old, len);
+	plug_and_wait(b, SIM_MODE_BOOTSEL);
+	snprintf(dev, sizeof(dev), "%s", sim_board_devnode(b));
+	w.pico = b->picoboot; /* kept alive by the simulator until sim_free */
+	argv = strv_new(skr, "flash", "--device", dev, "--board", "skr-pico", "--method", "uf2",
+			file, NULL);
+	watch_start(&w);
+	t0 = now_ms();
+	r = sim_run(s, argv, 600000, &out);
+	sleep_ms(1);
+	watch_stop(&w);
+	free(skr);
+	strv_free(argv);
+	if (r != 0 || !w.t_event) {
+		fprintf(stderr, "skrbench: picoboot flash failed (%d):\n%s\n", r, out ? out : "");
+		free(out);
+		return -EIO;
+	}
+	free(out);
+	*ret_ms = w.t_event - t0;
+	(void)sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 10000);
+	return 0;
+}
+
+/* An RP2040 "No bootloader" build: boot2 with its CRC, then the app at 0x10000100. */
+static uint8_t *
+pico_image(struct sim_board *b, const char *version, size_t app_size, size_t *ret_len)
+{
+	size_t alen = 0;
+	uint8_t *app =
+	    sim_image_klipper(sim_board_model(b)->mcu, 0x10000100u, version, app_size, &alen);
+	uint8_t *img = xmalloc(256 + alen);
+	uint32_t crc;
+
+	for (unsigned i = 0; i < 252; i++)
+		img[i] = (uint8_t)(i * 29u + 5u);
+	crc = picoboot_crc32(img, 252, 0xFFFFFFFFu);
+	for (unsigned i = 0; i < 4; i++)
+		img[252 + i] = (uint8_t)(crc >> (8 * i));
+	memcpy(img + 256, app, alen);
+	free(app);
+	*ret_len = 256 + alen;
+	return img;
+}
+
+static void
+section_picoboot(void)
+{
+	size_t app = O.quick ? 8 * 1024 : 44 * 1024, len, old_len;
+	struct sim *s = sim_new();
+	struct sim_board_spec spec = {.model = "skr-pico",
+				      .port = "1-1",
+				      .speed = O.quick ? 0.0 : 1.0,
+				      .mode = SIM_MODE_BOOTSEL};
+	struct sim_board *b = sim_board_add(s, &spec);
+	uint8_t *old = pico_image(b, "v0.12.0-old", app, &old_len);
+	uint8_t *img = pico_image(b, "v0.13.0-new", app, &len);
+	char *file = write_tmp("pico-new.bin", img, len);
+	double t[MAX_RUNS], bound = picoboot_bound_ms(sim_board_model(b)->mcu, len), ratio;
+	json_object *o = json_object_new_object();
+	unsigned n = 0;
+
+	fprintf(table, "\nRP2040 PICOBOOT at datasheet timing: %zu KiB, flash+verify\n",
+		len / 1024);
+	for (unsigned i = 0; i < O.reps; i++)
+		if (pico_run(s, b, old, old_len, file, &t[n]) == 0)
+			n++;
+	ratio = n && !O.quick ? median(t, n) / bound : NAN;
+	json_object_object_add(o, "board", json_object_new_string("skr-pico"));
+	json_object_object_add(o, "image_kib", json_object_new_int((int)(len / 1024)));
+	put_num(o, "device_bound_ms", O.quick ? NAN : bound);
+	put_num(o, "skrflash_ms_median", n ? median(t, n) : NAN);
+	json_object_object_add(o, "skrflash_runs_ms", json_array_of(t, n));
+	put_num(o, "skrflash_vs_bound", ratio);
+	json_object_object_add(results, "picoboot", o);
+	put_num(results, "picoboot_vs_bound", ratio);
+	rowf("skr-pico: skrflash / device bound", verdict(ratio, 1.2), "%.2fx  (<= 1.2x)", ratio);
+	free(file);
+	free(img);
+	free(old);
+	sim_free(s);
+}
+
 static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: skrbench [--quick] [--reps N] [--out FILE] [--build DIR] [--log FILE]\n"
-		   "                [--only overhead,dfuse,changed,katapult,daemon]\n");
+		   "                [--only overhead,dfuse,changed,katapult,picoboot,daemon]\n");
 }
 
 int
@@ -1357,6 +1492,8 @@ main(int argc, char **argv)
 		section_changed();
 	if (WANT("katapult"))
 		section_katapult();
+	if (WANT("picoboot"))
+		section_picoboot();
 	if (WANT("daemon"))
 		section_daemon();
 	json_object_object_add(results, "quick", json_object_new_boolean(O.quick));

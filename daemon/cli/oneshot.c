@@ -396,7 +396,8 @@ oneshot_flash(int argc, char **argv)
 	if (method) {
 		be = backend_find(method);
 		if (!be) {
-			fprintf(stderr, "skrflashctl flash: unknown method '%s' (katapult, dfu)\n",
+			fprintf(stderr,
+				"skrflashctl flash: unknown method '%s' (katapult, dfu, uf2)\n",
 				method);
 			return 2;
 		}
@@ -419,9 +420,10 @@ oneshot_flash(int argc, char **argv)
 		goto out;
 	}
 	if (dev.mode == DEVICE_MODE_KLIPPER_APP) {
-		unsigned want =
-		    be ? 1u << be->mode
-		       : (1u << DEVICE_MODE_KATAPULT) | (1u << DEVICE_MODE_STM32_ROM_DFU);
+		unsigned want = be ? 1u << be->mode
+				   : (1u << DEVICE_MODE_KATAPULT) |
+					 (1u << DEVICE_MODE_STM32_ROM_DFU) |
+					 (1u << DEVICE_MODE_RP2040_BOOTSEL);
 
 		printf("%s on port %s runs Klipper: requesting its bootloader\n",
 		       board_title(board, &dev), port);

@@ -9,13 +9,15 @@
 #include "log.h"
 #include "util.h"
 
-/* Defined in flash/katapult.c and flash/dfuse.c. */
+/* Defined in flash/katapult.c, flash/dfuse.c and flash/picoboot.c. */
 extern const struct flash_backend backend_katapult;
 extern const struct flash_backend backend_dfu;
+extern const struct flash_backend backend_picoboot;
 
 static const struct flash_backend *const backends[] = {
     &backend_katapult,
     &backend_dfu,
+    &backend_picoboot,
 };
 
 const struct flash_backend *

@@ -19,6 +19,7 @@
 #include <libusb.h>
 
 #include "flash/backend.h"
+#include "flash/usb.h"
 #include "proto/dfu.h"
 #include "log.h"
 #include "util.h"
@@ -50,29 +51,6 @@ struct dfu {
 	size_t n_runs;
 };
 
-static int
-errno_from_libusb(int r)
-{
-	switch (r) {
-	case LIBUSB_ERROR_PIPE:
-		return -EPIPE;
-	case LIBUSB_ERROR_NO_DEVICE:
-		return -ENODEV;
-	case LIBUSB_ERROR_TIMEOUT:
-		return -ETIMEDOUT;
-	case LIBUSB_ERROR_ACCESS:
-		return -EACCES;
-	case LIBUSB_ERROR_BUSY:
-		return -EBUSY;
-	case LIBUSB_ERROR_NOT_FOUND:
-		return -ENOENT;
-	case LIBUSB_ERROR_NO_MEM:
-		return -ENOMEM;
-	default:
-		return -EIO;
-	}
-}
-
 static void
 sleep_ms(uint32_t ms)
 {
@@ -94,7 +72,7 @@ dfu_request(struct dfu *d, struct flash_session *s, bool in, enum dfu_request re
 				    /* bRequest */ (uint8_t)req, /* wValue */ value,
 				    /* wIndex */ d->iface, data, len, d->timeout_ms);
 	s->transfers++;
-	return r < 0 ? errno_from_libusb(r) : r;
+	return r < 0 ? usb_errno(r) : r;
 }
 
 static int
@@ -269,48 +247,6 @@ dfu_read(struct dfu *d, struct flash_session *s, uint32_t addr, uint8_t *buf, ui
 	return dfu_abort_to_idle(d, s);
 }
 
-/* "/dev/bus/usb/BBB/DDD", for a device whose uevent gave no BUSNUM/DEVNUM; libusb's bus
- * numbers and addresses are 8-bit. */
-static bool
-parse_usb_node(const char *node, unsigned *ret_bus, unsigned *ret_addr)
-{
-	static const char prefix[] = "/dev/bus/usb/";
-	unsigned long long bus, addr;
-	const char *p = node;
-
-	if (strncmp(p, prefix, sizeof(prefix) - 1) != 0)
-		return false;
-	p = parse_decimal_to(p + sizeof(prefix) - 1, '/', 255, &bus);
-	if (!p || !parse_decimal_to(p + 1, '\0', 255, &addr))
-		return false;
-	*ret_bus = (unsigned)bus;
-	*ret_addr = (unsigned)addr;
-	return true;
-}
-
-static bool
-find_device(struct dfu *d, struct flash_session *s, libusb_device **ret)
-{
-	libusb_device **list;
-	unsigned bus = s->dev->busnum, addr = s->dev->devnum;
-	ssize_t n;
-
-	if ((!bus || !addr) && !parse_usb_node(s->dev->usb_node, &bus, &addr))
-		return false;
-	n = libusb_get_device_list(d->ctx, &list);
-	if (n < 0)
-		return false;
-	*ret = NULL;
-	for (ssize_t i = 0; i < n; i++)
-		if (libusb_get_bus_number(list[i]) == bus &&
-		    libusb_get_device_address(list[i]) == addr) {
-			*ret = libusb_ref_device(list[i]);
-			break;
-		}
-	libusb_free_device_list(list, 1);
-	return *ret != NULL;
-}
-
 /* The DfuSe interface and the alt setting whose string names the internal flash (§3.1). */
 static int
 find_flash_alt(struct dfu *d, struct flash_session *s, const struct libusb_config_descriptor *cfg,
@@ -403,11 +339,10 @@ dfu_open(struct flash_session *s)
 	r = libusb_init(&d->ctx);
 	if (r < 0) {
 		backend_error(s, "libusb: %s", libusb_strerror(r));
-		return errno_from_libusb(r);
+		return usb_errno(r);
 	}
-	/* enumerate and match bus/address: wrapping the open usbfs fd would skip enumeration,
-	 * but needs descriptor reads from the node that umockdev's testbed cannot serve */
-	if (!find_device(d, s, &dev)) {
+	dev = usb_find(d->ctx, s->dev);
+	if (!dev) {
 		backend_error(s, "ROM DFU device %s (port %s) not found", s->dev->usb_node,
 			      s->dev->port);
 		return -ENODEV;
@@ -420,7 +355,7 @@ dfu_open(struct flash_session *s)
 	libusb_unref_device(dev);
 	if (r != 0) { /* libusb: 0 or a negative LIBUSB_ERROR */
 		backend_error(s, "cannot open %s: %s", s->dev->usb_node, libusb_strerror(r));
-		return errno_from_libusb(r);
+		return usb_errno(r);
 	}
 	r = find_flash_alt(d, s, cfg, &func);
 	libusb_free_config_descriptor(cfg);
@@ -447,7 +382,7 @@ dfu_open(struct flash_session *s)
 	if (r < 0) {
 		backend_error(s, "cannot claim the DFU interface of %s: %s", s->dev->usb_node,
 			      libusb_strerror(r));
-		return errno_from_libusb(r);
+		return usb_errno(r);
 	}
 	/* §3.3: the ROM often starts in dfuERROR (errFIRMWARE) when no valid app is present */
 	r = dfu_to_idle(d, s);

@@ -620,3 +620,11 @@ worker_main(void)
 	}
 	return worker_run(&p, STDOUT_FILENO) < 0 ? 1 : 0;
 }
+
+const char *
+worker_method_for_mode(enum device_mode mode)
+{
+	const struct flash_backend *be = backend_for_mode(mode);
+
+	return be ? be->name : NULL;
+}

@@ -64,6 +64,9 @@ int worker_execute(const struct worker_plan *p, const struct worker_events *ev,
 		   struct worker_report *ret);
 /* worker_execute writing the JSON event lines to out_fd. 0 ok, -errno failed. */
 int worker_run(const struct worker_plan *p, int out_fd);
+/* The flash method (a config method name) that drives a board in this bootloader mode, or
+ * NULL when no backend does: what the engine may plan for a board it finds in that mode. */
+const char *worker_method_for_mode(enum device_mode mode);
 /* `skrflashd --worker`: plan from stdin, events on stdout; the exit code (0 ok, 1 failed). */
 int worker_main(void);
 /* The result line's JSON for a report (malloc'd), shared with tests and the daemon. */

@@ -800,22 +800,24 @@ step_gate(struct job *j)
 		job_fail(j, "cannot check the print state at %s", j->moonraker);
 }
 
+/* A bootloader the worker has a backend for. */
 static bool
 bootloader_mode(enum device_mode m)
 {
-	return m == DEVICE_MODE_KATAPULT || m == DEVICE_MODE_STM32_ROM_DFU;
+	return worker_method_for_mode(m) != NULL;
 }
 
 /* A bootloader is usable once the node its backend opens exists: Katapult's tty arrives
- * in a uevent after its usb_device, ROM DFU's usb node comes with it. */
+ * in a uevent after its usb_device; the libusb backends (ROM DFU, BOOTSEL) open the usb
+ * node, which comes with it. */
 static bool
 bootloader_ready(const struct board *b)
 {
-	if (!b->present)
+	if (!b->present || !bootloader_mode(b->dev.mode))
 		return false;
 	if (b->dev.mode == DEVICE_MODE_KATAPULT)
 		return b->dev.tty[0] != 0;
-	return b->dev.mode == DEVICE_MODE_STM32_ROM_DFU && b->dev.usb_node[0] != 0;
+	return b->dev.usb_node[0] != 0;
 }
 
 static void
@@ -843,12 +845,6 @@ step_enter(struct job *j)
 		job_fail(j, "cannot start a worker for %s", name_of(j));
 }
 
-static const char *
-method_for(enum device_mode m)
-{
-	return m == DEVICE_MODE_KATAPULT ? "katapult" : "dfu";
-}
-
 static bool
 method_allowed(const struct job *j, const char *method)
 {
@@ -867,7 +863,7 @@ step_write(struct job *j, struct board *b)
 {
 	bool rollback = j->rollback;
 	const char *sha = rollback ? j->lkg : j->sha;
-	const char *method = method_for(b->dev.mode);
+	const char *method = worker_method_for_mode(b->dev.mode);
 	struct worker_plan plan;
 	char *path = NULL;
 
@@ -968,6 +964,18 @@ start_rollback(struct job *j, struct board *b)
 	if (b && b->present && b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0]) {
 		step_enter(j);
 		return;
+	}
+	/* an RP2040 without Katapult has no bootloader a crashing application falls back to:
+	 * only its BOOT button reaches the ROM */
+	if (j->catalog && (j->catalog->paths & CATALOG_PATH_BOOTSEL) &&
+	    j->catalog->bootloader == CATALOG_BOOTLOADER_ROM_ONLY) {
+		struct log_fields f;
+
+		fields(j, LOG_MID_FLASH_FAILED, &f);
+		log_full(LOG_WARNING, 0, &f,
+			 "%s on port %s: hold its BOOT button and press RESET (or power it up with "
+			 "BOOT held) within %.0f s; skrflash then rolls back to %.12s by itself",
+			 name_of(j), j->port, j->t->cfg->boot_timeout_ms / 1000.0, j->lkg);
 	}
 	arm_timer(j, j->t->cfg->boot_timeout_ms, NULL);
 }
@@ -1211,8 +1219,8 @@ plan_json(const struct job *j, const struct board *b)
 	    o, "method",
 	    json_object_new_string(
 		bootloader_mode(b->dev.mode)
-		    ? method_for(b->dev.mode)
-		    : "bootloader request (1200 baud), then Katapult or ROM DFU, "
+		    ? worker_method_for_mode(b->dev.mode)
+		    : "bootloader request (1200 baud), then Katapult, ROM DFU or BOOTSEL, "
 		      "whichever the board enters"));
 	if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0] &&
 	    holder_find(NULL, b->dev.tty, stat(b->dev.tty, &st) == 0 ? st.st_rdev : 0, &h, &n) >
@@ -1558,26 +1566,26 @@ app_after_touch(struct job *j)
 		 name_of(j), j->port);
 }
 
-/* The request took the board to a ROM bootloader skrflash has no writer for yet (RP2040
- * BOOTSEL without Katapult, LPC DFU): say exactly that, and how to get the board back - it
- * sits there until reset, with its old firmware intact. */
+/* The request took the board to a ROM bootloader skrflash has no writer for yet (LPC DFU):
+ * say exactly that, and how to get the board back - it sits there until reset, with its old
+ * firmware intact. */
+static const char *
+mode_title(enum device_mode m)
+{
+	return m == DEVICE_MODE_LPC_DFU ? "LPC DFU" : device_mode_to_string(m);
+}
+
 static void
 unreachable_bootloader(struct job *j, const struct board *b)
 {
-	bool rp2040 = b->dev.mode == DEVICE_MODE_RP2040_BOOTSEL;
-
 	strv_add(&j->t->no_path, j->port);
 	job_fail(j,
 		 "%s on port %s went to %s after the 1200-baud request: it has no Katapult, and "
 		 "skrflash cannot write over %s yet. Nothing was written; its firmware is "
 		 "intact%s. Press its reset button (or unplug and plug it) to run Klipper again, "
-		 "then %s",
-		 name_of(j), j->port, rp2040 ? "RP2040 BOOTSEL (the RPI-RP2 drive)" : "LPC DFU",
-		 rp2040 ? "BOOTSEL" : "LPC DFU",
-		 j->stopped_unit[0] ? " and its Klipper unit is started again" : "",
-		 rp2040 ? "install Katapult, or copy klipper.uf2 to the RPI-RP2 drive while it is "
-			  "in BOOTSEL"
-			: "install Katapult, or use the SD card (firmware.bin)");
+		 "then install Katapult, or use the SD card (firmware.bin)",
+		 name_of(j), j->port, mode_title(b->dev.mode), mode_title(b->dev.mode),
+		 j->stopped_unit[0] ? " and its Klipper unit is started again" : "");
 }
 
 /* The app stayed up after the request: now it counts as having come back (see below). */
@@ -1618,8 +1626,8 @@ on_board_waiting(struct job *j, enum boards_event ev, struct board *b)
 			step_write(j, b);
 		return;
 	}
-	if (j->touched && j->pid <= 0 &&
-	    (b->dev.mode == DEVICE_MODE_RP2040_BOOTSEL || b->dev.mode == DEVICE_MODE_LPC_DFU)) {
+	/* a bootloader without a backend (bootloader_mode() took those with one) */
+	if (j->touched && j->pid <= 0 && device_mode_is_bootloader(b->dev.mode)) {
 		unreachable_bootloader(j, b);
 		return;
 	}

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "flash/backend.h"
+#include "proto/picoboot.h"
 #include "catalog.h"
 #include "flash.h"
 #include "harness.h"
@@ -71,9 +72,10 @@ device_mode_of(enum sim_mode m)
 		return DEVICE_MODE_KATAPULT;
 	case SIM_MODE_ROM_DFU:
 		return DEVICE_MODE_STM32_ROM_DFU;
+	case SIM_MODE_BOOTSEL:
+		return DEVICE_MODE_RP2040_BOOTSEL;
 	case SIM_MODE_OFF:
 	case SIM_MODE_LPC_DFU:
-	case SIM_MODE_BOOTSEL:
 	case SIM_MODE_MARLIN_LPC:
 	case SIM_MODE_MARLIN_STM32:
 	case _SIM_MODE_MAX:
@@ -96,6 +98,8 @@ plan_for(struct worker_plan *p, struct sim_board *b, const char *board, const ch
 	(void)DEVICE_SET(&p->dev, serial, sim_board_serial(b));
 	if (tty)
 		(void)DEVICE_SET(&p->dev, tty, tty);
+	if (sim_board_drive(b))
+		(void)DEVICE_SET(&p->dev, block, sim_board_drive(b));
 	if (node) {
 		(void)DEVICE_SET(&p->dev, usb_node, node);
 		CHECK_EQ_INT(sscanf(node, "/dev/bus/usb/%u/%u", &p->dev.busnum, &p->dev.devnum), 2);
@@ -743,6 +747,226 @@ oneshot_paths(struct sim *s)
 	sim_board_unplug(d);
 }
 
+/* --- RP2040 BOOTSEL (PICOBOOT) ---------------------------------------------------------- */
+
+/* A "No bootloader" RP2040 build: boot2 (256 bytes ending in its CRC) then the application
+ * linked at 0x10000100. */
+static uint8_t *
+rp2040_image(struct sim_board *b, const char *version, size_t app_len, bool good_boot2)
+{
+	uint8_t *img = xmalloc(256 + app_len),
+		*app = klipper_image(b, 0x10000100u, version, app_len);
+	uint32_t crc;
+
+	for (unsigned i = 0; i < 252; i++)
+		img[i] = (uint8_t)(i ^ 0xa5);
+	crc = picoboot_crc32(img, 252, 0xFFFFFFFFu) ^ (good_boot2 ? 0 : 1);
+	for (unsigned i = 0; i < 4; i++)
+		img[252 + i] = (uint8_t)(crc >> (8 * i));
+	memcpy(img + 256, app, app_len);
+	free(app);
+	return img;
+}
+
+static struct sim_board *
+pico_board(struct sim *s, const char *port)
+{
+	struct sim_board_spec spec = {.model = "skr-pico", .port = port, .mode = SIM_MODE_BOOTSEL};
+
+	return sim_board_add(s, &spec);
+}
+
+static void
+picoboot_flash_ok(struct sim *s)
+{
+	struct sim_board *b = pico_board(s, "5-1");
+	struct worker_plan p;
+	struct worker_report r;
+	struct flash *f;
+	size_t len = 256 + 45056 + 300; /* a real build's size, not sector-aligned */
+	uint8_t *img;
+	uint64_t erases;
+	uint32_t c3;
+	char *path;
+
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	f = sim_board_flash(b);
+	img = rp2040_image(b, "v0.13.0-pico", len - 256, true);
+	path = save_image(img, len);
+	plan_for(&p, b, "skr-pico", path);
+	CHECK_STREQ(p.method, "");
+	CHECK_EQ_INT(run_plan(&p, &r), 0);
+	CHECK(r.ok);
+	CHECK_STREQ(r.mcu, "rp2040");
+	CHECK(flash_equals(f, 0x10000000u, img, len));
+	/* the rest of the last sector is erased, nothing beyond it touched */
+	CHECK(flash_is_erased(f, 0x10000000u + (uint32_t)len, 4096 - len % 4096));
+	CHECK_EQ_INT(r.erases, (len + 4095) / 4096);
+	/* REBOOT: the bootrom finds a valid boot2 and starts the new application */
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_STREQ(sim_board_app_version(b), "v0.13.0-pico");
+
+	/* the same image again: every sector read and found identical, nothing erased */
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_BOOTSEL), 0);
+	plan_for(&p, b, "skr-pico", path);
+	erases = f->total_erases;
+	CHECK_EQ_INT(run_plan(&p, &r), 0);
+	CHECK_EQ_INT(f->total_erases, erases);
+	CHECK_EQ_INT(r.bytes, 0);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+
+	/* one byte changed in the fourth sector: only that sector is erased and written */
+	img[3 * 4096 + 17] ^= 0xff;
+	free(path);
+	path = save_image(img, len);
+	c3 = flash_erase_count(f, 0x10003000u);
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_BOOTSEL), 0);
+	plan_for(&p, b, "skr-pico", path);
+	CHECK_EQ_INT(run_plan(&p, &r), 0);
+	CHECK_EQ_INT(r.erases, 1);
+	CHECK_EQ_INT(r.bytes, 4096);
+	CHECK_EQ_INT(flash_erase_count(f, 0x10003000u), c3 + 1);
+	CHECK(flash_equals(f, 0x10000000u, img, len));
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	free(img);
+	free(path);
+	sim_board_unplug(b);
+}
+
+/* The boot model disagrees with a bad boot2 even when the flash itself went right: the
+ * backend is driven directly (the worker's validation would refuse this image). */
+static void
+picoboot_bad_boot2(struct sim *s)
+{
+	struct sim_board *b = pico_board(s, "5-2");
+	const struct flash_backend *be = backend_for_mode(DEVICE_MODE_RP2040_BOOTSEL);
+	struct flash_session fs;
+	struct worker_plan p;
+	struct image im = {0};
+	size_t len = 256 + 8192;
+	uint8_t *img;
+
+	CHECK(b != NULL && be != NULL);
+	if (!b || !be)
+		return;
+	img = rp2040_image(b, "v-bad-boot2", len - 256, false);
+	plan_for(&p, b, "skr-pico", NULL);
+	im.format = IMAGE_FORMAT_BIN;
+	im.has_load_address = true;
+	im.load_address = 0x10000000u;
+	im.data = img;
+	im.size = len;
+	memset(&fs, 0, sizeof(fs));
+	fs.dev = &p.dev;
+	fs.board = sim_board_model(b);
+	fs.img = &im;
+	CHECK_EQ_INT(be->open(&fs), 0);
+	CHECK_EQ_INT(be->write(&fs), 0);
+	CHECK_EQ_INT(be->verify(&fs), 0);
+	CHECK_EQ_INT(be->leave(&fs), 0);
+	be->close(&fs);
+	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, img, len));
+	/* the chip reboots, refuses boot2, and shows up in BOOTSEL again */
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_OFF, 5000), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_BOOTSEL, 5000), 0);
+	free(img);
+	sim_board_unplug(b);
+}
+
+/* A write the device refuses, and an unplug in the middle: clear errors, no reboot, and the
+ * next attempt succeeds. */
+static void
+picoboot_faults(struct sim *s)
+{
+	struct sim_board *b = pico_board(s, "5-3");
+	/* status 4: invalid address; power back 200 ms after the cut */
+	struct sim_fault status = {.kind = SIM_FAULT_PICOBOOT_REFUSE, .at = 3, .count = 4};
+	struct sim_fault unplug = {.kind = SIM_FAULT_UNPLUG_AT_BYTE, .at = 8192, .count = 200};
+	struct worker_plan p;
+	struct worker_report r;
+	size_t len = 256 + 20480;
+	uint8_t *img;
+	char *path;
+
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	img = rp2040_image(b, "v-faults", len - 256, true);
+	path = save_image(img, len);
+
+	CHECK_EQ_INT(sim_board_set_fault(b, &status), 0);
+	plan_for(&p, b, "skr-pico", path);
+	CHECK(run_plan(&p, &r) < 0);
+	CHECK_STREQ(r.step, "write");
+	CHECK(strstr(r.error, "PICOBOOT write at 0x10003000") != NULL);
+	CHECK(strstr(r.error, "invalid address") != NULL);
+	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_BOOTSEL); /* no reboot: still in BOOTSEL */
+
+	CHECK_EQ_INT(sim_board_set_fault(b, &unplug), 0);
+	plan_for(&p, b, "skr-pico", path);
+	CHECK(run_plan(&p, &r) < 0);
+	CHECK_STREQ(r.step, "write");
+	CHECK(strstr(r.error, "left the bus") != NULL);
+	/* boot2 was erased first and is written last: the half-written image does not start,
+	 * the chip comes back in BOOTSEL when the power returns */
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_BOOTSEL, 5000), 0);
+
+	plan_for(&p, b, "skr-pico", path);
+	CHECK_EQ_INT(run_plan(&p, &r), 0);
+	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, img, len));
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_STREQ(sim_board_app_version(b), "v-faults");
+	free(img);
+	free(path);
+	sim_board_unplug(b);
+}
+
+/* PICOBOOT held by another program: the image goes to the RPI-RP2 drive as NEW.UF2 through
+ * the project's FAT writer; the simulated ROM programs it from the drive's sectors and
+ * reboots into it. */
+static void
+picoboot_drive(struct sim *s)
+{
+	struct sim_board *b = pico_board(s, "5-4");
+	struct sim_fault busy = {.kind = SIM_FAULT_PICOBOOT_BUSY};
+	struct worker_plan p;
+	struct worker_report r;
+	size_t len = 256 + 24576 + 100;
+	uint8_t *img;
+	char *path;
+
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	CHECK(sim_board_drive(b) != NULL);
+	CHECK_EQ_INT(sim_board_set_fault(b, &busy), 0);
+	img = rp2040_image(b, "v-uf2-drive", len - 256, true);
+	path = save_image(img, len);
+	plan_for(&p, b, "skr-pico", path);
+	CHECK_EQ_INT(run_plan(&p, &r), 0);
+	CHECK(r.ok);
+	CHECK_EQ_INT(r.bytes, len);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, img, len));
+	CHECK_STREQ(sim_board_app_version(b), "v-uf2-drive");
+	/* a plan made before the drive's uevent arrived: the backend finds it by the port */
+	img[300] ^= 0x5a;
+	free(path);
+	path = save_image(img, len);
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_BOOTSEL), 0);
+	CHECK_EQ_INT(sim_board_set_fault(b, &busy), 0);
+	plan_for(&p, b, "skr-pico", path);
+	p.dev.block[0] = '\0';
+	CHECK_EQ_INT(run_plan(&p, &r), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, img, len));
+	free(img);
+	free(path);
+	sim_board_unplug(b);
+}
+
 /* SKRFLASH_TEST_ONLY=name runs one group (for debugging) */
 static bool
 want(const char *group)
@@ -787,6 +1011,12 @@ main(int argc, char **argv)
 	}
 	if (want("dfu-errors"))
 		dfu_device_errors(s);
+	if (want("picoboot")) {
+		picoboot_flash_ok(s);
+		picoboot_bad_boot2(s);
+		picoboot_faults(s);
+		picoboot_drive(s);
+	}
 	if (want("touch"))
 		touch_transitions(s);
 	if (want("worker"))

@@ -23,8 +23,8 @@ static const char profiles[] =
     "    auto_flash = [\"hotplug\", \"queue\"]; },\n"
     "  { name = \"kill\"; match = { board = \"octopus-f446\"; port = \"1-3\"; };\n"
     "    auto_flash = [\"hotplug\", \"queue\"]; },\n"
-    "  { name = \"pico\"; match = { board = \"skr-pico\"; port = \"1-4\"; };\n"
-    "    app_start = 0x10004000; auto_flash = [\"hotplug\", \"queue\"]; }";
+    "  { name = \"lpc\"; match = { board = \"skr-1.4\"; port = \"1-4\"; };\n"
+    "    auto_flash = [\"hotplug\", \"queue\"]; }";
 
 static size_t
 rows_on(json_object *hist, const char *port)
@@ -280,29 +280,25 @@ test_kill(struct sim_board *b)
 	free(bl);
 }
 
-/* An SKR Pico without Katapult: the request takes it to RP2040 BOOTSEL, which skrflash
- * cannot write yet. The job says so at once - what happened, that nothing was written, how
- * to get the board back - and does not try again while the board sits there. */
+/* An SKR 1.4 without Katapult whose bootloader takes Klipper's request into LPC DFU, which
+ * skrflash cannot write yet. The job says so at once - what happened, that nothing was
+ * written, how to get the board back - and does not try again while the board sits there. */
 static void
-test_pico(struct sim_board *b)
+test_lpc_dfu(struct sim_board *b)
 {
 	uint8_t *img, *before = eng_flash_copy(b, sim_board_flash(b)->base,
 					       sim_board_flash(b)->base + 256 * 1024);
 	size_t len;
 	char sha[65];
-	/* built for Katapult's offset, as for a board about to get it */
-	char *path = eng_image(b, 0x10004000u, "v0.13.0-pico", 16 * 1024, &img, &len, sha);
+	char *path = eng_image(b, 0, "v0.13.0-lpc", 16 * 1024, &img, &len, sha);
 	char *out = NULL;
 	json_object *hist, *row;
 	long long job;
 
-	CHECK_EQ_INT(eng_ctl(&out, "queue", "pico", path, NULL), 0);
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "lpc", path, NULL), 0);
 	free(out);
-	CHECK_EQ_INT(eng_wait("went to RP2040 BOOTSEL (the RPI-RP2 drive) after the 1200-baud "
-			      "request",
-			      20000),
-		     0);
-	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_BOOTSEL);
+	CHECK_EQ_INT(eng_wait("went to LPC DFU after the 1200-baud request", 20000), 0);
+	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_LPC_DFU);
 	hist = eng_history();
 	row = eng_newest_on(hist, "1-4");
 	job = eng_int(row, "job");
@@ -342,7 +338,7 @@ main(int argc, char **argv)
 	a = eng_add("octopus-f446", "1-1", SIM_MODE_KLIPPER_APP, true);
 	b = eng_add("octopus-f446", "1-2", SIM_MODE_KLIPPER_APP, true);
 	c = eng_add("octopus-f446", "1-3", SIM_MODE_KLIPPER_APP, true);
-	p = eng_add("skr-pico", "1-4", SIM_MODE_KLIPPER_APP, false);
+	p = eng_add("skr-1.4", "1-4", SIM_MODE_KLIPPER_APP, false);
 	CHECK(a && b && c && p);
 	if (!a || !b || !c || !p || eng_start(NULL) < 0) {
 		eng_done();
@@ -351,7 +347,7 @@ main(int argc, char **argv)
 	test_rollback(a);
 	test_unplug(b);
 	test_kill(c);
-	test_pico(p);
+	test_lpc_dfu(p);
 	CHECK_EQ_INT(eng_stop(), 0);
 	eng_done();
 	TEST_DONE();

@@ -30,6 +30,7 @@
 #else
 #define SIM_HAVE_DFUSE 0
 #endif
+#include "picoboot.h"
 
 #define PCI_DEV "0000:00:14.0"
 #define SYS_USB_PARENT "/devices/pci0000:00/" PCI_DEV
@@ -618,6 +619,39 @@ on_dfuse_leave(void *ctx, uint32_t jump_addr)
 }
 #endif
 
+/* PICOBOOT REBOOT acknowledged: the chip leaves the bus and boots (boot() decides into what) */
+static void
+on_picoboot_reboot(void *ctx, uint32_t pc, uint32_t delay_ms)
+{
+	struct sim_board *b = ctx;
+
+	(void)pc;
+	(void)delay_ms;
+	atomic_fetch_add(&b->leave_requests, 1);
+	sim_wake(b->sim);
+}
+
+static void
+on_picoboot_unplug(void *ctx)
+{
+	struct sim_board *b = ctx;
+
+	atomic_fetch_add(&b->power_cuts, 1);
+	sim_wake(b->sim);
+}
+
+/* SIM_FAULT_UNPLUG_AT_BYTE counts written bytes; SIM_FAULT_PICOBOOT_REFUSE WRITEs */
+static void
+apply_picoboot_fault(struct sim_board *b)
+{
+	if (b->fault.kind == SIM_FAULT_UNPLUG_AT_BYTE)
+		picoboot_sim_fault(b->picoboot, PICOBOOT_SIM_FAULT_UNPLUG, b->fault.at, 0);
+	else if (b->fault.kind == SIM_FAULT_PICOBOOT_REFUSE)
+		picoboot_sim_fault(b->picoboot, PICOBOOT_SIM_FAULT_STATUS, b->fault.at,
+				   b->fault.count);
+	picoboot_sim_set_busy(b->picoboot, b->fault.kind == SIM_FAULT_PICOBOOT_BUSY);
+}
+
 #if SIM_HAVE_DFUSE
 static void
 apply_dfu_fault(struct sim_board *b)
@@ -635,6 +669,8 @@ apply_dfu_fault(struct sim_board *b)
 	case SIM_FAULT_DFU_ERR_ERASE:
 		dfuse_fail_at(b->dfuse, DFUSE_OP_ERASE, nth, 0x04);
 		break;
+	case SIM_FAULT_PICOBOOT_REFUSE:
+	case SIM_FAULT_PICOBOOT_BUSY:
 	case SIM_FAULT_NONE:
 	case SIM_FAULT_UNPLUG_AT_BYTE:
 	case SIM_FAULT_CORRUPT_FRAME:
@@ -879,6 +915,17 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 			b->probe_fast_until_us = sim_now_us() + FAST_PROBE_FOR_US;
 	}
 
+	if (id.layout == LAYOUT_BOOTSEL) {
+		/* the RPI-RP2 drive behind the mass-storage interface */
+		char *ifp = xasprintf("%s/%s:1.0", b->syspath + 4, b->port), *udev = NULL;
+
+		if (sim_drive_create(b, s->root, s->next_drive++, &udev, ifp) == 0)
+			sb_printf(&txt, &tlen, "%s", udev);
+		else
+			fprintf(stderr, "sim: cannot make the RPI-RP2 drive of %s\n", b->port);
+		free(udev);
+		free(ifp);
+	}
 	if (!umockdev_testbed_add_from_string(s->tb, txt, &err)) {
 		fprintf(stderr, "sim: add %s: %s\n", b->port, err->message);
 		g_clear_error(&err);
@@ -905,6 +952,14 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 			fprintf(stderr, "sim: dfuse attach %s failed\n", b->devnode);
 	}
 #endif
+	if (mode == SIM_MODE_BOOTSEL) {
+		b->picoboot = picoboot_sim_new(b->flash);
+		picoboot_sim_set_reboot_cb(b->picoboot, on_picoboot_reboot, b);
+		picoboot_sim_set_unplug_cb(b->picoboot, on_picoboot_unplug, b);
+		apply_picoboot_fault(b);
+		if (picoboot_sim_attach(b->picoboot, s->tb, b->devnode) < 0)
+			fprintf(stderr, "sim: picoboot attach %s failed\n", b->devnode);
+	}
 	b->mode = mode;
 	b->enumerations++;
 	if (mode == SIM_MODE_KLIPPER_APP) {
@@ -918,6 +973,23 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 	pthread_cond_broadcast(&s->cond);
 	sim_wake(s);
 	return 0;
+}
+
+/* The RPI-RP2 drive leaves with the chip: its block and scsi devices, then the image. */
+static void
+drive_remove(struct sim_board *b)
+{
+	struct sim *s = b->sim;
+	char *scsi = xasprintf("%s/%s:1.0/host0/target0:0:0/0:0:0:0", b->syspath, b->port);
+	char *blk = xasprintf("%s/block/%s", scsi, sim_drive_node(b->drive) + 5);
+
+	umockdev_testbed_uevent(s->tb, blk, "remove");
+	umockdev_testbed_uevent(s->tb, scsi, "remove");
+	umockdev_testbed_remove_device(s->tb, blk);
+	umockdev_testbed_remove_device(s->tb, scsi);
+	b->drive = sim_drive_free(b->drive);
+	free(blk);
+	free(scsi);
 }
 
 int
@@ -947,8 +1019,18 @@ sim_board_unplug_locked(struct sim_board *b)
 		b->dfuse = NULL;
 	}
 #endif
+	if (b->picoboot) {
+		picoboot_sim_detach(b->picoboot, s->tb, b->devnode);
+		if (s->n_dead_picoboot < ELEMENTSOF(s->dead_picoboot))
+			s->dead_picoboot[s->n_dead_picoboot++] = b->picoboot;
+		else
+			(void)picoboot_sim_free(b->picoboot);
+		b->picoboot = NULL;
+	}
 	if (b->tty_index >= 0)
 		tty_sys = xasprintf("%s/%s:1.0/tty/ttyACM%d", sys, b->port, b->tty_index);
+	if (b->drive)
+		drive_remove(b);
 	/* 0.17: uevent() reads sysfs, so send children-first before removing (umockdev.md §1) */
 	if (tty_sys)
 		umockdev_testbed_uevent(s->tb, tty_sys, "remove");
@@ -1024,6 +1106,34 @@ reenum_delay(const struct sim_board *b)
 	return sim_board_delay_us(b, 100000, 3000);
 }
 
+/* The bootrom's boot2 check (RP2040 datasheet §2.8.1.3): CRC-32 with polynomial 0x04C11DB7,
+ * initial value all ones, MSB first, no final inversion, over bytes 0-251, stored
+ * little-endian in bytes 252-255. */
+static uint32_t
+rp2040_boot2_crc(const uint8_t *b2)
+{
+	uint32_t crc = 0xffffffffu;
+
+	for (size_t i = 0; i < 252; i++)
+		for (int bit = 7; bit >= 0; bit--) {
+			uint32_t in = (uint32_t)(b2[i] >> bit) & 1u;
+
+			crc = (crc >> 31 ^ in) ? crc << 1 ^ 0x04c11db7u : crc << 1;
+		}
+	return crc;
+}
+
+static bool
+rp2040_boot2_ok(struct flash *f)
+{
+	uint8_t b2[256];
+
+	if (flash_read(f, f->base, b2, sizeof(b2)) < 0)
+		return false;
+	return rp2040_boot2_crc(b2) == ((uint32_t)b2[252] | (uint32_t)b2[253] << 8 |
+					(uint32_t)b2[254] << 16 | (uint32_t)b2[255] << 24);
+}
+
 static void
 boot(struct sim_board *b)
 {
@@ -1074,6 +1184,13 @@ boot(struct sim_board *b)
 	if (b->bootloader == SIM_BL_STOCK && mcu->family == CATALOG_FAMILY_LPC176X &&
 	    first == 0xffffffffu && (b->model->paths & CATALOG_PATH_LPC_DFU)) {
 		sim_board_plug_locked(b, SIM_MODE_LPC_DFU);
+		return;
+	}
+	/* RP2040 bootrom: boot2, the first 256 bytes of flash, must end in its CRC-32 or the
+	 * chip stays in BOOTSEL whatever follows (RP2040 datasheet §2.8.1.3) */
+	if (mcu->family == CATALOG_FAMILY_RP2040 && b->bootloader != SIM_BL_KATAPULT &&
+	    !rp2040_boot2_ok(b->flash)) {
+		sim_board_plug_locked(b, SIM_MODE_BOOTSEL);
 		return;
 	}
 	if (flash_app_valid(b->flash, b->app_start)) {
@@ -1315,6 +1432,19 @@ service_thread(void *arg)
 			if (atomic_exchange(&b->leave_requests, 0) && b->action == SIM_ACT_NONE)
 				sim_board_schedule(b, SIM_ACT_RESET,
 						   sim_board_delay_us(b, 10000, 1000));
+			/* a whole UF2 file on the RPI-RP2 drive: the ROM reboots */
+			if (b->drive && sim_drive_poll(b) && b->action == SIM_ACT_NONE)
+				sim_board_schedule(b, SIM_ACT_RESET,
+						   sim_board_delay_us(b, 500000, 1000));
+			if (atomic_exchange(&b->power_cuts, 0)) {
+				/* power comes back after `count` ms (0: stays unplugged) */
+				uint32_t back_ms = b->fault.count;
+
+				b->fault.kind = SIM_FAULT_NONE;
+				sim_board_unplug_locked(b);
+				if (back_ms)
+					sim_board_schedule(b, SIM_ACT_BOOT, back_ms * 1000u);
+			}
 			if (b->master_fd >= 0 && !b->tty_open &&
 			    (ev != b->open_seen || now - last_probe >= PROBE_US ||
 			     now < b->probe_fast_until_us)) {
@@ -1395,6 +1525,8 @@ sim_free(struct sim *s)
 	for (size_t i = 0; i < s->n_dead_dfuse; i++)
 		(void)dfuse_free(s->dead_dfuse[i]);
 #endif
+	for (size_t i = 0; i < s->n_dead_picoboot; i++)
+		(void)picoboot_sim_free(s->dead_picoboot[i]);
 	for (size_t i = 0; i < s->n_boards; i++) {
 		struct sim_board *b = s->boards[i];
 
@@ -1479,6 +1611,18 @@ factory_flash(struct sim_board *b, const char *version, bool empty)
 		}
 		(void)flash_load(f, f->base, bl, bl_len);
 		free(bl);
+	}
+	if (!empty && b->model->mcu->family == CATALOG_FAMILY_RP2040 && bl_len == 256) {
+		/* a "No bootloader" RP2040 build: boot2 with its checksum, then the app */
+		uint8_t b2[256];
+		uint32_t crc;
+
+		for (uint32_t i = 0; i < 252; i++)
+			b2[i] = (uint8_t)(i * 37u + 11u);
+		crc = rp2040_boot2_crc(b2);
+		for (int i = 0; i < 4; i++)
+			b2[252 + i] = (uint8_t)(crc >> (8 * i));
+		(void)flash_load(f, f->base, b2, sizeof(b2));
 	}
 	if (!empty) {
 		size_t len;
@@ -1768,6 +1912,18 @@ sim_board_tty(struct sim_board *b)
 }
 
 const char *
+sim_board_drive(struct sim_board *b)
+{
+	return b->drive ? sim_drive_node(b->drive) : NULL;
+}
+
+const char *
+sim_board_drive_image(struct sim_board *b)
+{
+	return b->drive ? sim_drive_file(b->drive) : NULL;
+}
+
+const char *
 sim_board_serial(struct sim_board *b)
 {
 	return b->serial;
@@ -1824,6 +1980,8 @@ sim_board_set_fault(struct sim_board *b, const struct sim_fault *f)
 	if (b->dfuse)
 		apply_dfu_fault(b);
 #endif
+	if (b->picoboot)
+		apply_picoboot_fault(b);
 	pthread_mutex_unlock(&b->sim->lock);
 	return 0;
 }

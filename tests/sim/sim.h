@@ -119,6 +119,9 @@ uint32_t sim_board_app_start(struct sim_board *b);
 /* Version from the dictionary of the running app ("" when not in klipper-app mode). The
  * returned string stays valid until the next mode change; copy it. */
 const char *sim_board_app_version(struct sim_board *b);
+/* RP2040 BOOTSEL: the RPI-RP2 drive's node ("/dev/sdX") and the image file behind it. */
+const char *sim_board_drive(struct sim_board *b);
+const char *sim_board_drive_image(struct sim_board *b);
 const char *sim_board_tty(struct sim_board *b);	      /* "/dev/ttyACMn" while a CDC mode is up */
 const char *sim_board_serial(struct sim_board *b);    /* USB serial in the current mode */
 const char *sim_board_syspath(struct sim_board *b);   /* "/sys/devices/..." while plugged */
@@ -180,6 +183,10 @@ struct sim_fault {
 		SIM_FAULT_DFU_ERR_WRITE, /* forwarded to the DfuSe simulator */
 		SIM_FAULT_DFU_ERR_VERIFY,
 		SIM_FAULT_DFU_ERR_ERASE,
+		/* the `at`th PICOBOOT WRITE is refused with status `count` */
+		SIM_FAULT_PICOBOOT_REFUSE,
+		/* PICOBOOT cannot be claimed (another program holds it): only the drive is left */
+		SIM_FAULT_PICOBOOT_BUSY,
 	} kind;
 	uint32_t at;
 	uint32_t count;

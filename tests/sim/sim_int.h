@@ -87,14 +87,17 @@ struct sim_board {
 	unsigned n_ifaces;
 	bool iface_has_driver[4];
 	UMockdevIoctlBase *tty_handler;
-	void *dfuse; /* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
+	void *dfuse;		 /* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
+	void *picoboot;		 /* struct picoboot_sim * while in RP2040 BOOTSEL */
+	struct sim_drive *drive; /* the RPI-RP2 drive while in RP2040 BOOTSEL */
 	char app_version[128];
 	unsigned enumerations;
 
 	/* tty line state: written by the umockdev worker thread */
 	atomic_uint open_events;
 	atomic_int modem_bits;
-	atomic_uint leave_requests; /* DfuSe leave from the ioctl thread */
+	atomic_uint leave_requests; /* DfuSe leave or PICOBOOT reboot from the ioctl thread */
+	atomic_uint power_cuts;	    /* PICOBOOT unplug fault from the ioctl thread */
 	unsigned open_seen;
 	bool tty_open;
 
@@ -172,6 +175,9 @@ struct sim {
 	 * on its own thread after detach, so they are freed only with the whole simulator */
 	void *dead_dfuse[256];
 	size_t n_dead_dfuse;
+	void *dead_picoboot[256]; /* the same for PICOBOOT devices */
+	unsigned next_drive;	  /* RPI-RP2 drives made so far: each gets a new /dev/sdX */
+	size_t n_dead_picoboot;
 };
 
 uint64_t sim_now_us(void);
@@ -182,6 +188,17 @@ int sim_board_unplug_locked(struct sim_board *b);
 void sim_board_schedule(struct sim_board *b, enum sim_action action, uint32_t delay_us);
 /* Scaled device delay: base_us * speed, at least min_us. */
 uint32_t sim_board_delay_us(const struct sim_board *b, uint32_t base_us, uint32_t min_us);
+
+/* RPI-RP2 drive (sim_drive.c), with sim->lock held. create: the image under root/dev and
+ * the udev records of its scsi and block devices below usb_iface_path (caller frees).
+ * poll: takes the UF2 blocks written since the last look; true once a whole file arrived. */
+struct sim_drive;
+int sim_drive_create(struct sim_board *b, const char *root, unsigned letter, char **ret_udev,
+		     const char *usb_iface_path);
+void *sim_drive_free(struct sim_drive *d);
+bool sim_drive_poll(struct sim_board *b);
+const char *sim_drive_node(const struct sim_drive *d);
+const char *sim_drive_file(const struct sim_drive *d);
 
 /* Katapult device (sim_katapult.c), service thread with sim->lock held. */
 void sim_katapult_reset(struct sim_board *b);  /* a new enumeration (the device booted) */

@@ -306,6 +306,8 @@ emit(struct sim_board *b, uint64_t t)
 		case SIM_FAULT_DFU_ERR_WRITE:
 		case SIM_FAULT_DFU_ERR_VERIFY:
 		case SIM_FAULT_DFU_ERR_ERASE:
+		case SIM_FAULT_PICOBOOT_REFUSE:
+		case SIM_FAULT_PICOBOOT_BUSY:
 		default:
 			break;
 		}
