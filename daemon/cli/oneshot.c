@@ -579,14 +579,8 @@ oneshot_reboot(int argc, char **argv)
 		goto out;
 	case DEVICE_MODE_KATAPULT:
 	case DEVICE_MODE_STM32_ROM_DFU:
-		break;
 	case DEVICE_MODE_RP2040_BOOTSEL:
-		fprintf(stderr,
-			"skrflashctl reboot: %s on port %s is in RP2040 BOOTSEL; starting the "
-			"application from there needs PICOBOOT (REBOOT command), which skrflash "
-			"does not speak yet: press reset or power-cycle the board\n",
-			board_title(board, &dev), port);
-		goto out;
+		break;
 	case DEVICE_MODE_NONE:
 	case DEVICE_MODE_LPC_DFU:
 	case DEVICE_MODE_MARLIN_LPC:

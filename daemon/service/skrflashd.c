@@ -361,14 +361,12 @@ no_flash_path(const struct board *b)
 	switch (b->dev.mode) {
 	case DEVICE_MODE_KATAPULT:
 	case DEVICE_MODE_STM32_ROM_DFU:
+	case DEVICE_MODE_RP2040_BOOTSEL:
 	case DEVICE_MODE_KLIPPER_APP: /* the bootloader request says which (see state) */
 		return NULL;
 	case DEVICE_MODE_LPC_DFU:
 	case DEVICE_MODE_MARLIN_LPC:
 		return "LPC DFU is not flashed yet: install Katapult, or use the SD card";
-	case DEVICE_MODE_RP2040_BOOTSEL:
-		return "RP2040 BOOTSEL is not flashed yet: install Katapult, or copy the UF2 to "
-		       "the RPI-RP2 drive";
 	case DEVICE_MODE_MARLIN_STM32:
 		return "Marlin has no bootloader request: install Katapult, or use the SD card";
 	case DEVICE_MODE_NONE:
@@ -414,7 +412,9 @@ board_state(struct daemon *d, const struct board *b, char *buf, size_t len)
 		(void)snprintf(buf, len, "blocked (another board takes queue '%s' too)", p->queue);
 	} else {
 		(void)snprintf(buf, len, "update pending%s",
-			       b->catalog && !(b->catalog->paths & CATALOG_PATH_ROM_DFU_SOFT) &&
+			       b->catalog &&
+				       !(b->catalog->paths &
+					 (CATALOG_PATH_ROM_DFU_SOFT | CATALOG_PATH_BOOTSEL)) &&
 				       b->dev.mode == DEVICE_MODE_KLIPPER_APP
 				   ? " (needs Katapult on the board)"
 				   : "");

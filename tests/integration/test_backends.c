@@ -697,8 +697,7 @@ oneshot_paths(struct sim *s)
 		free(wrong);
 		free(wpath);
 	}
-	/* reboot: out of Katapult and out of ROM DFU into the application already in flash;
-	 * BOOTSEL says what it would need */
+	/* reboot: out of Katapult, ROM DFU and BOOTSEL into the application already in flash */
 	{
 		struct sim_board_spec kat = {.model = "octopus-f446",
 					     .port = "4-5",
@@ -727,8 +726,9 @@ oneshot_paths(struct sim *s)
 			    oneshot("reboot", "--device", "4-6", "--board", "octopus-f446", NULL),
 			    0);
 			CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_KLIPPER_APP);
-			CHECK_EQ_INT(oneshot("reboot", "--device", "4-7", NULL), 1);
-			CHECK_EQ_INT(sim_board_mode(c), SIM_MODE_BOOTSEL);
+			/* PICOBOOT's REBOOT: the factory build (valid boot2) starts */
+			CHECK_EQ_INT(oneshot("reboot", "--device", "4-7", NULL), 0);
+			CHECK_EQ_INT(sim_board_mode(c), SIM_MODE_KLIPPER_APP);
 			CHECK_EQ_INT(oneshot("reboot", "4-7", NULL), 2);
 		}
 		if (a)
