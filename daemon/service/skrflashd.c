@@ -428,6 +428,7 @@ on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 		job_table_set_config(d->jobs, fresh);
 		queue_set_config(d->queue, fresh);
 		control_set_group(d->control, fresh->has_control_gid, fresh->control_gid);
+		control_set_idle_timeout(d->control, fresh->client_idle_ms * 1000ULL);
 		log_set_max_priority(fresh->log_level);
 		config_free(old);
 		log_notice("configuration reloaded from %s (%zu profiles)",
@@ -637,6 +638,7 @@ main(int argc, char **argv)
 		log_error_errno(r, "cannot listen on %s", d.socket_path);
 		goto out;
 	}
+	control_set_idle_timeout(d.control, d.cfg->client_idle_ms * 1000ULL);
 	boards_new(d.loop, d.store, d.cfg, on_board, &d, &d.boards);
 	{
 		char exe[4096];
