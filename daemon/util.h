@@ -52,7 +52,8 @@ void format_time_iso(int64_t t, char *buf, size_t len);
 /* Copy src into dst of size bytes, always NUL-terminated; true if it fit. */
 bool str_copy(char *dst, size_t size, const char *src);
 
-/* Escape a string for one-line human output (control characters as \xNN). */
+/* Escape a string for one-line output, JSON and the journal: control characters, backslash
+ * and bytes that are not UTF-8 as \xNN. */
 void escape_name(const char *s, char *buf, size_t len);
 /* Parse an unsigned number in C syntax (0x.. hex or decimal) with range check. */
 int parse_u32(const char *s, uint32_t *ret);

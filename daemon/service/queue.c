@@ -130,23 +130,38 @@ queue_of_top_file(const char *name)
 	return NULL;
 }
 
+static char *
+reported_key(const char *queue, const char *name)
+{
+	return xasprintf("%s/%s", queue ? queue : "", name);
+}
+
+static bool
+is_reported(const struct queue *q, const char *queue, const char *name)
+{
+	char *key = reported_key(queue, name);
+	bool found = false;
+
+	for (size_t i = 0; i < q->n_reported && !found; i++)
+		found = strcmp(q->reported[i], key) == 0;
+	free(key);
+	return found;
+}
+
+/* An entry that cannot be moved or opened is said once, not at every scan. true if it was
+ * said before. */
 static bool
 was_reported(struct queue *q, const char *queue, const char *name)
 {
-	char *key = xasprintf("%s/%s", queue ? queue : "", name);
-
-	for (size_t i = 0; i < q->n_reported; i++)
-		if (strcmp(q->reported[i], key) == 0) {
-			free(key);
-			return true;
-		}
+	if (is_reported(q, queue, name))
+		return true;
 	if (q->n_reported == MAX_REPORTED) {
 		free(q->reported[0]);
 		memmove(q->reported, q->reported + 1, (MAX_REPORTED - 1) * sizeof(char *));
 		q->n_reported--;
 	}
 	q->reported = xreallocarray(q->reported, q->n_reported + 1, sizeof(char *));
-	q->reported[q->n_reported++] = key;
+	q->reported[q->n_reported++] = reported_key(queue, name);
 	return false;
 }
 
@@ -244,14 +259,30 @@ reject(struct queue *q, int dirfd, const char *name, const char *queue, const ch
 	char *target;
 	int r;
 
+	if (is_reported(q, queue, name))
+		return;
 	escape_name(name, esc, sizeof(esc));
 	target = move_aside(q, dirfd, name, queue, reason, &r);
 	if (!target) {
 		/* it stays where it is: refused files are never deleted; said once */
-		if (!was_reported(q, queue, name))
-			log_full(LOG_ERR, r, &f,
-				 "firmware '%s' refused (%s), and moving it to %s failed", esc,
-				 reason, q->rejected_dir);
+		(void)was_reported(q, queue, name);
+		log_full(LOG_ERR, r, &f,
+			 "firmware '%s' refused (%s), and moving it to %s failed; it stays in the "
+			 "queue until its owner removes it",
+			 esc, reason, q->rejected_dir);
+		if (r == -EACCES || r == -EPERM) {
+			/* another user's directory: the kernel lets only its owner move it to
+			 * another parent; say why where refused files are looked for */
+			char *why = xasprintf("%s; it belongs to another user, so it stays in "
+					      "the queue: remove it",
+					      reason);
+			int rej = rejected_fd(q);
+
+			if (rej >= 0)
+				(void)write_reason(rej, name, name, queue, why);
+			close_fd(rej);
+			free(why);
+		}
 		return;
 	}
 	escape_name(target, resc, sizeof(resc));

@@ -500,6 +500,7 @@ make_pty(char **ret_pts)
 	}
 	close(sl);
 	*ret_pts = xstrdup(ptsname(m));
+	sim_share_tree(*ret_pts);
 	return m;
 fail:
 	if (m >= 0)
@@ -550,6 +551,13 @@ on_tty_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *c, gpointer data)
 			atomic_fetch_and(&b->modem_bits, ~v);
 		}
 		g_object_unref(d);
+		umockdev_ioctl_client_complete(c, 0, 0);
+		return TRUE;
+	}
+	if (req == TIOCEXCL || req == TIOCNXCL) {
+		/* a ttyACM forgets TIOCEXCL at its last close; the pty behind it lives on while
+		 * the simulator holds its master and would refuse every later open by a user
+		 * without CAP_SYS_ADMIN (the daemon in production): accepted, not applied */
 		umockdev_ioctl_client_complete(c, 0, 0);
 		return TRUE;
 	}
@@ -878,6 +886,7 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		return -EIO;
 	}
 	free(txt);
+	sim_share_tree(s->root);
 	/* the kernel's bind events follow the adds once drivers probed */
 	for (unsigned i = 0; i < nif && i < 3; i++) {
 		if (iface_driver[i]) {
@@ -894,6 +903,7 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		dfuse_set_leave_cb(b->dfuse, on_dfuse_leave, b);
 		if (dfuse_attach(b->dfuse, s->tb, b->devnode) < 0)
 			fprintf(stderr, "sim: dfuse attach %s failed\n", b->devnode);
+		sim_share_tree(s->root);
 	}
 #endif
 	b->mode = mode;
@@ -1360,6 +1370,8 @@ sim_new(void)
 	if (!umockdev_in_mock_environment())
 		fprintf(stderr, "sim: not running under libumockdev-preload (call sim_init)\n");
 	s->root = umockdev_testbed_get_root_dir(s->tb);
+	if (s->root)
+		sim_share_tree(s->root);
 	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!s->tb || !s->root || s->wake_fd < 0)
 		abort();
