@@ -71,6 +71,8 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 	tok = json_tokener_new_ex(16);
 	if (!tok)
 		return -ENOMEM;
+	/* strings come back in answers and logs: only UTF-8 */
+	json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8);
 	o = json_tokener_parse_ex(tok, line, (int)len);
 	/* trailing garbage after the object is an error too */
 	if (!o || json_tokener_get_error(tok) != json_tokener_success ||

@@ -740,7 +740,7 @@ add_watch(struct queue *q, int fd, const char *queue)
 
 	/* the inode we opened, not whatever the path names by now */
 	(void)snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	wd = inotify_add_watch(q->inotify_fd, path, WATCH_MASK);
+	wd = inotify_add_watch(q->inotify_fd, path, queue ? WATCH_MASK : WATCH_MASK | IN_DELETE);
 	if (wd < 0) {
 		log_warn_errno(-errno, "cannot watch queue directory %s/%s", q->cfg->queue_dir,
 			       queue ? queue : "");
@@ -818,7 +818,7 @@ ensure_profile_dir(struct queue *q, const char *name)
 		if (fstatat(q->watches[0].dirfd, name, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    fstat(w->dirfd, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
 			return;
-		log_warn("queue directory %s/%s was replaced; watching a new one",
+		log_warn("queue directory %s/%s was replaced or removed; watching a new one",
 			 q->cfg->queue_dir, name);
 		drop_watch(q, w, true);
 	}
@@ -1005,6 +1005,13 @@ on_event(struct queue *q, const struct inotify_event *ev)
 	}
 	if (!ev->len)
 		return;
+	if (ev->mask & IN_DELETE) {
+		/* a directory removed from the top one: a profile's (whose own IN_DELETE_SELF
+		 * waits for the descriptor we hold) is made again */
+		if (!w->queue && (ev->mask & IN_ISDIR))
+			q->rewatch = true;
+		return;
+	}
 	if ((ev->mask & IN_CREATE) && !(ev->mask & IN_ISDIR))
 		return; /* a file being created: wait for its close or rename */
 	add_pending(q, w->queue, ev->name, (ev->mask & IN_ISDIR) != 0);

@@ -107,7 +107,7 @@ if [ "$PRODUCTION" = 1 ]; then
 
 	# members cannot move a profile's queue directory away (the directory swap)
 	check "an operator cannot rename queue/<profile>" sh -c "! $AS_MEMBER mv '$QUEUE/$P' '$QUEUE/$P.old' 2>/dev/null"
-	check "an operator cannot replace it with a link" sh -c "! $AS_MEMBER ln -s ../firmware '$QUEUE/$P' 2>/dev/null"
+	check "an operator cannot replace it with a link" sh -c "! $AS_MEMBER ln -sT ../firmware '$QUEUE/$P' 2>/dev/null"
 
 	# another user keeps writing a file after renaming it in: only the whole file counts
 	make_image "$T/slow.bin" 0x08008000 0x20020000 8192 12

@@ -390,7 +390,8 @@ main(int argc, char **argv)
 			"1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/"
 			"busconfig.dtd\">\n<busconfig><type>session</type>"
 			"<listen>unix:dir=%s</listen><auth>EXTERNAL</auth>"
-			"<policy context=\"default\"><allow send_destination=\"*\" "
+			/* the daemon runs as its own user (sim_as): any user may connect */
+			"<policy context=\"default\"><allow user=\"*\"/><allow send_destination=\"*\" "
 			"eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/>"
 			"</policy></busconfig>\n",
 			eng_dir());

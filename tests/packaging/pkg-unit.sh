@@ -78,7 +78,7 @@ check_dir() {
 	if [ "$got" = "$2 $uid $gid" ]; then ok "dir $1 $2"; else bad "dir $1 $2 (got: $got)"; fi
 }
 check_dir /var/lib/skrflash 750
-check_dir /var/lib/skrflash/queue 2770
+check_dir /var/lib/skrflash/queue 3770
 check_dir /var/lib/skrflash/rejected 2750
 
 echo "$pass passed, $fail failed"

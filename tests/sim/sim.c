@@ -722,6 +722,8 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		size_t n;
 
 		b->dfuse = dfuse_new(b->flash, id.serial);
+		if (b->dfuse && b->dfu_layout[0])
+			dfuse_set_layout(b->dfuse, b->dfu_layout);
 		n = b->dfuse ? dfuse_descriptors(b->dfuse, descr, sizeof(descr)) : 0;
 		if (n > 0 && n <= sizeof(descr)) {
 			const char *prod = dfuse_string(b->dfuse, DFUSE_STR_PRODUCT);
@@ -1542,6 +1544,7 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 	b->bootloop_cycles = spec->bootloop_cycles ? spec->bootloop_cycles : 3;
 	snprintf(b->crash_version, sizeof(b->crash_version), "%s",
 		 spec->crash_version ? spec->crash_version : "");
+	snprintf(b->dfu_layout, sizeof(b->dfu_layout), "%s", spec->dfu_layout ? spec->dfu_layout : "");
 	b->tty_index = -1;
 	b->master_fd = -1;
 	if (spec->uid)

@@ -70,6 +70,9 @@ struct sim_board_spec {
 	 * on the tty through the handler's socket first, two round trips per frame that no real
 	 * link has. For benchmarks of the host side only; the open is then seen by polling. */
 	bool plain_katapult_tty;
+	/* The ROM DfuSe flash alternate's layout string instead of the catalog's: crafted
+	 * layouts for the backend's parser and searches. NULL = the real one. */
+	const char *dfu_layout;
 };
 
 /* Call first in main(): re-exec under libumockdev-preload.so.0 if not already (libasan first

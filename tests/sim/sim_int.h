@@ -86,6 +86,7 @@ struct sim_board {
 	bool never_back;
 	unsigned boot_fail_left; /* SIM_FAULT_BOOT_FAIL: app start-ups still to crash */
 	char crash_version[64];	 /* spec->crash_version, "" = none */
+	char dfu_layout[256];	 /* spec->dfu_layout, "" = the catalog's */
 
 	/* Katapult device state */
 	uint8_t rx[1100];
