@@ -90,12 +90,13 @@ sh_plain(const char *script)
 
 /* A cgroup named klipper.service under our own, in the cgroup2 hierarchy; NULL if none can be
  * made here. */
+/* Where this test's cgroups go: a child of our own cgroup in the cgroup2 hierarchy; NULL
+ * when there is none. */
 static char *
-make_klipper_cgroup(void)
+cgroup_parent(void)
 {
 	FILE *f = fopen("/proc/self/mounts", "re");
 	char line[1024], mnt[512] = "", own[512] = "";
-	char *parent, *cg, *cmd;
 
 	while (f && fgets(line, sizeof(line), f)) {
 		char dev[128], path[512], type[64];
@@ -118,8 +119,16 @@ make_klipper_cgroup(void)
 		fclose(f);
 	if (!mnt[0])
 		return NULL;
-	parent =
-	    xasprintf("%s%s/skrflash-engine-%d", mnt, strcmp(own, "/") ? own : "", (int)getpid());
+	return xasprintf("%s%s/skrflash-engine-%d", mnt, strcmp(own, "/") ? own : "", (int)getpid());
+}
+
+static char *
+make_klipper_cgroup(void)
+{
+	char *parent = cgroup_parent(), *cg, *cmd;
+
+	if (!parent)
+		return NULL;
 	cg = xasprintf("%s/klipper.service", parent);
 	cmd = xasprintf("mkdir -p '%s' 2>/dev/null", cg);
 	if (sh_plain(cmd) != 0) {
@@ -391,7 +400,8 @@ main(int argc, char **argv)
 			"busconfig.dtd\">\n<busconfig><type>session</type>"
 			"<listen>unix:dir=%s</listen><auth>EXTERNAL</auth>"
 			/* the daemon runs as its own user (sim_as): any user may connect */
-			"<policy context=\"default\"><allow user=\"*\"/><allow send_destination=\"*\" "
+			"<policy context=\"default\"><allow user=\"*\"/>"
+			"<allow send_destination=\"*\" "
 			"eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/>"
 			"</policy></busconfig>\n",
 			eng_dir());
@@ -401,8 +411,11 @@ main(int argc, char **argv)
 		char *cf = xasprintf("--config-file=%s", bus_conf);
 		char *a[] = {(char[]){"dbus-daemon"}, cf, (char[]){"--nofork"},
 			     (char[]){"--print-address=1"}, NULL};
+		/* the bus must know the daemon's user, as the system's user database does */
+		char **as = sim_as("system", eng_dir(), a);
 
-		bus = spawn_plain(a, NULL, &bus_out);
+		bus = spawn_plain(as, NULL, &bus_out);
+		strv_free(as);
 		free(cf);
 	}
 	CHECK(bus > 0 && read_line(bus_out, addr, sizeof(addr)) == 0);
@@ -411,6 +424,14 @@ main(int argc, char **argv)
 	CHECK_EQ_INT(mkfifo(fifo, 0600), 0);
 	fake_path = xasprintf("%s/tests/integration/fake_systemd", eng_build());
 	setenv("DBUS_SYSTEM_BUS_ADDRESS", addr, 1);
+	{
+		/* StopUnit ends the stand-in, as systemd ends Klipper */
+		char *parent = cgroup_parent();
+
+		if (parent)
+			setenv("FAKE_SYSTEMD_CGROUPS", parent, 1);
+		free(parent);
+	}
 	{
 		char *a[] = {fake_path, calls, fifo, NULL};
 
