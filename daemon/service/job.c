@@ -76,6 +76,7 @@ struct job {
 	char moonraker[256];
 	char moonraker_key_file[256]; /* "" = no API key */
 	bool moonraker_fail_open;
+	bool moonraker_optional; /* zero config: no Moonraker at the default address is fine */
 	char **stop_globs;	/* copy of the profile's stop_units */
 	char stopped_unit[256]; /* the unit this job stopped, "" if none */
 	enum job_step step;
@@ -477,6 +478,13 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 						      GATE_TIMEOUT_MS, &st);
 				ok = moonraker_gate(&st, j->moonraker, j->moonraker_fail_open,
 						    name_of(j), &msg);
+				if (!ok && j->moonraker_optional && st.error == -ECONNREFUSED) {
+					free(msg);
+					msg = xasprintf("no Moonraker listens at %s; flashing %s "
+							"without a print-state check",
+							j->moonraker, name_of(j));
+					ok = true;
+				}
 			}
 			dprintf(STDOUT_FILENO, "{\"type\":\"result\",\"ok\":%s,\"error\":%s}\n",
 				ok ? "true" : "false",
@@ -1063,6 +1071,11 @@ prepare_job(struct job_table *t, struct board *b, bool manual, bool resume,
 	j->resumed = resume;
 	if (p->moonraker_url) {
 		(void)str_copy(j->moonraker, sizeof(j->moonraker), p->moonraker_url);
+	} else if (p->implicit) {
+		/* no configuration: Moonraker at its default address gates the flash whenever
+		 * one listens there; only a refused connection (none on this host) skips it */
+		(void)str_copy(j->moonraker, sizeof(j->moonraker), DEFAULT_MOONRAKER);
+		j->moonraker_optional = true;
 	} else {
 		for (size_t i = 0; i < p->n_stop_units; i++)
 			if (strncmp(p->stop_units[i], "klipper", 7) == 0)

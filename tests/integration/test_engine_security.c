@@ -452,6 +452,87 @@ test_store_rehash(struct sim_board *b)
 	free(img);
 }
 
+/* Medium 3: a board without configuration is gated by Moonraker at its default address
+ * whenever one listens there; a refused connection (no Moonraker) lets it go ahead. */
+static void
+test_zero_config_gate(struct sim_board *b)
+{
+	char *conf = xasprintf("%s/skrflash.conf", eng_dir()), *out = NULL, sha[65];
+	char *needle, *path;
+	uint8_t *img, *before;
+	size_t len;
+	int in[2], outp[2];
+	pid_t mr;
+	char port[16] = "";
+	FILE *f;
+
+	/* close-on-exec: the daemon started later must not hold the server's stdin open */
+	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0)
+		return;
+	mr = fork();
+	if (mr == 0) {
+		dup2(in[0], 0);
+		dup2(outp[1], 1);
+		close(in[1]);
+		close(outp[0]);
+		(void)unsetenv("LD_PRELOAD");
+		execlp("python3", "python3", "tests/integration/fake_moonraker.py", "7125",
+		       "printing", (char *)NULL);
+		_exit(127);
+	}
+	close(in[0]);
+	close(outp[1]);
+	{
+		ssize_t n = read(outp[0], port, sizeof(port) - 1);
+
+		port[n > 0 ? n : 0] = 0;
+	}
+	if (strncmp(port, "7125", 4) != 0) {
+		fprintf(stderr, "SKIP zero-config gate: cannot listen on 127.0.0.1:7125\n");
+		goto out;
+	}
+	f = fopen(conf, "w");
+	if (f) {
+		fputs("# no profiles: the built-in catalog\n", f);
+		fclose(f);
+	}
+	restart_with(NULL);
+	path = eng_image(b, 0, "v0.13.0-zero", 16 * 1024, &img, &len, sha);
+	needle = xasprintf("flashed octopus-f446 on port 1-1 with %.12s", sha);
+	before = eng_flash_copy(b, sim_board_app_start(b), sim_board_app_start(b) + 16 * 1024);
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "octopus-f446", path, NULL), 0);
+	free(out);
+	(void)eng_ctl(&out, "flash", "1-1", NULL);
+	free(out);
+	CHECK_EQ_INT(eng_wait("is printing; not flashing", 20000), 0);
+	{
+		uint8_t *after = eng_flash_copy(b, sim_board_app_start(b),
+						sim_board_app_start(b) + 16 * 1024);
+
+		CHECK(memcmp(before, after, 16 * 1024) == 0);
+		free(after);
+	}
+	/* no Moonraker at all: flashed */
+	close(in[1]);
+	in[1] = -1;
+	(void)waitpid(mr, NULL, 0);
+	mr = 0;
+	CHECK_EQ_INT(eng_ctl(NULL, "flash", "1-1", NULL), 0);
+	CHECK_EQ_INT(eng_wait(needle, 30000), 0);
+	CHECK_EQ_INT(eng_wait("no Moonraker listens at http://127.0.0.1:7125", 1000), 0);
+	free(before);
+	free(needle);
+	free(path);
+	free(img);
+out:
+	if (in[1] >= 0)
+		close(in[1]);
+	close(outp[0]);
+	if (mr > 0)
+		(void)waitpid(mr, NULL, 0);
+	free(conf);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -492,6 +573,7 @@ main(int argc, char **argv)
 	test_flood(b);
 	test_store_rehash(b);
 	test_worker(b);
+	test_zero_config_gate(b);
 	CHECK_EQ_INT(eng_stop(), 0);
 	eng_done();
 	free(conf);
