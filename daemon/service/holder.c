@@ -182,8 +182,8 @@ proc_hides_pids(int proc_dir)
 /* The unit of a pid from the cgroup tree, which every user may read even when /proc/PID is
  * invisible: the directory whose cgroup.procs lists the pid. */
 static void
-unit_from_cgroupfs(int dirfd, const char *rel, pid_t pid, struct holder *h,
-		   unsigned *budget, unsigned depth)
+unit_from_cgroupfs(int dirfd, const char *rel, pid_t pid, struct holder *h, unsigned *budget,
+		   unsigned depth)
 {
 	char buf[65536];
 	struct dirent *de;
@@ -207,9 +207,11 @@ unit_from_cgroupfs(int dirfd, const char *rel, pid_t pid, struct holder *h,
 				if (end == p)
 					break;
 				if (v == pid) {
-					(void)unit_of_path(rel, strlen(rel), &h->unit, &h->user_manager);
+					(void)unit_of_path(rel, strlen(rel), &h->unit,
+							   &h->user_manager);
 					if (!h->unit)
-						h->unit = xstrdup(""); /* in no service: stop looking */
+						h->unit =
+						    xstrdup(""); /* in no service: stop looking */
 					return;
 				}
 			}
@@ -269,7 +271,8 @@ lock_holders(int proc_dir, const char *dev_path, struct holder **list, size_t *n
 		if (strstr(line, "->") ||
 		    sscanf(line, "%*d: %*s %*s %*s %ld %x:%x:%llu", &pid, &maj, &min, &ino) != 4)
 			continue;
-		if (pid <= 0 || makedev(maj, min) != st.st_dev || ino != (unsigned long long)st.st_ino)
+		if (pid <= 0 || makedev(maj, min) != st.st_dev ||
+		    ino != (unsigned long long)st.st_ino)
 			continue;
 		for (size_t i = 0; i < *n; i++)
 			dup = dup || (*list)[i].pid == (pid_t)pid;

@@ -76,7 +76,8 @@ struct job {
 	char moonraker[256];
 	char moonraker_key_file[256]; /* "" = no API key */
 	bool moonraker_fail_open;
-	bool moonraker_optional; /* zero config: no Moonraker at the default address is fine */
+	/* zero config: no Moonraker at the default address is fine */
+	bool moonraker_optional;
 	char **stop_globs;	/* copy of the profile's stop_units */
 	char stopped_unit[256]; /* the unit this job stopped, "" if none */
 	enum job_step step;
@@ -578,11 +579,12 @@ step_stop_unit(struct job *j)
 	r = holder_find(NULL, b->dev.tty, stat(b->dev.tty, &st) == 0 ? st.st_rdev : 0, &h, &n);
 	if (r < 0) {
 		/* cannot inspect is not "free": resetting a board under Klipper is worse */
-		job_fail(j,
-			 "%s on port %s: cannot tell whether a program has %s open (%s): other "
-			 "users' processes are invisible to skrflashd and /proc/locks is unreadable; "
-			 "stop Klipper by hand, or see SECURITY in skrflashd(8)",
-			 name_of(j), j->port, b->dev.tty, strerror(-r));
+		job_fail(
+		    j,
+		    "%s on port %s: cannot tell whether a program has %s open (%s): other "
+		    "users' processes are invisible to skrflashd and /proc/locks is unreadable; "
+		    "stop Klipper by hand, or see SECURITY in skrflashd(8)",
+		    name_of(j), j->port, b->dev.tty, strerror(-r));
 		return;
 	}
 	if (r == 0) {

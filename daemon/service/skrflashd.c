@@ -651,8 +651,9 @@ main(int argc, char **argv)
 
 		/* a test's stand-in may be a script, whose interpreter opens the path after the
 		 * exec: it must not be close-on-exec then */
-		d.exe_fd = test_worker && *test_worker ? open(test_worker, O_RDONLY)
-						       : open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+		d.exe_fd = test_worker && *test_worker
+			       ? open(test_worker, O_RDONLY)
+			       : open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
 		if (d.exe_fd < 0) {
 			log_error_errno(-errno, "cannot open my own executable for workers");
 			goto out;

@@ -119,7 +119,8 @@ cgroup_parent(void)
 		fclose(f);
 	if (!mnt[0])
 		return NULL;
-	return xasprintf("%s%s/skrflash-engine-%d", mnt, strcmp(own, "/") ? own : "", (int)getpid());
+	return xasprintf("%s%s/skrflash-engine-%d", mnt, strcmp(own, "/") ? own : "",
+			 (int)getpid());
 }
 
 static char *
@@ -469,8 +470,8 @@ main(int argc, char **argv)
 	env_bus = xasprintf("DBUS_SYSTEM_BUS_ADDRESS=%s", addr);
 	{
 		/* the real cgroup tree: the daemon's umockdev preload redirects /sys */
-		char *env[] = {env_bus, (char[]){"SKRFLASHD_CGROUP_ROOT=/proc/self/root/sys/fs/cgroup"},
-			       NULL};
+		char *env[] = {
+		    env_bus, (char[]){"SKRFLASHD_CGROUP_ROOT=/proc/self/root/sys/fs/cgroup"}, NULL};
 
 		int r = k && p && d && o && ak ? eng_start(env) : -ENODEV;
 

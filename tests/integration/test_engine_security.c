@@ -92,8 +92,10 @@ connect_as(const char *role, int *fds, int n)
 	for (int i = 0; i < n; i++) {
 		char c[CMSG_SPACE(sizeof(int))], byte;
 		struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-		struct msghdr m = {
-		    .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c, .msg_controllen = sizeof(c)};
+		struct msghdr m = {.msg_iov = &iov,
+				   .msg_iovlen = 1,
+				   .msg_control = c,
+				   .msg_controllen = sizeof(c)};
 		struct cmsghdr *cm;
 
 		if (recvmsg(sp[0], &m, MSG_CMSG_CLOEXEC) <= 0)
@@ -178,10 +180,11 @@ test_watcher_dropped_in_its_own_request(struct sim_board *b)
 	char sha[65], *out = NULL, *line;
 	char *path = eng_image(b, 0, "v0.13.0-uaf", 16 * 1024, &img, &len, sha);
 	char *needle = xasprintf("flashed octopus-f446 on port 1-1 with %.12s", sha);
-	int fd = connect_plain();
+	int fd;
 
 	CHECK_EQ_INT(eng_ctl(&out, "queue", "sec", path, NULL), 0);
 	free(out);
+	fd = connect_plain(); /* now: an idle client is closed after timeouts.client_idle */
 	CHECK(fd >= 0);
 	CHECK_EQ_INT(send_all(fd, "{\"command\":\"watch\"}\n"), 0);
 	line = read_line_fd(fd, 10000);
@@ -280,7 +283,9 @@ test_clients_that_never_read(void)
 	after = rss_kib();
 	fprintf(stderr, "RSS with %d clients that never read: %ld KiB -> %ld KiB\n", CLIENTS,
 		before, after);
-	CHECK(before > 0 && after > 0 && after - before < 32 * 1024);
+	/* under ASan freed memory stays in its quarantine: only the release build tells */
+	if (!getenv("SKRSIM_ASAN_OPTIONS"))
+		CHECK(before > 0 && after > 0 && after - before < 32 * 1024);
 	CHECK_EQ_INT(root_ctl("status"), 0);
 	for (int i = 0; i < CLIENTS; i++)
 		close_fd(fds[i]);
@@ -292,27 +297,48 @@ test_flood(struct sim_board *b)
 {
 	enum { FILES = 300, REQUESTS = 20000 };
 	static const char req[] = "{\"command\":\"history\",\"limit\":10000}\n";
-	char *qdir = xasprintf("%s/state/queue/sec", eng_dir());
+	char *qdir = xasprintf("%s/state/queue/sec", eng_dir()), *paths[FILES];
 	int fd = -1, sent = 0;
 	uint64_t gap;
 	struct timespec t0, t1;
 
-	(void)sim_proc_watchdog_gap_us(eng_daemon(), true);
-	CHECK_EQ_INT(connect_as("member", &fd, 1), 1);
-	(void)fcntl(fd, F_SETFL, O_NONBLOCK);
 	for (int i = 0; i < FILES; i++) {
 		uint8_t *img;
 		size_t len;
 		char sha[65], *name = xasprintf("flood%03d", i);
 		char *path = eng_image(b, 0, name, 4096, &img, &len, sha);
-		char *dst = xasprintf("%s/%s.bin", qdir, name);
-
-		/* renamed in all at once below */
-		CHECK_EQ_INT(rename(path, dst), 0);
-		free(dst);
-		free(path);
+		paths[i] = path; /* renamed in all at once below */
 		free(img);
 		free(name);
+	}
+	(void)sim_proc_watchdog_gap_us(eng_daemon(), true);
+	/* the daemon may still be closing this user's earlier connections: ask again */
+	for (int attempt = 0; attempt < 10; attempt++) {
+		char *line;
+
+		CHECK_EQ_INT(connect_as("member", &fd, 1), 1);
+		if (send_all(fd, "{\"command\":\"status\"}\n") == 0 &&
+		    (line = read_line_fd(fd, 5000)) != NULL) {
+			bool ok = strstr(line, "\"ok\":true") != NULL;
+
+			if (!ok)
+				fprintf(stderr, "flood client refused: %s\n", line);
+			free(line);
+			if (ok)
+				break;
+		}
+		fd = close_fd(fd);
+		sleep(1);
+	}
+	CHECK(fd >= 0);
+	(void)fcntl(fd, F_SETFL, O_NONBLOCK);
+	/* connected last: the client must not sit idle past timeouts.client_idle */
+	for (int i = 0; i < FILES; i++) {
+		char *dst = xasprintf("%s/%s", qdir, strrchr(paths[i], '/') + 1);
+
+		CHECK_EQ_INT(rename(paths[i], dst), 0);
+		free(dst);
+		free(paths[i]);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (sent < REQUESTS && send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) > 0)
@@ -333,9 +359,11 @@ test_flood(struct sim_board *b)
 	fprintf(stderr,
 		"flood: %d files and %d pipelined requests; all picked up after %.1f s; longest "
 		"watchdog gap %.0f ms (WatchdogSec=30s)\n",
-		FILES, sent, (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+		FILES, sent,
+		(double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
 		(double)gap / 1000.0);
 	CHECK(gap > 0 && gap < 5 * 1000 * 1000);
+	CHECK(sent > 0);
 	CHECK_EQ_INT(eng_wait_count("firmware queued: 'flood", FILES, 10000), 0);
 	close_fd(fd);
 	free(qdir);
@@ -440,8 +468,8 @@ test_store_rehash(struct sim_board *b)
 	CHECK(out && strstr(out, "no longer matches its sha256"));
 	free(out);
 	{
-		uint8_t *after = eng_flash_copy(b, sim_board_app_start(b),
-						sim_board_app_start(b) + 16 * 1024);
+		uint8_t *after =
+		    eng_flash_copy(b, sim_board_app_start(b), sim_board_app_start(b) + 16 * 1024);
 
 		CHECK(memcmp(before, after, 16 * 1024) == 0);
 		free(after);
@@ -506,8 +534,8 @@ test_zero_config_gate(struct sim_board *b)
 	free(out);
 	CHECK_EQ_INT(eng_wait("is printing; not flashing", 20000), 0);
 	{
-		uint8_t *after = eng_flash_copy(b, sim_board_app_start(b),
-						sim_board_app_start(b) + 16 * 1024);
+		uint8_t *after =
+		    eng_flash_copy(b, sim_board_app_start(b), sim_board_app_start(b) + 16 * 1024);
 
 		CHECK(memcmp(before, after, 16 * 1024) == 0);
 		free(after);

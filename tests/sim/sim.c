@@ -1544,7 +1544,8 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 	b->bootloop_cycles = spec->bootloop_cycles ? spec->bootloop_cycles : 3;
 	snprintf(b->crash_version, sizeof(b->crash_version), "%s",
 		 spec->crash_version ? spec->crash_version : "");
-	snprintf(b->dfu_layout, sizeof(b->dfu_layout), "%s", spec->dfu_layout ? spec->dfu_layout : "");
+	snprintf(b->dfu_layout, sizeof(b->dfu_layout), "%s",
+		 spec->dfu_layout ? spec->dfu_layout : "");
 	b->tty_index = -1;
 	b->master_fd = -1;
 	if (spec->uid)

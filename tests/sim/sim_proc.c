@@ -93,8 +93,7 @@ on_notify(struct sim_proc *p, char *msg, size_t n)
 			if (p->watchdog_last_us && now - p->watchdog_last_us > p->watchdog_gap_us)
 				p->watchdog_gap_us = now - p->watchdog_last_us;
 			p->watchdog_last_us = now;
-		}
-		else if (strncmp(l, "STATUS=", 7) == 0)
+		} else if (strncmp(l, "STATUS=", 7) == 0)
 			snprintf(p->status, sizeof(p->status), "%s", l + 7);
 	}
 }

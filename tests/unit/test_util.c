@@ -108,7 +108,8 @@ test_escape_name(void)
 	CHECK_STREQ(buf, "caf\\xe9.bin");
 	escape_name("a\nb\\", buf, sizeof(buf));
 	CHECK_STREQ(buf, "a\\x0ab\\x5c");
-	escape_name("\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80", buf, sizeof(buf)); /* overlong, surrogate */
+	escape_name("\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80", buf,
+		    sizeof(buf)); /* overlong, surrogate */
 	CHECK_STREQ(buf, "\\xc0\\xaf \\xed\\xa0\\x80 \\xf4\\x90\\x80\\x80");
 }
 
