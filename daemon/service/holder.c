@@ -166,11 +166,19 @@ proc_hides_pids(int proc_dir)
 	if (!f)
 		return true; /* cannot tell: assume the worst */
 	while (!hidden && fgets(line, sizeof(line), f)) {
-		unsigned maj, min;
-		char *sep = strstr(line, " - proc ");
+		/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT ... - proc SOURCE OPTIONS" (proc(5)) */
+		char *sep = strstr(line, " - proc "), *p = line, *end;
+		unsigned long maj, min;
 
-		if (!sep || sscanf(line, "%*u %*u %u:%u", &maj, &min) != 2 ||
-		    makedev(maj, min) != self.st_dev)
+		for (int field = 0; field < 2 && p; field++)
+			p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+		if (!sep || !p)
+			continue;
+		maj = strtoul(p, &end, 10);
+		if (*end != ':')
+			continue;
+		min = strtoul(end + 1, &end, 10);
+		if (*end != ' ' || makedev((unsigned)maj, (unsigned)min) != self.st_dev)
 			continue;
 		hidden = strstr(sep, "hidepid=") && !strstr(sep, "hidepid=0") &&
 			 !strstr(sep, "hidepid=off");
@@ -187,7 +195,6 @@ unit_from_cgroupfs(int dirfd, const char *rel, pid_t pid, struct holder *h, unsi
 {
 	char buf[65536];
 	struct dirent *de;
-	ssize_t n;
 	DIR *d;
 	int fd;
 
@@ -195,6 +202,8 @@ unit_from_cgroupfs(int dirfd, const char *rel, pid_t pid, struct holder *h, unsi
 		return;
 	fd = openat(dirfd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
 	if (fd >= 0) {
+		ssize_t n;
+
 		n = read(fd, buf, sizeof(buf) - 1);
 		close(fd);
 		if (n > 0) {
@@ -261,17 +270,36 @@ lock_holders(int proc_dir, const char *dev_path, struct holder **list, size_t *n
 		return -EACCES;
 	}
 	while (fgets(line, sizeof(line), f)) {
-		unsigned maj, min;
+		unsigned long maj, min;
 		unsigned long long ino;
 		long pid;
 		struct holder *h;
+		char *save = NULL, *tok, *end;
 		bool dup = false;
 
-		/* "1: FLOCK  ADVISORY  WRITE 1234 00:19:5 0 EOF"; blocked waiters have "->" */
-		if (strstr(line, "->") ||
-		    sscanf(line, "%*d: %*s %*s %*s %ld %x:%x:%llu", &pid, &maj, &min, &ino) != 4)
+		/* "1: FLOCK  ADVISORY  WRITE 1234 00:19:5 0 EOF" (fs/locks.c lock_get_status:
+		 * pid, then MAJ:MIN:INODE with MAJ and MIN in hex); blocked waiters have "->" */
+		if (strstr(line, "->"))
 			continue;
-		if (pid <= 0 || makedev(maj, min) != st.st_dev ||
+		tok = strtok_r(line, " \t", &save);
+		for (int field = 0; tok && field < 4; field++)
+			tok = strtok_r(NULL, " \t", &save);
+		if (!tok)
+			continue;
+		pid = strtol(tok, &end, 10);
+		tok = strtok_r(NULL, " \t", &save);
+		if (*end || !tok)
+			continue;
+		maj = strtoul(tok, &end, 16);
+		if (*end != ':')
+			continue;
+		min = strtoul(end + 1, &end, 16);
+		if (*end != ':')
+			continue;
+		ino = strtoull(end + 1, &end, 10);
+		if (*end)
+			continue;
+		if (pid <= 0 || makedev((unsigned)maj, (unsigned)min) != st.st_dev ||
 		    ino != (unsigned long long)st.st_ino)
 			continue;
 		for (size_t i = 0; i < *n; i++)

@@ -31,12 +31,12 @@
 /* setgid: dropped files get the directory's group; sticky: members cannot rename or
  * delete what is not theirs (the profile directories in the top one, others' drops) */
 #define QUEUE_DIR_MODE 03770
-#define PICKUPS_PER_WAKEUP 4	     /* the loop answers everyone else between pickups */
-#define MAX_PENDING 4096	     /* beyond this, one rescan after the backlog drained */
-#define SETTLE_USEC (1000 * 1000ULL) /* a foreign file unchanged this long is finished */
-#define RETRY_MIN_USEC (2 * 1000 * 1000ULL)
-#define RETRY_MAX_USEC (60 * 1000 * 1000ULL)
-#define CLEAN_USEC (24 * 3600 * 1000 * 1000ULL)
+#define PICKUPS_PER_WAKEUP 4   /* the loop answers everyone else between pickups */
+#define MAX_PENDING 4096       /* beyond this, one rescan after the backlog drained */
+#define SETTLE_USEC 1000000ULL /* a foreign file unchanged this long is finished */
+#define RETRY_MIN_USEC 2000000ULL
+#define RETRY_MAX_USEC 60000000ULL
+#define CLEAN_USEC 86400000000ULL /* a day */
 #define MAX_REPORTED 256
 #define REJECTED_NAME_MAX 200 /* leaves room for ".NNN.reason" within NAME_MAX */
 
@@ -809,7 +809,6 @@ static void
 ensure_profile_dir(struct queue *q, const char *name)
 {
 	struct watch *w = find_watch_queue(q, name);
-	int fd, r;
 
 	if (w) {
 		struct stat a, b;
@@ -824,6 +823,7 @@ ensure_profile_dir(struct queue *q, const char *name)
 	}
 	for (int attempt = 0; attempt < 2; attempt++) {
 		const char *why = NULL;
+		int fd, r;
 
 		if (mkdirat(q->watches[0].dirfd, name, 0700) < 0 && errno != EEXIST) {
 			log_warn_errno(-errno, "cannot create queue directory %s/%s",
@@ -968,7 +968,8 @@ on_work(sd_event_source *s, void *userdata)
 
 		memmove(q->pending, q->pending + 1, (q->n_pending - 1) * sizeof(*q->pending));
 		q->n_pending--;
-		entry(q, p.queue, p.name, p.is_dir);
+		if (p.name)
+			entry(q, p.queue, p.name, p.is_dir);
 		free(p.queue);
 		free(p.name);
 	}

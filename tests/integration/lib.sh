@@ -27,6 +27,7 @@ AS_DAEMON=
 AS_MEMBER=
 if [ "$(id -u)" = 0 ] && [ "${SKRTEST_AS_ROOT:-0}" != 1 ]; then
 	PRODUCTION=1
+	DAEMON_UID='' OPS_GID='' MEMBER_UID=''
 	eval "$("$AS_USER" ids)"
 	AS_DAEMON="$AS_USER daemon $T"
 	AS_MEMBER="$AS_USER member $T"

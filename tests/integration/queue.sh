@@ -128,7 +128,7 @@ fi
 # the directory swap, as root could still do it: queue/<profile> exchanged in one step with a
 # link to the firmware store; the store is untouched, the link moved aside, a new queue
 # directory made and working without SIGHUP
-STORED=$(ls "$STATE/firmware" | head -1)
+STORED=$(find "$STATE/firmware" -maxdepth 1 -type f -name '[0-9a-f]*' -printf '%f\n' | head -1)
 ln -s ../firmware "$QUEUE/.swap"
 python3 -c 'import ctypes, sys
 libc = ctypes.CDLL(None, use_errno=True)
