@@ -41,7 +41,8 @@ fi
 # Settings the daemon relies on (brief and skrflashd(8)): losing one breaks flashing or a
 # promise to the admin, yet verify and the score would not notice.
 for want in 'Type=notify' 'WatchdogSec=' 'Restart=on-failure' 'RestartPreventExitStatus=78' \
-	'User=skrflash' 'SupplementaryGroups=dialout' 'StateDirectory=skrflash' \
+	'User=skrflash' 'SupplementaryGroups=dialout skrflash-dev' 'MemoryMax=' \
+	'StateDirectory=skrflash' \
 	'RuntimeDirectory=skrflash' 'ConfigurationDirectory=skrflash' 'DevicePolicy=closed' \
 	'DeviceAllow=char-usb_device rw' 'DeviceAllow=char-ttyACM rw' 'DeviceAllow=block-sd rw' \
 	'RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6' 'IPAddressDeny=any' \
