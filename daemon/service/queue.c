@@ -593,6 +593,19 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 		free(why);
 		goto out;
 	}
+	/* first: a file still being written may be empty or short for now */
+	lease = check_not_being_written(fd);
+	if (lease == -EBUSY) {
+		/* the writer's close brings IN_CLOSE_WRITE and another try */
+		log_debug("queued file '%s' is still being written", esc);
+		q->waiting++;
+		lease = 0;
+		goto out;
+	}
+	if (lease == 0 && settle_left(&st)) {
+		defer_entry(q, esc, settle_left(&st), "changed moments ago");
+		goto out;
+	}
 	if (st.st_size == 0) {
 		reject(q, dirfd, name, queue, "the file is empty");
 		goto out;
@@ -604,18 +617,6 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 				      (unsigned long long)st.st_size, catalog_max_flash_size());
 		reject(q, dirfd, name, queue, why);
 		free(why);
-		goto out;
-	}
-	lease = check_not_being_written(fd);
-	if (lease == -EBUSY) {
-		/* the writer's close brings IN_CLOSE_WRITE and another try */
-		log_debug("queued file '%s' is still being written", esc);
-		q->waiting++;
-		lease = 0;
-		goto out;
-	}
-	if (lease == 0 && settle_left(&st)) {
-		defer_entry(q, esc, settle_left(&st), "changed moments ago");
 		goto out;
 	}
 	data = xmalloc((size_t)st.st_size);

@@ -888,6 +888,15 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		return -EIO;
 	}
 	free(txt);
+	/* the DfuSe handler before the bind events, as the tty's: the daemon may open the
+	 * node as soon as it sees it (and, as another user, needs its socket shared) */
+#if SIM_HAVE_DFUSE
+	if (b->dfuse) {
+		dfuse_set_leave_cb(b->dfuse, on_dfuse_leave, b);
+		if (dfuse_attach(b->dfuse, s->tb, b->devnode) < 0)
+			fprintf(stderr, "sim: dfuse attach %s failed\n", b->devnode);
+	}
+#endif
 	sim_share_tree(s->root);
 	/* the kernel's bind events follow the adds once drivers probed */
 	for (unsigned i = 0; i < nif && i < 3; i++) {
@@ -900,14 +909,6 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 	}
 	umockdev_testbed_uevent(s->tb, b->syspath, "bind");
 	free(ifpath_tty);
-#if SIM_HAVE_DFUSE
-	if (b->dfuse) {
-		dfuse_set_leave_cb(b->dfuse, on_dfuse_leave, b);
-		if (dfuse_attach(b->dfuse, s->tb, b->devnode) < 0)
-			fprintf(stderr, "sim: dfuse attach %s failed\n", b->devnode);
-		sim_share_tree(s->root);
-	}
-#endif
 	b->mode = mode;
 	b->enumerations++;
 	if (mode == SIM_MODE_KLIPPER_APP)
