@@ -70,11 +70,13 @@ static const struct {
 
 static const char *const root_keys[] = {
     "state_dir",  "queue_dir",	   "runtime_dir", "log_level", "max_jobs", "timeouts",
-    "drop_group", "control_group", "profiles",	  "rescue",    NULL,
+    "drop_group", "control_group", "profiles",	  "rescue",    "rejected", NULL,
 };
 static const char *const rescue_keys[] = {"device",    "baud",	"reset_line",
 					  "boot_line", "board", NULL};
-static const char *const timeout_keys[] = {"bootloader", "boot", "step", "leave_grace", NULL};
+static const char *const timeout_keys[] = {"bootloader",  "boot",	 "step",
+					   "leave_grace", "client_idle", NULL};
+static const char *const rejected_keys[] = {"max_days", "max_mib", NULL};
 static const char *const profile_keys[] = {
     "name",
     "match",
@@ -464,8 +466,15 @@ load_group(struct loader *l, const config_setting_t *s, char **ret_name, bool *r
 	if (!v)
 		return;
 	if (lookup_group(v, &gid) < 0) {
-		err_at(l, s, "unknown group '%s'", v);
-		return;
+		char *end = NULL;
+		unsigned long g = strtoul(v, &end, 10);
+
+		/* a numeric gid needs no group database (containers, tests) */
+		if (!isdigit((unsigned char)v[0]) || *end || g >= 0xffffffffUL) {
+			err_at(l, s, "unknown group '%s'", v);
+			return;
+		}
+		gid = (gid_t)g;
 	}
 	*ret_name = xstrdup(v);
 	*ret_has = true;
@@ -476,7 +485,7 @@ static void
 load_timeouts(struct loader *l, const config_setting_t *grp, struct config *cfg)
 {
 	unsigned *slots[] = {&cfg->bootloader_timeout_ms, &cfg->boot_timeout_ms,
-			     &cfg->step_timeout_ms, &cfg->leave_grace_ms};
+			     &cfg->step_timeout_ms, &cfg->leave_grace_ms, &cfg->client_idle_ms};
 
 	if (!is_group(l, grp))
 		return;
@@ -492,6 +501,30 @@ load_timeouts(struct loader *l, const config_setting_t *grp, struct config *cfg)
 			continue;
 		}
 		*slots[i] = (unsigned)(v * 1000.0 + 0.5);
+	}
+}
+
+/* rejected = { max_days = 30; max_mib = 64; }: the bound of the rejected/ folder */
+static void
+load_rejected(struct loader *l, const config_setting_t *grp, struct config *cfg)
+{
+	const config_setting_t *s;
+	long long n;
+
+	if (!is_group(l, grp))
+		return;
+	check_keys(l, grp, rejected_keys);
+	if ((s = config_setting_get_member(grp, "max_days")) && get_int(l, s, &n)) {
+		if (n < 1 || n > 3650)
+			err_at(l, s, "must be between 1 and 3650 days");
+		else
+			cfg->rejected_max_days = (unsigned)n;
+	}
+	if ((s = config_setting_get_member(grp, "max_mib")) && get_int(l, s, &n)) {
+		if (n < 1 || n > 65536)
+			err_at(l, s, "must be between 1 and 65536 MiB");
+		else
+			cfg->rejected_max_mib = (unsigned)n;
 	}
 }
 
@@ -1001,6 +1034,8 @@ load_root(struct loader *l, const config_setting_t *root, struct config *cfg)
 	}
 	if ((s = config_setting_get_member(root, "timeouts")))
 		load_timeouts(l, s, cfg);
+	if ((s = config_setting_get_member(root, "rejected")))
+		load_rejected(l, s, cfg);
 	if ((s = config_setting_get_member(root, "drop_group")))
 		load_group(l, s, &cfg->drop_group, &cfg->has_drop_gid, &cfg->drop_gid);
 	if ((s = config_setting_get_member(root, "control_group")))
@@ -1204,6 +1239,9 @@ config_new(const char *path)
 	cfg->boot_timeout_ms = 15000;
 	cfg->step_timeout_ms = 120000;
 	cfg->leave_grace_ms = 3000;
+	cfg->client_idle_ms = 30000;
+	cfg->rejected_max_days = 30;
+	cfg->rejected_max_mib = 64;
 	return cfg;
 }
 
@@ -1431,7 +1469,10 @@ config_dump(const struct config *cfg, FILE *f)
 	dump_seconds(f, "boot", cfg->boot_timeout_ms);
 	dump_seconds(f, "step", cfg->step_timeout_ms);
 	dump_seconds(f, "leave_grace", cfg->leave_grace_ms);
+	dump_seconds(f, "client_idle", cfg->client_idle_ms);
 	fputs(" };\n", f);
+	fprintf(f, "rejected = { max_days = %u; max_mib = %u; };\n", cfg->rejected_max_days,
+		cfg->rejected_max_mib);
 	if (cfg->drop_group) {
 		fputs("drop_group = ", f);
 		dump_string(f, cfg->drop_group);

@@ -89,6 +89,9 @@ struct config {
 	unsigned boot_timeout_ms;	/* wait for the new app to enumerate (default 15000) */
 	unsigned step_timeout_ms;	/* kill a worker whose step takes longer (default 120000) */
 	unsigned leave_grace_ms;	/* a board gone this long has left (default 3000) */
+	unsigned client_idle_ms;	/* drop a control client that asks nothing (30000) */
+	unsigned rejected_max_days;	/* rejected/ entries older than this are removed (30) */
+	unsigned rejected_max_mib;	/* and the oldest beyond this total size (64) */
 	char *drop_group;		/* group whose members may drop firmware, NULL = none */
 	bool has_drop_gid;
 	gid_t drop_gid;	     /* resolved at load */

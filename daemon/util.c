@@ -397,6 +397,40 @@ str_closest_add(struct str_closest *c, const char *candidate)
 	c->dist = d;
 }
 
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, no surrogates,
+ * nothing above U+10FFFF), 0 if it is not one. */
+static size_t
+utf8_sequence(const char *s)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n;
+	uint32_t cp;
+
+	if (u[0] < 0x80)
+		return 1;
+	if (u[0] >= 0xc2 && u[0] <= 0xdf) {
+		n = 2;
+		cp = u[0] & 0x1fu;
+	} else if (u[0] >= 0xe0 && u[0] <= 0xef) {
+		n = 3;
+		cp = u[0] & 0x0fu;
+	} else if (u[0] >= 0xf0 && u[0] <= 0xf4) {
+		n = 4;
+		cp = u[0] & 0x07u;
+	} else {
+		return 0;
+	}
+	for (size_t i = 1; i < n; i++) {
+		if ((u[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (u[i] & 0x3fu);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
 void
 escape_name(const char *s, char *buf, size_t len)
 {
@@ -406,11 +440,18 @@ escape_name(const char *s, char *buf, size_t len)
 		return;
 	for (; *s && o + 5 < len; s++) {
 		unsigned char c = (unsigned char)*s;
+		size_t n = c >= 0x80 ? utf8_sequence(s) : 1;
 
-		if (c < 0x20 || c == 0x7f || c == '\\') {
+		if (c < 0x20 || c == 0x7f || c == '\\' || n == 0) {
+			/* control characters, and bytes that are not UTF-8 (the text goes into
+			 * JSON and the journal, which must be UTF-8) */
 			o += (size_t)snprintf(buf + o, len - o, "\\x%02x", c);
+		} else if (o + n + 5 < len) {
+			memcpy(buf + o, s, n);
+			o += n;
+			s += n - 1;
 		} else {
-			buf[o++] = (char)c;
+			break;
 		}
 	}
 	buf[o] = 0;

@@ -62,7 +62,8 @@ struct str_closest {
 };
 void str_closest_add(struct str_closest *c, const char *candidate);
 
-/* Escape a string for one-line human output (control characters as \xNN). */
+/* Escape a string for one-line output, JSON and the journal: control characters, backslash
+ * and bytes that are not UTF-8 as \xNN. */
 void escape_name(const char *s, char *buf, size_t len);
 /* Parse an unsigned number in C syntax (0x.. hex or decimal) with range check. */
 int parse_u32(const char *s, uint32_t *ret);

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,6 +333,19 @@ board_title(const char *name, const struct device *dev)
 	return "the board";
 }
 
+#define ONESHOT_FLASH_TIMEOUT_S 600
+
+static void
+on_flash_timeout(int sig)
+{
+	static const char msg[] = "\nskrflashctl flash: not done after 10 minutes: giving up; "
+				  "the board stays in its bootloader\n";
+
+	(void)sig;
+	(void)!write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	_exit(1);
+}
+
 int
 oneshot_flash(int argc, char **argv)
 {
@@ -480,6 +494,10 @@ oneshot_flash(int argc, char **argv)
 	/* a device that has just enumerated may not be ready for a moment (udev still applying
 	 * permissions, the bootloader still starting): retry only a failed open, which wrote
 	 * nothing */
+	/* the daemon kills a stuck worker after its step timeout; here nobody would: the
+	 * whole write has a deadline too */
+	(void)signal(SIGALRM, on_flash_timeout);
+	alarm(ONESHOT_FLASH_TIMEOUT_S);
 	for (unsigned attempt = 0;; attempt++) {
 		(void)worker_execute(&plan, &ev, &rep);
 		if (rep.ok || strcmp(rep.step, "open") != 0 || attempt >= 4)
@@ -487,6 +505,7 @@ oneshot_flash(int argc, char **argv)
 		log_debug("oneshot: open failed (%s), retrying", rep.error);
 		(void)poll(NULL, 0, 250);
 	}
+	alarm(0);
 	progress_break(&bar);
 	if (!rep.ok) {
 		fprintf(stderr, "skrflashctl flash: %s failed: %s\n", rep.step, rep.error);

@@ -403,8 +403,10 @@ dfu_open(struct flash_session *s)
 		       "board");
 		return -EINVAL;
 	}
-	for (uint32_t a = want;; a = ps + psz) {
-		if (dfu_layout_find(&d->layout, a, &ps, &psz) < 0) {
+	for (uint64_t a = want;; a = (uint64_t)ps + psz) {
+		/* a layout that reaches the end of the address space must not wrap back to 0
+		 * and search forever (a device's string is outside input) */
+		if (a > UINT32_MAX || dfu_layout_find(&d->layout, (uint32_t)a, &ps, &psz) < 0) {
 			backend_error(s, "no writable flash at or above 0x%08x on %s", want,
 				      s->dev->usb_node);
 			return -ERANGE;
@@ -514,9 +516,9 @@ dfu_write(struct flash_session *s)
 			      start, end, s->reported_app_start, s->reported_flash_end);
 		return -ERANGE;
 	}
-	for (uint32_t a = start; a < end; a = ps + psz) {
-		if (!writable_page(&d->layout, a, &ps, &psz)) {
-			backend_error(s, "0x%08x is not writable flash", a);
+	for (uint64_t a = start; a < end; a = (uint64_t)ps + psz) {
+		if (!writable_page(&d->layout, (uint32_t)a, &ps, &psz)) {
+			backend_error(s, "0x%08x is not writable flash", (uint32_t)a);
 			r = -ERANGE;
 			goto out;
 		}

@@ -15,9 +15,6 @@
 #include "log.h"
 #include "util.h"
 
-#define MAX_CLIENTS 64
-#define MAX_OUTPUT (8u << 20) /* a watcher that stops reading is dropped, not buffered forever */
-
 static const char *const command_names[_CONTROL_COMMAND_MAX] = {
     [CONTROL_STATUS] = "status",   [CONTROL_BOARDS] = "boards",	  [CONTROL_QUEUED] = "queued",
     [CONTROL_HISTORY] = "history", [CONTROL_WATCH] = "watch",	  [CONTROL_FLASH] = "flash",
@@ -89,6 +86,8 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 	tok = json_tokener_new_ex(16);
 	if (!tok)
 		return -ENOMEM;
+	/* strings come back in answers and logs: only UTF-8 */
+	json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8);
 	o = json_tokener_parse_ex(tok, line, (int)len);
 	/* trailing garbage after the object is an error too */
 	if (!o || json_tokener_get_error(tok) != json_tokener_success ||
@@ -150,16 +149,31 @@ out:
 	return r;
 }
 
+/* Limits that keep one local user from starving the others or the loop (issue: a member
+ * pipelining requests held the loop 36 s; 64 idle connections locked root out; clients that
+ * never read grew the daemon to 433 MiB). */
+#define MAX_CLIENTS 64
+#define RESERVED_CLIENTS 4	  /* slots only root and the daemon's own user may take */
+#define MAX_PER_UID 8		  /* connections of one other user at a time */
+#define LINES_PER_WAKEUP 4	  /* requests answered per wake-up before others get a turn */
+#define WATCH_OUTPUT (256u << 10) /* a watcher this far behind is dropped */
+
 struct client {
 	struct control *owner;
 	int fd;
+	uid_t uid;
+	bool privileged; /* root or the daemon's user */
 	sd_event_source *source;
+	sd_event_source *more; /* deferred: requests already read but not answered yet */
+	sd_event_source *idle; /* timer: a client that asks nothing is dropped */
 	char in[CONTROL_MAX_LINE + 1];
 	size_t in_len;
 	char *out;
 	size_t out_len;
 	bool watching;
 	bool closing;
+	bool dead;     /* dropped while in use: freed when the user lets go */
+	unsigned busy; /* handlers on the stack that use this client */
 };
 
 struct control {
@@ -172,21 +186,71 @@ struct control {
 	bool has_gid;
 	gid_t gid;
 	bool bound; /* the path is ours to unlink: never another daemon's live socket */
+	uint64_t idle_usec;
 	struct client *clients[MAX_CLIENTS];
 };
 
 static void
-client_free(struct client *cl)
+client_release(struct client *cl)
+{
+	sd_event_source_disable_unref(cl->more);
+	sd_event_source_disable_unref(cl->idle);
+	free(cl->out);
+	free(cl);
+}
+
+/* Close a client now; free it now, or when the handler that is using it returns (a
+ * broadcast inside a request may drop the very client whose request is being answered). */
+static void
+client_drop(struct client *cl)
 {
 	struct control *c = cl->owner;
 
+	if (cl->dead)
+		return;
 	for (size_t i = 0; i < MAX_CLIENTS; i++)
 		if (c->clients[i] == cl)
 			c->clients[i] = NULL;
-	sd_event_source_disable_unref(cl->source);
-	close_fd(cl->fd);
-	free(cl->out);
-	free(cl);
+	cl->source = sd_event_source_disable_unref(cl->source);
+	cl->more = sd_event_source_disable_unref(cl->more);
+	cl->idle = sd_event_source_disable_unref(cl->idle);
+	cl->fd = close_fd(cl->fd);
+	cl->dead = true;
+	if (cl->busy == 0)
+		client_release(cl);
+}
+
+static void
+client_update_events(struct client *cl)
+{
+	uint32_t ev = 0;
+
+	/* back-pressure: a client gets no new answer before it read the last one */
+	if (!cl->closing && cl->out_len == 0)
+		ev |= EPOLLIN;
+	if (cl->out_len)
+		ev |= EPOLLOUT;
+	(void)sd_event_source_set_io_events(cl->source, ev);
+	(void)sd_event_source_set_enabled(cl->source, ev ? SD_EVENT_ON : SD_EVENT_OFF);
+	if (cl->more)
+		(void)sd_event_source_set_enabled(cl->more, cl->out_len == 0 &&
+								    memchr(cl->in, '\n', cl->in_len)
+								? SD_EVENT_ONESHOT
+								: SD_EVENT_OFF);
+}
+
+static void
+client_touch(struct client *cl)
+{
+	/* watchers wait for events by design; everyone else must keep asking */
+	if (!cl->idle)
+		return;
+	if (cl->watching) {
+		(void)sd_event_source_set_enabled(cl->idle, SD_EVENT_OFF);
+		return;
+	}
+	(void)sd_event_source_set_time_relative(cl->idle, cl->owner->idle_usec);
+	(void)sd_event_source_set_enabled(cl->idle, SD_EVENT_ONESHOT);
 }
 
 static int
@@ -204,17 +268,28 @@ client_flush(struct client *cl)
 		memmove(cl->out, cl->out + n, cl->out_len - (size_t)n);
 		cl->out_len -= (size_t)n;
 	}
-	(void)sd_event_source_set_io_events(cl->source, cl->out_len ? EPOLLIN | EPOLLOUT : EPOLLIN);
-	return cl->out_len == 0 && cl->closing ? -ECONNRESET : 0;
+	if (cl->out_len == 0 && cl->closing)
+		return -ECONNRESET;
+	if (cl->out_len == 0 && !cl->watching) {
+		/* an answered request: give the buffer back */
+		free(cl->out);
+		cl->out = NULL;
+	}
+	client_update_events(cl);
+	return 0;
 }
 
+/* Queue one line. A request's answer always fits (the client asked for it and gets no
+ * other until it read it); events for a watcher that fell WATCH_OUTPUT behind do not. */
 static int
-client_send(struct client *cl, json_object *o)
+client_send(struct client *cl, json_object *o, bool event)
 {
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
 	size_t len = strlen(s);
 
-	if (cl->out_len + len + 1 > MAX_OUTPUT)
+	if (cl->dead)
+		return -ECONNRESET;
+	if (event && cl->out_len + len + 1 > WATCH_OUTPUT)
 		return -ENOBUFS;
 	cl->out = xreallocarray(cl->out, cl->out_len + len + 1, 1);
 	memcpy(cl->out + cl->out_len, s, len);
@@ -252,9 +327,63 @@ client_line(struct client *cl, const char *line, size_t len)
 		if (req.command == CONTROL_WATCH)
 			cl->watching = true;
 	}
-	r = client_send(cl, resp);
+	r = client_send(cl, resp, false);
 	json_object_put(resp);
 	return r;
+}
+
+/* Answer at most LINES_PER_WAKEUP complete requests, and only while the client reads its
+ * answers; the rest waits for the next turn of the loop. */
+static int
+client_process(struct client *cl)
+{
+	char *nl;
+
+	for (unsigned i = 0; i < LINES_PER_WAKEUP && cl->out_len == 0 && !cl->dead &&
+			     (nl = memchr(cl->in, '\n', cl->in_len));
+	     i++) {
+		size_t len = (size_t)(nl - cl->in);
+		int r = client_line(cl, cl->in, len);
+
+		if (cl->dead)
+			return -ECONNRESET;
+		memmove(cl->in, nl + 1, cl->in_len - len - 1);
+		cl->in_len -= len + 1;
+		client_touch(cl);
+		if (r < 0)
+			return r;
+	}
+	if (cl->in_len > CONTROL_MAX_LINE) {
+		json_object *e = error_response("request line too long");
+
+		(void)client_send(cl, e, false);
+		json_object_put(e);
+		return -EMSGSIZE;
+	}
+	if (!cl->dead)
+		client_update_events(cl);
+	return 0;
+}
+
+static int
+client_read(struct client *cl)
+{
+	ssize_t n;
+
+	if (cl->in_len > CONTROL_MAX_LINE)
+		return -EMSGSIZE;
+	n = recv(cl->fd, cl->in + cl->in_len, CONTROL_MAX_LINE + 1 - cl->in_len, MSG_DONTWAIT);
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN ? 0 : -errno;
+	if (n == 0) {
+		/* peer closed: answer what it asked, finish sending, then go */
+		if (cl->out_len == 0 && !memchr(cl->in, '\n', cl->in_len))
+			return -ECONNRESET;
+		cl->closing = true;
+		return 0;
+	}
+	cl->in_len += (size_t)n;
+	return 0;
 }
 
 static int
@@ -264,95 +393,115 @@ on_client(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 	int r = 0;
 
 	(void)s;
-	if (revents & EPOLLOUT) {
+	(void)fd;
+	cl->busy++;
+	if (revents & EPOLLOUT)
 		r = client_flush(cl);
-		if (r < 0)
-			goto drop;
-	}
-	if (!(revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-		return 0;
-	for (;;) {
-		ssize_t n =
-		    recv(fd, cl->in + cl->in_len, CONTROL_MAX_LINE + 1 - cl->in_len, MSG_DONTWAIT);
-		char *nl;
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
-			return 0;
-		if (n <= 0) {
-			/* peer closed: finish sending what is queued, then go */
-			if (cl->out_len == 0 || n < 0)
-				goto drop;
-			cl->closing = true;
-			(void)sd_event_source_set_io_events(cl->source, EPOLLOUT);
-			return 0;
-		}
-		cl->in_len += (size_t)n;
-		while ((nl = memchr(cl->in, '\n', cl->in_len))) {
-			size_t len = (size_t)(nl - cl->in);
-
-			r = client_line(cl, cl->in, len);
-			memmove(cl->in, nl + 1, cl->in_len - len - 1);
-			cl->in_len -= len + 1;
-			if (r < 0)
-				goto drop;
-		}
-		if (cl->in_len > CONTROL_MAX_LINE) {
-			json_object *e = error_response("request line too long");
-
-			(void)client_send(cl, e);
-			json_object_put(e);
-			goto drop;
-		}
-	}
-drop:
-	client_free(cl);
+	if (r >= 0 && !cl->dead && cl->out_len == 0 && (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+		r = client_read(cl);
+	if (r >= 0 && !cl->dead)
+		r = client_process(cl);
+	if (r >= 0 && !cl->dead && cl->closing && cl->out_len == 0 &&
+	    !memchr(cl->in, '\n', cl->in_len))
+		r = -ECONNRESET;
+	if (r < 0)
+		client_drop(cl);
+	if (--cl->busy == 0 && cl->dead)
+		client_release(cl);
 	return 0;
 }
 
-static bool
-in_group_list(pid_t pid, gid_t gid)
+static int
+on_client_more(sd_event_source *s, void *userdata)
 {
-	char path[64], line[1024];
-	bool found = false;
-	FILE *f;
+	(void)s;
+	return on_client(NULL, -1, 0, userdata);
+}
 
-	(void)snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
-	f = fopen(path, "re");
-	if (!f)
+static int
+on_client_idle(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct client *cl = userdata;
+
+	(void)s;
+	(void)usec;
+	log_debug("control socket: dropping a client of uid %u that asked nothing for %llu s",
+		  (unsigned)cl->uid, (unsigned long long)(cl->owner->idle_usec / 1000000));
+	client_drop(cl);
+	return 0;
+}
+
+/* Supplementary groups from the socket itself (SO_PEERGROUPS, Linux 4.13): /proc/PID/status
+ * of another user is invisible under ProtectProc=invisible. */
+static bool
+in_peer_groups(int fd, gid_t gid)
+{
+	gid_t groups[256];
+	socklen_t len = sizeof(groups);
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0)
 		return false;
-	while (!found && fgets(line, sizeof(line), f)) {
-		char *p, *end;
-
-		if (strncmp(line, "Groups:", 7) != 0)
-			continue;
-		for (p = line + 7;; p = end) {
-			unsigned long g = strtoul(p, &end, 10);
-
-			if (end == p)
-				break;
-			if ((gid_t)g == gid)
-				found = true;
-		}
-	}
-	fclose(f);
-	return found;
+	for (size_t i = 0; i < len / sizeof(gid_t); i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
 }
 
 static bool
-peer_allowed(const struct control *c, int fd)
+peer_allowed(const struct control *c, int fd, struct ucred *cred)
 {
-	struct ucred cred;
-	socklen_t len = sizeof(cred);
+	socklen_t len = sizeof(*cred);
 
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, cred, &len) < 0)
 		return false;
-	if (cred.uid == 0 || cred.uid == geteuid())
+	if (cred->uid == 0 || cred->uid == geteuid())
 		return true;
 	if (!c->has_gid)
 		return false;
-	return cred.gid == c->gid || in_group_list(cred.pid, c->gid);
+	return cred->gid == c->gid || in_peer_groups(fd, c->gid);
+}
+
+static void
+refuse(int fd, const char *msg)
+{
+	json_object *e = error_response(msg);
+	const char *s = json_object_to_json_string_ext(e, JSON_C_TO_STRING_PLAIN);
+
+	(void)!send(fd, s, strlen(s), MSG_NOSIGNAL | MSG_DONTWAIT);
+	(void)!send(fd, "\n", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+	json_object_put(e);
+	close_fd(fd);
+}
+
+/* A free slot for a new client, or MAX_CLIENTS with *ret_why set. */
+static size_t
+find_slot(const struct control *c, uid_t uid, bool privileged, const char **ret_why)
+{
+	size_t used = 0, mine = 0, slot = MAX_CLIENTS;
+
+	for (size_t i = 0; i < MAX_CLIENTS; i++) {
+		if (!c->clients[i]) {
+			if (slot == MAX_CLIENTS)
+				slot = i;
+			continue;
+		}
+		used++;
+		if (c->clients[i]->uid == uid)
+			mine++;
+	}
+	*ret_why = "too many connections to skrflashd; try again later";
+	if (slot == MAX_CLIENTS)
+		return MAX_CLIENTS;
+	if (privileged)
+		return slot;
+	if (used >= MAX_CLIENTS - RESERVED_CLIENTS)
+		return MAX_CLIENTS;
+	if (mine >= MAX_PER_UID) {
+		*ret_why = "too many connections from this user to skrflashd; close some "
+			   "(skrflashctl watch keeps one open)";
+		return MAX_CLIENTS;
+	}
+	return slot;
 }
 
 static int
@@ -360,6 +509,9 @@ on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 {
 	struct control *c = userdata;
 	struct client *cl;
+	struct ucred cred = {0};
+	const char *why = NULL;
+	bool privileged;
 	size_t slot;
 	int cfd, r;
 
@@ -368,27 +520,35 @@ on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 	cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (cfd < 0)
 		return 0;
-	if (!peer_allowed(c, cfd)) {
-		static const char msg[] = "{\"ok\":false,\"error\":\"permission denied: not root "
-					  "and not in the control group\"}\n";
-		(void)!send(cfd, msg, sizeof(msg) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
-		close_fd(cfd);
+	if (!peer_allowed(c, cfd, &cred)) {
+		refuse(cfd, "permission denied: not root and not in the control group");
 		return 0;
 	}
-	for (slot = 0; slot < MAX_CLIENTS && c->clients[slot]; slot++)
-		;
+	privileged = cred.uid == 0 || cred.uid == geteuid();
+	slot = find_slot(c, cred.uid, privileged, &why);
 	if (slot == MAX_CLIENTS) {
-		log_warn("control socket: too many clients, refusing one");
-		close_fd(cfd);
+		log_warn("control socket: refusing a connection of uid %u: %s", (unsigned)cred.uid,
+			 why);
+		refuse(cfd, why);
 		return 0;
 	}
 	cl = xnew(struct client);
 	cl->owner = c;
 	cl->fd = cfd;
+	cl->uid = cred.uid;
+	cl->privileged = privileged;
 	r = sd_event_add_io(c->loop, &cl->source, cfd, EPOLLIN, on_client, cl);
+	if (r >= 0)
+		r = sd_event_add_defer(c->loop, &cl->more, on_client_more, cl);
+	if (r >= 0)
+		r = sd_event_source_set_enabled(cl->more, SD_EVENT_OFF);
+	if (r >= 0 && c->idle_usec)
+		r = sd_event_add_time_relative(c->loop, &cl->idle, CLOCK_MONOTONIC, c->idle_usec, 0,
+					       on_client_idle, cl);
 	if (r < 0) {
+		sd_event_source_disable_unref(cl->source);
 		close_fd(cfd);
-		free(cl);
+		client_release(cl);
 		return 0;
 	}
 	c->clients[slot] = cl;
@@ -411,6 +571,7 @@ control_start(sd_event *loop, const char *path, bool has_gid, gid_t gid, control
 	c->userdata = userdata;
 	c->has_gid = has_gid;
 	c->gid = gid;
+	c->idle_usec = 30 * 1000000ULL;
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		r = -ENAMETOOLONG;
 		goto fail;
@@ -475,7 +636,7 @@ control_free(struct control *c)
 		return NULL;
 	for (size_t i = 0; i < MAX_CLIENTS; i++)
 		if (c->clients[i])
-			client_free(c->clients[i]);
+			client_drop(c->clients[i]);
 	sd_event_source_disable_unref(c->source);
 	if (c->fd >= 0)
 		close_fd(c->fd);
@@ -485,6 +646,12 @@ control_free(struct control *c)
 	free(c->path);
 	free(c);
 	return NULL;
+}
+
+void
+control_set_idle_timeout(struct control *c, uint64_t usec)
+{
+	c->idle_usec = usec;
 }
 
 void
@@ -502,8 +669,8 @@ control_broadcast(struct control *c, json_object *ev)
 	for (size_t i = 0; i < MAX_CLIENTS; i++) {
 		struct client *cl = c->clients[i];
 
-		if (cl && cl->watching && client_send(cl, ev) < 0)
-			client_free(cl);
+		if (cl && cl->watching && client_send(cl, ev, true) < 0)
+			client_drop(cl);
 	}
 	json_object_put(ev);
 }

@@ -4,7 +4,12 @@
  * Requests are parsed by a pure function (fuzzed) into struct control_request; the daemon's
  * handler turns each into a response object. Clients that ask to "watch" stay connected and
  * receive every event the daemon broadcasts, one JSON object per line. Access is checked
- * with SO_PEERCRED: root, the daemon's own user, or members of the control group. */
+ * with SO_PEERCRED and SO_PEERGROUPS: root, the daemon's own user, or members of the control
+ * group (primary or supplementary).
+ *
+ * No client can stall the loop or the others: a few requests per wake-up, no new answer
+ * before the last was read, a watcher that falls behind is dropped, idle clients time out,
+ * each user has a few connections and root keeps slots of its own. */
 #pragma once
 
 #include <stdbool.h>
@@ -54,5 +59,8 @@ int control_start(sd_event *loop, const char *path, bool has_gid, gid_t gid, con
 		  void *userdata, struct control **ret);
 struct control *control_free(struct control *c); /* accepts NULL, returns NULL; unlinks */
 void control_set_group(struct control *c, bool has_gid, gid_t gid);
+/* Drop clients that send no request for usec (watchers excepted); 0 = never. Applies to
+ * clients that connect from now on. */
+void control_set_idle_timeout(struct control *c, uint64_t usec);
 /* Send an event to every watching client; takes ownership of ev. */
 void control_broadcast(struct control *c, json_object *ev);

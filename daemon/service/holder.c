@@ -4,10 +4,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include "service/holder.h"
@@ -16,6 +18,8 @@
 
 /* /proc/PID/cgroup is a few lines; a v1 system with every controller stays far below this */
 #define CGROUP_MAX 16384
+#define CGROUP_FS "/sys/fs/cgroup"
+#define CGROUP_WALK_MAX 8192 /* directories: a Pi has a few hundred */
 
 static bool
 parse_pid(const char *s, pid_t *ret)
@@ -144,6 +148,194 @@ cmp_holder(const void *a, const void *b)
 	return (x->pid > y->pid) - (x->pid < y->pid);
 }
 
+static int unit_of_path(const char *p, size_t len, char **ret_unit, bool *ret_user);
+
+/* Is this /proc mounted with hidepid (ProtectProc=invisible or noaccess)? Then the processes
+ * of other users are missing from the scan, not merely unreadable. */
+static bool
+proc_hides_pids(int proc_dir)
+{
+	char line[4096];
+	struct stat self;
+	bool hidden = false;
+	FILE *f;
+
+	if (geteuid() == 0 || fstat(proc_dir, &self) < 0)
+		return false;
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return true; /* cannot tell: assume the worst */
+	while (!hidden && fgets(line, sizeof(line), f)) {
+		/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT ... - proc SOURCE OPTIONS" (proc(5)) */
+		char *sep = strstr(line, " - proc "), *p = line, *end;
+		unsigned long maj, min;
+
+		for (int field = 0; field < 2 && p; field++)
+			p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+		if (!sep || !p)
+			continue;
+		maj = strtoul(p, &end, 10);
+		if (*end != ':')
+			continue;
+		min = strtoul(end + 1, &end, 10);
+		if (*end != ' ' || makedev((unsigned)maj, (unsigned)min) != self.st_dev)
+			continue;
+		hidden = strstr(sep, "hidepid=") && !strstr(sep, "hidepid=0") &&
+			 !strstr(sep, "hidepid=off");
+	}
+	fclose(f);
+	return hidden;
+}
+
+/* The unit of a pid from the cgroup tree, which every user may read even when /proc/PID is
+ * invisible: the directory whose cgroup.procs lists the pid. */
+static void
+unit_from_cgroupfs(int dirfd, const char *rel, pid_t pid, struct holder *h, unsigned *budget,
+		   unsigned depth)
+{
+	char buf[65536];
+	struct dirent *de;
+	DIR *d;
+	int fd;
+
+	if (h->unit || depth > 12 || (*budget)-- == 0)
+		return;
+	fd = openat(dirfd, "cgroup.procs", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		ssize_t n;
+
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n > 0) {
+			char *end;
+
+			buf[n] = 0;
+			for (char *p = buf; *p; p = end) {
+				long v = strtol(p, &end, 10);
+
+				if (end == p)
+					break;
+				if (v == pid) {
+					(void)unit_of_path(rel, strlen(rel), &h->unit,
+							   &h->user_manager);
+					if (!h->unit)
+						h->unit =
+						    xstrdup(""); /* in no service: stop looking */
+					return;
+				}
+			}
+		}
+	}
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		close_fd(fd);
+		return;
+	}
+	while (!h->unit && (de = readdir(d))) {
+		char *sub;
+		int sfd;
+
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		sfd = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (sfd < 0)
+			continue;
+		sub = xasprintf("%s/%s", rel, de->d_name);
+		unit_from_cgroupfs(sfd, sub, pid, h, budget, depth + 1);
+		free(sub);
+		close(sfd);
+	}
+	closedir(d);
+}
+
+/* Holders that took a lock on the device (Klipper opens its serial port exclusively:
+ * klippy/serialhdl.py connect_uart, serial.Serial(exclusive=True), which pyserial implements
+ * with flock(LOCK_EX | LOCK_NB)). /proc/locks lists every lock with its pid and
+ * "MAJ:MIN:INODE" of the locked file, and is readable by all users. */
+static int
+lock_holders(int proc_dir, const char *dev_path, struct holder **list, size_t *n, size_t *cap)
+{
+	char line[512];
+	struct stat st;
+	FILE *f;
+	int fd;
+
+	if (!dev_path || stat(dev_path, &st) < 0)
+		return -errno;
+	fd = openat(proc_dir, "locks", O_RDONLY | O_CLOEXEC);
+	f = fd >= 0 ? fdopen(fd, "re") : NULL;
+	if (!f) {
+		close_fd(fd);
+		return -EACCES;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long maj, min;
+		unsigned long long ino;
+		long pid;
+		struct holder *h;
+		char *save = NULL, *tok, *end;
+		bool dup = false;
+
+		/* "1: FLOCK  ADVISORY  WRITE 1234 00:19:5 0 EOF" (fs/locks.c lock_get_status:
+		 * pid, then MAJ:MIN:INODE with MAJ and MIN in hex); blocked waiters have "->" */
+		if (strstr(line, "->"))
+			continue;
+		tok = strtok_r(line, " \t", &save);
+		for (int field = 0; tok && field < 4; field++)
+			tok = strtok_r(NULL, " \t", &save);
+		if (!tok)
+			continue;
+		pid = strtol(tok, &end, 10);
+		tok = strtok_r(NULL, " \t", &save);
+		if (*end || !tok)
+			continue;
+		maj = strtoul(tok, &end, 16);
+		if (*end != ':')
+			continue;
+		min = strtoul(end + 1, &end, 16);
+		if (*end != ':')
+			continue;
+		ino = strtoull(end + 1, &end, 10);
+		if (*end)
+			continue;
+		if (pid <= 0 || makedev((unsigned)maj, (unsigned)min) != st.st_dev ||
+		    ino != (unsigned long long)st.st_ino)
+			continue;
+		for (size_t i = 0; i < *n; i++)
+			dup = dup || (*list)[i].pid == (pid_t)pid;
+		if (dup)
+			continue;
+		if (*n == *cap) {
+			*cap = *cap ? *cap * 2 : 4;
+			*list = xreallocarray(*list, *cap, sizeof(**list));
+		}
+		h = &(*list)[(*n)++];
+		memset(h, 0, sizeof(*h));
+		h->pid = (pid_t)pid;
+		read_comm(proc_dir, h->pid, h->comm);
+		read_unit(proc_dir, h->pid, h);
+		if (!h->unit) {
+			/* injectable for tests, whose umockdev preload redirects /sys */
+			const char *root = secure_getenv("SKRFLASHD_CGROUP_ROOT");
+			int cg = open(root && *root ? root : CGROUP_FS,
+				      O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			unsigned budget = CGROUP_WALK_MAX;
+
+			if (cg >= 0) {
+				unit_from_cgroupfs(cg, "", h->pid, h, &budget, 0);
+				close(cg);
+			}
+			if (h->unit && !h->unit[0]) {
+				free(h->unit);
+				h->unit = NULL;
+			}
+		}
+	}
+	fclose(f);
+	return 0;
+}
+
 int
 holder_find(const char *proc_root, const char *dev_path, dev_t rdev, struct holder **ret,
 	    size_t *ret_n)
@@ -152,7 +344,8 @@ holder_find(const char *proc_root, const char *dev_path, dev_t rdev, struct hold
 	size_t n = 0, cap = 0;
 	struct dirent *de;
 	DIR *d;
-	int proc_dir;
+	int proc_dir, r;
+	bool restricted;
 
 	if (!proc_root)
 		proc_root = "/proc";
@@ -161,10 +354,10 @@ holder_find(const char *proc_root, const char *dev_path, dev_t rdev, struct hold
 	proc_dir = open(proc_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (proc_dir < 0)
 		return log_error_errno(-errno, "cannot open %s", proc_root);
-	d = fdopendir(proc_dir);
+	restricted = proc_hides_pids(proc_dir);
+	d = fdopendir(dup(proc_dir));
 	if (!d) {
-		int r = -errno;
-
+		r = -errno;
 		close(proc_dir);
 		return r;
 	}
@@ -174,7 +367,10 @@ holder_find(const char *proc_root, const char *dev_path, dev_t rdev, struct hold
 
 		if (!parse_pid(de->d_name, &pid))
 			continue;
-		if (process_holds(proc_dir, pid, dev_path, rdev) <= 0)
+		r = process_holds(proc_dir, pid, dev_path, rdev);
+		if (r == -EACCES || r == -EPERM)
+			restricted = true; /* another user's process: its fds are not ours */
+		if (r <= 0)
 			continue;
 		if (n == cap) {
 			cap = cap ? cap * 2 : 4;
@@ -187,6 +383,19 @@ holder_find(const char *proc_root, const char *dev_path, dev_t rdev, struct hold
 		read_unit(proc_dir, pid, h);
 	}
 	closedir(d);
+	if (restricted && n == 0) {
+		/* what the scan could not see, the locks and the cgroup tree still tell; with
+		 * neither, nobody can say the tty is free */
+		r = lock_holders(proc_dir, dev_path, &list, &n, &cap);
+		if (r < 0) {
+			close(proc_dir);
+			free(list);
+			*ret = NULL;
+			*ret_n = 0;
+			return -EACCES;
+		}
+	}
+	close(proc_dir);
 	if (n > 1)
 		qsort(list, n, sizeof(*list), cmp_holder);
 	*ret = list;

@@ -79,6 +79,8 @@ struct job {
 	char moonraker[256];
 	char moonraker_key_file[256]; /* "" = no API key */
 	bool moonraker_fail_open;
+	/* zero config: no Moonraker at the default address is fine */
+	bool moonraker_optional;
 	char **stop_globs;	/* copy of the profile's stop_units */
 	char stopped_unit[256]; /* the unit this job stopped, "" if none */
 	enum job_step step;
@@ -496,15 +498,15 @@ child_line(struct job *j, const char *line)
 		struct log_fields f;
 
 		fields(j, NULL, &f);
+		/* any key may be missing (a worker of another version): "" then, never NULL */
 		const char *mcu = json_object_get_string(json_object_object_get(o, "mcu"));
+		const char *start = json_object_get_string(json_object_object_get(o, "app_start"));
+		const char *ver = json_object_get_string(json_object_object_get(o, "version"));
 
 		log_full(LOG_INFO, 0, &f, "%s on port %s: bootloader reports %s%sapp start %s%s%s",
 			 name_of(j), j->port, mcu && *mcu ? mcu : "", mcu && *mcu ? ", " : "",
-			 json_object_get_string(json_object_object_get(o, "app_start")),
-			 *json_object_get_string(json_object_object_get(o, "version"))
-			     ? ", version "
-			     : "",
-			 json_object_get_string(json_object_object_get(o, "version")));
+			 start && *start ? start : "?", ver && *ver ? ", version " : "",
+			 ver ? ver : "");
 	} else if (strcmp(type, "result") == 0) {
 		j->result_ok = json_object_get_boolean(json_object_object_get(o, "ok"));
 		if (json_object_object_get_ex(o, "bytes", &v) && json_object_get_int64(v) > 0)
@@ -630,6 +632,13 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 						      GATE_TIMEOUT_MS, &st);
 				ok = moonraker_gate(&st, j->moonraker, j->moonraker_fail_open,
 						    name_of(j), &msg);
+				if (!ok && j->moonraker_optional && st.error == -ECONNREFUSED) {
+					free(msg);
+					msg = xasprintf("no Moonraker listens at %s; flashing %s "
+							"without a print-state check",
+							j->moonraker, name_of(j));
+					ok = true;
+				}
 			}
 			dprintf(STDOUT_FILENO, "{\"type\":\"result\",\"ok\":%s,\"error\":%s}\n",
 				ok ? "true" : "false",
@@ -744,7 +753,17 @@ step_stop_unit(struct job *j)
 		return;
 	}
 	r = holder_find(NULL, b->dev.tty, stat(b->dev.tty, &st) == 0 ? st.st_rdev : 0, &h, &n);
-	if (r <= 0) {
+	if (r < 0) {
+		/* cannot inspect is not "free": resetting a board under Klipper is worse */
+		job_fail(
+		    j,
+		    "%s on port %s: cannot tell whether a program has %s open (%s): other "
+		    "users' processes are invisible to skrflashd and /proc/locks is unreadable; "
+		    "stop Klipper by hand, or see SECURITY in skrflashd(8)",
+		    name_of(j), j->port, b->dev.tty, strerror(-r));
+		return;
+	}
+	if (r == 0) {
 		/* nobody holds the tty - maybe because another job of this printer stopped
 		 * Klipper: then hold it too, so that it starts only after both are done */
 		const char *held = j->t->units ? units_held_matching(j->t->units, j->stop_globs,
@@ -858,6 +877,26 @@ method_allowed(const struct job *j, const char *method)
 	return false;
 }
 
+/* The stored file hashes to its name: the worker verifies the board against this file, so
+ * a file corrupted on disk would be flashed and "verified" against itself. 0, -ENOENT, or
+ * -EBADMSG; *ret_path set when stored. */
+static int
+stored_firmware_intact(struct job_table *t, const char *sha, char **ret_path)
+{
+	char got[SHA256_HEX_LEN + 1];
+	uint8_t *data = NULL;
+	size_t size = 0;
+	int r = store_firmware_path(t->store, sha, ret_path);
+
+	if (r >= 0)
+		r = read_file(*ret_path, IMAGE_MAX_SIZE, &data, &size);
+	if (r < 0)
+		return -ENOENT;
+	sha256_hex(data, size, got);
+	free(data);
+	return strcmp(got, sha) == 0 ? 0 : -EBADMSG;
+}
+
 static void
 step_write(struct job *j, struct board *b)
 {
@@ -866,6 +905,7 @@ step_write(struct job *j, struct board *b)
 	const char *method = worker_method_for_mode(b->dev.mode);
 	struct worker_plan plan;
 	char *path = NULL;
+	int r;
 
 	j->timer = sd_event_source_disable_unref(j->timer);
 	j->stable = sd_event_source_disable_unref(j->stable);
@@ -877,8 +917,14 @@ step_write(struct job *j, struct board *b)
 			 method);
 		return;
 	}
-	if (store_firmware_path(j->t->store, sha, &path) < 0) {
-		job_fail(j, "firmware %.12s is missing from the store", sha);
+	r = stored_firmware_intact(j->t, sha, &path);
+	if (r < 0) {
+		job_fail(j,
+			 r == -EBADMSG ? "firmware %.12s in the store no longer matches its sha256 "
+					 "(disk corruption?); queue the file again"
+				       : "firmware %.12s is missing from the store",
+			 sha);
+		free(path);
 		return;
 	}
 	/* this visit to the bootloader is ours: a failed write is not retried on the next
@@ -1394,6 +1440,19 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 		    "firmware %.12s for profile '%s' is missing from the store", d.sha, p->name);
 		return r;
 	}
+	{
+		char got[SHA256_HEX_LEN + 1];
+
+		sha256_hex(data, size, got);
+		if (strcmp(got, d.sha) != 0) {
+			free(data);
+			*ret_message = xasprintf("firmware %.12s for profile '%s' in the store no "
+						 "longer matches its sha256 (disk corruption?); "
+						 "queue the file again",
+						 d.sha, p->name);
+			return -EBADMSG;
+		}
+	}
 	target.board = b->catalog;
 	target.app_start = config_profile_app_start(p);
 	target.interface = p->interface;
@@ -1442,6 +1501,11 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 	j->resumed = resume;
 	if (p->moonraker_url) {
 		(void)str_copy(j->moonraker, sizeof(j->moonraker), p->moonraker_url);
+	} else if (p->implicit) {
+		/* no configuration: Moonraker at its default address gates the flash whenever
+		 * one listens there; only a refused connection (none on this host) skips it */
+		(void)str_copy(j->moonraker, sizeof(j->moonraker), DEFAULT_MOONRAKER);
+		j->moonraker_optional = true;
 	} else {
 		for (size_t i = 0; i < p->n_stop_units; i++)
 			if (strncmp(p->stop_units[i], "klipper", 7) == 0)

@@ -1,28 +1,55 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* queue: inotify on the queue directory, pickup, store, reject (see queue.h). */
+/* queue: inotify on the queue directory, pickup, store, reject (see queue.h).
+ *
+ * Members of the drop group write into the queue, so nothing below trusts a path: the top
+ * directory and each profile's directory are opened once (O_DIRECTORY | O_NOFOLLOW), must
+ * belong to the daemon, and are used only through their descriptors (openat, renameat,
+ * unlinkat). inotify watches the opened inode (/proc/self/fd/N), and a watched directory that
+ * is moved or deleted is dropped and replaced, never followed to where it went. */
 #include "service/queue.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "catalog.h"
 #include "log.h"
 #include "util.h"
 
-#define WATCH_MASK (IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE_SELF | IN_MOVE_SELF)
+#define WATCH_MASK                                                                                 \
+	(IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+/* setgid: dropped files get the directory's group; sticky: members cannot rename or
+ * delete what is not theirs (the profile directories in the top one, others' drops) */
+#define QUEUE_DIR_MODE 03770
+#define PICKUPS_PER_WAKEUP 4   /* the loop answers everyone else between pickups */
+#define MAX_PENDING 4096       /* beyond this, one rescan after the backlog drained */
+#define SETTLE_USEC 1000000ULL /* a foreign file unchanged this long is finished */
+#define RETRY_MIN_USEC 2000000ULL
+#define RETRY_MAX_USEC 60000000ULL
+#define CLEAN_USEC 86400000000ULL /* a day */
+#define MAX_REPORTED 256
+#define REJECTED_NAME_MAX 200 /* leaves room for ".NNN.reason" within NAME_MAX */
 
 struct watch {
 	int wd;
+	int dirfd;
 	char *queue; /* NULL for the top directory */
-	char *path;
+};
+
+struct pending {
+	char *queue; /* NULL: an entry of the top directory */
+	char *name;
+	bool is_dir;
 };
 
 struct queue {
@@ -33,8 +60,18 @@ struct queue {
 	void *userdata;
 	int inotify_fd;
 	sd_event_source *source;
+	sd_event_source *work;	/* deferred, idle priority: a few pickups per turn */
+	sd_event_source *retry; /* timer: settle waits and storage errors */
+	sd_event_source *clean; /* timer: the rejected/ bound */
+	uint64_t retry_usec;	/* storage-error backoff, 0 = none pending */
 	struct watch *watches;
 	size_t n_watches;
+	struct pending *pending;
+	size_t n_pending;
+	bool rescan;  /* scan every directory (overflow, retry, backlog) */
+	bool rewatch; /* a profile directory went away: make and watch it again */
+	char **reported;
+	size_t n_reported;
 	char *rejected_dir;
 	size_t waiting;
 };
@@ -93,74 +130,305 @@ queue_of_top_file(const char *name)
 	return NULL;
 }
 
+static char *
+reported_key(const char *queue, const char *name)
+{
+	return xasprintf("%s/%s", queue ? queue : "", name);
+}
+
+static bool
+is_reported(const struct queue *q, const char *queue, const char *name)
+{
+	char *key = reported_key(queue, name);
+	bool found = false;
+
+	for (size_t i = 0; i < q->n_reported && !found; i++)
+		found = strcmp(q->reported[i], key) == 0;
+	free(key);
+	return found;
+}
+
+/* An entry that cannot be moved or opened is said once, not at every scan. true if it was
+ * said before. */
+static bool
+was_reported(struct queue *q, const char *queue, const char *name)
+{
+	if (is_reported(q, queue, name))
+		return true;
+	if (q->n_reported == MAX_REPORTED) {
+		free(q->reported[0]);
+		memmove(q->reported, q->reported + 1, (MAX_REPORTED - 1) * sizeof(char *));
+		q->n_reported--;
+	}
+	q->reported = xreallocarray(q->reported, q->n_reported + 1, sizeof(char *));
+	q->reported[q->n_reported++] = reported_key(queue, name);
+	return false;
+}
+
 static int
-write_reason(const char *path, const char *name, const char *queue, const char *reason)
+rejected_fd(struct queue *q)
+{
+	int fd;
+
+	(void)mkdir(q->rejected_dir, 0750);
+	fd = open(q->rejected_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* <target>.reason, created exclusively: an existing one (ours, or a dropped file named
+ * X.reason that was refused before) is never replaced. */
+static int
+write_reason(int rej, const char *target, const char *name, const char *queue, const char *reason)
 {
 	char esc[PATH_MAX], when[32];
-	char *text;
-	int r;
+	char *path = xasprintf("%s.reason", target), *text;
+	size_t len;
+	int fd, r = 0;
 
+	fd = openat(rej, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+	free(path);
+	if (fd < 0)
+		return -errno;
 	escape_name(name, esc, sizeof(esc));
 	format_time_iso(now_realtime_sec(), when, sizeof(when));
 	text = xasprintf("file: %s\nqueue: %s\nrejected: %s\nreason: %s\n", esc,
 			 queue ? queue : "-", when, reason);
-	r = write_file_atomic(path, text, strlen(text), 0640);
+	len = strlen(text);
+	if (write(fd, text, len) != (ssize_t)len || fsync(fd) < 0)
+		r = errno ? -errno : -EIO;
 	free(text);
+	close_fd(fd);
 	return r;
 }
+
+/* Move dirfd/name to rejected/ under a name that is free together with its .reason; returns
+ * the name used (malloc'd) or NULL. */
+static char *
+move_aside(struct queue *q, int dirfd, const char *name, const char *queue, const char *reason,
+	   int *ret_err)
+{
+	char base[REJECTED_NAME_MAX + 1];
+	int rej = rejected_fd(q), r = 0;
+
+	*ret_err = 0;
+	if (rej < 0) {
+		*ret_err = rej;
+		return NULL;
+	}
+	/* a name near NAME_MAX leaves no room for ".reason": keep its start */
+	(void)str_copy(base, sizeof(base), name);
+	for (unsigned n = 0; n < 10000; n++) {
+		char *target = n ? xasprintf("%s.%u", base, n) : xstrdup(base);
+
+		r = write_reason(rej, target, name, queue, reason);
+		if (r == -EEXIST) {
+			free(target);
+			continue;
+		}
+		if (r >= 0 && renameat2(dirfd, name, rej, target, RENAME_NOREPLACE) < 0)
+			r = -errno;
+		if (r >= 0) {
+			(void)fsync(rej);
+			(void)fsync(dirfd);
+			close_fd(rej);
+			return target;
+		}
+		{
+			char *rp = xasprintf("%s.reason", target);
+
+			(void)unlinkat(rej, rp, 0);
+			free(rp);
+		}
+		free(target);
+		if (r != -EEXIST)
+			break;
+	}
+	close_fd(rej);
+	*ret_err = r < 0 ? r : -EEXIST;
+	return NULL;
+}
+
+static void clean_rejected(struct queue *q);
 
 /* Move a refused entry aside; it keeps its name (with .N if taken) next to <name>.reason. */
 static void
 reject(struct queue *q, int dirfd, const char *name, const char *queue, const char *reason)
 {
-	char esc[PATH_MAX];
-	char *target = NULL, *reason_path = NULL;
+	char esc[PATH_MAX], resc[PATH_MAX];
 	struct log_fields f = {.message_id = LOG_MID_FIRMWARE_REJECTED, .profile = queue};
+	char *target;
 	int r;
 
+	if (is_reported(q, queue, name))
+		return;
 	escape_name(name, esc, sizeof(esc));
-	r = mkdir_p(q->rejected_dir, 0770);
-	for (unsigned n = 0; r >= 0 && n < 1000; n++) {
-		struct stat st;
-
-		free(target);
-		target = n ? xasprintf("%s/%s.%u", q->rejected_dir, name, n)
-			   : xasprintf("%s/%s", q->rejected_dir, name);
-		if (lstat(target, &st) < 0 && errno == ENOENT)
-			break;
-	}
-	if (r >= 0) {
-		reason_path = xasprintf("%s.reason", target);
-		r = write_reason(reason_path, name, queue, reason);
-	}
-	if (r >= 0 && renameat(dirfd, name, AT_FDCWD, target) < 0)
-		r = -errno;
-	if (r < 0) {
-		/* it stays where it is: refused files are never deleted */
-		log_full(LOG_ERR, r, &f, "firmware '%s' refused (%s), and moving it to %s failed",
+	target = move_aside(q, dirfd, name, queue, reason, &r);
+	if (!target) {
+		/* it stays where it is: refused files are never deleted; said once */
+		(void)was_reported(q, queue, name);
+		log_full(LOG_ERR, r, &f,
+			 "firmware '%s' refused (%s), and moving it to %s failed; it stays in the "
+			 "queue until its owner removes it",
 			 esc, reason, q->rejected_dir);
-	} else {
-		(void)fsync(dirfd);
-		log_full(LOG_ERR, 0, &f, "firmware '%s' refused: %s; moved to %s", esc, reason,
-			 target);
+		if (r == -EACCES || r == -EPERM) {
+			/* another user's directory: the kernel lets only its owner move it to
+			 * another parent; say why where refused files are looked for */
+			char *why = xasprintf("%s; it belongs to another user, so it stays in "
+					      "the queue: remove it",
+					      reason);
+			int rej = rejected_fd(q);
+
+			if (rej >= 0)
+				(void)write_reason(rej, name, name, queue, why);
+			close_fd(rej);
+			free(why);
+		}
+		return;
 	}
+	escape_name(target, resc, sizeof(resc));
+	log_full(LOG_ERR, 0, &f, "firmware '%s' refused: %s; moved to %s/%s", esc, reason,
+		 q->rejected_dir, resc);
 	if (q->cb.rejected)
-		q->cb.rejected(q->userdata, name, reason);
+		q->cb.rejected(q->userdata, esc, reason);
 	free(target);
-	free(reason_path);
+	clean_rejected(q);
 }
 
+/* ---- the rejected/ bound ------------------------------------------------------------ */
+
+static void
+remove_tree_at(int dirfd, const char *name, unsigned depth)
+{
+	int fd;
+	DIR *d;
+	struct dirent *de;
+
+	if (unlinkat(dirfd, name, 0) == 0 || (errno != EISDIR && errno != EPERM) || depth > 16)
+		return;
+	fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	d = fdopendir(fd);
+	if (!d) {
+		close_fd(fd);
+		return;
+	}
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			remove_tree_at(fd, de->d_name, depth + 1);
+	closedir(d);
+	(void)unlinkat(dirfd, name, AT_REMOVEDIR);
+}
+
+struct rejected_entry {
+	char *name;
+	uint64_t size;
+	int64_t when;
+};
+
+static int
+cmp_newest_first(const void *a, const void *b)
+{
+	const struct rejected_entry *x = a, *y = b;
+
+	return (x->when < y->when) - (x->when > y->when);
+}
+
+/* Oldest entries go first: those older than max_days, then while the total is over max_mib.
+ * An entry and its .reason go together. */
+static void
+clean_rejected(struct queue *q)
+{
+	uint64_t limit = (uint64_t)q->cfg->rejected_max_mib << 20, total = 0;
+	int64_t oldest = now_realtime_sec() - (int64_t)q->cfg->rejected_max_days * 86400;
+	struct rejected_entry *e = NULL;
+	size_t n = 0, removed = 0;
+	struct dirent *de;
+	int rej = rejected_fd(q);
+	DIR *d;
+
+	if (rej < 0)
+		return;
+	d = fdopendir(rej);
+	if (!d) {
+		close_fd(rej);
+		return;
+	}
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		struct stat st;
+
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+		    (len > 7 && strcmp(de->d_name + len - 7, ".reason") == 0))
+			continue;
+		if (fstatat(rej, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		e = xreallocarray(e, n + 1, sizeof(*e));
+		e[n].name = xstrdup(de->d_name);
+		e[n].size = (uint64_t)st.st_blocks * 512;
+		e[n++].when = st.st_ctim.tv_sec; /* when it was moved here */
+	}
+	if (n > 1)
+		qsort(e, n, sizeof(*e), cmp_newest_first);
+	for (size_t i = 0; i < n; i++) {
+		total += e[i].size;
+		if (e[i].when < oldest || total > limit) {
+			char *rp = xasprintf("%s.reason", e[i].name);
+
+			remove_tree_at(dirfd(d), e[i].name, 0);
+			(void)unlinkat(dirfd(d), rp, 0);
+			free(rp);
+			removed++;
+		}
+		free(e[i].name);
+	}
+	if (removed)
+		log_notice("removed %zu refused file%s from %s (older than %u days or beyond %u "
+			   "MiB; see rejected in skrflash.conf(5))",
+			   removed, removed == 1 ? "" : "s", q->rejected_dir,
+			   q->cfg->rejected_max_days, q->cfg->rejected_max_mib);
+	free(e);
+	closedir(d);
+}
+
+/* ---- who may drop ------------------------------------------------------------------- */
+
+static bool
+uid_in_group(uid_t uid, gid_t gid)
+{
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	gid_t groups[256];
+	int n = (int)ELEMENTSOF(groups);
+
+	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) != 0 || !res)
+		return false;
+	if (pw.pw_gid == gid)
+		return true;
+	if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0)
+		return false;
+	for (int i = 0; i < n; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+/* The owner must be root, the daemon, or a member of the drop group. A file of the drop
+ * group qualifies too: only a member can give a file that group (chgrp, or creating it in
+ * the setgid queue). */
 static bool
 owner_allowed(const struct queue *q, const struct stat *st)
 {
 	if (st->st_uid == 0 || st->st_uid == geteuid())
 		return true;
-	return q->cfg->has_drop_gid && st->st_gid == q->cfg->drop_gid;
+	if (!q->cfg->has_drop_gid)
+		return false;
+	return st->st_gid == q->cfg->drop_gid || uid_in_group(st->st_uid, q->cfg->drop_gid);
 }
 
 /* A read lease can only be taken while nobody has the file open for writing: the way to
  * tell a finished file from one whose producer ignored the rename contract. Only the owner
- * (or CAP_LEASE) may take one; otherwise the contract is trusted. */
+ * (or CAP_LEASE) may take one: 1 taken, 0 not possible, -EBUSY being written. */
 static int
 check_not_being_written(int fd)
 {
@@ -168,6 +436,37 @@ check_not_being_written(int fd)
 		return errno == EAGAIN ? -EBUSY : 0;
 	return 1;
 }
+
+static int64_t
+usec_of(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000 + ts->tv_nsec / 1000;
+}
+
+/* For a file the lease cannot vouch for (another user's): it is taken only when it has not
+ * changed (data: mtime, rename or chmod: ctime) for SETTLE_USEC. A writer that keeps
+ * writing keeps it waiting; its close (IN_CLOSE_WRITE) or the retry timer tries again. */
+static uint64_t
+settle_left(const struct stat *st)
+{
+	struct timespec now;
+	int64_t last = usec_of(&st->st_mtim), c = usec_of(&st->st_ctim), age;
+
+	if (c > last)
+		last = c;
+	(void)clock_gettime(CLOCK_REALTIME, &now);
+	age = usec_of(&now) - last;
+	return age >= (int64_t)SETTLE_USEC ? 0 : SETTLE_USEC - (uint64_t)(age < 0 ? 0 : age);
+}
+
+static bool
+same_content_stamp(const struct stat *a, const struct stat *b)
+{
+	return a->st_size == b->st_size && usec_of(&a->st_mtim) == usec_of(&b->st_mtim) &&
+	       usec_of(&a->st_ctim) == usec_of(&b->st_ctim) && a->st_ino == b->st_ino;
+}
+
+static void arm_retry(struct queue *q, uint64_t usec);
 
 static int
 read_all(int fd, uint8_t *buf, size_t size)
@@ -188,6 +487,48 @@ read_all(int fd, uint8_t *buf, size_t size)
 	return 0;
 }
 
+/* What lstat says about an entry before anything opens it: the refusals that need no
+ * content. 1 = a regular file to open, 0 = handled (refused or gone). */
+static int
+check_entry_type(struct queue *q, int dirfd, const char *name, const char *queue)
+{
+	struct stat st;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return 0; /* gone already */
+	if (S_ISREG(st.st_mode))
+		return 1;
+	reject(q, dirfd, name, queue,
+	       S_ISLNK(st.st_mode)    ? "it is a symbolic link; copy the file itself into the queue"
+	       : S_ISDIR(st.st_mode)  ? "it is a directory, not a firmware file"
+	       : S_ISFIFO(st.st_mode) ? "it is a FIFO, not a regular file"
+	       : S_ISSOCK(st.st_mode) ? "it is a socket, not a regular file"
+				      : "it is not a regular file");
+	return 0;
+}
+
+static void
+defer_entry(struct queue *q, const char *esc, uint64_t usec, const char *why)
+{
+	log_debug("queued file '%s' %s; looking again in %llu ms", esc, why,
+		  (unsigned long long)(usec / 1000));
+	q->waiting++;
+	arm_retry(q, usec);
+}
+
+/* A storage error (disk full, I/O): the file stays queued and is tried again, backing off,
+ * without waiting for another event. */
+static void
+storage_failed(struct queue *q, int r, const char *esc, const char *what)
+{
+	q->retry_usec = q->retry_usec ? q->retry_usec * 2 : RETRY_MIN_USEC;
+	if (q->retry_usec > RETRY_MAX_USEC)
+		q->retry_usec = RETRY_MAX_USEC;
+	log_error_errno(r, "cannot %s firmware '%s'; it stays queued, trying again in %llu s", what,
+			esc, (unsigned long long)(q->retry_usec / 1000000));
+	arm_retry(q, q->retry_usec);
+}
+
 static void
 pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 {
@@ -197,8 +538,8 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 	struct store_desired d;
 	uint8_t *data = NULL;
 	struct log_fields f;
-	struct stat st;
-	int fd, r, lease = 0;
+	struct stat st, st2;
+	int fd = -1, r, lease = 0;
 
 	if (is_temp_name(name))
 		return;
@@ -208,6 +549,8 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 		       "the file name contains control characters; rename it to plain text");
 		return;
 	}
+	if (check_entry_type(q, dirfd, name, queue) <= 0)
+		return;
 	if (!p) {
 		char *why = xasprintf("no profile takes queue '%s'; use the name of a profile in "
 				      "%s, or add a profile",
@@ -224,7 +567,7 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 		if (errno == ELOOP)
 			reject(q, dirfd, name, queue,
 			       "it is a symbolic link; copy the file itself into the queue");
-		else if (errno != ENOENT)
+		else if (errno != ENOENT && !was_reported(q, queue, name))
 			log_warn_errno(-errno, "cannot open queued file '%s'", esc);
 		return;
 	}
@@ -232,14 +575,11 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 		log_warn_errno(-errno, "cannot stat queued file '%s'", esc);
 		goto out;
 	}
-	if (S_ISDIR(st.st_mode)) {
-		reject(q, dirfd, name, queue, "it is a directory, not a firmware file");
-		goto out;
-	}
 	if (!S_ISREG(st.st_mode)) {
-		reject(q, dirfd, name, queue,
-		       S_ISFIFO(st.st_mode) ? "it is a FIFO, not a regular file"
-					    : "it is not a regular file");
+		/* swapped between the lstat and the open */
+		close_fd(fd);
+		fd = -1;
+		(void)check_entry_type(q, dirfd, name, queue);
 		goto out;
 	}
 	if (st.st_nlink != 1) {
@@ -256,6 +596,7 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 		free(why);
 		goto out;
 	}
+	/* first: a file still being written may be empty or short for now */
 	lease = check_not_being_written(fd);
 	if (lease == -EBUSY) {
 		/* the writer's close brings IN_CLOSE_WRITE and another try */
@@ -264,19 +605,31 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 		lease = 0;
 		goto out;
 	}
+	if (lease == 0 && settle_left(&st)) {
+		defer_entry(q, esc, settle_left(&st), "changed moments ago");
+		goto out;
+	}
 	if (st.st_size == 0) {
 		reject(q, dirfd, name, queue, "the file is empty");
 		goto out;
 	}
 	if ((uint64_t)st.st_size > catalog_max_flash_size()) {
-		char *why = xasprintf("%llu bytes is larger than any supported board's flash",
-				      (unsigned long long)st.st_size);
+		/* refused before a byte is read */
+		char *why = xasprintf("%llu bytes is larger than any supported board's flash "
+				      "(%u bytes)",
+				      (unsigned long long)st.st_size, catalog_max_flash_size());
 		reject(q, dirfd, name, queue, why);
 		free(why);
 		goto out;
 	}
 	data = xmalloc((size_t)st.st_size);
 	r = read_all(fd, data, (size_t)st.st_size);
+	if (r >= 0 && (fstat(fd, &st2) < 0 || !same_content_stamp(&st, &st2)))
+		r = -EAGAIN;
+	if (r == -EAGAIN || r == -ENODATA) {
+		defer_entry(q, esc, SETTLE_USEC, "changed while it was read");
+		goto out;
+	}
 	if (r < 0) {
 		log_warn_errno(r, "cannot read queued file '%s'; will retry when it changes", esc);
 		goto out;
@@ -290,9 +643,9 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 			goto out;
 		}
 	}
-	r = store_firmware_put(q->store, sha, data, (size_t)st.st_size, format, name);
+	r = store_firmware_put(q->store, sha, data, (size_t)st.st_size, format, esc);
 	if (r < 0) {
-		log_error_errno(r, "cannot store firmware '%s'; it stays queued", esc);
+		storage_failed(q, r, esc, "store");
 		goto out;
 	}
 	memset(&d, 0, sizeof(d));
@@ -302,9 +655,10 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 	d.size = (uint64_t)st.st_size;
 	r = store_desired_set(q->store, &d);
 	if (r < 0) {
-		log_error_errno(r, "cannot record firmware '%s'; it stays queued", esc);
+		storage_failed(q, r, esc, "record");
 		goto out;
 	}
+	q->retry_usec = 0;
 	/* stored and recorded: only now may it leave the queue */
 	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
 		log_warn_errno(-errno, "cannot remove picked-up file '%s' from the queue", esc);
@@ -316,7 +670,7 @@ pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 	log_full(LOG_NOTICE, 0, &f, "firmware queued: '%s' (%llu bytes%s%s) for profile '%s'", esc,
 		 (unsigned long long)st.st_size, format ? ", " : "", format ? format : "", p->name);
 	if (q->cb.accepted)
-		q->cb.accepted(q->userdata, p, sha, name);
+		q->cb.accepted(q->userdata, p, sha, esc);
 out:
 	if (lease > 0)
 		(void)fcntl(fd, F_SETLEASE, F_UNLCK);
@@ -324,6 +678,8 @@ out:
 	free(data);
 	close_fd(fd);
 }
+
+/* ---- directories and watches ---------------------------------------------------------- */
 
 static struct watch *
 find_watch_wd(struct queue *q, int wd)
@@ -338,132 +694,339 @@ static struct watch *
 find_watch_queue(struct queue *q, const char *queue)
 {
 	for (size_t i = 0; i < q->n_watches; i++)
-		if (q->watches[i].queue && strcmp(q->watches[i].queue, queue) == 0)
+		if (queue ? q->watches[i].queue && strcmp(q->watches[i].queue, queue) == 0
+			  : !q->watches[i].queue)
 			return &q->watches[i];
 	return NULL;
 }
 
-static void scan_dir(struct queue *q, const struct watch *w);
+static void
+drop_watch(struct queue *q, struct watch *w, bool rm)
+{
+	size_t i = (size_t)(w - q->watches);
+
+	if (rm)
+		(void)inotify_rm_watch(q->inotify_fd, w->wd);
+	close_fd(w->dirfd);
+	free(w->queue);
+	memmove(w, w + 1, (q->n_watches - i - 1) * sizeof(*w));
+	q->n_watches--;
+}
+
+/* Make a directory we opened ours in the way the queue needs: owned by the daemon (or root),
+ * group = drop group, QUEUE_DIR_MODE whatever the umask was. -EPERM: someone else's. */
+static int
+secure_dir(const struct queue *q, int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (st.st_uid != geteuid() && st.st_uid != 0)
+		return -EPERM;
+	if (st.st_uid != geteuid())
+		return 0; /* root's: as root made it */
+	if (q->cfg->has_drop_gid && st.st_gid != q->cfg->drop_gid &&
+	    fchown(fd, (uid_t)-1, q->cfg->drop_gid) < 0)
+		log_warn_errno(-errno, "cannot give a queue directory to group %u",
+			       (unsigned)q->cfg->drop_gid);
+	if ((st.st_mode & 07777) != QUEUE_DIR_MODE && fchmod(fd, QUEUE_DIR_MODE) < 0)
+		return -errno;
+	return 0;
+}
 
 static struct watch *
-add_watch(struct queue *q, const char *path, const char *queue)
+add_watch(struct queue *q, int fd, const char *queue)
 {
+	char path[64];
 	struct watch *w;
-	int wd = inotify_add_watch(q->inotify_fd, path, WATCH_MASK | IN_ONLYDIR | IN_DONT_FOLLOW);
+	int wd;
 
+	/* the inode we opened, not whatever the path names by now */
+	(void)snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	wd = inotify_add_watch(q->inotify_fd, path, queue ? WATCH_MASK : WATCH_MASK | IN_DELETE);
 	if (wd < 0) {
-		log_warn_errno(-errno, "cannot watch queue directory %s", path);
+		log_warn_errno(-errno, "cannot watch queue directory %s/%s", q->cfg->queue_dir,
+			       queue ? queue : "");
+		close_fd(fd);
 		return NULL;
 	}
 	w = find_watch_wd(q, wd);
-	if (w)
+	if (w) {
+		close_fd(fd);
 		return w;
+	}
 	q->watches = xreallocarray(q->watches, q->n_watches + 1, sizeof(*q->watches));
 	w = &q->watches[q->n_watches++];
 	w->wd = wd;
+	w->dirfd = fd;
 	w->queue = queue ? xstrdup(queue) : NULL;
-	w->path = xstrdup(path);
 	return w;
 }
 
-/* A directory directly under queue/: a profile's queue, or something to move aside. */
 static void
-top_dir_entry(struct queue *q, int dirfd, const char *name)
+add_pending(struct queue *q, const char *queue, const char *name, bool is_dir)
 {
-	struct watch *w;
-	char *path;
+	for (size_t i = 0; i < q->n_pending; i++) {
+		struct pending *p = &q->pending[i];
 
-	if (is_temp_name(name))
-		return;
-	if (!config_find_queue(q->cfg, name)) {
-		/* the queue of a profile that is gone (the catalog's, when a first config file
-		 * arrives): an empty one simply goes, one with files in it goes aside */
-		if (unlinkat(dirfd, name, AT_REMOVEDIR) == 0) {
-			log_debug("removed the empty queue directory '%s': no profile uses it",
-				  name);
+		if (strcmp(p->name, name) == 0 &&
+		    (queue ? p->queue && strcmp(p->queue, queue) == 0 : !p->queue)) {
+			p->is_dir = p->is_dir || is_dir;
 			return;
 		}
-		pick_up(q, dirfd, name, name);
+	}
+	if (q->n_pending >= MAX_PENDING) {
+		q->rescan = true; /* found again once the backlog is gone */
 		return;
 	}
-	if (find_watch_queue(q, name))
-		return;
-	path = xasprintf("%s/%s", q->cfg->queue_dir, name);
-	w = add_watch(q, path, name);
-	free(path);
-	if (w)
-		scan_dir(q, w);
-}
-
-static void
-entry(struct queue *q, const struct watch *w, int dirfd, const char *name, bool is_dir)
-{
-	char *queue;
-
-	if (w->queue) {
-		pick_up(q, dirfd, name, w->queue);
-		return;
-	}
-	if (is_dir) {
-		top_dir_entry(q, dirfd, name);
-		return;
-	}
-	if (is_temp_name(name))
-		return;
-	queue = queue_of_top_file(name);
-	if (!queue) {
-		reject(q, dirfd, name, NULL,
-		       "files directly in the queue must be named <profile>.bin (or .hex, .elf, "
-		       ".uf2); or put the file into queue/<profile>/");
-		return;
-	}
-	pick_up(q, dirfd, name, queue);
-	free(queue);
+	q->pending = xreallocarray(q->pending, q->n_pending + 1, sizeof(*q->pending));
+	q->pending[q->n_pending].queue = queue ? xstrdup(queue) : NULL;
+	q->pending[q->n_pending].name = xstrdup(name);
+	q->pending[q->n_pending++].is_dir = is_dir;
+	(void)sd_event_source_set_enabled(q->work, SD_EVENT_ONESHOT);
 }
 
 static void
 scan_dir(struct queue *q, const struct watch *w)
 {
-	int dirfd = open(w->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d;
+	int fd = openat(w->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	struct dirent *de;
-	char **names = NULL;
-	bool *dirs = NULL;
-	size_t n = 0;
-	char *queue = w->queue ? xstrdup(w->queue) : NULL;
-	char *path = xstrdup(w->path);
+	DIR *d;
 
-	if (dirfd < 0) {
-		log_warn_errno(-errno, "cannot scan queue directory %s", w->path);
-		goto done;
+	if (fd < 0 || !(d = fdopendir(fd))) {
+		log_warn_errno(-errno, "cannot scan queue directory %s/%s", q->cfg->queue_dir,
+			       w->queue ? w->queue : "");
+		close_fd(fd);
+		return;
 	}
-	d = fdopendir(dup(dirfd));
-	if (!d)
-		goto done;
-	/* collect first: pickup changes the directory while we read it */
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		names = xreallocarray(names, n + 1, sizeof(*names));
-		dirs = xreallocarray(dirs, n + 1, sizeof(*dirs));
-		names[n] = xstrdup(de->d_name);
-		dirs[n++] = de->d_type == DT_DIR;
-	}
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			add_pending(q, w->queue, de->d_name, de->d_type == DT_DIR);
 	closedir(d);
-	for (size_t i = 0; i < n; i++) {
-		struct watch tmp = {.wd = -1, .queue = queue, .path = path};
+}
 
-		/* w may move when top_dir_entry adds watches: use the copy */
-		entry(q, &tmp, dirfd, names[i], dirs[i]);
+/* queue/<name> for a profile: opened without following links, ours, watched, scanned. An
+ * entry of that name that is not our directory (a link, a file, another user's directory)
+ * is moved to rejected/ and replaced. */
+static void
+ensure_profile_dir(struct queue *q, const char *name)
+{
+	struct watch *w = find_watch_queue(q, name);
+
+	if (w) {
+		struct stat a, b;
+
+		/* still the inode we watch under that name? */
+		if (fstatat(q->watches[0].dirfd, name, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    fstat(w->dirfd, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+			return;
+		log_warn("queue directory %s/%s was replaced or removed; watching a new one",
+			 q->cfg->queue_dir, name);
+		drop_watch(q, w, true);
 	}
-done:
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	free(dirs);
-	free(queue);
-	free(path);
-	close_fd(dirfd);
+	for (int attempt = 0; attempt < 2; attempt++) {
+		const char *why = NULL;
+		int fd, r;
+
+		if (mkdirat(q->watches[0].dirfd, name, 0700) < 0 && errno != EEXIST) {
+			log_warn_errno(-errno, "cannot create queue directory %s/%s",
+				       q->cfg->queue_dir, name);
+			return;
+		}
+		fd = openat(q->watches[0].dirfd, name,
+			    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		r = fd < 0 ? -errno : secure_dir(q, fd);
+		if (r >= 0) {
+			w = add_watch(q, fd, name);
+			if (w)
+				scan_dir(q, w);
+			return;
+		}
+		close_fd(fd);
+		why = r == -ELOOP     ? "it was a symbolic link"
+		      : r == -EPERM   ? "it was another user's directory"
+		      : r == -ENOTDIR ? "it was not a directory"
+				      : NULL;
+		if (!why) {
+			log_warn_errno(r, "cannot open queue directory %s/%s", q->cfg->queue_dir,
+				       name);
+			return;
+		}
+		{
+			char *reason = xasprintf("%s where the queue of profile '%s' belongs; "
+						 "skrflashd made a new queue directory",
+						 why, name);
+
+			reject(q, q->watches[0].dirfd, name, NULL, reason);
+			free(reason);
+		}
+	}
+}
+
+static void
+entry(struct queue *q, const char *queue, const char *name, bool is_dir)
+{
+	struct watch *w = find_watch_queue(q, queue);
+	char *tq;
+
+	if (!w)
+		return; /* its directory went away; the new one is scanned */
+	if (queue) {
+		pick_up(q, w->dirfd, name, queue);
+		return;
+	}
+	if (is_temp_name(name))
+		return;
+	tq = is_dir ? NULL : queue_of_top_file(name);
+	if (!tq && config_find_queue(q->cfg, name)) {
+		/* queue/<profile> itself (or a link or file in its place) */
+		ensure_profile_dir(q, name);
+		return;
+	}
+	if (is_dir) {
+		/* the queue of a profile that is gone (the catalog's, when a first config file
+		 * arrives): an empty one simply goes, one with files in it goes aside */
+		if (unlinkat(w->dirfd, name, AT_REMOVEDIR) == 0) {
+			log_debug("removed the empty queue directory '%s': no profile uses it",
+				  name);
+			return;
+		}
+		pick_up(q, w->dirfd, name, name); /* a directory without a profile */
+		return;
+	}
+	if (!tq) {
+		struct stat st;
+
+		if (fstatat(w->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return;
+		reject(q, w->dirfd, name, NULL,
+		       "files directly in the queue must be named <profile>.bin (or .hex, .elf, "
+		       ".uf2); or put the file into queue/<profile>/");
+		return;
+	}
+	pick_up(q, w->dirfd, name, tq);
+	free(tq);
+}
+
+static void
+ensure_all(struct queue *q)
+{
+	if (!find_watch_queue(q, NULL))
+		return;
+	for (size_t i = 0; i < q->cfg->n_profiles; i++)
+		ensure_profile_dir(q, q->cfg->profiles[i].queue);
+}
+
+static void
+arm_retry(struct queue *q, uint64_t usec)
+{
+	uint64_t now = 0, due = 0;
+	int on = SD_EVENT_OFF;
+
+	(void)sd_event_now(q->loop, CLOCK_MONOTONIC, &now);
+	(void)sd_event_source_get_enabled(q->retry, &on);
+	/* keep an earlier deadline */
+	if (on != SD_EVENT_OFF && sd_event_source_get_time(q->retry, &due) >= 0 &&
+	    due <= now + usec)
+		return;
+	(void)sd_event_source_set_time(q->retry, now + usec);
+	(void)sd_event_source_set_enabled(q->retry, SD_EVENT_ONESHOT);
+}
+
+static int
+on_retry(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct queue *q = userdata;
+
+	(void)s;
+	(void)usec;
+	q->rescan = true;
+	(void)sd_event_source_set_enabled(q->work, SD_EVENT_ONESHOT);
+	return 0;
+}
+
+static int
+on_clean(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct queue *q = userdata;
+
+	clean_rejected(q);
+	(void)sd_event_source_set_time(s, usec + CLEAN_USEC);
+	return 0;
+}
+
+/* The queue's share of the loop: directory upkeep, then a few entries; the rest on the next
+ * turn, after whatever else is waiting (the source has idle priority). */
+static int
+on_work(sd_event_source *s, void *userdata)
+{
+	struct queue *q = userdata;
+
+	(void)s;
+	if (q->rewatch) {
+		q->rewatch = false;
+		ensure_all(q);
+	}
+	if (q->rescan && q->n_pending == 0) {
+		q->rescan = false;
+		q->waiting = 0;
+		for (size_t i = 0; i < q->n_watches; i++)
+			scan_dir(q, &q->watches[i]);
+	}
+	for (unsigned i = 0; i < PICKUPS_PER_WAKEUP && q->n_pending; i++) {
+		struct pending p = q->pending[0];
+
+		memmove(q->pending, q->pending + 1, (q->n_pending - 1) * sizeof(*q->pending));
+		q->n_pending--;
+		if (p.name)
+			entry(q, p.queue, p.name, p.is_dir);
+		free(p.queue);
+		free(p.name);
+	}
+	if (q->n_pending || q->rescan || q->rewatch)
+		(void)sd_event_source_set_enabled(q->work, SD_EVENT_ONESHOT);
+	return 0;
+}
+
+static void
+on_event(struct queue *q, const struct inotify_event *ev)
+{
+	struct watch *w = find_watch_wd(q, ev->wd);
+
+	if (ev->mask & IN_Q_OVERFLOW) {
+		/* events were lost: a full rescan finds whatever they announced */
+		q->rescan = true;
+		return;
+	}
+	if (!w)
+		return;
+	if (ev->mask & (IN_IGNORED | IN_MOVE_SELF | IN_DELETE_SELF | IN_UNMOUNT)) {
+		/* the directory we watched is gone from its place: never follow it */
+		if (!w->queue) {
+			log_error("the queue directory %s was moved or deleted; restart skrflashd "
+				  "to make a new one",
+				  q->cfg->queue_dir);
+			return;
+		}
+		log_warn("queue directory %s/%s was moved or deleted; making a new one",
+			 q->cfg->queue_dir, w->queue);
+		drop_watch(q, w, !(ev->mask & IN_IGNORED));
+		q->rewatch = true;
+		return;
+	}
+	if (!ev->len)
+		return;
+	if (ev->mask & IN_DELETE) {
+		/* a directory removed from the top one: a profile's (whose own IN_DELETE_SELF
+		 * waits for the descriptor we hold) is made again */
+		if (!w->queue && (ev->mask & IN_ISDIR))
+			q->rewatch = true;
+		return;
+	}
+	if ((ev->mask & IN_CREATE) && !(ev->mask & IN_ISDIR))
+		return; /* a file being created: wait for its close or rename */
+	add_pending(q, w->queue, ev->name, (ev->mask & IN_ISDIR) != 0);
 }
 
 static int
@@ -474,81 +1037,44 @@ on_inotify(sd_event_source *s, int fd, uint32_t revents, void *userdata)
 		struct inotify_event ev;
 		char buf[16 * (sizeof(struct inotify_event) + NAME_MAX + 1)];
 	} u;
+	ssize_t len;
 
 	(void)s;
 	(void)revents;
-	for (;;) {
-		ssize_t len = read(fd, u.buf, sizeof(u.buf));
+	/* one read per wake-up: events only note names, the work source does the rest */
+	len = read(fd, u.buf, sizeof(u.buf));
+	for (char *p = u.buf; len > 0 && p < u.buf + len;) {
+		const struct inotify_event *ev = (const struct inotify_event *)(void *)p;
 
-		if (len < 0 && errno == EINTR)
-			continue;
-		if (len <= 0)
-			break;
-		for (char *p = u.buf; p < u.buf + len;) {
-			struct inotify_event *ev = (struct inotify_event *)(void *)p;
-			struct watch *w = find_watch_wd(q, ev->wd);
-
-			p += sizeof(*ev) + ev->len;
-			if (ev->mask & IN_Q_OVERFLOW) {
-				/* events were lost: a full rescan finds whatever they announced */
-				for (size_t i = 0; i < q->n_watches; i++) {
-					struct watch copy = q->watches[i];
-					scan_dir(q, &copy);
-				}
-				continue;
-			}
-			if (!w || !ev->len)
-				continue;
-			if ((ev->mask & IN_CREATE) && !(ev->mask & IN_ISDIR))
-				continue; /* a file being created: wait for its close or rename */
-			{
-				struct watch copy = *w;
-				int dirfd = open(copy.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-				if (dirfd < 0)
-					continue;
-				if (ev->mask & IN_CLOSE_WRITE && q->waiting)
-					q->waiting--;
-				entry(q, &copy, dirfd, ev->name, (ev->mask & IN_ISDIR) != 0);
-				close_fd(dirfd);
-			}
-		}
+		p += sizeof(*ev) + ev->len;
+		on_event(q, ev);
 	}
+	if (q->rescan || q->rewatch)
+		(void)sd_event_source_set_enabled(q->work, SD_EVENT_ONESHOT);
 	return 0;
 }
 
-static void
-watch_all(struct queue *q)
+static int
+open_top(struct queue *q)
 {
-	struct watch *top;
-	bool have_top = add_watch(q, q->cfg->queue_dir, NULL) != NULL;
+	int fd, r;
 
-	for (size_t i = 0; i < q->cfg->n_profiles; i++) {
-		const char *name = q->cfg->profiles[i].queue;
-		char *path = xasprintf("%s/%s", q->cfg->queue_dir, name);
-
-		if (mkdir(path, 0770) < 0 && errno != EEXIST)
-			log_warn_errno(-errno, "cannot create queue directory %s", path);
-		else if (!find_watch_queue(q, name))
-			(void)add_watch(q, path, name);
-		free(path);
+	r = mkdir_p(q->cfg->queue_dir, 0770);
+	if (r < 0)
+		return log_error_errno(r, "cannot create queue directory %s", q->cfg->queue_dir);
+	fd = open(q->cfg->queue_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return log_error_errno(-errno,
+				       "cannot open queue directory %s (it must be a "
+				       "directory, not a symbolic link)",
+				       q->cfg->queue_dir);
+	r = secure_dir(q, fd);
+	if (r < 0) {
+		close_fd(fd);
+		return log_error_errno(r, "queue directory %s must belong to skrflashd's user",
+				       q->cfg->queue_dir);
 	}
-	/* armed everywhere: now whatever was dropped before is picked up (looked up again:
-	 * adding watches moves the array) */
-	top = NULL;
-	for (size_t i = 0; have_top && i < q->n_watches && !top; i++)
-		if (!q->watches[i].queue)
-			top = &q->watches[i];
-	if (top) {
-		struct watch copy = *top;
-		scan_dir(q, &copy);
-	}
-	for (size_t i = 0; i < q->n_watches; i++) {
-		struct watch copy = q->watches[i];
-
-		if (copy.queue)
-			scan_dir(q, &copy);
-	}
+	return add_watch(q, fd, NULL) ? 0 : -EIO;
 }
 
 int
@@ -561,25 +1087,42 @@ queue_start(sd_event *loop, const struct config *cfg, struct store *store,
 	q->loop = sd_event_ref(loop);
 	q->cfg = cfg;
 	q->store = store;
+	q->inotify_fd = -1;
 	if (cb)
 		q->cb = *cb;
 	q->userdata = userdata;
 	q->rejected_dir = queue_rejected_dir(cfg);
-	r = mkdir_p(cfg->queue_dir, 0770);
-	if (r < 0) {
-		log_error_errno(r, "cannot create queue directory %s", cfg->queue_dir);
-		goto fail;
-	}
 	q->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (q->inotify_fd < 0) {
 		r = -errno;
 		goto fail;
 	}
 	r = sd_event_add_io(loop, &q->source, q->inotify_fd, EPOLLIN, on_inotify, q);
+	if (r >= 0)
+		r = sd_event_add_defer(loop, &q->work, on_work, q);
+	if (r >= 0)
+		r = sd_event_source_set_priority(q->work, SD_EVENT_PRIORITY_IDLE);
+	if (r >= 0)
+		r = sd_event_add_time_relative(loop, &q->retry, CLOCK_MONOTONIC, RETRY_MIN_USEC, 0,
+					       on_retry, q);
+	if (r >= 0)
+		r = sd_event_source_set_enabled(q->retry, SD_EVENT_OFF);
+	if (r >= 0)
+		r = sd_event_add_time_relative(loop, &q->clean, CLOCK_MONOTONIC, CLEAN_USEC, 0,
+					       on_clean, q);
+	if (r >= 0)
+		r = sd_event_source_set_enabled(q->clean, SD_EVENT_ON);
 	if (r < 0)
 		goto fail;
 	(void)sd_event_source_set_description(q->source, "queue-inotify");
-	watch_all(q);
+	(void)sd_event_source_set_description(q->work, "queue-work");
+	r = open_top(q);
+	if (r < 0)
+		goto fail;
+	/* armed everywhere first: whatever was dropped before is found by the scans */
+	ensure_all(q);
+	scan_dir(q, &q->watches[0]);
+	clean_rejected(q);
 	*ret = q;
 	return 0;
 fail:
@@ -587,25 +1130,18 @@ fail:
 	return r;
 }
 
-/* Forget the watches of queues the new config does not have, then rescan the top directory:
- * their directories go (empty) or aside (with files) like any other stray directory. */
+/* Forget the watches of queues the new config does not have; the rescan that follows finds
+ * their directories in the top one: they go (empty) or aside (with files) like any other
+ * stray directory. */
 static void
 drop_stale_watches(struct queue *q)
 {
-	size_t k = 0;
-
-	for (size_t i = 0; i < q->n_watches; i++) {
+	for (size_t i = q->n_watches; i-- > 0;) {
 		struct watch *w = &q->watches[i];
 
-		if (!w->queue || config_find_queue(q->cfg, w->queue)) {
-			q->watches[k++] = *w;
-			continue;
-		}
-		(void)inotify_rm_watch(q->inotify_fd, w->wd);
-		free(w->queue);
-		free(w->path);
+		if (w->queue && !config_find_queue(q->cfg, w->queue))
+			drop_watch(q, w, true);
 	}
-	q->n_watches = k;
 }
 
 void
@@ -615,7 +1151,9 @@ queue_set_config(struct queue *q, const struct config *cfg)
 	free(q->rejected_dir);
 	q->rejected_dir = queue_rejected_dir(cfg);
 	drop_stale_watches(q);
-	watch_all(q);
+	ensure_all(q);
+	q->rescan = true;
+	(void)sd_event_source_set_enabled(q->work, SD_EVENT_ONESHOT);
 }
 
 struct queue *
@@ -624,13 +1162,21 @@ queue_free(struct queue *q)
 	if (!q)
 		return NULL;
 	sd_event_source_disable_unref(q->source);
-	if (q->inotify_fd > 0)
-		close_fd(q->inotify_fd);
-	for (size_t i = 0; i < q->n_watches; i++) {
-		free(q->watches[i].queue);
-		free(q->watches[i].path);
-	}
+	sd_event_source_disable_unref(q->work);
+	sd_event_source_disable_unref(q->retry);
+	sd_event_source_disable_unref(q->clean);
+	close_fd(q->inotify_fd);
+	while (q->n_watches)
+		drop_watch(q, &q->watches[q->n_watches - 1], false);
 	free(q->watches);
+	for (size_t i = 0; i < q->n_pending; i++) {
+		free(q->pending[i].queue);
+		free(q->pending[i].name);
+	}
+	free(q->pending);
+	for (size_t i = 0; i < q->n_reported; i++)
+		free(q->reported[i]);
+	free(q->reported);
 	free(q->rejected_dir);
 	sd_event_unref(q->loop);
 	free(q);

@@ -2,6 +2,7 @@
 /* skrflashd: the daemon - one sd-event loop that ties udev, the queue, the state database
  * and the control socket together. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <signal.h>
@@ -58,6 +59,7 @@ struct daemon {
 	} versions[32]; /* Klipper version of stored firmware, for history; round robin */
 	unsigned next_version;
 	int64_t reload_failed_at; /* wall clock of that refusal */
+	int exe_fd;		  /* this executable, for the workers */
 };
 
 static int
@@ -748,6 +750,7 @@ on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata)
 		queue_set_config(d->queue, fresh);
 		forget_orphaned_firmware(d);
 		control_set_group(d->control, fresh->has_control_gid, fresh->control_gid);
+		control_set_idle_timeout(d->control, fresh->client_idle_ms * 1000ULL);
 		log_set_max_priority(fresh->log_level);
 		config_free(old);
 		free(d->reload_error);
@@ -885,7 +888,7 @@ main(int argc, char **argv)
 	    {"worker", no_argument, NULL, OPT_WORKER},
 	    {NULL, 0, NULL, 0},
 	};
-	struct daemon d = {.ov = {.log_level = -1}, .lock_fd = -1};
+	struct daemon d = {.ov = {.log_level = -1}, .lock_fd = -1, .exe_fd = -1};
 	enum log_target target = LOG_TARGET_AUTO;
 	bool check = false, verbose = false;
 	sigset_t mask;
@@ -1012,16 +1015,25 @@ main(int argc, char **argv)
 			log_error_errno(r, "cannot listen on %s", d.socket_path);
 		goto out;
 	}
+	control_set_idle_timeout(d.control, d.cfg->client_idle_ms * 1000ULL);
 	boards_new(d.loop, d.store, d.cfg, on_board, &d, &d.boards);
 	{
-		char exe[4096];
-		ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+		/* workers run this very binary, opened now: after a package upgrade replaced
+		 * the file, a path would start the new version under the old daemon. Exec'ing
+		 * /proc/self/fd/N is what fexecve(3) does. */
+		const char *test_worker = secure_getenv("SKRFLASHD_WORKER"); /* tests only */
+		char exe[64];
 
-		if (n <= 0) {
-			log_error_errno(-errno, "cannot find my own executable for workers");
+		/* a test's stand-in may be a script, whose interpreter opens the path after the
+		 * exec: it must not be close-on-exec then */
+		d.exe_fd = test_worker && *test_worker
+			       ? open(test_worker, O_RDONLY)
+			       : open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+		if (d.exe_fd < 0) {
+			log_error_errno(-errno, "cannot open my own executable for workers");
 			goto out;
 		}
-		exe[n] = 0;
+		(void)snprintf(exe, sizeof(exe), "/proc/self/fd/%d", d.exe_fd);
 		job_table_new(d.loop, d.cfg, d.store, d.boards, exe, on_job_event, &d, &d.jobs);
 	}
 	r = udevwatch_start(d.loop, boards_on_device, d.boards, &d.udev);
@@ -1063,5 +1075,6 @@ out:
 	free(d.config_path);
 	free(d.reload_error);
 	close_fd(d.lock_fd);
+	close_fd(d.exe_fd);
 	return ret;
 }

@@ -82,6 +82,36 @@ has_prefix(const char *s, const char *prefix)
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* StopUnit ends the unit's processes, as systemd does (KillMode=control-group), when the
+ * test says where its units' cgroups are (FAKE_SYSTEMD_CGROUPS/<unit>/cgroup.procs); the job
+ * completes once they are gone. */
+static void
+kill_unit(const char *name)
+{
+	const char *root = getenv("FAKE_SYSTEMD_CGROUPS");
+	char path[4096];
+
+	if (!root || !*root)
+		return;
+	snprintf(path, sizeof(path), "%s/%s/cgroup.procs", root, name);
+	for (int round = 0; round < 200; round++) {
+		FILE *f = fopen(path, "re");
+		int pid, n = 0;
+
+		if (!f)
+			return;
+		while (fscanf(f, "%d", &pid) == 1) {
+			n++;
+			if (round == 0)
+				(void)kill(pid, SIGTERM);
+		}
+		fclose(f);
+		if (n == 0)
+			return;
+		usleep(10000);
+	}
+}
+
 static int
 method_job(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 {
@@ -110,6 +140,8 @@ method_job(sd_bus_message *m, void *userdata, sd_bus_error *ret_error)
 		result = "failed";
 	if (stop && has_prefix(name, "hang-"))
 		return sd_bus_reply_method_return(m, "o", job);
+	if (stop)
+		kill_unit(name);
 	if (has_prefix(name, "race-")) {
 		r = emit_job_removed(bus, id, job, name, result);
 		if (r < 0)

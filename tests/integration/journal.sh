@@ -29,11 +29,12 @@ mount -t tmpfs tmpfs /run
 python3 "$(pwd)/tests/integration/journal_sink.py" /run/systemd/journal/socket "$T/journal.jsonl" &
 sink=\$!
 i=0; while [ ! -S /run/systemd/journal/socket ] && [ \$i -lt 100 ]; do sleep 0.05; i=\$((i+1)); done
-"$SKRFLASHD" -c "$CONFIG" --state-dir "$STATE" --runtime-dir "$RUN" --log-target journal >"$T/inner.log" 2>&1 &
+chmod 666 /run/systemd/journal/socket # journald's socket takes every user's entries
+$AS_DAEMON "$SKRFLASHD" -c "$CONFIG" --state-dir "$STATE" --runtime-dir "$RUN" --log-target journal >"$T/inner.log" 2>&1 &
 d=\$!
-i=0; while ! "$SKRFLASHCTL" --socket "$RUN/control.sock" status >/dev/null 2>&1 && [ \$i -lt 100 ]; do sleep 0.05; i=\$((i+1)); done
-"$SKRFLASHCTL" --socket "$RUN/control.sock" --queue-dir "$QUEUE" --config "$CONFIG" queue octopus-f446 "$T/good.bin" || true
-"$SKRFLASHCTL" --socket "$RUN/control.sock" --queue-dir "$QUEUE" --config "$CONFIG" queue octopus-f446 "$T/low.bin" || true
+i=0; while ! $AS_MEMBER "$SKRFLASHCTL" --socket "$RUN/control.sock" status >/dev/null 2>&1 && [ \$i -lt 100 ]; do sleep 0.05; i=\$((i+1)); done
+$AS_MEMBER "$SKRFLASHCTL" --socket "$RUN/control.sock" --queue-dir "$QUEUE" --config "$CONFIG" queue octopus-f446 "$T/good.bin" || true
+$AS_MEMBER "$SKRFLASHCTL" --socket "$RUN/control.sock" --queue-dir "$QUEUE" --config "$CONFIG" queue octopus-f446 "$T/low.bin" || true
 kill -TERM \$d; wait \$d || true
 sleep 0.2
 kill \$sink

@@ -1,6 +1,10 @@
 #!/bin/sh
 # Shared helpers for the shell integration tests: a private state/queue/runtime tree, the
 # real daemon started and stopped in it, and checks that fail the test with a message.
+#
+# As root (CI) the daemon runs as in production (tests/integration/as-user: its own uid,
+# UMask=0027, /proc with hidepid=invisible) and `ctl` runs as an operator whose group is only
+# supplementary; SKRTEST_AS_ROOT=1, or not being root, runs everything as the caller.
 # shellcheck disable=SC2034
 set -u
 BUILD=${BUILD:-build}
@@ -17,6 +21,23 @@ FAILED=0
 CHECKS=0
 CONFIG=${CONFIG:-$T/skrflash.conf}
 [ -e "$CONFIG" ] || printf '# empty: built-in catalog profiles\n' >"$CONFIG"
+AS_USER="$(cd "$(dirname "$0")" && pwd)/as-user"
+PRODUCTION=0
+AS_DAEMON=
+AS_MEMBER=
+if [ "$(id -u)" = 0 ] && [ "${SKRTEST_AS_ROOT:-0}" != 1 ]; then
+	PRODUCTION=1
+	DAEMON_UID='' OPS_GID='' MEMBER_UID=''
+	eval "$("$AS_USER" ids)"
+	AS_DAEMON="$AS_USER daemon $T"
+	AS_MEMBER="$AS_USER member $T"
+	# StateDirectory= and RuntimeDirectory= of the unit: the daemon's, mode 0750
+	chmod 755 "$T"
+	mkdir -p "$STATE" "$RUN"
+	chown "$DAEMON_UID:$OPS_GID" "$STATE" "$RUN"
+	chmod 750 "$STATE" "$RUN"
+	chmod 644 "$CONFIG"
+fi
 
 cleanup() {
 	[ -n "$DAEMON_PID" ] && kill -9 "$DAEMON_PID" 2>/dev/null
@@ -40,8 +61,11 @@ check() { # check DESCRIPTION COMMAND...
 	if "$@" >/dev/null 2>&1; then echo "ok: $desc"; else fail "$desc"; fi
 }
 
-ctl() {
-	"$SKRFLASHCTL" --socket "$RUN/control.sock" --queue-dir "$QUEUE" --config "$CONFIG" "$@"
+as_member() { $AS_MEMBER "$@"; }
+as_daemon() { $AS_DAEMON "$@"; }
+
+ctl() { # skrflashctl as an operator
+	$AS_MEMBER "$SKRFLASHCTL" --socket "$RUN/control.sock" --queue-dir "$QUEUE" --config "$CONFIG" "$@"
 }
 
 # wait_for TIMEOUT_S COMMAND...: poll a condition the daemon makes true (file moved, row
@@ -59,7 +83,7 @@ wait_for() {
 }
 
 start_daemon() {
-	"$SKRFLASHD" -c "$CONFIG" --state-dir "$STATE" --runtime-dir "$RUN" --log-target stderr \
+	$AS_DAEMON "$SKRFLASHD" -c "$CONFIG" --state-dir "$STATE" --runtime-dir "$RUN" --log-target stderr \
 		--log-level debug "$@" >>"$DAEMON_LOG" 2>&1 &
 	DAEMON_PID=$!
 	if ! wait_for 10 ctl status; then

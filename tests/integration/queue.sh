@@ -90,8 +90,96 @@ exec 3>&-
 check "picked up once the writer closed it" wait_for 10 sh -c "test ! -e '$QUEUE/$P/partial.bin'"
 check "and recorded with the complete content" test "$(desired_sha $P)" = "$(sha_of "$T/part.bin")"
 
+if [ "$PRODUCTION" = 1 ]; then
+	# the unit's UMask=0027 does not lock operators out: the queue directories are 3770
+	check "queue/<profile> is setgid and sticky for the operators" \
+		test "$(stat -c %a "$QUEUE/$P")" = 3770 -a "$(stat -c %g "$QUEUE/$P")" = "$OPS_GID"
+	check "the top queue directory too" test "$(stat -c %a "$QUEUE")" = 3770
+
+	# an operator's own file (its primary group, not skrflash) renamed in is accepted
+	mkdir "$T/member" && chown "$MEMBER_UID:$MEMBER_UID" "$T/member"
+	make_image "$T/own.bin" 0x08008000 0x20020000 2048 11
+	as_member cp "$T/own.bin" "$T/member/own.bin"
+	check "operator's own file has its primary group" test "$(stat -c %g "$T/member/own.bin")" = "$MEMBER_UID"
+	as_member mv "$T/member/own.bin" "$QUEUE/$P/own.bin"
+	check "operator's own file renamed in is accepted" wait_for 10 sh -c "test ! -e '$QUEUE/$P/own.bin'"
+	check "and recorded" test "$(desired_sha $P)" = "$(sha_of "$T/own.bin")"
+
+	# members cannot move a profile's queue directory away (the directory swap)
+	check "an operator cannot rename queue/<profile>" sh -c "! $AS_MEMBER mv '$QUEUE/$P' '$QUEUE/$P.old' 2>/dev/null"
+	check "an operator cannot replace it with a link" sh -c "! $AS_MEMBER ln -sT ../firmware '$QUEUE/$P' 2>/dev/null"
+
+	# another user keeps writing a file after renaming it in: only the whole file counts
+	make_image "$T/slow.bin" 0x08008000 0x20020000 8192 12
+	as_member python3 - "$T/slow.bin" "$T/member/slow.bin" "$QUEUE/$P/slow.bin" <<'PY'
+import os, sys, time
+data = open(sys.argv[1], 'rb').read()
+f = open(sys.argv[2], 'wb')
+f.write(data[:1024]); f.flush()
+os.rename(sys.argv[2], sys.argv[3])      # renamed in while still open and half written
+for i in range(1024, len(data), 512):
+    time.sleep(0.15); f.write(data[i:i + 512]); f.flush()
+f.close()
+PY
+	check "a file still being written is picked up only whole" wait_for 10 sh -c "test ! -e '$QUEUE/$P/slow.bin'"
+	check "and recorded with the complete content" test "$(desired_sha $P)" = "$(sha_of "$T/slow.bin")"
+fi
+
+# the directory swap, as root could still do it: queue/<profile> exchanged in one step with a
+# link to the firmware store; the store is untouched, the link moved aside, a new queue
+# directory made and working without SIGHUP
+STORED=$(find "$STATE/firmware" -maxdepth 1 -type f -name '[0-9a-f]*' -printf '%f\n' | head -1)
+ln -s ../firmware "$QUEUE/.swap"
+python3 -c 'import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+sys.exit(libc.renameat2(-100, sys.argv[1].encode(), -100, sys.argv[2].encode(), 2))' \
+	"$QUEUE/.swap" "$QUEUE/$P" # RENAME_EXCHANGE
+check "a link in place of queue/<profile> is moved aside" wait_for 10 test -e "$REJECTED/$P.reason"
+check "the firmware store is untouched" test -s "$STATE/firmware/$STORED"
+check "a new queue/<profile> directory is made" wait_for 10 test -d "$QUEUE/$P" -a ! -L "$QUEUE/$P"
+check "and nothing moved from the store to rejected/" sh -c "! ls '$REJECTED' | grep -q '^$STORED'"
+make_image "$T/after.bin" 0x08008000 0x20020000 2048 13
+check "the new queue works" ctl queue $P "$T/after.bin"
+check "and records" test "$(desired_sha $P)" = "$(sha_of "$T/after.bin")"
+# an empty queue/<profile> deleted: made again without SIGHUP
+rmdir "$QUEUE/$P"
+check "a deleted queue/<profile> is made again" wait_for 10 test -d "$QUEUE/$P"
+make_image "$T/again.bin" 0x08008000 0x20020000 2048 14
+check "and works" ctl queue $P "$T/again.bin"
+
+# rejected/ names never collide: the same name twice, and a file named like a reason
+printf 'junk one' >"$T/dup.bin" && mv "$T/dup.bin" "$QUEUE/$P/dup.bin"
+check "first dup.bin refused" rejected dup.bin "reason:"
+printf 'junk two' >"$T/dup.bin" && mv "$T/dup.bin" "$QUEUE/$P/dup.bin"
+check "second dup.bin kept under another name" wait_for 10 test -e "$REJECTED/dup.bin.1"
+check "the first one is unchanged" grep -q 'junk one' "$REJECTED/dup.bin"
+printf 'junk three' >"$T/r" && mv "$T/r" "$QUEUE/$P/dup.bin.reason"
+check "a file named like a reason is kept" wait_for 10 test -e "$REJECTED/dup.bin.reason.1"
+check "and dup.bin's reason is not overwritten" grep -q '^file: dup.bin$' "$REJECTED/dup.bin.reason"
+
+# a socket and an over-long name leave the queue once and are said once
+python3 -c "import socket,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1])" "$T/sock.bin"
+mv "$T/sock.bin" "$QUEUE/$P/sock.bin"
+check "a socket is moved aside" rejected sock.bin "socket"
+LONG=$(printf 'L%.0s' $(seq 1 250)).bin
+printf 'junk' >"$T/long" && mv "$T/long" "$QUEUE/$P/$LONG"
+check "an over-long name leaves the queue" wait_for 10 sh -c "test ! -e '$QUEUE/$P/$LONG'"
+check "and is kept under a shorter name" sh -c "ls '$REJECTED' | grep -q '^LLLLLLLL.*[^n]$'"
+kill -HUP "$DAEMON_PID"
+sleep 1
+check "each was reported once" test "$(grep -c "firmware 'sock.bin' refused" "$DAEMON_LOG")" = 1
+
+# invalid UTF-8 in a name is escaped in JSON
+BADNAME=$(printf 'caf\351.bin')
+make_image "$T/utf.bin" 0x08008000 0x20020000 2048 15
+cp "$T/utf.bin" "$T/.u" && mv "$T/.u" "$QUEUE/$P/$BADNAME"
+check "a name that is not UTF-8 is picked up" wait_for 10 sh -c "test ! -e '$QUEUE/$P/$BADNAME'"
+check "and 'queued' is valid UTF-8 JSON" sh -c "'$SKRFLASHCTL' --socket '$RUN/control.sock' --json queued | python3 -c 'import sys, json; json.loads(sys.stdin.buffer.read().decode(\"utf-8\"))'"
+
 # nothing dropped is ever lost: every refused file is in rejected/
-for f in link.bin hard.bin fifo.bin dir.bin empty.bin huge.bin no-such-profile.bin low.bin; do
+# (another user's directory cannot be moved by the daemon's user: it stays, with a reason)
+[ "$PRODUCTION" = 1 ] || check "rejected/dir.bin kept" test -d "$REJECTED/dir.bin"
+for f in link.bin hard.bin fifo.bin empty.bin huge.bin no-such-profile.bin low.bin; do
 	check "rejected/$f kept" test -e "$REJECTED/$f" -o -L "$REJECTED/$f"
 done
 check "daemon stops cleanly" stop_daemon
@@ -109,8 +197,8 @@ lost=0
 for i in 1 2 3 4 5 6 7 8; do
 	make_image "$T/kill$i.bin" 0x08008000 0x20020000 409600 "$i"
 	cp "$T/kill$i.bin" "$QUEUE/$P/kill.bin"
-	"$SKRFLASHD" -c "$CONFIG" --state-dir "$STATE" --runtime-dir "$RUN" --log-target stderr \
-		>>"$DAEMON_LOG" 2>&1 &
+	as_daemon "$SKRFLASHD" -c "$CONFIG" --state-dir "$STATE" --runtime-dir "$RUN" \
+		--log-target stderr >>"$DAEMON_LOG" 2>&1 &
 	pid=$!
 	sleep "0.0$((i % 6))$i"
 	kill -9 $pid 2>/dev/null

@@ -368,6 +368,15 @@ katapult_faults(struct sim *s)
 /* --- DfuSe ----------------------------------------------------------------------------- */
 
 static struct sim_board *
+sim_add_checked(struct sim *s, const struct sim_board_spec *spec)
+{
+	struct sim_board *b = sim_board_add(s, spec);
+
+	CHECK(b != NULL);
+	return b;
+}
+
+static struct sim_board *
 dfu_board(struct sim *s, const char *model, const char *port)
 {
 	struct sim_board_spec spec = {.model = model, .port = port, .mode = SIM_MODE_ROM_DFU};
@@ -516,6 +525,34 @@ dfu_device_errors(struct sim *s)
 	/* the 2nd erase is the sector at 0x0800C000 */
 	dfu_device_error(s, "2-4", (struct sim_fault){SIM_FAULT_DFU_ERR_ERASE, 2, 0}, "errERASE",
 			 "0x0800c000");
+}
+
+/* A crafted layout string that covers the whole address space with pages that are not
+ * writable: the search for the application start stopped only by wrapping back to 0, and
+ * then searched forever. Now it ends with an error. */
+static void
+dfu_layout_wraps(struct sim *s)
+{
+	struct sim_board_spec spec = {.model = "octopus-f446",
+				      .port = "2-9",
+				      .mode = SIM_MODE_ROM_DFU,
+				      .dfu_layout = "@Internal Flash  /0x00000000/512*008Ma"};
+	struct sim_board *b = sim_add_checked(s, &spec);
+	struct worker_plan p;
+	struct worker_report r;
+	uint8_t *img;
+	char *path;
+
+	if (!b)
+		return;
+	img = klipper_image(b, 0x08008000, "v-wrap", 4096);
+	path = save_image(img, 4096);
+	plan_for(&p, b, "octopus-f446", path);
+	CHECK(run_plan(&p, &r) < 0);
+	CHECK(strstr(r.error, "no writable flash at or above 0x08008000") != NULL);
+	free(img);
+	free(path);
+	sim_board_unplug(b);
 }
 
 /* --- touch, worker process, one-shot ---------------------------------------------------- */
@@ -1023,6 +1060,9 @@ main(int argc, char **argv)
 		worker_lines(s);
 	if (want("oneshot"))
 		oneshot_paths(s);
+	/* last: its crafted device must not share a node with a later group's */
+	if (want("dfu-layout"))
+		dfu_layout_wraps(s);
 	sim_free(s);
 	{
 		char *cmd = xasprintf("rm -rf %s", tmpdir);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <json-c/json.h>
@@ -23,7 +24,8 @@ static json_object *
 ctl_json(const char *cmd, const char *arg)
 {
 	char *ctl = xasprintf("%s/skrflashctl", build), *out = NULL;
-	char **argv = strv_new(ctl, "--json", "--socket", sock, "--config", conf, cmd, arg, NULL);
+	char **v = strv_new(ctl, "--json", "--socket", sock, "--config", conf, cmd, arg, NULL);
+	char **argv = sim_as("member", dir, v); /* an operator */
 	json_object *o = NULL;
 	int st = sim_run(sim, argv, 10000, &out);
 
@@ -35,6 +37,7 @@ ctl_json(const char *cmd, const char *arg)
 	free(out);
 	free(ctl);
 	strv_free(argv);
+	strv_free(v);
 	return o;
 }
 
@@ -42,8 +45,13 @@ ctl_json(const char *cmd, const char *arg)
 static char **
 daemon_args(const char *daemon_path, const char *state, const char *run)
 {
-	return strv_new(daemon_path, "-c", conf, "--state-dir", state, "--runtime-dir", run,
-			"--log-level", "debug", NULL);
+	char **v = strv_new(daemon_path, "-c", conf, "--state-dir", state, "--runtime-dir", run,
+			    "--log-level", "debug", NULL);
+	/* as the packaged unit runs it (sim_as) */
+	char **as = sim_as("daemon", dir, v);
+
+	strv_free(v);
+	return as;
 }
 
 static json_object *
@@ -93,6 +101,7 @@ write_conf(const char *path, const char *extra)
 		");\n",
 		extra);
 	fclose(f);
+	(void)chmod(path, 0644);
 }
 
 static struct sim_board *
@@ -123,6 +132,7 @@ main(int argc, char **argv)
 	sock = xasprintf("%s/control.sock", run);
 	conf = xasprintf("%s/skrflash.conf", dir);
 	daemon_path = xasprintf("%s/skrflashd", build);
+	CHECK_EQ_INT(sim_prepare_production(dir, state, run), 0);
 	write_conf(conf, "");
 	sim = sim_new();
 

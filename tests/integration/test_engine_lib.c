@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,6 +37,10 @@ eng_init(int argc, char **argv, const char *name)
 	run = xasprintf("%s/run", dir);
 	sock = xasprintf("%s/control.sock", run);
 	conf = xasprintf("%s/skrflash.conf", dir);
+	if (sim_prepare_production(dir, state, run) < 0) {
+		perror("preparing the production users' directories");
+		exit(1);
+	}
 	sim = sim_new();
 }
 
@@ -91,6 +96,7 @@ eng_write_conf(const char *globals, const char *profiles)
 		"profiles = (\n%s\n);\n",
 		globals, profiles);
 	fclose(f);
+	(void)chmod(conf, 0644);
 }
 
 int
@@ -107,9 +113,11 @@ eng_start(char *const extra_env[])
 			(char[]){"--log-level"},
 			(char[]){"debug"},
 			NULL};
+	char **as = sim_as("daemon", dir, args);
 	int r;
 
-	daemon_proc = sim_proc_spawn(sim, args, extra_env);
+	daemon_proc = sim_proc_spawn(sim, as, extra_env);
+	strv_free(as);
 	free(path);
 	r = sim_proc_wait_ready(daemon_proc, 10000);
 	if (r < 0)
@@ -257,7 +265,14 @@ ctl_argv(bool json, const char *arg, va_list ap)
 	v[n++] = xstrdup("--queue-dir");
 	v[n++] = xasprintf("%s/queue", state);
 	v[n] = NULL;
-	return strv_append_va(v, arg, ap);
+	v = strv_append_va(v, arg, ap);
+	{
+		/* the CLI as an operator, as the daemon as its user */
+		char **as = sim_as("member", dir, v);
+
+		strv_free(v);
+		return as;
+	}
 }
 
 int
@@ -309,7 +324,12 @@ eng_watch(void)
 	v[2] = xstrdup("--socket");
 	v[3] = xstrdup(sock);
 	v[4] = xstrdup("watch");
-	p = sim_proc_spawn(sim, v, NULL);
+	{
+		char **as = sim_as("member", dir, v);
+
+		p = sim_proc_spawn(sim, as, NULL);
+		strv_free(as);
+	}
 	strv_free(v);
 	return p;
 }

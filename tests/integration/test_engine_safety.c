@@ -90,12 +90,13 @@ sh_plain(const char *script)
 
 /* A cgroup named klipper.service under our own, in the cgroup2 hierarchy; NULL if none can be
  * made here. */
+/* Where this test's cgroups go: a child of our own cgroup in the cgroup2 hierarchy; NULL
+ * when there is none. */
 static char *
-make_klipper_cgroup(void)
+cgroup_parent(void)
 {
 	FILE *f = fopen("/proc/self/mounts", "re");
 	char line[1024], mnt[512] = "", own[512] = "";
-	char *parent, *cg, *cmd;
 
 	while (f && fgets(line, sizeof(line), f)) {
 		char dev[128], path[512], type[64];
@@ -118,8 +119,17 @@ make_klipper_cgroup(void)
 		fclose(f);
 	if (!mnt[0])
 		return NULL;
-	parent =
-	    xasprintf("%s%s/skrflash-engine-%d", mnt, strcmp(own, "/") ? own : "", (int)getpid());
+	return xasprintf("%s%s/skrflash-engine-%d", mnt, strcmp(own, "/") ? own : "",
+			 (int)getpid());
+}
+
+static char *
+make_klipper_cgroup(void)
+{
+	char *parent = cgroup_parent(), *cg, *cmd;
+
+	if (!parent)
+		return NULL;
 	cg = xasprintf("%s/klipper.service", parent);
 	cmd = xasprintf("mkdir -p '%s' 2>/dev/null", cg);
 	if (sh_plain(cmd) != 0) {
@@ -160,10 +170,17 @@ test_klipper_unit(struct sim_board *b, const char *calls_path)
 {
 	char *cg = make_klipper_cgroup(), *node, *cmd, *path, *needle, *out = NULL, *calls = NULL;
 	char sha[65], line[32];
-	char script[] = "import os, sys\n"
+	/* as root it is seen through /proc/PID/fd; in production mode (another uid, the daemon
+	 * cannot see it) through its lock, taken as Klipper takes it: pyserial's
+	 * exclusive=True is flock(LOCK_EX | LOCK_NB) on the open tty (klippy/serialhdl.py) */
+	char script[] = "import fcntl, os, sys\n"
 			"fd = os.open(sys.argv[1], os.O_PATH)\n"
+			"t = os.open(sys.argv[2], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)\n"
+			"fcntl.flock(t, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
 			"print('holding', flush=True)\n"
 			"sys.stdin.read()\n";
+	char pts[256];
+	ssize_t pl;
 	struct stat st;
 	uint8_t *img;
 	size_t len, n = 0;
@@ -187,10 +204,16 @@ test_klipper_unit(struct sim_board *b, const char *calls_path)
 		free(cg);
 		return;
 	}
+	/* the pty behind the testbed's tty, which the stand-in opens outside the preload */
+	pl = readlink(sim_board_tty(b), pts, sizeof(pts) - 1);
+	CHECK(pl > 0);
+	pts[pl > 0 ? pl : 0] = 0;
 	{
-		char *a[] = {(char[]){"python3"}, (char[]){"-c"}, script, node, NULL};
+		char *a[] = {(char[]){"python3"}, (char[]){"-c"}, script, node, pts, NULL};
+		char **as = sim_as("klipper", eng_dir(), a); /* Klipper's own user */
 
-		klipper = spawn_plain(a, &in, &outfd);
+		klipper = spawn_plain(as, &in, &outfd);
+		strv_free(as);
 	}
 	CHECK(klipper > 0 && read_line(outfd, line, sizeof(line)) == 0);
 	CHECK_STREQ(line, "holding");
@@ -298,6 +321,15 @@ test_moonraker(struct sim_board *printing, struct sim_board *down, struct sim_bo
 	free(before_d);
 }
 
+/* The key file as docs/security.md says: mode 0600, owned by the daemon's user, so that
+ * operators (the daemon's group) cannot read it. */
+static void
+give_to_daemon(const char *path)
+{
+	if (sim_production())
+		CHECK_EQ_INT(chown(path, sim_daemon_uid(), 0), 0);
+}
+
 /* A Moonraker that does not trust this host: the key comes from moonraker_api_key_file, read
  * at each check. A wrong key refuses with the hint; the right one, written without a reload,
  * flashes on the next attempt. */
@@ -313,6 +345,7 @@ test_api_key(struct sim_board *b, const char *key_file)
 	json_object *hist;
 
 	CHECK_EQ_INT(write_file_atomic(key_file, "wrong\n", 6, 0600), 0);
+	give_to_daemon(key_file);
 	CHECK_EQ_INT(eng_ctl(&out, "queue", "auth", path, NULL), 0);
 	free(out);
 	CHECK_EQ_INT(eng_wait("HTTP status 401, not authorized", 10000), 0);
@@ -324,6 +357,7 @@ test_api_key(struct sim_board *b, const char *key_file)
 	CHECK_EQ_INT(sim_board_enumerations(b), 1);
 
 	CHECK_EQ_INT(write_file_atomic(key_file, "0123456789abcdef\n", 17, 0600), 0);
+	give_to_daemon(key_file);
 	CHECK_EQ_INT(eng_ctl(&out, "flash", "1-5", NULL), 0);
 	free(out);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
@@ -366,7 +400,9 @@ main(int argc, char **argv)
 			"1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/"
 			"busconfig.dtd\">\n<busconfig><type>session</type>"
 			"<listen>unix:dir=%s</listen><auth>EXTERNAL</auth>"
-			"<policy context=\"default\"><allow send_destination=\"*\" "
+			/* the daemon runs as its own user (sim_as): any user may connect */
+			"<policy context=\"default\"><allow user=\"*\"/>"
+			"<allow send_destination=\"*\" "
 			"eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/>"
 			"</policy></busconfig>\n",
 			eng_dir());
@@ -376,8 +412,11 @@ main(int argc, char **argv)
 		char *cf = xasprintf("--config-file=%s", bus_conf);
 		char *a[] = {(char[]){"dbus-daemon"}, cf, (char[]){"--nofork"},
 			     (char[]){"--print-address=1"}, NULL};
+		/* the bus must know the daemon's user, as the system's user database does */
+		char **as = sim_as("system", eng_dir(), a);
 
-		bus = spawn_plain(a, NULL, &bus_out);
+		bus = spawn_plain(as, NULL, &bus_out);
+		strv_free(as);
 		free(cf);
 	}
 	CHECK(bus > 0 && read_line(bus_out, addr, sizeof(addr)) == 0);
@@ -386,6 +425,14 @@ main(int argc, char **argv)
 	CHECK_EQ_INT(mkfifo(fifo, 0600), 0);
 	fake_path = xasprintf("%s/tests/integration/fake_systemd", eng_build());
 	setenv("DBUS_SYSTEM_BUS_ADDRESS", addr, 1);
+	{
+		/* StopUnit ends the stand-in, as systemd ends Klipper */
+		char *parent = cgroup_parent();
+
+		if (parent)
+			setenv("FAKE_SYSTEMD_CGROUPS", parent, 1);
+		free(parent);
+	}
 	{
 		char *a[] = {fake_path, calls, fifo, NULL};
 
@@ -422,7 +469,9 @@ main(int argc, char **argv)
 	ak = eng_add("octopus-f446", "1-5", SIM_MODE_KLIPPER_APP, true);
 	env_bus = xasprintf("DBUS_SYSTEM_BUS_ADDRESS=%s", addr);
 	{
-		char *env[] = {env_bus, NULL};
+		/* the real cgroup tree: the daemon's umockdev preload redirects /sys */
+		char *env[] = {
+		    env_bus, (char[]){"SKRFLASHD_CGROUP_ROOT=/proc/self/root/sys/fs/cgroup"}, NULL};
 
 		int r = k && p && d && o && ak ? eng_start(env) : -ENODEV;
 

@@ -54,8 +54,8 @@ has_catalog() { journalctl --list-catalog 2>/dev/null | grep -q "^$1 skrflash:";
 check installed test "$(status)" = "install ok installed"
 check user test "$(getent passwd skrflash | cut -d: -f6-)" = /var/lib/skrflash:/usr/sbin/nologin
 check group getent group skrflash
-check "queue 2770 skrflash:skrflash ($(mode /var/lib/skrflash/queue))" \
-	test "$(mode /var/lib/skrflash/queue)" = "2770 skrflash skrflash"
+check "queue 3770 skrflash:skrflash ($(mode /var/lib/skrflash/queue))" \
+	test "$(mode /var/lib/skrflash/queue)" = "3770 skrflash skrflash"
 check "state dir 750 ($(mode /var/lib/skrflash))" \
 	test "$(mode /var/lib/skrflash)" = "750 skrflash skrflash"
 wants=/etc/systemd/system/multi-user.target.wants/skrflashd.service

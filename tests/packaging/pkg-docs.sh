@@ -29,7 +29,7 @@ done
 
 # Every key of skrflash.conf must be described in skrflash.conf(5).
 for key in state_dir queue_dir runtime_dir log_level max_jobs timeouts bootloader boot step \
-	leave_grace drop_group control_group profiles name match board usb_id serial port mcu \
+	leave_grace client_idle rejected max_days max_mib drop_group control_group profiles name match board usb_id serial port mcu \
 	product queue methods katapult dfu sd uf2 auto_flash hotplug stop_units moonraker \
 	moonraker_fail_open moonraker_api_key_file app_start interface usb can; do
 	if grep -Eq "^\\.(B|BR|TP|I) \"?$key\\b|^\\.BR .*\\b$key\\b" conf/skrflash.conf.5; then

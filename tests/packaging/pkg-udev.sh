@@ -4,7 +4,8 @@
 # real system rules plus ours. systemd 252 has no "udevadm verify" and "udevadm test" exits 0
 # on broken rules, so every line it prints about our file counts as an error. It also writes
 # into /dev and /run/udev: each case runs in a private mount namespace with tmpfs over both,
-# and a private /etc/group that knows the skrflash group. Needs root (unshare -m).
+# and a private /etc/group that knows the skrflash and skrflash-dev groups. Needs root
+# (unshare -m).
 set -u
 cd "$(dirname "$0")/../.." || exit 1
 RULES=${RULES:-$PWD/udev/70-skrflash.rules}
@@ -111,8 +112,10 @@ sandbox() {
 		mkdir -p "$box/rules" "$box/dev"
 		cp "$rules" "$box/rules/"
 		mount --bind "$box/rules" /etc/udev/rules.d
-		grep -v "^skrflash:" /etc/group >"$box/group"
-		echo "skrflash:x:$gid:" >>"$box/group"
+		# device nodes go to skrflash-dev (the daemon only), never to the operators
+		grep -Ev "^skrflash(-dev)?:" /etc/group >"$box/group"
+		echo "skrflash-dev:x:$gid:" >>"$box/group"
+		echo "skrflash:x:$((gid + 1)):" >>"$box/group"
 		mount --bind "$box/group" /etc/group
 		mount -t tmpfs none /run
 		mkdir -p /run/udev

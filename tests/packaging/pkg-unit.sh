@@ -41,7 +41,8 @@ fi
 # Settings the daemon relies on (brief and skrflashd(8)): losing one breaks flashing or a
 # promise to the admin, yet verify and the score would not notice.
 for want in 'Type=notify' 'WatchdogSec=' 'Restart=on-failure' 'RestartPreventExitStatus=78' \
-	'User=skrflash' 'SupplementaryGroups=dialout' 'StateDirectory=skrflash' \
+	'User=skrflash' 'SupplementaryGroups=dialout skrflash-dev' 'MemoryMax=' \
+	'StateDirectory=skrflash' \
 	'RuntimeDirectory=skrflash' 'ConfigurationDirectory=skrflash' 'DevicePolicy=closed' \
 	'DeviceAllow=char-usb_device rw' 'DeviceAllow=char-ttyACM rw' 'DeviceAllow=block-sd rw' \
 	'RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6' 'IPAddressDeny=any' \
@@ -78,7 +79,7 @@ check_dir() {
 	if [ "$got" = "$2 $uid $gid" ]; then ok "dir $1 $2"; else bad "dir $1 $2 (got: $got)"; fi
 }
 check_dir /var/lib/skrflash 750
-check_dir /var/lib/skrflash/queue 2770
+check_dir /var/lib/skrflash/queue 3770
 check_dir /var/lib/skrflash/rejected 2750
 
 echo "$pass passed, $fail failed"

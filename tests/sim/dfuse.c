@@ -1010,3 +1010,10 @@ dfuse_detach(struct dfuse_dev *d, UMockdevTestbed *tb, const char *devnode)
 		d->att[i].devnode = NULL;
 	}
 }
+
+void
+dfuse_set_layout(struct dfuse_dev *d, const char *layout)
+{
+	free(d->alt_names[0]);
+	d->alt_names[0] = xstrdup(layout);
+}

@@ -94,6 +94,8 @@ void dfuse_set_leave_cb(struct dfuse_dev *d, void (*cb)(void *ctx, uint32_t jump
 int dfuse_control(struct dfuse_dev *d, const uint8_t setup[8], uint8_t *data);
 /* Select the alternate setting (USBDEVFS_SETINTERFACE). -EINVAL if out of range. */
 int dfuse_set_alt(struct dfuse_dev *d, unsigned alt);
+/* Replace the flash alternate's (alt 0) layout string, before the device is attached. */
+void dfuse_set_layout(struct dfuse_dev *d, const char *layout);
 
 /* Fault injection: the nth (from 1, counted since dfuse_new) operation of kind op fails with
  * DFU status `status` on its execution (its GETSTATUS pair); 0 clears. */

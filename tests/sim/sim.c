@@ -507,6 +507,7 @@ make_pty(char **ret_pts)
 	}
 	close(sl);
 	*ret_pts = xstrdup(ptsname(m));
+	sim_share_tree(*ret_pts);
 	return m;
 fail:
 	if (m >= 0)
@@ -557,6 +558,13 @@ on_tty_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *c, gpointer data)
 			atomic_fetch_and(&b->modem_bits, ~v);
 		}
 		g_object_unref(d);
+		umockdev_ioctl_client_complete(c, 0, 0);
+		return TRUE;
+	}
+	if (req == TIOCEXCL || req == TIOCNXCL) {
+		/* a ttyACM forgets TIOCEXCL at its last close; the pty behind it lives on while
+		 * the simulator holds its master and would refuse every later open by a user
+		 * without CAP_SYS_ADMIN (the daemon in production): accepted, not applied */
 		umockdev_ioctl_client_complete(c, 0, 0);
 		return TRUE;
 	}
@@ -756,6 +764,8 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		size_t n;
 
 		b->dfuse = dfuse_new(b->flash, id.serial);
+		if (b->dfuse && b->dfu_layout[0])
+			dfuse_set_layout(b->dfuse, b->dfu_layout);
 		n = b->dfuse ? dfuse_descriptors(b->dfuse, descr, sizeof(descr)) : 0;
 		if (n > 0 && n <= sizeof(descr)) {
 			const char *prod = dfuse_string(b->dfuse, DFUSE_STR_PRODUCT);
@@ -934,17 +944,8 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		return -EIO;
 	}
 	free(txt);
-	/* the kernel's bind events follow the adds once drivers probed */
-	for (unsigned i = 0; i < nif && i < 3; i++) {
-		if (iface_driver[i]) {
-			char *ip = xasprintf("%s/%s:1.%u", b->syspath, b->port, i);
-
-			umockdev_testbed_uevent(s->tb, ip, "bind");
-			free(ip);
-		}
-	}
-	umockdev_testbed_uevent(s->tb, b->syspath, "bind");
-	free(ifpath_tty);
+	/* the DfuSe and PICOBOOT handlers before the bind events, as the tty's: the daemon may
+	 * open the node as soon as it sees it (and, as another user, needs its socket shared) */
 #if SIM_HAVE_DFUSE
 	if (b->dfuse) {
 		dfuse_set_leave_cb(b->dfuse, on_dfuse_leave, b);
@@ -960,6 +961,18 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		if (picoboot_sim_attach(b->picoboot, s->tb, b->devnode) < 0)
 			fprintf(stderr, "sim: picoboot attach %s failed\n", b->devnode);
 	}
+	sim_share_tree(s->root);
+	/* the kernel's bind events follow the adds once drivers probed */
+	for (unsigned i = 0; i < nif && i < 3; i++) {
+		if (iface_driver[i]) {
+			char *ip = xasprintf("%s/%s:1.%u", b->syspath, b->port, i);
+
+			umockdev_testbed_uevent(s->tb, ip, "bind");
+			free(ip);
+		}
+	}
+	umockdev_testbed_uevent(s->tb, b->syspath, "bind");
+	free(ifpath_tty);
 	b->mode = mode;
 	b->enumerations++;
 	if (mode == SIM_MODE_KLIPPER_APP) {
@@ -1491,6 +1504,8 @@ sim_new(void)
 	if (!umockdev_in_mock_environment())
 		fprintf(stderr, "sim: not running under libumockdev-preload (call sim_init)\n");
 	s->root = umockdev_testbed_get_root_dir(s->tb);
+	if (s->root)
+		sim_share_tree(s->root);
 	s->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (!s->tb || !s->root || s->wake_fd < 0)
 		abort();
@@ -1677,6 +1692,8 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 	b->bootloop_cycles = spec->bootloop_cycles ? spec->bootloop_cycles : 3;
 	snprintf(b->crash_version, sizeof(b->crash_version), "%s",
 		 spec->crash_version ? spec->crash_version : "");
+	snprintf(b->dfu_layout, sizeof(b->dfu_layout), "%s",
+		 spec->dfu_layout ? spec->dfu_layout : "");
 	b->tty_index = -1;
 	b->master_fd = -1;
 	if (spec->uid)

@@ -70,6 +70,9 @@ struct sim_board_spec {
 	 * on the tty through the handler's socket first, two round trips per frame that no real
 	 * link has. For benchmarks of the host side only; the open is then seen by polling. */
 	bool plain_katapult_tty;
+	/* The ROM DfuSe flash alternate's layout string instead of the catalog's: crafted
+	 * layouts for the backend's parser and searches. NULL = the real one. */
+	const char *dfu_layout;
 };
 
 /* Call first in main(): re-exec under libumockdev-preload.so.0 if not already (libasan first
@@ -196,6 +199,20 @@ int sim_board_set_fault(struct sim_board *b, const struct sim_fault *f);
 /* A process under test (the daemon or skrflashctl), spawned with the testbed environment
  * (LD_PRELOAD, UMOCKDEV_DIR inherited) and a private NOTIFY_SOCKET. Its stdout+stderr are
  * collected and echoed to our stderr prefixed with "[name] ". */
+/* Production roles, done by the shared helper tests/integration/as-user: argv prefixed to
+ * run as `role` ("daemon": the unit's uid, umask, hidepid /proc; "member": an operator
+ * whose group is supplementary; "klipper", "outsider": other users) with `dir` for the test's
+ * user database. As the caller (a plain copy) when not root or SKRTEST_AS_ROOT=1. */
+bool sim_production(void);
+char **sim_as(const char *role, const char *dir, char *const argv[]);
+/* dir 0755, state and run the daemon's (0750); 0 or -errno; nothing when not production. */
+int sim_prepare_production(const char *dir, const char *state, const char *run);
+/* Let the production users reach a root-made tree (the testbed, a pty). */
+void sim_share_tree(const char *root);
+unsigned sim_daemon_uid(void);
+unsigned sim_ops_gid(void);
+unsigned sim_role_uid(const char *role);
+
 struct sim_proc;
 struct sim_proc *sim_proc_spawn(struct sim *s, char *const argv[], char *const extra_env[]);
 int sim_proc_wait_ready(struct sim_proc *p, int timeout_ms); /* READY=1 received */
@@ -206,6 +223,9 @@ int sim_proc_wait_notify(struct sim_proc *p, const char *needle, int timeout_ms)
 int sim_proc_wait_output(struct sim_proc *p, const char *needle, int timeout_ms);
 const char *sim_proc_output(struct sim_proc *p); /* everything so far; valid until next call */
 int sim_proc_pid(struct sim_proc *p);
+/* Longest time between two WATCHDOG=1 of the process (start it with WATCHDOG_USEC=...), in
+ * microseconds; reset starts a new measurement. */
+uint64_t sim_proc_watchdog_gap_us(struct sim_proc *p, bool reset);
 int sim_proc_kill(struct sim_proc *p, int sig);
 int sim_proc_wait_exit(struct sim_proc *p,
 		       int timeout_ms);		    /* exit status, or 128+sig; -ETIMEDOUT */

@@ -113,6 +113,7 @@ struct sim_board {
 	 * image, whose code crashes at start-up (a real board executes erased flash); cleared
 	 * by the next download that completes */
 	bool app_torn;
+	char dfu_layout[256]; /* spec->dfu_layout, "" = the catalog's */
 
 	/* Katapult device state (sim_katapult.c says what real firmware does, with sources) */
 	uint8_t rx[1100];

@@ -39,6 +39,8 @@ struct sim_proc {
 	char status[256];
 	char *snapshot;
 	bool ready;
+	uint64_t watchdog_last_us; /* arrival of the last WATCHDOG=1, 0 = none yet */
+	uint64_t watchdog_gap_us;  /* longest time between two of them */
 	bool out_eof;
 	bool exited;
 	int exit_status;
@@ -85,7 +87,13 @@ on_notify(struct sim_proc *p, char *msg, size_t n)
 	for (char *l = strtok_r(msg, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
 		if (strcmp(l, "READY=1") == 0)
 			p->ready = true;
-		else if (strncmp(l, "STATUS=", 7) == 0)
+		else if (strcmp(l, "WATCHDOG=1") == 0) {
+			uint64_t now = sim_now_us();
+
+			if (p->watchdog_last_us && now - p->watchdog_last_us > p->watchdog_gap_us)
+				p->watchdog_gap_us = now - p->watchdog_last_us;
+			p->watchdog_last_us = now;
+		} else if (strncmp(l, "STATUS=", 7) == 0)
 			snprintf(p->status, sizeof(p->status), "%s", l + 7);
 	}
 }
@@ -416,4 +424,17 @@ sim_run(struct sim *s, char *const argv[], int timeout_ms, char **ret_out)
 		*ret_out = xstrdup(sim_proc_output(p));
 	sim_proc_free(p);
 	return r;
+}
+
+uint64_t
+sim_proc_watchdog_gap_us(struct sim_proc *p, bool reset)
+{
+	uint64_t gap;
+
+	pthread_mutex_lock(&p->lock);
+	gap = p->watchdog_gap_us;
+	if (reset)
+		p->watchdog_gap_us = 0;
+	pthread_mutex_unlock(&p->lock);
+	return gap;
 }

@@ -125,10 +125,28 @@ test_closest(void)
 	CHECK(closest("queue", (const char *const[]){"queue", NULL}) == NULL);
 }
 
+/* names go into JSON and the journal: anything that is not UTF-8 is escaped */
+static void
+test_escape_name(void)
+{
+	char buf[64];
+
+	escape_name("caf\xc3\xa9.bin", buf, sizeof(buf));
+	CHECK_STREQ(buf, "caf\xc3\xa9.bin");
+	escape_name("caf\xe9.bin", buf, sizeof(buf));
+	CHECK_STREQ(buf, "caf\\xe9.bin");
+	escape_name("a\nb\\", buf, sizeof(buf));
+	CHECK_STREQ(buf, "a\\x0ab\\x5c");
+	escape_name("\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80", buf,
+		    sizeof(buf)); /* overlong, surrogate */
+	CHECK_STREQ(buf, "\\xc0\\xaf \\xed\\xa0\\x80 \\xf4\\x90\\x80\\x80");
+}
+
 int
 main(void)
 {
 	test_closest();
+	test_escape_name();
 	test_strv();
 	test_parse_decimal_to();
 	test_parse_u32();

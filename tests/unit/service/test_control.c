@@ -48,6 +48,9 @@ main(void)
 	CHECK_EQ_INT(parse("{\"command\":\"boards\",\"all\":1}", &req), -EINVAL);
 	CHECK_EQ_INT(parse("{\"command\":\"status\"} {}", &req), -EINVAL); /* trailing data */
 	CHECK_EQ_INT(parse("{\"command\":\"status\"", &req), -EINVAL);	   /* truncated */
+	/* a board name that is not UTF-8 would be echoed into answers and the journal */
+	CHECK_EQ_INT(parse("{\"command\":\"flash\",\"board\":\"caf\xe9\"}", &req), -EINVAL);
+	CHECK_EQ_INT(parse("{\"command\":\"flash\",\"board\":\"caf\xc3\xa9\"}", &req), 0);
 	{
 		static const char nul[] = "{\"command\":\"status\"}\0";
 
