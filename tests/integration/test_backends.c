@@ -816,7 +816,7 @@ pico_board(struct sim *s, const char *port)
 static void
 picoboot_flash_ok(struct sim *s)
 {
-	struct sim_board *b = pico_board(s, "5-1");
+	struct sim_board *b = pico_board(s, "6-1");
 	struct worker_plan p;
 	struct worker_report r;
 	struct flash *f;
@@ -877,7 +877,7 @@ picoboot_flash_ok(struct sim *s)
 static void
 picoboot_bad_boot2(struct sim *s)
 {
-	struct sim_board *b = pico_board(s, "5-2");
+	struct sim_board *b = pico_board(s, "6-2");
 	const struct flash_backend *be = backend_for_mode(DEVICE_MODE_RP2040_BOOTSEL);
 	struct flash_session fs;
 	struct worker_plan p;
@@ -917,7 +917,7 @@ picoboot_bad_boot2(struct sim *s)
 static void
 picoboot_faults(struct sim *s)
 {
-	struct sim_board *b = pico_board(s, "5-3");
+	struct sim_board *b = pico_board(s, "6-3");
 	/* status 4: invalid address; power back 200 ms after the cut */
 	struct sim_fault status = {.kind = SIM_FAULT_PICOBOOT_REFUSE, .at = 3, .count = 4};
 	struct sim_fault unplug = {.kind = SIM_FAULT_UNPLUG_AT_BYTE, .at = 8192, .count = 200};
@@ -966,7 +966,7 @@ picoboot_faults(struct sim *s)
 static void
 picoboot_drive(struct sim *s)
 {
-	struct sim_board *b = pico_board(s, "5-4");
+	struct sim_board *b = pico_board(s, "6-4");
 	struct sim_fault busy = {.kind = SIM_FAULT_PICOBOOT_BUSY};
 	struct worker_plan p;
 	struct worker_report r;
