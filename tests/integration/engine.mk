@@ -20,3 +20,4 @@ $(BUILD)/tests/integration/test_engine_%: tests/integration/test_engine_%.c $(EN
 CHECK_TESTS += $(ENGINE_TESTS)
 CHECK_DEPS  += $(ENGINE_TESTS) $(BUILD)/tests/integration/fake_systemd $(BUILD)/skrflashd \
 	       $(BUILD)/skrflashctl
+-include $(ENGINE_LIB_OBJ:.o=.d)
