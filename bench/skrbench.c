@@ -29,7 +29,6 @@
 #include "dfuse.h"
 #include "flash.h"
 #include "proto/katapult.h"
-#include "proto/picoboot.h"
 #include "picoboot.h"
 #include "sim.h"
 #include "sim_int.h"
@@ -1342,27 +1341,6 @@ pico_run(struct sim *s, struct sim_board *b, const uint8_t *old, size_t len, con
 	return 0;
 }
 
-/* An RP2040 "No bootloader" build: boot2 with its CRC, then the app at 0x10000100. */
-static uint8_t *
-pico_image(struct sim_board *b, const char *version, size_t app_size, size_t *ret_len)
-{
-	size_t alen = 0;
-	uint8_t *app =
-	    sim_image_klipper(sim_board_model(b)->mcu, 0x10000100u, version, app_size, &alen);
-	uint8_t *img = xmalloc(256 + alen);
-	uint32_t crc;
-
-	for (unsigned i = 0; i < 252; i++)
-		img[i] = (uint8_t)(i * 29u + 5u);
-	crc = picoboot_crc32(img, 252, 0xFFFFFFFFu);
-	for (unsigned i = 0; i < 4; i++)
-		img[252 + i] = (uint8_t)(crc >> (8 * i));
-	memcpy(img + 256, app, alen);
-	free(app);
-	*ret_len = 256 + alen;
-	return img;
-}
-
 static void
 section_picoboot(void)
 {
@@ -1373,8 +1351,9 @@ section_picoboot(void)
 				      .speed = O.quick ? 0.0 : 1.0,
 				      .mode = SIM_MODE_BOOTSEL};
 	struct sim_board *b = sim_board_add(s, &spec);
-	uint8_t *old = pico_image(b, "v0.12.0-old", app, &old_len);
-	uint8_t *img = pico_image(b, "v0.13.0-new", app, &len);
+	const struct catalog_mcu *mcu = sim_board_model(b)->mcu;
+	uint8_t *old = sim_image_rp2040(mcu, "v0.12.0-old", app, true, &old_len);
+	uint8_t *img = sim_image_rp2040(mcu, "v0.13.0-new", app, true, &len);
 	char *file = write_tmp("pico-new.bin", img, len);
 	double t[MAX_RUNS], bound = picoboot_bound_ms(sim_board_model(b)->mcu, len), ratio;
 	json_object *o = json_object_new_object();

@@ -90,6 +90,7 @@ struct job {
 	bool gone_in_worker; /* the board left the bus while a worker talked to it */
 	bool touched;	     /* a 1200-baud request was sent */
 	unsigned touches;    /* requests that brought the app back instead of a bootloader */
+	unsigned flickers;   /* boot check: times the app came up and left again */
 	bool cold_boot;	     /* left for longer than the leave grace during the boot check */
 	unsigned rearms;     /* bootloader waits restarted because the board came back */
 
@@ -1078,7 +1079,9 @@ on_boot_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 	(void)s;
 	(void)usec;
 	j->timer = sd_event_source_disable_unref(j->timer);
-	if (!board_present(j->t, j->port)) {
+	/* an app that came up and left more than once is boot-looping, even if it then stays
+	 * away (a board with no bootloader to fall back to); one disappearance is an unplug */
+	if (!board_present(j->t, j->port) && j->flickers < 2) {
 		/* unplugged, not a boot failure: nothing is marked bad, and the boot check
 		 * runs again when the board is back (the image was verified) */
 		job_suspend(j,
@@ -1106,6 +1109,7 @@ begin_boot_check(struct job *j)
 	struct board *b = boards_find_port(j->t->boards, j->port);
 
 	set_step(j, j->rollback ? STEP_ROLLBACK_BOOT_CHECK : STEP_BOOT_CHECK);
+	j->flickers = 0;
 	arm_timer(j, j->t->cfg->boot_timeout_ms, on_boot_timeout);
 	if (b && b->dev.mode == DEVICE_MODE_KLIPPER_APP)
 		job_table_on_board(j->t, BOARDS_MODE_CHANGED, b);
@@ -1727,6 +1731,8 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 	case STEP_ROLLBACK_BOOT_CHECK:
 		if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
 			/* up and gone again: a boot loop, not a boot */
+			if (j->stable)
+				j->flickers++;
 			j->stable = sd_event_source_disable_unref(j->stable);
 			/* gone past the leave grace is a power cycle, not a flicker: the board
 			 * boots afresh when it is back, with a full boot timeout again */

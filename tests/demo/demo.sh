@@ -9,6 +9,8 @@
 #            32KiB bootloader offset
 #   octopus  Octopus (STM32F446) with Katapult, flashed only when    -> `skrflashctl flash` with
 #            asked (auto_flash = [])                                    --dry-run, then for real
+#   pico     SKR Pico (RP2040) running Klipper, no bootloader of its  -> flashed through BOOTSEL
+#            own                                                        (PICOBOOT) and back
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -28,6 +30,8 @@ profiles = (
   { name = "skrpro"; match = { board = "skr-pro"; port = "1-3"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "manta"; match = { board = "manta-m8p"; port = "1-4"; };
+    auto_flash = [ "hotplug", "queue" ]; },
+  { name = "pico"; match = { board = "skr-pico"; port = "1-5"; };
     auto_flash = [ "hotplug", "queue" ]; }
 );
 CONF
@@ -38,11 +42,13 @@ sim="$BUILD/skrsim"
 "$sim" image skr-pro v0.13.0-farm "$T/skrpro-no-offset.bin" 0x08000000
 "$sim" image manta-m8p v0.13.0-farm "$T/manta-good.bin"
 "$sim" image manta-m8p v0.13.1-wrong-crystal "$T/manta-crash.bin"
+"$sim" image skr-pico v0.13.0-farm "$T/pico.bin"
 
-echo "== skrflash demo: the real skrflashd on a Pi with four simulated printer boards =="
+echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
 exec "$sim" --quiet \
 	--board skr-pro@1-3:klipper-app \
 	--board skr-3-h723@1-2:klipper-app \
 	--board manta-m8p@1-4:katapult-installed,bootloop=recover,cycles=2,crash=wrong-crystal \
 	--board octopus-f446@1-1:katapult-installed \
+	--board skr-pico@1-5:klipper-app \
 	-- sh "$here/inner.sh" "$T" "$BUILD"

@@ -38,7 +38,7 @@ print(sum(1 for r in rows if r["port"] == sys.argv[1] and r["result"] not in ("r
 	done
 }
 
-say "This Pi drives four printers. skrflashd has found their boards:"
+say "This Pi drives five printers. skrflashd has found their boards:"
 show boards
 
 watch_start() { # skrflashctl watch in the background, its pid in $T/watch.pid
@@ -54,12 +54,15 @@ watch_start() { # skrflashctl watch in the background, its pid in $T/watch.pid
 say "skrflashctl watch follows what the daemon does (its lines are marked 'watch |')."
 watch_start
 
-say "1. New Klipper builds for the SKR 3 (flashed through the STM32 ROM bootloader) and the"
-more "   Manta M8P (through Katapult). Each file is checked against its board, then flashed:"
+say "1. New Klipper builds for the SKR 3 (flashed through the STM32 ROM bootloader), the"
+more "   Manta M8P (through Katapult) and the SKR Pico (no bootloader of its own: through the"
+more "   RP2040's BOOTSEL mode). Each file is checked against its board, then flashed:"
 show queue skr3 "$T/skr3.bin"
 show queue manta "$T/manta-good.bin"
+show queue pico "$T/pico.bin"
 wait_job 1-2 1
 wait_job 1-4 1
+wait_job 1-5 1
 
 kill "$(cat "$T/watch.pid")" 2>/dev/null
 wait "$watcher" 2>/dev/null
@@ -129,6 +132,8 @@ expect "SKR Pro image refused before any write" grep -q "skrpro-no-offset.bin.*3
 expect "SKR Pro refused file kept in rejected/" test -f "$T/state/rejected/skrpro-no-offset.bin"
 expect "Manta's crashing image rolled back" check_history 1-4 rolled-back katapult
 expect "Manta runs the known-good image again" installed 1-4 "$T/manta-good.bin"
+expect "SKR Pico flashed through BOOTSEL (PICOBOOT), verified, booted" check_history 1-5 succeeded uf2
+expect "SKR Pico runs the new image" installed 1-5 "$T/pico.bin"
 if [ $fail -eq 0 ]; then
 	echo "demo: every expected outcome happened"
 else

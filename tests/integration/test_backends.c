@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "flash/backend.h"
-#include "proto/picoboot.h"
 #include "catalog.h"
 #include "flash.h"
 #include "harness.h"
@@ -791,17 +790,11 @@ oneshot_paths(struct sim *s)
 static uint8_t *
 rp2040_image(struct sim_board *b, const char *version, size_t app_len, bool good_boot2)
 {
-	uint8_t *img = xmalloc(256 + app_len),
-		*app = klipper_image(b, 0x10000100u, version, app_len);
-	uint32_t crc;
+	size_t len = 0;
+	uint8_t *img =
+	    sim_image_rp2040(sim_board_model(b)->mcu, version, app_len, good_boot2, &len);
 
-	for (unsigned i = 0; i < 252; i++)
-		img[i] = (uint8_t)(i ^ 0xa5);
-	crc = picoboot_crc32(img, 252, 0xFFFFFFFFu) ^ (good_boot2 ? 0 : 1);
-	for (unsigned i = 0; i < 4; i++)
-		img[252 + i] = (uint8_t)(crc >> (8 * i));
-	memcpy(img + 256, app, app_len);
-	free(app);
+	CHECK_EQ_INT(len, 256 + app_len);
 	return img;
 }
 

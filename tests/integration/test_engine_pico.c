@@ -13,7 +13,6 @@
 
 #include "flash.h"
 #include "harness.h"
-#include "proto/picoboot.h"
 #include "test_engine_lib.h"
 #include "util.h"
 
@@ -33,27 +32,14 @@ static char *
 pico_image(struct sim_board *b, const char *name, size_t app_len, bool good_boot2,
 	   uint8_t **ret_img, size_t *ret_len, char sha[65])
 {
-	size_t alen = 0, len = 256 + app_len;
-	uint8_t *img = xmalloc(len);
-	uint8_t *app =
-	    sim_image_klipper(sim_board_model(b)->mcu, 0x10000100u, name, app_len, &alen);
 	char *path = xasprintf("%s/%s.bin", eng_dir(), name);
-	uint32_t crc;
 
-	for (unsigned i = 0; i < 252; i++)
-		img[i] = (uint8_t)(i * 13u + 7u);
-	crc = picoboot_crc32(img, 252, 0xFFFFFFFFu) ^ (good_boot2 ? 0u : 0x10u);
-	for (unsigned i = 0; i < 4; i++)
-		img[252 + i] = (uint8_t)(crc >> (8 * i));
-	memcpy(img + 256, app, alen);
-	free(app);
-	if (write_file_atomic(path, img, len, 0644) < 0) {
+	*ret_img = sim_image_rp2040(sim_board_model(b)->mcu, name, app_len, good_boot2, ret_len);
+	if (write_file_atomic(path, *ret_img, *ret_len, 0644) < 0) {
 		fprintf(stderr, "cannot write %s\n", path);
 		exit(1);
 	}
-	sha256_hex(img, len, sha);
-	*ret_img = img;
-	*ret_len = len;
+	sha256_hex(*ret_img, *ret_len, sha);
 	return path;
 }
 

@@ -1119,23 +1119,6 @@ reenum_delay(const struct sim_board *b)
 	return sim_board_delay_us(b, 100000, 3000);
 }
 
-/* The bootrom's boot2 check (RP2040 datasheet §2.8.1.3): CRC-32 with polynomial 0x04C11DB7,
- * initial value all ones, MSB first, no final inversion, over bytes 0-251, stored
- * little-endian in bytes 252-255. */
-static uint32_t
-rp2040_boot2_crc(const uint8_t *b2)
-{
-	uint32_t crc = 0xffffffffu;
-
-	for (size_t i = 0; i < 252; i++)
-		for (int bit = 7; bit >= 0; bit--) {
-			uint32_t in = (uint32_t)(b2[i] >> bit) & 1u;
-
-			crc = (crc >> 31 ^ in) ? crc << 1 ^ 0x04c11db7u : crc << 1;
-		}
-	return crc;
-}
-
 static bool
 rp2040_boot2_ok(struct flash *f)
 {
@@ -1143,8 +1126,9 @@ rp2040_boot2_ok(struct flash *f)
 
 	if (flash_read(f, f->base, b2, sizeof(b2)) < 0)
 		return false;
-	return rp2040_boot2_crc(b2) == ((uint32_t)b2[252] | (uint32_t)b2[253] << 8 |
-					(uint32_t)b2[254] << 16 | (uint32_t)b2[255] << 24);
+	/* the ROM runs nothing unless boot2 carries its checksum (RP2040 datasheet §2.8.1.3) */
+	return sim_boot2_crc(b2) == ((uint32_t)b2[252] | (uint32_t)b2[253] << 8 |
+				     (uint32_t)b2[254] << 16 | (uint32_t)b2[255] << 24);
 }
 
 static void
@@ -1629,15 +1613,12 @@ factory_flash(struct sim_board *b, const char *version, bool empty)
 	}
 	if (!empty && b->model->mcu->family == CATALOG_FAMILY_RP2040 && bl_len == 256) {
 		/* a "No bootloader" RP2040 build: boot2 with its checksum, then the app */
-		uint8_t b2[256];
-		uint32_t crc;
+		size_t len;
+		uint8_t *img = sim_image_rp2040(b->model->mcu, version, 8192, true, &len);
 
-		for (uint32_t i = 0; i < 252; i++)
-			b2[i] = (uint8_t)(i * 37u + 11u);
-		crc = rp2040_boot2_crc(b2);
-		for (int i = 0; i < 4; i++)
-			b2[252 + i] = (uint8_t)(crc >> (8 * i));
-		(void)flash_load(f, f->base, b2, sizeof(b2));
+		(void)flash_load(f, f->base, img, len);
+		free(img);
+		return;
 	}
 	if (!empty) {
 		size_t len;

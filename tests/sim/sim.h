@@ -239,6 +239,13 @@ int sim_run(struct sim *s, char *const argv[], int timeout_ms, char **ret_out);
  * (protocols.md §7.1). `size` = total length (>= 1 KiB, multiple of 4). Caller frees. */
 uint8_t *sim_image_klipper(const struct catalog_mcu *mcu, uint32_t app_start, const char *version,
 			   size_t size, size_t *ret_len);
+/* An RP2040 "No bootloader" build: boot2 (256 bytes ending in its CRC-32, or a wrong one
+ * when good_boot2 is false) at the flash base, then sim_image_klipper's app of app_size
+ * bytes at 0x10000100. */
+uint8_t *sim_image_rp2040(const struct catalog_mcu *mcu, const char *version, size_t app_size,
+			  bool good_boot2, size_t *ret_len);
+/* The RP2040 ROM's boot2 checksum (CRC-32/MPEG-2 over bytes 0-251). */
+uint32_t sim_boot2_crc(const uint8_t *boot2);
 /* The version string in an image's embedded dictionary, or NULL; caller frees. */
 char *sim_image_version(const uint8_t *img, size_t len);
 /* Katapult application start for an MCU family (protocols.md §2.3). */

@@ -155,3 +155,41 @@ sim_katapult_app_start(const struct catalog_mcu *mcu)
 		return mcu->flash_base;
 	}
 }
+
+/* The bootrom's boot2 check (RP2040 datasheet §2.8.1.3): CRC-32 with polynomial 0x04C11DB7,
+ * initial value all ones, MSB first, no final inversion, over bytes 0-251, stored
+ * little-endian in bytes 252-255. Written here from the datasheet, apart from the daemon's
+ * proto/picoboot. */
+uint32_t
+sim_boot2_crc(const uint8_t *b2)
+{
+	uint32_t crc = 0xffffffffu;
+
+	for (size_t i = 0; i < 252; i++)
+		for (int bit = 7; bit >= 0; bit--) {
+			uint32_t in = (uint32_t)(b2[i] >> bit) & 1u;
+
+			crc = (crc >> 31 ^ in) ? crc << 1 ^ 0x04c11db7u : crc << 1;
+		}
+	return crc;
+}
+
+uint8_t *
+sim_image_rp2040(const struct catalog_mcu *mcu, const char *version, size_t app_size,
+		 bool good_boot2, size_t *ret_len)
+{
+	size_t alen = 0;
+	uint8_t *app = sim_image_klipper(mcu, mcu->flash_base + 256, version, app_size, &alen);
+	uint8_t *img = xmalloc(256 + alen);
+	uint32_t crc;
+
+	for (unsigned i = 0; i < 252; i++)
+		img[i] = (uint8_t)(i * 37u + 11u);
+	crc = sim_boot2_crc(img) ^ (good_boot2 ? 0u : 0x10u);
+	for (unsigned i = 0; i < 4; i++)
+		img[252 + i] = (uint8_t)(crc >> (8 * i));
+	memcpy(img + 256, app, alen);
+	free(app);
+	*ret_len = 256 + alen;
+	return img;
+}

@@ -203,7 +203,8 @@ run_command(struct sim *s, char **argv, const sigset_t *mask, const sigset_t *ol
 }
 
 /* skrsim image MODEL VERSION OUT [LINK]: a Klipper-like image for a catalog board, linked
- * at LINK (default: the board's app start), for the demo and benchmarks. */
+ * at LINK (default: the board's app start; for the SKR Pico a "No bootloader" build with
+ * boot2), for the demo and benchmarks. */
 static int
 make_image(int argc, char **argv)
 {
@@ -218,7 +219,11 @@ make_image(int argc, char **argv)
 		return 2;
 	}
 	link = argc > 5 ? (uint32_t)strtoul(argv[5], NULL, 0) : b->app_start;
-	img = sim_image_klipper(b->mcu, link, argv[3], 24 * 1024, &len);
+	/* an RP2040 "No bootloader" build starts with boot2, its app right after it */
+	if (b->mcu->family == CATALOG_FAMILY_RP2040 && link == b->mcu->flash_base + 256)
+		img = sim_image_rp2040(b->mcu, argv[3], 24 * 1024, true, &len);
+	else
+		img = sim_image_klipper(b->mcu, link, argv[3], 24 * 1024, &len);
 	f = img ? fopen(argv[4], "wb") : NULL;
 	if (!f || fwrite(img, 1, len, f) != len || fclose(f) != 0) {
 		fprintf(stderr, "skrsim: cannot write %s\n", argv[4]);

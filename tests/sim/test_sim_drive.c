@@ -13,7 +13,6 @@
 
 #include "flash.h"
 #include "harness.h"
-#include "proto/picoboot.h"
 #include "proto/uf2.h"
 #include "sim.h"
 #include "util.h"
@@ -25,23 +24,13 @@ static char *
 pico_uf2(struct sim_board *b, const char *version, uint32_t family, size_t drop_blocks,
 	 uint8_t **ret_img, size_t *ret_len)
 {
-	size_t alen = 0, len, ulen;
+	size_t len, ulen;
 	/* an incomplete file is a larger build cut short: it has another numBlocks */
-	uint8_t *app = sim_image_klipper(sim_board_model(b)->mcu, 0x10000100u, version,
-					 drop_blocks ? 20480 : 16384, &alen);
-	uint8_t *img, *uf2;
-	uint32_t crc;
+	uint8_t *img = sim_image_rp2040(sim_board_model(b)->mcu, version,
+					drop_blocks ? 20480 : 16384, true, &len);
+	uint8_t *uf2;
 	char *path = xasprintf("%s/%s.uf2", tmpdir, version);
 
-	len = 256 + alen;
-	img = xmalloc(len);
-	for (unsigned i = 0; i < 252; i++)
-		img[i] = (uint8_t)(i + 1);
-	crc = picoboot_crc32(img, 252, 0xFFFFFFFFu);
-	for (unsigned i = 0; i < 4; i++)
-		img[252 + i] = (uint8_t)(crc >> (8 * i));
-	memcpy(img + 256, app, alen);
-	free(app);
 	ulen = uf2_encoded_size(len);
 	uf2 = xmalloc(ulen);
 	CHECK(uf2_encode(0x10000000u, img, len, family, uf2) > 0);
