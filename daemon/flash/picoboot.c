@@ -167,7 +167,6 @@ pico_cmd(struct pico *p, struct flash_session *s, uint8_t block[PICOBOOT_CMD_SIZ
 	 uint32_t len, const char *what, uint32_t addr)
 {
 	bool in = picoboot_cmd_is_in(block[8]);
-	uint8_t ack[64];
 	int r;
 
 	s->transfers++;
@@ -181,9 +180,12 @@ pico_cmd(struct pico *p, struct flash_session *s, uint8_t block[PICOBOOT_CMD_SIZ
 	}
 	/* the real tools send one byte as the OUT acknowledgement; the bootrom takes the next
 	 * OUT packet, whatever its length */
-	if (r >= 0)
+	if (r >= 0) {
+		uint8_t ack[64] = {0};
+
 		r = bulk(p, in ? p->ep_out : p->ep_in, ack, in ? 1 : (int)sizeof(ack),
 			 len ? CMD_TIMEOUT_MS : DATA_TIMEOUT_MS);
+	}
 	return r < 0 ? command_error(p, s, what, addr, r) : 0;
 }
 
