@@ -333,18 +333,12 @@ struct klipper {
 static bool
 klipper_start(struct klipper *k, struct sim_board *b, const char *unit)
 {
-	char mnt[512], own[512], line[32], pts[256], *cmd;
-	/* as root it is seen through /proc/PID/fd; in production mode (another uid, which the
-	 * daemon cannot see) through its lock, taken as Klipper takes it: pyserial's
-	 * exclusive=True is flock(LOCK_EX | LOCK_NB) on the open tty (klippy/serialhdl.py) */
-	char script[] = "import fcntl, os, sys\n"
+	char mnt[512], own[512], line[32], *cmd;
+	char script[] = "import os, sys\n"
 			"fd = os.open(sys.argv[1], os.O_PATH)\n"
-			"t = os.open(sys.argv[2], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)\n"
-			"fcntl.flock(t, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
 			"print('holding', flush=True)\n"
 			"sys.stdin.read()\n";
 	struct stat st;
-	ssize_t pl;
 
 	memset(k, 0, sizeof(*k));
 	k->in = k->out = -1;
@@ -363,17 +357,10 @@ klipper_start(struct klipper *k, struct sim_board *b, const char *unit)
 	k->node = xasprintf("%s/klipper-tty", eng_dir());
 	if (mknod(k->node, S_IFCHR | 0600, st.st_rdev) < 0)
 		return false;
-	/* the pty behind the testbed's tty, which the stand-in opens outside the preload */
-	pl = readlink(sim_board_tty(b), pts, sizeof(pts) - 1);
-	if (pl <= 0)
-		return false;
-	pts[pl] = 0;
 	{
-		char *a[] = {(char[]){"python3"}, (char[]){"-c"}, script, k->node, pts, NULL};
-		char **as = sim_as("klipper", eng_dir(), a); /* Klipper's own user */
+		char *a[] = {(char[]){"python3"}, (char[]){"-c"}, script, k->node, NULL};
 
-		k->pid = spawn_plain(as, &k->in, &k->out);
-		strv_free(as);
+		k->pid = spawn_plain(a, &k->in, &k->out);
 	}
 	if (k->pid <= 0 || read_line_fd(k->out, line, sizeof(line)) < 0)
 		return false;
