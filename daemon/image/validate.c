@@ -21,6 +21,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "proto/picoboot.h"
 #include "image/kdict.h"
 #include "util.h"
 
@@ -392,21 +393,6 @@ format_ram(const struct catalog_mcu *mcu, char *buf, size_t len)
 	}
 }
 
-/* CRC-32/MPEG-2 (poly 0x04C11DB7, init ~0, not reflected, no final XOR) over boot2's
- * first 252 bytes, stored little-endian in the last 4 (§5.2). */
-static bool
-rp2040_boot2_valid(const uint8_t *p)
-{
-	uint32_t crc = 0xFFFFFFFFu;
-
-	for (size_t i = 0; i < RP2040_BOOT2_SIZE - 4; i++) {
-		crc ^= (uint32_t)p[i] << 24;
-		for (int b = 0; b < 8; b++)
-			crc = crc & 0x80000000u ? crc << 1 ^ 0x04C11DB7u : crc << 1;
-	}
-	return crc == get_le32(p + RP2040_BOOT2_SIZE - 4);
-}
-
 static enum kdict_interface
 expected_interface(enum config_interface i)
 {
@@ -583,7 +569,7 @@ check_placement(const struct image *img, const struct validate_target *t, const 
 	}
 	if (!img->has_load_address && !check_bin_link(img, t, name, d, expected, v))
 		return false;
-	if (vt_offset(mcu, place) && !rp2040_boot2_valid(img->data)) {
+	if (vt_offset(mcu, place) && !picoboot_boot2_valid(img->data)) {
 		add_reason(v,
 			   "%s has no valid RP2040 boot2 stage at 0x%08" PRIx32 " (CRC mismatch): "
 			   "the bootrom will not start it; rebuild with make menuconfig -> "
