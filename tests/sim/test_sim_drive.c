@@ -91,6 +91,16 @@ main(int argc, char **argv)
 	const char *node;
 
 	sim_init(argc, argv);
+	/* under make asan the preload chain carries ASan into mtools and fsck.fat too: their
+	 * own leaks at exit are not what this test checks (children take their options from
+	 * SKRSIM_ASAN_OPTIONS, which sim_init sets) */
+	if (getenv("SKRSIM_ASAN_OPTIONS")) {
+		const char *o = getenv("SKRSIM_ASAN_OPTIONS");
+		char *opts = xasprintf("%s%sdetect_leaks=0", o, *o ? ":" : "");
+
+		(void)setenv("SKRSIM_ASAN_OPTIONS", opts, 1);
+		free(opts);
+	}
 	if (!mkdtemp(tmpdir))
 		return 1;
 	s = sim_new();
