@@ -153,6 +153,8 @@ static void reconcile_soon(struct job_table *t);
 static bool strv_has(char **v, const char *s);
 static void strv_drop(char ***v, const char *s);
 static void strv_add(char ***v, const char *s);
+static bool bootloader_mode(enum device_mode m);
+static void unreachable_bootloader(struct job *j, const struct board *b);
 
 static void
 fields(const struct job *j, const char *mid, struct log_fields *f)
@@ -259,6 +261,11 @@ on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 					       : "before the "
 						 "bootloader request",
 				    secs);
+		else if (j->touched && device_mode_is_bootloader(b->dev.mode) &&
+			 !bootloader_mode(b->dev.mode))
+			/* it did go to a bootloader, one without a writer (LPC DFU), while the
+			 * touch's worker was still on its way out */
+			unreachable_bootloader(j, b);
 		else if (!j->touched)
 			job_fail(
 			    j,
