@@ -50,6 +50,7 @@ static const char *const method_names[_CONFIG_METHOD_MAX] = {
     [CONFIG_METHOD_DFU] = "dfu",
     [CONFIG_METHOD_SD] = "sd",
     [CONFIG_METHOD_UF2] = "uf2",
+    [CONFIG_METHOD_LPC_DFU] = "lpc-dfu",
 };
 
 static const char *const interface_names[_CONFIG_INTERFACE_MAX] = {
@@ -611,6 +612,8 @@ board_has_method(const struct catalog_board *b, enum config_method m)
 		return b->paths & CATALOG_PATH_SD;
 	case CONFIG_METHOD_UF2:
 		return b->paths & CATALOG_PATH_BOOTSEL;
+	case CONFIG_METHOD_LPC_DFU:
+		return b->paths & CATALOG_PATH_LPC_DFU;
 	case _CONFIG_METHOD_MAX:
 	default:
 		return false;
@@ -636,7 +639,7 @@ load_methods(struct loader *l, const config_setting_t *arr, struct config_profil
 	if (!is_string_vector(l, arr))
 		return;
 	if (config_setting_length(arr) == 0) {
-		err_at(l, arr, "must name at least one method (katapult|dfu|sd|uf2)");
+		err_at(l, arr, "must name at least one method (katapult|dfu|sd|uf2|lpc-dfu)");
 		return;
 	}
 	p->n_methods = 0;
@@ -652,7 +655,7 @@ load_methods(struct loader *l, const config_setting_t *arr, struct config_profil
 			if (strcmp(method_names[m], v) == 0)
 				break;
 		if (m == _CONFIG_METHOD_MAX) {
-			err_at(l, s, "unknown method '%s' (katapult|dfu|sd|uf2)", v);
+			err_at(l, s, "unknown method '%s' (katapult|dfu|sd|uf2|lpc-dfu)", v);
 			continue;
 		}
 		for (size_t j = 0; j < p->n_methods; j++)

@@ -9,15 +9,17 @@
 #include "log.h"
 #include "util.h"
 
-/* Defined in flash/katapult.c, flash/dfuse.c and flash/picoboot.c. */
+/* Defined in flash/katapult.c, flash/dfuse.c, flash/picoboot.c and flash/lpcdfu.c. */
 extern const struct flash_backend backend_katapult;
 extern const struct flash_backend backend_dfu;
 extern const struct flash_backend backend_picoboot;
+extern const struct flash_backend backend_lpcdfu;
 
 static const struct flash_backend *const backends[] = {
     &backend_katapult,
     &backend_dfu,
     &backend_picoboot,
+    &backend_lpcdfu,
 };
 
 const struct flash_backend *

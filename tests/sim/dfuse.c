@@ -1,24 +1,20 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* dfuse: simulated STM32 ROM DfuSe bootloader served through a umockdev usbdevfs handler.
- *
- * umockdev's recorded ioctl scripts cannot answer control IN transfers (research umockdev.md
- * §2), so the device is a state machine behind a custom "handle-ioctl" handler: every URB is
- * completed at once, and all timing lives in the DFU state (bwPollTimeout), as on hardware.
- * The behaviour follows DFU 1.1 and ST AN2662/AN3156 as summarised in protocols.md §3. */
+/* dfuse: simulated STM32 ROM DfuSe bootloader served through a umockdev usbdevfs handler
+ * (usbdevfs.c): a state machine where all timing lives in the DFU state (bwPollTimeout), as
+ * on hardware. The behaviour follows DFU 1.1 and ST AN2662/AN3156 as summarised in
+ * protocols.md §3. */
 #include <errno.h>
-#include <linux/usbdevice_fs.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <time.h>
 
 #include "proto/dfu.h"
 #include "dfuse.h"
+#include "usbdevfs.h"
 #include "util.h"
 
-#define MAX_ATTACH 4
 #define USB_REQ_GET_STATUS 0x00
 #define USB_REQ_GET_DESCRIPTOR 0x06
 #define USB_REQ_SET_CONFIGURATION 0x09
@@ -35,11 +31,6 @@ enum pending_kind {
 	PEND_UNPROTECT,
 	PEND_WRITE,
 	PEND_LEAVE,
-};
-
-struct attachment {
-	char *devnode;
-	UMockdevIoctlBase *handler;
 };
 
 struct dfuse_dev {
@@ -81,8 +72,10 @@ struct dfuse_dev {
 	void *leave_ctx;
 	uint64_t (*now_us)(void *ctx);
 	void *now_ctx;
-	struct attachment att[MAX_ATTACH];
+	struct usbdevfs_sim usb;
 };
+
+static const struct usbdevfs_sim_ops dfuse_usb_ops;
 
 static uint64_t
 default_now_us(void *ctx)
@@ -221,6 +214,7 @@ dfuse_new(struct flash *flash, const char *serial)
 	d->status = DFU_STATUS_ERR_FIRMWARE;
 	d->pointer = flash->base;
 	d->now_us = default_now_us;
+	usbdevfs_sim_init(&d->usb, &dfuse_usb_ops, d);
 	add_alt_names(d);
 	build_descriptors(d);
 	return d;
@@ -231,11 +225,7 @@ dfuse_free(struct dfuse_dev *d)
 {
 	if (!d)
 		return NULL;
-	for (size_t i = 0; i < MAX_ATTACH; i++) {
-		if (d->att[i].handler)
-			g_object_unref(d->att[i].handler);
-		free(d->att[i].devnode);
-	}
+	usbdevfs_sim_release(&d->usb);
 	for (size_t i = 0; i < d->n_alts; i++)
 		free(d->alt_names[i]);
 	free(d->serial);
@@ -613,34 +603,6 @@ do_upload(struct dfuse_dev *d, uint16_t block, uint16_t wlength, uint8_t *data)
 }
 
 static int
-string_descriptor(const struct dfuse_dev *d, unsigned index, uint16_t wlength, uint8_t *data)
-{
-	uint8_t buf[256];
-	size_t n = 2;
-	const char *s;
-
-	if (index == 0) {
-		buf[2] = 0x09; /* LANGID en-US */
-		buf[3] = 0x04;
-		n = 4;
-	} else {
-		s = dfuse_string(d, index);
-		if (!s)
-			return -EPIPE;
-		for (; *s && n + 2 <= 254; s++) {
-			buf[n++] = (uint8_t)*s;
-			buf[n++] = 0;
-		}
-	}
-	buf[0] = (uint8_t)n;
-	buf[1] = USB_DT_STRING;
-	if (n > wlength)
-		n = wlength;
-	memcpy(data, buf, n);
-	return (int)n;
-}
-
-static int
 standard_request(struct dfuse_dev *d, const uint8_t *setup, uint8_t *data)
 {
 	uint8_t type = setup[0], req = setup[1];
@@ -661,7 +623,8 @@ standard_request(struct dfuse_dev *d, const uint8_t *setup, uint8_t *data)
 			memcpy(data, d->desc + 18, n);
 			return (int)n;
 		case USB_DT_STRING:
-			return string_descriptor(d, wvalue & 0xff, wlength, data);
+			return usbdevfs_sim_string(dfuse_string(d, wvalue & 0xff), wvalue & 0xff,
+						   wlength, data);
 		default:
 			return -EPIPE;
 		}
@@ -796,193 +759,45 @@ bus_pace(struct dfuse_dev *d)
 		flash_busy_wait((uint32_t)wait);
 }
 
-/* Finished URBs of one client, reaped in order by REAPURB/REAPURBNDELAY. */
-static GQueue *
-client_queue(UMockdevIoctlClient *c)
+static void
+pace_cb(void *dev)
 {
-	GQueue *q = g_object_get_data(G_OBJECT(c), "dfuse-urbs");
-
-	if (!q) {
-		q = g_queue_new();
-		g_object_set_data_full(G_OBJECT(c), "dfuse-urbs", q, (GDestroyNotify)g_queue_free);
-	}
-	return q;
+	bus_pace(dev);
 }
 
 static void
-count_unhandled(struct dfuse_dev *d)
+unhandled_cb(void *dev)
 {
+	struct dfuse_dev *d = dev;
+
 	pthread_mutex_lock(&d->lock);
 	d->st.unhandled_ioctls++;
 	pthread_mutex_unlock(&d->lock);
 }
 
-static bool
-submit_urb(struct dfuse_dev *d, UMockdevIoctlClient *c, UMockdevIoctlData *arg)
+static int
+control_cb(void *dev, const uint8_t setup[8], uint8_t *data)
 {
-	UMockdevIoctlData *ud, *bd;
-	struct usbdevfs_urb *urb;
-	int r;
-
-	ud = umockdev_ioctl_data_resolve(arg, 0, sizeof(struct usbdevfs_urb), NULL);
-	if (!ud)
-		return false;
-	urb = (struct usbdevfs_urb *)(void *)ud->data;
-	if (urb->type != USBDEVFS_URB_TYPE_CONTROL || urb->buffer_length < 8) {
-		g_object_unref(ud);
-		umockdev_ioctl_client_complete(c, -1, EINVAL); /* the ROM has only EP0 */
-		return true;
-	}
-	bd = umockdev_ioctl_data_resolve(ud, G_STRUCT_OFFSET(struct usbdevfs_urb, buffer),
-					 (gsize)urb->buffer_length, NULL);
-	if (!bd) {
-		g_object_unref(ud);
-		return false;
-	}
-	r = dfuse_control(d, bd->data, bd->data + 8);
-	bus_pace(d);
-	if (r == -ENODEV) {
-		/* gone from the bus after leave: the kernel refuses new URBs */
-		g_object_unref(bd);
-		g_object_unref(ud);
-		umockdev_ioctl_client_complete(c, -1, ENODEV);
-		return true;
-	}
-	urb->status = r < 0 ? r : 0;
-	urb->actual_length = r < 0 ? 0 : r;
-	/* completed now; never leave URBs pending (libusb would spin on REAPURBNDELAY) */
-	g_queue_push_tail(client_queue(c), GSIZE_TO_POINTER((gsize)ud->client_addr));
-	umockdev_ioctl_client_complete(c, 0, 0);
-	g_object_unref(bd);
-	g_object_unref(ud);
-	return true;
+	return dfuse_control(dev, setup, data);
 }
 
-static bool
-sync_control(struct dfuse_dev *d, UMockdevIoctlClient *c, UMockdevIoctlData *arg)
+static int
+set_alt_cb(void *dev, unsigned iface, unsigned alt)
 {
-	UMockdevIoctlData *cd, *dd = NULL;
-	struct usbdevfs_ctrltransfer *ct;
-	uint8_t setup[8], scratch[8] = {0};
-	int r;
-
-	cd = umockdev_ioctl_data_resolve(arg, 0, sizeof(struct usbdevfs_ctrltransfer), NULL);
-	if (!cd)
-		return false;
-	ct = (struct usbdevfs_ctrltransfer *)(void *)cd->data;
-	setup[0] = ct->bRequestType;
-	setup[1] = ct->bRequest;
-	put16(setup + 2, ct->wValue);
-	put16(setup + 4, ct->wIndex);
-	put16(setup + 6, ct->wLength);
-	if (ct->wLength) {
-		dd = umockdev_ioctl_data_resolve(
-		    cd, G_STRUCT_OFFSET(struct usbdevfs_ctrltransfer, data), ct->wLength, NULL);
-		if (!dd) {
-			g_object_unref(cd);
-			return false;
-		}
-	}
-	r = dfuse_control(d, setup, dd ? dd->data : scratch);
-	bus_pace(d);
-	if (dd)
-		g_object_unref(dd);
-	g_object_unref(cd);
-	umockdev_ioctl_client_complete(c, r < 0 ? -1 : r, r < 0 ? -r : 0);
-	return true;
+	return iface == 0 ? dfuse_set_alt(dev, alt) : -EINVAL;
 }
 
-static gboolean
-on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *c, gpointer user)
-{
-	struct dfuse_dev *d = user;
-	unsigned long req = umockdev_ioctl_client_get_request(c);
-	UMockdevIoctlData *arg = umockdev_ioctl_client_get_arg(c);
-	UMockdevIoctlData *x;
-	GQueue *q;
-
-	(void)h;
-	switch (req) {
-	case USBDEVFS_SUBMITURB:
-		return submit_urb(d, c, arg);
-	case USBDEVFS_REAPURB:
-	case USBDEVFS_REAPURBNDELAY:
-		q = client_queue(c);
-		if (g_queue_is_empty(q)) {
-			umockdev_ioctl_client_complete(c, -1, EAGAIN);
-			return TRUE;
-		}
-		x = umockdev_ioctl_data_resolve(arg, 0, sizeof(gpointer), NULL);
-		if (!x)
-			return FALSE;
-		*(gsize *)(void *)x->data = GPOINTER_TO_SIZE(g_queue_pop_head(q));
-		g_object_unref(x);
-		umockdev_ioctl_client_complete(c, 0, 0);
-		return TRUE;
-	case USBDEVFS_CONTROL:
-		return sync_control(d, c, arg);
-	case USBDEVFS_GET_CAPABILITIES:
-		x = umockdev_ioctl_data_resolve(arg, 0, sizeof(uint32_t), NULL);
-		if (!x)
-			return FALSE;
-		*(uint32_t *)(void *)x->data = USBDEVFS_CAP_ZERO_PACKET |
-					       USBDEVFS_CAP_BULK_CONTINUATION |
-					       USBDEVFS_CAP_NO_PACKET_SIZE_LIM;
-		g_object_unref(x);
-		umockdev_ioctl_client_complete(c, 0, 0);
-		return TRUE;
-	case USBDEVFS_SETINTERFACE: {
-		struct usbdevfs_setinterface si;
-		int r;
-
-		x = umockdev_ioctl_data_resolve(arg, 0, sizeof(si), NULL);
-		if (!x)
-			return FALSE;
-		memcpy(&si, x->data, sizeof(si));
-		g_object_unref(x);
-		r = si.interface == 0 ? dfuse_set_alt(d, si.altsetting) : -EINVAL;
-		umockdev_ioctl_client_complete(c, r < 0 ? -1 : 0, r < 0 ? -r : 0);
-		return TRUE;
-	}
-	case USBDEVFS_CLAIMINTERFACE:
-	case USBDEVFS_RELEASEINTERFACE:
-	case USBDEVFS_CLEAR_HALT:
-	case USBDEVFS_RESET:
-	case USBDEVFS_DISCONNECT_CLAIM:
-		umockdev_ioctl_client_complete(c, 0, 0);
-		return TRUE;
-	case USBDEVFS_GETDRIVER:
-		umockdev_ioctl_client_complete(c, -1, ENODATA); /* no kernel driver bound */
-		return TRUE;
-	case USBDEVFS_DISCARDURB:
-		umockdev_ioctl_client_complete(c, -1, EINVAL); /* every URB completed already */
-		return TRUE;
-	default:
-		count_unhandled(d);
-		return FALSE; /* umockdev's stateless fallback */
-	}
-}
+static const struct usbdevfs_sim_ops dfuse_usb_ops = {
+    .control = control_cb,
+    .set_alt = set_alt_cb,
+    .pace = pace_cb,
+    .unhandled = unhandled_cb,
+};
 
 int
 dfuse_attach(struct dfuse_dev *d, UMockdevTestbed *tb, const char *devnode)
 {
-	GError *err = NULL;
-	size_t i;
-
-	for (i = 0; i < MAX_ATTACH && d->att[i].handler; i++)
-		;
-	if (i == MAX_ATTACH)
-		return -ENOSPC;
-	d->att[i].handler = umockdev_ioctl_base_new();
-	g_signal_connect(d->att[i].handler, "handle-ioctl", G_CALLBACK(on_ioctl), d);
-	if (!umockdev_testbed_attach_ioctl(tb, devnode, d->att[i].handler, &err)) {
-		g_error_free(err);
-		g_object_unref(d->att[i].handler);
-		d->att[i].handler = NULL;
-		return -EIO;
-	}
-	d->att[i].devnode = xstrdup(devnode);
-	return 0;
+	return usbdevfs_sim_attach(&d->usb, tb, devnode);
 }
 
 bool
@@ -1000,15 +815,7 @@ dfuse_power_off(struct dfuse_dev *d)
 void
 dfuse_detach(struct dfuse_dev *d, UMockdevTestbed *tb, const char *devnode)
 {
-	for (size_t i = 0; i < MAX_ATTACH; i++) {
-		if (!d->att[i].handler || strcmp(d->att[i].devnode, devnode) != 0)
-			continue;
-		(void)umockdev_testbed_detach_ioctl(tb, devnode, NULL);
-		g_object_unref(d->att[i].handler);
-		d->att[i].handler = NULL;
-		free(d->att[i].devnode);
-		d->att[i].devnode = NULL;
-	}
+	usbdevfs_sim_detach(&d->usb, tb, devnode);
 }
 
 void

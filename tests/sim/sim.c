@@ -30,6 +30,7 @@
 #else
 #define SIM_HAVE_DFUSE 0
 #endif
+#include "lpcdfu.h"
 #include "picoboot.h"
 
 #define PCI_DEV "0000:00:14.0"
@@ -230,11 +231,13 @@ ident_for(const struct sim_board *b, enum sim_mode mode, struct ident *id)
 		id->layout = LAYOUT_DFUSE;
 		return 0;
 	case SIM_MODE_LPC_DFU:
-		/* strings of the smoothie-style bootloader are not confirmed (protocols.md §8) */
-		id->vid = 0x1d50;
-		id->pid = 0x6015;
-		id->manufacturer = "Smoothieware";
-		snprintf(id->product, sizeof(id->product), "LPC17xx DFU Bootloader");
+		/* the community bootloader's descriptor (lpcdfu.c: dfu.c of triffid's and
+		 * ardiehl's LPC17xx-DFU-Bootloader); no serial number */
+		id->vid = LPCDFU_VID;
+		id->pid = LPCDFU_PID;
+		id->bcd = LPCDFU_BCD_DEVICE;
+		id->manufacturer = "SmoothieWare";
+		snprintf(id->product, sizeof(id->product), "Smoothie");
 		id->layout = LAYOUT_DFU;
 		return 0;
 	case SIM_MODE_BOOTSEL:
@@ -648,6 +651,31 @@ on_picoboot_unplug(void *ctx)
 	sim_wake(b->sim);
 }
 
+/* LPC DFU manifest: the bootloader disconnects and jumps to the application (boot model) */
+static void
+on_lpcdfu_manifest(void *ctx)
+{
+	struct sim_board *b = ctx;
+
+	atomic_fetch_add(&b->leave_requests, 1);
+	sim_wake(b->sim);
+}
+
+/* SIM_FAULT_UNPLUG_AT_BYTE (an address, below the app start counted from it) and
+ * SIM_FAULT_DFU_ERR_WRITE (the at-th block, errPROG: the bootloader's only write error) */
+static void
+apply_lpcdfu_fault(struct sim_board *b)
+{
+	uint32_t at = b->fault.at < b->app_start ? b->app_start + b->fault.at : b->fault.at;
+
+	lpcdfu_set_unplug_at(b->lpcdfu, at,
+			     b->fault.kind == SIM_FAULT_UNPLUG_AT_BYTE ? on_picoboot_unplug : NULL,
+			     b);
+	lpcdfu_fail_write_at(b->lpcdfu, b->fault.kind == SIM_FAULT_DFU_ERR_WRITE
+					    ? (b->fault.at ? b->fault.at : 1)
+					    : 0);
+}
+
 /* SIM_FAULT_UNPLUG_AT_BYTE counts written bytes; SIM_FAULT_PICOBOOT_REFUSE WRITEs */
 static void
 apply_picoboot_fault(struct sim_board *b)
@@ -779,6 +807,15 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		}
 	}
 #endif
+	if (id.layout == LAYOUT_DFU) {
+		size_t n;
+
+		b->lpcdfu = lpcdfu_new(b->flash);
+		n = lpcdfu_descriptors(b->lpcdfu, descr, sizeof(descr));
+		if (n <= sizeof(descr))
+			dlen = n;
+		apply_lpcdfu_fault(b);
+	}
 	for (unsigned i = 0; i < nif && i < 3; i++) {
 		size_t l = strlen(id_usb_interfaces);
 
@@ -953,6 +990,11 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 			fprintf(stderr, "sim: dfuse attach %s failed\n", b->devnode);
 	}
 #endif
+	if (b->lpcdfu) {
+		lpcdfu_set_manifest_cb(b->lpcdfu, on_lpcdfu_manifest, b);
+		if (lpcdfu_attach(b->lpcdfu, s->tb, b->devnode) < 0)
+			fprintf(stderr, "sim: lpcdfu attach %s failed\n", b->devnode);
+	}
 	if (mode == SIM_MODE_BOOTSEL) {
 		b->picoboot = picoboot_sim_new(b->flash);
 		picoboot_sim_set_reboot_cb(b->picoboot, on_picoboot_reboot, b);
@@ -1032,6 +1074,22 @@ sim_board_unplug_locked(struct sim_board *b)
 		b->dfuse = NULL;
 	}
 #endif
+	if (b->lpcdfu) {
+		struct lpcdfu_stats st;
+
+		/* the manifest is no power loss: the download ended and the app is whole */
+		lpcdfu_get_stats(b->lpcdfu, &st);
+		if (lpcdfu_power_off(b->lpcdfu))
+			b->app_torn = true;
+		else if (st.manifested)
+			b->app_torn = false;
+		lpcdfu_detach(b->lpcdfu, s->tb, b->devnode);
+		if (s->n_dead_lpcdfu < ELEMENTSOF(s->dead_lpcdfu))
+			s->dead_lpcdfu[s->n_dead_lpcdfu++] = b->lpcdfu;
+		else
+			(void)lpcdfu_free(b->lpcdfu);
+		b->lpcdfu = NULL;
+	}
 	if (b->picoboot) {
 		picoboot_sim_detach(b->picoboot, s->tb, b->devnode);
 		if (s->n_dead_picoboot < ELEMENTSOF(s->dead_picoboot))
@@ -1526,6 +1584,8 @@ sim_free(struct sim *s)
 #endif
 	for (size_t i = 0; i < s->n_dead_picoboot; i++)
 		(void)picoboot_sim_free(s->dead_picoboot[i]);
+	for (size_t i = 0; i < s->n_dead_lpcdfu; i++)
+		(void)lpcdfu_free(s->dead_lpcdfu[i]);
 	for (size_t i = 0; i < s->n_boards; i++) {
 		struct sim_board *b = s->boards[i];
 
@@ -1980,6 +2040,8 @@ sim_board_set_fault(struct sim_board *b, const struct sim_fault *f)
 #endif
 	if (b->picoboot)
 		apply_picoboot_fault(b);
+	if (b->lpcdfu)
+		apply_lpcdfu_fault(b);
 	pthread_mutex_unlock(&b->sim->lock);
 	return 0;
 }

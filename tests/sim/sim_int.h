@@ -40,6 +40,7 @@ enum sim_boot_request {
 };
 
 struct sim_sdcard;
+struct lpcdfu_dev;
 
 /* The Klipper application's state (sim_klipper.c): reset at every boot, except the card. */
 struct sim_klipper {
@@ -89,6 +90,7 @@ struct sim_board {
 	UMockdevIoctlBase *tty_handler;
 	void *dfuse;		 /* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
 	void *picoboot;		 /* struct picoboot_sim * while in RP2040 BOOTSEL */
+	struct lpcdfu_dev *lpcdfu; /* while in LPC DFU (the community bootloader) */
 	struct sim_drive *drive; /* the RPI-RP2 drive while in RP2040 BOOTSEL */
 	char app_version[128];
 	unsigned enumerations;
@@ -177,6 +179,8 @@ struct sim {
 	void *dead_dfuse[256];
 	size_t n_dead_dfuse;
 	void *dead_picoboot[256]; /* the same for PICOBOOT devices */
+	struct lpcdfu_dev *dead_lpcdfu[256]; /* and for LPC DFU devices */
+	size_t n_dead_lpcdfu;
 	unsigned next_drive;	  /* RPI-RP2 drives made so far: each gets a new /dev/sdX */
 	size_t n_dead_picoboot;
 };
