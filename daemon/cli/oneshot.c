@@ -437,7 +437,8 @@ oneshot_flash(int argc, char **argv)
 		unsigned want = be ? 1u << be->mode
 				   : (1u << DEVICE_MODE_KATAPULT) |
 					 (1u << DEVICE_MODE_STM32_ROM_DFU) |
-					 (1u << DEVICE_MODE_RP2040_BOOTSEL);
+					 (1u << DEVICE_MODE_RP2040_BOOTSEL) |
+					 (1u << DEVICE_MODE_LPC_DFU);
 
 		printf("%s on port %s runs Klipper: requesting its bootloader\n",
 		       board_title(board, &dev), port);
@@ -599,9 +600,9 @@ oneshot_reboot(int argc, char **argv)
 	case DEVICE_MODE_KATAPULT:
 	case DEVICE_MODE_STM32_ROM_DFU:
 	case DEVICE_MODE_RP2040_BOOTSEL:
+	case DEVICE_MODE_LPC_DFU: /* the zero-length DNLOAD starts the app (flash/lpcdfu.c) */
 		break;
 	case DEVICE_MODE_NONE:
-	case DEVICE_MODE_LPC_DFU:
 	case DEVICE_MODE_MARLIN_LPC:
 	case DEVICE_MODE_MARLIN_STM32:
 	case _DEVICE_MODE_MAX:

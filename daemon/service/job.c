@@ -918,6 +918,9 @@ step_write(struct job *j, struct board *b)
 	j->timer = sd_event_source_disable_unref(j->timer);
 	j->stable = sd_event_source_disable_unref(j->stable);
 	if (!method_allowed(j, method)) {
+		/* the board's path leads here every time: no retry until it is plugged again
+		 * or new firmware comes */
+		strv_add(&j->t->no_path, j->port);
 		job_fail(j,
 			 "%s on port %s is in %s mode, but profile '%s' does not allow the %s "
 			 "method; add it to methods",

@@ -364,11 +364,11 @@ no_flash_path(const struct board *b)
 	case DEVICE_MODE_KATAPULT:
 	case DEVICE_MODE_STM32_ROM_DFU:
 	case DEVICE_MODE_RP2040_BOOTSEL:
+	case DEVICE_MODE_LPC_DFU:
 	case DEVICE_MODE_KLIPPER_APP: /* the bootloader request says which (see state) */
 		return NULL;
-	case DEVICE_MODE_LPC_DFU:
 	case DEVICE_MODE_MARLIN_LPC:
-		return "LPC DFU is not flashed yet: install Katapult, or use the SD card";
+		return "Marlin is not flashed yet: install Katapult, or use the SD card";
 	case DEVICE_MODE_MARLIN_STM32:
 		return "Marlin has no bootloader request: install Katapult, or use the SD card";
 	case DEVICE_MODE_NONE:
