@@ -11,6 +11,8 @@
 #            asked (auto_flash = [])                                    --dry-run, then for real
 #   pico     SKR Pico (RP2040) running Klipper, no bootloader of its  -> flashed through BOOTSEL
 #            own                                                        (PICOBOOT) and back
+#   skr14    SKR 1.4 (LPC1768) running Klipper with the community     -> flashed through LPC DFU
+#            SD+DFU bootloader, no Katapult                             (plain DFU 1.1)
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -32,6 +34,8 @@ profiles = (
   { name = "manta"; match = { board = "manta-m8p"; port = "1-4"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "pico"; match = { board = "skr-pico"; port = "1-5"; };
+    auto_flash = [ "hotplug", "queue" ]; },
+  { name = "skr14"; match = { board = "skr-1.4"; port = "2-1"; };
     auto_flash = [ "hotplug", "queue" ]; }
 );
 CONF
@@ -43,6 +47,7 @@ sim="$BUILD/skrsim"
 "$sim" image manta-m8p v0.13.0-farm "$T/manta-good.bin"
 "$sim" image manta-m8p v0.13.1-wrong-crystal "$T/manta-crash.bin"
 "$sim" image skr-pico v0.13.0-farm "$T/pico.bin"
+"$sim" image skr-1.4 v0.13.0-farm "$T/skr14.bin"
 
 echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
 exec "$sim" --quiet \
@@ -51,4 +56,5 @@ exec "$sim" --quiet \
 	--board manta-m8p@1-4:katapult-installed,bootloop=recover,cycles=2,crash=wrong-crystal \
 	--board octopus-f446@1-1:katapult-installed \
 	--board skr-pico@1-5:klipper-app \
+	--board skr-1.4@2-1:klipper-app \
 	-- sh "$here/inner.sh" "$T" "$BUILD"

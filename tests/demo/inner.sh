@@ -85,6 +85,12 @@ show queue manta "$T/manta-crash.bin"
 wait_job 1-4 2
 sleep 0.5
 
+say "5. An SKR 1.4 without Katapult, with the community SD+DFU bootloader: Klipper's"
+more "   bootloader request takes it into LPC DFU (plain DFU 1.1). skrflashd writes the image"
+more "   there, reads every block back, and starts it:"
+show queue skr14 "$T/skr14.bin"
+wait_job 2-1 1
+
 say "The boards now, and what happened to them:"
 show boards
 show history
@@ -134,6 +140,8 @@ expect "Manta's crashing image rolled back" check_history 1-4 rolled-back katapu
 expect "Manta runs the known-good image again" installed 1-4 "$T/manta-good.bin"
 expect "SKR Pico flashed through BOOTSEL (PICOBOOT), verified, booted" check_history 1-5 succeeded uf2
 expect "SKR Pico runs the new image" installed 1-5 "$T/pico.bin"
+expect "SKR 1.4 flashed through its LPC DFU bootloader, verified, booted" check_history 2-1 succeeded lpc-dfu
+expect "SKR 1.4 runs the new image" installed 2-1 "$T/skr14.bin"
 if [ $fail -eq 0 ]; then
 	echo "demo: every expected outcome happened"
 else
