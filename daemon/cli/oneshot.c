@@ -434,11 +434,10 @@ oneshot_flash(int argc, char **argv)
 		goto out;
 	}
 	if (dev.mode == DEVICE_MODE_KLIPPER_APP) {
-		unsigned want = be ? 1u << be->mode
-				   : (1u << DEVICE_MODE_KATAPULT) |
-					 (1u << DEVICE_MODE_STM32_ROM_DFU) |
-					 (1u << DEVICE_MODE_RP2040_BOOTSEL) |
-					 (1u << DEVICE_MODE_LPC_DFU);
+		unsigned want =
+		    be ? 1u << be->mode
+		       : (1u << DEVICE_MODE_KATAPULT) | (1u << DEVICE_MODE_STM32_ROM_DFU) |
+			     (1u << DEVICE_MODE_RP2040_BOOTSEL) | (1u << DEVICE_MODE_LPC_DFU);
 
 		printf("%s on port %s runs Klipper: requesting its bootloader\n",
 		       board_title(board, &dev), port);

@@ -41,11 +41,11 @@
 #include "log.h"
 #include "util.h"
 
-#define LPCDFU_TIMEOUT_MS 5000	  /* dfu-util's control-transfer timeout (§3.2) */
-#define LPCDFU_APP_START 0x4000u  /* _user_flash_start: USER_START_SECTOR 4 (sbl_config.h) */
-#define LPCDFU_APP_SIZE 0x7c000u  /* _user_flash_size: up to the end of 512 KiB */
-#define LPCDFU_BLOCK 512u	  /* DFU_BLOCK_SIZE: the address step of wBlockNum */
-#define LPCDFU_MAX_POLLS 200u	  /* GETSTATUS rounds per block before giving up */
+#define LPCDFU_TIMEOUT_MS 5000	 /* dfu-util's control-transfer timeout (§3.2) */
+#define LPCDFU_APP_START 0x4000u /* _user_flash_start: USER_START_SECTOR 4 (sbl_config.h) */
+#define LPCDFU_APP_SIZE 0x7c000u /* _user_flash_size: up to the end of 512 KiB */
+#define LPCDFU_BLOCK 512u	 /* DFU_BLOCK_SIZE: the address step of wBlockNum */
+#define LPCDFU_MAX_POLLS 200u	 /* GETSTATUS rounds per block before giving up */
 #define LPCDFU_START_TRIES 8
 
 struct lpcdfu {
@@ -136,8 +136,8 @@ wait_block(struct lpcdfu *d, struct flash_session *s, struct dfu_status_reply *s
 }
 
 static int
-find_interface(struct lpcdfu *d, struct flash_session *s, const struct libusb_config_descriptor *cfg,
-	       struct dfu_func_desc *ret_func)
+find_interface(struct lpcdfu *d, struct flash_session *s,
+	       const struct libusb_config_descriptor *cfg, struct dfu_func_desc *ret_func)
 {
 	for (uint8_t i = 0; i < cfg->bNumInterfaces; i++) {
 		const struct libusb_interface *itf = &cfg->interface[i];
@@ -150,11 +150,11 @@ find_interface(struct lpcdfu *d, struct flash_session *s, const struct libusb_co
 				continue;
 			d->iface = alt->bInterfaceNumber;
 			if ((alt->extra_length > 0 &&
-			     dfu_func_desc_parse(alt->extra, (size_t)alt->extra_length,
-						 ret_func) == 0) ||
+			     dfu_func_desc_parse(alt->extra, (size_t)alt->extra_length, ret_func) ==
+				 0) ||
 			    (cfg->extra_length > 0 &&
-			     dfu_func_desc_parse(cfg->extra, (size_t)cfg->extra_length,
-						 ret_func) == 0))
+			     dfu_func_desc_parse(cfg->extra, (size_t)cfg->extra_length, ret_func) ==
+				 0))
 				return 0;
 			backend_error(s, "no DFU functional descriptor on %s", s->dev->usb_node);
 			return -ENOENT;
@@ -256,8 +256,9 @@ block_error(struct lpcdfu *d, struct flash_session *s, int r, const struct dfu_s
 	uint32_t addr = LPCDFU_APP_START + block * LPCDFU_BLOCK;
 
 	if (r == -EIO && st)
-		backend_error(s, "%s block %u (0x%05x) failed: %s (state %s); the board stays in "
-				 "LPC DFU",
+		backend_error(s,
+			      "%s block %u (0x%05x) failed: %s (state %s); the board stays in "
+			      "LPC DFU",
 			      what, block, addr, dfu_status_to_string(st->status),
 			      dfu_state_to_string(st->state));
 	else
@@ -287,8 +288,9 @@ lpcdfu_write(struct flash_session *s)
 		return -EINVAL;
 	}
 	if (img->size == 0 || img->size > LPCDFU_APP_SIZE) {
-		backend_error(s, "the image (%zu bytes) does not fit the %u KiB after the LPC DFU "
-				 "bootloader",
+		backend_error(s,
+			      "the image (%zu bytes) does not fit the %u KiB after the LPC DFU "
+			      "bootloader",
 			      img->size, LPCDFU_APP_SIZE / 1024);
 		return -ERANGE;
 	}
@@ -330,19 +332,18 @@ lpcdfu_verify(struct flash_session *s)
 {
 	struct lpcdfu *d = s->priv;
 	uint8_t buf[LPCDFU_BLOCK];
-	int r = 0;
 
 	if (!d || !d->data)
 		return -ENOTCONN;
 	for (uint32_t b = 0; b < d->blocks; b++) {
 		uint32_t off = b * LPCDFU_BLOCK;
 		uint16_t n = (uint16_t)(d->len - off < LPCDFU_BLOCK ? d->len - off : LPCDFU_BLOCK);
-
-		r = request(d, s, true, DFU_REQ_UPLOAD, (uint16_t)b, buf, n);
+		int r = request(d, s, true, DFU_REQ_UPLOAD, (uint16_t)b, buf, n);
 		if (r < 0)
 			return block_error(d, s, r, NULL, "reading", b);
 		if (r != n) {
-			backend_error(s, "reading block %u: short UPLOAD (%d of %u bytes)", b, r, n);
+			backend_error(s, "reading block %u: short UPLOAD (%d of %u bytes)", b, r,
+				      n);
 			(void)to_idle(d, s);
 			return -EIO;
 		}
@@ -380,9 +381,11 @@ lpcdfu_leave(struct flash_session *s)
 		if (r < 0 || st.state == DFU_STATE_MANIFEST_WAIT_RESET)
 			break;
 		if (st.state != DFU_STATE_MANIFEST_SYNC && st.state != DFU_STATE_MANIFEST) {
-			backend_error(s, "the LPC DFU bootloader answered the end of the download "
-					 "with %s (%s), not dfuMANIFEST-WAIT-RESET",
-				      dfu_state_to_string(st.state), dfu_status_to_string(st.status));
+			backend_error(s,
+				      "the LPC DFU bootloader answered the end of the download "
+				      "with %s (%s), not dfuMANIFEST-WAIT-RESET",
+				      dfu_state_to_string(st.state),
+				      dfu_status_to_string(st.status));
 			return -EPROTO;
 		}
 		sleep_ms(st.poll_timeout_ms);

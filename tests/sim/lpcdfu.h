@@ -17,10 +17,10 @@
 #define LPCDFU_VID 0x1d50
 #define LPCDFU_PID 0x6015
 #define LPCDFU_BCD_DEVICE 0x0040
-#define LPCDFU_BLOCK 512		/* DFU_BLOCK_SIZE = wTransferSize */
-#define LPCDFU_USER_START 0x4000u	/* _user_flash_start */
-#define LPCDFU_USER_SIZE 0x7c000u	/* _user_flash_size */
-#define LPCDFU_POLL_TIMEOUT_MS 500u	/* DFU_status.bwPollTimeout, never changed */
+#define LPCDFU_BLOCK 512	    /* DFU_BLOCK_SIZE = wTransferSize */
+#define LPCDFU_USER_START 0x4000u   /* _user_flash_start */
+#define LPCDFU_USER_SIZE 0x7c000u   /* _user_flash_size */
+#define LPCDFU_POLL_TIMEOUT_MS 500u /* DFU_status.bwPollTimeout, never changed */
 #define LPCDFU_MAX_DESCRIPTORS (18 + 9 + 9 + 9)
 
 enum {
@@ -30,8 +30,8 @@ enum {
 };
 
 struct lpcdfu_stats {
-	uint64_t control;      /* every control transfer */
-	uint64_t request[7];   /* DFU class requests by bRequest */
+	uint64_t control;    /* every control transfer */
+	uint64_t request[7]; /* DFU class requests by bRequest */
 	uint64_t stalls;
 	uint64_t blocks;       /* data DNLOADs programmed */
 	uint64_t out_of_order; /* blocks that did not follow the previous one (flash_p) */

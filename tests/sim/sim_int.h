@@ -88,10 +88,10 @@ struct sim_board {
 	unsigned n_ifaces;
 	bool iface_has_driver[4];
 	UMockdevIoctlBase *tty_handler;
-	void *dfuse;		 /* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
-	void *picoboot;		 /* struct picoboot_sim * while in RP2040 BOOTSEL */
+	void *dfuse;	/* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
+	void *picoboot; /* struct picoboot_sim * while in RP2040 BOOTSEL */
 	struct lpcdfu_dev *lpcdfu; /* while in LPC DFU (the community bootloader) */
-	struct sim_drive *drive; /* the RPI-RP2 drive while in RP2040 BOOTSEL */
+	struct sim_drive *drive;   /* the RPI-RP2 drive while in RP2040 BOOTSEL */
 	char app_version[128];
 	unsigned enumerations;
 
@@ -178,10 +178,10 @@ struct sim {
 	 * on its own thread after detach, so they are freed only with the whole simulator */
 	void *dead_dfuse[256];
 	size_t n_dead_dfuse;
-	void *dead_picoboot[256]; /* the same for PICOBOOT devices */
+	void *dead_picoboot[256];	     /* the same for PICOBOOT devices */
 	struct lpcdfu_dev *dead_lpcdfu[256]; /* and for LPC DFU devices */
 	size_t n_dead_lpcdfu;
-	unsigned next_drive;	  /* RPI-RP2 drives made so far: each gets a new /dev/sdX */
+	unsigned next_drive; /* RPI-RP2 drives made so far: each gets a new /dev/sdX */
 	size_t n_dead_picoboot;
 };
 

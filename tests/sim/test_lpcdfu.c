@@ -358,8 +358,8 @@ static int
 backend_flash(struct lpcdfu_dev *d, const uint8_t *img, size_t len, char *err, size_t errlen)
 {
 	const struct flash_backend *be = backend_for_mode(DEVICE_MODE_LPC_DFU);
-	struct image im = {.format = IMAGE_FORMAT_BIN, .data = (uint8_t *)(uintptr_t)img,
-			   .size = len};
+	struct image im = {
+	    .format = IMAGE_FORMAT_BIN, .data = (uint8_t *)(uintptr_t)img, .size = len};
 	struct device dev = {.busnum = 1, .devnum = 7, .mode = DEVICE_MODE_LPC_DFU};
 	struct flash_session s = {.dev = &dev, .img = &im};
 	int r;
