@@ -5,7 +5,8 @@
  * that starts the app, the boot check; a board found in LPC DFU already (button, boot loop)
  * is written without a request; a build that crashes at start-up is rolled back through the
  * same bootloader once the watchdog reset lands the board there; and an unplug during the
- * write resumes the job when the board is back. USB bus 11. */
+ * write resumes the job when the board is back. A board with BTT's SD-only bootloader is
+ * not: the request brings it back as the app. USB bus 11. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,8 @@ static const char profiles[] =
     "  { name = \"lpc-b\"; match = { board = \"skr-1.4-turbo\"; port = \"11-2\"; };\n"
     "    auto_flash = [\"queue\"]; },\n"
     "  { name = \"lpc-c\"; match = { board = \"skr-1.3\"; port = \"11-3\"; };\n"
+    "    auto_flash = [\"queue\"]; },\n"
+    "  { name = \"lpc-d\"; match = { board = \"skr-1.4\"; port = \"11-4\"; };\n"
     "    auto_flash = [\"queue\"]; }";
 
 static char *
@@ -165,24 +168,66 @@ test_unplug(struct sim_board *b)
 	free(img);
 }
 
+/* BTT's stock SD-only bootloader ignores the request (no DFU): the board comes back as the
+ * app twice, the job says so, and nothing is written */
+static void
+test_sd_only(struct sim_board *b)
+{
+	uint8_t *img, *before = eng_flash_copy(b, 0, 0x80000);
+	size_t len;
+	char sha[65], *out = NULL;
+	char *path = eng_image(b, 0, "v0.13.0-sdonly", 16 * 1024, &img, &len, sha);
+	json_object *hist, *row;
+
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "lpc-d", path, NULL), 0);
+	free(out);
+	CHECK_EQ_INT(eng_wait("on port 11-4 came back as the Klipper app after the 1200-baud "
+			      "request, twice",
+			      40000),
+		     0);
+	hist = eng_history();
+	row = eng_newest_on(hist, "11-4");
+	CHECK_STREQ(eng_str(row, "result"), "failed");
+	CHECK(strstr(eng_str(row, "error"), "nothing was written") != NULL);
+	json_object_put(hist);
+	CHECK_EQ_INT(eng_count("port 11-4: klipper-app -> lpc-dfu"), 0);
+	{
+		uint8_t *after = eng_flash_copy(b, 0, 0x80000);
+
+		CHECK(memcmp(before, after, 0x80000) == 0);
+		free(after);
+	}
+	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_KLIPPER_APP);
+	free(path);
+	free(img);
+	free(before);
+}
+
 int
 main(int argc, char **argv)
 {
-	struct sim_board *a, *b, *c;
+	struct sim_board_spec sd_only = {.model = "skr-1.4",
+					 .port = "11-4",
+					 .mode = SIM_MODE_KLIPPER_APP,
+					 .bootloop = SIM_BOOTLOOP_RECOVER,
+					 .lpc_sd_only = true};
+	struct sim_board *a, *b, *c, *d;
 
 	eng_init(argc, argv, "engine-lpcdfu");
 	eng_write_conf("", profiles);
 	a = eng_add("skr-1.4", "11-1", SIM_MODE_KLIPPER_APP, false);
 	b = eng_add("skr-1.4-turbo", "11-2", SIM_MODE_LPC_DFU, false);
 	c = eng_add("skr-1.3", "11-3", SIM_MODE_KLIPPER_APP, false);
-	CHECK(a && b && c);
-	if (!a || !b || !c || eng_start(NULL) < 0) {
+	d = sim_board_add(eng_sim(), &sd_only);
+	CHECK(a && b && c && d);
+	if (!a || !b || !c || !d || eng_start(NULL) < 0) {
 		eng_done();
 		TEST_DONE();
 	}
 	test_flash_and_rollback(a);
 	test_found_in_dfu(b);
 	test_unplug(c);
+	test_sd_only(d);
 	CHECK_EQ_INT(eng_stop(), 0);
 	eng_done();
 	TEST_DONE();

@@ -1253,7 +1253,7 @@ boot(struct sim_board *b)
 		return;
 	}
 	if (b->bootloader == SIM_BL_STOCK && mcu->family == CATALOG_FAMILY_LPC176X &&
-	    first == 0xffffffffu && (b->model->paths & CATALOG_PATH_LPC_DFU)) {
+	    first == 0xffffffffu && b->lpc_dfu) {
 		sim_board_plug_locked(b, SIM_MODE_LPC_DFU);
 		return;
 	}
@@ -1308,7 +1308,7 @@ recover_request(const struct sim_board *b)
 	if (m->mcu->family != CATALOG_FAMILY_LPC176X && m->mcu->family != CATALOG_FAMILY_RP2040 &&
 	    (m->paths & (CATALOG_PATH_ROM_DFU_BUTTON | CATALOG_PATH_ROM_DFU_SOFT)))
 		return SIM_REQ_ROM_DFU;
-	if (m->mcu->family == CATALOG_FAMILY_LPC176X && (m->paths & CATALOG_PATH_LPC_DFU))
+	if (m->mcu->family == CATALOG_FAMILY_LPC176X && b->lpc_dfu)
 		return SIM_REQ_LPC_DFU; /* watchdog reset sets WDTOF (§7.4) */
 	return SIM_REQ_NONE;
 }
@@ -1354,7 +1354,8 @@ touch_request(const struct sim_board *b)
 		return SIM_REQ_ROM_DFU;
 	if (m->mcu->family == CATALOG_FAMILY_RP2040)
 		return SIM_REQ_BOOTSEL;
-	if (m->mcu->family == CATALOG_FAMILY_LPC176X && (m->paths & CATALOG_PATH_LPC_DFU))
+	/* Klipper's LPC request resets through the watchdog: WDTOF (protocols.md §1.2) */
+	if (m->mcu->family == CATALOG_FAMILY_LPC176X && b->lpc_dfu)
 		return SIM_REQ_LPC_DFU;
 	return SIM_REQ_NONE;
 }
@@ -1749,6 +1750,7 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 	b->bootloop_cycles = spec->bootloop_cycles ? spec->bootloop_cycles : 3;
 	snprintf(b->crash_version, sizeof(b->crash_version), "%s",
 		 spec->crash_version ? spec->crash_version : "");
+	b->lpc_dfu = (b->model->paths & CATALOG_PATH_LPC_DFU) && !spec->lpc_sd_only;
 	snprintf(b->dfu_layout, sizeof(b->dfu_layout), "%s",
 		 spec->dfu_layout ? spec->dfu_layout : "");
 	b->tty_index = -1;

@@ -73,6 +73,11 @@ struct sim_board_spec {
 	/* The ROM DfuSe flash alternate's layout string instead of the catalog's: crafted
 	 * layouts for the backend's parser and searches. NULL = the real one. */
 	const char *dfu_layout;
+	/* LPC176x with the stock bootloader: BTT's SD-only build, which does not enter DFU on
+	 * the watchdog flag (Klipper's request), a boot loop or an empty application
+	 * (protocols.md §1.2). false = the community SD+DFU bootloader of the catalog's
+	 * opportunistic CATALOG_PATH_LPC_DFU (tests/sim/lpcdfu.c). */
+	bool lpc_sd_only;
 };
 
 /* Call first in main(): re-exec under libumockdev-preload.so.0 if not already (libasan first

@@ -116,6 +116,7 @@ struct sim_board {
 	 * by the next download that completes */
 	bool app_torn;
 	char dfu_layout[256]; /* spec->dfu_layout, "" = the catalog's */
+	bool lpc_dfu;	      /* its bootloader enters LPC DFU (not spec->lpc_sd_only) */
 
 	/* Katapult device state (sim_katapult.c says what real firmware does, with sources) */
 	uint8_t rx[1100];

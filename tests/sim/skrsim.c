@@ -35,6 +35,7 @@ usage(FILE *f)
 		"KEY:   version=V  uid=HEX  speed=X  bootloader=stock|katapult|none  empty\n"
 		"       bootloop=flicker|silent|recover  cycles=N\n"
 		"       crash=TEXT  (an app whose version contains TEXT crashes at start-up)\n"
+		"       sd-only  (LPC176x: BTT's stock SD-only bootloader, no LPC DFU)\n"
 		"Without CMD, skrsim keeps the boards up until SIGINT/SIGTERM.\n"
 		"A scenario file holds one board description per line ('#' comments).\n");
 }
@@ -89,6 +90,8 @@ parse_board(const char *arg, double speed, struct board_arg *ret)
 			sp->empty = true;
 		else if (strcmp(kv, "crash") == 0)
 			sp->crash_version = v;
+		else if (strcmp(kv, "sd-only") == 0)
+			sp->lpc_sd_only = true;
 		else if (strcmp(kv, "cycles") == 0)
 			sp->bootloop_cycles = (unsigned)strtoul(v, NULL, 10);
 		else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "silent") == 0)
