@@ -263,7 +263,7 @@ on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 				    secs);
 		else if (j->touched && device_mode_is_bootloader(b->dev.mode) &&
 			 !bootloader_mode(b->dev.mode))
-			/* it did go to a bootloader, one without a writer (LPC DFU), while the
+			/* it did go to a bootloader, one without a writer, while the
 			 * touch's worker was still on its way out */
 			unreachable_bootloader(j, b);
 		else if (!j->touched)
@@ -1644,9 +1644,9 @@ app_after_touch(struct job *j)
 		 name_of(j), j->port);
 }
 
-/* The request took the board to a ROM bootloader skrflash has no writer for yet (LPC DFU):
- * say exactly that, and how to get the board back - it sits there until reset, with its old
- * firmware intact. */
+/* The request took the board to a bootloader skrflash has no writer for (every bootloader
+ * mode has a backend since LPC DFU got one; kept for the next kind): say exactly that, and
+ * how to get the board back - it sits there until reset, with its old firmware intact. */
 static const char *
 mode_title(enum device_mode m)
 {
