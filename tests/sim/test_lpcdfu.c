@@ -427,6 +427,9 @@ fidelity(const char *dir, uint32_t img_len)
 	CHECK_EQ_INT(st.out_of_order, 0);
 	CHECK_EQ_INT(st.not_erased, 0);
 	CHECK(st.manifested);
+	fprintf(stderr, "  dfu-util -D: %llu control transfers (%llu GETSTATUS), %llu erases\n",
+		(unsigned long long)st.control, (unsigned long long)st.request[DFU_REQ_GETSTATUS],
+		(unsigned long long)st.erases);
 	lpcdfu_detach(d, tb, NODE);
 	d = lpcdfu_free(d);
 
@@ -460,6 +463,11 @@ fidelity(const char *dir, uint32_t img_len)
 	lpcdfu_get_stats(d, &st);
 	CHECK_EQ_INT(st.bytes_read, img_len); /* verified by upload */
 	CHECK_EQ_INT(st.out_of_order, 0);
+	fprintf(stderr,
+		"  lpc-dfu backend, write + verify + leave: %llu control transfers (%llu "
+		"GETSTATUS, %llu UPLOAD), %llu erases\n",
+		(unsigned long long)st.control, (unsigned long long)st.request[DFU_REQ_GETSTATUS],
+		(unsigned long long)st.uploads, (unsigned long long)st.erases);
 	lpcdfu_detach(d, tb, NODE);
 	d = lpcdfu_free(d);
 
