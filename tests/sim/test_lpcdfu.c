@@ -354,17 +354,21 @@ board_flash(uint8_t *bl, uint32_t bl_len)
 	return f;
 }
 
+/* The backend's open, write, verify and leave on the device at NODE; an image with an
+ * address when load is not 0. */
 static int
-backend_flash(struct lpcdfu_dev *d, const uint8_t *img, size_t len, char *err, size_t errlen)
+backend_flash(const uint8_t *img, size_t len, uint32_t load, char *err, size_t errlen)
 {
 	const struct flash_backend *be = backend_for_mode(DEVICE_MODE_LPC_DFU);
-	struct image im = {
-	    .format = IMAGE_FORMAT_BIN, .data = (uint8_t *)(uintptr_t)img, .size = len};
+	struct image im = {.format = IMAGE_FORMAT_BIN,
+			   .has_load_address = load != 0,
+			   .load_address = load,
+			   .data = (uint8_t *)(uintptr_t)img,
+			   .size = len};
 	struct device dev = {.busnum = 1, .devnum = 7, .mode = DEVICE_MODE_LPC_DFU};
 	struct flash_session s = {.dev = &dev, .img = &im};
 	int r;
 
-	(void)d;
 	snprintf(dev.usb_node, sizeof(dev.usb_node), NODE);
 	snprintf(dev.port, sizeof(dev.port), "1-3");
 	CHECK(be != NULL);
@@ -451,7 +455,7 @@ fidelity(const char *dir, uint32_t img_len)
 	CHECK_EQ_INT(lpcdfu_attach(d, tb, NODE), 0);
 	man.n = 0;
 	lpcdfu_set_manifest_cb(d, on_event, &man);
-	rc = backend_flash(d, img, img_len, err, sizeof(err));
+	rc = backend_flash(img, img_len, 0, err, sizeof(err));
 	if (rc < 0)
 		fprintf(stderr, "backend: %s\n", err);
 	CHECK_EQ_INT(rc, 0);
@@ -477,7 +481,7 @@ fidelity(const char *dir, uint32_t img_len)
 	man.n = 0;
 	lpcdfu_set_manifest_cb(d, on_event, &man);
 	lpcdfu_fail_write_at(d, 5);
-	rc = backend_flash(d, img, img_len, err, sizeof(err));
+	rc = backend_flash(img, img_len, 0, err, sizeof(err));
 	fprintf(stderr, "backend with errPROG: %s\n", err);
 	CHECK_EQ_INT(rc, -EIO);
 	CHECK(strstr(err, "block 4 (0x04800)") != NULL);
@@ -485,6 +489,17 @@ fidelity(const char *dir, uint32_t img_len)
 	CHECK_EQ_INT(atomic_load(&man.n), 0);
 	lpcdfu_get_stats(d, &st);
 	CHECK_EQ_INT(st.state, DFU_STATE_IDLE); /* cleared for the next attempt */
+	lpcdfu_detach(d, tb, NODE);
+	d = lpcdfu_free(d);
+
+	/* an image linked for another address is refused before the first block */
+	d = lpcdfu_new(g);
+	CHECK_EQ_INT(lpcdfu_attach(d, tb, NODE), 0);
+	rc = backend_flash(img, img_len, 0x8000, err, sizeof(err));
+	CHECK_EQ_INT(rc, -EINVAL);
+	CHECK(strstr(err, "16KiB bootloader offset") != NULL);
+	lpcdfu_get_stats(d, &st);
+	CHECK_EQ_INT(st.blocks, 0);
 	lpcdfu_detach(d, tb, NODE);
 	lpcdfu_free(d);
 
