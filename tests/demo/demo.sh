@@ -36,7 +36,7 @@ profiles = (
   { name = "pico"; match = { board = "skr-pico"; port = "1-5"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "skr14"; match = { board = "skr-1.4"; port = "2-1"; };
-    auto_flash = [ "hotplug", "queue" ]; }
+    methods = [ "katapult", "lpc-dfu" ]; auto_flash = [ "hotplug", "queue" ]; }
 );
 CONF
 

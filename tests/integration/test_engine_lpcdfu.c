@@ -19,13 +19,13 @@
 
 static const char profiles[] =
     "  { name = \"lpc-a\"; match = { board = \"skr-1.4\"; port = \"11-1\"; };\n"
-    "    auto_flash = [\"queue\"]; },\n"
+    "    methods = [\"katapult\", \"lpc-dfu\"]; auto_flash = [\"queue\"]; },\n"
     "  { name = \"lpc-b\"; match = { board = \"skr-1.4-turbo\"; port = \"11-2\"; };\n"
-    "    auto_flash = [\"queue\"]; },\n"
+    "    methods = [\"lpc-dfu\"]; auto_flash = [\"queue\"]; },\n"
     "  { name = \"lpc-c\"; match = { board = \"skr-1.3\"; port = \"11-3\"; };\n"
-    "    auto_flash = [\"queue\"]; },\n"
+    "    methods = [\"lpc-dfu\"]; auto_flash = [\"queue\"]; },\n"
     "  { name = \"lpc-d\"; match = { board = \"skr-1.4\"; port = \"11-4\"; };\n"
-    "    auto_flash = [\"queue\"]; }";
+    "    methods = [\"lpc-dfu\"]; auto_flash = [\"queue\"]; }";
 
 static char *
 flashed_needle(struct sim_board *b, const char *sha)
@@ -152,8 +152,11 @@ test_unplug(struct sim_board *b)
 	/* the first 8 KiB arrived, the rest did not */
 	CHECK(flash_equals(f, 0x4000, img, 8 * 1024));
 
-	/* power back: the torn app crashes, the watchdog reset lands it in LPC DFU (WDTOF) */
-	CHECK_EQ_INT(sim_board_power_on(b), 0);
+	/* plugged back in with its DFU button held (P2.12 / the encoder button at reset): the
+	 * job resumes at its write. (Powered on without the button, the torn app would start,
+	 * flicker as the app and crash until the watchdog lands it in DFU: a first visit of
+	 * the app that restarts the job at its gate, a timing the test cannot pin down.) */
+	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_LPC_DFU), 0);
 	CHECK_EQ_INT(eng_wait(needle, 40000), 0);
 	hist = eng_history();
 	row = eng_newest_on(hist, "11-3");

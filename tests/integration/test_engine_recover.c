@@ -24,7 +24,7 @@ static const char profiles[] =
     "  { name = \"kill\"; match = { board = \"octopus-f446\"; port = \"1-3\"; };\n"
     "    auto_flash = [\"hotplug\", \"queue\"]; },\n"
     "  { name = \"lpc\"; match = { board = \"skr-1.4\"; port = \"1-4\"; };\n"
-    "    methods = [\"katapult\", \"sd\"]; auto_flash = [\"hotplug\", \"queue\"]; }";
+    "    methods = [\"katapult\"]; auto_flash = [\"hotplug\", \"queue\"]; }";
 
 static size_t
 rows_on(json_object *hist, const char *port)
