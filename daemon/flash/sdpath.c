@@ -259,7 +259,6 @@ file_matches(struct sdpath *p, const char *name, const uint8_t *data, size_t len
 {
 	struct fat_dirent e;
 	struct collect c = {0};
-	char want[SHA256_HEX_LEN + 1], got[SHA256_HEX_LEN + 1];
 	int r = fat_find(&p->vol, name, &e);
 
 	if (r < 0)
@@ -270,6 +269,8 @@ file_matches(struct sdpath *p, const char *name, const uint8_t *data, size_t len
 	c.buf = xmalloc(len ? len : 1);
 	r = fat_read(&p->vol, &e, collect, &c);
 	if (r >= 0) {
+		char want[SHA256_HEX_LEN + 1], got[SHA256_HEX_LEN + 1];
+
 		sha256_hex(data, len, want);
 		sha256_hex(c.buf, c.len, got);
 		r = c.len == len && strcmp(want, got) == 0;

@@ -1331,7 +1331,6 @@ sd_done(struct job *j, int status)
 	struct board *b = boards_find_port(j->t->boards, j->port);
 	const char *err = j->result_error[0] ? j->result_error : "the worker failed";
 	bool confirming = j->sd_confirming;
-	char msg[600];
 
 	j->sd_confirming = false;
 	if (status == 0 && j->result_ok) {
@@ -1375,6 +1374,7 @@ sd_done(struct job *j, int status)
 		/* an SDIO-wired card: only a power cycle lets the bootloader read it (the
 		 * history's result "power-cycle": the board waits for one) */
 		struct job_table *t = j->t;
+		char msg[600];
 
 		(void)snprintf(msg, sizeof(msg), "%s", err);
 		strv_add(&t->held_off, j->port);
