@@ -13,6 +13,8 @@
 #            own                                                        (PICOBOOT) and back
 #   skr14    SKR 1.4 (LPC1768) running Klipper with the community     -> flashed through LPC DFU
 #            SD+DFU bootloader, no Katapult                             (plain DFU 1.1)
+#   turbo    SKR 1.4 Turbo (LPC1769) and an SKR Pro (STM32F407) with  -> flashed through their SD
+#   skrpro-sd their stock SD bootloaders only, a FAT card in the slot    cards by the running Klipper
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -36,7 +38,11 @@ profiles = (
   { name = "pico"; match = { board = "skr-pico"; port = "1-5"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "skr14"; match = { board = "skr-1.4"; port = "2-1"; };
-    methods = [ "katapult", "lpc-dfu" ]; auto_flash = [ "hotplug", "queue" ]; }
+    methods = [ "katapult", "lpc-dfu" ]; auto_flash = [ "hotplug", "queue" ]; },
+  { name = "turbo"; match = { board = "skr-1.4-turbo"; port = "1-6"; };
+    auto_flash = [ "hotplug", "queue" ]; },
+  { name = "skrpro-sd"; match = { board = "skr-pro"; port = "1-7"; };
+    auto_flash = [ "hotplug", "queue" ]; }
 );
 CONF
 
@@ -48,6 +54,8 @@ sim="$BUILD/skrsim"
 "$sim" image manta-m8p v0.13.1-wrong-crystal "$T/manta-crash.bin"
 "$sim" image skr-pico v0.13.0-farm "$T/pico.bin"
 "$sim" image skr-1.4 v0.13.0-farm "$T/skr14.bin"
+"$sim" image skr-1.4-turbo v0.13.0-farm "$T/turbo.bin"
+"$sim" image skr-pro v0.13.0-farm "$T/skrpro-sd.bin"
 
 echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
 exec "$sim" --quiet \
@@ -57,4 +65,6 @@ exec "$sim" --quiet \
 	--board octopus-f446@1-1:katapult-installed \
 	--board skr-pico@1-5:klipper-app \
 	--board skr-1.4@2-1:klipper-app \
+	--board skr-1.4-turbo@1-6:klipper-app,sdcard=64M \
+	--board skr-pro@1-7:klipper-app,sdcard=64M,sdfs=fat32 \
 	-- sh "$here/inner.sh" "$T" "$BUILD"
