@@ -351,8 +351,12 @@ read_parse(struct sdcard *sd, uint8_t *out, bool more)
 		i += SDSPI_CMD_LEN + 1;
 		d = sdspi_find_block(sd->rx + i, sd->rx_len - (size_t)i, SDSPI_BLOCK);
 		if (d >= 0) {
+			size_t lead = (size_t)i + (size_t)d - SDSPI_CMD_LEN;
+
 			memcpy(out, sd->rx + i + d, SDSPI_BLOCK);
-			sd->lead = (size_t)i + (size_t)d - SDSPI_CMD_LEN;
+			/* a longer access time at once, a shorter one slowly (the MCU may have
+			 * been waiting for the host meanwhile: fewer bytes for the same time) */
+			sd->lead = lead > sd->lead ? lead : sd->lead - (sd->lead - lead + 7) / 8;
 			return 0;
 		}
 		if ((d != -EAGAIN && d != -EBADMSG) || !more || clocked > SD_TOKEN_BYTES)
@@ -372,11 +376,10 @@ read_one(struct sdcard *sd, uint64_t lba, uint8_t *out)
 	for (int attempt = 0; attempt < SD_TRIES; attempt++) {
 		int t;
 
-		if (attempt) {
+		if (attempt)
 			sd->st.retries++;
-			if ((r = drain(sd)) < 0)
-				return r;
-		}
+		if ((r = drain(sd)) < 0)
+			return r;
 		t = read_queue(sd, lba);
 		if (t < 0)
 			return t;
@@ -429,8 +432,10 @@ sd_read(void *ctx, uint64_t lba, uint32_t count, uint8_t *buf)
 		r = collect(sd, t);
 		if (r == 0)
 			r = read_parse(sd, buf + (size_t)k * SDSPI_BLOCK, false);
-		if (r < 0 && r != -ERANGE && r != -ENODEV && r != -ETIMEDOUT && r != -EPROTO) {
-			/* misparse (late token, CRC): skip the queued one, redo this alone */
+		/* the sector is in range (checked above): an R1 address error is a misparse too */
+		if (r < 0 && r != -ENODEV && r != -ETIMEDOUT && r != -EPROTO) {
+			/* misparse (late token, CRC, a lost answer): skip the queued one (a card
+			 * still sending a block after it is drained), redo this alone */
 			if (t_next >= 0)
 				sd->stale += t_next;
 			t_next = -1;

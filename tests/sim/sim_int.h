@@ -72,6 +72,7 @@ struct sim_klipper {
 	uint64_t ep_read_us; /* when the host reads the endpoint packet */
 	uint64_t in_clock;
 	bool lone;		/* the block being run was alone on the bus */
+	uint64_t last_block_us; /* when the block before it arrived */
 	uint64_t in_hold_until; /* SIM_FAULT_STALL: no IN packet is read before then (us) */
 };
 

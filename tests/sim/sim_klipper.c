@@ -35,10 +35,11 @@
  * or CLOCK_FREQ / pulse_ticks), and the card's busy and access times (sdcard.c), both scaled
  * by the speed factor. Responses go through the 192-byte transmit buffer as above; the host
  * reads an endpoint packet one wire slot after the previous one, or one frame later (scaled)
- * when the block it answers was alone on the bus (no more host bytes waiting): the same
- * assumption as the Katapult model. Not modelled: receive_buf's 128 bytes (a block waits in
- * the host's buffers instead, with the same dispatch time; the simulator stops reading the
- * tty while its own buffer is full). */
+ * when the block it answers was alone on the bus: no more host bytes waiting and none in the
+ * frame before it (the Katapult model's assumption; "alone" also looks back a frame here: a
+ * host that keeps commands going keeps the bulk IN endpoint polled). Not modelled: receive_buf's
+ * 128 bytes (a block waits in the host's buffers instead, with the same dispatch time; the
+ * simulator stops reading the tty while its own buffer is full). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -792,7 +793,10 @@ sim_klipper_process(struct sim_board *b)
 			k->t_ns = at > k->cpu_free_ns ? at : k->cpu_free_ns;
 			if (k->t_ns > now_ns)
 				break;
-			k->lone = b->rx_len == pos + len;
+			/* alone on the bus: nothing behind it, nothing in the frame before it */
+			k->lone = b->rx_len == pos + len &&
+				  at / 1000 > k->last_block_us + b->flash->timing.usb_frame_us;
+			k->last_block_us = at / 1000;
 		}
 		crc = crc16_ccitt(m, len - 3);
 		if (m[len - 1] != 0x7e || m[len - 3] != (uint8_t)(crc >> 8) ||
