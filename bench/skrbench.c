@@ -8,6 +8,7 @@
  * that model - is computed here from the same flash timing tables. */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -25,11 +26,16 @@
 
 #include <json-c/json.h>
 
+#include "catalog.h"
+#include "flash/klipper.h"
+#include "flash/sdcard.h"
 #include "proto/dfu.h"
+#include "proto/fat.h"
 #include "dfuse.h"
 #include "flash.h"
 #include "proto/katapult.h"
 #include "picoboot.h"
+#include "sdcard.h"
 #include "sim.h"
 #include "sim_int.h"
 #include "util.h"
@@ -1380,11 +1386,311 @@ section_picoboot(void)
 	sim_free(s);
 }
 
+/* ---- section: the SD-card path through the running Klipper firmware ------------------ */
+
+#define SD_RATE 4000000u /* spi_flash.py -s (its default is 400 kHz) */
+#define SD_CARD_KIB (64u * 1024u)
+/* Bytes on the SPI bus a sector needs at least (SD spec 7.3): a write is CMD24 (6), Ncr (1),
+ * R1 (1), the start token (1), 512 bytes, CRC (2) and the data response (1), then the busy
+ * time; a read is CMD17, Ncr, R1, the access time, the token, 512 bytes and CRC. */
+#define SD_WRITE_SPI_BYTES 524.0
+#define SD_READ_SPI_BYTES 523.0
+
+struct sd_run {
+	double ms, write_ms;
+	uint64_t wr, rd;       /* sectors written and read during the run */
+	uint64_t retries, rtx; /* sdcard retries, client retransmissions */
+	unsigned tx_dropped;   /* responses the MCU dropped (transmit buffer full) */
+};
+
+/* The device bound of a run: every sector's SPI bytes at the bus clock plus the card's
+ * busy (write) or access (read) time, plus the wire time of one command block before the
+ * first SPI byte and one response block after the last. The rest of the USB traffic (under
+ * 900 bytes each way per sector, 0.7 ms at 19 packets per frame, against at least 1.35 ms
+ * of SPI and card time) overlaps with it in a pipelined host, so it adds nothing. */
+static double
+sd_bound_ms(uint64_t wr, uint64_t rd, double speed)
+{
+	double busy = SIM_SDCARD_WRITE_BUSY_US, access = SIM_SDCARD_READ_ACCESS_US;
+	double byte_ms = 8.0 / SD_RATE * 1000.0 * speed;
+
+	return (double)wr * (SD_WRITE_SPI_BYTES * byte_ms + busy / 1000.0 * speed) +
+	       (double)rd * (SD_READ_SPI_BYTES * byte_ms + access / 1000.0 * speed) +
+	       2 * 64.0 / WIRE_BYTES_PER_MS;
+}
+
+/* The issue's formula: the same plus the wire time of every command and response byte, as
+ * if USB and SPI took turns. Per sector at least: the SPI bytes go out in spi_send /
+ * spi_transfer blocks of 56 data bytes (64 on the wire); a read's access time is clocked too
+ * and every clocked byte comes back in 64-byte response blocks; each block is acked (5). A
+ * write needs a few answers (R1, data response, ready): two small blocks. Not a lower bound
+ * (a pipelined host overlaps the two): reported beside the real one. */
+static double
+sd_issue_bound_ms(uint64_t wr, uint64_t rd, double speed)
+{
+	double access_bytes = SIM_SDCARD_READ_ACCESS_US * (SD_RATE / 8.0) / 1e6;
+	double wblocks = ceil(SD_WRITE_SPI_BYTES / 56.0);
+	double rblocks = ceil((SD_READ_SPI_BYTES + access_bytes) / 56.0);
+	double wire =
+	    (double)wr * (wblocks * (64 + 5) + 2 * 16) + (double)rd * rblocks * (64 + 64 + 5);
+
+	return sd_bound_ms(wr, rd, speed) + wire / WIRE_BYTES_PER_MS;
+}
+
+struct sd_cmp {
+	const uint8_t *want;
+	size_t len, off;
+};
+
+static int
+sd_cmp_sink(void *ctx, const uint8_t *data, size_t len)
+{
+	struct sd_cmp *c = ctx;
+
+	if (c->off + len > c->len || memcmp(c->want + c->off, data, len) != 0)
+		return -EIO;
+	c->off += len;
+	return 0;
+}
+
+/* Write firmware.bin and read it back through the FAT layer, as the engine does; the
+ * timed part starts after the mount and the removal of the previous copy. */
+static int
+sd_once(struct klipper_client *kc, struct sdcard *sd, const uint8_t *data, size_t len,
+	unsigned window, struct sim_board *b, struct sd_run *out)
+{
+	struct fat_vol *v = xcalloc(1, sizeof(*v));
+	struct blockdev bd;
+	struct fat_dirent e;
+	struct sdcard_stats a, z;
+	struct klipper_client_stats ka, kz;
+	struct sim_klipper_stats sa, sz;
+	struct sd_cmp cmp = {.want = data, .len = len};
+	double t0;
+	int r;
+
+	sdcard_blockdev(sd, &bd);
+	klipper_client_set_window(kc, window);
+	r = fat_mount(v, &bd);
+	if (r == 0 && fat_delete(v, "firmware.bin") == 0)
+		r = fat_flush(v);
+	sdcard_stats(sd, &a);
+	klipper_client_stats(kc, &ka);
+	sim_board_klipper_stats(b, &sa);
+	t0 = now_ms();
+	if (r == 0)
+		r = fat_write(v, "firmware.bin", data, len);
+	if (r == 0)
+		r = fat_flush(v);
+	out->write_ms = now_ms() - t0;
+	if (r == 0)
+		r = fat_find(v, "firmware.bin", &e);
+	if (r == 0)
+		r = fat_read(v, &e, sd_cmp_sink, &cmp);
+	out->ms = now_ms() - t0;
+	if (r == 0 && cmp.off != len)
+		r = -EIO;
+	if (r < 0)
+		fprintf(stderr, "skrbench: sd run failed (%d): %s / %s\n", r, fat_error(v),
+			sdcard_error(sd));
+	sdcard_stats(sd, &z);
+	klipper_client_stats(kc, &kz);
+	sim_board_klipper_stats(b, &sz);
+	out->wr = z.sectors_written - a.sectors_written;
+	out->rd = z.sectors_read - a.sectors_read;
+	out->retries = z.retries - a.retries;
+	out->rtx = kz.retransmits - ka.retransmits;
+	out->tx_dropped = sz.tx_dropped - sa.tx_dropped;
+	fprintf(stderr,
+		"skrbench: sd window %u: %.0f ms (write %.0f, read %.0f), %" PRIu64
+		" written, %" PRIu64 " read, %" PRIu64 " blocks, %" PRIu64
+		" retransmits, %u dropped, %" PRIu64 " lost, %" PRIu64 " sector retries\n",
+		window, out->ms, out->write_ms, out->ms - out->write_ms, out->wr, out->rd,
+		kz.blocks_sent - ka.blocks_sent, out->rtx, out->tx_dropped,
+		kz.responses_lost - ka.responses_lost, out->retries);
+	free(v);
+	return r;
+}
+
+static int
+sd_connect(struct sim_board *b, const char *model, struct klipper_client **kc, struct sdcard **sd)
+{
+	const struct catalog_sd_bus *def = catalog_sd_bus(catalog_find(model));
+	struct klipper_spi_bus bus = {.rate = SD_RATE};
+	char err[512] = "";
+	int r;
+
+	*sd = NULL;
+	if (!def)
+		return -ENOENT;
+	bus.spi_bus = def->spi_bus;
+	memcpy(bus.sw_pins, def->sw_pins, sizeof(bus.sw_pins));
+	bus.cs_pin = def->cs_pin;
+	r = klipper_client_open(sim_board_tty(b), NULL, kc, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "skrbench: %s\n", err);
+		return r;
+	}
+	r = klipper_client_spi_setup(*kc, &bus);
+	if (r == 0)
+		r = sdcard_open(*kc, sd);
+	if (r < 0)
+		fprintf(stderr, "skrbench: sd setup: %s %s\n", klipper_client_error(*kc),
+			*sd ? sdcard_error(*sd) : "");
+	return r;
+}
+
+static json_object *
+sd_case(struct sim *s, const char *model, const char *port, size_t len, double *ret_ratio)
+{
+	char *img = xasprintf("%s/card-%s-%zu.img", O.tmp, model, len), *cmd;
+	struct sim_board_spec spec = {.model = model,
+				      .port = port,
+				      .speed = O.quick ? 0.0 : 1.0,
+				      .mode = SIM_MODE_KLIPPER_APP,
+				      .plain_klipper_tty = true};
+	struct sim_board *b = sim_board_add(s, &spec);
+	struct klipper_client *kc = NULL;
+	struct sdcard *sd = NULL;
+	uint8_t *data = xmalloc(len);
+	double fast[MAX_RUNS], slow[MAX_RUNS], bound = NAN, issue = NAN;
+	struct sd_run run = {0}, last = {0};
+	unsigned n = 0, tx_dropped = 0;
+	uint64_t retries = 0, rtx = 0;
+	json_object *o = json_object_new_object();
+
+	for (size_t i = 0; i < len; i++)
+		data[i] = (uint8_t)(i * 2654435761u >> 13);
+	cmd = xasprintf("env -u LD_PRELOAD sh -c 'rm -f %s && mkfs.fat -F 32 -s 1 -C %s %u "
+			">/dev/null'",
+			img, img, SD_CARD_KIB);
+	if (!b || system(cmd) != 0 || sim_board_set_sdcard(b, img, true) < 0 ||
+	    sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 10000) < 0 ||
+	    sd_connect(b, model, &kc, &sd) < 0)
+		goto out;
+	/* pairs, A B A B: skrflash's window, then Klipper's one command at a time */
+	for (unsigned i = 0; i < O.reps; i++) {
+		if (sd_once(kc, sd, data, len, 0, b, &run) < 0)
+			break;
+		fast[n] = run.ms;
+		last = run;
+		retries += run.retries;
+		rtx += run.rtx;
+		tx_dropped += run.tx_dropped;
+		if (sd_once(kc, sd, data, len, 1, b, &run) < 0)
+			break;
+		slow[n++] = run.ms;
+	}
+	bound = sd_bound_ms(last.wr, last.rd, O.quick ? 0.0 : 1.0);
+	issue = sd_issue_bound_ms(last.wr, last.rd, O.quick ? 0.0 : 1.0);
+out:
+	json_object_object_add(o, "board", json_object_new_string(model));
+	json_object_object_add(o, "image_kib", json_object_new_int((int)(len / 1024)));
+	json_object_object_add(o, "sectors_written", json_object_new_int64((int64_t)last.wr));
+	json_object_object_add(o, "sectors_read", json_object_new_int64((int64_t)last.rd));
+	put_num(o, "device_bound_ms", O.quick ? NAN : bound);
+	put_num(o, "skrflash_ms_median", n ? median(fast, n) : NAN);
+	json_object_object_add(o, "skrflash_runs_ms", json_array_of(fast, n));
+	put_num(o, "window1_ms_median", n ? median(slow, n) : NAN);
+	json_object_object_add(o, "window1_runs_ms", json_array_of(slow, n));
+	put_num(o, "skrflash_vs_bound", n && !O.quick ? median(fast, n) / bound : NAN);
+	put_num(o, "window1_vs_bound", n && !O.quick ? median(slow, n) / bound : NAN);
+	put_num(o, "issue_formula_bound_ms", O.quick ? NAN : issue);
+	put_num(o, "skrflash_vs_issue_formula", n && !O.quick ? median(fast, n) / issue : NAN);
+	put_num(o, "window1_vs_skrflash", n ? median_ratio(slow, fast, n) : NAN);
+	json_object_object_add(o, "sd_retries", json_object_new_int64((int64_t)retries));
+	json_object_object_add(o, "retransmits", json_object_new_int64((int64_t)rtx));
+	json_object_object_add(o, "mcu_responses_dropped", json_object_new_int((int)tx_dropped));
+	*ret_ratio = n && !O.quick ? median(fast, n) / bound : NAN;
+	if (sd)
+		sdcard_close(sd);
+	klipper_client_close(kc);
+	free(data);
+	free(cmd);
+	free(img);
+	return o;
+}
+
+/* The simulator's own cost: a lone get_config round trip on an instant (speed 0) board,
+ * the host, the pty and the simulator's service thread only. */
+static double
+sd_sim_round_trip_ms(struct sim *s)
+{
+	struct sim_board_spec spec = {.model = "skr-1.4-turbo",
+				      .port = "8-9",
+				      .mode = SIM_MODE_KLIPPER_APP,
+				      .plain_klipper_tty = true};
+	struct sim_board *b = sim_board_add(s, &spec);
+	struct klipper_client *kc = NULL;
+	double t[MAX_RUNS], t0;
+	char err[256];
+	unsigned n = 0;
+
+	if (!b || sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 10000) < 0 ||
+	    klipper_client_open(sim_board_tty(b), NULL, &kc, err, sizeof(err)) < 0)
+		return NAN;
+	for (unsigned r = 0; r < O.reps; r++) {
+		struct klipper_response resp;
+		int i;
+
+		t0 = now_ms();
+		for (i = 0; i < 200; i++)
+			if (klipper_client_query(kc, "get_config", NULL, 0, "config", &resp) < 0)
+				break;
+		if (i == 200)
+			t[n++] = (now_ms() - t0) / 200;
+	}
+	klipper_client_close(kc);
+	return n ? median(t, n) : NAN;
+}
+
+static void
+section_sd(void)
+{
+	static const struct {
+		const char *model, *port;
+	} boards[] = {{"skr-1.4-turbo", "8-1"}, {"skr-pro", "8-2"}};
+	size_t sizes[] = {100 * 1024, 400 * 1024};
+	struct sim *s = sim_new();
+	json_object *cases = json_object_new_array();
+	double worst = NAN;
+
+	double rt;
+
+	if (O.quick)
+		sizes[0] = sizes[1] = 8 * 1024;
+	fprintf(table,
+		"\nSD card through the Klipper app at datasheet timing (%u MHz SPI, card busy "
+		"%u us per write, access %u us per read): write + read back firmware.bin\n",
+		SD_RATE / 1000000, SIM_SDCARD_WRITE_BUSY_US, SIM_SDCARD_READ_ACCESS_US);
+	for (size_t i = 0; i < ELEMENTSOF(boards); i++)
+		for (size_t j = 0; j < (O.quick ? 1u : ELEMENTSOF(sizes)); j++) {
+			char port[16], what[96];
+			double ratio = NAN;
+			json_object *o;
+
+			snprintf(port, sizeof(port), "%s.%zu", boards[i].port, j + 1);
+			o = sd_case(s, boards[i].model, port, sizes[j], &ratio);
+			json_object_array_add(cases, o);
+			snprintf(what, sizeof(what), "%s %zu KiB: skrflash / device bound",
+				 boards[i].model, sizes[j] / 1024);
+			rowf(what, verdict(ratio, 1.3), "%.2fx  (<= 1.3x)", ratio);
+			if (isfinite(ratio) && !(ratio <= worst))
+				worst = ratio;
+		}
+	rt = sd_sim_round_trip_ms(s);
+	rowf("simulator: a lone Klipper round trip, device time 0", "", "%.3f ms", rt);
+	json_object_object_add(results, "sd_cases", cases);
+	put_num(results, "sd_vs_bound", worst);
+	put_num(results, "sd_sim_round_trip_ms", rt);
+	sim_free(s);
+}
+
 static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: skrbench [--quick] [--reps N] [--out FILE] [--build DIR] [--log FILE]\n"
-		   "                [--only overhead,dfuse,changed,katapult,picoboot,daemon]\n");
+		   "                [--only overhead,dfuse,changed,katapult,picoboot,sd,daemon]\n");
 }
 
 int
@@ -1473,6 +1779,8 @@ main(int argc, char **argv)
 		section_katapult();
 	if (WANT("picoboot"))
 		section_picoboot();
+	if (WANT("sd"))
+		section_sd();
 	if (WANT("daemon"))
 		section_daemon();
 	json_object_object_add(results, "quick", json_object_new_boolean(O.quick));

@@ -23,7 +23,7 @@ r = json.load(open(sys.argv[1]))
 keys = ["dfuse_transfers_vs_dfu_util", "dfuse_zero_time_vs_dfu_util", "dfuse_vs_dfu_util",
         "dfuse_vs_bound", "changed_sector_speedup_k1", "katapult_vs_bound", "parallel16_vs_1",
         "idle_rss_kib", "rss_growth_kib_after_100", "idle_wakeups_per_min",
-        "uevent_to_first_byte_ms", "picoboot_vs_bound"]
+        "uevent_to_first_byte_ms", "picoboot_vs_bound", "sd_vs_bound", "sd_cases"]
 missing = [k for k in keys if k not in r]
 # figures that every quick run can produce (the bounds need device time, so they may be null)
 numeric = ["dfuse_transfers_vs_dfu_util", "dfuse_zero_time_vs_dfu_util",

@@ -5,7 +5,11 @@
  * - Blocks carry send_seq; every block from the MCU carries the seq it expects next, which
  *   acknowledges every earlier block (update_receive_seq).
  * - At most MAX_PENDING_BLOCKS (12) blocks and RECEIVE_WINDOW bytes (a dictionary constant,
- *   the MCU's receive buffer) are unacknowledged at a time.
+ *   the MCU's receive buffer) are unacknowledged at a time. Firmware without the constant
+ *   has no byte limit (check_send_command skips it when receive_window is 0): Klipper's
+ *   USB builds declare none (src/generic/usb_cdc.c; the bulk OUT endpoint NAKs what
+ *   receive_buf cannot take, nothing is lost), the UART ones declare their buffer
+ *   (src/generic/serial_irq.c RX_BUFFER_SIZE 192).
  * - The retransmit timer (rto, RFC 6298 from round-trip samples of blocks not retransmitted,
  *   25 ms .. 5 s) resends every unacknowledged block behind a sync byte and doubles rto
  *   (retransmit_event). An empty block whose seq does not advance is a NAK (the MCU dropped
@@ -13,6 +17,19 @@
  *   not twice for the same loss (ignore_nak_seq).
  * - Messages are packed into blocks of up to 59 payload bytes in queue order
  *   (build_and_send_command).
+ * One rule serialqueue.c does not have (klippy never has many queries in flight): the
+ * MCU's USB transmit buffer. src/generic/usb_cdc.c console_sendf drops a response when
+ * transmit_pos + the response's max_size exceeds transmit_buf[192], and the MCU dispatches
+ * every block as it comes without looking at that space. A query response with a buffer
+ * (spi_transfer_response, identify_response) has max_size MESSAGE_MAX (64), so at most
+ * 192 / 64 = 3 of them may be owed at a time: blocks carrying more wait. A command counts
+ * as a query when the dictionary has "<name>_response" (Klipper's naming). That is not a
+ * guarantee (a small packet, an ack, can sit in the bulk IN endpoint while the MCU fills the
+ * buffer behind it), so lost responses are detected: the MCU answers block n with blocks of
+ * seq n + 1 (command_find_block advances next_sequence before command_dispatch), its ack
+ * comes after them, so a block acknowledged with fewer responses than it asked for lost the
+ * rest. Each loss takes its place in the response queue as -ENOMSG. A block carries one
+ * query at most, so which answer was lost is never in doubt.
  * The MCU keeps its next expected seq across host connections (static next_sequence), so
  * open() first sends an empty block: the MCU answers it (ack or NAK) with the seq it
  * expects, and numbering continues from there. */
@@ -38,11 +55,12 @@
 #define KC_DEFAULT_TIMEOUT_MS 5000
 #define KC_MIN_RTO_US 25000u   /* MIN_RTO */
 #define KC_MAX_RTO_US 5000000u /* MAX_RTO */
-#define KC_RECEIVE_WINDOW 192  /* RECEIVE_WINDOW when the dictionary lacks it */
 #define KC_QUEUE_MSGS 512
 #define KC_INQ 512
 #define KC_IDENTIFY_CHUNK 40 /* serialhdl.py _get_identify_data */
 #define KC_DICT_MAX (1u << 20)
+#define KC_MAX_REPLIES 3 /* usb_cdc.c transmit_buf 192 / MESSAGE_MAX 64 */
+#define KC_OWED 64
 
 struct kc_sent {
 	uint8_t buf[KLIPPER_MESSAGE_MAX];
@@ -50,6 +68,13 @@ struct kc_sent {
 	uint64_t seq;
 	uint64_t sent_us;
 	bool retransmitted;
+	unsigned replies; /* query responses the block asks for */
+};
+
+/* A block that asked for query responses. */
+struct kc_owed {
+	uint64_t seq;
+	unsigned expect, got;
 };
 
 struct klipper_client {
@@ -63,7 +88,12 @@ struct klipper_client {
 	/* queued messages, not yet in a block */
 	uint8_t q[KC_QUEUE_MSGS][KLIPPER_PAYLOAD_MAX];
 	uint8_t q_len[KC_QUEUE_MSGS];
+	bool q_reply[KC_QUEUE_MSGS];
 	size_t q_head, q_n;
+	unsigned replies_owed; /* query responses of unacknowledged blocks */
+	unsigned max_replies;
+	struct kc_owed owed[KC_OWED]; /* blocks with queries not all answered, oldest first */
+	size_t n_owed;
 	/* blocks sent and not yet acknowledged, oldest first */
 	struct kc_sent sent[KC_MAX_WINDOW];
 	size_t n_sent;
@@ -126,18 +156,30 @@ send_block(struct klipper_client *c)
 	struct kc_sent *s;
 	int r;
 
+	unsigned replies = 0;
+
 	if (!c->q_n || c->n_sent >= c->window)
 		return 0;
 	while (c->q_n && plen + c->q_len[c->q_head] <= sizeof(payload)) {
+		/* one query per block: a loss is then always that block's one answer */
+		if (c->q_reply[c->q_head] && (replies || c->replies_owed + 1 > c->max_replies))
+			break;
+		replies += c->q_reply[c->q_head];
 		memcpy(payload + plen, c->q[c->q_head], c->q_len[c->q_head]);
 		plen += c->q_len[c->q_head];
 		c->q_head = (c->q_head + 1) % KC_QUEUE_MSGS;
 		c->q_n--;
 	}
+	if (!plen)
+		return 0; /* the next message waits for transmit space */
 	s = &c->sent[c->n_sent];
 	r = klipper_block_encode((uint8_t)c->send_seq, payload, plen, s->buf, sizeof(s->buf));
 	if (r < 0)
 		return r;
+	s->replies = replies;
+	c->replies_owed += replies;
+	if (replies && c->n_owed < KC_OWED)
+		c->owed[c->n_owed++] = (struct kc_owed){.seq = c->send_seq, .expect = replies};
 	s->len = (size_t)r;
 	s->seq = c->send_seq++;
 	s->sent_us = now_monotonic_usec();
@@ -157,7 +199,9 @@ static bool
 window_has_room(const struct klipper_client *c)
 {
 	return c->n_sent < c->window &&
-	       (c->n_sent == 0 || c->need_ack_bytes + KLIPPER_MESSAGE_MAX <= c->receive_window);
+	       (c->n_sent == 0 || !c->receive_window ||
+		c->need_ack_bytes + KLIPPER_MESSAGE_MAX <= c->receive_window) &&
+	       (!c->q_n || !c->q_reply[c->q_head] || c->replies_owed < c->max_replies);
 }
 
 /* serialqueue.c retransmit_event: resend every unacknowledged block behind a sync byte. */
@@ -221,6 +265,7 @@ ack_to(struct klipper_client *c, uint64_t rseq)
 		if (c->sent[k].seq + 1 == rseq && !c->sent[k].retransmitted)
 			rtt_sample(c, now - c->sent[k].sent_us);
 		c->need_ack_bytes -= c->sent[k].len;
+		c->replies_owed -= c->sent[k].replies;
 		k++;
 	}
 	memmove(c->sent, c->sent + k, (c->n_sent - k) * sizeof(c->sent[0]));
@@ -229,8 +274,55 @@ ack_to(struct klipper_client *c, uint64_t rseq)
 	c->rtx_at_us = c->n_sent ? now + c->rto_us : 0;
 }
 
+/* A slot at the tail of the response queue (the oldest is dropped when nobody reads). */
+static struct klipper_response *
+inq_tail(struct klipper_client *c)
+{
+	if (c->inq_n == KC_INQ) {
+		c->inq_head = (c->inq_head + 1) % KC_INQ;
+		c->inq_n--;
+	}
+	return &c->inq[(c->inq_head + c->inq_n) % KC_INQ];
+}
+
+/* Blocks before seq got every answer they will get: what is missing was dropped. */
 static void
-push_messages(struct klipper_client *c, const struct klipper_block *b)
+owed_complete(struct klipper_client *c, uint64_t seq)
+{
+	size_t k = 0;
+
+	while (k < c->n_owed && c->owed[k].seq < seq) {
+		for (unsigned i = c->owed[k].got; i < c->owed[k].expect; i++) {
+			struct klipper_response *r = inq_tail(c);
+
+			memset(r, 0, sizeof(*r)); /* fmt NULL: lost */
+			r->received_us = now_monotonic_usec();
+			c->inq_n++;
+			c->stats.responses_lost++;
+		}
+		k++;
+	}
+	memmove(c->owed, c->owed + k, (c->n_owed - k) * sizeof(c->owed[0]));
+	c->n_owed -= k;
+}
+
+/* A query response in a block of seq rseq answers the host's block rseq - 1. */
+static void
+owed_got(struct klipper_client *c, uint64_t rseq, const struct klipper_msgfmt *f)
+{
+	size_t n = strlen(f->name);
+
+	if (n < 9 || strcmp(f->name + n - 9, "_response") != 0)
+		return;
+	for (size_t k = 0; k < c->n_owed; k++)
+		if (c->owed[k].seq + 1 == rseq && c->owed[k].got < c->owed[k].expect) {
+			c->owed[k].got++;
+			return;
+		}
+}
+
+static void
+push_messages(struct klipper_client *c, const struct klipper_block *b, uint64_t rseq)
 {
 	size_t p = 0;
 
@@ -245,11 +337,7 @@ push_messages(struct klipper_client *c, const struct klipper_block *b)
 			c->stats.bytes_invalid += b->payload_len - p;
 			return;
 		}
-		if (c->inq_n == KC_INQ) { /* nobody asks for these: drop the oldest */
-			c->inq_head = (c->inq_head + 1) % KC_INQ;
-			c->inq_n--;
-		}
-		r = &c->inq[(c->inq_head + c->inq_n) % KC_INQ];
+		r = inq_tail(c);
 		memcpy(r->raw, b->payload, b->payload_len);
 		n = klipper_decode(f, r->raw + p + (size_t)n, b->payload_len - p - (size_t)n,
 				   r->vals) +
@@ -262,6 +350,7 @@ push_messages(struct klipper_client *c, const struct klipper_block *b)
 		r->received_us = now_monotonic_usec();
 		if (strcmp(f->name, "shutdown") == 0 || strcmp(f->name, "is_shutdown") == 0)
 			c->shutdown = true;
+		owed_got(c, rseq, f);
 		c->inq_n++;
 		p += (size_t)n;
 	}
@@ -281,6 +370,7 @@ handle_block(struct klipper_client *c, const struct klipper_block *b)
 		ack_to(c, rseq);
 	}
 	if (b->payload_len == 0) {
+		owed_complete(c, rseq); /* the ack comes after the block's responses */
 		if (c->last_ack_seq < rseq) {
 			c->last_ack_seq = rseq;
 		} else if (rseq > c->ignore_nak_seq && c->n_sent) {
@@ -289,7 +379,8 @@ handle_block(struct klipper_client *c, const struct klipper_block *b)
 		}
 		return;
 	}
-	push_messages(c, b);
+	owed_complete(c, rseq - 1); /* earlier blocks whose acks were lost */
+	push_messages(c, b, rseq);
 }
 
 static void
@@ -364,6 +455,19 @@ deadline_after(const struct klipper_client *c, unsigned ms)
 	return now_monotonic_usec() + (uint64_t)(ms ? ms : c->timeout_ms) * 1000;
 }
 
+/* A command the MCU answers with "<name>_response" (spi_transfer, identify, i2c_read...). */
+static bool
+is_query(const struct klipper_client *c, const struct klipper_msgfmt *f)
+{
+	char rn[128];
+	const struct klipper_msgfmt *r;
+
+	if ((size_t)snprintf(rn, sizeof(rn), "%s_response", f->name) >= sizeof(rn))
+		return false;
+	r = klipper_dict_by_name(&c->dict, rn);
+	return r && r->kind == KLIPPER_KIND_RESPONSE;
+}
+
 int
 klipper_client_queue(struct klipper_client *c, const char *name, const struct klipper_arg *args,
 		     size_t n_args)
@@ -388,6 +492,7 @@ klipper_client_queue(struct klipper_client *c, const char *name, const struct kl
 		return r == -ENOBUFS ? -EINVAL : r;
 	}
 	c->q_len[slot] = (uint8_t)r;
+	c->q_reply[slot] = is_query(c, f);
 	c->q_n++;
 	return 0;
 }
@@ -438,6 +543,13 @@ klipper_client_response(struct klipper_client *c, const char *name, struct klipp
 
 			c->inq_head = (c->inq_head + 1) % KC_INQ;
 			c->inq_n--;
+			if (!m->fmt) {
+				kc_error(c,
+					 "the Klipper firmware on %s dropped a response (its USB "
+					 "transmit buffer was full)",
+					 c->tty);
+				return -ENOMSG;
+			}
 			if (strcmp(m->fmt->name, name) != 0)
 				continue;
 			*ret = *m;
@@ -607,7 +719,8 @@ klipper_client_open(const char *tty, const struct klipper_client_opts *opts,
 	if (c->window > KC_MAX_WINDOW)
 		c->window = KC_MAX_WINDOW;
 	c->timeout_ms = opts && opts->timeout_ms ? opts->timeout_ms : KC_DEFAULT_TIMEOUT_MS;
-	c->receive_window = KC_RECEIVE_WINDOW;
+	c->max_replies = opts && opts->max_replies ? opts->max_replies : KC_MAX_REPLIES;
+	c->receive_window = 0; /* no RECEIVE_WINDOW: no byte limit (serialqueue.c) */
 	c->rto_us = (uint64_t)KC_MIN_RTO_US * 4;
 	c->inq = xcalloc(KC_INQ, sizeof(*c->inq));
 	klipper_dict_init(&c->dict);
@@ -688,6 +801,14 @@ void
 klipper_client_stats(const struct klipper_client *c, struct klipper_client_stats *ret)
 {
 	*ret = c->stats;
+}
+
+void
+klipper_client_set_window(struct klipper_client *c, unsigned window)
+{
+	c->window = window ? window : KC_DEFAULT_WINDOW;
+	if (c->window > KC_MAX_WINDOW)
+		c->window = KC_MAX_WINDOW;
 }
 
 /* ---- SPI device setup (scripts/spi_flash/spi_flash.py _configure_mcu_spibus) ---- */

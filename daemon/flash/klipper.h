@@ -25,6 +25,9 @@ struct klipper_client;
 struct klipper_client_opts {
 	unsigned window;     /* blocks in flight; 0 = 12 (serialqueue MAX_PENDING_BLOCKS) */
 	unsigned timeout_ms; /* give up a request after this long; 0 = 5000 */
+	/* query responses owed at a time (the MCU's transmit buffer, see klipper.c); 0 = 3.
+	 * Tests raise it to make the MCU drop responses. */
+	unsigned max_replies;
 };
 
 /* A decoded message from the MCU; value data points into raw. */
@@ -42,6 +45,7 @@ struct klipper_client_stats {
 	uint64_t naks;
 	uint64_t blocks_received;
 	uint64_t bytes_invalid;
+	uint64_t responses_lost; /* query responses the MCU dropped (transmit buffer full) */
 };
 
 /* Open the tty, synchronise sequence numbers and download the dictionary. 0 or -errno; on
@@ -58,6 +62,9 @@ const char *klipper_client_raw_dict(const struct klipper_client *c, size_t *ret_
 /* config.MCU, e.g. "stm32f407xx" ("" if absent). */
 const char *klipper_client_mcu(const struct klipper_client *c);
 void klipper_client_stats(const struct klipper_client *c, struct klipper_client_stats *ret);
+/* Blocks in flight from now on (0 = the default); 1 is Klipper's spi_flash.py behaviour: one
+ * command, then its answer. Queued and unacknowledged blocks are not affected. */
+void klipper_client_set_window(struct klipper_client *c, unsigned window);
 
 /* Queue a command by name with named arguments (klipper_encode_named); it goes out with the
  * next blocks the window allows. 0, -ENOENT (the dictionary lacks it or an argument) or
@@ -68,7 +75,8 @@ int klipper_client_queue(struct klipper_client *c, const char *name, const struc
 int klipper_client_flush(struct klipper_client *c);
 /* The next message named `name` from the MCU (messages of other names before it are
  * dropped), sending queued commands meanwhile. 0, -ETIMEDOUT, -ENODEV (tty gone), -EPROTO
- * (the MCU reported a shutdown). */
+ * (the MCU reported a shutdown), -ENOMSG (the MCU dropped the next query response: its
+ * block was acknowledged without it; the caller redoes what it was for). */
 int klipper_client_response(struct klipper_client *c, const char *name,
 			    struct klipper_response *ret);
 /* queue + response. */

@@ -3,7 +3,19 @@
  *
  * Every spi_transfer / spi_send asserts the chip select for its own bytes only
  * (src/spicmds.c spidev_transfer); SD cards keep their state across CS toggles, which
- * spi_flash.py relies on too (a 512-byte block is read in 32-byte transfers). */
+ * spi_flash.py relies on too (a 512-byte block is read in 32-byte transfers).
+ *
+ * Speed: nothing waits for a round trip that the card's own timing does not force, and
+ * bytes whose answer tells nothing go out as spi_send (no response: the MCU can only owe a
+ * few spi_transfer answers at a time, see flash/klipper.c). A read queues CMD17 and clocks
+ * for the card's access time (as long as it took last time, plus a margin), the token, the
+ * block and its CRC in one batch; the next sector's batch is queued behind it, and after the
+ * last sector of a call the following one (the filesystem reads files in order). A write queues
+ * CMD13 of the previous sector, CMD24, the data, a transfer for the data response, blind clocks for
+ * about as long as the card stayed busy last time, and a few small polls: the first poll usually
+ * finds the card ready (a command sent while the card is busy is not received, SD spec 7.2.4, so
+ * the next sector waits for that answer). A guess that is wrong costs a retry or a poll, never
+ * data: every block has its CRC16, every write its data response and CMD13. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -21,6 +33,9 @@
 #define SD_BUSY_US 500000u  /* write busy: the spec allows 250 ms */
 #define SD_TOKEN_BYTES 4096 /* read: how long to clock for a late start token */
 #define SD_RX_MAX 8192
+#define SD_POLL 24	  /* bytes per busy poll: a few tens of microseconds of SPI */
+#define SD_POLLS 3	  /* busy polls in flight (the client's transmit-buffer budget) */
+#define SD_LEAD_MARGIN 24 /* read: bytes clocked beyond the access time the card took last time */
 
 struct sdcard {
 	struct klipper_client *c;
@@ -32,6 +47,11 @@ struct sdcard {
 	uint8_t rx[SD_RX_MAX];
 	size_t rx_len;
 	bool status_pending; /* a CMD13 after the last write is still to be checked */
+	int stale;	     /* transfer answers to skip: polls and prefetches nobody needs */
+	size_t lead;	     /* read: bytes after CMD17 until the data, as the card did last time */
+	size_t busy_bytes; /* write: bytes clocked after the data response until ready, last time */
+	uint64_t pf_lba;   /* a read of this sector is queued ahead (pf_t transfers) */
+	int pf_t;
 };
 
 static int sd_error(struct sdcard *sd, int r, const char *fmt, ...)
@@ -104,15 +124,30 @@ q_ff(struct sdcard *sd, size_t n)
 	return count;
 }
 
-/* Collect the answers of n transfers, appended to sd->rx. */
+/* Collect the answers of n transfers, appended to sd->rx. -ENOMSG when the MCU dropped one
+ * of them (the others are still taken, so the next collect lines up). */
 static int
 collect(struct sdcard *sd, int n)
 {
+	int lost = 0;
+
+	while (sd->stale > 0) {
+		struct klipper_response skip;
+		int r = klipper_client_response(sd->c, "spi_transfer_response", &skip);
+
+		if (r < 0 && r != -ENOMSG)
+			return r;
+		sd->stale--;
+	}
 	for (int i = 0; i < n; i++) {
 		struct klipper_response resp;
 		const struct klipper_value *v;
 		int r = klipper_client_response(sd->c, "spi_transfer_response", &resp);
 
+		if (r == -ENOMSG) {
+			lost = r;
+			continue;
+		}
 		if (r < 0)
 			return r;
 		v = klipper_response_get(&resp, "response");
@@ -123,7 +158,7 @@ collect(struct sdcard *sd, int n)
 		memcpy(sd->rx + sd->rx_len, v->data, v->len);
 		sd->rx_len += v->len;
 	}
-	return 0;
+	return lost;
 }
 
 /* Send a command with Ncr bytes after it; the bytes after the command in sd->rx. */
@@ -150,14 +185,23 @@ command(struct sdcard *sd, uint8_t index, uint32_t arg, size_t extra)
 	return 0;
 }
 
-/* Clock 0xFF until the card has nothing more to say (a stuck read or busy write). */
+static int wait_not_busy(struct sdcard *sd, size_t from, size_t blind, int owed);
+
+/* Clock 0xFF until the card has nothing more to say (a stuck read, a write's busy). */
 static int
 drain(struct sdcard *sd)
 {
 	int t = q_ff(sd, SDSPI_BLOCK + 2 + 64);
 
 	sd->rx_len = 0;
-	return t < 0 ? t : collect(sd, t);
+	if (t >= 0)
+		t = collect(sd, t);
+	if (t == -ENOMSG)
+		t = 0;
+	/* still busy from a write that went through (its answer was lost): wait it out */
+	if (t == 0 && sd->rx_len && sd->rx[sd->rx_len - 1] == 0x00)
+		t = wait_not_busy(sd, sd->rx_len - 1, 0, 0);
+	return t;
 }
 
 static void
@@ -265,28 +309,30 @@ sdcard_stats(const struct sdcard *sd, struct sdcard_stats *ret)
 
 /* ---- reads: CMD17 with the whole sector clocked out in one batch ---- */
 
-static size_t
-read_bytes(const struct sdcard *sd)
-{
-	/* command, Ncr, R1, start token, data, CRC, and one chunk for a late token */
-	return SDSPI_CMD_LEN + SD_NCR + 1 + 1 + SDSPI_BLOCK + 2 + sd->chunk;
-}
-
+/* Queue CMD17 for lba and enough clocks for its answer: the R1, the card's access time (as
+ * long as it took last time, and a margin: the access time is time, so the bytes it takes
+ * vary with how busy the MCU kept the bus; all of them are answered, a token is never clocked
+ * blind), the token, the block and its CRC. Returns the number of transfers or -errno. */
 static int
 read_queue(struct sdcard *sd, uint64_t lba)
 {
 	uint8_t first[KLIPPER_PAYLOAD_MAX];
+	size_t lead = sd->lead + SD_LEAD_MARGIN, n;
 	uint32_t addr;
 	int t, u;
 
 	if (sdspi_address(sd->info.sdhc, lba, &addr) < 0)
 		return -ERANGE;
+	/* at least Ncr, R1, Nac and one chunk for a late token, as before anything was learned */
+	if (lead < SD_NCR + 1 + 1 + sd->chunk)
+		lead = SD_NCR + 1 + 1 + sd->chunk;
+	n = SDSPI_CMD_LEN + lead + SDSPI_BLOCK + 2;
 	sdspi_command(SDSPI_CMD17_READ_SINGLE, addr, first);
 	memset(first + SDSPI_CMD_LEN, 0xff, sd->chunk - SDSPI_CMD_LEN);
 	t = q_transfer(sd, first, sd->chunk);
 	if (t < 0)
 		return t;
-	u = q_ff(sd, read_bytes(sd) - sd->chunk);
+	u = q_ff(sd, n - sd->chunk);
 	return u < 0 ? u : t + u;
 }
 
@@ -305,7 +351,12 @@ read_parse(struct sdcard *sd, uint8_t *out, bool more)
 		i += SDSPI_CMD_LEN + 1;
 		d = sdspi_find_block(sd->rx + i, sd->rx_len - (size_t)i, SDSPI_BLOCK);
 		if (d >= 0) {
+			size_t lead = (size_t)i + (size_t)d - SDSPI_CMD_LEN;
+
 			memcpy(out, sd->rx + i + d, SDSPI_BLOCK);
+			/* a longer access time at once, a shorter one slowly (the MCU may have
+			 * been waiting for the host meanwhile: fewer bytes for the same time) */
+			sd->lead = lead > sd->lead ? lead : sd->lead - (sd->lead - lead + 7) / 8;
 			return 0;
 		}
 		if ((d != -EAGAIN && d != -EBADMSG) || !more || clocked > SD_TOKEN_BYTES)
@@ -325,22 +376,32 @@ read_one(struct sdcard *sd, uint64_t lba, uint8_t *out)
 	for (int attempt = 0; attempt < SD_TRIES; attempt++) {
 		int t;
 
-		if (attempt) {
+		if (attempt)
 			sd->st.retries++;
-			if ((r = drain(sd)) < 0)
-				return r;
-		}
+		if ((r = drain(sd)) < 0)
+			return r;
 		t = read_queue(sd, lba);
 		if (t < 0)
 			return t;
 		sd->rx_len = 0;
-		if ((r = collect(sd, t)) < 0)
+		r = collect(sd, t);
+		if (r == -ENOMSG)
+			continue; /* an answer lost on the way: read it again */
+		if (r < 0)
 			return r;
 		r = read_parse(sd, out, true);
 		if (r == 0 || r == -ERANGE)
 			return r;
 	}
 	return r;
+}
+
+/* A queued read ahead that nobody wants: its answers are skipped. */
+static void
+drop_prefetch(struct sdcard *sd)
+{
+	sd->stale += sd->pf_t;
+	sd->pf_t = 0;
 }
 
 static int
@@ -352,36 +413,46 @@ sd_read(void *ctx, uint64_t lba, uint32_t count, uint8_t *buf)
 	if (lba + count > sd->info.sectors)
 		return sd_error(sd, -ERANGE, "SD card: read past the end (sector %" PRIu64 ")",
 				lba + count - 1);
+	if (sd->pf_t > 0 && sd->pf_lba == lba) {
+		t_next = sd->pf_t;
+		sd->pf_t = 0;
+	}
+	drop_prefetch(sd);
 	for (uint32_t k = 0; k < count; k++) {
 		int r, t = t_next >= 0 ? t_next : read_queue(sd, lba + k);
 
 		if (t < 0)
 			return sd_error(sd, t, "SD card: cannot queue a read");
-		/* the next sector's transfers go out while this one's answers come back */
-		t_next = k + 1 < count ? read_queue(sd, lba + k + 1) : -1;
+		/* the next sector's transfers go out while this one's answers come back (after
+		 * the last one: the sector after it, as a prefetch) */
+		t_next = lba + k + 1 < sd->info.sectors ? read_queue(sd, lba + k + 1) : -1;
+		if (t_next < -1)
+			return sd_error(sd, t_next, "SD card: cannot queue a read");
 		sd->rx_len = 0;
 		r = collect(sd, t);
 		if (r == 0)
-			r = read_parse(sd, buf + (size_t)k * SDSPI_BLOCK, t_next < 0);
-		if (r < 0 && r != -ERANGE && r != -ENODEV && r != -ETIMEDOUT && r != -EPROTO) {
-			/* misparse (late token, CRC): finish the pipelined one, redo this alone */
-			if (t_next >= 0) {
-				sd->rx_len = 0;
-				if ((r = collect(sd, t_next)) < 0)
-					return sd_error(sd, r, "SD card: read failed");
-				t_next = -1;
-			}
+			r = read_parse(sd, buf + (size_t)k * SDSPI_BLOCK, false);
+		/* the sector is in range (checked above): an R1 address error is a misparse too */
+		if (r < 0 && r != -ENODEV && r != -ETIMEDOUT && r != -EPROTO) {
+			/* misparse (late token, CRC, a lost answer): skip the queued one (a card
+			 * still sending a block after it is drained), redo this alone */
+			if (t_next >= 0)
+				sd->stale += t_next;
+			t_next = -1;
 			r = read_one(sd, lba + k, buf + (size_t)k * SDSPI_BLOCK);
 			sd->st.retries++;
 		}
-		if (r < 0 && t_next >= 0) {
-			sd->rx_len = 0;
-			(void)collect(sd, t_next);
-		}
-		if (r < 0)
+		if (r < 0) {
+			if (t_next >= 0)
+				sd->stale += t_next;
 			return sd_error(sd, r, "SD card: reading sector %" PRIu64 " failed (%s)",
 					lba + k, strerror(-r));
+		}
 		sd->st.sectors_read++;
+	}
+	if (t_next >= 0) {
+		sd->pf_lba = lba + count;
+		sd->pf_t = t_next;
 	}
 	return 0;
 }
@@ -400,25 +471,78 @@ check_status(struct sdcard *sd)
 	return sd->rx[i] == 0 && sd->rx[i + 1] == 0 ? 0 : -EIO;
 }
 
-/* Busy: the card holds the line at 0 after the response token until the write is done. */
+/* Busy: the card holds the line at 0 after the data response until the write is done.
+ * sd->rx[from, rx_len) is what came right after the response, then `blind` bytes were
+ * clocked without answers and `owed` polls are in flight. Polls are kept in flight until
+ * one sees 0xFF; the ones still owed then are skipped by the next collect. */
 static int
-wait_not_busy(struct sdcard *sd, size_t from)
+wait_not_busy(struct sdcard *sd, size_t from, size_t blind, int owed)
 {
 	uint64_t deadline = now_monotonic_usec() + SD_BUSY_US;
+	size_t clocked = 0;
 
 	for (;;) {
 		for (size_t k = from; k < sd->rx_len; k++)
-			if (sd->rx[k] == 0xff)
-				return 0;
-		if (now_monotonic_usec() > deadline)
-			return -ETIMEDOUT;
-		from = 0;
-		sd->rx_len = 0;
-		int t = q_ff(sd, sd->chunk);
+			if (sd->rx[k] == 0xff) {
+				size_t busy = clocked + k - from;
 
-		if (t < 0 || (t = collect(sd, t)) < 0)
+				/* longer at once, shorter slowly: bytes clocked while the MCU
+				 * waited for the host are missing here, the time was not */
+				sd->busy_bytes =
+				    busy > sd->busy_bytes
+					? busy
+					: sd->busy_bytes - (sd->busy_bytes - busy + 7) / 8;
+				sd->stale += owed;
+				return 0;
+			}
+		clocked += sd->rx_len - from + blind;
+		blind = 0;
+		from = 0;
+		if (now_monotonic_usec() > deadline) {
+			sd->stale += owed;
+			return -ETIMEDOUT;
+		}
+		for (; owed < SD_POLLS; owed++) {
+			int t = q_ff(sd, SD_POLL);
+
+			if (t < 0)
+				return t;
+		}
+		sd->rx_len = 0;
+		int t = collect(sd, 1);
+
+		if (t < 0 && t != -ENOMSG) /* a lost poll only tells nothing */
 			return t;
+		owed--;
 	}
+}
+
+/* Queue the bytes after a block's CRC: a transfer for the data response, the busy time the
+ * card took last time (a little less) clocked blind, and polls. Returns the polls queued. */
+static int
+queue_busy(struct sdcard *sd, int *t2, size_t *blind)
+{
+	int polls = 0;
+
+	*blind = sd->busy_bytes > 48 ? sd->busy_bytes - sd->busy_bytes / 32 - 16 : 0;
+	*t2 = q_ff(sd, 8);
+	if (*t2 < 0)
+		return *t2;
+	for (size_t left = *blind; left;) {
+		size_t n = left < sd->chunk ? left : sd->chunk;
+		int r = q_send(sd, sd->ff, n);
+
+		if (r < 0)
+			return r;
+		left -= n;
+	}
+	for (; *blind && polls < SD_POLLS; polls++) {
+		int r = q_ff(sd, SD_POLL);
+
+		if (r < 0)
+			return r;
+	}
+	return polls;
 }
 
 static int
@@ -427,7 +551,8 @@ write_one(struct sdcard *sd, uint64_t lba, const uint8_t *data)
 	uint8_t cmd[SDSPI_CMD_LEN + SD_NCR], blk[2 + SDSPI_BLOCK + 2];
 	uint16_t crc = sdspi_crc16(data, SDSPI_BLOCK);
 	uint32_t addr;
-	int t0 = 0, t1, t2 = 0, r, i, status = 0;
+	size_t blind = 0;
+	int t0 = 0, t1, t2 = 0, r, i, status = 0, polls, lost = 0;
 
 	if (sdspi_address(sd->info.sdhc, lba, &addr) < 0)
 		return -ERANGE;
@@ -453,26 +578,39 @@ write_one(struct sdcard *sd, uint64_t lba, const uint8_t *data)
 	r = q_send(sd, blk, sizeof(blk));
 	if (r < 0)
 		return r;
-	t2 = q_ff(sd, 16);
-	if (t2 < 0)
-		return t2;
+	polls = queue_busy(sd, &t2, &blind);
+	if (polls < 0)
+		return polls;
+	/* an answer the MCU dropped (-ENOMSG) makes this a retry; a lost CMD13 answer is asked
+	 * again with the retry (status_pending stays) */
 	if (t0) {
 		sd->rx_len = 0;
-		if ((r = collect(sd, t0)) < 0)
+		r = collect(sd, t0);
+		if (r < 0 && r != -ENOMSG)
 			return r;
-		memmove(sd->rx, sd->rx + SDSPI_CMD_LEN, sd->rx_len - SDSPI_CMD_LEN);
-		sd->rx_len -= SDSPI_CMD_LEN;
-		sd->status_pending = false;
-		status = check_status(sd);
+		lost = r;
+		if (r == 0) {
+			memmove(sd->rx, sd->rx + SDSPI_CMD_LEN, sd->rx_len - SDSPI_CMD_LEN);
+			sd->rx_len -= SDSPI_CMD_LEN;
+			sd->status_pending = false;
+			status = check_status(sd);
+		}
 	}
 	sd->rx_len = 0;
-	if ((r = collect(sd, t1)) < 0)
+	r = collect(sd, t1);
+	if (r < 0 && r != -ENOMSG)
 		return r;
-	i = sdspi_find_r1(sd->rx + SDSPI_CMD_LEN, sd->rx_len - SDSPI_CMD_LEN);
-	r = i < 0 ? -EIO : sd->rx[SDSPI_CMD_LEN + i] ? -EIO : 0;
+	if (r == 0) {
+		i = sdspi_find_r1(sd->rx + SDSPI_CMD_LEN, sd->rx_len - SDSPI_CMD_LEN);
+		r = i < 0 ? -EIO : sd->rx[SDSPI_CMD_LEN + i] ? -EIO : 0;
+	}
 	sd->rx_len = 0;
-	if ((i = collect(sd, t2)) < 0)
+	i = collect(sd, t2);
+	if (i < 0 && i != -ENOMSG)
 		return i;
+	sd->stale += polls; /* unless wait_not_busy takes them over below */
+	if (i == -ENOMSG || r == -ENOMSG || lost)
+		return -ENOMSG;
 	if (status < 0)
 		return -EREMOTEIO; /* the previous sector failed: not this one's to retry */
 	if (r < 0)
@@ -483,7 +621,8 @@ write_one(struct sdcard *sd, uint64_t lba, const uint8_t *data)
 		return -EIO;
 	if ((r = sdspi_data_response(sd->rx[i])) < 0)
 		return r;
-	if ((r = wait_not_busy(sd, (size_t)i + 1)) < 0)
+	sd->stale -= polls;
+	if ((r = wait_not_busy(sd, (size_t)i + 1, blind, polls)) < 0)
 		return r;
 	sd->status_pending = true;
 	return 0;
@@ -511,6 +650,7 @@ sd_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 	if (lba + count > sd->info.sectors)
 		return sd_error(sd, -ERANGE, "SD card: write past the end (sector %" PRIu64 ")",
 				lba + count - 1);
+	drop_prefetch(sd); /* it may hold a sector about to change */
 	for (uint32_t k = 0; k < count; k++) {
 		int r = -EIO;
 
@@ -518,6 +658,7 @@ sd_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 			if (attempt) {
 				sd->st.retries++;
 				sd->status_pending = false;
+				sd->busy_bytes = 0;
 				if (drain(sd) < 0)
 					break;
 			}

@@ -2,7 +2,10 @@
 /* sdcard (simulator): SPI-mode SD card state machine over an image file (see sdcard.h).
  *
  * Timing on the wire, in bytes: one byte (Ncr) before every R1, two (Nac) before a read's
- * start token, four busy bytes after a write's data response. */
+ * start token, four busy bytes after a write's data response. Clocked in time
+ * (sim_sdcard_transfer_at, a board with speed > 0), the busy after a write and the read
+ * access time are durations instead (spec 4.6.2: the card signals busy by holding DO low
+ * after the data response; 7.2.3: 0xFF until the start token, NAC). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -44,6 +47,15 @@ struct sim_sdcard {
 	size_t data_len;
 	bool receiving;
 	struct sim_sdcard_stats stats;
+	/* timed transfers (sim_sdcard_transfer_at) */
+	uint32_t write_busy_us, read_access_us;
+	double speed;
+	uint64_t t_ns;		/* the byte being clocked */
+	bool timed;		/* inside a timed transfer */
+	uint64_t busy_until_ns; /* MISO low until then */
+	size_t hold_after;	/* out bytes still to go before the read hold */
+	bool hold;		/* a read's token waits for hold_until_ns */
+	uint64_t hold_until_ns;
 };
 
 /* CRC7 x^7 + x^3 + 1, bit by bit as the spec's figure 4-7 describes */
@@ -116,7 +128,23 @@ sim_sdcard_new(const char *path, bool sdhc)
 	}
 	c->sectors = n;
 	c->state = CARD_SD_MODE;
+	c->write_busy_us = SIM_SDCARD_WRITE_BUSY_US;
+	c->read_access_us = SIM_SDCARD_READ_ACCESS_US;
 	return c;
+}
+
+void
+sim_sdcard_set_timing(struct sim_sdcard *c, uint32_t write_busy_us, uint32_t read_access_us)
+{
+	c->write_busy_us = write_busy_us;
+	c->read_access_us = read_access_us;
+}
+
+void
+sim_sdcard_get_timing(const struct sim_sdcard *c, uint32_t *write_busy_us, uint32_t *read_access_us)
+{
+	*write_busy_us = c->write_busy_us;
+	*read_access_us = c->read_access_us;
 }
 
 void
@@ -135,12 +163,15 @@ sim_sdcard_power_cycle(struct sim_sdcard *c)
 	bool sdhc = c->sdhc;
 	uint64_t n = c->sectors;
 	struct sim_sdcard_stats st = c->stats;
+	uint32_t busy = c->write_busy_us, access = c->read_access_us;
 
 	memset(c, 0, sizeof(*c));
 	c->fd = fd;
 	c->sdhc = sdhc;
 	c->sectors = n;
 	c->stats = st;
+	c->write_busy_us = busy;
+	c->read_access_us = access;
 	c->state = CARD_SD_MODE;
 }
 
@@ -267,6 +298,13 @@ cmd_data(struct sim_sdcard *c, uint8_t idx, uint32_t arg)
 		if (pread(c->fd, buf, BLOCK, (off_t)(lba * BLOCK)) != (ssize_t)BLOCK)
 			memset(buf, 0, BLOCK);
 		c->stats.blocks_read++;
+		if (c->timed) {
+			/* the block comes after the access time: hold behind the R1 */
+			c->hold = true;
+			c->hold_after = c->out_len;
+			c->hold_until_ns =
+			    c->t_ns + (uint64_t)((double)c->read_access_us * 1000.0 * c->speed);
+		}
 		emit_block(c, buf, BLOCK);
 		return;
 	case 24:
@@ -387,6 +425,12 @@ data_byte(struct sim_sdcard *c, uint8_t b)
 	}
 	c->stats.blocks_written++;
 	emit1(c, 0x05);
+	if (c->timed) {
+		/* busy from the byte after the data response on, for the programming time */
+		c->busy_until_ns =
+		    c->t_ns + (uint64_t)((double)c->write_busy_us * 1000.0 * c->speed);
+		return;
+	}
 	for (int i = 0; i < 4; i++)
 		emit1(c, 0x00); /* busy */
 }
@@ -394,10 +438,45 @@ data_byte(struct sim_sdcard *c, uint8_t b)
 void
 sim_sdcard_transfer(struct sim_sdcard *c, const uint8_t *in, uint8_t *out, size_t len)
 {
+	sim_sdcard_transfer_at(c, in, out, len, 0, 0, 0.0);
+}
+
+/* A timed card that is busy (after a write) or still looking for a read's data: 0x00 or 0xFF
+ * on MISO, and what comes in is not listened to. -1: the byte is the state machine's. */
+static int
+timed_wait(struct sim_sdcard *c)
+{
+	if (!c->timed)
+		return -1;
+	if (c->out_len == 0 && c->t_ns < c->busy_until_ns)
+		return 0x00;
+	if (c->hold && c->hold_after == 0) {
+		if (c->t_ns < c->hold_until_ns)
+			return 0xff;
+		c->hold = false;
+	}
+	return -1;
+}
+
+void
+sim_sdcard_transfer_at(struct sim_sdcard *c, const uint8_t *in, uint8_t *out, size_t len,
+		       uint64_t t0_ns, uint32_t byte_ns, double speed)
+{
+	c->timed = byte_ns > 0;
+	c->speed = speed;
 	for (size_t i = 0; i < len; i++) {
 		uint8_t b = in[i];
 		bool talking = c->out_len > 0;
+		int w;
 
+		c->t_ns = t0_ns + (uint64_t)i * byte_ns;
+		w = timed_wait(c);
+		if (w >= 0) {
+			out[i] = (uint8_t)w;
+			continue;
+		}
+		if (c->hold && c->hold_after && talking)
+			c->hold_after--;
 		if (talking) {
 			out[i] = c->out[c->out_head];
 			c->out_head = (c->out_head + 1) % OUT_MAX;

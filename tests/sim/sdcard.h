@@ -34,6 +34,21 @@ void sim_sdcard_power_cycle(struct sim_sdcard *c);
 bool sim_sdcard_spi_mode(const struct sim_sdcard *c);
 /* One SPI transaction with CS asserted: len bytes in on MOSI, len bytes out on MISO. */
 void sim_sdcard_transfer(struct sim_sdcard *c, const uint8_t *in, uint8_t *out, size_t len);
+
+/* The card's own time (the board's speed > 0): after a block write the card holds MISO low
+ * (busy) for write_busy_us; a read's start token comes read_access_us after its CMD17 (the
+ * card clocks out 0xFF meanwhile). Both are multiplied by the speed passed to
+ * sim_sdcard_transfer_at. Defaults: SIM_SDCARD_WRITE_BUSY_US, SIM_SDCARD_READ_ACCESS_US. */
+#define SIM_SDCARD_WRITE_BUSY_US 2000u /* a few ms per single-block write (see bench/README.md) */
+#define SIM_SDCARD_READ_ACCESS_US 300u /* NAC: well under the spec's 100 ms limit */
+void sim_sdcard_set_timing(struct sim_sdcard *c, uint32_t write_busy_us, uint32_t read_access_us);
+void sim_sdcard_get_timing(const struct sim_sdcard *c, uint32_t *write_busy_us,
+			   uint32_t *read_access_us);
+/* sim_sdcard_transfer clocked in time: byte i goes over the wire at t0_ns + i * byte_ns
+ * (modelled nanoseconds); busy and access times are real durations then, not byte counts.
+ * byte_ns 0: the untimed transfer above. */
+void sim_sdcard_transfer_at(struct sim_sdcard *c, const uint8_t *in, uint8_t *out, size_t len,
+			    uint64_t t0_ns, uint32_t byte_ns, double speed);
 uint64_t sim_sdcard_sectors(const struct sim_sdcard *c);
 void sim_sdcard_get_stats(const struct sim_sdcard *c, struct sim_sdcard_stats *ret);
 /* The card as a bootloader's own driver sees it once it has initialised the card (the

@@ -975,7 +975,8 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		b->tty_open = false;
 		/* attach before the add event: the daemon may open the tty as soon as it sees it.
 		 * Without it (spec.plain_katapult_tty), the open is seen by probing. */
-		if (mode != SIM_MODE_KATAPULT || !b->plain_katapult_tty)
+		if ((mode != SIM_MODE_KATAPULT || !b->plain_katapult_tty) &&
+		    (mode != SIM_MODE_KLIPPER_APP || !b->plain_klipper_tty))
 			attach_tty_handler(b);
 		else
 			b->probe_fast_until_us = sim_now_us() + FAST_PROBE_FOR_US;
@@ -1415,6 +1416,8 @@ read_tty(struct sim_board *b)
 		ssize_t n;
 
 		if (b->mode == SIM_MODE_KLIPPER_APP) {
+			if (!sim_klipper_wants_input(b))
+				return; /* the MCU's buffers are full: the host's bytes wait */
 			if (room == 0)
 				b->rx_len = room = sizeof(b->rx); /* junk: Klipper drops it */
 			n = read(b->master_fd, b->rx + b->rx_len, room);
@@ -1467,13 +1470,16 @@ service_thread(void *arg)
 				next = b->action_at_us;
 			if (sim_katapult_next_us(b) < next)
 				next = sim_katapult_next_us(b);
+			if (sim_klipper_next_us(b) < next)
+				next = sim_klipper_next_us(b);
 			if (b->stall_until_us > now && b->stall_until_us < next)
 				next = b->stall_until_us;
 			if (b->master_fd >= 0 && !b->tty_open && now < b->probe_fast_until_us &&
 			    now + FAST_PROBE_US < next)
 				next = now + FAST_PROBE_US;
 			/* a closed pty master reports POLLHUP forever: watch it only while open */
-			if (b->master_fd >= 0 && b->tty_open && b->stall_until_us <= now) {
+			if (b->master_fd >= 0 && b->tty_open && b->stall_until_us <= now &&
+			    (b->mode != SIM_MODE_KLIPPER_APP || sim_klipper_wants_input(b))) {
 				pfd[n] = (struct pollfd){.fd = b->master_fd, .events = POLLIN};
 				pb[n++] = b;
 			}
@@ -1546,6 +1552,10 @@ service_thread(void *arg)
 				read_tty(b);
 				sim_katapult_run(b);
 			}
+			/* the Klipper MCU's modelled clock (speed > 0): blocks and IN packets due
+			 */
+			if (b->mode == SIM_MODE_KLIPPER_APP && b->tty_open)
+				sim_klipper_run(b);
 			if (b->action != SIM_ACT_NONE && b->action_at_us <= sim_now_us())
 				run_action(b);
 		}
@@ -1753,6 +1763,7 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 	    b->bootloader == SIM_BL_KATAPULT ? sim_katapult_app_start(m->mcu) : m->app_start;
 	b->speed = spec->speed > 0 ? spec->speed : 0.0;
 	b->plain_katapult_tty = spec->plain_katapult_tty;
+	b->plain_klipper_tty = spec->plain_klipper_tty;
 	b->bootloop = spec->bootloop;
 	b->bootloop_cycles = spec->bootloop_cycles ? spec->bootloop_cycles : 3;
 	snprintf(b->crash_version, sizeof(b->crash_version), "%s",

@@ -70,6 +70,9 @@ struct sim_board_spec {
 	 * on the tty through the handler's socket first, two round trips per frame that no real
 	 * link has. For benchmarks of the host side only; the open is then seen by polling. */
 	bool plain_katapult_tty;
+	/* The same for the Klipper application's tty (the SD-card path's benchmark): no modem
+	 * lines, so no 1200-baud touch; the open is seen by polling. */
+	bool plain_klipper_tty;
 	/* The ROM DfuSe flash alternate's layout string instead of the catalog's: crafted
 	 * layouts for the backend's parser and searches. NULL = the real one. */
 	const char *dfu_layout;
@@ -156,6 +159,8 @@ struct sim_klipper_stats {
 	unsigned naks;	    /* NAKs sent (unexpected seq, or a corrupt block) */
 	unsigned dropped;   /* blocks dropped by SIM_FAULT_DROP_FRAME */
 	uint64_t spi_bytes; /* bytes clocked on the SPI bus */
+	/* timing model: responses dropped because the 192-byte transmit buffer was full */
+	unsigned tx_dropped;
 };
 void sim_board_klipper_stats(struct sim_board *b, struct sim_klipper_stats *ret);
 /* Put an SD card backed by an image file into the board's slot (its size is the card's;
@@ -204,7 +209,9 @@ struct sim_fault {
 					  * (Klipper app: `count` received blocks from `at` lost) */
 		SIM_FAULT_DUP_FRAME,	 /* send `count` replies starting with reply `at` twice */
 		SIM_FAULT_NACK_STORM,	 /* answer `count` frames from frame `at` with NACK */
-		SIM_FAULT_STALL,	 /* from frame `at`, stop answering for `count` ms */
+		SIM_FAULT_STALL,	 /* from frame `at`, stop answering for `count` ms
+					  * (Klipper app with timing: the host reads no bulk
+					  * IN packet for `count` ms from reply `at` on) */
 		SIM_FAULT_NEVER_BACK,	 /* the next reset never comes back on USB */
 		SIM_FAULT_BOOT_FAIL,	 /* the next `count` (0: 1) application start-ups crash */
 		SIM_FAULT_DFU_ERR_WRITE, /* forwarded to the DfuSe simulator */

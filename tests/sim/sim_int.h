@@ -57,6 +57,24 @@ struct sim_klipper {
 	uint32_t spi_cs, spi_bus, spi_pins[3];
 	struct sim_sdcard *card;
 	struct sim_klipper_stats stats;
+	/* the timing model (speed > 0, sim_klipper.c): the MCU's clock, its USB transmit
+	 * buffer and bulk IN endpoint, and when the host's bytes arrived */
+	uint32_t clock_freq, spi_rate;
+	uint64_t t_ns;	      /* the MCU's modelled time while it runs a block */
+	uint64_t cpu_free_ns; /* the MCU finished its last block */
+	size_t rx_seen;	      /* bytes of b->rx already given an arrival time */
+	uint64_t rx_total, out_clock;
+	struct {
+		uint64_t end, at; /* stream position, arrival (us) */
+	} marks[32];
+	unsigned n_marks;
+	uint8_t tx[1024]; /* [0, ep): the endpoint packet; [ep, tx_len): transmit_buf */
+	size_t tx_len, ep;
+	uint64_t ep_read_us; /* when the host reads the endpoint packet */
+	uint64_t in_clock;
+	bool lone;		/* the block being run was alone on the bus */
+	uint64_t last_block_us; /* when the block before it arrived */
+	uint64_t in_hold_until; /* SIM_FAULT_STALL: no IN packet is read before then (us) */
 };
 
 struct sim_board {
@@ -153,6 +171,7 @@ struct sim_board {
 	uint64_t stall_until_us;
 	uint64_t probe_fast_until_us; /* look for the tty's open often until then */
 	bool plain_katapult_tty;      /* spec.plain_katapult_tty */
+	bool plain_klipper_tty;	      /* spec.plain_klipper_tty */
 	struct sim_katapult_stats stats;
 	struct sim_klipper kl;
 	char *sdcard_path;		      /* the image behind kl.card */
@@ -221,8 +240,15 @@ uint64_t sim_katapult_next_us(const struct sim_board *b);
 
 /* Klipper application (sim_klipper.c), service thread with sim->lock held. */
 void sim_klipper_boot(struct sim_board *b);
-/* Consume b->rx (bytes from the host); answers are written to the pty at once. */
+/* Consume b->rx (bytes from the host); answers are written to the pty at once, or, with
+ * the timing model (speed > 0), when the modelled USB link delivers them. */
 void sim_klipper_process(struct sim_board *b);
+/* Timing model: run the MCU and its IN endpoint up to now; the next modelled moment it has
+ * something to do (UINT64_MAX: nothing); whether b->rx may take more bytes now (a full
+ * receive buffer leaves them with the host, as a NAKed bulk OUT endpoint does). */
+void sim_klipper_run(struct sim_board *b);
+uint64_t sim_klipper_next_us(const struct sim_board *b);
+bool sim_klipper_wants_input(const struct sim_board *b);
 /* The dictionary JSON of a simulated build (sim_image.c compresses it into the image). */
 char *sim_klipper_dict_json(const struct catalog_mcu *mcu, const char *version,
 			    uint32_t clock_freq);

@@ -9,7 +9,37 @@
  * configured the right CS pin and bus; otherwise MISO floats high (0xFF), like a wrong pin.
  *
  * Dictionary style: an application whose version starts with "v0.10." has the older
- * command formats ("config_spi oid=%c pin=%u", "spi_set_software_bus ... rate=%u"). */
+ * command formats ("config_spi oid=%c pin=%u", "spi_set_software_bus ... rate=%u").
+ *
+ * Timing (a board with speed > 0; bench/README.md lists facts and assumptions). What the
+ * real firmware does, read in Klipper3d/klipper @5d55c5e6:
+ * - src/generic/usb_cdc.c: console_sendf encodes a response into transmit_buf[192] and
+ *   drops it ("Not enough space for message") when transmit_pos plus the message's
+ *   max_size exceeds 192. max_size is the most the message can encode to (buildcommands.py):
+ *   MESSAGE_MAX 64 for one with a buffer such as spi_transfer_response, MESSAGE_MIN 5 for an
+ *   ack. usb_bulk_in_task moves at most 64 bytes (63 when exactly 64 are queued: no
+ *   zero-length packet) into the bulk IN endpoint once the host has read the previous
+ *   packet. usb_bulk_out_task takes a 64-byte OUT packet into receive_buf[128] when there is
+ *   room (the host is NAKed otherwise: nothing is lost) and dispatches one block per run;
+ *   nothing there looks at the transmit space.
+ * - src/command.c: command_find_and_dispatch runs every command of a block in order and
+ *   then sends the ack (an empty block); a block with an unexpected seq is NAKed.
+ * - src/spicmds.c: spi_transfer clocks its bytes with CS asserted (spidev_transfer), then
+ *   sends spi_transfer_response with what it read; spi_send clocks and answers nothing. The
+ *   MCU waits for every byte meanwhile (src/stm32/spi.c, src/lpc176x/spi.c spi_transfer);
+ *   src/spi_software.c (spi_set_sw_bus) spends pulse_ticks CPU ticks per bit.
+ * The model: host bytes reach the MCU at the full-speed wire rate (19 packets of 64 bytes
+ * per 1 ms frame); a block is dispatched when its last byte has arrived and the MCU has
+ * finished the one before, on the MCU's own clock (not when this thread got round to it).
+ * Commands cost no CPU time besides SPI: 8 bits per byte at the bus rate (spi_set_bus rate,
+ * or CLOCK_FREQ / pulse_ticks), and the card's busy and access times (sdcard.c), both scaled
+ * by the speed factor. Responses go through the 192-byte transmit buffer as above; the host
+ * reads an endpoint packet one wire slot after the previous one, or one frame later (scaled)
+ * when the block it answers was alone on the bus: no more host bytes waiting and none in the
+ * frame before it (the Katapult model's assumption; "alone" also looks back a frame here: a
+ * host that keeps commands going keeps the bulk IN endpoint polled). Not modelled: receive_buf's
+ * 128 bytes (a block waits in the host's buffers instead, with the same dispatch time; the
+ * simulator stops reading the tty while its own buffer is full). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +64,7 @@ enum kl_handler {
 	KL_CONFIG_SPI_NOCS,
 	KL_SET_BUS,
 	KL_SET_SW_BUS,
+	KL_SET_SW_BUS_RATE, /* the older spi_set_software_bus: rate=, not pulse_ticks= */
 	KL_TRANSFER,
 	KL_SEND,
 };
@@ -55,7 +86,7 @@ static const struct {
     {"spi_set_sw_bus oid=%c miso_pin=%u mosi_pin=%u sclk_pin=%u mode=%u pulse_ticks=%u",
      KL_SET_SW_BUS, false},
     {"spi_set_software_bus oid=%c miso_pin=%u mosi_pin=%u sclk_pin=%u mode=%u rate=%u",
-     KL_SET_SW_BUS, false},
+     KL_SET_SW_BUS_RATE, false},
     {"spi_transfer oid=%c data=%*s", KL_TRANSFER, false},
     {"spi_send oid=%c data=%*s", KL_SEND, false},
 };
@@ -176,8 +207,7 @@ sim_klipper_dict_json(const struct catalog_mcu *mcu, const char *version, uint32
 	return xasprintf(
 	    "{\"app\": \"Klipper\", \"license\": \"GNU GPLv3\", \"version\": \"%s\", "
 	    "\"build_versions\": \"gcc: (sim) 12.2.0 binutils: (sim) 2.40\", "
-	    "\"config\": {\"MCU\": \"%s\", \"CLOCK_FREQ\": %u, \"STATS_SUMPSQ_BASE\": 256, "
-	    "\"RECEIVE_WINDOW\": 192}, "
+	    "\"config\": {\"MCU\": \"%s\", \"CLOCK_FREQ\": %u, \"STATS_SUMPSQ_BASE\": 256}, "
 	    "\"commands\": {\"identify offset=%%u count=%%c\": 1, \"get_config\": 10, "
 	    "\"finalize_config crc=%%u\": 11, \"allocate_oids count=%%c\": 12, \"reset\": 13, "
 	    "\"%s\": 20, \"config_spi_without_cs oid=%%c\": 21, "
@@ -206,7 +236,7 @@ load_dict(struct sim_board *b)
 		len = 0;
 	for (uint32_t i = 0; i + 2 < len && !k->dict_z; i++) {
 		z_stream zs = {0};
-		json_object *root, *cmds, *rsps;
+		json_object *root, *cmds, *rsps, *cfg, *clk;
 		int r;
 
 		if (img[i] != 0x78 || img[i + 1] != 0xda || inflateInit(&zs) != Z_OK)
@@ -221,6 +251,9 @@ load_dict(struct sim_board *b)
 			continue;
 		out[zs.total_out] = '\0';
 		root = json_tokener_parse(out);
+		if (root && json_object_object_get_ex(root, "config", &cfg) &&
+		    json_object_object_get_ex(cfg, "CLOCK_FREQ", &clk))
+			k->clock_freq = (uint32_t)json_object_get_int64(clk);
 		if (root && json_object_object_get_ex(root, "commands", &cmds) &&
 		    json_object_object_get_ex(root, "responses", &rsps)) {
 			k->dict_z = xmalloc(zs.total_in);
@@ -340,12 +373,179 @@ parse_int(const uint8_t **pp, const uint8_t *end, uint32_t *ret)
 	return true;
 }
 
+/* ---- the timing model (see the top of the file) ---- */
+
+#define KL_TX_BUF 192		     /* usb_cdc.c transmit_buf */
+#define KL_EP_SIZE 64		     /* USB_CDC_EP_BULK_IN_SIZE */
+#define KL_WIRE_BYTES_PER_FRAME 1216 /* 19 bulk packets of 64 bytes per 1 ms frame */
+#define KL_DEFAULT_SPI_RATE 400000u  /* before spi_set_bus: never used for a card */
+
+static bool
+timed(const struct sim_board *b)
+{
+	return b->speed > 0;
+}
+
+static uint64_t
+wire_us(const struct sim_board *b, size_t n)
+{
+	return ((uint64_t)n * b->flash->timing.usb_frame_us + KL_WIRE_BYTES_PER_FRAME - 1) /
+	       KL_WIRE_BYTES_PER_FRAME;
+}
+
+/* Host bytes b->rx[rx_seen, rx_len) were just read: they arrive at the wire rate. */
+static void
+note_arrival(struct sim_board *b)
+{
+	struct sim_klipper *k = &b->kl;
+	uint64_t now = sim_now_us(), start;
+	size_t n;
+
+	if (k->rx_seen > b->rx_len) { /* the simulator dropped rx (tty closed) */
+		k->rx_seen = 0;
+		k->n_marks = 0;
+	}
+	n = b->rx_len - k->rx_seen;
+	if (!n)
+		return;
+	start = k->out_clock > now ? k->out_clock : now;
+	k->out_clock = start + wire_us(b, n);
+	k->rx_total += n;
+	k->rx_seen = b->rx_len;
+	if (k->n_marks == ELEMENTSOF(k->marks)) { /* merge the oldest: later, never earlier */
+		memmove(k->marks, k->marks + 1, (k->n_marks - 1) * sizeof(k->marks[0]));
+		k->n_marks--;
+	}
+	k->marks[k->n_marks].end = k->rx_total;
+	k->marks[k->n_marks].at = k->out_clock;
+	k->n_marks++;
+}
+
+/* When the byte before b->rx[pos] reached the MCU, in ns. */
+static uint64_t
+arrival_ns(const struct sim_board *b, size_t pos)
+{
+	const struct sim_klipper *k = &b->kl;
+	uint64_t end = k->rx_total - k->rx_seen + pos;
+
+	for (unsigned i = 0; i < k->n_marks; i++) {
+		uint64_t back;
+
+		if (k->marks[i].end < end)
+			continue;
+		back = wire_us(b, (size_t)(k->marks[i].end - end));
+		return (k->marks[i].at > back ? k->marks[i].at - back : 0) * 1000;
+	}
+	return k->out_clock * 1000;
+}
+
+static void
+consumed(struct sim_board *b, size_t pos)
+{
+	struct sim_klipper *k = &b->kl;
+	uint64_t gone = k->rx_total - k->rx_seen + pos;
+	unsigned i = 0;
+
+	k->rx_seen = pos > k->rx_seen ? 0 : k->rx_seen - pos;
+	while (i < k->n_marks && k->marks[i].end <= gone)
+		i++;
+	memmove(k->marks, k->marks + i, (k->n_marks - i) * sizeof(k->marks[0]));
+	k->n_marks -= i;
+}
+
+static void
+write_host(struct sim_board *b, const uint8_t *buf, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len && b->master_fd >= 0) {
+		ssize_t w = write(b->master_fd, buf + off, len - off);
+
+		if (w <= 0)
+			return;
+		off += (size_t)w;
+	}
+}
+
+/* usb_bulk_in_task: a free endpoint takes the next packet at t (us). */
+static void
+load_endpoint(struct sim_board *b, uint64_t t, bool lone)
+{
+	struct sim_klipper *k = &b->kl;
+	size_t q = k->tx_len;
+
+	if (k->ep || !q)
+		return;
+	k->ep = q > KL_EP_SIZE ? KL_EP_SIZE : q == KL_EP_SIZE ? KL_EP_SIZE - 1 : q;
+	k->ep_read_us = t + (lone ? (uint64_t)((double)b->flash->timing.usb_frame_us * b->speed)
+				  : wire_us(b, KL_EP_SIZE));
+	if (k->ep_read_us < k->in_hold_until)
+		k->ep_read_us = k->in_hold_until;
+}
+
+/* The host reads every endpoint packet due by t. */
+static void
+in_advance(struct sim_board *b, uint64_t t)
+{
+	struct sim_klipper *k = &b->kl;
+
+	if (t < k->in_clock)
+		t = k->in_clock;
+	while (k->ep && k->ep_read_us <= t) {
+		uint64_t at = k->ep_read_us;
+
+		write_host(b, k->tx, k->ep);
+		memmove(k->tx, k->tx + k->ep, k->tx_len - k->ep);
+		k->tx_len -= k->ep;
+		k->ep = 0;
+		load_endpoint(b, at, false);
+	}
+	k->in_clock = t;
+}
+
+/* console_sendf at the MCU's time: into transmit_buf, or dropped when max_size does not fit. */
+static void
+transmit(struct sim_board *b, const uint8_t *buf, size_t len, size_t max_size, bool lone)
+{
+	struct sim_klipper *k = &b->kl;
+	uint64_t t = k->t_ns / 1000;
+
+	if (b->fault.kind == SIM_FAULT_STALL && len > 5 && b->fault_replies++ == b->fault.at) {
+		/* the host stops reading IN packets for a while (a busy hub, a slow host) */
+		k->in_hold_until = t + (uint64_t)b->fault.count * 1000u;
+		if (k->ep && k->ep_read_us < k->in_hold_until)
+			k->ep_read_us = k->in_hold_until;
+	}
+	in_advance(b, t);
+	if (k->tx_len - k->ep + max_size > KL_TX_BUF || k->tx_len + len > sizeof(k->tx)) {
+		k->stats.tx_dropped++;
+		return;
+	}
+	memcpy(k->tx + k->tx_len, buf, len);
+	k->tx_len += len;
+	load_endpoint(b, t, lone && k->tx_len == len);
+}
+
+/* Largest encoding of a response (buildcommands.py max_size): a buffer takes the rest of a
+ * block; integers at most 5 bytes each (approximated from the encoded length). */
+static size_t
+max_size(const struct sim_board *b, const uint8_t *payload, size_t n)
+{
+	const struct sim_klipper *k = &b->kl;
+
+	if (!n)
+		return 5;
+	if (payload[0] == (uint8_t)k->rsp_transfer || payload[0] == (uint8_t)k->rsp_identify)
+		return 64;
+	return n + 5 + 8 > 64 ? 64 : n + 5 + 8;
+}
+
 static void
 send_block(struct sim_board *b, const uint8_t *payload, size_t n)
 {
 	uint8_t buf[64];
 	uint16_t crc;
-	size_t len = n + 5, off = 0;
+	size_t len = n + 5;
 
 	if (len > sizeof(buf) || b->master_fd < 0)
 		return;
@@ -360,13 +560,11 @@ send_block(struct sim_board *b, const uint8_t *payload, size_t n)
 	buf[len - 3] = (uint8_t)(crc >> 8);
 	buf[len - 2] = (uint8_t)crc;
 	buf[len - 1] = 0x7e;
-	while (off < len) {
-		ssize_t w = write(b->master_fd, buf + off, len - off);
-
-		if (w <= 0)
-			return;
-		off += (size_t)w;
+	if (timed(b)) {
+		transmit(b, buf, len, max_size(b, payload, n), b->kl.lone);
+		return;
 	}
+	write_host(b, buf, len);
 }
 
 static void
@@ -412,8 +610,17 @@ spi(struct sim_board *b, uint32_t oid, const uint8_t *data, size_t len, bool rep
 		return;
 	}
 	memset(out, 0xff, len);
-	if (k->card && k->spi_bus_set && wired(b))
+	if (timed(b)) {
+		/* 8 bits per byte at the bus clock, scaled like every device time */
+		uint32_t rate = k->spi_rate ? k->spi_rate : KL_DEFAULT_SPI_RATE;
+		uint32_t byte_ns = (uint32_t)(8e9 / rate * b->speed) + 1;
+
+		if (k->card && k->spi_bus_set && wired(b))
+			sim_sdcard_transfer_at(k->card, data, out, len, k->t_ns, byte_ns, b->speed);
+		k->t_ns += (uint64_t)byte_ns * len;
+	} else if (k->card && k->spi_bus_set && wired(b)) {
 		sim_sdcard_transfer(k->card, data, out, len);
+	}
 	k->stats.spi_bytes += len;
 	if (reply)
 		send_transfer(b, oid, out, len);
@@ -491,11 +698,17 @@ run(struct sim_board *b, enum kl_handler h, const uint32_t *a, const uint8_t *bu
 		k->spi_bus_set = true;
 		k->spi_sw = false;
 		k->spi_bus = a[1];
+		k->spi_rate = a[3];
 		break;
 	case KL_SET_SW_BUS:
+	case KL_SET_SW_BUS_RATE:
 		k->spi_bus_set = true;
 		k->spi_sw = true;
 		memcpy(k->spi_pins, a + 1, sizeof(k->spi_pins));
+		/* spi_software.c: pulse_ticks CPU ticks per bit (the older command: rate=) */
+		k->spi_rate = h == KL_SET_SW_BUS_RATE ? a[5]
+			      : a[5] && k->clock_freq ? k->clock_freq / a[5]
+						      : 0;
 		break;
 	case KL_TRANSFER:
 	case KL_SEND:
@@ -559,8 +772,11 @@ void
 sim_klipper_process(struct sim_board *b)
 {
 	struct sim_klipper *k = &b->kl;
+	uint64_t now_ns = sim_now_us() * 1000;
 	size_t pos = 0;
 
+	if (timed(b))
+		note_arrival(b);
 	while (b->rx_len - pos >= 5) {
 		uint8_t *m = b->rx + pos;
 		size_t len = m[0];
@@ -570,6 +786,18 @@ sim_klipper_process(struct sim_board *b)
 			goto error;
 		if (b->rx_len - pos < len)
 			break;
+		if (timed(b)) {
+			/* the MCU takes the block when it has arrived and the MCU is free */
+			uint64_t at = arrival_ns(b, pos + len);
+
+			k->t_ns = at > k->cpu_free_ns ? at : k->cpu_free_ns;
+			if (k->t_ns > now_ns)
+				break;
+			/* alone on the bus: nothing behind it, nothing in the frame before it */
+			k->lone = b->rx_len == pos + len &&
+				  at / 1000 > k->last_block_us + b->flash->timing.usb_frame_us;
+			k->last_block_us = at / 1000;
+		}
 		crc = crc16_ccitt(m, len - 3);
 		if (m[len - 1] != 0x7e || m[len - 3] != (uint8_t)(crc >> 8) ||
 		    m[len - 2] != (uint8_t)crc)
@@ -590,8 +818,11 @@ sim_klipper_process(struct sim_board *b)
 		k->next_seq = (uint8_t)((k->next_seq + 1) & 0x0f);
 		dispatch(b, m + 2, m + len - 3);
 		send_ack(b);
+		k->cpu_free_ns = k->t_ns;
 		continue;
 	error:
+		if (timed(b) && k->t_ns < k->cpu_free_ns)
+			k->t_ns = k->cpu_free_ns;
 		if (m[0] == 0x7e) {
 			pos++;
 			continue;
@@ -609,4 +840,41 @@ sim_klipper_process(struct sim_board *b)
 	}
 	memmove(b->rx, b->rx + pos, b->rx_len - pos);
 	b->rx_len -= pos;
+	if (timed(b)) {
+		consumed(b, pos);
+		in_advance(b, now_ns / 1000);
+	}
+}
+
+void
+sim_klipper_run(struct sim_board *b)
+{
+	if (timed(b) && b->mode == SIM_MODE_KLIPPER_APP && b->tty_open)
+		sim_klipper_process(b);
+}
+
+uint64_t
+sim_klipper_next_us(const struct sim_board *b)
+{
+	const struct sim_klipper *k = &b->kl;
+	uint64_t next = UINT64_MAX;
+
+	if (!timed(b) || b->mode != SIM_MODE_KLIPPER_APP || !b->tty_open)
+		return next;
+	if (k->ep)
+		next = k->ep_read_us;
+	if (b->rx_len >= 5 && b->rx[0] >= 5 && b->rx[0] <= 64 && b->rx_len >= b->rx[0]) {
+		uint64_t at = arrival_ns(b, b->rx[0]);
+		uint64_t t = (at > k->cpu_free_ns ? at : k->cpu_free_ns) / 1000 + 1;
+
+		if (t < next)
+			next = t;
+	}
+	return next;
+}
+
+bool
+sim_klipper_wants_input(const struct sim_board *b)
+{
+	return !timed(b) || b->rx_len < sizeof(b->rx);
 }
