@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sdboot.h"
 #include "sdcard.h"
 #include "sim_int.h"
 #include "util.h"
@@ -679,6 +680,8 @@ apply_dfu_fault(struct sim_board *b)
 		break;
 	case SIM_FAULT_PICOBOOT_REFUSE:
 	case SIM_FAULT_PICOBOOT_BUSY:
+	case SIM_FAULT_SD_RENAME_FAIL:
+	case SIM_FAULT_SD_NO_INIT:
 	case SIM_FAULT_NONE:
 	case SIM_FAULT_UNPLUG_AT_BYTE:
 	case SIM_FAULT_CORRUPT_FRAME:
@@ -1145,6 +1148,9 @@ boot(struct sim_board *b)
 		b->flicker_left = 0;
 		return;
 	}
+	/* a stock SD bootloader runs first on every reset unless the ROM took the boot */
+	if (req != SIM_REQ_ROM_DFU && req != SIM_REQ_BOOTSEL && sim_sdboot_boot(b))
+		return;
 	if (b->flicker_left > 0) {
 		/* still boot-looping: the crash happens the same way every time */
 		sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
@@ -1531,6 +1537,7 @@ sim_free(struct sim *s)
 
 		flash_free(b->flash);
 		sim_sdcard_free(b->kl.card);
+		free(b->sdcard_path);
 		free(b->kl.dict_z);
 		free(b->port);
 		free(b->port_path);
@@ -1765,6 +1772,8 @@ sim_board_set_sdcard(struct sim_board *b, const char *path, bool sdhc)
 	pthread_mutex_lock(&b->sim->lock);
 	sim_sdcard_free(b->kl.card);
 	b->kl.card = card;
+	free(b->sdcard_path);
+	b->sdcard_path = path ? xstrdup(path) : NULL;
 	pthread_mutex_unlock(&b->sim->lock);
 	return 0;
 }

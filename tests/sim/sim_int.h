@@ -152,6 +152,9 @@ struct sim_board {
 	bool plain_katapult_tty;      /* spec.plain_katapult_tty */
 	struct sim_katapult_stats stats;
 	struct sim_klipper kl;
+	char *sdcard_path;		      /* the image behind kl.card */
+	bool sdboot_skip;		      /* the SD loader ran: the next boot starts the app */
+	struct sim_sdboot_stats sdboot_stats; /* sdboot.c */
 	struct sim_fault fault;
 	unsigned fault_frames;	/* frames received since the fault was set */
 	unsigned fault_replies; /* replies produced since the fault was set */
