@@ -1422,7 +1422,6 @@ step_power_cycle(struct job *j)
 {
 	const struct config_profile *p = config_find_profile(j->t->cfg, j->profile);
 	struct power_request req = {0};
-	char msg[300];
 	int r;
 
 	if (!p || !p->has_power) {
@@ -1440,6 +1439,8 @@ step_power_cycle(struct job *j)
 	req.klipper_stopped = j->stopped_unit[0] != 0;
 	r = power_cycle_start(j->t->loop, &req, on_power_done, j, &j->power);
 	if (r < 0) {
+		char msg[300];
+
 		(void)snprintf(msg, sizeof(msg), "cannot start it: %s", strerror(-r));
 		park_needs_power(j, msg);
 	}

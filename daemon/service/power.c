@@ -102,10 +102,9 @@ moonraker_child(const struct power_request *req)
 	char key[MOONRAKER_KEY_MAX] = "", *msg = NULL;
 	struct moonraker_state st;
 	const char *k = NULL;
-	int r;
 
 	if (req->moonraker_key_file && req->moonraker_key_file[0]) {
-		r = moonraker_read_key(req->moonraker_key_file, key, sizeof(key));
+		int r = moonraker_read_key(req->moonraker_key_file, key, sizeof(key));
 		if (r < 0) {
 			say("cannot read the Moonraker API key from %s (%s); not switching power "
 			    "device '%s'",
