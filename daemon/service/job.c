@@ -1452,7 +1452,11 @@ static void
 on_board_power(struct job *j, enum boards_event ev, struct board *b)
 {
 	if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
-		j->power_gone = true;
+		/* while waiting for a person, only a board away past the leave grace was switched
+		 * off: Klipper, started again meanwhile, resets a board it finds configured, and
+		 * that flicker is no power cycle */
+		if (ev == BOARDS_LEFT || j->step == STEP_POWER_CYCLE)
+			j->power_gone = true;
 		j->stable = sd_event_source_disable_unref(j->stable);
 		return;
 	}
