@@ -85,6 +85,19 @@ show queue manta "$T/manta-crash.bin"
 wait_job 1-4 2
 sleep 0.5
 
+# the simulated SD cards are image files; mtools reads them without the testbed's preload
+card() { env -u LD_PRELOAD "$@"; }
+say "5. An SKR 1.4 Turbo and an SKR Pro with nothing but their stock SD bootloaders: no USB"
+more "   bootloader at all. skrflashd writes firmware.bin to their SD cards through the running"
+more "   Klipper, resets them, the bootloader flashes it, and the new Klipper is asked what it runs:"
+show queue turbo "$T/turbo.bin"
+show queue skrpro-sd "$T/skrpro-sd.bin"
+wait_job 1-6 1
+wait_job 1-7 1
+more "   The SKR 1.4 Turbo's card afterwards (the bootloader renamed firmware.bin):"
+card mdir -i "$SKRSIM_ROOT/sdcard-1-6.img" :: | sed -n 's/^/    /; /CUR\|bin\|BIN/p'
+sleep 0.5
+
 say "The boards now, and what happened to them:"
 show boards
 show history
@@ -134,6 +147,18 @@ expect "Manta's crashing image rolled back" check_history 1-4 rolled-back katapu
 expect "Manta runs the known-good image again" installed 1-4 "$T/manta-good.bin"
 expect "SKR Pico flashed through BOOTSEL (PICOBOOT), verified, booted" check_history 1-5 succeeded uf2
 expect "SKR Pico runs the new image" installed 1-5 "$T/pico.bin"
+# shellcheck disable=SC2317 # called through expect "$@"
+card_holds() { # PORT FILE: FIRMWARE.CUR on the board's card is that image, the volume clean
+	img="$SKRSIM_ROOT/sdcard-$1.img"
+	card fsck.fat -n "$img" && card mcopy -n -i "$img" ::FIRMWARE.CUR "$T/$1.cur" &&
+		cmp "$T/$1.cur" "$2" && ! card mdir -i "$img" ::firmware.bin
+}
+expect "SKR 1.4 Turbo flashed through its SD card (method sd), verified, booted" check_history 1-6 succeeded sd
+expect "SKR 1.4 Turbo runs the new image" installed 1-6 "$T/turbo.bin"
+expect "SKR 1.4 Turbo's card holds it as FIRMWARE.CUR" card_holds 1-6 "$T/turbo.bin"
+expect "SKR Pro flashed through its SD card (method sd), verified, booted" check_history 1-7 succeeded sd
+expect "SKR Pro runs the new image" installed 1-7 "$T/skrpro-sd.bin"
+expect "SKR Pro's card holds it as FIRMWARE.CUR" card_holds 1-7 "$T/skrpro-sd.bin"
 if [ $fail -eq 0 ]; then
 	echo "demo: every expected outcome happened"
 else
