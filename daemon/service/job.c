@@ -129,7 +129,10 @@ struct job {
 	/* SDIO boards after the SD-card path (power.h) */
 	struct power_cycle *power; /* the running power cycle */
 	bool power_gone;	   /* the board left the bus since firmware.bin was written */
-	char power_why[600];	   /* STEP_NEEDS_POWER: what the user reads in boards/status */
+	bool power_verify;	   /* after the gate and the unit: the confirm, not a write */
+	bool power_pending;	   /* the cycle waits for the board back from the confirm's reset */
+	unsigned power_cycles;	   /* power cycles this job asked for */
+	char power_why[1024];	   /* STEP_NEEDS_POWER: what the user reads in boards/status */
 };
 
 struct job_table {
@@ -175,6 +178,8 @@ static bool sd_chosen(const struct job *j, const struct board *b);
 static void sd_write(struct job *j, struct board *b);
 static void sd_confirm(struct job *j, struct board *b);
 static void sd_done(struct job *j, int status);
+static void sdio_needs_power(struct job *j, const char *err);
+static void sdio_verify_now(struct job *j, struct board *b);
 static void on_board_in_job(struct job *j, enum boards_event ev, struct board *b);
 static bool bootloader_visit_new(struct job_table *t, const char *port);
 static void reconcile_soon(struct job_table *t);
@@ -891,6 +896,10 @@ step_enter(struct job *j)
 	struct board *b = boards_find_port(j->t->boards, j->port);
 	struct worker_plan plan;
 
+	if (j->power_verify) {
+		sdio_verify_now(j, b);
+		return;
+	}
 	if (b && bootloader_ready(b)) {
 		step_write(j, b);
 		return;
@@ -1365,6 +1374,12 @@ sd_done(struct job *j, int status)
 		step_enter(j);
 		return;
 	}
+	if (strcmp(j->result_step, "power-cycle") == 0) {
+		/* an SDIO-wired card: only a power cycle lets the bootloader read it (the
+		 * confirm reset the board, which comes back with its old firmware) */
+		sdio_needs_power(j, err);
+		return;
+	}
 	/* a worker that reset the board after its failure: it comes back by itself, the
 	 * failure is what it reported */
 	if (!j->result_reset && (j->gone_in_worker || !b || !b->present)) {
@@ -1384,17 +1399,6 @@ sd_done(struct job *j, int status)
 			strv_add(&j->t->held_off, j->port);
 			retry_later(j->t);
 		}
-	}
-	if (strcmp(j->result_step, "power-cycle") == 0) {
-		/* an SDIO-wired card: only a power cycle lets the bootloader read it (the
-		 * history's result "power-cycle": the board waits for one) */
-		struct job_table *t = j->t;
-		char msg[600];
-
-		(void)snprintf(msg, sizeof(msg), "%s", err);
-		strv_add(&t->held_off, j->port);
-		job_finish(j, "power-cycle", LOG_MID_FLASH_FAILED, LOG_WARNING, msg);
-		return;
 	}
 	job_fail(j, "%s on port %s: %s", name_of(j), j->port, err);
 }
@@ -1480,14 +1484,6 @@ child_done(struct job *j, int status)
  * board shows "needs-power-cycle" in boards and status, the printer runs its old firmware
  * (its Klipper unit is started again), the job holds no slot, and it finishes by itself -
  * verified and recorded - when the board comes back after someone switched it off and on. */
-
-static __attribute__((unused)) bool
-board_sdio(const struct job *j)
-{
-	const struct catalog_sd_bus *bus = catalog_sd_bus(j->catalog);
-
-	return bus && bus->sdio;
-}
 
 /* Jobs that hold a slot: one waiting for a person to switch a board off and on does not. */
 static size_t
@@ -1618,21 +1614,20 @@ on_power_done(void *userdata, int r, const char *message)
 	}
 }
 
-/* firmware.bin is on the card of an SDIO board: switch it off and on, or wait for a person
- * to. */
-static __attribute__((unused)) void
-step_power_cycle(struct job *j)
+static void
+power_start(struct job *j)
 {
 	const struct config_profile *p = config_find_profile(j->t->cfg, j->profile);
 	struct power_request req = {0};
 	int r;
 
-	if (!p || !p->has_power) {
+	j->timer = sd_event_source_disable_unref(j->timer);
+	j->power_pending = false;
+	if (!p || !p->has_power) { /* the configuration was reloaded meanwhile */
 		park_needs_power(j, NULL);
 		return;
 	}
 	j->power_gone = false;
-	set_step(j, STEP_POWER_CYCLE);
 	req.power = &p->power;
 	req.board = name_of(j);
 	req.port = j->port;
@@ -1649,6 +1644,31 @@ step_power_cycle(struct job *j)
 	}
 }
 
+static int
+on_power_pending_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	(void)s;
+	(void)usec;
+	power_start(userdata);
+	return 0;
+}
+
+/* firmware.bin is on the card of an SDIO board: switch it off and on. The confirm that found
+ * it reset the board; the cycle starts once it is back, so that its leaving is the power's. */
+static void
+step_power_cycle(struct job *j)
+{
+	struct board *b = boards_find_port(j->t->boards, j->port);
+
+	set_step(j, STEP_POWER_CYCLE);
+	if (b && b->present && b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0]) {
+		power_start(j);
+		return;
+	}
+	j->power_pending = true;
+	arm_timer(j, j->t->cfg->boot_timeout_ms, on_power_pending_timeout);
+}
+
 /* Board events while the power goes and comes (STEP_POWER_CYCLE) or while the job waits for
  * a person (STEP_NEEDS_POWER). */
 static void
@@ -1658,22 +1678,66 @@ on_board_power(struct job *j, enum boards_event ev, struct board *b)
 		/* while waiting for a person, only a board away past the leave grace was switched
 		 * off: Klipper, started again meanwhile, resets a board it finds configured, and
 		 * that flicker is no power cycle */
-		if (ev == BOARDS_LEFT || j->step == STEP_POWER_CYCLE)
+		if (ev == BOARDS_LEFT || (j->step == STEP_POWER_CYCLE && !j->power_pending))
 			j->power_gone = true;
 		j->stable = sd_event_source_disable_unref(j->stable);
+		return;
+	}
+	if (j->power_pending && b->present && b->dev.mode == DEVICE_MODE_KLIPPER_APP &&
+	    b->dev.tty[0]) {
+		power_start(j);
 		return;
 	}
 	watch_power_back(j, b);
 }
 
-/* After the power cycle: the engine's verify of the SD-card path (wired with the engine). */
+/* The board is back after a power cycle: the boot check, then the engine's confirm step
+ * (flash/sdpath.c: does the app run the image, clean the card). After the power cycle the
+ * engine did, the Klipper unit is still stopped; after a person's, Klipper ran meanwhile:
+ * the print gate and the unit first (step_enter then comes here through power_verify). */
 static void
 sdio_board_back(struct job *j, struct board *b)
 {
-	(void)b;
 	j->timer = sd_event_source_disable_unref(j->timer);
-	set_step(j, STEP_WRITE);
+	if (j->step == STEP_NEEDS_POWER) {
+		j->power_verify = true;
+		step_gate(j);
+		return;
+	}
+	sdio_verify_now(j, b);
+}
+
+static void
+sdio_verify_now(struct job *j, struct board *b)
+{
+	j->power_verify = false;
+	if (!b || !b->present || b->dev.mode != DEVICE_MODE_KLIPPER_APP || !b->dev.tty[0]) {
+		park_needs_power(j, "the board left again before its firmware could be checked");
+		return;
+	}
+	j->sd = true;
+	j->sd_confirmed = j->sd_need_gone = false;
+	j->step = STEP_WRITE;
 	begin_boot_check(j);
+}
+
+/* The confirm found firmware.bin still waiting on an SDIO card: one power cycle through the
+ * profile's power group, or the wait for a person. */
+static void
+sdio_needs_power(struct job *j, const char *err)
+{
+	const struct config_profile *p = config_find_profile(j->t->cfg, j->profile);
+	struct log_fields f;
+
+	fields(j, NULL, &f);
+	log_full(LOG_INFO, 0, &f, "%s", err);
+	if (p && p->has_power && j->power_cycles++ == 0) {
+		step_power_cycle(j);
+		return;
+	}
+	park_needs_power(j, j->power_cycles > 1 ? "the board came back with its old firmware "
+						  "(is it powered over USB too?)"
+						: NULL);
 }
 
 /* The boards of the jobs that wait for a power cycle: their "why", NULL for others. */
@@ -1783,6 +1847,14 @@ resume_at(struct job *j, struct board *b)
 	/* the SD path after its write: the app it is up in is asked what it runs (the
 	 * confirm step is idempotent); before it, the write starts over at the gate */
 	j->sd = strcmp(j->rec.method, "sd") == 0;
+	if ((s == STEP_POWER_CYCLE || s == STEP_NEEDS_POWER) && app) {
+		/* firmware.bin waited for a power cycle when the daemon stopped: whether one came
+		 * meanwhile, the running app tells (the confirm), after the gate and the unit */
+		j->sd = true;
+		j->power_verify = true;
+		step_gate(j);
+		return;
+	}
 	if (j->sd && app && s == STEP_VERIFY)
 		s = STEP_BOOT_CHECK;
 	if ((s == STEP_LEAVE || s == STEP_BOOT_CHECK || s == STEP_ROLLBACK_BOOT_CHECK) && app) {
