@@ -90,8 +90,11 @@ static const char *const profile_keys[] = {
     "moonraker_api_key_file",
     "app_start",
     "interface",
+    "power",
     NULL,
 };
+static const char *const power_keys[] = {"moonraker_device", "command", "off_seconds", "timeout",
+					 NULL};
 static const char *const match_keys[] = {"board", "usb_id",  "serial", "port",
 					 "mcu",	  "product", NULL};
 
@@ -745,6 +748,79 @@ load_app_start(struct loader *l, const config_setting_t *s, struct config_profil
 	p->app_start = (uint32_t)v;
 }
 
+static bool
+power_seconds(struct loader *l, const config_setting_t *grp, const char *key, double lo, double hi,
+	      unsigned *ret)
+{
+	const config_setting_t *s = config_setting_get_member(grp, key);
+	double v;
+
+	if (!s)
+		return true;
+	if (!get_number(l, s, &v))
+		return false;
+	if (!(v >= lo && v <= hi)) {
+		err_at(l, s, "must be between %g and %g seconds", lo, hi);
+		return false;
+	}
+	*ret = (unsigned)(v * 1000.0 + 0.5);
+	return true;
+}
+
+/* power = { moonraker_device = "printer_psu"; } or { command = [ ... ]; off_seconds = 3.0; } */
+static void
+load_power(struct loader *l, const config_setting_t *grp, struct config_profile *p)
+{
+	const struct catalog_sd_bus *bus = catalog_sd_bus(p->match.board);
+	struct config_power *pw = &p->power;
+	const config_setting_t *dev, *cmd;
+	unsigned before = l->n_errors;
+	const char *v;
+
+	if (!is_group(l, grp))
+		return;
+	check_keys(l, grp, power_keys);
+	pw->off_ms = 3000;
+	pw->timeout_ms = 30000;
+	dev = config_setting_get_member(grp, "moonraker_device");
+	cmd = config_setting_get_member(grp, "command");
+	if (dev && cmd)
+		err_at(l, grp, "set moonraker_device or command, not both");
+	else if (!dev && !cmd)
+		err_at(
+		    l, grp,
+		    "needs moonraker_device (a [power NAME] device of Moonraker) or command "
+		    "(a program and its arguments, e.g. [ \"uhubctl\", \"-a\", \"cycle\", ... ])");
+	if (dev && (v = get_string(l, dev, CONFIG_NAME_MAX)))
+		pw->moonraker_device = xstrdup(v);
+	if (cmd && is_string_vector(l, cmd)) {
+		int n = config_setting_length(cmd);
+
+		if (n == 0)
+			err_at(l, cmd, "must name the program to run");
+		pw->command = xnew_array(char *, (size_t)n + 1);
+		for (int i = 0; i < n; i++) {
+			const config_setting_t *s = config_setting_get_elem(cmd, (unsigned)i);
+
+			if ((v = get_string(l, s, CONFIG_PATH_MAX)))
+				pw->command[pw->n_command++] = xstrdup(v);
+		}
+	}
+	(void)power_seconds(l, grp, "off_seconds", 0.1, 60.0, &pw->off_ms);
+	(void)power_seconds(l, grp, "timeout", 1.0, 600.0, &pw->timeout_ms);
+	if (pw->timeout_ms <= pw->off_ms)
+		err_at(l, grp, "timeout (%u.%03u s) must be longer than off_seconds (%u.%03u s)",
+		       pw->timeout_ms / 1000, pw->timeout_ms % 1000, pw->off_ms / 1000,
+		       pw->off_ms % 1000);
+	/* only the SDIO bootloaders need it: elsewhere a power cycle would be a surprise */
+	if (bus && !bus->sdio)
+		err_at(l, grp,
+		       "board '%s' reads its SD card over SPI and never needs a power cycle "
+		       "after flashing; remove the power group",
+		       p->match.board->name);
+	p->has_power = l->n_errors == before;
+}
+
 static void
 free_profile(struct config_profile *p)
 {
@@ -760,6 +836,8 @@ free_profile(struct config_profile *p)
 	free(p->stop_units);
 	free(p->moonraker_url);
 	free(p->moonraker_api_key_file);
+	free(p->power.moonraker_device);
+	strv_free(p->power.command);
 }
 
 /* Fills *p from one profiles element; returns false if anything in it was wrong. */
@@ -857,6 +935,9 @@ load_profile(struct loader *l, const config_setting_t *grp, struct config_profil
 		else
 			p->interface = (enum config_interface)i;
 	}
+	s = config_setting_get_member(grp, "power");
+	if (s)
+		load_power(l, s, p);
 	return l->n_errors == before;
 }
 
@@ -1452,6 +1533,24 @@ dump_profile(FILE *f, const struct config_profile *p)
 	else
 		fprintf(f, "%s# app_start: from the bootloader\n", in);
 	dump_kv(f, in, "interface", config_interface_to_string(p->interface));
+	if (p->has_power) {
+		fprintf(f, "%spower = {", in);
+		if (p->power.moonraker_device) {
+			fputs(" moonraker_device = ", f);
+			dump_string(f, p->power.moonraker_device);
+			fputc(';', f);
+		} else {
+			fputs(" command = [", f);
+			for (size_t i = 0; i < p->power.n_command; i++) {
+				fputs(i ? ", " : " ", f);
+				dump_string(f, p->power.command[i]);
+			}
+			fputs(" ];", f);
+		}
+		dump_seconds(f, "off_seconds", p->power.off_ms);
+		dump_seconds(f, "timeout", p->power.timeout_ms);
+		fputs(" };\n", f);
+	}
 	fputs("\t}", f);
 }
 

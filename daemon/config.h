@@ -48,6 +48,17 @@ struct config_match {
 	char *product; /* exact USB product string, NULL = any */
 };
 
+/* How skrflash removes and restores a board's power (boards whose SD bootloader reads the card
+ * over SDIO need it after the SD-card path, docs/sd-card.md): a Moonraker power device or a
+ * command. Exactly one of moonraker_device and command is set. */
+struct config_power {
+	char *moonraker_device; /* [power NAME] of the profile's Moonraker */
+	char **command;		/* argv, NULL-terminated; run without a shell */
+	size_t n_command;
+	unsigned off_ms;     /* how long the power stays off (default 3000) */
+	unsigned timeout_ms; /* the whole cycle's limit (default 30000) */
+};
+
 struct config_profile {
 	char *name;
 	unsigned line; /* where it was defined, for messages */
@@ -65,6 +76,8 @@ struct config_profile {
 	uint32_t app_start;		 /* override of the catalog's app start */
 	enum config_interface interface; /* what the image must talk (default USB) */
 	bool implicit; /* made from the catalog because the file has no profiles */
+	bool has_power;
+	struct config_power power;
 };
 
 /* A UART wired for rescues (skrflashctl rescue, docs/rescue.md): the Pi's serial device and

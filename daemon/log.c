@@ -98,6 +98,7 @@ to_stderr(int priority, const char *msg, const struct log_fields *f)
 		append_field(fields, sizeof(fields), &len, "sha256", f->sha256);
 		append_field(fields, sizeof(fields), &len, "job", f->job);
 		append_field(fields, sizeof(fields), &len, "step", f->step);
+		append_field(fields, sizeof(fields), &len, "state", f->state);
 	}
 	/* one write per line keeps lines whole when workers share the stream */
 	if (len)
@@ -151,6 +152,7 @@ to_journald(int priority, const char *msg, const struct log_fields *f)
 		add_iov(iov, bufs, &n, "SKRFLASH_SHA256", f->sha256);
 		add_iov(iov, bufs, &n, "SKRFLASH_JOB", f->job);
 		add_iov(iov, bufs, &n, "SKRFLASH_STEP", f->step);
+		add_iov(iov, bufs, &n, "SKRFLASH_STATE", f->state);
 	}
 	return sd_journal_sendv(iov, (int)n);
 }

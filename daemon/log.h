@@ -19,6 +19,10 @@
 #define LOG_MID_FLASH_SUCCEEDED "3b0f5f0ec4b84a52a0f2a7e4a1c1d106"
 #define LOG_MID_FLASH_FAILED "3b0f5f0ec4b84a52a0f2a7e4a1c1d107"
 #define LOG_MID_ROLLED_BACK "3b0f5f0ec4b84a52a0f2a7e4a1c1d108"
+/* firmware.bin is on the card of an SDIO board; the bootloader reads it after a power cycle */
+#define LOG_MID_NEEDS_POWER_CYCLE "3b0f5f0ec4b84a52a0f2a7e4a1c1d1c1"
+/* a power cycle of a board (Moonraker power device or command) succeeded or failed */
+#define LOG_MID_POWER_CYCLE "3b0f5f0ec4b84a52a0f2a7e4a1c1d1c2"
 
 /* Structured context of a message; every member may be NULL. */
 struct log_fields {
@@ -31,6 +35,7 @@ struct log_fields {
 	const char *sha256;	/* SKRFLASH_SHA256 */
 	const char *job;	/* SKRFLASH_JOB */
 	const char *step;	/* SKRFLASH_STEP */
+	const char *state;	/* SKRFLASH_STATE: what the board waits for ("needs-power-cycle") */
 };
 
 enum log_target {

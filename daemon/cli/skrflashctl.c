@@ -325,6 +325,23 @@ subscribe(const struct ctl *c, char **buf, size_t *len)
 
 /* ---- commands ---------------------------------------------------------------------- */
 
+/* Jobs that wait for a person to switch a board off and on (SDIO boards, docs/sd-card.md). */
+static void
+print_needs_power(json_object *status)
+{
+	json_object *jobs;
+
+	if (!json_object_object_get_ex(status, "jobs", &jobs))
+		return;
+	for (size_t i = 0; i < json_object_array_length(jobs); i++) {
+		json_object *j = json_object_array_get_idx(jobs, i);
+
+		if (strcmp(jstr(j, "state"), "needs-power-cycle") == 0)
+			printf("needs power cycle: %s on port %s (job %s): %s\n", jstr(j, "board"),
+			       jstr(j, "port"), jstr(j, "job"), jstr(j, "why"));
+	}
+}
+
 static int
 cmd_status(struct ctl *c, char **args)
 {
@@ -349,6 +366,7 @@ cmd_status(struct ctl *c, char **args)
 			       "config:\n                  %s\n",
 			       jstr(resp, "reload_failed_at"), jstr(resp, "reload_error"));
 		printf("queue:            %s\n", jstr(resp, "queue_dir"));
+		print_needs_power(resp);
 	}
 	json_object_put(resp);
 	return EXIT_OK;
@@ -407,6 +425,13 @@ cmd_boards(struct ctl *c, char **args)
 	table_print(&t);
 	if (json_object_array_length(arr) == 0)
 		printf("(no boards connected)\n");
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		json_object *b = json_object_array_get_idx(arr, i);
+
+		if (strcmp(jstr(b, "state"), "needs-power-cycle") == 0)
+			printf("\n%s on port %s needs a power cycle: %s\n", jstr(b, "board"),
+			       jstr(b, "port"), jstr(b, "why"));
+	}
 	json_object_put(resp);
 	return EXIT_OK;
 }

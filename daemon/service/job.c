@@ -18,6 +18,7 @@
 #include "image/image.h"
 #include "log.h"
 #include "service/moonraker.h"
+#include "service/power.h"
 #include "service/units.h"
 #include "util.h"
 #include "image/validate.h"
@@ -39,6 +40,8 @@ enum job_step {
 	STEP_ROLLBACK_WRITE,
 	STEP_ROLLBACK_BOOT_CHECK,
 	STEP_RESTORE,
+	STEP_POWER_CYCLE, /* SDIO board: the profile's power group switches it off and on */
+	STEP_NEEDS_POWER, /* SDIO board: waits for the user's power cycle (no power group) */
 	_STEP_MAX,
 };
 
@@ -55,6 +58,8 @@ static const char *const step_names[_STEP_MAX] = {
     [STEP_ROLLBACK_WRITE] = "rollback-write",
     [STEP_ROLLBACK_BOOT_CHECK] = "rollback-boot-check",
     [STEP_RESTORE] = "restore",
+    [STEP_POWER_CYCLE] = "power-cycle",
+    [STEP_NEEDS_POWER] = "needs-power-cycle",
 };
 
 enum child_kind {
@@ -121,6 +126,14 @@ struct job {
 	sd_event_source *timer;	 /* step timeout */
 	sd_event_source *stable; /* boot check: app must stay up */
 	char error[512];
+
+	/* SDIO boards after the SD-card path (power.h) */
+	struct power_cycle *power; /* the running power cycle */
+	bool power_gone;	   /* the board left the bus since firmware.bin was written */
+	bool power_verify;	   /* after the gate and the unit: the confirm, not a write */
+	bool power_pending;	   /* the cycle waits for the board back from the confirm's reset */
+	unsigned power_cycles;	   /* power cycles this job asked for */
+	char power_why[1024];	   /* STEP_NEEDS_POWER: what the user reads in boards/status */
 };
 
 struct job_table {
@@ -166,6 +179,8 @@ static bool sd_chosen(const struct job *j, const struct board *b);
 static void sd_write(struct job *j, struct board *b);
 static void sd_confirm(struct job *j, struct board *b);
 static void sd_done(struct job *j, int status);
+static void sdio_needs_power(struct job *j, const char *err);
+static void sdio_verify_now(struct job *j, struct board *b);
 static void on_board_in_job(struct job *j, enum boards_event ev, struct board *b);
 static bool bootloader_visit_new(struct job_table *t, const char *port);
 static void reconcile_soon(struct job_table *t);
@@ -209,6 +224,10 @@ job_json(const struct job *j)
 	json_object_object_add(o, "method", json_object_new_string(j->rec.method));
 	json_object_object_add(o, "step", json_object_new_string(step_names[j->step]));
 	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)j->bytes));
+	if (j->step == STEP_NEEDS_POWER) {
+		json_object_object_add(o, "state", json_object_new_string("needs-power-cycle"));
+		json_object_object_add(o, "why", json_object_new_string(j->power_why));
+	}
 	return o;
 }
 
@@ -330,6 +349,7 @@ job_free(struct job *j)
 	sd_event_source_disable_unref(j->child_src);
 	sd_event_source_disable_unref(j->timer);
 	sd_event_source_disable_unref(j->stable);
+	power_cycle_free(j->power);
 	close_fd(j->out_fd);
 	strv_free(j->stop_globs);
 	free(j);
@@ -877,6 +897,10 @@ step_enter(struct job *j)
 	struct board *b = boards_find_port(j->t->boards, j->port);
 	struct worker_plan plan;
 
+	if (j->power_verify) {
+		sdio_verify_now(j, b);
+		return;
+	}
 	if (b && bootloader_ready(b)) {
 		step_write(j, b);
 		return;
@@ -1380,6 +1404,12 @@ sd_done(struct job *j, int status)
 		step_enter(j);
 		return;
 	}
+	if (strcmp(j->result_step, "power-cycle") == 0) {
+		/* an SDIO-wired card: only a power cycle lets the bootloader read it (the
+		 * confirm reset the board, which comes back with its old firmware) */
+		sdio_needs_power(j, err);
+		return;
+	}
 	/* a worker that reset the board after its failure: it comes back by itself, the
 	 * failure is what it reported */
 	if (!j->result_reset && (j->gone_in_worker || !b || !b->present)) {
@@ -1399,17 +1429,6 @@ sd_done(struct job *j, int status)
 			strv_add(&j->t->held_off, j->port);
 			retry_later(j->t);
 		}
-	}
-	if (strcmp(j->result_step, "power-cycle") == 0) {
-		/* an SDIO-wired card: only a power cycle lets the bootloader read it (the
-		 * history's result "power-cycle": the board waits for one) */
-		struct job_table *t = j->t;
-		char msg[600];
-
-		(void)snprintf(msg, sizeof(msg), "%s", err);
-		strv_add(&t->held_off, j->port);
-		job_finish(j, "power-cycle", LOG_MID_FLASH_FAILED, LOG_WARNING, msg);
-		return;
 	}
 	job_fail(j, "%s on port %s: %s", name_of(j), j->port, err);
 }
@@ -1476,10 +1495,289 @@ child_done(struct job *j, int status)
 	case STEP_BOOT_CHECK:
 	case STEP_ROLLBACK_BOOT_CHECK:
 	case STEP_RESTORE:
+	case STEP_POWER_CYCLE:
+	case STEP_NEEDS_POWER:
 	case _STEP_MAX:
 	default:
 		break;
 	}
+}
+
+/* ---- SDIO boards: the power cycle after the SD-card path -------------------------------
+ *
+ * The stock bootloader of an Octopus, Octopus Pro, SKR 2 or SKR 3 reads the card over SDIO.
+ * Once Klipper has driven the card in SPI mode (the SD-card path) the card stays in SPI mode
+ * until it loses power, so the bootloader cannot read firmware.bin after a reset, only after
+ * a power cycle (Klipper's scripts/spi_flash/board_defs.py marks these boards "skip_verify";
+ * docs/SDCard_Updates.md). With the profile's power group the engine does that cycle itself
+ * and verifies; without one, or when the cycle fails, the job waits in STEP_NEEDS_POWER: the
+ * board shows "needs-power-cycle" in boards and status, the printer runs its old firmware
+ * (its Klipper unit is started again), the job holds no slot, and it finishes by itself -
+ * verified and recorded - when the board comes back after someone switched it off and on. */
+
+/* Jobs that hold a slot: one waiting for a person to switch a board off and on does not. */
+static size_t
+active_jobs(const struct job_table *t)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < t->n_jobs; i++)
+		n += t->jobs[i]->step != STEP_NEEDS_POWER;
+	return n;
+}
+
+static void
+park_needs_power(struct job *j, const char *reason)
+{
+	char why[400];
+	struct log_fields f;
+
+	j->timer = sd_event_source_disable_unref(j->timer);
+	j->stable = sd_event_source_disable_unref(j->stable);
+	j->power_gone = false;
+	if (reason)
+		(void)snprintf(why, sizeof(why), "the power cycle failed: %s", reason);
+	else
+		(void)snprintf(why, sizeof(why), "profile '%s' has no power group", j->profile);
+	(void)snprintf(
+	    j->power_why, sizeof(j->power_why),
+	    "firmware.bin is on the SD card of %s on port %s, but its bootloader reads "
+	    "the card over SDIO and can only after the board loses power, and %s. Switch "
+	    "the board off and on (USB power too): skrflash then verifies and records "
+	    "the flash by itself. It runs its old firmware until then",
+	    name_of(j), j->port, why);
+	set_step(j, STEP_NEEDS_POWER);
+	fields(j, LOG_MID_NEEDS_POWER_CYCLE, &f);
+	f.state = "needs-power-cycle";
+	log_full(LOG_WARNING, 0, &f, "%s", j->power_why);
+	/* the printer works on its old firmware meanwhile: Klipper runs again */
+	if (j->stopped_unit[0]) {
+		restore_unit(j->t, j->stopped_unit);
+		j->stopped_unit[0] = 0;
+		j->rec.stopped_units[0] = 0;
+		persist(j);
+	}
+	{
+		json_object *extra = json_object_new_object();
+
+		json_object_object_add(extra, "state", json_object_new_string("needs-power-cycle"));
+		json_object_object_add(extra, "why", json_object_new_string(j->power_why));
+		emit(j, "job-needs-power-cycle", extra);
+	}
+	start_pending(j->t);
+}
+
+static void sdio_board_back(struct job *j, struct board *b);
+
+/* The board is back in its application after a power cycle; it is verified once it stayed
+ * up (a board that is switched on may flicker while its bootloader flashes). */
+static int
+on_power_back_stable(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct job *j = userdata;
+	struct board *b = boards_find_port(j->t->boards, j->port);
+
+	(void)s;
+	(void)usec;
+	j->stable = sd_event_source_disable_unref(j->stable);
+	if (b && b->present && b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0])
+		sdio_board_back(j, b);
+	return 0;
+}
+
+static void
+watch_power_back(struct job *j, struct board *b)
+{
+	if (!j->power_gone || j->power || j->stable || !b->present ||
+	    b->dev.mode != DEVICE_MODE_KLIPPER_APP || !b->dev.tty[0])
+		return;
+	if (sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
+				       (uint64_t)WORKER_APP_STABLE_MS * 1000u, 1000u,
+				       on_power_back_stable, j) < 0)
+		sdio_board_back(j, b);
+}
+
+/* The power cycle reported success but the board never left, or never came back. */
+static int
+on_power_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct job *j = userdata;
+	char msg[300];
+
+	(void)s;
+	(void)usec;
+	j->timer = sd_event_source_disable_unref(j->timer);
+	if (!j->power_gone)
+		(void)snprintf(msg, sizeof(msg),
+			       "it reported success, but %s on port %s never left the USB bus: "
+			       "check that the power group switches this board",
+			       name_of(j), j->port);
+	else
+		(void)snprintf(msg, sizeof(msg),
+			       "%s on port %s was not back in its application within %.1f s",
+			       name_of(j), j->port, j->t->cfg->boot_timeout_ms / 1000.0);
+	park_needs_power(j, msg);
+	return 0;
+}
+
+static void
+on_power_done(void *userdata, int r, const char *message)
+{
+	struct job *j = userdata;
+	struct log_fields f;
+
+	j->power = power_cycle_free(j->power);
+	if (r < 0) {
+		park_needs_power(j, message);
+		return;
+	}
+	fields(j, LOG_MID_POWER_CYCLE, &f);
+	f.state = "power-cycle";
+	log_full(LOG_NOTICE, 0, &f, "%s", message);
+	/* the board must have left and come back: the boot wait starts now */
+	arm_timer(j, j->t->cfg->boot_timeout_ms, on_power_timeout);
+	{
+		struct board *b = boards_find_port(j->t->boards, j->port);
+
+		if (b)
+			watch_power_back(j, b);
+	}
+}
+
+static void
+power_start(struct job *j)
+{
+	const struct config_profile *p = config_find_profile(j->t->cfg, j->profile);
+	struct power_request req = {0};
+	int r;
+
+	j->timer = sd_event_source_disable_unref(j->timer);
+	j->power_pending = false;
+	if (!p || !p->has_power) { /* the configuration was reloaded meanwhile */
+		park_needs_power(j, NULL);
+		return;
+	}
+	j->power_gone = false;
+	req.power = &p->power;
+	req.board = name_of(j);
+	req.port = j->port;
+	req.job = j->job_id;
+	req.moonraker_url = j->moonraker[0] ? j->moonraker : NULL;
+	req.moonraker_key_file = j->moonraker_key_file;
+	req.klipper_stopped = j->stopped_unit[0] != 0;
+	r = power_cycle_start(j->t->loop, &req, on_power_done, j, &j->power);
+	if (r < 0) {
+		char msg[300];
+
+		(void)snprintf(msg, sizeof(msg), "cannot start it: %s", strerror(-r));
+		park_needs_power(j, msg);
+	}
+}
+
+static int
+on_power_pending_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	(void)s;
+	(void)usec;
+	power_start(userdata);
+	return 0;
+}
+
+/* firmware.bin is on the card of an SDIO board: switch it off and on. The confirm that found
+ * it reset the board; the cycle starts once it is back, so that its leaving is the power's. */
+static void
+step_power_cycle(struct job *j)
+{
+	struct board *b = boards_find_port(j->t->boards, j->port);
+
+	set_step(j, STEP_POWER_CYCLE);
+	if (b && b->present && b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0]) {
+		power_start(j);
+		return;
+	}
+	j->power_pending = true;
+	arm_timer(j, j->t->cfg->boot_timeout_ms, on_power_pending_timeout);
+}
+
+/* Board events while the power goes and comes (STEP_POWER_CYCLE) or while the job waits for
+ * a person (STEP_NEEDS_POWER). */
+static void
+on_board_power(struct job *j, enum boards_event ev, struct board *b)
+{
+	if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
+		/* while waiting for a person, only a board away past the leave grace was switched
+		 * off: Klipper, started again meanwhile, resets a board it finds configured, and
+		 * that flicker is no power cycle */
+		if (ev == BOARDS_LEFT || (j->step == STEP_POWER_CYCLE && !j->power_pending))
+			j->power_gone = true;
+		j->stable = sd_event_source_disable_unref(j->stable);
+		return;
+	}
+	if (j->power_pending && b->present && b->dev.mode == DEVICE_MODE_KLIPPER_APP &&
+	    b->dev.tty[0]) {
+		power_start(j);
+		return;
+	}
+	watch_power_back(j, b);
+}
+
+/* The board is back after a power cycle: the boot check, then the engine's confirm step
+ * (flash/sdpath.c: does the app run the image, clean the card). After the power cycle the
+ * engine did, the Klipper unit is still stopped; after a person's, Klipper ran meanwhile:
+ * the print gate and the unit first (step_enter then comes here through power_verify). */
+static void
+sdio_board_back(struct job *j, struct board *b)
+{
+	j->timer = sd_event_source_disable_unref(j->timer);
+	if (j->step == STEP_NEEDS_POWER) {
+		j->power_verify = true;
+		step_gate(j);
+		return;
+	}
+	sdio_verify_now(j, b);
+}
+
+static void
+sdio_verify_now(struct job *j, struct board *b)
+{
+	j->power_verify = false;
+	if (!b || !b->present || b->dev.mode != DEVICE_MODE_KLIPPER_APP || !b->dev.tty[0]) {
+		park_needs_power(j, "the board left again before its firmware could be checked");
+		return;
+	}
+	j->sd = true;
+	j->sd_confirmed = j->sd_need_gone = false;
+	j->step = STEP_WRITE;
+	begin_boot_check(j);
+}
+
+/* The confirm found firmware.bin still waiting on an SDIO card: one power cycle through the
+ * profile's power group, or the wait for a person. */
+static void
+sdio_needs_power(struct job *j, const char *err)
+{
+	const struct config_profile *p = config_find_profile(j->t->cfg, j->profile);
+	struct log_fields f;
+
+	fields(j, NULL, &f);
+	log_full(LOG_INFO, 0, &f, "%s", err);
+	if (p && p->has_power && j->power_cycles++ == 0) {
+		step_power_cycle(j);
+		return;
+	}
+	park_needs_power(j, j->power_cycles > 1 ? "the board came back with its old firmware "
+						  "(is it powered over USB too?)"
+						: NULL);
+}
+
+/* The boards of the jobs that wait for a power cycle: their "why", NULL for others. */
+const char *
+job_table_needs_power(const struct job_table *t, const char *port)
+{
+	for (size_t i = 0; i < t->n_jobs; i++)
+		if (t->jobs[i]->step == STEP_NEEDS_POWER && strcmp(t->jobs[i]->port, port) == 0)
+			return t->jobs[i]->power_why;
+	return NULL;
 }
 
 /* ---- triggers --------------------------------------------------------------------------- */
@@ -1579,6 +1877,14 @@ resume_at(struct job *j, struct board *b)
 	/* the SD path after its write: the app it is up in is asked what it runs (the
 	 * confirm step is idempotent); before it, the write starts over at the gate */
 	j->sd = strcmp(j->rec.method, "sd") == 0;
+	if ((s == STEP_POWER_CYCLE || s == STEP_NEEDS_POWER) && app) {
+		/* firmware.bin waited for a power cycle when the daemon stopped: whether one came
+		 * meanwhile, the running app tells (the confirm), after the gate and the unit */
+		j->sd = true;
+		j->power_verify = true;
+		step_gate(j);
+		return;
+	}
 	if (j->sd && app && s == STEP_VERIFY)
 		s = STEP_BOOT_CHECK;
 	if ((s == STEP_LEAVE || s == STEP_BOOT_CHECK || s == STEP_ROLLBACK_BOOT_CHECK) && app) {
@@ -1719,7 +2025,7 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 			verdict_done(&v);
 		return -EINVAL;
 	}
-	if (!t->dry_run && t->n_jobs >= t->cfg->max_jobs) {
+	if (!t->dry_run && active_jobs(t) >= t->cfg->max_jobs) {
 		verdict_done(&v);
 		push_pending(t, b->dev.port);
 		*ret_message = xasprintf("%zu jobs running; %s on port %s waits for a free slot",
@@ -1827,7 +2133,7 @@ start_pending(struct job_table *t)
 {
 	size_t i = 0;
 
-	while (i < t->n_pending && t->n_jobs < t->cfg->max_jobs) {
+	while (i < t->n_pending && active_jobs(t) < t->cfg->max_jobs) {
 		char *port = t->pending[i];
 		struct board *b = boards_find_port(t->boards, port);
 
@@ -2037,6 +2343,10 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 		if ((ev == BOARDS_GONE || ev == BOARDS_LEFT) && j->pid > 0)
 			j->gone_in_worker = true;
 		return;
+	case STEP_POWER_CYCLE:
+	case STEP_NEEDS_POWER:
+		on_board_power(j, ev, b);
+		return;
 	case STEP_GATE:
 	case STEP_STOP_UNIT:
 	case STEP_RESTORE:
@@ -2158,7 +2468,7 @@ reconcile_all(struct job_table *t, const char *why)
 {
 	start_pending(t);
 	for (struct board *b = boards_next(t->boards, NULL); b; b = boards_next(t->boards, b)) {
-		if (t->n_jobs >= t->cfg->max_jobs)
+		if (active_jobs(t) >= t->cfg->max_jobs)
 			break;
 		reconcile_board(t, b, why);
 	}
@@ -2281,7 +2591,7 @@ job_table_plan(struct job_table *t, struct board *b, json_object **ret_plan, cha
 size_t
 job_table_running(const struct job_table *t)
 {
-	return t->n_jobs;
+	return active_jobs(t);
 }
 
 json_object *

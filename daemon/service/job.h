@@ -49,5 +49,9 @@ void job_table_reconcile(struct job_table *t);
  * state) as JSON; nothing is touched and no job is recorded. */
 int job_table_plan(struct job_table *t, struct board *b, json_object **ret_plan,
 		   char **ret_message);
+/* Jobs that hold a slot (not those waiting for a person to power-cycle a board). */
 size_t job_table_running(const struct job_table *t);
+/* The job on `port` waits for its board to be switched off and on (an SDIO board after the
+ * SD-card path, no power group or a failed power cycle): why, in words; NULL otherwise. */
+const char *job_table_needs_power(const struct job_table *t, const char *port);
 json_object *job_table_to_json(const struct job_table *t);

@@ -174,13 +174,14 @@ moonraker_read_key(const char *path, char *ret, size_t size)
 	return r;
 }
 
-int
-moonraker_query(const char *url, const char *api_key, unsigned timeout_ms,
-		struct moonraker_state *ret)
+/* One request to <url><path> (GET, or POST with an empty body): fills ret->error,
+ * http_status and detail as moonraker_query() documents them, and the reply in *body. */
+static int
+http_call(const char *url, const char *path, bool post, const char *api_key, unsigned timeout_ms,
+	  struct moonraker_state *ret, struct reply *body)
 {
 	struct curl_slist *headers = NULL;
 	char errbuf[CURL_ERROR_SIZE] = "";
-	struct reply body = {0};
 	size_t url_len;
 	char *full = NULL;
 	CURLcode c;
@@ -204,7 +205,7 @@ moonraker_query(const char *url, const char *api_key, unsigned timeout_ms,
 		str_copy(ret->detail, sizeof(ret->detail), "libcurl initialisation failed");
 		return ret->error;
 	}
-	full = xasprintf("%.*s/printer/objects/query?print_stats", (int)url_len, url);
+	full = xasprintf("%.*s%s", (int)url_len, url, path);
 	curl_easy_setopt(h, CURLOPT_URL, full);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
@@ -218,7 +219,9 @@ moonraker_query(const char *url, const char *api_key, unsigned timeout_ms,
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "skrflash/" SKRFLASH_VERSION);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
+	if (post)
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
 	if (api_key) {
 		char *hdr;
 
@@ -241,8 +244,8 @@ moonraker_query(const char *url, const char *api_key, unsigned timeout_ms,
 	c = curl_easy_perform(h);
 	(void)curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->http_status);
 	if (c != CURLE_OK) {
-		ret->error = body.too_big ? -EFBIG : curl_to_errno(c);
-		if (body.too_big)
+		ret->error = body->too_big ? -EFBIG : curl_to_errno(c);
+		if (body->too_big)
 			snprintf(ret->detail, sizeof(ret->detail), "reply larger than %zu bytes",
 				 REPLY_MAX);
 		else
@@ -256,19 +259,100 @@ moonraker_query(const char *url, const char *api_key, unsigned timeout_ms,
 			     ? ", not authorized: Moonraker refused the API key"
 			     : ", not authorized: trust this host in Moonraker or give an API key "
 			       "(moonraker_api_key_file)");
-	} else if (moonraker_parse(body.data ? body.data : "", body.len, &ret->print, ret->state,
-				   sizeof(ret->state)) < 0) {
+	}
+out:
+	curl_slist_free_all(headers);
+	curl_easy_cleanup(h);
+	free(full);
+	return ret->error;
+}
+
+int
+moonraker_query(const char *url, const char *api_key, unsigned timeout_ms,
+		struct moonraker_state *ret)
+{
+	struct reply body = {0};
+
+	if (http_call(url, "/printer/objects/query?print_stats", false, api_key, timeout_ms, ret,
+		      &body) == 0 &&
+	    moonraker_parse(body.data ? body.data : "", body.len, &ret->print, ret->state,
+			    sizeof(ret->state)) < 0) {
 		ret->error = -EBADMSG;
 		ret->print = MOONRAKER_PRINT_UNKNOWN;
 		ret->state[0] = '\0';
 		str_copy(ret->detail, sizeof(ret->detail),
 			 "reply has no result.status.print_stats.state");
 	}
-out:
-	curl_slist_free_all(headers);
-	curl_easy_cleanup(h);
 	free(body.data);
-	free(full);
+	return ret->error;
+}
+
+int
+moonraker_power_parse(const char *buf, size_t len, const char *device, char *ret_state,
+		      size_t state_size)
+{
+	struct json_tokener *tok;
+	struct json_object *root, *state;
+	size_t end;
+	int r = -EBADMSG;
+
+	if (len == 0 || len > INT_MAX || memchr(buf, '\0', len))
+		return -EBADMSG;
+	tok = json_tokener_new_ex(JSON_DEPTH);
+	if (!tok)
+		return -ENOMEM;
+	root = json_tokener_parse_ex(tok, buf, (int)len);
+	if (!root || json_tokener_get_error(tok) != json_tokener_success)
+		goto out;
+	for (end = json_tokener_get_parse_end(tok); end < len; end++)
+		if (!strchr(" \t\r\n", buf[end]))
+			goto out;
+	/* {"result": {"printer_psu": "off"}} (Moonraker docs/web_api.md, "Set Device State":
+	 * the reply names the device with its state: on, off, init or error) */
+	state = member(member(root, "result", json_type_object), device, json_type_string);
+	if (!state)
+		goto out;
+	if (state_size > 0)
+		escape_name(json_object_get_string(state), ret_state, state_size);
+	r = 0;
+out:
+	json_object_put(root);
+	json_tokener_free(tok);
+	return r;
+}
+
+int
+moonraker_power(const char *url, const char *api_key, const char *device, bool on,
+		unsigned timeout_ms, struct moonraker_state *ret)
+{
+	struct reply body = {0};
+	const char *want = on ? "on" : "off";
+	char *path, *dev;
+
+	/* POST /machine/device_power/device?device=NAME&action=on|off (Moonraker
+	 * docs/web_api.md, "Set Device State"; query arguments stand for the JSON body) */
+	dev = curl_easy_escape(NULL, device, 0);
+	if (!dev) {
+		memset(ret, 0, sizeof(*ret));
+		ret->error = -ENOMEM;
+		return ret->error;
+	}
+	path = xasprintf("/machine/device_power/device?device=%s&action=%s", dev, want);
+	curl_free(dev);
+	if (http_call(url, path, true, api_key, timeout_ms, ret, &body) == 0) {
+		if (moonraker_power_parse(body.data ? body.data : "", body.len, device, ret->state,
+					  sizeof(ret->state)) < 0) {
+			ret->error = -EBADMSG;
+			(void)snprintf(ret->detail, sizeof(ret->detail),
+				       "reply has no result.%.100s", device);
+		} else if (strcmp(ret->state, want) != 0) {
+			ret->error = -EIO;
+			(void)snprintf(ret->detail, sizeof(ret->detail),
+				       "the device reports \"%s\", not \"%s\"", ret->state, want);
+		}
+	}
+	free(body.data);
+	free(path);
 	return ret->error;
 }
 

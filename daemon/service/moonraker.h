@@ -66,3 +66,14 @@ bool moonraker_gate(const struct moonraker_state *st, const char *url, bool fail
 		    const char *board, char **ret_message);
 
 const char *moonraker_print_to_string(enum moonraker_print p);
+
+/* Pure: the state of `device` in a power device reply ({"result": {"NAME": "off"}}). 0 and
+ * ret_state filled (escaped, truncated), or -EBADMSG. */
+int moonraker_power_parse(const char *buf, size_t len, const char *device, char *ret_state,
+			  size_t state_size);
+/* Switch a Moonraker power device ([power NAME] in moonraker.conf) on or off and check that
+ * the reply says it is. Blocks like moonraker_query(); ret->state holds the reported state.
+ * Returns ret->error: 0, the errors of moonraker_query(), or -EIO (another state reported:
+ * the device is locked while printing, or failed). */
+int moonraker_power(const char *url, const char *api_key, const char *device, bool on,
+		    unsigned timeout_ms, struct moonraker_state *ret);

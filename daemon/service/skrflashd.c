@@ -434,7 +434,14 @@ boards_json(struct daemon *d, bool all)
 		json_object *o = board_to_json(b);
 		char state[256];
 
+		const char *why = d->jobs ? job_table_needs_power(d->jobs, b->dev.port) : NULL;
+
 		board_state(d, b, state, sizeof(state));
+		/* an SDIO board whose firmware.bin waits for a power cycle: a state to act on */
+		if (why) {
+			(void)str_copy(state, sizeof(state), "needs-power-cycle");
+			json_object_object_add(o, "why", json_object_new_string(why));
+		}
 		json_object_object_add(o, "state", json_object_new_string(state));
 		if (!b->installed_version[0] && b->installed_sha[0])
 			json_object_object_add(

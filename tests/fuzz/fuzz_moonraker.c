@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* fuzz_moonraker: the print_stats reply parser, the gate decision and the API key file parser
- * on arbitrary bytes. */
+/* fuzz_moonraker: the print_stats reply parser, the gate decision, the API key file parser
+ * and the power device reply parser on arbitrary bytes. */
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -43,6 +43,19 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				__builtin_trap();
 			for (size_t i = 0; i < n; i++)
 				if ((unsigned char)key[i] <= ' ' || key[i] == 0x7f)
+					__builtin_trap();
+		}
+	}
+	{
+		/* a power device reply: the state is bounded and printable (escaped) */
+		char state[16];
+
+		if (moonraker_power_parse((const char *)data, size, "printer_psu", state,
+					  sizeof(state)) == 0) {
+			if (strlen(state) >= sizeof(state))
+				__builtin_trap();
+			for (size_t i = 0; state[i]; i++)
+				if ((unsigned char)state[i] < ' ')
 					__builtin_trap();
 		}
 	}

@@ -322,8 +322,8 @@ test_exfat(void)
 }
 
 /* An Octopus (SDIO-wired card, profile methods = ["sd"]): after Klipper used the card over
- * SPI its bootloader cannot read it; the job ends "power-cycle" with firmware.bin
- * kept, and a power cycle finishes the flash. */
+ * SPI its bootloader cannot read it; the job waits in needs-power-cycle with firmware.bin
+ * kept, and a power cycle finishes the flash (test_engine_sdio has the rest). */
 static void
 test_sdio(void)
 {
@@ -341,14 +341,24 @@ test_sdio(void)
 	CHECK_EQ_INT(queue("octopus", &m), 0);
 	CHECK_EQ_INT(eng_wait("power-cycle the board to finish", 30000), 0);
 	CHECK_EQ_INT(sim_proc_wait_notify(eng_daemon(), "0 jobs running", 10000), 0);
-	check_history("7-4", m.sha, "power-cycle");
+	check_history("7-4", m.sha, "running");
 	CHECK_EQ_INT(sh("mdir -i %s ::firmware.bin >/dev/null", sim_board_sdcard_path(b)), 0);
 	enums = sim_board_enumerations(b);
+	/* off past the leave grace: a person's power cycle, not a reset */
+	CHECK_EQ_INT(sim_board_power_off(b), 0);
+	usleep(1500 * 1000);
 	CHECK_EQ_INT(sim_board_power_cycle(b), 0);
 	CHECK_EQ_INT(sim_board_wait_enumerations(b, enums + 1, 10000), 0);
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 10000), 0);
 	CHECK_STREQ(sim_board_app_version(b), "v-sdio");
 	CHECK(flash_equals(sim_board_flash(b), sim_board_app_start(b), m.bytes, m.len));
+	{
+		char *needle = xasprintf("flashed octopus-f446 on port 7-4 with %.12s", m.sha);
+
+		CHECK_EQ_INT(eng_wait(needle, 120000), 0);
+		check_history("7-4", m.sha, "succeeded");
+		free(needle);
+	}
 	img_free(&m);
 }
 

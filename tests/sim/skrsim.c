@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "sim.h"
+#include "sim_power.h"
 #include "util.h"
 
 #define MAX_SPECS 64
@@ -42,6 +43,8 @@ usage(FILE *f)
 		"       stock bootloader it flashes firmware.bin from it on reset)\n"
 		"       sdfs=fat12|fat16|fat32|exfat|none  (the card's filesystem)\n"
 		"Without CMD, skrsim keeps the boards up until SIGINT/SIGTERM.\n"
+		"CMD switches boards off and on by appending 'PORT off|on|cycle' lines to the\n"
+		"file $SKRSIM_POWER.\n"
 		"A scenario file holds one board description per line ('#' comments).\n");
 }
 
@@ -199,10 +202,14 @@ print_boards(struct sim *s, FILE *out)
 static int
 run_command(struct sim *s, char **argv, const sigset_t *mask, const sigset_t *old)
 {
+	char *power_path = xasprintf("%s/power", sim_root(s));
+	struct sim_power power = {.path = power_path};
 	pid_t pid;
 	int st;
 
 	setenv("SKRSIM_ROOT", sim_root(s), 1);
+	/* the command switches boards off and on through this file (sim_power.h) */
+	setenv("SKRSIM_POWER", power_path, 1);
 	fflush(stdout);
 	fflush(stderr);
 	pid = fork();
@@ -216,8 +223,10 @@ run_command(struct sim *s, char **argv, const sigset_t *mask, const sigset_t *ol
 		fprintf(stderr, "skrsim: %s: %s\n", argv[0], strerror(errno));
 		_exit(127);
 	}
-	if (pid < 0)
+	if (pid < 0) {
+		free(power_path);
 		return 127;
+	}
 	/* forward SIGINT/SIGTERM to the command and keep the boards up until it exits */
 	for (;;) {
 		struct timespec ts = {.tv_sec = 0, .tv_nsec = 50000000};
@@ -225,9 +234,11 @@ run_command(struct sim *s, char **argv, const sigset_t *mask, const sigset_t *ol
 
 		if (sig > 0)
 			kill(pid, sig);
+		(void)sim_power_poll(s, &power);
 		if (waitpid(pid, &st, WNOHANG) == pid)
 			break;
 	}
+	free(power_path);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
