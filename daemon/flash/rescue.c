@@ -16,6 +16,7 @@
 #include "flash/rescue_lpc.h"
 #include "flash/rescue_stm32.h"
 #include "proto/lpcisp.h"
+#include "util.h"
 
 void
 rescue_error(struct rescue_result *res, const char *fmt, ...)
@@ -199,6 +200,114 @@ sp_in_ram(const struct catalog_mcu *mcu, uint32_t sp)
 	return false;
 }
 
+/* Katapult marks its builds (Arksine/katapult): src/generic/armcm_canboot.c puts the 8-byte
+ * CANBOOT_SIGNATURE "CanBoot!" right before ResetHandler (Klipper's armcm_reset.c finds it at
+ * vector[1] - 9), and command_connect() in src/flashcmd.c answers CONFIG_MCU (a C string in
+ * .rodata) and CONFIG_LAUNCH_APP_ADDRESS (a 32-bit literal; command_write_block() compares
+ * with it too, and start_application() jumps through CONFIG_APPLICATION_START, the same
+ * address). So the MCU and the application start of a build are both visible in its bytes. */
+static const uint8_t katapult_sig[8] = {'C', 'a', 'n', 'B', 'o', 'o', 't', '!'};
+
+bool
+rescue_image_is_katapult(const struct catalog_mcu *mcu, const uint8_t *img, size_t len)
+{
+	uint32_t reset;
+
+	if (len < 8)
+		return false;
+	reset = le32(img + 4) & ~1u;
+	if (reset < mcu->flash_base + 8 || reset - mcu->flash_base > len)
+		return false;
+	return memcmp(img + (reset - mcu->flash_base - 8), katapult_sig, 8) == 0;
+}
+
+static bool
+has_cstring(const uint8_t *img, size_t len, const char *s)
+{
+	/* with its NUL: "stm32f103" is not "stm32f103xe" */
+	return memmem(img, len, s, strlen(s) + 1) != NULL;
+}
+
+static bool
+has_word(const uint8_t *img, size_t len, uint32_t v)
+{
+	for (size_t i = 0; i + 4 <= len; i += 4)
+		if (le32(img + i) == v)
+			return true;
+	return false;
+}
+
+/* The MCU a Katapult build names, when it is a catalog MCU other than ours. */
+static const char *
+other_mcu(const struct catalog_mcu *mcu, const uint8_t *img, size_t len)
+{
+	size_t n;
+	const struct catalog_board *b = catalog_boards(&n);
+
+	for (size_t i = 0; i < n; i++)
+		if (b[i].mcu && strcmp(b[i].mcu->name, mcu->name) != 0 &&
+		    has_cstring(img, len, b[i].mcu->name))
+			return b[i].mcu->name;
+	return NULL;
+}
+
+/* Another application start this build may use: the catalog's menuconfig offsets and the
+ * usual Katapult sizes (protocols.md §2.3), found as a literal. 0 = none found. */
+static uint32_t
+other_app_start(const struct catalog_mcu *mcu, const uint8_t *img, size_t len, uint32_t want)
+{
+	static const uint32_t sizes[] = {0x2000, 0x4000, 0x8000, 0x10000, 0x20000};
+	const struct catalog_offset *off;
+	size_t n = catalog_mcu_offsets(mcu, &off);
+
+	for (size_t i = 0; i < n; i++)
+		if (off[i].offset && mcu->flash_base + off[i].offset != want &&
+		    has_word(img, len, mcu->flash_base + off[i].offset))
+			return mcu->flash_base + off[i].offset;
+	for (size_t i = 0; i < ELEMENTSOF(sizes); i++)
+		if (mcu->flash_base + sizes[i] != want &&
+		    has_word(img, len, mcu->flash_base + sizes[i]))
+			return mcu->flash_base + sizes[i];
+	return 0;
+}
+
+static int
+check_katapult(const struct rescue_opts *o, const uint8_t *img, size_t len, char *err,
+	       size_t errlen)
+{
+	uint32_t want = o->mcu->flash_base + o->boot_size, other;
+	const char *mcu;
+
+	if (!has_cstring(img, len, o->mcu->name)) {
+		mcu = other_mcu(o->mcu, img, len);
+		snprintf(err, errlen,
+			 "this Katapult build is for %s, not %s: build it for the board's MCU "
+			 "(make menuconfig: Processor model)",
+			 mcu ? mcu : "an MCU it does not name", o->mcu->name);
+		return -EINVAL;
+	}
+	if (has_word(img, len, want))
+		return 0;
+	other = other_app_start(o->mcu, img, len, want);
+	if (other)
+		snprintf(
+		    err, errlen,
+		    "this Katapult build starts the application at 0x%08x, but the installed "
+		    "application is at 0x%08x: it would not boot Klipper; rebuild Katapult with "
+		    "the %s application offset",
+		    other, want,
+		    catalog_offset_name(o->mcu, want - o->mcu->flash_base)
+			? catalog_offset_name(o->mcu, want - o->mcu->flash_base)
+			: "board's");
+	else
+		snprintf(err, errlen,
+			 "cannot find the application start 0x%08x in this Katapult build: it "
+			 "would not boot the installed Klipper; rebuild Katapult with that "
+			 "application offset",
+			 want);
+	return -EINVAL;
+}
+
 int
 rescue_check_image(const struct rescue_opts *o, const uint8_t *img, size_t len, char *err,
 		   size_t errlen)
@@ -236,6 +345,8 @@ rescue_check_image(const struct rescue_opts *o, const uint8_t *img, size_t len, 
 			 crp);
 		return -EINVAL;
 	}
+	if (rescue_image_is_katapult(o->mcu, img, len))
+		return check_katapult(o, img, len, err, errlen);
 	return 0;
 }
 

@@ -66,10 +66,15 @@ enum rescue_uart_kind rescue_uart_kind(const char *tty, const char *sysfs);
 int rescue_serial_open(const char *tty, unsigned baud, const struct rescue_opts *o, char *err,
 		       size_t errlen);
 /* Check a bootloader image before anything is touched: fits the area, initial SP inside the
- * MCU's RAM, reset handler inside the area, and (LPC) no code-read-protection word.
+ * MCU's RAM, reset handler inside the area, (LPC) no code-read-protection word, and for a
+ * Katapult build: made for this MCU, starting the application where the board has it.
  * 0 or -EINVAL with err set. */
 int rescue_check_image(const struct rescue_opts *o, const uint8_t *img, size_t len, char *err,
 		       size_t errlen);
+/* A Katapult build: its signature "CanBoot!" right before the reset handler. A Katapult
+ * image must also name the MCU and use the board's application start (flash_base +
+ * boot_size), which rescue_check_image checks. */
+bool rescue_image_is_katapult(const struct catalog_mcu *mcu, const uint8_t *img, size_t len);
 /* Sectors of the bootloader area as a bit mask of sector indices (catalog geometry).
  * -ERANGE when the area does not end on a sector boundary. */
 int rescue_boot_sectors(const struct rescue_opts *o, uint32_t *ret_mask);
