@@ -85,6 +85,21 @@ int rescue_install(int fd, const struct rescue_opts *o, const uint8_t *img, size
 		   struct rescue_result *res);
 void rescue_result_free(struct rescue_result *res);
 
+struct image;
+struct worker_rescue_plan;
+/* A bootloader file (.bin, or .hex/.elf that must load at the flash base); err names the
+ * file. 0 or -errno. */
+int rescue_load_image(const char *file, const struct catalog_mcu *mcu, struct image *img, char *err,
+		      size_t errlen);
+/* The RESET and boot-mode lines by name (NULL/"" = not wired; none: *ret = NULL, the user's
+ * hands), requested as the ROM needs them. 0 or -errno with err set. */
+int rescue_open_lines(const char *reset_line, const char *boot_line, enum rescue_rom rom,
+		      struct gpio **ret, char *err, size_t errlen);
+/* `skrflashd --worker` with a rescue plan (flash/worker.h): check the image, the lines, the
+ * port, rescue_install, the old area to p->old_path; progress, "note" (what the user must do
+ * by hand) and one result line as JSON on out_fd. 0 or -errno. */
+int rescue_worker_run(const struct worker_rescue_plan *p, int out_fd);
+
 /* For the clients (rescue_lpc.c, rescue_stm32.c). */
 void rescue_error(struct rescue_result *res, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
