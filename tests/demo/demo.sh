@@ -11,6 +11,9 @@
 #            asked (auto_flash = [])                                    --dry-run, then for real
 #   pico     SKR Pico (RP2040) running Klipper, no bootloader of its  -> flashed through BOOTSEL
 #            own                                                        (PICOBOOT) and back
+#   turbo    SKR 1.4 Turbo (LPC1769) whose SD slot died: its stock    -> Katapult installed over
+#            bootloader only reads that slot; its ROM on a UART          the UART (rescue), then
+#                                                                       Klipper over USB; restore
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -32,8 +35,12 @@ profiles = (
   { name = "manta"; match = { board = "manta-m8p"; port = "1-4"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "pico"; match = { board = "skr-pico"; port = "1-5"; };
-    auto_flash = [ "hotplug", "queue" ]; }
+    auto_flash = [ "hotplug", "queue" ]; },
+  { name = "turbo"; match = { board = "skr-1.4-turbo"; port = "1-9"; };
+    auto_flash = [ "queue" ]; }
 );
+# the Pi's UART wired to the SKR 1.4 Turbo's UART0 (TFT header), no GPIO lines: guided
+rescue = ( { device = "$T/uart-1-9"; baud = 115200; board = "skr-1.4-turbo"; } );
 CONF
 
 sim="$BUILD/skrsim"
@@ -43,6 +50,8 @@ sim="$BUILD/skrsim"
 "$sim" image manta-m8p v0.13.0-farm "$T/manta-good.bin"
 "$sim" image manta-m8p v0.13.1-wrong-crystal "$T/manta-crash.bin"
 "$sim" image skr-pico v0.13.0-farm "$T/pico.bin"
+"$sim" bootloader skr-1.4-turbo katapult "$T/katapult.bin"
+"$sim" image skr-1.4-turbo v0.13.0-farm "$T/turbo.bin"
 
 echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
 exec "$sim" --quiet \
@@ -51,4 +60,5 @@ exec "$sim" --quiet \
 	--board manta-m8p@1-4:katapult-installed,bootloop=recover,cycles=2,crash=wrong-crystal \
 	--board octopus-f446@1-1:katapult-installed \
 	--board skr-pico@1-5:klipper-app \
+	--board "skr-1.4-turbo@1-9:klipper-app,uart=$T/uart-1-9" \
 	-- sh "$here/inner.sh" "$T" "$BUILD"
