@@ -281,10 +281,10 @@ check_katapult(const struct rescue_opts *o, const uint8_t *img, size_t len, char
 	       size_t errlen)
 {
 	uint32_t want = o->mcu->flash_base + o->boot_size, other;
-	const char *mcu;
 
 	if (!has_cstring(img, len, o->mcu->name)) {
-		mcu = other_mcu(o->mcu, img, len);
+		const char *mcu = other_mcu(o->mcu, img, len);
+
 		snprintf(err, errlen,
 			 "this Katapult build is for %s, not %s: build it for the board's MCU "
 			 "(make menuconfig: Processor model)",
@@ -531,7 +531,6 @@ run_install(const struct worker_rescue_plan *p, struct rescue_opts *o, const str
 {
 	struct rescue_result res;
 	bool by_hand = !o->gpio || !gpio_wired(o->gpio, GPIO_ROLE_RESET);
-	char msg[600];
 	int fd, r;
 
 	memset(&res, 0, sizeof(res));
@@ -540,6 +539,8 @@ run_install(const struct worker_rescue_plan *p, struct rescue_opts *o, const str
 	if (fd < 0)
 		return out_result(out_fd, fd, "open", res.error, NULL, false);
 	if (by_hand) {
+		char msg[600];
+
 		o->sync_tries = p->sync_tries ? p->sync_tries : 120; /* 30 s for the user */
 		snprintf(msg, sizeof(msg),
 			 "now, on %s: %s, press and release RESET%s; waiting for the ROM to answer "

@@ -2147,10 +2147,10 @@ rescue_write(struct job *j)
 
 	set_step(j, STEP_WRITE);
 	r = worker_rescue_plan_to_json(j->rplan, &json);
-	if (r >= 0)
+	if (r >= 0) {
 		log_debug("job %s: rescue plan %s", j->job_id, json);
-	if (r >= 0)
 		r = spawn(j, CHILD_WORKER, json);
+	}
 	free(json);
 	if (r < 0) {
 		job_fail(j, "cannot start a worker for the rescue of %s: %s", name_of(j),

@@ -663,12 +663,13 @@ static json_object *
 rescue_image(struct daemon *d, const struct control_request *req, const char *tty,
 	     const struct board *usb, char sha[65])
 {
-	char fmt[32] = "";
 	uint8_t *data = NULL;
 	size_t len = 0;
 	int r;
 
 	if (req->restore) {
+		char fmt[32] = "";
+
 		if (req->sha[0])
 			(void)str_copy(sha, 65, req->sha);
 		else if (rescue_kept_sha(d, tty, usb ? usb->id : 0, sha) < 0)
@@ -725,7 +726,10 @@ rescue_json(struct daemon *d, const struct control_request *req)
 				 cb->name);
 	(void)str_copy(plan.action, sizeof(plan.action), req->restore ? "restore" : "rescue");
 	(void)str_copy(plan.board, sizeof(plan.board), cb->name);
-	(void)str_copy(plan.tty, sizeof(plan.tty), req->device[0] ? req->device : e->device);
+	(void)str_copy(plan.tty, sizeof(plan.tty),
+		       req->device[0] ? req->device
+		       : e	      ? e->device
+				      : "");
 	plan.baud = e ? e->baud : 115200;
 	if (e && e->reset_line)
 		(void)str_copy(plan.reset_line, sizeof(plan.reset_line), e->reset_line);

@@ -8,7 +8,9 @@
  * - the rescue: Katapult in sectors 0-3, the application kept byte for byte, the old stock
  *   bootloader in the store (content-addressed) and in the history row, the board back on
  *   USB as Katapult's application; a new Klipper then goes over USB through Katapult;
- * - restore: the stock bootloader back over the same UART, the new application kept. */
+ * - restore: the stock bootloader back over the same UART, the new application kept;
+ * - a write error: a clear message, the old bootloader kept anyway, the application kept,
+ *   and the board (in ISP by itself now) rescued by simply running the rescue again. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +188,55 @@ test_restore(struct sim_board *b, const uint8_t *stock)
 	free(app);
 }
 
+/* A write error: the job fails with what happened and what to do, the stock bootloader it
+ * read is kept all the same, the application is untouched, and sector 0 stays erased so the
+ * ROM comes up in ISP by itself: the rescue is simply run again, and then works. */
+static void
+test_write_error_then_again(struct sim_board *b, const uint8_t *kat, char *kat_path)
+{
+	struct flash *f = sim_board_flash(b);
+	uint8_t *app = eng_flash_copy(b, BOOT, f->size), *boot = eng_flash_copy(b, 0, BOOT);
+	char boot_sha[65];
+	struct sim_proc *cli;
+	json_object *row;
+
+	sha256_hex(boot, BOOT, boot_sha);
+	CHECK_EQ_INT(sim_board_uart_faults(b, LPC_SIM_WRITE_ERROR), 0);
+	cli = ctl_spawn((char[]){"rescue"}, kat_path);
+	CHECK_EQ_INT(eng_wait_count("now, on skr-1.4-turbo: hold ISP (P2.10) low", 4, 20000), 0);
+	CHECK_EQ_INT(sim_board_uart_enter_rom(b), 0);
+	CHECK_EQ_INT(sim_proc_wait_exit(cli, 60000), 1);
+	CHECK(strstr(sim_proc_output(cli), "verify failed at 0x02000") &&
+	      strstr(sim_proc_output(cli), "the rescue can be run again"));
+	sim_proc_free(cli);
+	CHECK(flash_is_erased(f, 0, 4096));
+	CHECK(flash_equals(f, BOOT, app, f->size - BOOT));
+	row = newest_row(uart_port);
+	CHECK(row != NULL);
+	CHECK_STREQ(eng_str(row, "result"), "failed");
+	CHECK_STREQ(eng_str(row, "old_sha256"), boot_sha); /* kept although the write failed */
+	json_object_put(row);
+	/* RESET: no valid user code, so the ROM stays in ISP and the board off USB */
+	CHECK_EQ_INT(sim_board_uart_reset(b), 0);
+	CHECK_EQ_INT(sim_board_uart_state(b), LPC_SIM_WAIT_SYNC);
+	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_OFF);
+
+	CHECK_EQ_INT(sim_board_uart_faults(b, 0), 0);
+	cli = ctl_spawn((char[]){"rescue"}, kat_path);
+	CHECK_EQ_INT(
+	    eng_wait_count("installed and verified: now press and release RESET", 3, 60000), 0);
+	CHECK_EQ_INT(sim_proc_wait_exit(cli, 30000), 0);
+	CHECK(strstr(sim_proc_output(cli), "was not on USB before"));
+	sim_proc_free(cli);
+	CHECK(flash_equals(f, 0, kat, KAT_LEN));
+	CHECK(flash_equals(f, BOOT, app, f->size - BOOT));
+	CHECK_EQ_INT(sim_board_uart_reset(b), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_EQ_INT(eng_wait_board_mode(PORT, "klipper-app", 10000), 0);
+	free(app);
+	free(boot);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -225,6 +276,7 @@ main(int argc, char **argv)
 	test_rescue(b, stock, kat, kat_path);
 	test_klipper_over_usb(b);
 	test_restore(b, stock);
+	test_write_error_then_again(b, kat, kat_path);
 	CHECK_EQ_INT(eng_stop(), 0);
 	eng_done();
 	free(conf);

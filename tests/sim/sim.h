@@ -269,7 +269,7 @@ const char *sim_board_uart(struct sim_board *b);
  * ISP go (the ROM enters ISP unless WDTOF is set); or just press RESET. 0 or -errno. */
 int sim_board_uart_enter_rom(struct sim_board *b);
 int sim_board_uart_reset(struct sim_board *b);
-/* LPC_SIM_* faults of the ROM model (lpcisp_sim.h). */
+/* LPC_SIM_* faults of the ROM model (lpcisp_sim.h); a write error hits sector 2. */
 int sim_board_uart_faults(struct sim_board *b, unsigned faults);
 /* The ROM's state (enum lpc_sim_state), -ENODEV without a UART. */
 int sim_board_uart_state(struct sim_board *b);

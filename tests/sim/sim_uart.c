@@ -126,6 +126,7 @@ sim_board_uart_faults(struct sim_board *b, unsigned faults)
 		return -ENODEV;
 	pthread_mutex_lock(&b->uart->lpc->lock);
 	b->uart->lpc->faults = faults;
+	b->uart->lpc->write_error_sector = 2;
 	pthread_mutex_unlock(&b->uart->lpc->lock);
 	return 0;
 }
