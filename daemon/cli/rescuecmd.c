@@ -178,53 +178,12 @@ progress(void *userdata, const char *step, uint64_t done, uint64_t total)
 		(unsigned long long)total);
 }
 
-/* The bootloader file: a .bin (or .hex/.elf linked at the flash base). */
-static int
-load_image(const char *file, const struct catalog_board *b, struct image *img)
-{
-	uint8_t *buf = NULL;
-	size_t len = 0;
-	const char *why = NULL;
-	int r = read_file(file, 16u << 20, &buf, &len);
-
-	if (r < 0) {
-		fprintf(stderr, "skrflashctl rescue: %s: %s\n", file, strerror(-r));
-		return r;
-	}
-	r = image_parse(buf, len, img, &why);
-	free(buf);
-	if (r < 0) {
-		fprintf(stderr, "skrflashctl rescue: %s: %s\n", file, why ? why : strerror(-r));
-		return r;
-	}
-	if (img->has_load_address && img->load_address != b->mcu->flash_base) {
-		fprintf(stderr,
-			"skrflashctl rescue: %s loads at 0x%08x, not at the flash base 0x%08x: "
-			"that is an application, not a bootloader\n",
-			file, img->load_address, b->mcu->flash_base);
-		image_done(img);
-		return -EINVAL;
-	}
-	return 0;
-}
-
 static int
 open_lines(const struct args *a, enum rescue_rom rom, struct gpio **ret)
 {
-	struct gpio_config cfg = {.consumer = "skrflash-rescue"};
 	char err[512];
-	int r;
+	int r = rescue_open_lines(a->reset_line, a->boot_line, rom, ret, err, sizeof(err));
 
-	*ret = NULL;
-	if (!a->reset_line && !a->boot_line)
-		return 0;
-	cfg.lines[GPIO_ROLE_RESET] = (struct gpio_line_config){a->reset_line, true, true};
-	/* LPC ISP is pulled up on the board and pulled low to assert; STM32 BOOT0 has a
-	 * pull-down and must be driven high (research §3.2) */
-	cfg.lines[GPIO_ROLE_BOOT] = rom == RESCUE_ROM_LPCISP
-					? (struct gpio_line_config){a->boot_line, true, true}
-					: (struct gpio_line_config){a->boot_line, false, false};
-	r = gpio_open(&cfg, ret, err, sizeof(err));
 	if (r < 0)
 		fprintf(stderr, "skrflashctl rescue: %s\n", err);
 	return r;
@@ -370,8 +329,10 @@ rescue_board(struct args *a)
 			w ? w->notes : "no UART rescue facts for this board");
 		return EXIT_FAIL;
 	}
-	if (load_image(a->file, b, &img) < 0)
+	if (rescue_load_image(a->file, b->mcu, &img, err, sizeof(err)) < 0) {
+		fprintf(stderr, "skrflashctl rescue: %s\n", err);
 		return EXIT_FAIL;
+	}
 	o = (struct rescue_opts){.rom = w->rom,
 				 .tty = a->device,
 				 .mcu = b->mcu,

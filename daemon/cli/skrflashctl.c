@@ -54,6 +54,8 @@ struct ctl {
 	bool all, no_wait, dry_run, force;
 	const char *board, *profile, *device, *method, *window;
 	const char *baud, *crystal, *reset_line, *boot_line, *save_old; /* rescue */
+	bool local;	 /* rescue in this process, without the daemon */
+	const char *sha; /* restore */
 	unsigned limit;
 };
 
@@ -1056,6 +1058,9 @@ follow_job(struct ctl *c, int watch, char **buf, size_t *len, const char *board,
 		} else if (strcmp(name, "job-step") == 0 && !c->json) {
 			progress_break(&p);
 			printf("%s: %s\n", board, jstr(data, "step"));
+		} else if (strcmp(name, "job-note") == 0 && !c->json) {
+			progress_break(&p);
+			printf("%s: %s\n", board, jstr(data, "message"));
 		} else if (strcmp(name, "job-finished") == 0) {
 			bool ok = strcmp(jstr(data, "result"), "succeeded") == 0;
 
@@ -1259,9 +1264,11 @@ cmd_reboot(struct ctl *c, char **args)
 	return code;
 }
 
-/* rescue FILE: install a USB bootloader over a UART (cli/rescuecmd). */
+static int load_ctl_config_ex(struct ctl *c, bool report);
+
+/* rescue --local / --dry-run: in this process (cli/rescuecmd). */
 static int
-cmd_rescue(struct ctl *c, char **args)
+rescue_here(struct ctl *c, char **args)
 {
 	const struct {
 		const char *flag, *value;
@@ -1289,6 +1296,87 @@ cmd_rescue(struct ctl *c, char **args)
 	return code;
 }
 
+/* rescue FILE / restore BOARD through the daemon: a job with the gates of a flash, journal
+ * and history, followed to its end. */
+static int
+rescue_daemon(struct ctl *c, const char *file, const char *board, bool restore)
+{
+	json_object *req = request("rescue"), *resp, *r;
+	char *buf = NULL, *abs = NULL, port[80] = "", name[80] = "";
+	size_t len = 0;
+	int code, watch;
+
+	if (!c->socket_path && load_ctl_config_ex(c, false) != EXIT_OK)
+		c->socket_path = SKRFLASH_RUNTIME_DIR "/" SKRFLASH_CONTROL_SOCKET_NAME;
+	watch = subscribe(c, &buf, &len);
+	if (watch < 0) {
+		json_object_put(req);
+		free(buf);
+		if (is_unreachable(watch) && !restore)
+			return fail(
+			    c, EXIT_UNREACHABLE,
+			    "skrflashd is not running (cannot connect to %s): start it, or "
+			    "run the rescue in this process with --local (then nothing stops "
+			    "Klipper and nothing is recorded in the journal or history)",
+			    c->socket_path);
+		return unreachable(c, watch);
+	}
+	if (board)
+		json_object_object_add(req, "board", json_object_new_string(board));
+	if (c->device)
+		json_object_object_add(req, "device", json_object_new_string(c->device));
+	if (restore)
+		json_object_object_add(req, "restore", json_object_new_boolean(true));
+	if (c->sha)
+		json_object_object_add(req, "sha", json_object_new_string(c->sha));
+	if (file) {
+		abs = realpath(file, NULL);
+		json_object_object_add(req, "file", json_object_new_string(abs ? abs : file));
+		free(abs);
+	}
+	code = call(c, req, &resp);
+	if (code) {
+		close_fd(watch);
+		free(buf);
+		return code;
+	}
+	if (json_object_object_get_ex(resp, "rescue", &r)) {
+		(void)str_copy(port, sizeof(port), jstr(r, "port"));
+		(void)str_copy(name, sizeof(name), jstr(r, "board"));
+		if (!c->json)
+			printf("%s %s over %s with bootloader %.12s (skrflashd job; `skrflashctl "
+			       "history` keeps it)\n",
+			       restore ? "Restoring the bootloader of" : "Rescuing", name,
+			       jstr(r, "device"), jstr(r, "sha256"));
+	}
+	json_object_put(resp);
+	code = follow_job(c, watch, &buf, &len, name, port);
+	close_fd(watch);
+	free(buf);
+	return code;
+}
+
+/* rescue FILE: install a USB bootloader over a UART (docs/rescue.md). */
+static int
+cmd_rescue(struct ctl *c, char **args)
+{
+	if (c->dry_run || c->local) {
+		if (c->local && !c->dry_run && !c->json)
+			fprintf(stderr,
+				"skrflashctl rescue: --local: running here, without "
+				"skrflashd: Klipper is not stopped and nothing is recorded\n");
+		return rescue_here(c, args);
+	}
+	return rescue_daemon(c, args[0], c->board, false);
+}
+
+/* restore BOARD: the bootloader a rescue kept, written back over the same UART. */
+static int
+cmd_restore(struct ctl *c, char **args)
+{
+	return rescue_daemon(c, NULL, args[0], true);
+}
+
 /* ---- command line -------------------------------------------------------------------- */
 
 /* Options, by their short letter; which a command takes is its `opts` string. */
@@ -1300,6 +1388,8 @@ enum {
 	OPT_RESET_LINE = 'r',
 	OPT_BOOT_LINE = 'i',
 	OPT_SAVE_OLD = 'S',
+	OPT_LOCAL = 'o',
+	OPT_SHA = 'H',
 };
 
 static const struct option options[] = {
@@ -1325,6 +1415,8 @@ static const struct option options[] = {
     {"reset-line", required_argument, NULL, OPT_RESET_LINE},
     {"boot-line", required_argument, NULL, OPT_BOOT_LINE},
     {"save-old", required_argument, NULL, OPT_SAVE_OLD},
+    {"local", no_argument, NULL, OPT_LOCAL},
+    {"sha", required_argument, NULL, OPT_SHA},
     {NULL, 0, NULL, 0},
 };
 
@@ -1362,10 +1454,17 @@ static const struct command commands[] = {
      "allow firmware that failed to boot on BOARD again, and flash it now"},
     {"reboot", 0, 1, "db", false, cmd_reboot, "reboot --device PATH [--board NAME]",
      "start the application already in flash: leave Katapult, ROM DFU or BOOTSEL"},
-    {"rescue", 1, 1, "bdDBxriS", false, cmd_rescue,
-     "rescue FILE --board NAME --device TTY [--dry-run] [--reset-line L] [--boot-line L]",
-     "install a USB bootloader over a UART (docs/rescue.md); also --baud N, --crystal KHZ,\n"
-     "--save-old FILE; --dry-run prints the plan and the wiring"},
+    {"rescue", 1, 1, "bdDBxriSo", false, cmd_rescue,
+     "rescue FILE [--board NAME] [--device TTY] [--dry-run] [--local]",
+     "install a USB bootloader (Katapult) over a UART, keeping the application\n"
+     "(docs/rescue.md): a skrflashd job (print-state gate, Klipper stopped, the old\n"
+     "bootloader kept for `restore`, journal + history), the UART, lines and board from\n"
+     "the rescue section of skrflash.conf; --dry-run prints the plan and the wiring;\n"
+     "--local runs it here without the daemon (also --reset-line L, --boot-line L,\n"
+     "--baud N, --crystal KHZ, --save-old FILE)"},
+    {"restore", 1, 1, "dH", false, cmd_restore, "restore BOARD [--sha SHA] [--device TTY]",
+     "write the bootloader the last rescue of BOARD kept (or stored file SHA) back over\n"
+     "the same UART, through skrflashd"},
 };
 
 static void
@@ -1556,6 +1655,12 @@ parse_options(struct ctl *c, int argc, char **argv, char *seen, bool *ret_exit)
 			break;
 		case OPT_SAVE_OLD:
 			c->save_old = optarg;
+			break;
+		case OPT_LOCAL:
+			c->local = true;
+			break;
+		case OPT_SHA:
+			c->sha = optarg;
 			break;
 		default:
 			return unknown_option(c, argv[optind - 1]);

@@ -66,10 +66,15 @@ enum rescue_uart_kind rescue_uart_kind(const char *tty, const char *sysfs);
 int rescue_serial_open(const char *tty, unsigned baud, const struct rescue_opts *o, char *err,
 		       size_t errlen);
 /* Check a bootloader image before anything is touched: fits the area, initial SP inside the
- * MCU's RAM, reset handler inside the area, and (LPC) no code-read-protection word.
+ * MCU's RAM, reset handler inside the area, (LPC) no code-read-protection word, and for a
+ * Katapult build: made for this MCU, starting the application where the board has it.
  * 0 or -EINVAL with err set. */
 int rescue_check_image(const struct rescue_opts *o, const uint8_t *img, size_t len, char *err,
 		       size_t errlen);
+/* A Katapult build: its signature "CanBoot!" right before the reset handler. A Katapult
+ * image must also name the MCU and use the board's application start (flash_base +
+ * boot_size), which rescue_check_image checks. */
+bool rescue_image_is_katapult(const struct catalog_mcu *mcu, const uint8_t *img, size_t len);
 /* Sectors of the bootloader area as a bit mask of sector indices (catalog geometry).
  * -ERANGE when the area does not end on a sector boundary. */
 int rescue_boot_sectors(const struct rescue_opts *o, uint32_t *ret_mask);
@@ -79,6 +84,21 @@ int rescue_boot_sectors(const struct rescue_opts *o, uint32_t *ret_mask);
 int rescue_install(int fd, const struct rescue_opts *o, const uint8_t *img, size_t len,
 		   struct rescue_result *res);
 void rescue_result_free(struct rescue_result *res);
+
+struct image;
+struct worker_rescue_plan;
+/* A bootloader file (.bin, or .hex/.elf that must load at the flash base); err names the
+ * file. 0 or -errno. */
+int rescue_load_image(const char *file, const struct catalog_mcu *mcu, struct image *img, char *err,
+		      size_t errlen);
+/* The RESET and boot-mode lines by name (NULL/"" = not wired; none: *ret = NULL, the user's
+ * hands), requested as the ROM needs them. 0 or -errno with err set. */
+int rescue_open_lines(const char *reset_line, const char *boot_line, enum rescue_rom rom,
+		      struct gpio **ret, char *err, size_t errlen);
+/* `skrflashd --worker` with a rescue plan (flash/worker.h): check the image, the lines, the
+ * port, rescue_install, the old area to p->old_path; progress, "note" (what the user must do
+ * by hand) and one result line as JSON on out_fd. 0 or -errno. */
+int rescue_worker_run(const struct worker_rescue_plan *p, int out_fd);
 
 /* For the clients (rescue_lpc.c, rescue_stm32.c). */
 void rescue_error(struct rescue_result *res, const char *fmt, ...)

@@ -14,6 +14,7 @@
 #include <json.h>
 
 #include "flash/backend.h"
+#include "flash/rescue.h"
 #include "catalog.h"
 #include "image/image.h"
 #include "log.h"
@@ -219,6 +220,76 @@ fail:
 	if (ret_error)
 		*ret_error = err;
 	return -EINVAL;
+}
+
+int
+worker_rescue_plan_to_json(const struct worker_rescue_plan *p, char **ret)
+{
+	struct json_object *o = json_object_new_object();
+
+	add_str(o, "action", p->action);
+	add_str(o, "board", p->board);
+	add_str(o, "tty", p->tty);
+	json_object_object_add(o, "baud", json_object_new_int64(p->baud));
+	json_object_object_add(o, "crystal_khz", json_object_new_int64(p->crystal_khz));
+	add_str(o, "reset_line", p->reset_line);
+	add_str(o, "boot_line", p->boot_line);
+	add_str(o, "image", p->image_path);
+	add_str(o, "old", p->old_path);
+	json_object_object_add(o, "sync_tries", json_object_new_int64(p->sync_tries));
+	json_object_object_add(o, "timeout_ms", json_object_new_int64(p->timeout_ms));
+	if (p->no_parity_ok)
+		json_object_object_add(o, "no_parity_ok", json_object_new_boolean(true));
+	*ret = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+							     JSON_C_TO_STRING_NOSLASHESCAPE));
+	json_object_put(o);
+	return 0;
+}
+
+int
+worker_rescue_plan_from_json(const char *s, struct worker_rescue_plan *ret, const char **ret_error)
+{
+	struct json_object *o = json_tokener_parse(s), *v;
+	struct worker_rescue_plan p = {0};
+	uint64_t baud, crystal, tries, timeout;
+	const char *err = NULL;
+
+	if (!o || !json_object_is_type(o, json_type_object))
+		err = "plan is not a JSON object";
+	else if (!get_str(o, "action", p.action, sizeof(p.action), true) ||
+		 (strcmp(p.action, "rescue") != 0 && strcmp(p.action, "restore") != 0))
+		err = "rescue plan action must be \"rescue\" or \"restore\"";
+	else if (!get_str(o, "board", p.board, sizeof(p.board), true) ||
+		 !get_str(o, "tty", p.tty, sizeof(p.tty), true) ||
+		 !get_str(o, "reset_line", p.reset_line, sizeof(p.reset_line), false) ||
+		 !get_str(o, "boot_line", p.boot_line, sizeof(p.boot_line), false) ||
+		 !get_str(o, "image", p.image_path, sizeof(p.image_path), true) ||
+		 !get_str(o, "old", p.old_path, sizeof(p.old_path), false))
+		err = "rescue plan has a missing, malformed or too long string member";
+	else if (!get_uint(o, "baud", 4000000, &baud) ||
+		 !get_uint(o, "crystal_khz", 100000, &crystal) ||
+		 !get_uint(o, "sync_tries", 10000, &tries) ||
+		 !get_uint(o, "timeout_ms", 600000, &timeout))
+		err = "rescue plan has an out-of-range number";
+	if (!err && json_object_object_get_ex(o, "no_parity_ok", &v)) {
+		if (!json_object_is_type(v, json_type_boolean))
+			err = "rescue plan no_parity_ok is not a boolean";
+		else
+			p.no_parity_ok = json_object_get_boolean(v);
+	}
+	if (o)
+		json_object_put(o);
+	if (err) {
+		if (ret_error)
+			*ret_error = err;
+		return -EINVAL;
+	}
+	p.baud = (unsigned)baud;
+	p.crystal_khz = (unsigned)crystal;
+	p.sync_tries = (unsigned)tries;
+	p.timeout_ms = (unsigned)timeout;
+	*ret = p;
+	return 0;
 }
 
 /* --- the sequence ---------------------------------------------------------------------- */
@@ -631,6 +702,20 @@ worker_run(const struct worker_plan *p, int out_fd)
 	return ret;
 }
 
+static bool
+is_rescue_plan(const char *s)
+{
+	struct json_object *o = json_tokener_parse(s), *v;
+	bool yes = o && json_object_object_get_ex(o, "action", &v) &&
+		   json_object_is_type(v, json_type_string) &&
+		   (strcmp(json_object_get_string(v), "rescue") == 0 ||
+		    strcmp(json_object_get_string(v), "restore") == 0);
+
+	if (o)
+		json_object_put(o);
+	return yes;
+}
+
 int
 worker_main(void)
 {
@@ -653,6 +738,18 @@ worker_main(void)
 			break;
 	}
 	buf[len] = '\0';
+	if (is_rescue_plan(buf)) { /* a UART rescue: flash/rescue.c */
+		struct worker_rescue_plan rp;
+
+		ret = worker_rescue_plan_from_json(buf, &rp, &err);
+		free(buf);
+		if (ret == 0)
+			return rescue_worker_run(&rp, STDOUT_FILENO) < 0 ? 1 : 0;
+		memset(&r, 0, sizeof(r));
+		(void)fail(&r, "open", ret, "invalid plan: %s", err ? err : "unreadable");
+		write_line(STDOUT_FILENO, report_object(&r));
+		return 1;
+	}
 	ret = worker_plan_from_json(buf, &p, &err);
 	free(buf);
 	if (ret < 0) {

@@ -56,6 +56,28 @@ struct worker_events {
 	void *userdata;
 };
 
+/* A UART rescue (docs/rescue.md), run by the same `skrflashd --worker`: through the MCU's ROM
+ * bootloader, write a bootloader into the bootloader area of `board` and nothing else
+ * (flash/rescue.c). "restore" is the same with the board's stored old bootloader. The worker
+ * writes the area as it read it before writing to old_path, and answers with one result line
+ * whose "old_partial" says that its first 64 bytes read as the LPC boot ROM's. */
+struct worker_rescue_plan {
+	char action[16]; /* "rescue" or "restore" */
+	char board[64];	 /* catalog name */
+	char tty[256];
+	unsigned baud, crystal_khz;	    /* 0 = 115200, 12000 */
+	char reset_line[64], boot_line[64]; /* GPIO line names; "" = the user's hands */
+	char image_path[4096];		    /* the bootloader to write */
+	char old_path[4096];		    /* where the old area goes; "" = nowhere */
+	unsigned sync_tries, timeout_ms;    /* 0 = defaults (by hand: 30 s of tries) */
+	bool no_parity_ok;		    /* a pty (tests, simulator) refuses parity */
+};
+
+/* Rescue plan as JSON (malloc'd in *ret), and back; -EINVAL with a static reason. */
+int worker_rescue_plan_to_json(const struct worker_rescue_plan *p, char **ret);
+int worker_rescue_plan_from_json(const char *s, struct worker_rescue_plan *ret,
+				 const char **ret_error);
+
 /* Plan as a JSON object string (malloc'd in *ret). 0 or -errno. */
 int worker_plan_to_json(const struct worker_plan *p, char **ret);
 /* Parse a plan; -EINVAL with a static reason in *ret_error (may be NULL) when malformed.

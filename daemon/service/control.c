@@ -18,7 +18,7 @@
 static const char *const command_names[_CONTROL_COMMAND_MAX] = {
     [CONTROL_STATUS] = "status",   [CONTROL_BOARDS] = "boards",	  [CONTROL_QUEUED] = "queued",
     [CONTROL_HISTORY] = "history", [CONTROL_WATCH] = "watch",	  [CONTROL_FLASH] = "flash",
-    [CONTROL_RETRY] = "retry",	   [CONTROL_PROFILE] = "profile",
+    [CONTROL_RETRY] = "retry",	   [CONTROL_PROFILE] = "profile", [CONTROL_RESCUE] = "rescue",
 };
 
 const char *
@@ -98,7 +98,9 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 		if (strcmp(key, "command") != 0 && strcmp(key, "board") != 0 &&
 		    strcmp(key, "limit") != 0 && strcmp(key, "all") != 0 &&
 		    strcmp(key, "force") != 0 && strcmp(key, "dry_run") != 0 &&
-		    strcmp(key, "profile") != 0) {
+		    strcmp(key, "profile") != 0 && strcmp(key, "device") != 0 &&
+		    strcmp(key, "file") != 0 && strcmp(key, "sha") != 0 &&
+		    strcmp(key, "restore") != 0) {
 			*ret_error = "unknown key in request";
 			goto out;
 		}
@@ -138,8 +140,16 @@ control_parse_request(const char *line, size_t len, struct control_request *ret,
 		       req.command == CONTROL_PROFILE, ret_error) < 0 ||
 	    get_bool(o, "all", &req.all, ret_error) < 0 ||
 	    get_bool(o, "force", &req.force, ret_error) < 0 ||
-	    get_bool(o, "dry_run", &req.dry_run, ret_error) < 0)
+	    get_bool(o, "dry_run", &req.dry_run, ret_error) < 0 ||
+	    get_string(o, "device", req.device, sizeof(req.device), false, ret_error) < 0 ||
+	    get_string(o, "file", req.file, sizeof(req.file), false, ret_error) < 0 ||
+	    get_string(o, "sha", req.sha, sizeof(req.sha), false, ret_error) < 0 ||
+	    get_bool(o, "restore", &req.restore, ret_error) < 0)
 		goto out;
+	if (req.command == CONTROL_RESCUE && !req.restore && !req.file[0]) {
+		*ret_error = "rescue needs a \"file\" (or \"restore\": true)";
+		goto out;
+	}
 	*ret = req;
 	*ret_error = NULL;
 	r = 0;

@@ -30,6 +30,7 @@ enum control_command {
 	CONTROL_FLASH,
 	CONTROL_RETRY,
 	CONTROL_PROFILE, /* what the daemon's config says about a queue name, before a drop */
+	CONTROL_RESCUE,	 /* a bootloader over a UART, or the stored old one back (restore) */
 	_CONTROL_COMMAND_MAX,
 };
 
@@ -41,6 +42,12 @@ struct control_request {
 	bool force;	   /* flash: also an image marked bad on this board */
 	bool dry_run;	   /* flash: run the gates and answer the plan, touch nothing */
 	char profile[128]; /* profile: a profile or queue name */
+	/* rescue: the UART (else the config's rescue entry of `board`), the bootloader file
+	 * (the daemon reads it), or restore with the stored sha (else the newest kept one) */
+	char device[256];
+	char file[1024];
+	char sha[65];
+	bool restore;
 };
 
 /* Parse one request line (without the newline). Pure. 0, or -EINVAL with *ret_error set

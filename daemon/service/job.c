@@ -134,6 +134,14 @@ struct job {
 	bool power_pending;	   /* the cycle waits for the board back from the confirm's reset */
 	unsigned power_cycles;	   /* power cycles this job asked for */
 	char power_why[1024];	   /* STEP_NEEDS_POWER: what the user reads in boards/status */
+
+	/* a UART rescue or restore (job_table_rescue): the worker runs the rescue plan, then
+	 * the board must come back on USB (port = its USB port, or "uart:TTY" when it was not
+	 * on USB) */
+	bool rescue;
+	struct worker_rescue_plan *rplan;
+	bool old_partial; /* the LPC ROM showed its own vectors for flash 0-63 */
+	bool reset_done;  /* the worker pulsed RESET; else the user was asked to */
 };
 
 struct job_table {
@@ -189,6 +197,9 @@ static void strv_drop(char ***v, const char *s);
 static void strv_add(char ***v, const char *s);
 static bool bootloader_mode(enum device_mode m);
 static void unreachable_bootloader(struct job *j, const struct board *b);
+static void rescue_write(struct job *j);
+static void rescue_child_done(struct job *j, int status);
+static void rescue_on_board(struct job *j, enum boards_event ev, struct board *b);
 
 static void
 fields(const struct job *j, const char *mid, struct log_fields *f)
@@ -352,6 +363,7 @@ job_free(struct job *j)
 	power_cycle_free(j->power);
 	close_fd(j->out_fd);
 	strv_free(j->stop_globs);
+	free(j->rplan);
 	free(j);
 }
 
@@ -554,8 +566,18 @@ child_line(struct job *j, const char *line)
 			 name_of(j), j->port, mcu && *mcu ? mcu : "", mcu && *mcu ? ", " : "",
 			 start && *start ? start : "?", ver && *ver ? ", version " : "",
 			 ver ? ver : "");
+	} else if (strcmp(type, "note") == 0) {
+		/* what the user has to do by hand (a rescue without GPIO lines) */
+		json_object *extra = json_object_new_object();
+		const char *msg = json_object_get_string(json_object_object_get(o, "message"));
+
+		log_notice("job %s: %s", j->job_id, msg ? msg : "");
+		json_object_object_add(extra, "message", json_object_new_string(msg ? msg : ""));
+		emit(j, "job-note", extra);
 	} else if (strcmp(type, "result") == 0) {
 		j->result_ok = json_object_get_boolean(json_object_object_get(o, "ok"));
+		j->old_partial = json_object_get_boolean(json_object_object_get(o, "old_partial"));
+		j->reset_done = json_object_get_boolean(json_object_object_get(o, "reset"));
 		if (json_object_object_get_ex(o, "bytes", &v) && json_object_get_int64(v) > 0)
 			j->bytes = (uint64_t)json_object_get_int64(v);
 		if (json_object_object_get_ex(o, "error", &v) && json_object_get_string(v)[0])
@@ -897,6 +919,10 @@ step_enter(struct job *j)
 	struct board *b = boards_find_port(j->t->boards, j->port);
 	struct worker_plan plan;
 
+	if (j->rescue) {
+		rescue_write(j);
+		return;
+	}
 	if (j->power_verify) {
 		sdio_verify_now(j, b);
 		return;
@@ -1439,6 +1465,10 @@ child_done(struct job *j, int status)
 	enum child_kind kind = j->child;
 
 	j->child = CHILD_NONE;
+	if (j->rescue && kind == CHILD_WORKER) {
+		rescue_child_done(j, status);
+		return;
+	}
 	if (kind == CHILD_GATE) {
 		if (status != 0 || !j->result_ok) {
 			job_fail(j, "%s",
@@ -1446,7 +1476,7 @@ child_done(struct job *j, int status)
 			return;
 		}
 		log_info("%s", j->result_error[0] ? j->result_error : "printer is idle");
-		if (!board_present(j->t, j->port)) {
+		if (!j->rescue && !board_present(j->t, j->port)) {
 			job_suspend(
 			    j,
 			    "%s on port %s was unplugged during step gate; nothing was sent "
@@ -2285,6 +2315,10 @@ on_board_waiting(struct job *j, enum boards_event ev, struct board *b)
 static void
 on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 {
+	if (j->rescue) {
+		rescue_on_board(j, ev, b);
+		return;
+	}
 	switch (j->step) {
 	case STEP_WAIT_BOOTLOADER:
 	case STEP_ENTER:
@@ -2682,4 +2716,238 @@ void
 job_table_set_config(struct job_table *t, const struct config *cfg)
 {
 	t->cfg = cfg;
+}
+
+/* ---- UART rescue jobs (docs/rescue.md) --------------------------------------------------
+ *
+ * The same gates as a flash (print state, the Klipper unit that holds the board's tty when
+ * the board is on USB), then one worker runs the rescue plan over the UART (flash/rescue.c):
+ * it keeps the bootloader area as it read it, which goes into the store content-addressed
+ * (the history row's known-good image: what `restore` writes back), erases and writes only
+ * the bootloader sectors and verifies them. Then the board must come back on USB on its port,
+ * as Katapult or as the application Katapult started; from there it is an ordinary board. */
+
+#define RESCUE_WORKER_MS (10u * 60u * 1000u) /* by hand: 30 s to sync, then the writes */
+#define RESCUE_BY_HAND_MS (3u * 60u * 1000u) /* the user presses RESET */
+
+static void
+rescue_write(struct job *j)
+{
+	char *json = NULL;
+	int r;
+
+	set_step(j, STEP_WRITE);
+	r = worker_rescue_plan_to_json(j->rplan, &json);
+	if (r >= 0) {
+		log_debug("job %s: rescue plan %s", j->job_id, json);
+		r = spawn(j, CHILD_WORKER, json);
+	}
+	free(json);
+	if (r < 0) {
+		job_fail(j, "cannot start a worker for the rescue of %s: %s", name_of(j),
+			 strerror(-r));
+		return;
+	}
+	arm_timer(j,
+		  RESCUE_WORKER_MS > j->t->cfg->step_timeout_ms ? RESCUE_WORKER_MS
+								: j->t->cfg->step_timeout_ms,
+		  NULL);
+}
+
+/* The area as the worker read it before writing, into the store: also after a failed
+ * write, so that the stock bootloader can always be put back. */
+static void
+rescue_keep_old(struct job *j)
+{
+	char sha[SHA256_HEX_LEN + 1], *src;
+	uint8_t *data = NULL;
+	size_t len = 0;
+
+	if (!j->rplan->old_path[0] || read_file(j->rplan->old_path, 4u << 20, &data, &len) < 0)
+		return;
+	(void)unlink(j->rplan->old_path);
+	sha256_hex(data, len, sha);
+	src = xasprintf("bootloader area of %s as read over %s before job %s", name_of(j),
+			j->rplan->tty, j->job_id);
+	if (store_firmware_put(j->t->store, sha, data, len,
+			       j->old_partial ? "bootloader-partial" : "bootloader", src) < 0) {
+		log_warn("job %s: cannot store the old bootloader of %s", j->job_id, name_of(j));
+	} else {
+		(void)str_copy(j->lkg, sizeof(j->lkg), sha);
+		persist(j);
+		log_notice(
+		    "job %s: the old bootloader of %s is stored as %.12s%s", j->job_id, name_of(j),
+		    sha, j->old_partial ? " (its first 64 bytes read as the LPC boot ROM's)" : "");
+	}
+	free(src);
+	free(data);
+}
+
+static void
+rescue_succeeded(struct job *j, const struct board *b)
+{
+	char msg[600];
+
+	(void)snprintf(msg, sizeof(msg),
+		       "bootloader %.12s written over %s and verified; %s is back on USB port %s "
+		       "as %s",
+		       j->sha, j->rplan->tty, name_of(j), j->port,
+		       device_mode_to_string(b->dev.mode));
+	job_finish(j, "succeeded", LOG_MID_FLASH_SUCCEEDED, LOG_NOTICE, msg);
+}
+
+static int
+on_rescue_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct job *j = userdata;
+
+	(void)s;
+	(void)usec;
+	j->timer = sd_event_source_disable_unref(j->timer);
+	job_fail(j,
+		 "bootloader written over %s and verified, but %s did not come back on USB port "
+		 "%s: %s; check the USB cable, then `skrflashctl boards`",
+		 j->rplan->tty, name_of(j), j->port,
+		 j->reset_done ? "it was reset through its RESET line"
+			       : "was RESET pressed (and the boot jumper removed)?");
+	return 0;
+}
+
+static bool
+rescue_mode_ok(const struct job *j, const struct board *b)
+{
+	return b->present &&
+	       (b->dev.mode == DEVICE_MODE_KLIPPER_APP ||
+		(strcmp(j->rplan->action, "rescue") == 0 && b->dev.mode == DEVICE_MODE_KATAPULT));
+}
+
+static void
+rescue_child_done(struct job *j, int status)
+{
+	struct board *b;
+
+	rescue_keep_old(j);
+	if (status != 0 || !j->result_ok) {
+		job_fail(j, "%s",
+			 j->result_error[0] ? j->result_error : "the rescue worker failed");
+		return;
+	}
+	if (strncmp(j->port, "uart:", 5) == 0) {
+		char msg[600];
+
+		(void)snprintf(msg, sizeof(msg),
+			       "bootloader %.12s written over %s and verified; %s was not on USB "
+			       "before, so `skrflashctl boards` shows where it is now",
+			       j->sha, j->rplan->tty, name_of(j));
+		job_finish(j, "succeeded", LOG_MID_FLASH_SUCCEEDED, LOG_NOTICE, msg);
+		return;
+	}
+	set_step(j, STEP_BOOT_CHECK);
+	arm_timer(j, j->reset_done ? j->t->cfg->boot_timeout_ms : RESCUE_BY_HAND_MS,
+		  on_rescue_timeout);
+	b = boards_find_port(j->t->boards, j->port);
+	if (b && j->saw_gone && rescue_mode_ok(j, b))
+		rescue_succeeded(j, b);
+}
+
+static void
+rescue_on_board(struct job *j, enum boards_event ev, struct board *b)
+{
+	if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
+		j->saw_gone = true; /* the ROM took it off USB */
+		return;
+	}
+	if (j->step == STEP_BOOT_CHECK && j->saw_gone && rescue_mode_ok(j, b))
+		rescue_succeeded(j, b);
+}
+
+/* The gates of a flash job, from the profile of the board on USB (or none: Moonraker at its
+ * default address gates it when one listens there). */
+static void
+rescue_gates(struct job *j, const struct config_profile *p)
+{
+	if (!p || p->implicit || (!p->moonraker_url && !p->n_stop_units)) {
+		(void)str_copy(j->moonraker, sizeof(j->moonraker),
+			       p && p->moonraker_url ? p->moonraker_url : DEFAULT_MOONRAKER);
+		j->moonraker_optional = !p || !p->moonraker_url;
+	} else {
+		(void)str_copy(j->moonraker, sizeof(j->moonraker),
+			       p->moonraker_url ? p->moonraker_url : DEFAULT_MOONRAKER);
+	}
+	if (!p)
+		return;
+	j->moonraker_fail_open = p->moonraker_fail_open;
+	if (p->moonraker_api_key_file)
+		(void)str_copy(j->moonraker_key_file, sizeof(j->moonraker_key_file),
+			       p->moonraker_api_key_file);
+	j->stop_globs = xnew_array(char *, p->n_stop_units + 1);
+	for (size_t i = 0; i < p->n_stop_units; i++)
+		j->stop_globs[i] = xstrdup(p->stop_units[i]);
+}
+
+int
+job_table_rescue(struct job_table *t, const struct job_rescue *r, char **ret_message)
+{
+	const struct config_profile *p =
+	    r->usb ? config_find_profile(t->cfg, r->usb->profile) : NULL;
+	bool lpc = r->catalog->mcu->family == CATALOG_FAMILY_LPC176X;
+	char port[sizeof(((struct job *)0)->port)], *path = NULL;
+	struct log_fields f;
+	struct job *j;
+	int e;
+
+	(void)snprintf(port, sizeof(port), "%s%.58s",
+		       r->usb ? "" : "uart:", r->usb ? r->usb->dev.port : r->plan->tty);
+	if (find_job(t, port)) {
+		*ret_message = xasprintf("%s on %s is being flashed or rescued already",
+					 r->catalog->name, port);
+		return -EBUSY;
+	}
+	e = store_firmware_path(t->store, r->sha, &path);
+	if (e < 0) {
+		*ret_message = xasprintf("bootloader %.12s is not in the store", r->sha);
+		return e;
+	}
+	j = xnew(struct job);
+	j->t = t;
+	j->out_fd = -1;
+	j->rescue = true;
+	j->rplan = xnew(struct worker_rescue_plan);
+	*j->rplan = *r->plan;
+	(void)str_copy(j->rplan->image_path, sizeof(j->rplan->image_path), path);
+	(void)snprintf(j->rplan->old_path, sizeof(j->rplan->old_path), "%s.old-%d", path,
+		       (int)getpid());
+	free(path);
+	j->catalog = r->catalog;
+	(void)str_copy(j->port, sizeof(j->port), port);
+	(void)str_copy(j->sha, sizeof(j->sha), r->sha);
+	if (r->usb) {
+		(void)str_copy(j->serial, sizeof(j->serial), r->usb->serial);
+		(void)str_copy(j->profile, sizeof(j->profile), r->usb->profile);
+		j->rec.board_id = r->usb->id;
+	}
+	rescue_gates(j, p);
+	(void)snprintf(j->rec.port, sizeof(j->rec.port), "uart:%.58s", r->plan->tty);
+	(void)str_copy(j->rec.profile, sizeof(j->rec.profile), j->profile);
+	(void)snprintf(j->rec.method, sizeof(j->rec.method), "%.7s-%s", r->plan->action,
+		       lpc ? "lpc" : "stm32");
+	(void)str_copy(j->rec.sha, sizeof(j->rec.sha), j->sha);
+	(void)str_copy(j->rec.step, sizeof(j->rec.step), "plan");
+	e = store_job_begin(t->store, &j->rec);
+	if (e < 0) {
+		*ret_message = xasprintf("cannot record the job: %s", strerror(-e));
+		job_free(j);
+		return e;
+	}
+	(void)snprintf(j->job_id, sizeof(j->job_id), "%lld", (long long)j->rec.id);
+	t->jobs = xreallocarray(t->jobs, t->n_jobs + 1, sizeof(struct job *));
+	t->jobs[t->n_jobs++] = j;
+	fields(j, LOG_MID_FLASH_STARTED, &f);
+	log_full(LOG_NOTICE, 0, &f, "%s %s over %s with bootloader %.12s (%s, job %s)",
+		 strcmp(r->plan->action, "restore") == 0 ? "restoring the bootloader of"
+							 : "rescuing",
+		 name_of(j), r->plan->tty, j->sha, j->rec.method, j->job_id);
+	emit(j, "job-started", NULL);
+	step_gate(j);
+	return 0;
 }

@@ -18,6 +18,7 @@
 #include "service/boards.h"
 #include "config.h"
 #include "service/store.h"
+#include "flash/worker.h"
 
 struct job_table;
 
@@ -44,6 +45,19 @@ int job_table_flash(struct job_table *t, struct board *b, bool force, char **ret
  * missing (soon, on the loop): after lost udev events, or whenever state may be stale.
  * The engine runs it itself at start-up, when a board appears and when a slot frees. */
 void job_table_reconcile(struct job_table *t);
+
+/* `skrflashctl rescue` / `restore` through the daemon: write the stored bootloader `sha`
+ * into the bootloader area of `catalog` over a UART (the worker's rescue plan), after the
+ * gates of a flash when the board is on USB (`usb`: its print state, the Klipper unit
+ * holding it), keeping the old area in the store; then wait for the board to come back on
+ * its USB port. 0 started, or -errno with *ret_message saying why not. */
+struct job_rescue {
+	const struct catalog_board *catalog;
+	struct board *usb;		       /* the board on USB when it is there, else NULL */
+	const char *sha;		       /* stored bootloader to write */
+	const struct worker_rescue_plan *plan; /* action, board, tty, baud, lines, tries */
+};
+int job_table_rescue(struct job_table *t, const struct job_rescue *r, char **ret_message);
 
 /* flash --dry-run: every check a flash makes, and the plan (method, units to stop, print
  * state) as JSON; nothing is touched and no job is recorded. */

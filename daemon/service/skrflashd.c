@@ -518,9 +518,18 @@ history_json(struct daemon *d, int64_t board_id, unsigned limit)
 		int64_t bid = json_object_get_int64(json_object_object_get(e, "board_id"));
 		const char *old = "";
 
-		for (size_t k = i + 1; k < n; k++) {
-			json_object *o = json_object_array_get_idx(all, k);
+		const char *method = json_object_get_string(json_object_object_get(e, "method"));
+		bool uart = method && (strncmp(method, "rescue-", 7) == 0 ||
+				       strncmp(method, "restore-", 8) == 0);
 
+		if (uart) /* the bootloader area it replaced, kept in the store */
+			old = json_object_get_string(json_object_object_get(e, "lkg_sha256"));
+		for (size_t k = i + 1; k < n && !uart; k++) {
+			json_object *o = json_object_array_get_idx(all, k);
+			const char *m = json_object_get_string(json_object_object_get(o, "method"));
+
+			if (m && (strncmp(m, "rescue-", 7) == 0 || strncmp(m, "restore-", 8) == 0))
+				continue;
 			if (json_object_get_int64(json_object_object_get(o, "board_id")) == bid &&
 			    strcmp(json_object_get_string(json_object_object_get(o, "result")),
 				   "succeeded") == 0) {
@@ -528,11 +537,12 @@ history_json(struct daemon *d, int64_t board_id, unsigned limit)
 				break;
 			}
 		}
-		json_object_object_add(e, "version",
-				       json_object_new_string(firmware_version(d, sha)));
+		/* a bootloader has no Klipper version */
+		json_object_object_add(
+		    e, "version", json_object_new_string(uart ? "" : firmware_version(d, sha)));
 		json_object_object_add(e, "old_sha256", json_object_new_string(old));
-		json_object_object_add(e, "old_version",
-				       json_object_new_string(firmware_version(d, old)));
+		json_object_object_add(
+		    e, "old_version", json_object_new_string(uart ? "" : firmware_version(d, old)));
 		json_object_array_add(arr, json_object_get(e));
 	}
 	json_object_put(all);
@@ -591,6 +601,180 @@ profile_json(struct daemon *d, const char *name)
 	o = ok_with("profile", o);
 	json_object_object_add(o, "queue_dir", json_object_new_string(d->cfg->queue_dir));
 	return o;
+}
+
+/* ---- rescue and restore over a UART (docs/rescue.md) ---------------------------------- */
+
+/* The rescue entry of the config for a device or a board, else one made of the device. */
+static const struct config_rescue *
+rescue_entry(struct daemon *d, const char *device, const struct catalog_board *cb)
+{
+	const struct config_rescue *pick = NULL;
+
+	for (size_t i = 0; i < d->cfg->n_rescues; i++) {
+		const struct config_rescue *e = &d->cfg->rescues[i];
+
+		if ((device[0] && strcmp(device, e->device) == 0) ||
+		    (!device[0] && cb && e->board == cb) || (!device[0] && d->cfg->n_rescues == 1))
+			pick = e;
+	}
+	return pick;
+}
+
+/* The one present board of that catalog entry, the board `key` names, or NULL. */
+static int
+rescue_usb_board(struct daemon *d, const char *key, const struct catalog_board *cb,
+		 struct board **ret)
+{
+	*ret = NULL;
+	if (key[0] && boards_lookup(d->boards, key, ret) >= 0)
+		return 0;
+	for (struct board *b = boards_next(d->boards, NULL); b; b = boards_next(d->boards, b)) {
+		if (!b->present || b->catalog != cb)
+			continue;
+		if (*ret)
+			return -ENOTUNIQ;
+		*ret = b;
+	}
+	return 0;
+}
+
+/* The newest bootloader a rescue kept for this UART (and board), for restore. */
+static int
+rescue_kept_sha(struct daemon *d, const char *tty, int64_t board_id, char sha[65])
+{
+	json_object *all = NULL;
+	char port[300];
+	int r = -ENOENT;
+
+	(void)snprintf(port, sizeof(port), "uart:%s", tty);
+	if (store_history_json(d->store, board_id > 0 ? board_id : -1, 10000, &all) < 0)
+		return -EIO;
+	for (size_t i = 0; i < json_object_array_length(all) && r < 0; i++) {
+		json_object *e = json_object_array_get_idx(all, i);
+		const char *m = json_object_get_string(json_object_object_get(e, "method"));
+		const char *lkg = json_object_get_string(json_object_object_get(e, "lkg_sha256"));
+
+		if (m && strncmp(m, "rescue-", 7) == 0 && lkg && lkg[0] &&
+		    strcmp(json_object_get_string(json_object_object_get(e, "port")), port) == 0) {
+			(void)str_copy(sha, 65, lkg);
+			r = 0;
+		}
+	}
+	json_object_put(all);
+	return r;
+}
+
+/* The bootloader to write: the user's file into the store, or for restore a kept one. */
+static json_object *
+rescue_image(struct daemon *d, const struct control_request *req, const char *tty,
+	     const struct board *usb, char sha[65])
+{
+	uint8_t *data = NULL;
+	size_t len = 0;
+	int r;
+
+	if (req->restore) {
+		char fmt[32] = "";
+
+		if (req->sha[0])
+			(void)str_copy(sha, 65, req->sha);
+		else if (rescue_kept_sha(d, tty, usb ? usb->id : 0, sha) < 0)
+			return fail_with("no bootloader was kept by a rescue over %s; give --sha",
+					 tty);
+		if (store_firmware_format(d->store, sha, fmt, sizeof(fmt)) < 0)
+			return fail_with("no stored file %.12s", sha);
+		if (strcmp(fmt, "bootloader-partial") == 0)
+			return fail_with("the kept bootloader %.12s is incomplete (its first 64 "
+					 "bytes read as the "
+					 "LPC boot ROM's while in ISP): restore the vendor's "
+					 "bootloader file with "
+					 "`skrflashctl rescue FILE` instead",
+					 sha);
+		return NULL;
+	}
+	r = read_file(req->file, 4u << 20, &data, &len);
+	if (r < 0)
+		return fail_with("skrflashd cannot read %s: %s (it reads the file as its own user: "
+				 "put it where that user can read it, e.g. /tmp)",
+				 req->file, strerror(-r));
+	sha256_hex(data, len, sha);
+	r = store_firmware_put(d->store, sha, data, len, "bootloader", req->file);
+	free(data);
+	return r < 0 ? fail_with("cannot store %s: %s", req->file, strerror(-r)) : NULL;
+}
+
+static json_object *
+rescue_json(struct daemon *d, const struct control_request *req)
+{
+	const struct catalog_board *cb = req->board[0] ? catalog_find(req->board) : NULL;
+	const struct config_rescue *e;
+	struct worker_rescue_plan plan = {0};
+	struct board *usb = NULL;
+	struct job_rescue jr;
+	json_object *o;
+	char sha[65] = "", *msg = NULL;
+	int r;
+
+	if (!cb && req->board[0] && boards_lookup(d->boards, req->board, &usb) >= 0)
+		cb = usb->catalog;
+	e = rescue_entry(d, req->device, cb);
+	if (!cb && e)
+		cb = e->board;
+	if (!cb)
+		return fail_with("which board is on %s? give --board (a catalog name)",
+				 req->device[0] ? req->device : "the UART");
+	if (!req->device[0] && !e)
+		return fail_with("%s has no rescue entry for %s: give --device",
+				 d->cfg->path ? d->cfg->path : "the configuration", cb->name);
+	if (!usb && rescue_usb_board(d, req->board, cb, &usb) < 0)
+		return fail_with("several %s boards are connected: name the one on this UART by "
+				 "its port (--board PORT)",
+				 cb->name);
+	(void)str_copy(plan.action, sizeof(plan.action), req->restore ? "restore" : "rescue");
+	(void)str_copy(plan.board, sizeof(plan.board), cb->name);
+	(void)str_copy(plan.tty, sizeof(plan.tty),
+		       req->device[0] ? req->device
+		       : e	      ? e->device
+				      : "");
+	plan.baud = e ? e->baud : 115200;
+	if (e && e->reset_line)
+		(void)str_copy(plan.reset_line, sizeof(plan.reset_line), e->reset_line);
+	if (e && e->boot_line)
+		(void)str_copy(plan.boot_line, sizeof(plan.boot_line), e->boot_line);
+	/* a pseudo-terminal cannot do parity: the simulator's UART (tests, demo) */
+	plan.no_parity_ok =
+	    strncmp(plan.tty, "/dev/pts/", 9) == 0 || secure_getenv("SKRFLASHD_RESCUE_PTY") != NULL;
+	{
+		/* tests only: how long a guided rescue waits for the ROM, in 250 ms tries */
+		const char *tries = secure_getenv("SKRFLASHD_RESCUE_SYNC_TRIES");
+		uint32_t n;
+
+		if (tries && parse_u32(tries, &n) >= 0)
+			plan.sync_tries = n;
+	}
+	o = rescue_image(d, req, plan.tty, usb, sha);
+	if (o)
+		return o;
+	jr = (struct job_rescue){.catalog = cb, .usb = usb, .sha = sha, .plan = &plan};
+	r = job_table_rescue(d->jobs, &jr, &msg);
+	if (r < 0) {
+		o = fail_with("%s", msg ? msg : strerror(-r));
+		free(msg);
+		return o;
+	}
+	o = json_object_new_object();
+	json_object_object_add(o, "board", json_object_new_string(cb->name));
+	{
+		char *port = usb ? xstrdup(usb->dev.port) : xasprintf("uart:%s", plan.tty);
+
+		/* the job's events carry this port */
+		json_object_object_add(o, "port", json_object_new_string(port));
+		free(port);
+	}
+	json_object_object_add(o, "device", json_object_new_string(plan.tty));
+	json_object_object_add(o, "sha256", json_object_new_string(sha));
+	return ok_with("rescue", o);
 }
 
 static json_object *
@@ -699,6 +883,8 @@ on_control(void *userdata, const struct control_request *req)
 			free(msg);
 			return ok_with("board", board_to_json(b));
 		}
+	case CONTROL_RESCUE:
+		return rescue_json(d, req);
 	case _CONTROL_COMMAND_MAX:
 	default:
 		return fail_with("unknown command");

@@ -425,6 +425,22 @@ store_firmware_path(struct store *s, const char *sha, char **ret_path)
 }
 
 int
+store_firmware_format(struct store *s, const char *sha, char *buf, size_t size)
+{
+	sqlite3_stmt *st = prepare(s, "SELECT format FROM firmware WHERE sha = ?");
+	int rc;
+
+	if (!st)
+		return -EIO;
+	sqlite3_bind_text(st, 1, sha, -1, SQLITE_TRANSIENT);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		(void)str_copy(buf, size, col_str(st, 0));
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? -ENOENT : -EIO;
+}
+
+int
 store_firmware_put(struct store *s, const char *sha, const void *data, size_t size,
 		   const char *format, const char *source)
 {
@@ -713,7 +729,7 @@ store_history_json(struct store *s, int64_t board_id, unsigned limit, json_objec
 	sqlite3_stmt *st = prepare(
 	    s, "SELECT j.id, IFNULL(j.board_id, 0), j.port, j.profile, j.method, j.sha, j.step, "
 	       "j.started_at, j.ended_at, j.result, j.error, j.bytes, IFNULL(b.board, ''), "
-	       "IFNULL(b.serial, '') FROM jobs j LEFT JOIN boards b ON b.id = j.board_id "
+	       "IFNULL(b.serial, ''), j.lkg FROM jobs j LEFT JOIN boards b ON b.id = j.board_id "
 	       "WHERE ?1 < 0 OR j.board_id = ?1 ORDER BY j.id DESC LIMIT ?2");
 	json_object *arr;
 	int rc;
@@ -747,6 +763,8 @@ store_history_json(struct store *s, int64_t board_id, unsigned limit, json_objec
 		json_object_object_add(o, "error", json_object_new_string(col_str(st, 10)));
 		json_object_object_add(o, "bytes",
 				       json_object_new_int64(sqlite3_column_int64(st, 11)));
+		/* a rescue or restore: the bootloader it replaced, kept in the store */
+		json_object_object_add(o, "lkg_sha256", json_object_new_string(col_str(st, 14)));
 		json_object_array_add(arr, o);
 	}
 	sqlite3_finalize(st);

@@ -79,6 +79,9 @@ int store_firmware_put(struct store *s, const char *sha, const void *data, size_
 /* Path of a stored firmware file (malloc'd); -ENOENT if not stored. */
 int store_firmware_path(struct store *s, const char *sha, char **ret_path);
 
+/* The format a stored file was recorded with ("bootloader", "bootloader-partial", ...). */
+int store_firmware_format(struct store *s, const char *sha, char *buf, size_t size);
+
 /* Desired firmware per profile (the newest queued wins). */
 int store_desired_set(struct store *s, const struct store_desired *d);
 int store_desired_get(struct store *s, const char *profile, struct store_desired *ret);

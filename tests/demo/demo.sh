@@ -15,6 +15,9 @@
 #            SD+DFU bootloader, no Katapult                             (plain DFU 1.1)
 #   turbo    SKR 1.4 Turbo (LPC1769) and an SKR Pro (STM32F407) with  -> flashed through their SD
 #   skrpro-sd their stock SD bootloaders only, a FAT card in the slot    cards by the running Klipper
+#   rescued  SKR 1.4 Turbo (LPC1769) whose SD slot died: its stock    -> Katapult installed over
+#            bootloader only reads that slot; its ROM on a UART          the UART (rescue), then
+#                                                                       Klipper over USB; restore
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -42,8 +45,12 @@ profiles = (
   { name = "turbo"; match = { board = "skr-1.4-turbo"; port = "1-6"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "skrpro-sd"; match = { board = "skr-pro"; port = "1-7"; };
-    auto_flash = [ "hotplug", "queue" ]; }
+    auto_flash = [ "hotplug", "queue" ]; },
+  { name = "rescued"; match = { board = "skr-1.4-turbo"; port = "1-9"; };
+    auto_flash = [ "queue" ]; }
 );
+# the Pi's UART wired to the SKR 1.4 Turbo's UART0 (TFT header), no GPIO lines: guided
+rescue = ( { device = "$T/uart-1-9"; baud = 115200; board = "skr-1.4-turbo"; } );
 CONF
 
 sim="$BUILD/skrsim"
@@ -56,6 +63,7 @@ sim="$BUILD/skrsim"
 "$sim" image skr-1.4 v0.13.0-farm "$T/skr14.bin"
 "$sim" image skr-1.4-turbo v0.13.0-farm "$T/turbo.bin"
 "$sim" image skr-pro v0.13.0-farm "$T/skrpro-sd.bin"
+"$sim" bootloader skr-1.4-turbo katapult "$T/katapult.bin"
 
 echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
 exec "$sim" --quiet \
@@ -67,4 +75,5 @@ exec "$sim" --quiet \
 	--board skr-1.4@2-1:klipper-app \
 	--board skr-1.4-turbo@1-6:klipper-app,sdcard=64M \
 	--board skr-pro@1-7:klipper-app,sdcard=64M,sdfs=fat32 \
+	--board "skr-1.4-turbo@1-9:klipper-app,uart=$T/uart-1-9" \
 	-- sh "$here/inner.sh" "$T" "$BUILD"

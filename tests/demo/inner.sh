@@ -102,6 +102,41 @@ wait_job 1-7 1
 more "   The SKR 1.4 Turbo's card afterwards (the bootloader renamed firmware.bin):"
 card mdir -i "$SKRSIM_ROOT/sdcard-1-6.img" :: | sed -n 's/^/    /; /CUR\|bin\|BIN/p'
 sleep 0.5
+# the operator's hands on the SKR 1.4 Turbo, as skrflashctl asks for them (the Nth time)
+hands() { # hands N
+	i=0
+	until [ "$(grep -c 'now, on skr-1.4-turbo: hold ISP' "$T/daemon.log")" -ge "$1" ]; do
+		i=$((i + 1)); [ $i -gt 300 ] && return 1; sleep 0.1
+	done
+	echo isp >"$T/uart-1-9.pins"
+	until [ "$(grep -c 'installed and verified: now press and release RESET' "$T/daemon.log")" -ge "$1" ]; do
+		i=$((i + 1)); [ $i -gt 900 ] && return 1; sleep 0.1
+	done
+	echo reset >"$T/uart-1-9.pins"
+}
+
+say "5. An SKR 1.4 Turbo whose SD slot died: its stock bootloader only reads that slot, so it"
+more "   could never be updated again. Its LPC1769 ROM still listens on UART0, wired to the Pi."
+more "   First the plan: the wiring, and exactly what will be erased:"
+echo "dump $T/turbo-before.bin" >"$T/uart-1-9.pins"
+show rescue --dry-run "$T/katapult.bin"
+say "   The rescue is a job of skrflashd (print state checked, Klipper stopped, the old"
+more "   bootloader kept); the operator sets ISP and presses RESET when told:"
+hands 1 &
+hands_pid=$!
+show rescue "$T/katapult.bin"
+wait "$hands_pid"
+echo "dump $T/turbo-rescued.bin" >"$T/uart-1-9.pins"
+say "   From now on an ordinary Katapult board: a new Klipper goes over USB."
+show queue rescued "$T/turbo.bin"
+wait_job 1-9 1
+say "   And the stock bootloader can always go back, over the same UART:"
+hands 2 &
+hands_pid=$!
+show restore skr-1.4-turbo
+wait "$hands_pid"
+echo "dump $T/turbo-restored.bin" >"$T/uart-1-9.pins"
+sleep 0.3
 
 say "The boards now, and what happened to them:"
 show boards
@@ -166,6 +201,23 @@ expect "SKR 1.4 Turbo's card holds it as FIRMWARE.CUR" card_holds 1-6 "$T/turbo.
 expect "SKR Pro flashed through its SD card (method sd), verified, booted" check_history 1-7 succeeded sd
 expect "SKR Pro runs the new image" installed 1-7 "$T/skrpro-sd.bin"
 expect "SKR Pro's card holds it as FIRMWARE.CUR" card_holds 1-7 "$T/skrpro-sd.bin"
+# shellcheck disable=SC2317 # called through expect "$@"
+same_bytes() { # A FROM TO B FROM: bytes [FROM, TO) of file A equal B's from FROM
+	python3 - "$@" <<'PY'
+import sys
+a, af, at, b, bf = sys.argv[1], int(sys.argv[2], 0), int(sys.argv[3], 0), sys.argv[4], int(sys.argv[5], 0)
+x = open(a, "rb").read()[af:at]
+y = open(b, "rb").read()[bf:bf + len(x)]
+sys.exit(0 if len(x) == at - af and x == y else 1)
+PY
+}
+expect "SKR 1.4 Turbo: Katapult installed over the UART (rescue job)" check_history "uart:$T/uart-1-9" succeeded rescue-lpc
+expect "SKR 1.4 Turbo: Katapult's bytes in sectors 0-3" same_bytes "$T/turbo-rescued.bin" 0 14336 "$T/katapult.bin" 0
+expect "SKR 1.4 Turbo: the application kept byte for byte" same_bytes "$T/turbo-rescued.bin" 0x4000 0x80000 "$T/turbo-before.bin" 0x4000
+expect "SKR 1.4 Turbo: new Klipper flashed over USB through Katapult" check_history 1-9 succeeded katapult
+expect "SKR 1.4 Turbo runs the new image" installed 1-9 "$T/turbo.bin"
+expect "SKR 1.4 Turbo: stock bootloader restored over the UART" check_history "uart:$T/uart-1-9" succeeded restore-lpc
+expect "SKR 1.4 Turbo: the stock bootloader's bytes are back" same_bytes "$T/turbo-restored.bin" 0 0x4000 "$T/turbo-before.bin" 0
 if [ $fail -eq 0 ]; then
 	echo "demo: every expected outcome happened"
 else

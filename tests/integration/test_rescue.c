@@ -16,6 +16,7 @@
 #include "flash/rescue.h"
 #include "harness.h"
 #include "lpcisp_sim.h"
+#include "sim.h"
 #include "uart_pty.h"
 #include "util.h"
 
@@ -393,6 +394,51 @@ test_image_checks(void)
 	free(b);
 }
 
+/* Katapult builds: the MCU they name and the application start they use must be the board's
+ * (the sim makes them as real builds look: signature, CONFIG_MCU string, app-start literal). */
+static void
+test_katapult_checks(void)
+{
+	const struct catalog_mcu *lpc = catalog_mcu_find("lpc1769");
+	const struct catalog_mcu *f407 = catalog_mcu_find("stm32f407xx");
+	struct rescue_opts o = {
+	    .rom = RESCUE_ROM_LPCISP, .tty = "x", .mcu = lpc, .boot_size = 0x4000};
+	uint8_t *k = sim_image_bootloader(lpc, true, 0x4000, 0x4000);
+	uint8_t *stock = sim_image_bootloader(lpc, false, 0, 0x4000);
+	uint8_t *k768 = sim_image_bootloader(catalog_mcu_find("lpc1768"), true, 0x4000, 0x4000);
+	uint8_t *k8000 = sim_image_bootloader(lpc, true, 0x8000, 0x4000);
+	char err[512] = "";
+
+	CHECK(rescue_image_is_katapult(lpc, k, 0x4000));
+	CHECK(!rescue_image_is_katapult(lpc, stock, 0x4000));
+	CHECK_EQ_INT(rescue_check_image(&o, k, 0x4000, err, sizeof(err)), 0);
+	CHECK_EQ_INT(rescue_check_image(&o, stock, 0x4000, err, sizeof(err)), 0);
+	CHECK_EQ_INT(rescue_check_image(&o, k768, 0x4000, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "Katapult build is for lpc1768, not lpc1769") != NULL);
+	CHECK_EQ_INT(rescue_check_image(&o, k8000, 0x4000, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "starts the application at 0x00008000, but the installed application is "
+			  "at 0x00004000") != NULL);
+	/* no application start at all in it */
+	memset(k8000 + 0x280, 0x5a, 4);
+	memset(k8000 + SIM_KATAPULT_RECORD + 8, 0x5a, 4);
+	CHECK_EQ_INT(rescue_check_image(&o, k8000, 0x4000, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "cannot find the application start 0x00004000") != NULL);
+	free(k);
+	free(k768);
+	free(k8000);
+	free(stock);
+	/* STM32F407 with a 16 KiB Katapult where the board's application is at 32 KiB */
+	o = (struct rescue_opts){
+	    .rom = RESCUE_ROM_AN3155, .tty = "x", .mcu = f407, .boot_size = 0x8000};
+	k = sim_image_bootloader(f407, true, 0x08004000, 0x4000);
+	CHECK_EQ_INT(rescue_check_image(&o, k, 0x4000, err, sizeof(err)), -EINVAL);
+	CHECK(strstr(err, "starts the application at 0x08004000") != NULL);
+	free(k);
+	k = sim_image_bootloader(f407, true, 0x08008000, 0x4000);
+	CHECK_EQ_INT(rescue_check_image(&o, k, 0x4000, err, sizeof(err)), 0);
+	free(k);
+}
+
 static void
 stm_install(const char *mcu, uint32_t boot_size, size_t kat_len, uint32_t want_mask)
 {
@@ -538,6 +584,7 @@ int
 main(void)
 {
 	test_image_checks();
+	test_katapult_checks();
 	test_mini_uart();
 	test_lpc_install();
 	test_lpc_quirks();

@@ -90,10 +90,14 @@ boot(struct lpcisp_sim *s)
 	if (!isp && user_code_valid(s)) {
 		s->state = LPC_SIM_OFF;
 		s->boots_app++;
+		if (s->on_run)
+			s->on_run(s->userdata, LPC_SIM_CMD); /* user code runs */
 		return;
 	}
 	s->state = LPC_SIM_WAIT_SYNC;
 	s->boots_isp++;
+	if (s->on_run)
+		s->on_run(s->userdata, LPC_SIM_WAIT_SYNC);
 }
 
 struct lpcisp_sim *
@@ -116,12 +120,28 @@ lpcisp_sim_new(const struct catalog_mcu *mcu, double speed, int fd)
 	return s;
 }
 
+struct lpcisp_sim *
+lpcisp_sim_attach(const struct catalog_mcu *mcu, struct flash *flash, int fd,
+		  void (*on_run)(void *userdata, enum lpc_sim_state st), void *userdata)
+{
+	struct lpcisp_sim *s = lpcisp_sim_new(mcu, 0, fd);
+
+	flash_free(s->flash);
+	s->flash = flash;
+	s->isp_low = false;
+	s->state = LPC_SIM_OFF;
+	s->on_run = on_run;
+	s->userdata = userdata;
+	return s;
+}
+
 void
 lpcisp_sim_free(struct lpcisp_sim *s)
 {
 	if (!s)
 		return;
-	flash_free(s->flash);
+	if (!s->on_run)
+		flash_free(s->flash);
 	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
@@ -139,9 +159,11 @@ lpcisp_sim_set_reset(struct lpcisp_sim *s, bool low)
 {
 	pthread_mutex_lock(&s->lock);
 	if (s->reset_wired) {
-		if (low)
+		if (low) {
 			s->state = LPC_SIM_OFF;
-		else if (s->reset_low)
+			if (s->on_run && !s->reset_low)
+				s->on_run(s->userdata, LPC_SIM_OFF);
+		} else if (s->reset_low)
 			boot(s); /* the ROM samples P2.10 within 3 ms of RESET rising */
 		s->reset_low = low;
 	}

@@ -63,6 +63,10 @@ struct lpcisp_sim {
 	struct lpcisp_uu_writer wr;
 	uint8_t in[1024];
 	size_t in_len;
+	/* a board model around the ROM (sim.c): told whenever the core stops (in reset), enters
+	 * ISP or runs user code; called with the lock held. NULL: a bare ROM (uartsim, tests) */
+	void (*on_run)(void *userdata, enum lpc_sim_state st);
+	void *userdata;
 	/* what happened, for tests */
 	unsigned boots_isp, boots_app, syncs, erases, copies;
 	uint32_t go_addr;
@@ -72,6 +76,11 @@ struct lpcisp_sim {
 /* A ROM model on fd, starting in ISP (as at power-on with P2.10 held low). mcu: lpc1768 or
  * lpc1769; speed scales flash timing (0 = instant). */
 struct lpcisp_sim *lpcisp_sim_new(const struct catalog_mcu *mcu, double speed, int fd);
+/* The same ROM on a board's flash (not owned), not running (in reset) until a pin or power
+ * event boots it; on_run as in struct lpcisp_sim. */
+struct lpcisp_sim *lpcisp_sim_attach(const struct catalog_mcu *mcu, struct flash *flash, int fd,
+				     void (*on_run)(void *userdata, enum lpc_sim_state st),
+				     void *userdata);
 void lpcisp_sim_free(struct lpcisp_sim *s);
 /* uart_pty_feed_fn */
 void lpcisp_sim_feed(void *ctx, const uint8_t *data, size_t len);

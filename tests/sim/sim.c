@@ -1218,6 +1218,7 @@ boot(struct sim_board *b)
 	uint32_t first;
 
 	b->request = SIM_REQ_NONE;
+	sim_uart_bootloader_from_flash(b);
 	if (b->never_back) {
 		b->never_back = false;
 		b->flicker_left = 0;
@@ -1622,6 +1623,7 @@ sim_free(struct sim *s)
 	for (size_t i = 0; i < s->n_boards; i++) {
 		struct sim_board *b = s->boards[i];
 
+		sim_uart_free(b);
 		flash_free(b->flash);
 		sim_sdcard_free(b->kl.card);
 		free(b->sdcard_path);
@@ -1692,7 +1694,15 @@ factory_flash(struct sim_board *b, const char *version, bool empty)
 	struct flash *f = b->flash;
 	uint32_t bl_len = b->app_start - f->base;
 
-	if (bl_len > 0 && b->bootloader != SIM_BL_NONE) {
+	if (bl_len >= 1024 && b->bootloader != SIM_BL_NONE) {
+		/* a vector table and, for Katapult, its marks: a UART rescue reads, keeps and
+		 * restores this area, and the board model tells Katapult by it */
+		uint8_t *bl = sim_image_bootloader(b->model->mcu, b->bootloader == SIM_BL_KATAPULT,
+						   b->app_start, bl_len);
+
+		(void)flash_load(f, f->base, bl, bl_len);
+		free(bl);
+	} else if (bl_len > 0 && b->bootloader != SIM_BL_NONE) {
 		uint8_t *bl = xmalloc(bl_len);
 		uint32_t x = b->bootloader == SIM_BL_KATAPULT ? 0x4b415450u : 0x42545453u;
 
@@ -1782,6 +1792,8 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 			*c = (char)(*c - 'a' + 'A');
 	b->flash = flash_new(m->mcu, b->speed);
 	factory_flash(b, spec->app_version, spec->empty);
+	if (spec->uart && sim_uart_attach(b) < 0)
+		fprintf(stderr, "sim: %s has no ROM UART model\n", m->name);
 	s->boards[s->n_boards++] = b;
 	if (spec->mode != SIM_MODE_OFF && sim_board_plug_locked(b, spec->mode) < 0)
 		fprintf(stderr, "sim: cannot plug %s in %s\n", b->port,

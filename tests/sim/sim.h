@@ -81,6 +81,10 @@ struct sim_board_spec {
 	 * (protocols.md §1.2). false = the community SD+DFU bootloader of the catalog's
 	 * opportunistic CATALOG_PATH_LPC_DFU (tests/sim/lpcdfu.c). */
 	bool lpc_sd_only;
+	/* The MCU's ROM bootloader answers on a UART (a pty) over this board's flash: LPC176x
+	 * ISP (sim_uart.c). Entering it takes the board off USB; leaving it boots whatever the
+	 * bootloader area now holds. */
+	bool uart;
 };
 
 /* Call first in main(): re-exec under libumockdev-preload.so.0 if not already (libasan first
@@ -285,8 +289,27 @@ uint8_t *sim_image_rp2040(const struct catalog_mcu *mcu, const char *version, si
 uint32_t sim_boot2_crc(const uint8_t *boot2);
 /* The version string in an image's embedded dictionary, or NULL; caller frees. */
 char *sim_image_version(const uint8_t *img, size_t len);
+/* A bootloader image of `size` bytes (>= 1 KiB) for the MCU's bootloader area: the vendor's
+ * stock one, or a Katapult build that starts the application at app_start (sim_image.c).
+ * Caller frees. */
+uint8_t *sim_image_bootloader(const struct catalog_mcu *mcu, bool katapult, uint32_t app_start,
+			      size_t size);
+/* Where a simulated Katapult build keeps "KATSIMv1" + its application start (the board model
+ * reads it there; the daemon has to find the start the way it does in real builds). */
+#define SIM_KATAPULT_RECORD 0x180
 /* Katapult application start for an MCU family (protocols.md §2.3). */
 uint32_t sim_katapult_app_start(const struct catalog_mcu *mcu);
+
+/* spec.uart boards: the UART's device path (a pty), or NULL. */
+const char *sim_board_uart(struct sim_board *b);
+/* The user's hands on a spec.uart board: hold ISP (P2.10) low, press and release RESET, let
+ * ISP go (the ROM enters ISP unless WDTOF is set); or just press RESET. 0 or -errno. */
+int sim_board_uart_enter_rom(struct sim_board *b);
+int sim_board_uart_reset(struct sim_board *b);
+/* LPC_SIM_* faults of the ROM model (lpcisp_sim.h); a write error hits sector 2. */
+int sim_board_uart_faults(struct sim_board *b, unsigned faults);
+/* The ROM's state (enum lpc_sim_state), -ENODEV without a UART. */
+int sim_board_uart_state(struct sim_board *b);
 
 const char *sim_mode_to_string(enum sim_mode mode);
 /* Parses sim_mode_to_string() names and the aliases "klipper", "app", "rom-dfu", "dfu". */

@@ -193,3 +193,47 @@ sim_image_rp2040(const struct catalog_mcu *mcu, const char *version, size_t app_
 	*ret_len = 256 + alen;
 	return img;
 }
+
+/* A bootloader for the area [flash_base, flash_base + size): a vector table (SP at the top of
+ * RAM, reset handler inside the area), code-like filler, and on LPC176x the valid-user-code
+ * checksum in word 7 (UM10360 §32.3.1.1) and no CRP word at 0x2FC.
+ *
+ * A Katapult build carries what real ones do (Arksine/katapult src/generic/armcm_canboot.c,
+ * src/flashcmd.c): the "CanBoot!" signature right before the reset handler, CONFIG_MCU as a C
+ * string, the application start as a literal; and, for the simulator only, a record the
+ * board model reads to know where this build starts the application (SIM_KATAPULT_RECORD). */
+uint8_t *
+sim_image_bootloader(const struct catalog_mcu *mcu, bool katapult, uint32_t app_start, size_t size)
+{
+	const struct catalog_range *ram = &mcu->ram[0];
+	uint32_t base = mcu->flash_base, seed = katapult ? 0x4b415450u : 0x42545453u;
+	uint8_t *img = xmalloc(size);
+
+	for (size_t i = 0; i < size; i++) {
+		seed = seed * 1664525u + 1013904223u;
+		img[i] = (uint8_t)(seed >> 24);
+		if (img[i] == 0xff)
+			img[i] = 0x5a;
+	}
+	put32(img, ram->base + ram->size);
+	put32(img + 4, base + 0x109);
+	for (size_t i = 2; i < 16; i++)
+		put32(img + 4 * i, base + 0x111);
+	if (katapult) {
+		memcpy(img + 0x100, "CanBoot!", 8);
+		memcpy(img + SIM_KATAPULT_RECORD, "KATSIMv1", 8);
+		put32(img + SIM_KATAPULT_RECORD + 8, app_start);
+		memcpy(img + 0x200, mcu->name, strlen(mcu->name) + 1);
+		put32(img + 0x280, app_start);
+	}
+	if (mcu->family == CATALOG_FAMILY_LPC176X) {
+		uint32_t sum = 0;
+
+		put32(img + 0x2fc, 0);
+		for (size_t i = 0; i < 7; i++)
+			sum += (uint32_t)img[4 * i] | (uint32_t)img[4 * i + 1] << 8 |
+			       (uint32_t)img[4 * i + 2] << 16 | (uint32_t)img[4 * i + 3] << 24;
+		put32(img + 0x1c, 0u - sum);
+	}
+	return img;
+}

@@ -136,6 +136,9 @@ struct sim_board {
 	char dfu_layout[256]; /* spec->dfu_layout, "" = the catalog's */
 	bool lpc_dfu;	      /* its bootloader enters LPC DFU (not spec->lpc_sd_only) */
 
+	/* the MCU's ROM bootloader on a UART (sim_uart.c): NULL unless spec->uart */
+	struct sim_uart *uart;
+
 	/* Katapult device state (sim_katapult.c says what real firmware does, with sources) */
 	uint8_t rx[1100];
 	size_t rx_len;
@@ -252,3 +255,11 @@ bool sim_klipper_wants_input(const struct sim_board *b);
 /* The dictionary JSON of a simulated build (sim_image.c compresses it into the image). */
 char *sim_klipper_dict_json(const struct catalog_mcu *mcu, const char *version,
 			    uint32_t clock_freq);
+
+/* sim_uart.c: the ROM bootloader of a board's MCU on a pty, over the board's own flash. */
+struct sim_uart;
+int sim_uart_attach(struct sim_board *b);
+void sim_uart_free(struct sim_board *b);
+/* Which bootloader the board's flash holds now (a rescue may have replaced it): sets
+ * b->bootloader and b->app_start. Called with the lock held, before every boot. */
+void sim_uart_bootloader_from_flash(struct sim_board *b);

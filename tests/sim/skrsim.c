@@ -11,9 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "flash.h"
 #include "sim.h"
 #include "sim_power.h"
 #include "util.h"
@@ -22,9 +24,11 @@
 
 struct board_arg {
 	struct sim_board_spec spec;
-	char *text;	   /* owns the strings spec points into */
-	uint64_t sd_bytes; /* sdcard=SIZE: a card made by mkfs in the slot; 0 = none */
-	const char *sd_fs; /* sdfs=fat12|fat16|fat32|exfat|none; NULL = mkfs.fat's choice */
+	char *text;	     /* owns the strings spec points into */
+	uint64_t sd_bytes;   /* sdcard=SIZE: a card made by mkfs in the slot; 0 = none */
+	const char *sd_fs;   /* sdfs=fat12|fat16|fat32|exfat|none; NULL = mkfs.fat's choice */
+	const char *uart;    /* uart=PATH: a link to the ROM's UART, and PATH.pins */
+	struct sim_board *b; /* once added */
 };
 
 static void
@@ -42,6 +46,9 @@ usage(FILE *f)
 		"       sdcard=SIZE[K|M|G]  (a FAT card made by mkfs.fat in the SD slot; with a\n"
 		"       stock bootloader it flashes firmware.bin from it on reset)\n"
 		"       sdfs=fat12|fat16|fat32|exfat|none  (the card's filesystem)\n"
+		"       uart=PATH  (LPC176x: its ROM on a UART linked at PATH; the FIFO PATH.pins\n"
+		"                  takes \"isp\", \"reset\" and \"dump FILE\")\n"
+		"       skrsim bootloader MODEL stock|katapult OUT [APP_START]: a bootloader image\n"
 		"Without CMD, skrsim keeps the boards up until SIGINT/SIGTERM.\n"
 		"CMD switches boards off and on by appending 'PORT off|on|cycle' lines to the\n"
 		"file $SKRSIM_POWER.\n"
@@ -132,7 +139,10 @@ parse_board(const char *arg, double speed, struct board_arg *ret)
 			sp->bootloader = SIM_BL_KATAPULT;
 		else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "none") == 0)
 			sp->bootloader = SIM_BL_NONE;
-		else {
+		else if (strcmp(kv, "uart") == 0 && *v) {
+			sp->uart = true;
+			ret->uart = v;
+		} else {
 			fprintf(stderr, "skrsim: unknown option '%s' in '%s'\n", kv, arg);
 			goto bad;
 		}
@@ -242,6 +252,90 @@ run_command(struct sim *s, char **argv, const sigset_t *mask, const sigset_t *ol
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+/* uart=PATH boards: PATH links to the ROM's UART (a pty the daemon's user may open), and
+ * the FIFO PATH.pins takes the operator's hands, one line each: "isp" (hold ISP low, press
+ * and release RESET, let ISP go), "reset" (press RESET), "dump FILE" (the whole flash into
+ * FILE, for checking bytes). */
+static void *
+pins_thread(void *userdata)
+{
+	struct board_arg *a = userdata;
+	char *fifo = xasprintf("%s.pins", a->uart), line[4200];
+	FILE *f = fopen(fifo, "r+"); /* also a writer: no EOF between the operator's lines */
+
+	free(fifo);
+	while (f && fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\r\n")] = '\0';
+		if (strcmp(line, "isp") == 0) {
+			(void)sim_board_uart_enter_rom(a->b);
+		} else if (strcmp(line, "reset") == 0) {
+			(void)sim_board_uart_reset(a->b);
+		} else if (strncmp(line, "dump ", 5) == 0) {
+			struct flash *fl = sim_board_flash(a->b);
+			uint8_t *buf = xmalloc(fl->size);
+
+			if (flash_read(fl, fl->base, buf, fl->size) < 0 ||
+			    write_file_atomic(line + 5, buf, fl->size, 0644) < 0)
+				fprintf(stderr, "skrsim: cannot dump the flash to %s\n", line + 5);
+			free(buf);
+		}
+	}
+	if (f)
+		fclose(f);
+	return NULL;
+}
+
+static int
+uart_setup(struct board_arg *a)
+{
+	const char *pty = sim_board_uart(a->b);
+	char *fifo = xasprintf("%s.pins", a->uart);
+	pthread_t t;
+	int r = 0;
+
+	(void)unlink(a->uart);
+	(void)unlink(fifo);
+	if (!pty || chmod(pty, 0666) < 0 || symlink(pty, a->uart) < 0 || mkfifo(fifo, 0600) < 0 ||
+	    pthread_create(&t, NULL, pins_thread, a) != 0) {
+		fprintf(stderr, "skrsim: cannot set up the UART of %s at %s\n", a->spec.port,
+			a->uart);
+		r = -EIO;
+	} else {
+		(void)pthread_detach(t);
+	}
+	free(fifo);
+	return r;
+}
+
+/* skrsim bootloader MODEL stock|katapult OUT [APP_START]: the simulator's bootloader image
+ * for a board's bootloader area (Katapult starting the application at APP_START, default
+ * the board's), to install over a simulated UART. */
+static int
+make_bootloader(int argc, char **argv)
+{
+	const struct catalog_board *b = argc >= 5 ? catalog_find(argv[2]) : NULL;
+	bool kat = argc >= 5 && strcmp(argv[3], "katapult") == 0;
+	uint32_t start, size;
+	uint8_t *img;
+	int r;
+
+	if (!b || b->app_start - b->mcu->flash_base < 1024) {
+		fprintf(stderr, "usage: skrsim bootloader MODEL stock|katapult OUT [APP_START]\n");
+		return 2;
+	}
+	start = argc > 5 ? (uint32_t)strtoul(argv[5], NULL, 0) : b->app_start;
+	size = b->app_start - b->mcu->flash_base;
+	/* a Katapult build is smaller than the area: 14 KiB of 16 on LPC176x */
+	if (kat)
+		size -= size / 8;
+	img = sim_image_bootloader(b->mcu, kat, start, size);
+	r = write_file_atomic(argv[4], img, size, 0644);
+	free(img);
+	if (r < 0)
+		fprintf(stderr, "skrsim: cannot write %s\n", argv[4]);
+	return r < 0 ? 1 : 0;
+}
+
 /* skrsim image MODEL VERSION OUT [LINK]: a Klipper-like image for a catalog board, linked
  * at LINK (default: the board's app start; for the SKR Pico a "No bootloader" build with
  * boot2), for the demo and benchmarks. */
@@ -293,6 +387,8 @@ main(int argc, char **argv)
 
 	if (argc > 1 && strcmp(argv[1], "image") == 0)
 		return make_image(argc, argv);
+	if (argc > 1 && strcmp(argv[1], "bootloader") == 0)
+		return make_bootloader(argc, argv);
 	sim_init(argc, argv);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);
@@ -331,11 +427,12 @@ main(int argc, char **argv)
 			return 2;
 	s = sim_new();
 	for (size_t i = 0; i < n; i++) {
-		struct sim_board *b = sim_board_add(s, &args[i].spec);
-
-		if (!b || (args[i].sd_bytes &&
-			   sim_board_new_sdcard(b, args[i].sd_bytes,
-						args[i].sd_fs ? args[i].sd_fs : "fat") < 0)) {
+		args[i].b = sim_board_add(s, &args[i].spec);
+		if (!args[i].b ||
+		    (args[i].sd_bytes &&
+		     sim_board_new_sdcard(args[i].b, args[i].sd_bytes,
+					  args[i].sd_fs ? args[i].sd_fs : "fat") < 0) ||
+		    (args[i].uart && uart_setup(&args[i]) < 0)) {
 			r = 2;
 			goto out;
 		}

@@ -184,9 +184,48 @@ test_early_failures(void)
 	CHECK(n > 0 && buf[n - 1] == '\n' && strchr(buf, '\n') == buf + n - 1);
 }
 
+/* The rescue plan (flash/rescue.c runs it): round trip, malformed plans, and the worker's
+ * refusals before the UART is opened. */
+static void
+test_rescue_plan(void)
+{
+	struct worker_rescue_plan p = {0}, q;
+	const char *err = NULL;
+	char *json = NULL;
+
+	strcpy(p.action, "restore");
+	strcpy(p.board, "skr-1.4-turbo");
+	strcpy(p.tty, "/dev/ttyAMA0");
+	p.baud = 57600;
+	p.crystal_khz = 12000;
+	strcpy(p.reset_line, "GPIO27");
+	strcpy(p.image_path, "/var/lib/skrflash/firmware/ab");
+	strcpy(p.old_path, "/var/lib/skrflash/firmware/ab.old-1");
+	p.sync_tries = 8;
+	p.no_parity_ok = true;
+	CHECK_EQ_INT(worker_rescue_plan_to_json(&p, &json), 0);
+	CHECK_EQ_INT(worker_rescue_plan_from_json(json, &q, &err), 0);
+	CHECK(memcmp(&p, &q, sizeof(p)) == 0);
+	free(json);
+	CHECK_EQ_INT(worker_rescue_plan_from_json("{\"action\":\"flash\",\"board\":\"x\","
+						  "\"tty\":\"t\",\"image\":\"i\"}",
+						  &q, &err),
+		     -EINVAL);
+	CHECK(err && strstr(err, "rescue"));
+	CHECK_EQ_INT(worker_rescue_plan_from_json("{\"action\":\"rescue\",\"board\":\"x\","
+						  "\"image\":\"i\"}",
+						  &q, &err),
+		     -EINVAL); /* no tty */
+	CHECK_EQ_INT(worker_rescue_plan_from_json("{\"action\":\"rescue\",\"board\":\"x\","
+						  "\"tty\":\"t\",\"image\":\"i\",\"baud\":-1}",
+						  &q, &err),
+		     -EINVAL);
+}
+
 int
 main(void)
 {
+	test_rescue_plan();
 	test_round_trip();
 	test_malformed();
 	test_registry();

@@ -33,6 +33,23 @@ main(void)
 	CHECK_EQ_INT(parse("{\"command\":\"flash\",\"board\":\"octopus-f446\"}", &req), 0);
 	CHECK_EQ_INT(req.command, CONTROL_FLASH);
 	CHECK_EQ_INT(parse("  {\"command\":\"watch\"}  ", &req), 0);
+	CHECK_EQ_INT(parse("{\"command\":\"rescue\",\"board\":\"skr-1.4-turbo\",\"device\":"
+			   "\"/dev/ttyAMA0\",\"file\":\"/tmp/katapult.bin\"}",
+			   &req),
+		     0);
+	CHECK_EQ_INT(req.command, CONTROL_RESCUE);
+	CHECK_STREQ(req.device, "/dev/ttyAMA0");
+	CHECK_STREQ(req.file, "/tmp/katapult.bin");
+	CHECK(!req.restore);
+	CHECK_EQ_INT(parse("{\"command\":\"rescue\",\"board\":\"1-9\",\"restore\":true,\"sha\":"
+			   "\"ab\"}",
+			   &req),
+		     0);
+	CHECK(req.restore);
+	CHECK_STREQ(req.sha, "ab");
+	/* a rescue writes something: a file, or the kept bootloader (restore) */
+	CHECK_EQ_INT(parse("{\"command\":\"rescue\",\"board\":\"skr-1.4-turbo\"}", &req), -EINVAL);
+	CHECK_EQ_INT(parse("{\"command\":\"rescue\",\"restore\":\"yes\"}", &req), -EINVAL);
 
 	/* refused */
 	CHECK_EQ_INT(parse("", &req), -EINVAL);
