@@ -18,6 +18,7 @@
 #include "image/image.h"
 #include "log.h"
 #include "service/moonraker.h"
+#include "service/octoprint.h"
 #include "service/units.h"
 #include "util.h"
 #include "image/validate.h"
@@ -81,6 +82,8 @@ struct job {
 	bool moonraker_fail_open;
 	/* zero config: no Moonraker at the default address is fine */
 	bool moonraker_optional;
+	char octoprint[256]; /* host = "octoprint": its URL, else "" */
+	char octoprint_key_file[256];
 	char **stop_globs;	/* copy of the profile's stop_units */
 	char stopped_unit[256]; /* the unit this job stopped, "" if none */
 	enum job_step step;
@@ -120,6 +123,7 @@ struct job_table {
 	struct store *store;
 	struct boards *boards;
 	struct units *units;
+	struct octoprint *octoprint; /* OctoPrint connections to give back */
 	char *worker_exe;
 	job_event_fn ev;
 	void *userdata;
@@ -155,6 +159,7 @@ static void strv_drop(char ***v, const char *s);
 static void strv_add(char ***v, const char *s);
 static bool bootloader_mode(enum device_mode m);
 static void unreachable_bootloader(struct job *j, const struct board *b);
+static struct job *find_job(struct job_table *t, const char *port);
 
 static void
 fields(const struct job *j, const char *mid, struct log_fields *f)
@@ -391,10 +396,23 @@ retry_later(struct job_table *t)
 
 /* The end of every job: history row, journal, units back, slot free. "interrupted" keeps
  * the job resumable from its step when the board is seen again. */
+/* An OctoPrint connection a job released goes back once the board runs its application
+ * again and no job uses it (on success, failure or rollback; after a restart too). */
+static void
+give_port_back(struct job_table *t, const char *port)
+{
+	struct board *b = boards_find_port(t->boards, port);
+
+	if (b && b->present && b->dev.tty[0] && !device_mode_is_bootloader(b->dev.mode) &&
+	    !find_job(t, port))
+		octoprint_board_ready(t->octoprint, port, b->dev.tty, b->dev.by_id);
+}
+
 static void
 job_finish(struct job *j, const char *result, const char *mid, int prio, const char *msg)
 {
 	struct job_table *t = j->t;
+	char port[sizeof(j->port)];
 	struct log_fields f;
 	json_object *extra = json_object_new_object();
 
@@ -417,6 +435,7 @@ job_finish(struct job *j, const char *result, const char *mid, int prio, const c
 	json_object_object_add(extra, "result", json_object_new_string(result));
 	json_object_object_add(extra, "message", json_object_new_string(msg));
 	emit(j, "job-finished", extra);
+	(void)str_copy(port, sizeof(port), j->port);
 	for (size_t i = 0; i < t->n_jobs; i++) {
 		if (t->jobs[i] != j)
 			continue;
@@ -425,6 +444,7 @@ job_finish(struct job *j, const char *result, const char *mid, int prio, const c
 		break;
 	}
 	job_free(j);
+	give_port_back(t, port);
 	start_pending(t);
 	reconcile_soon(t);
 }
@@ -580,6 +600,29 @@ on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
 	return 0;
 }
 
+/* The gate child of a board driven by OctoPrint: its print state, and its serial port
+ * released when OctoPrint holds it (service/octoprint.c). */
+static int
+octoprint_gate_child(const struct job *j)
+{
+	const struct board *b = boards_find_port(j->t->boards, j->port);
+	char *dir = xasprintf("%s/octoprint", j->t->cfg->state_dir), *msg = NULL;
+	struct octoprint_target target = {
+	    .url = j->octoprint,
+	    .key_file = j->octoprint_key_file,
+	    .board = name_of(j),
+	    .usb_port = j->port,
+	    .tty = b ? b->dev.tty : "",
+	    .by_id = b ? b->dev.by_id : "",
+	    .dir = dir,
+	};
+	bool ok = octoprint_gate_run(&target, &msg);
+
+	dprintf(STDOUT_FILENO, "{\"type\":\"result\",\"ok\":%s,\"error\":%s}\n",
+		ok ? "true" : "false", json_object_to_json_string(json_object_new_string(msg)));
+	return ok ? 0 : 1;
+}
+
 /* Start a child that writes JSON lines on its stdout: a re-executed worker when plan is
  * given, else a forked print-state check (short-lived, single-threaded parent). */
 static int
@@ -615,6 +658,8 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 				_exit(127);
 			execv(j->t->worker_exe, args);
 			_exit(127);
+		} else if (j->octoprint[0]) {
+			_exit(octoprint_gate_child(j));
 		} else {
 			struct moonraker_state st;
 			char key[MOONRAKER_KEY_MAX], *msg = NULL;
@@ -819,12 +864,13 @@ static void
 step_gate(struct job *j)
 {
 	set_step(j, STEP_GATE);
-	if (!j->moonraker[0]) {
+	if (!j->moonraker[0] && !j->octoprint[0]) {
 		step_stop_unit(j);
 		return;
 	}
 	if (spawn(j, CHILD_GATE, NULL) < 0)
-		job_fail(j, "cannot check the print state at %s", j->moonraker);
+		job_fail(j, "cannot check the print state at %s",
+			 j->octoprint[0] ? j->octoprint : j->moonraker);
 }
 
 /* A bootloader the worker has a backend for. */
@@ -1295,7 +1341,12 @@ plan_json(const struct job *j, const struct board *b)
 		free(reason);
 	}
 	json_object_object_add(o, "stop_units", units);
-	if (!j->moonraker[0]) {
+	if (j->octoprint[0]) {
+		(void)snprintf(state, sizeof(state),
+			       "asked at the flash: OctoPrint at %s (its job state; a connection "
+			       "to this board is released for the flash and given back after it)",
+			       j->octoprint);
+	} else if (!j->moonraker[0]) {
 		(void)snprintf(state, sizeof(state), "not checked (no Moonraker for this profile)");
 	} else {
 		char key[MOONRAKER_KEY_MAX + 1] = "";
@@ -1527,6 +1578,13 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 	if (p->moonraker_api_key_file)
 		(void)str_copy(j->moonraker_key_file, sizeof(j->moonraker_key_file),
 			       p->moonraker_api_key_file);
+	if (p->host == CONFIG_HOST_OCTOPRINT) {
+		/* OctoPrint is this board's host: it alone is asked, never Moonraker */
+		j->moonraker[0] = 0;
+		(void)str_copy(j->octoprint, sizeof(j->octoprint), p->octoprint_url);
+		(void)str_copy(j->octoprint_key_file, sizeof(j->octoprint_key_file),
+			       p->octoprint_api_key_file);
+	}
 	j->stop_globs = xnew_array(char *, p->n_stop_units + 1);
 	for (size_t i = 0; i < p->n_stop_units; i++)
 		j->stop_globs[i] = xstrdup(p->stop_units[i]);
@@ -1951,6 +2009,7 @@ job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b)
 		return;
 	}
 	/* appeared, changed mode, or got its tty: act on it if it needs anything */
+	give_port_back(t, b->dev.port);
 	reconcile_board(t, b, ev == BOARDS_APPEARED ? "board appeared" : "board changed");
 }
 
@@ -2047,6 +2106,12 @@ job_table_new(sd_event *loop, const struct config *cfg, struct store *store, str
 			restore_unit(t, stopped[i]);
 		}
 	strv_free(stopped);
+	{
+		char *dir = xasprintf("%s/octoprint", cfg->state_dir);
+
+		(void)octoprint_new(loop, dir, &t->octoprint);
+		free(dir);
+	}
 	reconcile_soon(t);
 	*ret = t;
 	return 0;
@@ -2077,6 +2142,7 @@ job_table_free(struct job_table *t)
 	sd_event_source_disable_unref(t->retry_src);
 	strv_free(t->no_path);
 	sd_event_source_disable_unref(t->reconcile_src);
+	t->octoprint = octoprint_free(t->octoprint);
 	if (t->units) {
 		(void)units_restore_all(t->units, 30ull * 1000000ull);
 		t->units = units_free(t->units);
