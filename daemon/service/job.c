@@ -1908,7 +1908,9 @@ reconcile_board(struct job_table *t, struct board *b, const char *why)
 	struct store_desired d;
 	const char *sha = NULL;
 
-	if (!board_actionable(b) || find_job(t, b->dev.port))
+	/* OctoPrint is being connected again to it: a gate now would find it half-open */
+	if (!board_actionable(b) || find_job(t, b->dev.port) ||
+	    octoprint_busy(t->octoprint, b->dev.port))
 		return;
 	/* a job interrupted by a restart or an unplug resumes first, whatever the profile:
 	 * it was asked for already */
@@ -2076,6 +2078,14 @@ job_table_to_json(const struct job_table *t)
 	return arr;
 }
 
+/* A reconnect ended: whatever waited for the board (a queued image) may go on. */
+static void
+on_port_given_back(void *userdata, const char *usb_port)
+{
+	(void)usb_port;
+	reconcile_soon(userdata);
+}
+
 int
 job_table_new(sd_event *loop, const struct config *cfg, struct store *store, struct boards *boards,
 	      const char *worker_exe, job_event_fn ev, void *userdata, struct job_table **ret)
@@ -2109,7 +2119,7 @@ job_table_new(sd_event *loop, const struct config *cfg, struct store *store, str
 	{
 		char *dir = xasprintf("%s/octoprint", cfg->state_dir);
 
-		(void)octoprint_new(loop, dir, &t->octoprint);
+		(void)octoprint_new(loop, dir, on_port_given_back, t, &t->octoprint);
 		free(dir);
 	}
 	reconcile_soon(t);

@@ -190,27 +190,58 @@ octoprint_connect_body(const struct octoprint_conn *c, const char *port)
 	return s;
 }
 
+/* path with its symbolic links followed (at most 16) and "." and ".." folded: 0, or -errno.
+ * By hand, not realpath(3): umockdev's preload, under which the tests run the daemon, does
+ * not wrap it safely. */
+static int
+resolve(const char *path, char *ret, size_t size)
+{
+	char cur[PATH_MAX], link[PATH_MAX];
+
+	if (!str_copy(cur, sizeof(cur), path) || cur[0] != '/')
+		return -EINVAL;
+	for (int hop = 0; hop < 16; hop++) {
+		ssize_t n = readlink(cur, link, sizeof(link) - 1);
+		char *slash;
+
+		if (n < 0)
+			return errno == EINVAL && str_copy(ret, size, cur) ? 0 : -errno;
+		link[n] = '\0';
+		if (link[0] == '/') {
+			(void)str_copy(cur, sizeof(cur), link);
+		} else {
+			slash = strrchr(cur, '/');
+			slash[1] = '\0';
+			if (strlen(cur) + (size_t)n >= sizeof(cur))
+				return -ENAMETOOLONG;
+			strcat(cur, link);
+		}
+		/* fold "/./" and "/x/../" */
+		for (char *p; (p = strstr(cur, "/./"));)
+			memmove(p, p + 2, strlen(p + 2) + 1);
+		for (char *p; (p = strstr(cur, "/../"));) {
+			char *q = p;
+
+			while (q > cur && *--q != '/')
+				;
+			memmove(q, p + 3, strlen(p + 3) + 1);
+		}
+	}
+	return -ELOOP;
+}
+
 bool
 octoprint_port_is_board(const char *port, const char *tty, const char *by_id)
 {
-	struct stat a, b;
-	char *rp, *rt;
-	bool same = false;
+	char rp[PATH_MAX], rt[PATH_MAX];
 
 	if (!port || !port[0] || !tty || !tty[0])
 		return false;
 	if (strcmp(port, tty) == 0 || (by_id && by_id[0] && strcmp(port, by_id) == 0))
 		return true;
 	/* another link to the same node (by-path, a udev alias) */
-	rp = realpath(port, NULL);
-	rt = realpath(tty, NULL);
-	same = rp && rt && strcmp(rp, rt) == 0;
-	free(rp);
-	free(rt);
-	if (same)
-		return true;
-	return stat(port, &a) == 0 && stat(tty, &b) == 0 && S_ISCHR(a.st_mode) &&
-	       S_ISCHR(b.st_mode) && a.st_rdev == b.st_rdev;
+	return resolve(port, rp, sizeof(rp)) == 0 && resolve(tty, rt, sizeof(rt)) == 0 &&
+	       strcmp(rp, rt) == 0;
 }
 
 /* ---- the record of a released connection ----------------------------------------------- */
@@ -654,17 +685,22 @@ struct pending {
 struct octoprint {
 	sd_event *loop;
 	char *dir;
+	octoprint_done_fn done;
+	void *userdata;
 	struct pending **v;
 	size_t n;
 };
 
 int
-octoprint_new(sd_event *loop, const char *dir, struct octoprint **ret)
+octoprint_new(sd_event *loop, const char *dir, octoprint_done_fn done, void *userdata,
+	      struct octoprint **ret)
 {
 	struct octoprint *o = xnew(struct octoprint);
 
 	o->loop = sd_event_ref(loop);
 	o->dir = xstrdup(dir);
+	o->done = done;
+	o->userdata = userdata;
 	*ret = o;
 	return 0;
 }
@@ -788,6 +824,8 @@ on_reconnected(sd_event_source *s, const siginfo_t *si, void *userdata)
 	msg[n > 0 ? n : 0] = '\0';
 	msg[strcspn(msg, "\n")] = '\0';
 	p->out_fd = close_fd(p->out_fd);
+	if (o->done)
+		o->done(o->userdata, p->usb_port);
 	if (si->si_code == CLD_EXITED && si->si_status == 0) {
 		log_notice("%s", msg);
 		(void)unlink(path);

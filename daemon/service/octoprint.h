@@ -104,7 +104,10 @@ int octoprint_record_parse(const char *buf, size_t len, struct octoprint_record 
 /* The reconnects this daemon owes OctoPrint, on its event loop. */
 struct octoprint;
 
-int octoprint_new(sd_event *loop, const char *dir, struct octoprint **ret);
+/* done (may be NULL) is called on the loop when a reconnect child for usb_port ended. */
+typedef void (*octoprint_done_fn)(void *userdata, const char *usb_port);
+int octoprint_new(sd_event *loop, const char *dir, octoprint_done_fn done, void *userdata,
+		  struct octoprint **ret);
 /* Children still running are killed; their records stay for the next daemon. */
 struct octoprint *octoprint_free(struct octoprint *o);
 /* The board on usb_port runs its application on tty (by_id may be ""), and no job uses it:
