@@ -525,18 +525,19 @@ read_key(const char *url, const char *key_file, const char *board, char *key, si
 
 	if (r >= 0)
 		return 0;
+	/* as the Moonraker key (docs/security.md): the daemon's user reads it, operators (group
+	 * skrflash) must not, since the key controls the printer */
 	if (r == -ENOENT)
 		*ret_message = xasprintf(
 		    "the OctoPrint API key file %s does not exist: put an application key of "
-		    "OctoPrint at %s in it (OctoPrint: Settings > Application Keys), owned by "
-		    "root:skrflash, mode 0640; not flashing %s",
+		    "OctoPrint at %s in it (OctoPrint: Settings > Application Keys), mode 0600, "
+		    "owner skrflash; not flashing %s",
 		    key_file, url, board);
 	else if (r == -EACCES || r == -EPERM)
-		*ret_message =
-		    xasprintf("the OctoPrint API key file %s is not readable by "
-			      "skrflashd's user (%s): chown root:skrflash %s; chmod 0640 "
-			      "%s; not flashing %s",
-			      key_file, strerror(-r), key_file, key_file, board);
+		*ret_message = xasprintf("the OctoPrint API key file %s is not readable by "
+					 "skrflashd's user (%s): chown skrflash %s; chmod 0600 %s; "
+					 "not flashing %s",
+					 key_file, strerror(-r), key_file, key_file, board);
 	else if (r == -EINVAL)
 		*ret_message = xasprintf("the OctoPrint API key file %s has no key on its first "
 					 "line; not flashing %s",

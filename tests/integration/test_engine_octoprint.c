@@ -321,6 +321,21 @@ test_refusals(struct sim_board *down, struct sim_board *badkey, struct sim_board
 		free(img);
 		free(before);
 	}
+	/* a key file the daemon's user cannot read (root's, 0600): says so and how to fix it */
+	if (sim_production()) {
+		char *path = xasprintf("%s/missing.key", eng_dir()), *out = NULL;
+
+		CHECK_EQ_INT(write_file_atomic(path, KEY "\n", strlen(KEY) + 1, 0600), 0);
+		/* `flash` waits for the job: exit 1, refused */
+		CHECK_EQ_INT(eng_ctl(&out, "flash", "13-5", NULL), 1);
+		free(out);
+		CHECK_EQ_INT(eng_wait("is not readable by skrflashd's user (Permission denied): "
+				      "chown skrflash",
+				      10000),
+			     0);
+		CHECK_EQ_INT(sim_board_enumerations(nokey), 1);
+		free(path);
+	}
 }
 
 /* Klipper+Moonraker and OctoPrint on one daemon: each board is gated by its own host. */
@@ -429,10 +444,10 @@ main(int argc, char **argv)
 	/* the fake runs as another user: it appends to a log the test made */
 	CHECK_EQ_INT(write_file_atomic(calls_path, "", 0, 0666), 0);
 	(void)chmod(calls_path, 0666);
-	/* the key file as docs/safety.md says: root:skrflash 0640 */
-	CHECK_EQ_INT(write_file_atomic(key_file, KEY "\n", strlen(KEY) + 1, 0640), 0);
+	/* the key file as docs/safety.md says: mode 0600, owned by the daemon's user */
+	CHECK_EQ_INT(write_file_atomic(key_file, KEY "\n", strlen(KEY) + 1, 0600), 0);
 	if (sim_production())
-		CHECK_EQ_INT(chown(key_file, 0, sim_ops_gid()), 0);
+		CHECK_EQ_INT(chown(key_file, sim_daemon_uid(), 0), 0);
 
 	b1 = eng_add("octopus-f446", "13-1", SIM_MODE_KLIPPER_APP, true);
 	b2 = eng_add("octopus-f446", "13-2", SIM_MODE_KLIPPER_APP, true);
@@ -488,9 +503,9 @@ main(int argc, char **argv)
 	{
 		char *wrong = xasprintf("%s/wrong.key", eng_dir());
 
-		CHECK_EQ_INT(write_file_atomic(wrong, "0000BADKEY\n", 11, 0640), 0);
+		CHECK_EQ_INT(write_file_atomic(wrong, "0000BADKEY\n", 11, 0600), 0);
 		if (sim_production())
-			CHECK_EQ_INT(chown(wrong, 0, sim_ops_gid()), 0);
+			CHECK_EQ_INT(chown(wrong, sim_daemon_uid(), 0), 0);
 		free(wrong);
 	}
 	eng_write_conf("", profiles);
