@@ -11,6 +11,11 @@
 #            asked (auto_flash = [])                                    --dry-run, then for real
 #   pico     SKR Pico (RP2040) running Klipper, no bootloader of its  -> flashed through BOOTSEL
 #            own                                                        (PICOBOOT) and back
+#   octoprint SKR Pro (STM32F407) with Katapult on port 2-4, driven  -> refused while OctoPrint
+#            by OctoPrint (a fake one: tests/integration/               prints; then OctoPrint
+#            fake_octoprint.py), not Klipper                            releases the port, the
+#                                                                       board is flashed, and
+#                                                                       OctoPrint connects again
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -18,6 +23,8 @@ BUILD=${BUILD:-build}
 here=$(cd "$(dirname "$0")" && pwd)
 T=$(mktemp -d "${TMPDIR:-/tmp}/skrflash-demo.XXXXXX")
 trap 'rm -rf "$T"' EXIT
+# OctoPrint's (fake's) address, chosen now: the profile names it
+OCTOPRINT_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 cat >"$T/skrflash.conf" <<CONF
 # the demo's configuration: one profile per board
@@ -32,7 +39,10 @@ profiles = (
   { name = "manta"; match = { board = "manta-m8p"; port = "1-4"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "pico"; match = { board = "skr-pico"; port = "1-5"; };
-    auto_flash = [ "hotplug", "queue" ]; }
+    auto_flash = [ "hotplug", "queue" ]; },
+  { name = "octoprint"; match = { board = "skr-pro"; port = "2-4"; };
+    auto_flash = [ ]; host = "octoprint";
+    octoprint = { url = "http://127.0.0.1:$OCTOPRINT_PORT"; api_key_file = "$T/octoprint.key"; }; }
 );
 CONF
 
@@ -43,6 +53,10 @@ sim="$BUILD/skrsim"
 "$sim" image manta-m8p v0.13.0-farm "$T/manta-good.bin"
 "$sim" image manta-m8p v0.13.1-wrong-crystal "$T/manta-crash.bin"
 "$sim" image skr-pico v0.13.0-farm "$T/pico.bin"
+"$sim" image skr-pro v0.13.0-farm "$T/octoprint.bin"
+echo OCTOPRINTKEY0123456789ABCDEF0000 >"$T/octoprint.key"
+chmod 0600 "$T/octoprint.key"
+echo "$OCTOPRINT_PORT" >"$T/octoprint.port"
 
 echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
 exec "$sim" --quiet \
@@ -51,4 +65,5 @@ exec "$sim" --quiet \
 	--board manta-m8p@1-4:katapult-installed,bootloop=recover,cycles=2,crash=wrong-crystal \
 	--board octopus-f446@1-1:katapult-installed \
 	--board skr-pico@1-5:klipper-app \
+	--board skr-pro@2-4:katapult-installed \
 	-- sh "$here/inner.sh" "$T" "$BUILD"

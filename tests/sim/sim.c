@@ -580,6 +580,22 @@ dev_path(const struct sim *s, const char *devname)
 	return xasprintf("%s%s", s->root, devname);
 }
 
+/* udev's path_id names a USB port without its bus ("usb-0:1"): ports 1-1 and 2-1 on one
+ * controller get the same by-path link, as on real xHCI hosts, and the link goes to the
+ * newest. Its ioctls stay with the board that had it first (umockdev serves one handler per
+ * path). */
+static bool
+by_path_taken(const struct sim_board *b, const char *path)
+{
+	for (size_t i = 0; i < b->sim->n_boards; i++) {
+		const struct sim_board *o = b->sim->boards[i];
+
+		if (o != b && o->tty_handler && o->by_path && strcmp(o->by_path, path) == 0)
+			return true;
+	}
+	return false;
+}
+
 static void
 attach_tty_handler(struct sim_board *b)
 {
@@ -590,7 +606,7 @@ attach_tty_handler(struct sim_board *b)
 	g_signal_connect(b->tty_handler, "client-connected", G_CALLBACK(on_client_connected), b);
 	g_signal_connect(b->tty_handler, "handle-ioctl", G_CALLBACK(on_tty_ioctl), b);
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
-		if (!paths[i])
+		if (!paths[i] || by_path_taken(b, paths[i]))
 			continue;
 		if (!umockdev_testbed_attach_ioctl(b->sim->tb, paths[i], b->tty_handler, &err)) {
 			fprintf(stderr, "sim: attach ioctl %s: %s\n", paths[i], err->message);
