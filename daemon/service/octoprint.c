@@ -38,7 +38,6 @@ parse_json(const char *buf, size_t len)
 {
 	struct json_tokener *tok;
 	struct json_object *root;
-	size_t end;
 
 	/* json-c stops at a NUL byte, which would hide what follows it */
 	if (len == 0 || len > INT_MAX || memchr(buf, '\0', len))
@@ -48,6 +47,8 @@ parse_json(const char *buf, size_t len)
 		return NULL;
 	root = json_tokener_parse_ex(tok, buf, (int)len);
 	if (root && json_tokener_get_error(tok) == json_tokener_success) {
+		size_t end;
+
 		for (end = json_tokener_get_parse_end(tok); end < len; end++)
 			if (!strchr(" \t\r\n", buf[end]))
 				break;
@@ -202,7 +203,6 @@ resolve(const char *path, char *ret, size_t size)
 		return -EINVAL;
 	for (int hop = 0; hop < 16; hop++) {
 		ssize_t n = readlink(cur, link, sizeof(link) - 1);
-		char *slash;
 
 		if (n < 0)
 			return errno == EINVAL && str_copy(ret, size, cur) ? 0 : -errno;
@@ -210,7 +210,8 @@ resolve(const char *path, char *ret, size_t size)
 		if (link[0] == '/') {
 			(void)str_copy(cur, sizeof(cur), link);
 		} else {
-			slash = strrchr(cur, '/');
+			char *slash = strrchr(cur, '/');
+
 			slash[1] = '\0';
 			if (strlen(cur) + (size_t)n >= sizeof(cur))
 				return -ENAMETOOLONG;
@@ -723,7 +724,7 @@ pending_drop(struct octoprint *o, struct pending *p)
 	for (size_t i = 0; i < o->n; i++) {
 		if (o->v[i] != p)
 			continue;
-		memmove(&o->v[i], &o->v[i + 1], (o->n - i - 1) * sizeof(*o->v));
+		memmove(&o->v[i], &o->v[i + 1], (o->n - i - 1) * sizeof(struct pending *));
 		o->n--;
 		break;
 	}
@@ -962,7 +963,7 @@ octoprint_board_ready(struct octoprint *o, const char *usb_port, const char *tty
 		p->o = o;
 		p->out_fd = -1;
 		(void)str_copy(p->usb_port, sizeof(p->usb_port), usb_port);
-		o->v = xreallocarray(o->v, o->n + 1, sizeof(*o->v));
+		o->v = xreallocarray(o->v, o->n + 1, sizeof(struct pending *));
 		o->v[o->n++] = p;
 	}
 	(void)str_copy(p->tty, sizeof(p->tty), tty);
