@@ -91,10 +91,17 @@ static const char *const profile_keys[] = {
     "app_start",
     "interface",
     "power",
+    "host",
+    "octoprint",
     NULL,
 };
 static const char *const power_keys[] = {"moonraker_device", "command", "off_seconds", "timeout",
 					 NULL};
+static const char *const host_names[_CONFIG_HOST_MAX] = {
+    [CONFIG_HOST_KLIPPER] = "klipper",
+    [CONFIG_HOST_OCTOPRINT] = "octoprint",
+};
+static const char *const octoprint_keys[] = {"url", "api_key_file", NULL};
 static const char *const match_keys[] = {"board", "usb_id",  "serial", "port",
 					 "mcu",	  "product", NULL};
 
@@ -838,6 +845,89 @@ free_profile(struct config_profile *p)
 	free(p->moonraker_api_key_file);
 	free(p->power.moonraker_device);
 	strv_free(p->power.command);
+	free(p->octoprint_url);
+	free(p->octoprint_api_key_file);
+}
+
+/* octoprint = { url = "http://127.0.0.1:5000"; api_key_file = "/etc/skrflash/octoprint.key"; } */
+static void
+load_octoprint(struct loader *l, const config_setting_t *grp, struct config_profile *p)
+{
+	const config_setting_t *s;
+	const char *v;
+
+	if (!is_group(l, grp))
+		return;
+	check_keys(l, grp, octoprint_keys);
+	s = config_setting_get_member(grp, "url");
+	if (!s)
+		err_missing(l, grp, "url",
+			    "required (OctoPrint's address, e.g. \"http://127.0.0.1:5000\")");
+	else if ((v = get_string(l, s, 255))) {
+		if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+			err_at(l, s, "expected an http:// or https:// URL, not '%s'", v);
+		else
+			p->octoprint_url = xstrdup(v);
+	}
+	/* OctoPrint answers its API only with a key (Settings > Application Keys); the file is
+	 * read at each check, so it may be provisioned or rotated after the config is loaded */
+	s = config_setting_get_member(grp, "api_key_file");
+	if (!s)
+		err_missing(l, grp, "api_key_file",
+			    "required (a file holding an OctoPrint application key)");
+	else if ((v = get_string(l, s, 255))) {
+		if (v[0] != '/')
+			err_at(l, s,
+			       "expected an absolute path to a file holding the API key, not '%s'",
+			       v);
+		else
+			p->octoprint_api_key_file = xstrdup(v);
+	}
+}
+
+/* host = "klipper" (default) | "octoprint", with the settings of that host only */
+static void
+load_host(struct loader *l, const config_setting_t *grp, struct config_profile *p)
+{
+	static const char *const moonraker_keys[] = {"moonraker", "moonraker_api_key_file",
+						     "moonraker_fail_open", NULL};
+	const config_setting_t *s = config_setting_get_member(grp, "host");
+	const config_setting_t *op = config_setting_get_member(grp, "octoprint");
+	const char *v = NULL;
+
+	if (s && (v = get_string(l, s, CONFIG_NAME_MAX))) {
+		unsigned i;
+
+		for (i = 0; i < _CONFIG_HOST_MAX; i++)
+			if (strcmp(host_names[i], v) == 0)
+				break;
+		if (i == _CONFIG_HOST_MAX) {
+			err_at(l, s, "unknown host '%s' (klipper|octoprint)", v);
+			return;
+		}
+		p->host = (enum config_host)i;
+	} else if (s) {
+		return; /* said already */
+	}
+	if (p->host != CONFIG_HOST_OCTOPRINT) {
+		if (op)
+			err_at(l, op,
+			       "OctoPrint settings need host = \"octoprint\" in this profile");
+		return;
+	}
+	if (!op)
+		err_at(l, s,
+		       "host \"octoprint\" needs octoprint = { url = \"http://127.0.0.1:5000\"; "
+		       "api_key_file = \"/etc/skrflash/octoprint.key\"; }");
+	else
+		load_octoprint(l, op, p);
+	/* one host per board: a Moonraker gate on an OctoPrint board would ask the wrong
+	 * server (or none) about this printer */
+	for (size_t k = 0; moonraker_keys[k]; k++)
+		if ((s = config_setting_get_member(grp, moonraker_keys[k])))
+			err_at(l, s,
+			       "a Moonraker setting, but this board is driven by OctoPrint (host = "
+			       "\"octoprint\"); remove it");
 }
 
 /* Fills *p from one profiles element; returns false if anything in it was wrong. */
@@ -920,6 +1010,7 @@ load_profile(struct loader *l, const config_setting_t *grp, struct config_profil
 		else
 			p->moonraker_fail_open = config_setting_get_bool(s);
 	}
+	load_host(l, grp, p);
 	s = config_setting_get_member(grp, "app_start");
 	if (s)
 		load_app_start(l, s, p);
@@ -1518,13 +1609,23 @@ dump_profile(FILE *f, const struct config_profile *p)
 		dump_string(f, p->stop_units[i]);
 	}
 	fputs(" ];\n", f);
-	if (p->moonraker_url)
-		dump_kv(f, in, "moonraker", p->moonraker_url);
-	else
-		fprintf(f, "%s# moonraker: not checked\n", in);
-	if (p->moonraker_api_key_file)
-		dump_kv(f, in, "moonraker_api_key_file", p->moonraker_api_key_file);
-	fprintf(f, "%smoonraker_fail_open = %s;\n", in, p->moonraker_fail_open ? "true" : "false");
+	if (p->host == CONFIG_HOST_OCTOPRINT) {
+		dump_kv(f, in, "host", config_host_to_string(p->host));
+		fprintf(f, "%soctoprint = { url = ", in);
+		dump_string(f, p->octoprint_url);
+		fputs("; api_key_file = ", f);
+		dump_string(f, p->octoprint_api_key_file);
+		fputs("; };\n", f);
+	} else {
+		if (p->moonraker_url)
+			dump_kv(f, in, "moonraker", p->moonraker_url);
+		else
+			fprintf(f, "%s# moonraker: not checked\n", in);
+		if (p->moonraker_api_key_file)
+			dump_kv(f, in, "moonraker_api_key_file", p->moonraker_api_key_file);
+		fprintf(f, "%smoonraker_fail_open = %s;\n", in,
+			p->moonraker_fail_open ? "true" : "false");
+	}
 	if (p->has_app_start)
 		fprintf(f, "%sapp_start = 0x%08" PRIx32 ";\n", in, p->app_start);
 	else if (config_profile_app_start(p))
@@ -1668,4 +1769,12 @@ config_interface_to_string(enum config_interface i)
 	if ((unsigned)i >= _CONFIG_INTERFACE_MAX)
 		return "unknown";
 	return interface_names[i];
+}
+
+const char *
+config_host_to_string(enum config_host h)
+{
+	if ((unsigned)h >= _CONFIG_HOST_MAX)
+		return "unknown";
+	return host_names[h];
 }

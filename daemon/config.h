@@ -37,6 +37,14 @@ enum config_interface {
 	_CONFIG_INTERFACE_MAX,
 };
 
+/* The host software that drives a profile's board: what the print-state gate asks and how
+ * the serial port is freed before a flash. Mixed hosts on one Pi are per profile. */
+enum config_host {
+	CONFIG_HOST_KLIPPER,   /* Klipper + Moonraker: stop_units, moonraker (the default) */
+	CONFIG_HOST_OCTOPRINT, /* OctoPrint's REST API: job state, disconnect and reconnect */
+	_CONFIG_HOST_MAX,
+};
+
 struct config_match {
 	const struct catalog_board *board; /* catalog board, NULL = any */
 	bool has_usb_id;
@@ -72,6 +80,9 @@ struct config_profile {
 	char *moonraker_url;	      /* NULL = no print-state check */
 	bool moonraker_fail_open;     /* flash even when Moonraker does not answer */
 	char *moonraker_api_key_file; /* NULL = no X-Api-Key sent */
+	enum config_host host;
+	char *octoprint_url;	      /* host = "octoprint": octoprint.url, else NULL */
+	char *octoprint_api_key_file; /* host = "octoprint": octoprint.api_key_file */
 	bool has_app_start;
 	uint32_t app_start;		 /* override of the catalog's app start */
 	enum config_interface interface; /* what the image must talk (default USB) */
@@ -146,3 +157,4 @@ uint32_t config_profile_app_start(const struct config_profile *p);
 
 const char *config_method_to_string(enum config_method m);
 const char *config_interface_to_string(enum config_interface i);
+const char *config_host_to_string(enum config_host h);

@@ -19,6 +19,7 @@
 #include "log.h"
 #include "service/moonraker.h"
 #include "service/power.h"
+#include "service/octoprint.h"
 #include "service/units.h"
 #include "util.h"
 #include "image/validate.h"
@@ -86,6 +87,8 @@ struct job {
 	bool moonraker_fail_open;
 	/* zero config: no Moonraker at the default address is fine */
 	bool moonraker_optional;
+	char octoprint[256]; /* host = "octoprint": its URL, else "" */
+	char octoprint_key_file[256];
 	char **stop_globs;	/* copy of the profile's stop_units */
 	char stopped_unit[256]; /* the unit this job stopped, "" if none */
 	enum job_step step;
@@ -150,6 +153,7 @@ struct job_table {
 	struct store *store;
 	struct boards *boards;
 	struct units *units;
+	struct octoprint *octoprint; /* OctoPrint connections to give back */
 	char *worker_exe;
 	job_event_fn ev;
 	void *userdata;
@@ -200,6 +204,7 @@ static void unreachable_bootloader(struct job *j, const struct board *b);
 static void rescue_write(struct job *j);
 static void rescue_child_done(struct job *j, int status);
 static void rescue_on_board(struct job *j, enum boards_event ev, struct board *b);
+static struct job *find_job(struct job_table *t, const char *port);
 
 static void
 fields(const struct job *j, const char *mid, struct log_fields *f)
@@ -442,10 +447,23 @@ retry_later(struct job_table *t)
 
 /* The end of every job: history row, journal, units back, slot free. "interrupted" keeps
  * the job resumable from its step when the board is seen again. */
+/* An OctoPrint connection a job released goes back once the board runs its application
+ * again and no job uses it (on success, failure or rollback; after a restart too). */
+static void
+give_port_back(struct job_table *t, const char *port)
+{
+	struct board *b = boards_find_port(t->boards, port);
+
+	if (b && b->present && b->dev.tty[0] && !device_mode_is_bootloader(b->dev.mode) &&
+	    !find_job(t, port))
+		octoprint_board_ready(t->octoprint, port, b->dev.tty, b->dev.by_id);
+}
+
 static void
 job_finish(struct job *j, const char *result, const char *mid, int prio, const char *msg)
 {
 	struct job_table *t = j->t;
+	char port[sizeof(j->port)];
 	struct log_fields f;
 	json_object *extra = json_object_new_object();
 
@@ -468,6 +486,7 @@ job_finish(struct job *j, const char *result, const char *mid, int prio, const c
 	json_object_object_add(extra, "result", json_object_new_string(result));
 	json_object_object_add(extra, "message", json_object_new_string(msg));
 	emit(j, "job-finished", extra);
+	(void)str_copy(port, sizeof(port), j->port);
 	for (size_t i = 0; i < t->n_jobs; i++) {
 		if (t->jobs[i] != j)
 			continue;
@@ -476,6 +495,7 @@ job_finish(struct job *j, const char *result, const char *mid, int prio, const c
 		break;
 	}
 	job_free(j);
+	give_port_back(t, port);
 	start_pending(t);
 	reconcile_soon(t);
 }
@@ -645,6 +665,29 @@ on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
 	return 0;
 }
 
+/* The gate child of a board driven by OctoPrint: its print state, and its serial port
+ * released when OctoPrint holds it (service/octoprint.c). */
+static int
+octoprint_gate_child(const struct job *j)
+{
+	const struct board *b = boards_find_port(j->t->boards, j->port);
+	char *dir = xasprintf("%s/octoprint", j->t->cfg->state_dir), *msg = NULL;
+	struct octoprint_target target = {
+	    .url = j->octoprint,
+	    .key_file = j->octoprint_key_file,
+	    .board = name_of(j),
+	    .usb_port = j->port,
+	    .tty = b ? b->dev.tty : "",
+	    .by_id = b ? b->dev.by_id : "",
+	    .dir = dir,
+	};
+	bool ok = octoprint_gate_run(&target, &msg);
+
+	dprintf(STDOUT_FILENO, "{\"type\":\"result\",\"ok\":%s,\"error\":%s}\n",
+		ok ? "true" : "false", json_object_to_json_string(json_object_new_string(msg)));
+	return ok ? 0 : 1;
+}
+
 /* Start a child that writes JSON lines on its stdout: a re-executed worker when plan is
  * given, else a forked print-state check (short-lived, single-threaded parent). */
 static int
@@ -680,6 +723,8 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 				_exit(127);
 			execv(j->t->worker_exe, args);
 			_exit(127);
+		} else if (j->octoprint[0]) {
+			_exit(octoprint_gate_child(j));
 		} else {
 			struct moonraker_state st;
 			char key[MOONRAKER_KEY_MAX], *msg = NULL;
@@ -885,12 +930,13 @@ static void
 step_gate(struct job *j)
 {
 	set_step(j, STEP_GATE);
-	if (!j->moonraker[0]) {
+	if (!j->moonraker[0] && !j->octoprint[0]) {
 		step_stop_unit(j);
 		return;
 	}
 	if (spawn(j, CHILD_GATE, NULL) < 0)
-		job_fail(j, "cannot check the print state at %s", j->moonraker);
+		job_fail(j, "cannot check the print state at %s",
+			 j->octoprint[0] ? j->octoprint : j->moonraker);
 }
 
 /* A bootloader the worker has a backend for. */
@@ -1857,7 +1903,12 @@ plan_json(const struct job *j, const struct board *b)
 		free(reason);
 	}
 	json_object_object_add(o, "stop_units", units);
-	if (!j->moonraker[0]) {
+	if (j->octoprint[0]) {
+		(void)snprintf(state, sizeof(state),
+			       "asked at the flash: OctoPrint at %s (its job state; a connection "
+			       "to this board is released for the flash and given back after it)",
+			       j->octoprint);
+	} else if (!j->moonraker[0]) {
 		(void)snprintf(state, sizeof(state), "not checked (no Moonraker for this profile)");
 	} else {
 		char key[MOONRAKER_KEY_MAX + 1] = "";
@@ -2102,6 +2153,13 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 	if (p->moonraker_api_key_file)
 		(void)str_copy(j->moonraker_key_file, sizeof(j->moonraker_key_file),
 			       p->moonraker_api_key_file);
+	if (p->host == CONFIG_HOST_OCTOPRINT) {
+		/* OctoPrint is this board's host: it alone is asked, never Moonraker */
+		j->moonraker[0] = 0;
+		(void)str_copy(j->octoprint, sizeof(j->octoprint), p->octoprint_url);
+		(void)str_copy(j->octoprint_key_file, sizeof(j->octoprint_key_file),
+			       p->octoprint_api_key_file);
+	}
 	j->stop_globs = xnew_array(char *, p->n_stop_units + 1);
 	for (size_t i = 0; i < p->n_stop_units; i++)
 		j->stop_globs[i] = xstrdup(p->stop_units[i]);
@@ -2454,7 +2512,9 @@ reconcile_board(struct job_table *t, struct board *b, const char *why)
 	struct store_desired d;
 	const char *sha = NULL;
 
-	if (!board_actionable(b) || find_job(t, b->dev.port))
+	/* OctoPrint is being connected again to it: a gate now would find it half-open */
+	if (!board_actionable(b) || find_job(t, b->dev.port) ||
+	    octoprint_busy(t->octoprint, b->dev.port))
 		return;
 	/* a job interrupted by a restart or an unplug resumes first, whatever the profile:
 	 * it was asked for already */
@@ -2572,6 +2632,7 @@ job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b)
 		return;
 	}
 	/* appeared, changed mode, or got its tty: act on it if it needs anything */
+	give_port_back(t, b->dev.port);
 	reconcile_board(t, b, ev == BOARDS_APPEARED ? "board appeared" : "board changed");
 }
 
@@ -2638,6 +2699,14 @@ job_table_to_json(const struct job_table *t)
 	return arr;
 }
 
+/* A reconnect ended: whatever waited for the board (a queued image) may go on. */
+static void
+on_port_given_back(void *userdata, const char *usb_port)
+{
+	(void)usb_port;
+	reconcile_soon(userdata);
+}
+
 int
 job_table_new(sd_event *loop, const struct config *cfg, struct store *store, struct boards *boards,
 	      const char *worker_exe, job_event_fn ev, void *userdata, struct job_table **ret)
@@ -2668,6 +2737,12 @@ job_table_new(sd_event *loop, const struct config *cfg, struct store *store, str
 			restore_unit(t, stopped[i]);
 		}
 	strv_free(stopped);
+	{
+		char *dir = xasprintf("%s/octoprint", cfg->state_dir);
+
+		(void)octoprint_new(loop, dir, on_port_given_back, t, &t->octoprint);
+		free(dir);
+	}
 	reconcile_soon(t);
 	*ret = t;
 	return 0;
@@ -2702,6 +2777,7 @@ job_table_free(struct job_table *t)
 	strv_free(t->own_gone);
 	strv_free(t->no_card);
 	sd_event_source_disable_unref(t->reconcile_src);
+	t->octoprint = octoprint_free(t->octoprint);
 	if (t->units) {
 		(void)units_restore_all(t->units, 30ull * 1000000ull);
 		t->units = units_free(t->units);

@@ -18,6 +18,11 @@
 #   rescued  SKR 1.4 Turbo (LPC1769) whose SD slot died: its stock    -> Katapult installed over
 #            bootloader only reads that slot; its ROM on a UART          the UART (rescue), then
 #                                                                       Klipper over USB; restore
+#   octoprint SKR Pro (STM32F407) with Katapult on port 2-4, driven  -> refused while OctoPrint
+#            by OctoPrint (a fake one: tests/integration/               prints; then OctoPrint
+#            fake_octoprint.py), not Klipper                            releases the port, the
+#                                                                       board is flashed, and
+#                                                                       OctoPrint connects again
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -25,6 +30,8 @@ BUILD=${BUILD:-build}
 here=$(cd "$(dirname "$0")" && pwd)
 T=$(mktemp -d "${TMPDIR:-/tmp}/skrflash-demo.XXXXXX")
 trap 'rm -rf "$T"' EXIT
+# OctoPrint's (fake's) address, chosen now: the profile names it
+OCTOPRINT_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 cat >"$T/skrflash.conf" <<CONF
 # the demo's configuration: one profile per board
@@ -47,7 +54,10 @@ profiles = (
   { name = "skrpro-sd"; match = { board = "skr-pro"; port = "1-7"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "rescued"; match = { board = "skr-1.4-turbo"; port = "1-9"; };
-    auto_flash = [ "queue" ]; }
+    auto_flash = [ "queue" ]; },
+  { name = "octoprint"; match = { board = "skr-pro"; port = "2-4"; };
+    auto_flash = [ ]; host = "octoprint";
+    octoprint = { url = "http://127.0.0.1:$OCTOPRINT_PORT"; api_key_file = "$T/octoprint.key"; }; }
 );
 # the Pi's UART wired to the SKR 1.4 Turbo's UART0 (TFT header), no GPIO lines: guided
 rescue = ( { device = "$T/uart-1-9"; baud = 115200; board = "skr-1.4-turbo"; } );
@@ -64,6 +74,10 @@ sim="$BUILD/skrsim"
 "$sim" image skr-1.4-turbo v0.13.0-farm "$T/turbo.bin"
 "$sim" image skr-pro v0.13.0-farm "$T/skrpro-sd.bin"
 "$sim" bootloader skr-1.4-turbo katapult "$T/katapult.bin"
+"$sim" image skr-pro v0.13.0-farm "$T/octoprint.bin"
+echo OCTOPRINTKEY0123456789ABCDEF0000 >"$T/octoprint.key"
+chmod 0600 "$T/octoprint.key"
+echo "$OCTOPRINT_PORT" >"$T/octoprint.port"
 
 echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
 exec "$sim" --quiet \
@@ -76,4 +90,5 @@ exec "$sim" --quiet \
 	--board skr-1.4-turbo@1-6:klipper-app,sdcard=64M \
 	--board skr-pro@1-7:klipper-app,sdcard=64M,sdfs=fat32 \
 	--board "skr-1.4-turbo@1-9:klipper-app,uart=$T/uart-1-9" \
+	--board skr-pro@2-4:katapult-installed \
 	-- sh "$here/inner.sh" "$T" "$BUILD"

@@ -137,6 +137,57 @@ show restore skr-1.4-turbo
 wait "$hands_pid"
 echo "dump $T/turbo-restored.bin" >"$T/uart-1-9.pins"
 sleep 0.3
+say "5. The SKR Pro on port 2-4 drives a printer run by OctoPrint, not Klipper (host ="
+more "   \"octoprint\" in its profile). OctoPrint holds the board's serial port open:"
+# OctoPrint: a fake one, outside the simulator's preload, holding the tty as pyserial does
+mkfifo "$T/octoprint.in"
+env -u LD_PRELOAD python3 "$(dirname "$0")/../integration/fake_octoprint.py" "$SKRSIM_ROOT" \
+	"$T/octoprint-calls.log" "$(cat "$T/octoprint.port")" <"$T/octoprint.in" \
+	>/dev/null 2>"$T/octoprint.log" &
+octoprint=$!
+exec 7>"$T/octoprint.in"
+op() { # op GET|POST PATH [JSON]: OctoPrint's REST API with its key; prints the reply
+	env -u LD_PRELOAD python3 - "$(cat "$T/octoprint.port")" "$@" <<'PY'
+import json, sys, time, urllib.request
+port, method, path = sys.argv[1:4]
+data = sys.argv[4].encode() if len(sys.argv) > 4 else None
+for _ in range(50):
+    try:
+        req = urllib.request.Request("http://127.0.0.1:%s%s" % (port, path), data=data,
+                                     method=method, headers={
+                                         "X-Api-Key": "OCTOPRINTKEY0123456789ABCDEF0000",
+                                         "Content-Type": "application/json"})
+        body = urllib.request.urlopen(req, timeout=5).read()
+        break
+    except OSError:
+        time.sleep(0.1)
+if path == "/api/connection" and method == "GET":
+    c = json.loads(body)["current"]
+    print("   OctoPrint: %s%s" % (c["state"], " on %s, %s baud" % (c["port"], c["baudrate"])
+                                  if c["port"] else ""))
+PY
+}
+byid=$(ctl --json boards | python3 -c 'import json, sys
+print([b["by_id"] for b in json.load(sys.stdin) if b["port"] == "2-4"][0])')
+op POST /api/connection "{\"command\":\"connect\",\"port\":\"$byid\",\"baudrate\":250000}"
+op GET /api/connection
+more "   While OctoPrint prints, the flash is refused and the board is not touched:"
+op POST /_fake/state '{"state": "Printing"}'
+show queue octoprint "$T/octoprint.bin"
+show flash octoprint
+more "   The print is done. OctoPrint lets go of the port for the flash and gets it back:"
+op POST /_fake/state '{"state": "Operational"}'
+show flash octoprint
+i=0
+while ! grep -q "^<[0-9]>OctoPrint at .* is connected again" "$T/daemon.log"; do
+	i=$((i + 1))
+	[ $i -gt 100 ] && break
+	sleep 0.1
+done
+op GET /api/connection
+op GET /api/connection >"$T/octoprint-after.txt"
+more "   skrflashd's journal on the way:"
+sed -n 's/^<[0-9]>\(OctoPrint at .*\(released\|connected again\)[^[]*\).*/     \1/p' "$T/daemon.log"
 
 say "The boards now, and what happened to them:"
 show boards
@@ -149,6 +200,8 @@ say "When skrflashd stops (here: the end of the demo), watch says so and exits:"
 kill "$daemon"
 wait "$daemon"
 wait "$watcher" 2>/dev/null
+exec 7>&- # the fake OctoPrint exits at EOF
+wait "$octoprint" 2>/dev/null
 
 # the outcomes, checked
 fail=0
@@ -218,6 +271,33 @@ expect "SKR 1.4 Turbo: new Klipper flashed over USB through Katapult" check_hist
 expect "SKR 1.4 Turbo runs the new image" installed 1-9 "$T/turbo.bin"
 expect "SKR 1.4 Turbo: stock bootloader restored over the UART" check_history "uart:$T/uart-1-9" succeeded restore-lpc
 expect "SKR 1.4 Turbo: the stock bootloader's bytes are back" same_bytes "$T/turbo-restored.bin" 0 0x4000 "$T/turbo-before.bin" 0
+# shellcheck disable=SC2317 # called through expect "$@"
+refused_while_printing() { # PORT: the board's first job was refused by OctoPrint's state
+	python3 - "$H" "$1" <<'PY'
+import json, sys
+rows = [r for r in json.load(open(sys.argv[1])) if r["port"] == sys.argv[2]]
+sys.exit(0 if rows and rows[-1]["result"] == "failed" and "is Printing" in rows[-1]["error"]
+         and rows[-1]["step"] == "gate" else 1)
+PY
+}
+# shellcheck disable=SC2317 # called through expect "$@"
+port_given_back() { # OctoPrint was disconnected, then connected again to the same port
+	python3 - "$T/octoprint-calls.log" "$T/octoprint-after.txt" <<'PY'
+import sys
+calls = open(sys.argv[1]).read().splitlines()
+after = open(sys.argv[2]).read()
+first = next(c for c in calls if c.startswith("POST connect"))
+port = first.split()[2]
+d = calls.index("POST disconnect")
+back = [c for c in calls[d:] if c.startswith("POST connect")]
+sys.exit(0 if back and back[0].split()[2] == port and "Operational on %s" % port[5:] in after
+         else 1)
+PY
+}
+expect "OctoPrint's SKR Pro refused while it prints" refused_while_printing 2-4
+expect "OctoPrint's SKR Pro flashed over Katapult, verified, booted" check_history 2-4 succeeded katapult
+expect "OctoPrint's SKR Pro runs the new image" installed 2-4 "$T/octoprint.bin"
+expect "OctoPrint released the port and got it back" port_given_back
 if [ $fail -eq 0 ]; then
 	echo "demo: every expected outcome happened"
 else

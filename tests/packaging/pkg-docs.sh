@@ -38,6 +38,14 @@ for key in state_dir queue_dir runtime_dir log_level max_jobs timeouts bootloade
 		bad "conf key $key"
 	fi
 done
+# The keys of a profile driven by OctoPrint.
+for key in host octoprint url api_key_file; do
+	if grep -Eq "^\\.(B|BR|TP|I) \"?$key\\b|^\\.BR .*\\b$key\\b" conf/skrflash.conf.5; then
+		ok "conf key $key"
+	else
+		bad "conf key $key"
+	fi
+done
 # And every top-level key the shipped example config uses.
 if [ -f conf/skrflash.conf ]; then
 	while read -r key; do
