@@ -13,6 +13,9 @@
 #            own                                                        (PICOBOOT) and back
 #   turbo    SKR 1.4 Turbo (LPC1769) and an SKR Pro (STM32F407) with  -> flashed through their SD
 #   skrpro-sd their stock SD bootloaders only, a FAT card in the slot    cards by the running Klipper
+#   skr2     SKR 2 (STM32F429), stock SD bootloader that reads the    -> firmware.bin written over
+#            card over SDIO, no Katapult, no ROM DFU                    the SD path, "needs power
+#                                                                       cycle", done after one
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -35,6 +38,8 @@ profiles = (
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "pico"; match = { board = "skr-pico"; port = "1-5"; };
     auto_flash = [ "hotplug", "queue" ]; },
+  { name = "skr2"; match = { board = "skr-2-f429"; port = "1-8"; };
+    methods = [ "sd" ]; auto_flash = [ "hotplug", "queue" ]; },
   { name = "turbo"; match = { board = "skr-1.4-turbo"; port = "1-6"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "skrpro-sd"; match = { board = "skr-pro"; port = "1-7"; };
@@ -51,6 +56,7 @@ sim="$BUILD/skrsim"
 "$sim" image skr-pico v0.13.0-farm "$T/pico.bin"
 "$sim" image skr-1.4-turbo v0.13.0-farm "$T/turbo.bin"
 "$sim" image skr-pro v0.13.0-farm "$T/skrpro-sd.bin"
+"$sim" image skr-2-f429 v0.13.0-farm "$T/skr2.bin"
 
 echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
 exec "$sim" --quiet \
@@ -61,4 +67,5 @@ exec "$sim" --quiet \
 	--board skr-pico@1-5:klipper-app \
 	--board skr-1.4-turbo@1-6:klipper-app,sdcard=64M \
 	--board skr-pro@1-7:klipper-app,sdcard=64M,sdfs=fat32 \
+	--board skr-2-f429@1-8:klipper-app,sdcard=64M,sdfs=fat32 \
 	-- sh "$here/inner.sh" "$T" "$BUILD"
