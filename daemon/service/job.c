@@ -103,6 +103,7 @@ struct job {
 	bool sd_confirming; /* the confirm worker runs */
 	bool sd_confirmed;  /* the board runs the image: the boot check after it is the last */
 	bool sd_need_gone;  /* a reset was sent: the app seen before it leaves is the old one */
+	unsigned sd_asked;  /* confirm workers that ended without an answer */
 	char note[256];	    /* a warning for the final message, "" if none */
 	bool result_reset;  /* the worker restarted the board on purpose */
 	unsigned rearms;    /* bootloader waits restarted because the board came back */
@@ -1094,6 +1095,23 @@ start_rollback(struct job *j, struct board *b)
 			 "BOOT held) within %.0f s; skrflash then rolls back to %.12s by itself",
 			 name_of(j), j->port, j->t->cfg->boot_timeout_ms / 1000.0, j->lkg);
 	}
+	/* a stock SD bootloader outlives a crashing application, but only a card that holds
+	 * firmware.bin reaches it: the operator's copy, then the rollback is confirmed */
+	if (j->sd) {
+		struct log_fields f;
+		char *path = NULL;
+
+		(void)store_firmware_path(j->t->store, j->lkg, &path);
+		fields(j, LOG_MID_FLASH_FAILED, &f);
+		log_full(
+		    LOG_WARNING, 0, &f,
+		    "%s on port %s: its stock SD bootloader is the way back: copy %s to its SD "
+		    "card as firmware.bin and power it up (or reset it) within %.0f s; "
+		    "skrflash then rolls back to %.12s by itself",
+		    name_of(j), j->port, path ? path : j->lkg, j->t->cfg->boot_timeout_ms / 1000.0,
+		    j->lkg);
+		free(path);
+	}
 	arm_timer(j, j->t->cfg->boot_timeout_ms, NULL);
 }
 
@@ -1361,6 +1379,15 @@ sd_done(struct job *j, int status)
 		j->sd_confirmed = confirming;
 		/* the reset may have taken the old app off the bus while the worker ran */
 		j->sd_need_gone = !j->gone_in_worker;
+		begin_boot_check(j);
+		return;
+	}
+	if (confirming && !j->result_error[0] && b && b->present && j->sd_asked++ == 0) {
+		/* the confirm worker died without an answer (killed): the question is harmless
+		 * to ask again, once */
+		log_info("%s on port %s: the confirm step ended without an answer; asking again",
+			 name_of(j), j->port);
+		j->sd_need_gone = false;
 		begin_boot_check(j);
 		return;
 	}

@@ -11,7 +11,8 @@
  * initialise for the bootloader, an exFAT card (refused before writing), orphaned long
  * names (cleaned), an SDIO board (needs a power cycle), power lost while the bootloader
  * programs (back at once, and back only later), the worker SIGKILLed while writing and
- * while confirming, the daemon SIGKILLed after the write, and "already runs". */
+ * while confirming, the daemon SIGKILLed after the write, "already runs", and the rollback
+ * of a build that crashes at start-up. */
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
@@ -32,6 +33,8 @@ static const char profiles[] =
     "  { name = \"pro\"; match = { board = \"skr-pro\"; port = \"7-2\"; };\n"
     "    auto_flash = [\"queue\"]; },\n"
     "  { name = \"pro-exfat\"; match = { board = \"skr-pro\"; port = \"7-3\"; };\n"
+    "    auto_flash = [\"queue\"]; },\n"
+    "  { name = \"pro-rb\"; match = { board = \"skr-pro\"; port = \"7-6\"; };\n"
     "    auto_flash = [\"queue\"]; },\n"
     "  { name = \"noinit\"; match = { board = \"skr-1.4\"; port = \"7-5\"; };\n"
     "    auto_flash = [\"queue\"]; },\n"
@@ -393,6 +396,68 @@ test_power_loss(struct sim_board *b)
 	img_free(&m2);
 }
 
+/* A build that crashes at start-up (the checks cannot see it): the stock SKR Pro has no
+ * application left to write through, so the daemon names the stored known-good file to put
+ * on the card; once the operator copied it and powered the board up, the daemon confirms
+ * the rollback by itself (writing the known-good image the same way) and marks the build
+ * bad. */
+static void
+test_rollback(void)
+{
+	struct sim_board_spec spec = {.model = "skr-pro",
+				      .port = "7-6",
+				      .mode = SIM_MODE_KLIPPER_APP,
+				      .crash_version = "crash",
+				      .bootloop = SIM_BOOTLOOP_FLICKER,
+				      .bootloop_cycles = 2};
+	struct sim_board *b = sim_board_add(eng_sim(), &spec);
+	struct img good, bad;
+	char *line, *path = NULL, *needle;
+
+	CHECK(b != NULL);
+	if (!b)
+		return;
+	CHECK_EQ_INT(sim_board_new_sdcard(b, 64ull << 20, "fat32"), 0);
+	CHECK_EQ_INT(eng_wait("board appeared: skr-pro in klipper-app mode on port 7-6", 10000), 0);
+	img_make(&good, b, "v-good", 32 * 1024);
+	img_make(&bad, b, "v-crash", 32 * 1024);
+	CHECK_EQ_INT(queue("pro-rb", &good), 0);
+	CHECK_EQ_INT(wait_flashed(b, &good, 30000), 0);
+	CHECK_EQ_INT(sim_proc_wait_notify(eng_daemon(), "0 jobs running", 10000), 0);
+
+	CHECK_EQ_INT(queue("pro-rb", &bad), 0);
+	needle = xasprintf("on port 7-6 did not boot the new firmware %.12s", bad.sha);
+	CHECK_EQ_INT(eng_wait(needle, 30000), 0);
+	free(needle);
+	CHECK(flash_equals(sim_board_flash(b), sim_board_app_start(b), bad.bytes, bad.len));
+	CHECK_EQ_INT(eng_wait("its stock SD bootloader is the way back: copy ", 5000), 0);
+	line = eng_line("its stock SD bootloader is the way back: copy ");
+	if (line) {
+		char *at = strstr(line, "copy ") + 5, *end = strstr(at, " to its SD card");
+
+		if (end)
+			path = strndup(at, (size_t)(end - at));
+		free(line);
+	}
+	CHECK(path != NULL);
+	/* the operator: the file onto the card, the board powered up */
+	if (path)
+		CHECK_EQ_INT(sh("mcopy -o -i %s %s ::firmware.bin", sim_board_sdcard_path(b), path),
+			     0);
+	CHECK_EQ_INT(sim_board_power_on(b), 0);
+	needle = xasprintf("rolled back to the last known-good %.12s", good.sha);
+	CHECK_EQ_INT(eng_wait(needle, 30000), 0);
+	free(needle);
+	CHECK(flash_equals(sim_board_flash(b), sim_board_app_start(b), good.bytes, good.len));
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_STREQ(sim_board_app_version(b), "v-good");
+	check_history("7-6", bad.sha, "rolled-back");
+	CHECK_EQ_INT(card_holds(b, good.path), 0);
+	free(path);
+	img_free(&good);
+	img_free(&bad);
+}
+
 /* The pid of a worker the daemon runs now, or -1 (only descendants of our daemon). */
 static int
 worker_pid(void)
@@ -441,34 +506,53 @@ worker_pid(void)
 	return found;
 }
 
-/* Waits for a worker of the daemon while the newest history row of the port is at `step`
- * (history is asked only when a worker runs: each answer goes to the log). */
+/* Waits for a worker of the daemon to run; its pid or -ETIMEDOUT. */
 static int
-wait_worker_at(const char *port, const char *step, int timeout_ms)
+wait_worker(int timeout_ms)
 {
-	int skip = -1;
-
-	for (int waited = 0; waited < timeout_ms; waited += 10) {
+	for (int waited = 0; waited < timeout_ms; waited += 5) {
 		int pid = worker_pid();
 
-		if (pid > 0 && pid != skip) {
-			json_object *hist = eng_history(), *row = eng_newest_on(hist, port);
-			bool at = row && strcmp(eng_str(row, "step"), step) == 0 &&
-				  strcmp(eng_str(row, "result"), "running") == 0;
-
-			json_object_put(hist);
-			if (at)
-				return pid;
-			skip = pid;
-		}
-		usleep(10000);
+		if (pid > 0)
+			return pid;
+		usleep(5000);
 	}
 	return -ETIMEDOUT;
 }
 
-/* The worker SIGKILLed while it writes the card, and while it confirms: the board is never
- * stranded (it runs its old or its new firmware), the file stays queued, and the next
- * attempt flashes it. */
+/* Waits until process pid is gone; 0 or -ETIMEDOUT. */
+static int
+wait_gone(int pid, int timeout_ms)
+{
+	for (int waited = 0; waited < timeout_ms; waited += 5) {
+		if (kill(pid, 0) < 0 && errno == ESRCH)
+			return 0;
+		usleep(5000);
+	}
+	return -ETIMEDOUT;
+}
+
+/* Waits for the newest history row of the port to be at `step` while it runs. */
+static int
+wait_step(const char *port, const char *step, int timeout_ms)
+{
+	for (int waited = 0; waited < timeout_ms; waited += 50) {
+		json_object *hist = eng_history(), *row = eng_newest_on(hist, port);
+		bool at = row && strcmp(eng_str(row, "step"), step) == 0 &&
+			  strcmp(eng_str(row, "result"), "running") == 0;
+
+		json_object_put(hist);
+		if (at)
+			return 0;
+		usleep(50000);
+	}
+	return -ETIMEDOUT;
+}
+
+/* The worker SIGKILLed while it writes the card: the board is never stranded (it runs its
+ * old or its new firmware), the file stays queued, and the next attempt flashes it. Killed
+ * while it confirms: the board runs the new firmware, and the job asks it again. Only this board is
+ * busy here: the first worker of the job writes, the second one confirms. */
 static void
 test_worker_killed(struct sim_board *b)
 {
@@ -478,7 +562,7 @@ test_worker_killed(struct sim_board *b)
 
 	img_make(&m, b, "v-killed", 48 * 1024);
 	CHECK_EQ_INT(queue("pro", &m), 0);
-	pid = wait_worker_at("7-2", "write", 20000);
+	pid = wait_worker(20000);
 	CHECK(pid > 0);
 	if (pid > 0)
 		CHECK_EQ_INT(kill(pid, SIGKILL), 0);
@@ -497,33 +581,42 @@ test_worker_killed(struct sim_board *b)
 
 	img_make(&m, b, "v-killed-confirm", 44 * 1024);
 	CHECK_EQ_INT(queue("pro", &m), 0);
-	pid = wait_worker_at("7-2", "verify", 20000);
+	pid = wait_worker(20000);
+	CHECK(pid > 0 && wait_gone(pid, 20000) == 0);
+	pid = wait_worker(20000);
 	CHECK(pid > 0);
 	if (pid > 0)
 		CHECK_EQ_INT(kill(pid, SIGKILL), 0);
-	CHECK_EQ_INT(sim_proc_wait_notify(eng_daemon(), "0 jobs running", 20000), 0);
-	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 10000), 0);
-	/* the bootloader had its turn already: the new firmware runs */
-	CHECK_STREQ(sim_board_app_version(b), "v-killed-confirm");
-	CHECK(flash_equals(sim_board_flash(b), sim_board_app_start(b), m.bytes, m.len));
+	/* the bootloader had its turn already: the new firmware runs, and the question is
+	 * asked again */
+	CHECK_EQ_INT(wait_flashed(b, &m, 30000), 0);
+	CHECK_EQ_INT(eng_wait("the confirm step ended without an answer; asking again", 1000), 0);
+	check_runs(b, &m, "v-killed-confirm");
+	check_history("7-2", m.sha, "succeeded");
+	CHECK_EQ_INT(sim_proc_wait_notify(eng_daemon(), "0 jobs running", 10000), 0);
 	img_free(&m);
 }
 
-/* The daemon SIGKILLed while the new firmware boots: the restarted daemon resumes the job,
- * confirms what the board runs and records it. */
+/* The daemon SIGKILLed after the write, while the new firmware boots: the restarted daemon
+ * resumes the job, confirms what the board runs without writing again, and records it. */
 static void
 test_daemon_killed(struct sim_board *b)
 {
 	struct img m;
+	unsigned before = flashes(b);
+	int pid;
 
 	img_make(&m, b, "v-daemon-killed", 40 * 1024);
 	CHECK_EQ_INT(queue("turbo", &m), 0);
-	CHECK(wait_worker_at("7-1", "verify", 20000) > 0);
+	pid = wait_worker(20000);
+	CHECK(pid > 0 && wait_gone(pid, 20000) == 0);
+	CHECK_EQ_INT(wait_step("7-1", "boot-check", 10000), 0);
 	CHECK_EQ_INT(eng_kill(), 128 + SIGKILL);
 	CHECK_EQ_INT(eng_start(NULL), 0);
 	CHECK_EQ_INT(wait_flashed(b, &m, 30000), 0);
 	check_runs(b, &m, "v-daemon-killed");
 	check_history("7-1", m.sha, "succeeded");
+	CHECK_EQ_INT(flashes(b), before + 1);
 	img_free(&m);
 }
 
@@ -553,6 +646,7 @@ main(int argc, char **argv)
 	 * such a retry must not be taken for the one to kill */
 	test_worker_killed(pro);
 	test_daemon_killed(turbo);
+	test_rollback();
 	test_no_init();
 	test_exfat();
 	test_sdio();
