@@ -23,6 +23,9 @@
 #            fake_octoprint.py), not Klipper                            releases the port, the
 #                                                                       board is flashed, and
 #                                                                       OctoPrint connects again
+#   skr2     SKR 2 (STM32F429), stock SD bootloader that reads the    -> firmware.bin written over
+#            card over SDIO, no Katapult, no ROM DFU                    the SD path, "needs power
+#                                                                       cycle", done after one
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -49,6 +52,8 @@ profiles = (
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "skr14"; match = { board = "skr-1.4"; port = "2-1"; };
     methods = [ "katapult", "lpc-dfu" ]; auto_flash = [ "hotplug", "queue" ]; },
+  { name = "skr2"; match = { board = "skr-2-f429"; port = "1-8"; };
+    methods = [ "sd" ]; auto_flash = [ "hotplug", "queue" ]; },
   { name = "turbo"; match = { board = "skr-1.4-turbo"; port = "1-6"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "skrpro-sd"; match = { board = "skr-pro"; port = "1-7"; };
@@ -78,6 +83,7 @@ sim="$BUILD/skrsim"
 echo OCTOPRINTKEY0123456789ABCDEF0000 >"$T/octoprint.key"
 chmod 0600 "$T/octoprint.key"
 echo "$OCTOPRINT_PORT" >"$T/octoprint.port"
+"$sim" image skr-2-f429 v0.13.0-farm "$T/skr2.bin"
 
 echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
 exec "$sim" --quiet \
@@ -91,4 +97,5 @@ exec "$sim" --quiet \
 	--board skr-pro@1-7:klipper-app,sdcard=64M,sdfs=fat32 \
 	--board "skr-1.4-turbo@1-9:klipper-app,uart=$T/uart-1-9" \
 	--board skr-pro@2-4:katapult-installed \
+	--board skr-2-f429@1-8:klipper-app,sdcard=64M,sdfs=fat32 \
 	-- sh "$here/inner.sh" "$T" "$BUILD"

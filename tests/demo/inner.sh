@@ -189,6 +189,30 @@ op GET /api/connection >"$T/octoprint-after.txt"
 more "   skrflashd's journal on the way:"
 sed -n 's/^<[0-9]>\(OctoPrint at .*\(released\|connected again\)[^[]*\).*/     \1/p' "$T/daemon.log"
 
+say "6. The SKR 2 has only its stock bootloader, which reads the SD card over SDIO. skrflash"
+more "   writes firmware.bin through the running Klipper, but the card stays in SPI mode until it"
+more "   loses power, so the bootloader cannot read it yet. Without a power group in its profile"
+more "   (a Moonraker power device or a command such as uhubctl) the board says what it needs:"
+show queue skr2 "$T/skr2.bin"
+i=0
+while [ "$(ctl --json boards 2>/dev/null | python3 -c '
+import json, sys
+print(next((b["state"] for b in json.load(sys.stdin) if b["port"] == "1-8"), ""))' 2>/dev/null)" \
+	!= needs-power-cycle ]; do
+	i=$((i + 1))
+	[ $i -gt 1200 ] && break
+	sleep 0.1
+done
+ctl --json boards >"$T/boards-power.json"
+show boards
+say "   The printer keeps working on its old firmware meanwhile. Someone switches the board"
+more "   off and on (here the simulator cuts its power); its bootloader flashes firmware.bin and"
+more "   skrflash verifies and records the flash by itself:"
+echo "1-8 off" >>"$SKRSIM_POWER"
+sleep 1.5
+echo "1-8 on" >>"$SKRSIM_POWER"
+wait_job 1-8 1 || wait_job 1-8 1 || wait_job 1-8 1 || wait_job 1-8 1
+
 say "The boards now, and what happened to them:"
 show boards
 show history
@@ -298,6 +322,13 @@ expect "OctoPrint's SKR Pro refused while it prints" refused_while_printing 2-4
 expect "OctoPrint's SKR Pro flashed over Katapult, verified, booted" check_history 2-4 succeeded katapult
 expect "OctoPrint's SKR Pro runs the new image" installed 2-4 "$T/octoprint.bin"
 expect "OctoPrint released the port and got it back" port_given_back
+expect "SKR 2 (SDIO) showed needs-power-cycle after the SD write" python3 -c '
+import json, sys
+b = [b for b in json.load(open(sys.argv[1])) if b["port"] == "1-8"]
+sys.exit(0 if b and b[0]["state"] == "needs-power-cycle" and b[0]["why"] else 1)' "$T/boards-power.json"
+expect "SKR 2's state in the journal with SKRFLASH_STATE" grep -q "state=needs-power-cycle" "$T/daemon.log"
+expect "SKR 2 flashed over its SD card after a power cycle, verified" check_history 1-8 succeeded sd
+expect "SKR 2 runs the new image" installed 1-8 "$T/skr2.bin"
 if [ $fail -eq 0 ]; then
 	echo "demo: every expected outcome happened"
 else

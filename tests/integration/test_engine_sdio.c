@@ -258,6 +258,14 @@ test_needs_power_cycle(void)
 	CHECK(out && strstr(out, "needs power cycle: skr-3-h723 on port 9-3"));
 	free(out);
 
+	/* a daemon restart keeps the state: the resumed job asks the app, which still runs
+	 * the old firmware, and waits again */
+	CHECK_EQ_INT(eng_kill(), 128 + 9);
+	CHECK_EQ_INT(eng_start(NULL), 0);
+	CHECK_EQ_INT(eng_wait("profile 'manual' has no power group", SLOW_MS), 0);
+	CHECK_STREQ(eng_board_field("9-3", "state", buf, sizeof(buf)), "needs-power-cycle");
+	CHECK_STREQ(sim_board_app_version(b), "v0.12.0-sim");
+
 	/* the person switches it off and on: the job finishes by itself */
 	CHECK_EQ_INT(sim_board_power_off(b), 0);
 	usleep(1500 * 1000); /* off past the leave grace (1 s): a person's power cycle */
