@@ -2992,8 +2992,6 @@ job_table_rescue(struct job_table *t, const struct job_rescue *r, char **ret_mes
 	j->rplan = xnew(struct worker_rescue_plan);
 	*j->rplan = *r->plan;
 	(void)str_copy(j->rplan->image_path, sizeof(j->rplan->image_path), path);
-	(void)snprintf(j->rplan->old_path, sizeof(j->rplan->old_path), "%s.old-%d", path,
-		       (int)getpid());
 	free(path);
 	j->catalog = r->catalog;
 	(void)str_copy(j->port, sizeof(j->port), port);
@@ -3017,6 +3015,9 @@ job_table_rescue(struct job_table *t, const struct job_rescue *r, char **ret_mes
 		return e;
 	}
 	(void)snprintf(j->job_id, sizeof(j->job_id), "%lld", (long long)j->rec.id);
+	/* next to the store's files (the daemon's), one per job */
+	(void)snprintf(j->rplan->old_path, sizeof(j->rplan->old_path), "%.4000s.old-job%s",
+		       j->rplan->image_path, j->job_id);
 	t->jobs = xreallocarray(t->jobs, t->n_jobs + 1, sizeof(struct job *));
 	t->jobs[t->n_jobs++] = j;
 	fields(j, LOG_MID_FLASH_STARTED, &f);

@@ -145,7 +145,7 @@ check "rescue refuses a board without a UART ROM path" fails_with "tied to GND" 
 	"$CTL" rescue --board skr-mini-e3-v2-f103rc --device /dev/null --dry-run "$T/katapult.bin"
 sim_start lpc lpc1769 "load=$T/stock.bin@0" "load=$T/app.bin@0x4000"
 check "skrflashctl rescue installs Katapult through the LPC ISP simulator" sh -c \
-	"cd '$T' && '$CTL' rescue --board skr-1.4-turbo --device '$T/tty' --save-old old.bin katapult.bin"
+	"cd '$T' && '$CTL' rescue --local --board skr-1.4-turbo --device '$T/tty' --save-old old.bin katapult.bin"
 sim_stop
 slice "$T/flash.bin" 0 14336 "$T/got.bin"
 check "Katapult is at the flash base" cmp "$T/katapult.bin" "$T/got.bin"
@@ -153,8 +153,11 @@ slice "$T/flash.bin" 16384 8192 "$T/got.bin"
 check "the application at 0x4000 is byte-identical" cmp "$T/app.bin" "$T/got.bin"
 check "the stock bootloader was saved before writing" cmp "$T/stock.bin" "$T/old.bin"
 sim_start stm32 stm32f407xx
+check "rescue without --local asks the daemon, and says what to do when it is not running" \
+	fails_with "run the rescue in this process with --local" \
+	"$CTL" --socket "$T/no-daemon.sock" rescue --board skr-1.4-turbo --device "$T/tty" "$T/katapult.bin"
 check "STM32 rescue on a port without parity says so" fails_with "even parity" \
-	"$CTL" rescue --board skr-pro --device "$T/tty" "$T/katapult-f4.bin"
+	"$CTL" rescue --local --board skr-pro --device "$T/tty" "$T/katapult-f4.bin"
 sim_stop
 
 echo "rescue_tools: $checks checks, $failed failed"
