@@ -449,14 +449,16 @@ retry_later(struct job_table *t)
 /* The end of every job: history row, journal, units back, slot free. "interrupted" keeps
  * the job resumable from its step when the board is seen again. */
 /* An OctoPrint connection a job released goes back once the board runs its application
- * again and no job uses it (on success, failure or rollback; after a restart too). */
+ * again and no job uses it or will resume on it (on success, failure or rollback; after a
+ * restart too). */
 static void
 give_port_back(struct job_table *t, const char *port)
 {
 	struct board *b = boards_find_port(t->boards, port);
+	struct store_job unfinished;
 
 	if (b && b->present && b->dev.tty[0] && !device_mode_is_bootloader(b->dev.mode) &&
-	    !find_job(t, port))
+	    !find_job(t, port) && store_job_unfinished(t->store, port, &unfinished) < 0)
 		octoprint_board_ready(t->octoprint, port, b->dev.tty, b->dev.by_id);
 }
 
