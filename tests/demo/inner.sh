@@ -124,7 +124,7 @@ say "   The rescue is a job of skrflashd (print state checked, Klipper stopped, 
 more "   bootloader kept); the operator sets ISP and presses RESET when told:"
 hands 1 &
 hands_pid=$!
-show rescue "$T/katapult.bin"
+show rescue --board rescued "$T/katapult.bin"
 wait "$hands_pid"
 echo "dump $T/turbo-rescued.bin" >"$T/uart-1-9.pins"
 say "   From now on an ordinary Katapult board: a new Klipper goes over USB."
@@ -133,7 +133,7 @@ wait_job 1-9 1
 say "   And the stock bootloader can always go back, over the same UART:"
 hands 2 &
 hands_pid=$!
-show restore skr-1.4-turbo
+show restore rescued
 wait "$hands_pid"
 echo "dump $T/turbo-restored.bin" >"$T/uart-1-9.pins"
 sleep 0.3
