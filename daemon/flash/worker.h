@@ -20,12 +20,12 @@
 #define WORKER_APP_STABLE_MS 1000u
 
 struct worker_plan {
-	char action[16];       /* "enter" (1200-baud touch of dev.tty), "flash", "reboot" (leave the
-				* bootloader for the app already in flash) or "confirm" (an app-mode
-				* method after the restart: does the board run the image) */
-	char method[16];       /* backend name for "flash"; "" = by dev.mode */
-	struct device dev;     /* the device to talk to */
-	char board[64];	       /* catalog name, may be "" */
+	/* action "confirm": an app-mode method (sd) after the restart, does it run the image */
+	char action[16];   /* "enter" (1200-baud touch of dev.tty), "flash" or "reboot" (leave the
+			    * bootloader for the app already in flash) */
+	char method[16];   /* backend name for "flash"; "" = by dev.mode */
+	struct device dev; /* the device to talk to */
+	char board[64];	   /* catalog name, may be "" */
 	char image_path[4096]; /* stored firmware file */
 	uint32_t app_start;    /* expected (profile/catalog); 0 = accept the bootloader's */
 	enum config_interface interface;

@@ -97,6 +97,8 @@ struct job {
 	unsigned touches;    /* requests that brought the app back instead of a bootloader */
 	unsigned flickers;   /* boot check: times the app came up and left again */
 	bool cold_boot;	     /* left for longer than the leave grace during the boot check */
+	unsigned rearms;     /* bootloader waits restarted because the board came back */
+
 	/* the SD path (method "sd"): written while the app runs, the stock bootloader flashes
 	 * it on the reset, then a confirm step asks the running app (see sd_write) */
 	bool sd;
@@ -106,7 +108,6 @@ struct job {
 	unsigned sd_asked;  /* confirm workers that ended without an answer */
 	char note[256];	    /* a warning for the final message, "" if none */
 	bool result_reset;  /* the worker restarted the board on purpose */
-	unsigned rearms;    /* bootloader waits restarted because the board came back */
 
 	/* the running child: gate check or worker */
 	enum child_kind child;
