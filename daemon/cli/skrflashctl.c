@@ -1453,7 +1453,7 @@ static const struct command commands[] = {
     {"retry", 1, 1, "", true, cmd_retry, "retry BOARD",
      "allow firmware that failed to boot on BOARD again, and flash it now"},
     {"reboot", 0, 1, "db", false, cmd_reboot, "reboot --device PATH [--board NAME]",
-     "start the application already in flash: leave Katapult, ROM DFU or BOOTSEL"},
+     "start the application already in flash: leave Katapult, ROM DFU, LPC DFU or BOOTSEL"},
     {"rescue", 1, 1, "bdDBxriSo", false, cmd_rescue,
      "rescue FILE [--board NAME] [--device TTY] [--dry-run] [--local]",
      "install a USB bootloader (Katapult) over a UART, keeping the application\n"

@@ -492,6 +492,28 @@ fidelity(const char *dir, uint32_t img_len)
 	lpcdfu_detach(d, tb, NODE);
 	d = lpcdfu_free(d);
 
+	/* `skrflashctl reboot`: open and leave, nothing written, the application starts */
+	d = lpcdfu_new(g);
+	CHECK_EQ_INT(lpcdfu_attach(d, tb, NODE), 0);
+	man.n = 0;
+	lpcdfu_set_manifest_cb(d, on_event, &man);
+	{
+		const struct flash_backend *be = backend_for_mode(DEVICE_MODE_LPC_DFU);
+		struct device dev = {.busnum = 1, .devnum = 7, .mode = DEVICE_MODE_LPC_DFU};
+		struct flash_session s = {.dev = &dev};
+
+		snprintf(dev.usb_node, sizeof(dev.usb_node), NODE);
+		CHECK_EQ_INT(be->open(&s), 0);
+		CHECK_EQ_INT(be->leave(&s), 0);
+		be->close(&s);
+	}
+	CHECK_EQ_INT(atomic_load(&man.n), 1);
+	lpcdfu_get_stats(d, &st);
+	CHECK_EQ_INT(st.blocks, 0);
+	CHECK_EQ_INT(st.erases, 0);
+	lpcdfu_detach(d, tb, NODE);
+	d = lpcdfu_free(d);
+
 	/* an image linked for another address is refused before the first block */
 	d = lpcdfu_new(g);
 	CHECK_EQ_INT(lpcdfu_attach(d, tb, NODE), 0);
