@@ -13,11 +13,13 @@
 extern const struct flash_backend backend_katapult;
 extern const struct flash_backend backend_dfu;
 extern const struct flash_backend backend_picoboot;
+extern const struct flash_backend backend_msc; /* flash/msc.c */
 
 static const struct flash_backend *const backends[] = {
     &backend_katapult,
     &backend_dfu,
     &backend_picoboot,
+    &backend_msc,
 };
 
 const struct flash_backend *

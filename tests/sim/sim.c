@@ -936,6 +936,15 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		free(udev);
 		free(ifp);
 	}
+	if (id.layout == LAYOUT_CDC_MSC && b->mr.card_path) {
+		/* Marlin's SD card behind its mass-storage interface (protocols.md §5.1) */
+		char *ifp = xasprintf("%s/%s:1.2", b->syspath + 4, b->port), *udev = NULL;
+
+		if (sim_drive_create_card(b, s->next_drive++, &udev, ifp) == 0)
+			sb_printf(&txt, &tlen, "%s", udev);
+		free(udev);
+		free(ifp);
+	}
 	if (!umockdev_testbed_add_from_string(s->tb, txt, &err)) {
 		fprintf(stderr, "sim: add %s: %s\n", b->port, err->message);
 		g_clear_error(&err);
@@ -983,6 +992,10 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 	}
 	if (mode == SIM_MODE_KATAPULT)
 		sim_katapult_reset(b);
+	if (mode == SIM_MODE_MARLIN_LPC || mode == SIM_MODE_MARLIN_STM32) {
+		(void)sim_marlin_app(b);
+		sim_marlin_boot(b);
+	}
 	pthread_cond_broadcast(&s->cond);
 	sim_wake(s);
 	return 0;
@@ -993,7 +1006,9 @@ static void
 drive_remove(struct sim_board *b)
 {
 	struct sim *s = b->sim;
-	char *scsi = xasprintf("%s/%s:1.0/host0/target0:0:0/0:0:0:0", b->syspath, b->port);
+	/* RPI-RP2: mass storage on interface 0; Marlin's card: interface 2 */
+	char *scsi = xasprintf("%s/%s:1.%d/host0/target0:0:0/0:0:0:0", b->syspath, b->port,
+			       b->mode == SIM_MODE_BOOTSEL ? 0 : 2);
 	char *blk = xasprintf("%s/block/%s", scsi, sim_drive_node(b->drive) + 5);
 
 	umockdev_testbed_uevent(s->tb, blk, "remove");
@@ -1199,6 +1214,14 @@ boot(struct sim_board *b)
 		}
 		if ((crashes || b->app_torn) && b->boot_fail_left == 0)
 			b->boot_fail_left = 1;
+		if (b->boot_fail_left == 0 && sim_marlin_app(b)) {
+			/* a Marlin build: its USB identity is the framework's (protocols.md §1.4)
+			 */
+			sim_board_plug_locked(b, mcu->family == CATALOG_FAMILY_LPC176X
+						     ? SIM_MODE_MARLIN_LPC
+						     : SIM_MODE_MARLIN_STM32);
+			return;
+		}
 		if (b->boot_fail_left == 0) {
 			sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
 			return;
@@ -1346,6 +1369,9 @@ read_tty(struct sim_board *b)
 			continue;
 		} else if (b->mode != SIM_MODE_KATAPULT) {
 			n = read(b->master_fd, tmp, sizeof(tmp));
+			if (n > 0 &&
+			    (b->mode == SIM_MODE_MARLIN_LPC || b->mode == SIM_MODE_MARLIN_STM32))
+				sim_marlin_received(b, tmp, (size_t)n);
 		} else {
 			if (room == 0)
 				return;
@@ -1531,6 +1557,7 @@ sim_free(struct sim *s)
 
 		flash_free(b->flash);
 		sim_sdcard_free(b->kl.card);
+		free(b->mr.card_path);
 		free(b->kl.dict_z);
 		free(b->port);
 		free(b->port_path);
@@ -1593,7 +1620,7 @@ derive_uid(const struct catalog_board *m, const char *port, char *buf, size_t le
 
 /* Factory content: bootloader region, then the application the board ships with. */
 static void
-factory_flash(struct sim_board *b, const char *version, bool empty)
+factory_flash(struct sim_board *b, const char *version, bool empty, bool marlin)
 {
 	struct flash *f = b->flash;
 	uint32_t bl_len = b->app_start - f->base;
@@ -1617,6 +1644,15 @@ factory_flash(struct sim_board *b, const char *version, bool empty)
 		uint8_t *img = sim_image_rp2040(b->model->mcu, version, 8192, true, &len);
 
 		(void)flash_load(f, f->base, img, len);
+		free(img);
+		return;
+	}
+	if (!empty && marlin) {
+		size_t len;
+		uint8_t *img =
+		    sim_image_marlin(b->model->mcu, b->app_start, version, NULL, 64 * 1024, &len);
+
+		(void)flash_load(f, b->app_start, img, len);
 		free(img);
 		return;
 	}
@@ -1685,7 +1721,8 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 		if (*c >= 'a' && *c <= 'f')
 			*c = (char)(*c - 'a' + 'A');
 	b->flash = flash_new(m->mcu, b->speed);
-	factory_flash(b, spec->app_version, spec->empty);
+	factory_flash(b, spec->app_version, spec->empty,
+		      spec->mode == SIM_MODE_MARLIN_LPC || spec->mode == SIM_MODE_MARLIN_STM32);
 	s->boards[s->n_boards++] = b;
 	if (spec->mode != SIM_MODE_OFF && sim_board_plug_locked(b, spec->mode) < 0)
 		fprintf(stderr, "sim: cannot plug %s in %s\n", b->port,
@@ -1765,6 +1802,16 @@ sim_board_set_sdcard(struct sim_board *b, const char *path, bool sdhc)
 	pthread_mutex_lock(&b->sim->lock);
 	sim_sdcard_free(b->kl.card);
 	b->kl.card = card;
+	/* the same card is Marlin's USB drive (sim_marlin.c) at its next enumeration */
+	free(b->mr.card_path);
+	b->mr.card_path = path ? xstrdup(path) : NULL;
+	b->mr.card_bytes = 0;
+	if (path) {
+		struct stat st;
+
+		if (stat(path, &st) == 0)
+			b->mr.card_bytes = (uint64_t)st.st_size;
+	}
 	pthread_mutex_unlock(&b->sim->lock);
 	return 0;
 }
