@@ -319,3 +319,88 @@ const struct flash_backend backend_msc = {
     .leave = msc_leave,
     .close = msc_close,
 };
+
+int
+msc_identify(const char *tty, struct marlin_info *info, char *msg, size_t msglen)
+{
+	struct marlin_client c;
+	int r = marlin_client_open(&c, tty);
+
+	if (r == 0)
+		r = marlin_client_identify(&c, info);
+	if (r < 0)
+		snprintf(msg, msglen, "%s", c.error);
+	marlin_client_close(&c);
+	return r;
+}
+
+/* What the stock bootloader leaves on the card once it took firmware.bin. */
+static int
+check_card(struct fat_vol *v, const uint8_t *img, size_t len, char *msg, size_t msglen)
+{
+	struct fat_dirent e;
+	char why[256];
+	int r;
+
+	if (fat_find(v, MSC_FILE, &e) == 0) {
+		snprintf(msg, msglen,
+			 "%s is still on the card: the bootloader did not take it (it flashes "
+			 "firmware.bin only on a reset with the card inserted; a bootloader that "
+			 "does not read this card needs another method)",
+			 MSC_FILE);
+		return -ENOEXEC;
+	}
+	r = msc_compare_file(v, MSC_DONE_FILE, img, len, why, sizeof(why));
+	if (r < 0) {
+		snprintf(msg, msglen,
+			 "the bootloader removed %s but %s: the file was not programmed as written "
+			 "(a failed rename, or a bootloader that only deletes it)",
+			 MSC_FILE, why);
+		return -ENOEXEC;
+	}
+	return 0;
+}
+
+int
+msc_check_after(const struct device *dev, const uint8_t *img, size_t len, char *msg, size_t msglen)
+{
+	struct marlin_info want, got;
+	struct flash_session s = {.dev = dev};
+	struct msc *m;
+	bool marlin = marlin_image_info(img, len, &want) == 0;
+	int r;
+
+	msg[0] = 0;
+	if (!marlin) {
+		snprintf(msg, msglen, "the image is no Marlin build: nothing to ask Marlin");
+		return -EINVAL;
+	}
+	/* open() identifies, refuses during a print, releases the card and mounts its FAT */
+	r = msc_open(&s);
+	m = s.priv;
+	memset(&got, 0, sizeof(got));
+	if (r == 0) {
+		r = marlin_client_identify(&m->mc, &got);
+		if (r == 0 && (strcmp(got.firmware, want.firmware) != 0 ||
+			       strcmp(got.build, want.build) != 0)) {
+			snprintf(msg, msglen,
+				 "Marlin on port %s reports %s (built %s), the image is %s (built "
+				 "%s): the board runs the old firmware",
+				 dev->port, got.firmware, got.build, want.firmware, want.build);
+			r = -ENOEXEC;
+		}
+	}
+	if (r == 0)
+		r = check_card(&m->vol, img, len, msg, msglen);
+	else if (!msg[0])
+		snprintf(msg, msglen, "%s", s.error);
+	/* the card back to Marlin (M21), whatever was found */
+	if (m) {
+		if (m->bf.fd >= 0)
+			(void)blockfile_close(&m->bf);
+		if (m->mc.fd >= 0)
+			(void)marlin_client_command(&m->mc, "M21", 0, NULL, 0);
+	}
+	msc_close(&s);
+	return r;
+}

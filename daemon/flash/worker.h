@@ -21,7 +21,8 @@
 
 struct worker_plan {
 	char action[16];   /* "enter" (1200-baud touch of dev.tty), "flash" or "reboot" (leave the
-			    * bootloader for the app already in flash) */
+			    * bootloader for the app already in flash); Marlin: "identify" (M115)
+			    * or "msc-check" (did the SD bootloader take image_path) */
 	char method[16];   /* backend name for "flash"; "" = by dev.mode */
 	struct device dev; /* the device to talk to */
 	char board[64];	   /* catalog name, may be "" */
@@ -44,6 +45,7 @@ struct worker_report {
 	char mcu[32]; /* as the bootloader reported it */
 	uint32_t app_start;
 	char version[64];
+	char machine[64]; /* Marlin's MACHINE_TYPE (action "identify"), "" otherwise */
 };
 
 /* Callbacks of an in-process run; each may be NULL. */
