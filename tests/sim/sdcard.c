@@ -422,3 +422,23 @@ sim_sdcard_transfer(struct sim_sdcard *c, const uint8_t *in, uint8_t *out, size_
 		}
 	}
 }
+
+int
+sim_sdcard_read_sectors(struct sim_sdcard *c, uint64_t lba, uint8_t *buf, size_t count)
+{
+	size_t len = count * BLOCK;
+
+	if (lba > c->sectors || count > c->sectors - lba)
+		return -ERANGE;
+	return pread(c->fd, buf, len, (off_t)(lba * BLOCK)) == (ssize_t)len ? 0 : -EIO;
+}
+
+int
+sim_sdcard_write_sectors(struct sim_sdcard *c, uint64_t lba, const uint8_t *buf, size_t count)
+{
+	size_t len = count * BLOCK;
+
+	if (lba > c->sectors || count > c->sectors - lba)
+		return -ERANGE;
+	return pwrite(c->fd, buf, len, (off_t)(lba * BLOCK)) == (ssize_t)len ? 0 : -EIO;
+}

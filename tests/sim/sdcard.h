@@ -36,3 +36,8 @@ bool sim_sdcard_spi_mode(const struct sim_sdcard *c);
 void sim_sdcard_transfer(struct sim_sdcard *c, const uint8_t *in, uint8_t *out, size_t len);
 uint64_t sim_sdcard_sectors(const struct sim_sdcard *c);
 void sim_sdcard_get_stats(const struct sim_sdcard *c, struct sim_sdcard_stats *ret);
+/* The card as a bootloader's own driver sees it once it has initialised the card (the
+ * stock SD bootloaders of tests/sim/sdboot.c): count 512-byte sectors at lba, straight from
+ * the image. -ERANGE beyond the card, -EIO on a short transfer. */
+int sim_sdcard_read_sectors(struct sim_sdcard *c, uint64_t lba, uint8_t *buf, size_t count);
+int sim_sdcard_write_sectors(struct sim_sdcard *c, uint64_t lba, const uint8_t *buf, size_t count);

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sdboot.h"
 #include "sdcard.h"
 #include "sim_int.h"
 #include "util.h"
@@ -679,6 +680,8 @@ apply_dfu_fault(struct sim_board *b)
 		break;
 	case SIM_FAULT_PICOBOOT_REFUSE:
 	case SIM_FAULT_PICOBOOT_BUSY:
+	case SIM_FAULT_SD_RENAME_FAIL:
+	case SIM_FAULT_SD_NO_INIT:
 	case SIM_FAULT_NONE:
 	case SIM_FAULT_UNPLUG_AT_BYTE:
 	case SIM_FAULT_CORRUPT_FRAME:
@@ -936,7 +939,7 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		free(udev);
 		free(ifp);
 	}
-	if (id.layout == LAYOUT_CDC_MSC && b->mr.card_path) {
+	if (id.layout == LAYOUT_CDC_MSC && b->sdcard_path) {
 		/* Marlin's SD card behind its mass-storage interface (protocols.md §5.1) */
 		char *ifp = xasprintf("%s/%s:1.2", b->syspath + 4, b->port), *udev = NULL;
 
@@ -1160,6 +1163,9 @@ boot(struct sim_board *b)
 		b->flicker_left = 0;
 		return;
 	}
+	/* a stock SD bootloader runs first on every reset unless the ROM took the boot */
+	if (req != SIM_REQ_ROM_DFU && req != SIM_REQ_BOOTSEL && sim_sdboot_boot(b))
+		return;
 	if (b->flicker_left > 0) {
 		/* still boot-looping: the crash happens the same way every time */
 		sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
@@ -1557,7 +1563,7 @@ sim_free(struct sim *s)
 
 		flash_free(b->flash);
 		sim_sdcard_free(b->kl.card);
-		free(b->mr.card_path);
+		free(b->sdcard_path);
 		free(b->kl.dict_z);
 		free(b->port);
 		free(b->port_path);
@@ -1803,15 +1809,8 @@ sim_board_set_sdcard(struct sim_board *b, const char *path, bool sdhc)
 	sim_sdcard_free(b->kl.card);
 	b->kl.card = card;
 	/* the same card is Marlin's USB drive (sim_marlin.c) at its next enumeration */
-	free(b->mr.card_path);
-	b->mr.card_path = path ? xstrdup(path) : NULL;
-	b->mr.card_bytes = 0;
-	if (path) {
-		struct stat st;
-
-		if (stat(path, &st) == 0)
-			b->mr.card_bytes = (uint64_t)st.st_size;
-	}
+	free(b->sdcard_path);
+	b->sdcard_path = path ? xstrdup(path) : NULL;
 	pthread_mutex_unlock(&b->sim->lock);
 	return 0;
 }

@@ -162,9 +162,28 @@ bool sim_board_sdcard_spi_mode(struct sim_board *b);
  * the board boots again after the usual re-enumeration delay. */
 int sim_board_power_cycle(struct sim_board *b);
 
+/* The stock SD bootloader's runs (sdboot.c) since the board was added. */
+struct sim_sdboot_stats {
+	unsigned runs;	     /* boots on which it looked at the card */
+	unsigned flashes;    /* firmware.bin programmed */
+	unsigned renames;    /* ... and renamed to FIRMWARE.CUR */
+	unsigned power_cuts; /* power lost while programming (SIM_FAULT_UNPLUG_AT_BYTE) */
+	unsigned errors;     /* the card image could not be read or written */
+	uint32_t last_len;   /* bytes of the last image programmed */
+	int last;	     /* enum sdboot_outcome of the last run */
+};
+void sim_board_sdboot_stats(struct sim_board *b, struct sim_sdboot_stats *ret);
+/* A new card image of `bytes` in the testbed, formatted by mkfs (fs: "fat12", "fat16",
+ * "fat32", "fat" = mkfs.fat's choice, "exfat", "none" = zeroed), put in the board's slot
+ * (SDHC above 2 GiB). 0 or -errno. */
+int sim_board_new_sdcard(struct sim_board *b, uint64_t bytes, const char *fs);
+/* The image file behind the board's card (NULL: no card); valid until the card changes. */
+const char *sim_board_sdcard_path(struct sim_board *b);
+
 /* fault injection (extend as needed) */
 /* UNPLUG_AT_BYTE: Katapult SEND_BLOCK at address >= at (at below the app start counts from
- * it) unplugs the board; power returns after `count` ms (0: stays off). DFU_ERR_*: the
+ * it) unplugs the board; power returns after `count` ms (0: stays off). The stock SD
+ * bootloader loses power the same way while it programs firmware.bin. DFU_ERR_*: the
  * at-th (from 1) write or erase of the DfuSe simulator fails with that DFU status.
  * BOOT_FAIL: a firmware bug the host cannot see - an application that passes every image
  * check crashes at start-up and the board boot-loops as spec.bootloop says; it applies to
@@ -190,6 +209,12 @@ struct sim_fault {
 		SIM_FAULT_PICOBOOT_REFUSE,
 		/* PICOBOOT cannot be claimed (another program holds it): only the drive is left */
 		SIM_FAULT_PICOBOOT_BUSY,
+		/* stock SD bootloader (sdboot.c): it programs firmware.bin but f_rename fails
+		 * ("Rename fail"), so it re-flashes the file on every boot; until cleared */
+		SIM_FAULT_SD_RENAME_FAIL,
+		/* stock SD bootloader: the card does not initialise for it (the app keeps
+		 * working with it): the next `count` boots (0: every boot) skip the card */
+		SIM_FAULT_SD_NO_INIT,
 	} kind;
 	uint32_t at;
 	uint32_t count;

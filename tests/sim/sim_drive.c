@@ -306,16 +306,17 @@ sim_drive_create_card(struct sim_board *b, unsigned letter, char **ret_udev,
 	d->card = true;
 	d->node = node_name(letter);
 	d->file = xasprintf("%s%s", root, d->node);
-	d->bytes = b->mr.card_bytes;
-	d->card_path = xstrdup(b->mr.card_path);
+	d->card_path = xstrdup(b->sdcard_path);
 	atomic_store(&d->medium, false);
 	(void)mkdir(dir, 0755);
 	free(dir);
 	unlink(d->file);
 	/* the sticky bit on the image makes umockdev's stat() of the link report a block device
 	 * (research umockdev.md §4) */
-	if (stat(b->mr.card_path, &st) < 0 || chmod(b->mr.card_path, st.st_mode | S_ISVTX) < 0 ||
-	    symlink(b->mr.card_path, d->file) < 0) {
+	if (stat(b->sdcard_path, &st) == 0)
+		d->bytes = (uint64_t)st.st_size;
+	if (stat(b->sdcard_path, &st) < 0 || chmod(b->sdcard_path, st.st_mode | S_ISVTX) < 0 ||
+	    symlink(b->sdcard_path, d->file) < 0) {
 		fprintf(stderr, "sim: card drive %s: %s\n", d->node, strerror(errno));
 		sim_drive_free(d);
 		return -EIO;

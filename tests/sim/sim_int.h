@@ -50,9 +50,7 @@ struct sim_marlin {
 	unsigned faults;    /* SIM_MARLIN_* of sim_board_set_marlin() */
 	uint32_t print_pos; /* SIM_MARLIN_PRINTING: "SD printing byte pos/size" */
 	uint32_t print_size;
-	char m115[320];	     /* the FIRMWARE_NAME line of the build in flash */
-	char *card_path;     /* the SD card image (sim_board_set_sdcard), NULL = no card */
-	uint64_t card_bytes; /* its size */
+	char m115[320]; /* the FIRMWARE_NAME line of the build in flash */
 };
 
 /* The Klipper application's state (sim_klipper.c): reset at every boot, except the card. */
@@ -167,6 +165,9 @@ struct sim_board {
 	bool plain_katapult_tty;      /* spec.plain_katapult_tty */
 	struct sim_katapult_stats stats;
 	struct sim_klipper kl;
+	char *sdcard_path;		      /* the image behind kl.card */
+	bool sdboot_skip;		      /* the SD loader ran: the next boot starts the app */
+	struct sim_sdboot_stats sdboot_stats; /* sdboot.c */
 	struct sim_fault fault;
 	unsigned fault_frames;	/* frames received since the fault was set */
 	unsigned fault_replies; /* replies produced since the fault was set */

@@ -308,6 +308,8 @@ emit(struct sim_board *b, uint64_t t)
 		case SIM_FAULT_DFU_ERR_ERASE:
 		case SIM_FAULT_PICOBOOT_REFUSE:
 		case SIM_FAULT_PICOBOOT_BUSY:
+		case SIM_FAULT_SD_RENAME_FAIL:
+		case SIM_FAULT_SD_NO_INIT:
 		default:
 			break;
 		}

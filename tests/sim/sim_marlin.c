@@ -131,7 +131,7 @@ sim_marlin_boot(struct sim_board *b)
 	b->mr.len = 0;
 	b->mr.overflow = false;
 	/* setup() mounts the card when one is inserted (CardReader::manage_media) */
-	card_lock(b, b->mr.card_path != NULL);
+	card_lock(b, b->sdcard_path != NULL);
 	if (b->mr.faults & SIM_MARLIN_PRINTING) {
 		b->mr.print_pos = 123456;
 		b->mr.print_size = 4567890;
@@ -186,8 +186,8 @@ command(struct sim_board *b, char *line)
 		    "Cap:AUTOREPORT_SD_STATUS:0\nok\n",
 		    b->mr.m115);
 	} else if (strcmp(c, "M21") == 0) {
-		card_lock(b, b->mr.card_path != NULL);
-		say(b, "%s\nok\n", b->mr.card_path ? "echo:SD card ok" : "echo:SD init fail");
+		card_lock(b, b->sdcard_path != NULL);
+		say(b, "%s\nok\n", b->sdcard_path ? "echo:SD card ok" : "echo:SD init fail");
 	} else if (strcmp(c, "M22") == 0) {
 		if (!(b->mr.faults & (SIM_MARLIN_PRINTING | SIM_MARLIN_M22_IGNORED)))
 			card_lock(b, false);
@@ -238,7 +238,7 @@ sim_board_set_marlin(struct sim_board *b, unsigned faults)
 		b->mr.print_pos = 123456;
 		b->mr.print_size = 4567890;
 		if (b->mode == SIM_MODE_MARLIN_LPC || b->mode == SIM_MODE_MARLIN_STM32)
-			card_lock(b, b->mr.card_path != NULL);
+			card_lock(b, b->sdcard_path != NULL);
 	}
 	pthread_mutex_unlock(&b->sim->lock);
 	return 0;

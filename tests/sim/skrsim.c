@@ -21,7 +21,9 @@
 
 struct board_arg {
 	struct sim_board_spec spec;
-	char *text; /* owns the strings spec points into */
+	char *text;	   /* owns the strings spec points into */
+	uint64_t sd_bytes; /* sdcard=SIZE: a card made by mkfs in the slot; 0 = none */
+	const char *sd_fs; /* sdfs=fat12|fat16|fat32|exfat|none; NULL = mkfs.fat's choice */
 };
 
 static void
@@ -35,8 +37,25 @@ usage(FILE *f)
 		"KEY:   version=V  uid=HEX  speed=X  bootloader=stock|katapult|none  empty\n"
 		"       bootloop=flicker|silent|recover  cycles=N\n"
 		"       crash=TEXT  (an app whose version contains TEXT crashes at start-up)\n"
+		"       sdcard=SIZE[K|M|G]  (a FAT card made by mkfs.fat in the SD slot; with a\n"
+		"       stock bootloader it flashes firmware.bin from it on reset)\n"
+		"       sdfs=fat12|fat16|fat32|exfat|none  (the card's filesystem)\n"
 		"Without CMD, skrsim keeps the boards up until SIGINT/SIGTERM.\n"
 		"A scenario file holds one board description per line ('#' comments).\n");
+}
+
+/* "64M", "8G", "1048576": bytes, a whole number of 512 KiB units (what a CSD expresses) */
+static int
+parse_size(const char *v, uint64_t *ret)
+{
+	char *end;
+	unsigned long long n = strtoull(v, &end, 10);
+	unsigned shift = *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 0;
+
+	if (end == v || (shift && end[1]) || (!shift && *end) || n == 0 || n > (64ull << 30))
+		return -EINVAL;
+	*ret = ((uint64_t)n << shift) & ~(uint64_t)(512 * 1024 - 1);
+	return *ret ? 0 : -EINVAL;
 }
 
 static int
@@ -89,6 +108,10 @@ parse_board(const char *arg, double speed, struct board_arg *ret)
 			sp->empty = true;
 		else if (strcmp(kv, "crash") == 0)
 			sp->crash_version = v;
+		else if (strcmp(kv, "sdcard") == 0 && parse_size(v, &ret->sd_bytes) == 0)
+			;
+		else if (strcmp(kv, "sdfs") == 0)
+			ret->sd_fs = v;
 		else if (strcmp(kv, "cycles") == 0)
 			sp->bootloop_cycles = (unsigned)strtoul(v, NULL, 10);
 		else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "silent") == 0)
@@ -155,12 +178,15 @@ print_boards(struct sim *s, FILE *out)
 		struct sim_board *b = sim_board_get(s, i);
 		const char *tty = sim_board_tty(b);
 
-		fprintf(out, "board %s %s mode=%s uid=%s serial=%s tty=%s by-id=%s dev=%s\n",
+		const char *card = sim_board_sdcard_path(b);
+
+		fprintf(out, "board %s %s mode=%s uid=%s serial=%s tty=%s by-id=%s dev=%s%s%s\n",
 			sim_board_port(b), sim_board_model(b)->name,
 			sim_mode_to_string(sim_board_mode(b)), sim_board_uid(b),
 			*sim_board_serial(b) ? sim_board_serial(b) : "-", tty ? tty : "-",
 			sim_board_by_id(b) ? sim_board_by_id(b) : "-",
-			sim_board_devnode(b) ? sim_board_devnode(b) : "-");
+			sim_board_devnode(b) ? sim_board_devnode(b) : "-", card ? " sdcard=" : "",
+			card ? card : "");
 	}
 	fflush(out);
 }
@@ -291,7 +317,11 @@ main(int argc, char **argv)
 			return 2;
 	s = sim_new();
 	for (size_t i = 0; i < n; i++) {
-		if (!sim_board_add(s, &args[i].spec)) {
+		struct sim_board *b = sim_board_add(s, &args[i].spec);
+
+		if (!b || (args[i].sd_bytes &&
+			   sim_board_new_sdcard(b, args[i].sd_bytes,
+						args[i].sd_fs ? args[i].sd_fs : "fat") < 0)) {
 			r = 2;
 			goto out;
 		}

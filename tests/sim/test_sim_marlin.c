@@ -188,21 +188,48 @@ main(int argc, char **argv)
 	CHECK_STREQ(rep.version, "Marlin 2.1.2");
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_OFF, 5000), 0);
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_MARLIN_LPC, 10000), 0);
+	/* the stock bootloader (sdboot.c) took it: flash, FIRMWARE.CUR, the new build's M115 */
+	CHECK(flash_equals(sim_board_flash(b), 0x4000, img, len));
 	CHECK_EQ_INT(tool(s, &out, "mdir", "-i", at, "::/", NULL), 0);
-	CHECK(out && strstr(out, "firmware bin    204800") != NULL);
+	CHECK(out && strstr(out, "FIRMWARE CUR    204800") != NULL && !strcasestr(out, " bin "));
 	free(out);
 	{
 		char *back = xasprintf("%s/back.bin", tmpdir);
 		uint8_t *got = NULL;
 		size_t glen = 0;
 
-		CHECK_EQ_INT(tool(s, &out, "mcopy", "-n", "-i", at, "::/FIRMWARE.BIN", back, NULL),
+		CHECK_EQ_INT(tool(s, &out, "mcopy", "-n", "-i", at, "::/FIRMWARE.CUR", back, NULL),
 			     0);
 		free(out);
 		CHECK_EQ_INT(read_file(back, 1u << 20, &got, &glen), 0);
 		CHECK(glen == len && got && memcmp(got, img, len) == 0);
 		free(got);
 		free(back);
+	}
+	plan_for(b, bin, &plan);
+	(void)str_copy(plan.action, sizeof(plan.action), "msc-check");
+	CHECK_EQ_INT(worker_execute(&plan, NULL, &rep), 0);
+	if (!rep.ok)
+		fprintf(stderr, "msc-check: %s\n", rep.error);
+	CHECK(sim_board_marlin_card_held(b)); /* given back with M21 */
+	(void)str_copy(plan.action, sizeof(plan.action), "identify");
+	CHECK_EQ_INT(worker_execute(&plan, NULL, &rep), 0);
+	CHECK_STREQ(rep.version, "Marlin 2.1.2.1");
+	CHECK_STREQ(rep.machine, "SKR 1.3 Ender");
+	/* a check against an image that is not what the board runs: the old build is named */
+	{
+		size_t olen;
+		uint8_t *other =
+		    sim_image_marlin(mcu, 0x4000, "2.1.3", "SKR 1.3 Ender", 8192, &olen);
+		char *obin = write_image("marlin-other.bin", other, olen);
+
+		plan_for(b, obin, &plan);
+		(void)str_copy(plan.action, sizeof(plan.action), "msc-check");
+		CHECK(worker_execute(&plan, NULL, &rep) == -ENOEXEC);
+		CHECK(strstr(rep.error, "reports Marlin 2.1.2.1") &&
+		      strstr(rep.error, "the image is Marlin 2.1.3"));
+		free(other);
+		free(obin);
 	}
 	CHECK_EQ_INT(fsck_card(s, card), 0);
 
