@@ -20,6 +20,7 @@ enum config_method {
 	CONFIG_METHOD_DFU, /* STM32 ROM DfuSe */
 	CONFIG_METHOD_SD,  /* SD card path (future backend; accepted in config) */
 	CONFIG_METHOD_UF2, /* RP2040 BOOTSEL (future backend; accepted in config) */
+	CONFIG_METHOD_MSC, /* firmware.bin over a Marlin board's SD card drive (flash/msc.c) */
 	_CONFIG_METHOD_MAX,
 };
 
@@ -63,6 +64,9 @@ struct config_profile {
 	bool has_app_start;
 	uint32_t app_start;		 /* override of the catalog's app start */
 	enum config_interface interface; /* what the image must talk (default USB) */
+	/* the board may change firmware family with this profile's images (Marlin <-> Klipper);
+	 * without it such an image is refused before anything is touched */
+	bool allow_migration;
 	bool implicit; /* made from the catalog because the file has no profiles */
 };
 
