@@ -171,6 +171,23 @@ msc_open(struct flash_session *s)
 	return 0;
 }
 
+/* A firmware.bin that is not the whole image must not stay: the bootloader would program it
+ * at the next reset, whoever causes it. 0 when none is left. */
+static int
+drop_partial(struct msc *m)
+{
+	struct fat_dirent e;
+	int r = 0;
+
+	if (fat_find(&m->vol, MSC_FILE, &e) == 0)
+		r = fat_delete(&m->vol, MSC_FILE);
+	if (r == 0)
+		r = fat_flush(&m->vol);
+	if (r == 0 && fsync(m->bf.fd) < 0)
+		r = -errno;
+	return r;
+}
+
 static int
 msc_write(struct flash_session *s)
 {
@@ -198,9 +215,10 @@ msc_write(struct flash_session *s)
 	if (r == 0 && fsync(m->bf.fd) < 0)
 		r = -errno;
 	if (r < 0) {
-		backend_error(s, "writing %s to the SD card %s of port %s failed: %s", MSC_FILE,
+		backend_error(s, "writing %s to the SD card %s of port %s failed: %s%s", MSC_FILE,
 			      m->drive, s->dev->port,
-			      fat_error(&m->vol)[0] ? fat_error(&m->vol) : strerror(-r));
+			      fat_error(&m->vol)[0] ? fat_error(&m->vol) : strerror(-r),
+			      drop_partial(m) == 0 ? "; the partial file was removed" : "");
 		return r;
 	}
 	s->bytes_written = img->size;
@@ -263,7 +281,8 @@ msc_verify(struct flash_session *s)
 		return -EBADF;
 	r = msc_compare_file(&m->vol, MSC_FILE, s->img->data, s->img->size, msg, sizeof(msg));
 	if (r < 0) {
-		backend_error(s, "read back from %s of port %s: %s", m->drive, s->dev->port, msg);
+		backend_error(s, "read back from %s of port %s: %s%s", m->drive, s->dev->port, msg,
+			      drop_partial(m) == 0 ? "; the file was removed" : "");
 		return r;
 	}
 	s->bytes_verified = s->img->size;
@@ -344,10 +363,11 @@ check_card(struct fat_vol *v, const uint8_t *img, size_t len, char *msg, size_t 
 
 	if (fat_find(v, MSC_FILE, &e) == 0) {
 		snprintf(msg, msglen,
-			 "%s is still on the card: the bootloader did not take it (it flashes "
-			 "firmware.bin only on a reset with the card inserted; a bootloader that "
-			 "does not read this card needs another method)",
-			 MSC_FILE);
+			 "%s is still on the card: the bootloader did not take it, or could not "
+			 "rename it to %s and flashes it again on every reset (check the card "
+			 "with fsck.fat; a bootloader that does not read this card needs another "
+			 "method)",
+			 MSC_FILE, MSC_DONE_FILE);
 		return -ENOEXEC;
 	}
 	r = msc_compare_file(v, MSC_DONE_FILE, img, len, why, sizeof(why));
@@ -371,18 +391,16 @@ msc_check_after(const struct device *dev, const uint8_t *img, size_t len, char *
 	int r;
 
 	msg[0] = 0;
-	if (!marlin) {
-		snprintf(msg, msglen, "the image is no Marlin build: nothing to ask Marlin");
-		return -EINVAL;
-	}
 	/* open() identifies, refuses during a print, releases the card and mounts its FAT */
 	r = msc_open(&s);
 	m = s.priv;
 	memset(&got, 0, sizeof(got));
 	if (r == 0) {
 		r = marlin_client_identify(&m->mc, &got);
-		if (r == 0 && (strcmp(got.firmware, want.firmware) != 0 ||
-			       strcmp(got.build, want.build) != 0)) {
+		/* a Klipper image (a migration) has no build to compare: the card tells */
+		if (r == 0 && marlin &&
+		    (strcmp(got.firmware, want.firmware) != 0 ||
+		     strcmp(got.build, want.build) != 0)) {
 			snprintf(msg, msglen,
 				 "Marlin on port %s reports %s (built %s), the image is %s (built "
 				 "%s): the board runs the old firmware",

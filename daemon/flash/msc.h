@@ -21,8 +21,9 @@ int msc_compare_file(struct fat_vol *v, const char *name, const uint8_t *want, s
 int msc_identify(const char *tty, struct marlin_info *info, char *msg, size_t msglen);
 
 /* After M997 and the board's return: M115 names the image's build (the FIRMWARE_NAME literal
- * in IMG), the card holds FIRMWARE.CUR equal to IMG and no firmware.bin. The card is released
- * for the check (M22) and given back (M21). 0, -EBUSY (an SD print), -ENOEXEC (the bootloader
- * did not take it: MSG says what was found), other -errno. */
+ * in IMG; not compared for an image without one, a migration's Klipper build), the card holds
+ * FIRMWARE.CUR equal to IMG and no firmware.bin. The card is released for the check (M22) and given
+ * back (M21). 0, -EBUSY (an SD print), -ENOEXEC (the bootloader did not take it: MSG says what was
+ * found), other -errno. */
 int msc_check_after(const struct device *dev, const uint8_t *img, size_t len, char *msg,
 		    size_t msglen);

@@ -590,8 +590,19 @@ attach_tty_handler(struct sim_board *b)
 	b->tty_handler = umockdev_ioctl_base_new();
 	g_signal_connect(b->tty_handler, "client-connected", G_CALLBACK(on_client_connected), b);
 	g_signal_connect(b->tty_handler, "handle-ioctl", G_CALLBACK(on_tty_ioctl), b);
+	/* Marlin on LPC176x has one serial for every board: a second one's by-id link is the
+	 * first one's (udev makes it point at the newest), and umockdev takes one handler per
+	 * path */
+	b->by_id_handled = true;
+	for (size_t i = 0; i < b->sim->n_boards && b->by_id; i++) {
+		const struct sim_board *o = b->sim->boards[i];
+
+		if (o != b && o->tty_handler && o->by_id_handled && o->by_id &&
+		    strcmp(o->by_id, b->by_id) == 0)
+			b->by_id_handled = false;
+	}
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
-		if (!paths[i])
+		if (!paths[i] || (i == 1 && !b->by_id_handled))
 			continue;
 		if (!umockdev_testbed_attach_ioctl(b->sim->tb, paths[i], b->tty_handler, &err)) {
 			fprintf(stderr, "sim: attach ioctl %s: %s\n", paths[i], err->message);
@@ -609,6 +620,8 @@ detach_tty_handler(struct sim_board *b)
 	if (!b->tty_handler)
 		return;
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
+		if (i == 1 && !b->by_id_handled)
+			continue;
 		if (paths[i] && !umockdev_testbed_detach_ioctl(b->sim->tb, paths[i], &err))
 			g_clear_error(&err);
 	}
@@ -1010,8 +1023,9 @@ drive_remove(struct sim_board *b)
 {
 	struct sim *s = b->sim;
 	/* RPI-RP2: mass storage on interface 0; Marlin's card: interface 2 */
-	char *scsi = xasprintf("%s/%s:1.%d/host0/target0:0:0/0:0:0:0", b->syspath, b->port,
-			       b->mode == SIM_MODE_BOOTSEL ? 0 : 2);
+	unsigned h = sim_drive_host(b->drive);
+	char *scsi = xasprintf("%s/%s:1.%d/host%u/target%u:0:0/%u:0:0:0", b->syspath, b->port,
+			       b->mode == SIM_MODE_BOOTSEL ? 0 : 2, h, h, h);
 	char *blk = xasprintf("%s/block/%s", scsi, sim_drive_node(b->drive) + 5);
 
 	umockdev_testbed_uevent(s->tb, blk, "remove");

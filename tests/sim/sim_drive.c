@@ -15,7 +15,6 @@
  * the file whenever it changed and takes the UF2 blocks that are new, in file order. The UF2
  * rules here are written from the sources above, apart from the daemon's proto/uf2. */
 #include <errno.h>
-#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +47,8 @@ struct sim_drive {
 	bool card;
 	char *card_path;
 	uint64_t bytes;
-	atomic_bool medium;
+	unsigned host; /* SCSI host number: 0 for the RPI-RP2, one per card drive (several
+			* Marlin boards are plugged at once; each scsi_device name is unique) */
 };
 
 static char *node_name(unsigned letter);
@@ -138,22 +138,14 @@ on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *c, gpointer user)
 	unsigned long req = umockdev_ioctl_client_get_request(c);
 	UMockdevIoctlData *arg = umockdev_ioctl_client_get_arg(c), *x;
 
-	struct sim_drive *d = user;
-
 	(void)h;
-	if (d->card && !atomic_load(&d->medium) &&
-	    (req == BLKGETSIZE64 || req == BLKSSZGET || req == BLKFLSBUF)) {
-		/* Marlin holds the MSC lock: SCSI "medium not present" (HAL/LPC1768 main.cpp) */
-		umockdev_ioctl_client_complete(c, -1, ENOMEDIUM);
-		return TRUE;
-	}
+	(void)user;
 	if (req == BLKGETSIZE64 || req == BLKSSZGET) {
 		x = umockdev_ioctl_data_resolve(arg, 0, req == BLKGETSIZE64 ? 8 : 4, NULL);
 		if (!x)
 			return FALSE;
 		if (req == BLKGETSIZE64)
-			*(uint64_t *)(void *)x->data =
-			    d->card ? d->bytes : (uint64_t)DRIVE_MIB << 20;
+			*(uint64_t *)(void *)x->data = (uint64_t)DRIVE_MIB << 20;
 		else
 			*(int *)(void *)x->data = SECTOR;
 		g_object_unref(x);
@@ -222,6 +214,12 @@ sim_drive_free(struct sim_drive *d)
 	free(d->seen);
 	free(d);
 	return NULL;
+}
+
+unsigned
+sim_drive_host(const struct sim_drive *d)
+{
+	return d ? d->host : 0;
 }
 
 const char *
@@ -304,10 +302,10 @@ sim_drive_create_card(struct sim_board *b, unsigned letter, char **ret_udev,
 	struct stat st;
 
 	d->card = true;
+	d->host = letter + 1;
 	d->node = node_name(letter);
 	d->file = xasprintf("%s%s", root, d->node);
 	d->card_path = xstrdup(b->sdcard_path);
-	atomic_store(&d->medium, false);
 	(void)mkdir(dir, 0755);
 	free(dir);
 	unlink(d->file);
@@ -321,23 +319,19 @@ sim_drive_create_card(struct sim_board *b, unsigned letter, char **ret_udev,
 		sim_drive_free(d);
 		return -EIO;
 	}
+	/* no ioctl handler: a reader sizes the image (and so the medium) by fstat(), which
+	 * umockdev passes through; and umockdev keys handlers by the link's target */
 	d->tb = b->sim->tb;
-	d->ioctls = umockdev_ioctl_base_new();
-	g_signal_connect(d->ioctls, "handle-ioctl", G_CALLBACK(on_ioctl), d);
-	if (!umockdev_testbed_attach_ioctl(d->tb, d->node, d->ioctls, NULL)) {
-		g_object_unref(d->ioctls);
-		d->ioctls = NULL;
-	}
 	/* framework-arduino-lpc176x's SCSI INQUIRY: "NXP", "LPC17xx" (protocols.md §5.1) */
 	*ret_udev = xasprintf(
-	    "P: %s/host0/target0:0:0/0:0:0:0\nE: DEVTYPE=scsi_device\nE: SUBSYSTEM=scsi\n"
+	    "P: %s/host%u/target%u:0:0/%u:0:0:0\nE: DEVTYPE=scsi_device\nE: SUBSYSTEM=scsi\n"
 	    "A: vendor=NXP\nA: model=LPC17xx\n\n"
-	    "P: %s/host0/target0:0:0/0:0:0:0/block/%s\nE: DEVNAME=%s\nE: DEVTYPE=disk\n"
+	    "P: %s/host%u/target%u:0:0/%u:0:0:0/block/%s\nE: DEVNAME=%s\nE: DEVTYPE=disk\n"
 	    "E: SUBSYSTEM=block\nE: ID_BUS=usb\nE: ID_VENDOR_ID=1d50\nE: ID_MODEL_ID=6029\n"
 	    "A: dev=%u:%u\nA: size=%llu\nA: removable=1\nA: ro=0\n\n",
-	    usb_iface_path, usb_iface_path, d->node + 5, d->node,
-	    letter < 15 ? 8u : 65u + (letter + 1) / 16 - 1, (letter + 1) % 16 * 16,
-	    (unsigned long long)(d->bytes / SECTOR));
+	    usb_iface_path, d->host, d->host, d->host, usb_iface_path, d->host, d->host, d->host,
+	    d->node + 5, d->node, letter < 15 ? 8u : 65u + (letter + 1) / 16 - 1,
+	    (letter + 1) % 16 * 16, (unsigned long long)(d->bytes / SECTOR));
 	b->drive = d;
 	return 0;
 }
@@ -353,14 +347,13 @@ sim_drive_set_medium(struct sim_drive *d, bool present)
 
 	if (!d || !d->card)
 		return;
-	atomic_store(&d->medium, present);
 	dir = xasprintf("%s", d->file);
 	*strrchr(dir, '/') = 0;
 	empty = xasprintf("%s/.no-medium", dir);
 	tmp = xasprintf("%s.new", d->file);
-	fd = open(empty, O_WRONLY | O_CREAT | O_CLOEXEC, 01644);
+	fd = open(empty, O_WRONLY | O_CREAT | O_CLOEXEC, 01666);
 	if (fd >= 0) {
-		(void)fchmod(fd, 01644);
+		(void)fchmod(fd, 01666);
 		close(fd);
 	}
 	unlink(tmp);

@@ -99,6 +99,7 @@ struct sim_board {
 	unsigned n_ifaces;
 	bool iface_has_driver[4];
 	UMockdevIoctlBase *tty_handler;
+	bool by_id_handled;	 /* tty_handler serves by_id too (another board may own the path) */
 	void *dfuse;		 /* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
 	void *picoboot;		 /* struct picoboot_sim * while in RP2040 BOOTSEL */
 	struct sim_drive *drive; /* the RPI-RP2 drive while in RP2040 BOOTSEL */
@@ -222,6 +223,7 @@ const char *sim_drive_file(const struct sim_drive *d);
 int sim_drive_create_card(struct sim_board *b, unsigned letter, char **ret_udev,
 			  const char *usb_iface_path);
 void sim_drive_set_medium(struct sim_drive *d, bool present);
+unsigned sim_drive_host(const struct sim_drive *d); /* its SCSI host number */
 
 /* Marlin application (sim_marlin.c), service thread with sim->lock held. */
 bool sim_marlin_app(struct sim_board *b); /* the app in flash is Marlin: fills mr.m115 */
