@@ -35,7 +35,13 @@ marlin_client_open(struct marlin_client *c, const char *tty)
 
 	memset(c, 0, sizeof(*c));
 	(void)str_copy(c->tty, sizeof(c->tty), tty);
-	c->fd = open(tty, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	/* TIOCEXCL of another skrflash worker (a short M115 question): it is gone in moments */
+	for (int i = 0; i < 30; i++) {
+		c->fd = open(tty, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+		if (c->fd >= 0 || errno != EBUSY)
+			break;
+		(void)poll(NULL, 0, 100);
+	}
 	if (c->fd < 0) {
 		int e = -errno;
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "service/holder.h"
+#include "service/ident.h"
 #include "image/image.h"
 #include "log.h"
 #include "service/moonraker.h"
@@ -146,6 +147,7 @@ struct job_table {
 	 * asks again) */
 	char **no_path;
 	sd_event_source *reconcile_src; /* deferred reconcile pass */
+	struct ident_table *ident;	/* M115 of Marlin boards (service/ident.c) */
 	json_object **dry_run; /* set by job_table_plan: prepare_job answers a plan, no job */
 };
 
@@ -1020,6 +1022,10 @@ record_success(struct job *j, bool rolled_back)
 			struct board *b = boards_find_port(j->t->boards, j->port);
 
 			if (b && b->id == sb.id) {
+				/* Marlin's checked M115 is the image's (msc_check) */
+				if (j->marlin_image && !rolled_back)
+					(void)str_copy(b->firmware, sizeof(b->firmware),
+						       j->version);
 				(void)str_copy(b->installed_sha, sizeof(b->installed_sha),
 					       sb.installed_sha);
 				(void)str_copy(b->installed_version, sizeof(b->installed_version),
@@ -2122,6 +2128,9 @@ job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b)
 	}
 	/* appeared, changed mode, or got its tty: act on it if it needs anything */
 	reconcile_board(t, b, ev == BOARDS_APPEARED ? "board appeared" : "board changed");
+	/* a job talks to the board itself; otherwise a Marlin board is asked which build */
+	if (!find_job(t, b->dev.port))
+		ident_board(t->ident, b);
 }
 
 void
@@ -2217,6 +2226,7 @@ job_table_new(sd_event *loop, const struct config *cfg, struct store *store, str
 			restore_unit(t, stopped[i]);
 		}
 	strv_free(stopped);
+	(void)ident_table_new(loop, boards, worker_exe, &t->ident);
 	reconcile_soon(t);
 	*ret = t;
 	return 0;
@@ -2247,6 +2257,7 @@ job_table_free(struct job_table *t)
 	sd_event_source_disable_unref(t->retry_src);
 	strv_free(t->no_path);
 	sd_event_source_disable_unref(t->reconcile_src);
+	t->ident = ident_table_free(t->ident);
 	if (t->units) {
 		(void)units_restore_all(t->units, 30ull * 1000000ull);
 		t->units = units_free(t->units);
