@@ -358,8 +358,16 @@ fail_with(const char *fmt, ...)
 /* Why a board cannot be flashed in the mode it is in now, and what to install; NULL when
  * a backend can reach it. */
 static const char *
-no_flash_path(const struct board *b)
+no_flash_path(const struct board *b, const struct config_profile *p)
 {
+	bool msc = false;
+
+	for (size_t i = 0; p && i < p->n_methods; i++)
+		msc |= p->methods[i] == CONFIG_METHOD_MSC;
+	if (b->dev.mode == DEVICE_MODE_MARLIN_LPC)
+		return msc ? NULL
+			   : "Marlin: add \"msc\" to the profile's methods to write firmware.bin "
+			     "to its SD card over USB, or install Katapult";
 	switch (b->dev.mode) {
 	case DEVICE_MODE_KATAPULT:
 	case DEVICE_MODE_STM32_ROM_DFU:
@@ -384,7 +392,7 @@ static void
 board_state(struct daemon *d, const struct board *b, char *buf, size_t len)
 {
 	const struct config_profile *p = config_find_profile(d->cfg, b->profile);
-	const char *nopath = no_flash_path(b);
+	const char *nopath = no_flash_path(b, p);
 	struct store_desired want;
 	char *ambiguous;
 
