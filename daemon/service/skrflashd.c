@@ -32,6 +32,7 @@
 #include "udevwatch.h"
 #include "util.h"
 #include "image/validate.h"
+#include "proto/marlin.h"
 #include "flash/worker.h"
 
 #define EXIT_CONFIG 78 /* EX_CONFIG */
@@ -469,7 +470,8 @@ boards_json(struct daemon *d, bool all)
 	return arr;
 }
 
-/* The Klipper version a stored image carries ("" if none), read once per image. */
+/* The Klipper version a stored image carries, or Marlin's build ("" if none), read once per
+ * image. */
 static const char *
 firmware_version(struct daemon *d, const char *sha)
 {
@@ -491,9 +493,15 @@ firmware_version(struct daemon *d, const char *sha)
 	if (store_firmware_path(d->store, sha, &path) >= 0 &&
 	    read_file(path, IMAGE_MAX_SIZE, &data, &size) >= 0 &&
 	    image_parse(data, size, &img, &err) >= 0) {
-		if (kdict_find(img.data, img.size, &dict) >= 0)
+		struct marlin_info mi;
+
+		/* 0 is "no dictionary" (a Marlin build): dict is not filled in then */
+		if (kdict_find(img.data, img.size, &dict) > 0)
 			(void)str_copy(d->versions[slot].version, sizeof(d->versions[slot].version),
 				       dict.version);
+		else if (marlin_image_info(img.data, img.size, &mi) == 0)
+			(void)str_copy(d->versions[slot].version, sizeof(d->versions[slot].version),
+				       mi.firmware);
 		image_done(&img);
 	}
 	free(data);

@@ -11,6 +11,10 @@
 #            asked (auto_flash = [])                                    --dry-run, then for real
 #   pico     SKR Pico (RP2040) running Klipper, no bootloader of its  -> flashed through BOOTSEL
 #            own                                                        (PICOBOOT) and back
+#   ender    SKR 1.3 (LPC1768) running Marlin 2.1.2, its SD card on   -> Marlin 2.1.2.1 written to
+#            USB (port 2-2)                                              the card (msc), checked
+#   ender-k  SKR 1.3 running Marlin, profile allows the migration    -> Klipper, over the card
+#            (port 2-3)
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -31,6 +35,10 @@ profiles = (
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "manta"; match = { board = "manta-m8p"; port = "1-4"; };
     auto_flash = [ "hotplug", "queue" ]; },
+  { name = "ender"; match = { board = "skr-1.3"; port = "2-2"; };
+    methods = [ "msc" ]; auto_flash = [ "queue" ]; },
+  { name = "ender-klipper"; match = { board = "skr-1.3"; port = "2-3"; };
+    methods = [ "msc" ]; allow_migration = true; auto_flash = [ "queue" ]; },
   { name = "pico"; match = { board = "skr-pico"; port = "1-5"; };
     auto_flash = [ "hotplug", "queue" ]; }
 );
@@ -43,6 +51,8 @@ sim="$BUILD/skrsim"
 "$sim" image manta-m8p v0.13.0-farm "$T/manta-good.bin"
 "$sim" image manta-m8p v0.13.1-wrong-crystal "$T/manta-crash.bin"
 "$sim" image skr-pico v0.13.0-farm "$T/pico.bin"
+"$sim" marlin-image skr-1.3 2.1.2.1 "$T/ender-marlin.bin" "Ender-3 SKR13"
+"$sim" image skr-1.3 v0.13.0-farm "$T/ender-klipper.bin"
 
 echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
 exec "$sim" --quiet \
@@ -51,4 +61,6 @@ exec "$sim" --quiet \
 	--board manta-m8p@1-4:katapult-installed,bootloop=recover,cycles=2,crash=wrong-crystal \
 	--board octopus-f446@1-1:katapult-installed \
 	--board skr-pico@1-5:klipper-app \
+	--board skr-1.3@2-2:marlin-lpc,sdcard=64M,version=2.1.2 \
+	--board skr-1.3@2-3:marlin-lpc,sdcard=64M,version=2.1.2 \
 	-- sh "$here/inner.sh" "$T" "$BUILD"

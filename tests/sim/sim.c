@@ -591,18 +591,25 @@ attach_tty_handler(struct sim_board *b)
 	g_signal_connect(b->tty_handler, "client-connected", G_CALLBACK(on_client_connected), b);
 	g_signal_connect(b->tty_handler, "handle-ioctl", G_CALLBACK(on_tty_ioctl), b);
 	/* Marlin on LPC176x has one serial for every board: a second one's by-id link is the
-	 * first one's (udev makes it point at the newest), and umockdev takes one handler per
-	 * path */
-	b->by_id_handled = true;
-	for (size_t i = 0; i < b->sim->n_boards && b->by_id; i++) {
-		const struct sim_board *o = b->sim->boards[i];
+	 * first one's (udev makes it point at the newest); and every bus hangs off one PCI
+	 * controller here, so "1-2" and "2-2" share a by-path name. umockdev takes one handler
+	 * per path: a link another board serves stays with it. */
+	b->links_handled = 0;
+	for (size_t i = 1; i < ELEMENTSOF(paths); i++) {
+		bool taken = false;
 
-		if (o != b && o->tty_handler && o->by_id_handled && o->by_id &&
-		    strcmp(o->by_id, b->by_id) == 0)
-			b->by_id_handled = false;
+		for (size_t k = 0; k < b->sim->n_boards && paths[i]; k++) {
+			const struct sim_board *o = b->sim->boards[k];
+			const char *op = i == 1 ? o->by_id : o->by_path;
+
+			taken |= o != b && o->tty_handler && (o->links_handled & (1u << i)) && op &&
+				 strcmp(op, paths[i]) == 0;
+		}
+		if (!taken)
+			b->links_handled |= 1u << i;
 	}
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
-		if (!paths[i] || (i == 1 && !b->by_id_handled))
+		if (!paths[i] || (i > 0 && !(b->links_handled & (1u << i))))
 			continue;
 		if (!umockdev_testbed_attach_ioctl(b->sim->tb, paths[i], b->tty_handler, &err)) {
 			fprintf(stderr, "sim: attach ioctl %s: %s\n", paths[i], err->message);
@@ -620,7 +627,7 @@ detach_tty_handler(struct sim_board *b)
 	if (!b->tty_handler)
 		return;
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
-		if (i == 1 && !b->by_id_handled)
+		if (i > 0 && !(b->links_handled & (1u << i)))
 			continue;
 		if (paths[i] && !umockdev_testbed_detach_ioctl(b->sim->tb, paths[i], &err))
 			g_clear_error(&err);
@@ -1822,9 +1829,12 @@ sim_board_set_sdcard(struct sim_board *b, const char *path, bool sdhc)
 	pthread_mutex_lock(&b->sim->lock);
 	sim_sdcard_free(b->kl.card);
 	b->kl.card = card;
-	/* the same card is Marlin's USB drive (sim_marlin.c) at its next enumeration */
+	/* the same card is Marlin's USB drive (sim_marlin.c) at its next enumeration: a card
+	 * put in while Marlin on LPC176x is up comes with one (a test's or skrsim's setup) */
 	free(b->sdcard_path);
 	b->sdcard_path = path ? xstrdup(path) : NULL;
+	if (b->mode == SIM_MODE_MARLIN_LPC && (path != NULL) != (b->drive != NULL))
+		(void)sim_board_plug_locked(b, b->mode);
 	pthread_mutex_unlock(&b->sim->lock);
 	return 0;
 }

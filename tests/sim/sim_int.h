@@ -99,7 +99,8 @@ struct sim_board {
 	unsigned n_ifaces;
 	bool iface_has_driver[4];
 	UMockdevIoctlBase *tty_handler;
-	bool by_id_handled;	 /* tty_handler serves by_id too (another board may own the path) */
+	unsigned links_handled;	 /* bit 1: tty_handler serves by_id, bit 2: by_path (another board
+				  * may own the same link) */
 	void *dfuse;		 /* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
 	void *picoboot;		 /* struct picoboot_sim * while in RP2040 BOOTSEL */
 	struct sim_drive *drive; /* the RPI-RP2 drive while in RP2040 BOOTSEL */

@@ -86,8 +86,11 @@ sim_image_marlin(const struct catalog_mcu *mcu, uint32_t app_start, const char *
 	/* the startup code's literal pool: SCB->VTOR = the vector table's address (the
 	 * framework's SystemInit relocates the table to the application's start) */
 	put32(img + 0x400, app_start);
-	/* the M115 literal in .rodata, NUL-terminated */
+	/* the M115 literal in .rodata, NUL-terminated, and GcodeSuite::M115's reference to it
+	 * in the literal pool: what the simulated CPU "runs" is decided by the code at the app
+	 * start, never by a stale string further up in flash */
 	memcpy(img + size / 2, lit, n + 1);
+	put32(img + 0x404, app_start + (uint32_t)(size / 2));
 	*ret_len = size;
 	return img;
 }
@@ -101,9 +104,16 @@ sim_marlin_app(struct sim_board *b)
 	uint8_t *buf = xmalloc(len);
 	bool found = false;
 
-	if (flash_read(f, b->app_start, buf, len) == 0) {
-		const uint8_t *p = memmem(buf, len, M115_KEY, strlen(M115_KEY));
+	if (flash_read(f, b->app_start, buf, len) == 0 && len > 0x408) {
+		/* the literal the code at the app start refers to (see sim_image_marlin) */
+		uint32_t at = (uint32_t)buf[0x404] | (uint32_t)buf[0x405] << 8 |
+			      (uint32_t)buf[0x406] << 16 | (uint32_t)buf[0x407] << 24;
+		const uint8_t *p = at >= b->app_start && at - b->app_start < len
+				       ? buf + (at - b->app_start)
+				       : NULL;
 
+		if (p && memcmp(p, M115_KEY, strlen(M115_KEY)) != 0)
+			p = NULL;
 		if (p) {
 			size_t max = len - (size_t)(p - buf), l = strnlen((const char *)p, max);
 
