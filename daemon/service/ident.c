@@ -19,7 +19,8 @@
 #include "service/holder.h"
 #include "util.h"
 
-#define IDENT_MAX 16 /* questions in flight */
+#define IDENT_MAX 16u	/* questions in flight */
+#define IDENT_ASKED 64u /* enumerations remembered as asked */
 
 struct ident {
 	struct ident_table *t;
@@ -37,7 +38,7 @@ struct ident_table {
 	struct boards *boards;
 	char *worker_exe;
 	struct ident *running[IDENT_MAX];
-	char asked[IDENT_MAX * 4][DEVICE_PATH]; /* usb nodes asked already (a ring) */
+	char asked[IDENT_ASKED][DEVICE_PATH]; /* usb nodes asked already (a ring) */
 	unsigned n_asked;
 };
 
@@ -86,7 +87,7 @@ ident_table_free(struct ident_table *t)
 static bool
 was_asked(const struct ident_table *t, const char *node)
 {
-	for (size_t i = 0; i < IDENT_MAX * 4; i++)
+	for (size_t i = 0; i < IDENT_ASKED; i++)
 		if (strcmp(t->asked[i], node) == 0)
 			return true;
 	return false;
@@ -246,7 +247,7 @@ ident_board(struct ident_table *t, const struct board *b)
 	}
 	if (slot == IDENT_MAX)
 		return;
-	(void)str_copy(t->asked[t->n_asked++ % (IDENT_MAX * 4)], DEVICE_PATH, b->dev.usb_node);
+	(void)str_copy(t->asked[t->n_asked++ % (IDENT_ASKED)], DEVICE_PATH, b->dev.usb_node);
 	if (tty_held(b)) {
 		log_info("board on port %s runs Marlin; %s is open in another program, so its "
 			 "build is not asked",
