@@ -45,13 +45,16 @@ struct loader {
 	bool queue_dir_set;
 };
 
+/* one method per line, as added */
+/* clang-format off */
 static const char *const method_names[_CONFIG_METHOD_MAX] = {
     [CONFIG_METHOD_KATAPULT] = "katapult",
     [CONFIG_METHOD_DFU] = "dfu",
     [CONFIG_METHOD_SD] = "sd",
     [CONFIG_METHOD_UF2] = "uf2",
-    [CONFIG_METHOD_MSC] = "msc",
+    [CONFIG_METHOD_MSC] = "msc", /* Marlin's SD card over USB (flash/msc.c) */
 };
+/* clang-format on */
 
 static const char *const interface_names[_CONFIG_INTERFACE_MAX] = {
     [CONFIG_INTERFACE_USB] = "usb",
