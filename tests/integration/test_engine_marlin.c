@@ -126,20 +126,28 @@ mtools_at(struct sim_board *b)
 static int
 fsck_card(struct sim_board *b)
 {
-	char *at = mtools_at(b), *sep = strstr(at, "@@"), *part, *out = NULL, *cmd;
+	char *at = mtools_at(b), *sep = strstr(at, "@@"), *part, *out = NULL;
 	int r;
 
 	if (!sep) {
 		r = tool(&out, "/sbin/fsck.fat", "-n", at, NULL);
 	} else {
+		uint8_t *buf = NULL;
+		size_t len = 0;
+
+		/* copied out here, not by dd (which make asan's preload would carry ASan into) */
 		*sep = 0;
 		part = fmt("%s/fsck.img", eng_dir());
-		cmd = fmt("dd if=%s of=%s bs=512 skip=2048 status=none", at, part);
-		CHECK_EQ_INT(system(cmd), 0);
+		CHECK_EQ_INT(read_file(at, 128u << 20, &buf, &len), 0);
+		CHECK(len > 2048u * 512u);
+		if (len > 2048u * 512u)
+			CHECK_EQ_INT(
+			    write_file_atomic(part, buf + 2048u * 512u, len - 2048u * 512u, 0644),
+			    0);
+		free(buf);
 		r = tool(&out, "/sbin/fsck.fat", "-n", part, NULL);
 		unlink(part);
 		free(part);
-		free(cmd);
 	}
 	if (r != 0)
 		fprintf(stderr, "fsck.fat:\n%s\n", out ? out : "");
@@ -454,6 +462,15 @@ int
 main(int argc, char **argv)
 {
 	eng_init(argc, argv, "marlin");
+	/* under make asan the preload chain carries ASan into mtools and fsck.fat too: their
+	 * own leaks at exit are not what this test checks */
+	if (getenv("SKRSIM_ASAN_OPTIONS")) {
+		const char *o = getenv("SKRSIM_ASAN_OPTIONS");
+		char *opts = fmt("%s%sdetect_leaks=0", o, *o ? ":" : "");
+
+		(void)setenv("SKRSIM_ASAN_OPTIONS", opts, 1);
+		free(opts);
+	}
 	eng_write_conf("", profiles_base);
 	CHECK_EQ_INT(eng_start(NULL), 0);
 	test_update();

@@ -68,17 +68,22 @@ static int
 fsck_card(struct sim *s, const char *img)
 {
 	char *part = xasprintf("%s.part", img), *out = NULL;
-	char *cmd = xasprintf("dd if=%s of=%s bs=512 skip=2048 status=none", img, part);
+	uint8_t *buf = NULL;
+	size_t len = 0;
 	int r;
 
-	CHECK_EQ_INT(system(cmd), 0);
+	/* the partition copied out here, not by dd: under make asan the preload would carry
+	 * ASan into dd too */
+	CHECK_EQ_INT(read_file(img, 128u << 20, &buf, &len), 0);
+	CHECK(len > 2048u * 512u);
+	CHECK_EQ_INT(write_file_atomic(part, buf + 2048u * 512u, len - 2048u * 512u, 0644), 0);
+	free(buf);
 	r = tool(s, &out, "/sbin/fsck.fat", "-n", part, NULL);
 	if (r != 0)
 		fprintf(stderr, "fsck.fat:\n%s\n", out ? out : "");
 	free(out);
 	unlink(part);
 	free(part);
-	free(cmd);
 	return r;
 }
 
