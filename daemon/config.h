@@ -18,7 +18,7 @@
 enum config_method {
 	CONFIG_METHOD_KATAPULT,
 	CONFIG_METHOD_DFU, /* STM32 ROM DfuSe */
-	CONFIG_METHOD_SD,  /* SD card path (future backend; accepted in config) */
+	CONFIG_METHOD_SD,  /* firmware.bin on the SD card through the running Klipper */
 	CONFIG_METHOD_UF2, /* RP2040 BOOTSEL (future backend; accepted in config) */
 	CONFIG_METHOD_MSC, /* firmware.bin over a Marlin board's SD card drive (flash/msc.c) */
 	_CONFIG_METHOD_MAX,

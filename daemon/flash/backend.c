@@ -13,13 +13,11 @@
 extern const struct flash_backend backend_katapult;
 extern const struct flash_backend backend_dfu;
 extern const struct flash_backend backend_picoboot;
+extern const struct flash_backend backend_sd;  /* flash/sdpath.c */
 extern const struct flash_backend backend_msc; /* flash/msc.c */
 
 static const struct flash_backend *const backends[] = {
-    &backend_katapult,
-    &backend_dfu,
-    &backend_picoboot,
-    &backend_msc,
+    &backend_katapult, &backend_dfu, &backend_picoboot, &backend_sd, &backend_msc,
 };
 
 const struct flash_backend *
@@ -37,7 +35,7 @@ const struct flash_backend *
 backend_for_mode(enum device_mode mode)
 {
 	for (size_t i = 0; i < ELEMENTSOF(backends); i++)
-		if (backends[i]->mode == mode)
+		if (backends[i]->mode == mode && !backends[i]->app_mode)
 			return backends[i];
 	return NULL;
 }

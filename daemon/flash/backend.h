@@ -34,6 +34,12 @@ struct flash_session {
 
 	/* filled in by every step on failure: one human sentence naming what and where */
 	char error[512];
+	/* a warning worth passing on even when every step succeeded (app-mode backends: what
+	 * the bootloader left behind and what was cleaned up), "" if none */
+	char note[256];
+	/* the backend restarted the board on purpose (an app-mode backend's reset): it leaves
+	 * the bus and comes back by itself */
+	bool reset;
 
 	/* statistics for history and benchmarks */
 	uint64_t bytes_written;
@@ -57,6 +63,15 @@ struct flash_backend {
 	int (*leave)(struct flash_session *s);
 	/* Release everything; must accept a half-opened session. */
 	void (*close)(struct flash_session *s);
+	/* An app-mode backend (the SD card through the running Klipper firmware) writes while
+	 * the application runs; its leave resets the board and the stock bootloader programs
+	 * the image. It is never chosen by a device mode, only by name. */
+	bool app_mode;
+	/* App-mode backends, after the board restarted (open first): confirm that it runs
+	 * s->img and clean up what the bootloader left (s->note says what). 0 when it does;
+	 * -EAGAIN when the bootloader could not read the medium until the board's power is
+	 * cycled; another -errno with s->error. */
+	int (*check)(struct flash_session *s);
 };
 
 /* For backends: set s->error (one sentence naming what and where). */

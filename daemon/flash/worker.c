@@ -127,10 +127,10 @@ worker_plan_from_json(const char *s, struct worker_plan *ret, const char **ret_e
 	}
 	if (!get_str(o, "action", p.action, sizeof(p.action), true) ||
 	    (strcmp(p.action, "enter") != 0 && strcmp(p.action, "flash") != 0 &&
-	     strcmp(p.action, "reboot") != 0 && strcmp(p.action, "identify") != 0 &&
-	     strcmp(p.action, "msc-check") != 0)) {
-		err = "plan action must be \"enter\", \"flash\", \"reboot\", \"identify\" or "
-		      "\"msc-check\"";
+	     strcmp(p.action, "reboot") != 0 && strcmp(p.action, "confirm") != 0 &&
+	     strcmp(p.action, "identify") != 0 && strcmp(p.action, "msc-check") != 0)) {
+		err = "plan action must be \"enter\", \"flash\", \"confirm\", \"reboot\", "
+		      "\"identify\" or \"msc-check\"";
 		goto fail;
 	}
 	if (!get_str(o, "method", p.method, sizeof(p.method), false) ||
@@ -208,7 +208,8 @@ worker_plan_from_json(const char *s, struct worker_plan *ret, const char **ret_e
 		p.dev.busnum = (unsigned)bus;
 		p.dev.devnum = (unsigned)dev;
 	}
-	if ((strcmp(p.action, "flash") == 0 || strcmp(p.action, "msc-check") == 0) &&
+	if ((strcmp(p.action, "flash") == 0 || strcmp(p.action, "confirm") == 0 ||
+	     strcmp(p.action, "msc-check") == 0) &&
 	    !p.image_path[0]) {
 		err = "flash plan without an image";
 		goto fail;
@@ -266,6 +267,35 @@ stats(struct worker_report *r, const struct flash_session *s)
 	r->transfers = s->transfers;
 }
 
+/* An app-mode backend after the board restarted (action "confirm"): does it run the image,
+ * then reset it in any case, so that the MCU is left unconfigured for Klipper's host (as
+ * spi_flash.py does after its verify). Step "power-cycle" when only a power cycle lets the
+ * bootloader finish, "confirm" for any other failure. */
+static int
+run_confirm(const struct flash_backend *be, struct flash_session *s, struct worker_report *r)
+{
+	int ret;
+
+	if (!be->check)
+		return fail(r, "confirm", -EPROTONOSUPPORT, "method %s has no confirm step",
+			    be->name);
+	ret = be->check(s);
+	if (ret < 0) {
+		char why[sizeof(s->error)];
+
+		(void)str_copy(why, sizeof(why), s->error[0] ? s->error : strerror(-ret));
+		(void)be->leave(s);
+		return fail(r, ret == -EAGAIN ? "power-cycle" : "confirm", ret, "%s", why);
+	}
+	/* no "leave" progress: the engine keeps the job at its confirm step until it ends */
+	ret = be->leave(s);
+	if (ret < 0)
+		return fail(r, "leave", ret, "%s", s->error[0] ? s->error : strerror(-ret));
+	r->ok = true;
+	(void)str_copy(r->step, sizeof(r->step), "confirm");
+	return 0;
+}
+
 static int
 run_flash(const struct worker_plan *p, const struct worker_events *ev, struct worker_report *r)
 {
@@ -316,7 +346,10 @@ run_flash(const struct worker_plan *p, const struct worker_events *ev, struct wo
 	(void)str_copy(r->version, sizeof(r->version), s.reported_version);
 	r->app_start = s.reported_app_start;
 	if (ret < 0) {
-		ret = fail(r, "open", ret, "%s", s.error[0] ? s.error : strerror(-ret));
+		/* an app-mode method without its medium (no SD card): nothing was written, and
+		 * the engine may take the board's bootloader path instead */
+		ret = fail(r, be->app_mode && ret == -ENOMEDIUM ? "no-medium" : "open", ret, "%s",
+			   s.error[0] ? s.error : strerror(-ret));
 		goto out;
 	}
 	if (ev && ev->reported)
@@ -378,6 +411,10 @@ run_flash(const struct worker_plan *p, const struct worker_events *ev, struct wo
 	}
 
 	s.img = &flash_img;
+	if (strcmp(p->action, "confirm") == 0) {
+		ret = run_confirm(be, &s, r);
+		goto out;
+	}
 	ret = be->write(&s);
 	if (ret < 0) {
 		ret = fail(r, "write", ret, "%s", s.error[0] ? s.error : strerror(-ret));
@@ -401,7 +438,9 @@ run_flash(const struct worker_plan *p, const struct worker_events *ev, struct wo
 	ret = 0;
 out:
 	/* on failure without leave: the board stays in its bootloader, recoverable */
+	(void)str_copy(r->note, sizeof(r->note), s.note);
 	be->close(&s);
+	r->reset = s.reset;
 	stats(r, &s);
 	verdict_done(&v);
 	image_done(&flash_img);
@@ -520,7 +559,7 @@ worker_execute(const struct worker_plan *p, const struct worker_events *ev,
 		(void)str_copy(ret->step, sizeof(ret->step), "enter");
 		return 0;
 	}
-	if (strcmp(p->action, "flash") == 0)
+	if (strcmp(p->action, "flash") == 0 || strcmp(p->action, "confirm") == 0)
 		return run_flash(p, ev, ret);
 	if (strcmp(p->action, "reboot") == 0)
 		return run_reboot(p, ev, ret);
@@ -601,6 +640,10 @@ report_object(const struct worker_report *r)
 	json_object_object_add(o, "ok", json_object_new_boolean(r->ok));
 	add_str(o, "step", r->step);
 	add_str(o, "error", r->error);
+	if (r->note[0])
+		add_str(o, "note", r->note);
+	if (r->reset)
+		json_object_object_add(o, "reset", json_object_new_boolean(true));
 	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)r->bytes));
 	json_object_object_add(o, "erases", json_object_new_int64(r->erases));
 	json_object_object_add(o, "transfers", json_object_new_int64(r->transfers));

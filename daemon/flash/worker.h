@@ -20,6 +20,7 @@
 #define WORKER_APP_STABLE_MS 1000u
 
 struct worker_plan {
+	/* action "confirm": an app-mode method (sd) after the restart, does it run the image */
 	char action[16];   /* "enter" (1200-baud touch of dev.tty), "flash" or "reboot" (leave the
 			    * bootloader for the app already in flash); Marlin: "identify" (M115)
 			    * or "msc-check" (did the SD bootloader take image_path) */
@@ -46,6 +47,8 @@ struct worker_report {
 	uint32_t app_start;
 	char version[64];
 	char machine[64]; /* Marlin's MACHINE_TYPE (action "identify"), "" otherwise */
+	char note[256];	  /* a warning from a run that succeeded ("" none) */
+	bool reset;	  /* the board was restarted on purpose (flash_session.reset) */
 };
 
 /* Callbacks of an in-process run; each may be NULL. */

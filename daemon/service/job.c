@@ -102,6 +102,16 @@ struct job {
 	bool msc_checking; /* the worker checks what the SD bootloader did */
 	unsigned rearms;   /* bootloader waits restarted because the board came back */
 
+	/* the SD path (method "sd"): written while the app runs, the stock bootloader flashes
+	 * it on the reset, then a confirm step asks the running app (see sd_write) */
+	bool sd;
+	bool sd_confirming; /* the confirm worker runs */
+	bool sd_confirmed;  /* the board runs the image: the boot check after it is the last */
+	bool sd_need_gone;  /* a reset was sent: the app seen before it leaves is the old one */
+	unsigned sd_asked;  /* confirm workers that ended without an answer */
+	char note[256];	    /* a warning for the final message, "" if none */
+	bool result_reset;  /* the worker restarted the board on purpose */
+
 	/* the running child: gate check or worker */
 	enum child_kind child;
 	pid_t pid;
@@ -146,6 +156,12 @@ struct job_table {
 	 * it somewhere useless, so it is not sent again by itself (a new file or a `flash`
 	 * asks again) */
 	char **no_path;
+	char **kat_seen; /* ports where a board was seen in Katapult (the SD path's choice) */
+	/* ports whose board a failed SD job reset on purpose: leaving for that is no new
+	 * plug-in, so its failure is not retried for it */
+	char **own_reset;
+	char **own_gone; /* ... and it has left the bus for it */
+	char **no_card;	 /* ports whose board has no SD card that answers (until it leaves) */
 	sd_event_source *reconcile_src; /* deferred reconcile pass */
 	struct ident_table *ident;	/* M115 of Marlin boards (service/ident.c) */
 	json_object **dry_run; /* set by job_table_plan: prepare_job answers a plan, no job */
@@ -156,6 +172,10 @@ static void job_suspend(struct job *j, const char *fmt, ...) __attribute__((form
 static void step_write(struct job *j, struct board *b);
 static void step_enter(struct job *j);
 static void begin_boot_check(struct job *j);
+static bool sd_chosen(const struct job *j, const struct board *b);
+static void sd_write(struct job *j, struct board *b);
+static void sd_confirm(struct job *j, struct board *b);
+static void sd_done(struct job *j, int status);
 static void on_board_in_job(struct job *j, enum boards_event ev, struct board *b);
 static bool bootloader_visit_new(struct job_table *t, const char *port);
 static void reconcile_soon(struct job_table *t);
@@ -535,6 +555,10 @@ child_line(struct job *j, const char *line)
 		if (json_object_object_get_ex(o, "step", &v))
 			(void)str_copy(j->result_step, sizeof(j->result_step),
 				       json_object_get_string(v));
+		if (json_object_object_get_ex(o, "note", &v) && json_object_get_string(v)[0])
+			(void)str_copy(j->note, sizeof(j->note), json_object_get_string(v));
+		j->result_reset =
+		    json_object_object_get_ex(o, "reset", &v) && json_object_get_boolean(v);
 	}
 	json_object_put(o);
 }
@@ -682,6 +706,7 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 	j->result_ok = false;
 	j->result_error[0] = 0;
 	j->result_step[0] = 0;
+	j->result_reset = false;
 	j->last_percent = 101;
 	r = sd_event_add_io(j->t->loop, &j->out_src, out[0], EPOLLIN, on_child_output, j);
 	if (r >= 0)
@@ -904,6 +929,10 @@ step_enter(struct job *j)
 		arm_timer(j, j->t->cfg->bootloader_timeout_ms, NULL);
 		return;
 	}
+	if (sd_chosen(j, b)) {
+		sd_write(j, b);
+		return;
+	}
 	/* a rollback's request keeps its step name: a restart must not take it for the
 	 * new image's job */
 	set_step(j, j->rollback ? STEP_ROLLBACK_WAIT : STEP_ENTER);
@@ -947,16 +976,45 @@ stored_firmware_intact(struct job_table *t, const char *sha, char **ret_path)
 	return strcmp(got, sha) == 0 ? 0 : -EBADMSG;
 }
 
+/* A worker plan for the image this job writes (the known-good one in a rollback) on board b,
+ * after checking the stored file still hashes to its name. 0, or -errno with the job
+ * failed. */
+static int
+image_plan(struct job *j, const struct board *b, const char *method, const char *action,
+	   struct worker_plan *plan)
+{
+	const char *sha = j->rollback ? j->lkg : j->sha;
+	char *path = NULL;
+	int r = stored_firmware_intact(j->t, sha, &path);
+
+	if (r < 0) {
+		job_fail(j,
+			 r == -EBADMSG ? "firmware %.12s in the store no longer matches its sha256 "
+					 "(disk corruption?); queue the file again"
+				       : "firmware %.12s is missing from the store",
+			 sha);
+		free(path);
+		return r;
+	}
+	memset(plan, 0, sizeof(*plan));
+	(void)str_copy(plan->action, sizeof(plan->action), action);
+	(void)str_copy(plan->method, sizeof(plan->method), method);
+	plan->dev = b->dev;
+	(void)str_copy(plan->board, sizeof(plan->board), j->catalog ? j->catalog->name : "");
+	(void)str_copy(plan->image_path, sizeof(plan->image_path), path);
+	plan->app_start = j->app_start;
+	plan->interface = j->interface;
+	free(path);
+	return 0;
+}
+
 static void
 step_write(struct job *j, struct board *b)
 {
 	bool rollback = j->rollback;
-	const char *sha = rollback ? j->lkg : j->sha;
 	const char *method =
 	    app_writer(j, b) ? app_writer(j, b) : worker_method_for_mode(b->dev.mode);
 	struct worker_plan plan;
-	char *path = NULL;
-	int r;
 
 	j->timer = sd_event_source_disable_unref(j->timer);
 	j->stable = sd_event_source_disable_unref(j->stable);
@@ -968,16 +1026,8 @@ step_write(struct job *j, struct board *b)
 			 method);
 		return;
 	}
-	r = stored_firmware_intact(j->t, sha, &path);
-	if (r < 0) {
-		job_fail(j,
-			 r == -EBADMSG ? "firmware %.12s in the store no longer matches its sha256 "
-					 "(disk corruption?); queue the file again"
-				       : "firmware %.12s is missing from the store",
-			 sha);
-		free(path);
+	if (image_plan(j, b, method, "flash", &plan) < 0)
 		return;
-	}
 	/* this visit to the bootloader is ours: a failed write is not retried on the next
 	 * udev event, only when the board comes back */
 	(void)bootloader_visit_new(j->t, j->port);
@@ -994,15 +1044,6 @@ step_write(struct job *j, struct board *b)
 		b->installed_version[0] = 0;
 	}
 	set_step(j, rollback ? STEP_ROLLBACK_WRITE : STEP_WRITE);
-	memset(&plan, 0, sizeof(plan));
-	(void)str_copy(plan.action, sizeof(plan.action), "flash");
-	(void)str_copy(plan.method, sizeof(plan.method), method);
-	plan.dev = b->dev;
-	(void)str_copy(plan.board, sizeof(plan.board), j->catalog ? j->catalog->name : "");
-	(void)str_copy(plan.image_path, sizeof(plan.image_path), path);
-	plan.app_start = j->app_start;
-	plan.interface = j->interface;
-	free(path);
 	j->bytes = 0;
 	if (spawn_worker(j, &plan) < 0)
 		job_fail(j, "cannot start a worker for %s", name_of(j));
@@ -1046,10 +1087,10 @@ record_success(struct job *j, bool rolled_back)
 	}
 	(void)snprintf(
 	    msg, sizeof(msg),
-	    "flashed %s on port %s with %.12s (%llu bytes, %s, verified) and it booted%s%s",
+	    "flashed %s on port %s with %.12s (%llu bytes, %s, verified) and it booted%s%s%s%s",
 	    name_of(j), j->port, j->sha, (unsigned long long)j->bytes,
 	    j->rec.method[0] ? j->rec.method : "written before a restart",
-	    j->version[0] ? ": " : "", j->version);
+	    j->version[0] ? ": " : "", j->version, j->note[0] ? "; " : "", j->note);
 	job_finish(j, "succeeded", LOG_MID_FLASH_SUCCEEDED, LOG_NOTICE, msg);
 }
 
@@ -1079,6 +1120,23 @@ start_rollback(struct job *j, struct board *b)
 			 "%s on port %s: hold its BOOT button and press RESET (or power it up with "
 			 "BOOT held) within %.0f s; skrflash then rolls back to %.12s by itself",
 			 name_of(j), j->port, j->t->cfg->boot_timeout_ms / 1000.0, j->lkg);
+	}
+	/* a stock SD bootloader outlives a crashing application, but only a card that holds
+	 * firmware.bin reaches it: the operator's copy, then the rollback is confirmed */
+	if (j->sd) {
+		struct log_fields f;
+		char *path = NULL;
+
+		(void)store_firmware_path(j->t->store, j->lkg, &path);
+		fields(j, LOG_MID_FLASH_FAILED, &f);
+		log_full(
+		    LOG_WARNING, 0, &f,
+		    "%s on port %s: its stock SD bootloader is the way back: copy %s to its SD "
+		    "card as firmware.bin and power it up (or reset it) within %.0f s; "
+		    "skrflash then rolls back to %.12s by itself",
+		    name_of(j), j->port, path ? path : j->lkg, j->t->cfg->boot_timeout_ms / 1000.0,
+		    j->lkg);
+		free(path);
 	}
 	arm_timer(j, j->t->cfg->boot_timeout_ms, NULL);
 }
@@ -1169,6 +1227,11 @@ on_stable(sd_event_source *s, uint64_t usec, void *userdata)
 	(void)usec;
 	j->stable = sd_event_source_disable_unref(j->stable);
 	j->timer = sd_event_source_disable_unref(j->timer);
+	if (j->sd && !j->sd_confirmed) {
+		/* up after the bootloader's turn: ask the app what it runs */
+		sd_confirm(j, boards_find_port(j->t->boards, j->port));
+		return 0;
+	}
 	if (j->msc_node[0] && j->step == STEP_BOOT_CHECK) {
 		struct board *b = boards_find_port(j->t->boards, j->port);
 
@@ -1189,6 +1252,14 @@ on_boot_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 	(void)s;
 	(void)usec;
 	j->timer = sd_event_source_disable_unref(j->timer);
+	if (j->sd && j->sd_need_gone && board_present(j->t, j->port)) {
+		job_fail(
+		    j,
+		    "%s on port %s did not restart after Klipper's reset command; firmware.bin "
+		    "stays on its SD card for the next reset or power cycle",
+		    name_of(j), j->port);
+		return 0;
+	}
 	/* an app that came up and left more than once is boot-looping, even if it then stays
 	 * away (a board with no bootloader to fall back to); one disappearance is an unplug */
 	if (!board_present(j->t, j->port) && j->flickers < 2) {
@@ -1292,6 +1363,161 @@ write_failed(struct job *j)
 		     : "");
 }
 
+/* ---- the SD-card path (method "sd") ----------------------------------------------------
+ *
+ * Boards whose only bootloader is the stock SD one (SKR Pro, SKR 1.x, Mini E3 V1.2/V2) are
+ * written while the Klipper application runs (flash/sdpath.c): firmware.bin on the card,
+ * Klipper's reset, the bootloader programs it, and the application comes back on the same
+ * port with the same chip serial. The boot check then waits for it, a confirm worker asks
+ * it whether it runs the image (its dictionary, else FIRMWARE.CUR on the card) and cleans
+ * the card, resets it once more so Klipper's host finds it unconfigured, and a last boot
+ * check ends the job. */
+
+/* The SD path for a board up in its application: the profile allows it, the stock
+ * bootloader flashes from the card and Klipper knows how the card is wired; and no better
+ * path is open: the profile lists sd before its USB methods, the bootloader request
+ * already proved useless on this port, or no request can reach a USB bootloader here (no
+ * soft ROM DFU, not an SDIO-wired board, where the SD path needs a power cycle, and no
+ * Katapult ever seen on this port). */
+static bool
+sd_chosen(const struct job *j, const struct board *b)
+{
+	const struct config_profile *p = config_find_profile(j->t->cfg, j->profile);
+	const struct catalog_sd_bus *bus = j->catalog ? catalog_sd_bus(j->catalog) : NULL;
+
+	(void)b;
+	if (!bus || !(j->catalog->paths & CATALOG_PATH_SD) || !method_allowed(j, "sd") ||
+	    strv_has(j->t->no_card, j->port))
+		return false;
+	if (j->sd || strv_has(j->t->no_path, j->port))
+		return true;
+	for (size_t i = 0; p && i < p->n_methods; i++) {
+		if (p->methods[i] == CONFIG_METHOD_SD)
+			return true;
+		if (p->methods[i] == CONFIG_METHOD_KATAPULT || p->methods[i] == CONFIG_METHOD_DFU)
+			break;
+	}
+	return !bus->sdio && !(j->catalog->paths & CATALOG_PATH_ROM_DFU_SOFT) &&
+	       !strv_has(j->t->kat_seen, j->port);
+}
+
+static void
+sd_write(struct job *j, struct board *b)
+{
+	struct worker_plan plan;
+
+	j->timer = sd_event_source_disable_unref(j->timer);
+	j->stable = sd_event_source_disable_unref(j->stable);
+	j->sd = true;
+	j->sd_confirming = j->sd_confirmed = j->sd_need_gone = false;
+	if (image_plan(j, b, "sd", "flash", &plan) < 0)
+		return;
+	(void)str_copy(j->rec.method, sizeof(j->rec.method), "sd");
+	j->gone_in_worker = false;
+	/* as for every method: what it runs is unknown until it booted the new image */
+	if (j->rec.board_id > 0 &&
+	    store_board_set_installed(j->t->store, j->rec.board_id, "", "") >= 0 &&
+	    b->id == j->rec.board_id) {
+		b->installed_sha[0] = 0;
+		b->installed_version[0] = 0;
+	}
+	set_step(j, j->rollback ? STEP_ROLLBACK_WRITE : STEP_WRITE);
+	j->bytes = 0;
+	if (spawn_worker(j, &plan) < 0)
+		job_fail(j, "cannot start a worker for %s", name_of(j));
+}
+
+static void
+sd_confirm(struct job *j, struct board *b)
+{
+	struct worker_plan plan;
+
+	if (!b || !b->present || !b->dev.tty[0]) {
+		job_suspend(j,
+			    "%s on port %s left before its firmware could be confirmed; the job "
+			    "resumes when it is plugged in again",
+			    name_of(j), j->port);
+		return;
+	}
+	if (image_plan(j, b, "sd", "confirm", &plan) < 0)
+		return;
+	j->gone_in_worker = false;
+	j->sd_confirming = true;
+	/* a rollback keeps its step name, so that a restart resumes the rollback */
+	set_step(j, j->rollback ? STEP_ROLLBACK_WRITE : STEP_VERIFY);
+	if (spawn_worker(j, &plan) < 0)
+		job_fail(j, "cannot start a worker for %s", name_of(j));
+}
+
+/* The write or the confirm worker ended; both end with Klipper's reset when they succeed. */
+static void
+sd_done(struct job *j, int status)
+{
+	struct board *b = boards_find_port(j->t->boards, j->port);
+	const char *err = j->result_error[0] ? j->result_error : "the worker failed";
+	bool confirming = j->sd_confirming;
+
+	j->sd_confirming = false;
+	if (status == 0 && j->result_ok) {
+		j->sd_confirmed = confirming;
+		/* the reset may have taken the old app off the bus while the worker ran */
+		j->sd_need_gone = !j->gone_in_worker;
+		begin_boot_check(j);
+		return;
+	}
+	if (confirming && !j->result_error[0] && b && b->present && j->sd_asked++ == 0) {
+		/* the confirm worker died without an answer (killed): the question is harmless
+		 * to ask again, once */
+		log_info("%s on port %s: the confirm step ended without an answer; asking again",
+			 name_of(j), j->port);
+		j->sd_need_gone = false;
+		begin_boot_check(j);
+		return;
+	}
+	if (!confirming && strcmp(j->result_step, "no-medium") == 0) {
+		/* nothing was written: the bootloader request is the way left (Katapult, ROM or
+		 * LPC DFU); the board may be away for the worker's reset, step_enter waits */
+		log_info("%s on port %s: %s; trying its USB bootloader instead", name_of(j),
+			 j->port, err);
+		strv_add(&j->t->no_card, j->port);
+		j->sd = false;
+		step_enter(j);
+		return;
+	}
+	/* a worker that reset the board after its failure: it comes back by itself, the
+	 * failure is what it reported */
+	if (!j->result_reset && (j->gone_in_worker || !b || !b->present)) {
+		job_suspend(j,
+			    "%s on port %s was unplugged during step %s (%s); the job resumes "
+			    "when it is plugged in again",
+			    name_of(j), j->port, step_names[j->step], err);
+		return;
+	}
+	/* unless it left and is back already, it is still to leave or to come back; and it
+	 * is held off like a failed board that stayed (job_finish sees it away) */
+	if (j->result_reset && !(j->gone_in_worker && b && b->present)) {
+		strv_add(&j->t->own_reset, j->port);
+		if (j->gone_in_worker)
+			strv_add(&j->t->own_gone, j->port);
+		if (!strv_has(j->t->held_off, j->port)) {
+			strv_add(&j->t->held_off, j->port);
+			retry_later(j->t);
+		}
+	}
+	if (strcmp(j->result_step, "power-cycle") == 0) {
+		/* an SDIO-wired card: only a power cycle lets the bootloader read it (the
+		 * history's result "power-cycle": the board waits for one) */
+		struct job_table *t = j->t;
+		char msg[600];
+
+		(void)snprintf(msg, sizeof(msg), "%s", err);
+		strv_add(&t->held_off, j->port);
+		job_finish(j, "power-cycle", LOG_MID_FLASH_FAILED, LOG_WARNING, msg);
+		return;
+	}
+	job_fail(j, "%s on port %s: %s", name_of(j), j->port, err);
+}
+
 static void
 child_done(struct job *j, int status)
 {
@@ -1318,6 +1544,11 @@ child_done(struct job *j, int status)
 	}
 	if (j->msc_checking) {
 		msc_checked(j, status);
+		return;
+	}
+	if (j->sd && (j->step == STEP_WRITE || j->step == STEP_VERIFY || j->step == STEP_LEAVE ||
+		      j->step == STEP_ROLLBACK_WRITE)) {
+		sd_done(j, status);
 		return;
 	}
 	switch (j->step) {
@@ -1385,8 +1616,9 @@ plan_json(const struct job *j, const struct board *b)
 	json_object_object_add(
 	    o, "method",
 	    json_object_new_string(
-		bootloader_mode(b->dev.mode)
-		    ? worker_method_for_mode(b->dev.mode)
+		bootloader_mode(b->dev.mode) ? worker_method_for_mode(b->dev.mode)
+		: b->dev.mode == DEVICE_MODE_KLIPPER_APP && sd_chosen(j, b)
+		    ? "sd (firmware.bin on its SD card, through the running Klipper)"
 		    : "bootloader request (1200 baud), then Katapult, ROM DFU or BOOTSEL, "
 		      "whichever the board enters"));
 	if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0] &&
@@ -1452,6 +1684,11 @@ resume_at(struct job *j, struct board *b)
 			 name_of(j), j->port);
 		return;
 	}
+	/* the SD path after its write: the app it is up in is asked what it runs (the
+	 * confirm step is idempotent); before it, the write starts over at the gate */
+	j->sd = strcmp(j->rec.method, "sd") == 0;
+	if (j->sd && app && s == STEP_VERIFY)
+		s = STEP_BOOT_CHECK;
 	if ((s == STEP_LEAVE || s == STEP_BOOT_CHECK || s == STEP_ROLLBACK_BOOT_CHECK) && app) {
 		j->step = j->rollback ? STEP_ROLLBACK_WRITE : STEP_WRITE;
 		begin_boot_check(j);
@@ -1790,6 +2027,18 @@ app_after_touch(struct job *j)
 		return;
 	}
 	strv_add(&j->t->no_path, j->port);
+	{
+		struct board *b = boards_find_port(j->t->boards, j->port);
+
+		/* no USB bootloader answers: its stock SD bootloader is the way left */
+		if (b && b->present && b->dev.tty[0] && sd_chosen(j, b)) {
+			log_info("%s on port %s has no USB bootloader that answers the request; "
+				 "writing firmware.bin to its SD card instead",
+				 name_of(j), j->port);
+			sd_write(j, b);
+			return;
+		}
+	}
 	job_fail(j,
 		 "%s on port %s came back as the Klipper app after the 1200-baud request, twice: "
 		 "it has no USB bootloader path skrflash can use (nothing was written; the board "
@@ -1894,6 +2143,13 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 	case STEP_BOOT_CHECK:
 	case STEP_ROLLBACK_BOOT_CHECK:
 		if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
+			/* the SD path's reset: the old app leaves, that is no flicker */
+			if (j->sd_need_gone) {
+				j->sd_need_gone = false;
+				j->stable = sd_event_source_disable_unref(j->stable);
+				j->cold_boot |= ev == BOARDS_LEFT;
+				return;
+			}
 			/* up and gone again: a boot loop, not a boot */
 			if (j->stable)
 				j->flickers++;
@@ -1926,6 +2182,8 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 				 name_of(j), j->port, j->sha);
 			return;
 		}
+		if (j->sd_need_gone)
+			return; /* still the app that was told to reset */
 		if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->present && !j->stable) {
 			if (j->catalog && strcasecmp(b->dev.product, j->catalog->mcu->name) != 0) {
 				job_fail(
@@ -2114,9 +2372,26 @@ job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b)
 
 	if (ev == BOARDS_GONE || ev == BOARDS_LEFT || !bootloader_mode(b->dev.mode))
 		strv_drop(&t->bl_seen, b->dev.port);
+	if (b->dev.mode == DEVICE_MODE_KATAPULT && !strv_has(t->kat_seen, b->dev.port))
+		strv_add(&t->kat_seen, b->dev.port);
 	if (j) {
 		on_board_in_job(j, ev, b);
 		return;
+	}
+	/* the reset a failed SD job sent is no new plug-in: its failure stands */
+	if (strv_has(t->own_reset, b->dev.port) && ev != BOARDS_LEFT) {
+		if (ev == BOARDS_GONE && !strv_has(t->own_gone, b->dev.port))
+			strv_add(&t->own_gone, b->dev.port);
+		else if (ev != BOARDS_GONE && strv_has(t->own_gone, b->dev.port) && b->present) {
+			strv_drop(&t->own_reset, b->dev.port);
+			strv_drop(&t->own_gone, b->dev.port);
+		}
+		return;
+	}
+	if (ev == BOARDS_LEFT) {
+		strv_drop(&t->own_reset, b->dev.port);
+		strv_drop(&t->own_gone, b->dev.port);
+		strv_drop(&t->no_card, b->dev.port);
 	}
 	if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
 		/* plugged in again later, the board gets a fresh attempt */
@@ -2256,6 +2531,10 @@ job_table_free(struct job_table *t)
 	strv_free(t->retried);
 	sd_event_source_disable_unref(t->retry_src);
 	strv_free(t->no_path);
+	strv_free(t->kat_seen);
+	strv_free(t->own_reset);
+	strv_free(t->own_gone);
+	strv_free(t->no_card);
 	sd_event_source_disable_unref(t->reconcile_src);
 	t->ident = ident_table_free(t->ident);
 	if (t->units) {

@@ -11,6 +11,8 @@
 #            asked (auto_flash = [])                                    --dry-run, then for real
 #   pico     SKR Pico (RP2040) running Klipper, no bootloader of its  -> flashed through BOOTSEL
 #            own                                                        (PICOBOOT) and back
+#   turbo    SKR 1.4 Turbo (LPC1769) and an SKR Pro (STM32F407) with  -> flashed through their SD
+#   skrpro-sd their stock SD bootloaders only, a FAT card in the slot    cards by the running Klipper
 #   ender    SKR 1.3 (LPC1768) running Marlin 2.1.2, its SD card on   -> Marlin 2.1.2.1 written to
 #            USB (port 2-2)                                              the card (msc), checked
 #   ender-k  SKR 1.3 running Marlin, profile allows the migration    -> Klipper, over the card
@@ -40,6 +42,10 @@ profiles = (
   { name = "ender-klipper"; match = { board = "skr-1.3"; port = "2-3"; };
     methods = [ "msc" ]; allow_migration = true; auto_flash = [ "queue" ]; },
   { name = "pico"; match = { board = "skr-pico"; port = "1-5"; };
+    auto_flash = [ "hotplug", "queue" ]; },
+  { name = "turbo"; match = { board = "skr-1.4-turbo"; port = "1-6"; };
+    auto_flash = [ "hotplug", "queue" ]; },
+  { name = "skrpro-sd"; match = { board = "skr-pro"; port = "1-7"; };
     auto_flash = [ "hotplug", "queue" ]; }
 );
 CONF
@@ -51,6 +57,8 @@ sim="$BUILD/skrsim"
 "$sim" image manta-m8p v0.13.0-farm "$T/manta-good.bin"
 "$sim" image manta-m8p v0.13.1-wrong-crystal "$T/manta-crash.bin"
 "$sim" image skr-pico v0.13.0-farm "$T/pico.bin"
+"$sim" image skr-1.4-turbo v0.13.0-farm "$T/turbo.bin"
+"$sim" image skr-pro v0.13.0-farm "$T/skrpro-sd.bin"
 "$sim" marlin-image skr-1.3 2.1.2.1 "$T/ender-marlin.bin" "Ender-3 SKR13"
 "$sim" image skr-1.3 v0.13.0-farm "$T/ender-klipper.bin"
 
@@ -61,6 +69,8 @@ exec "$sim" --quiet \
 	--board manta-m8p@1-4:katapult-installed,bootloop=recover,cycles=2,crash=wrong-crystal \
 	--board octopus-f446@1-1:katapult-installed \
 	--board skr-pico@1-5:klipper-app \
+	--board skr-1.4-turbo@1-6:klipper-app,sdcard=64M \
+	--board skr-pro@1-7:klipper-app,sdcard=64M,sdfs=fat32 \
 	--board skr-1.3@2-2:marlin-lpc,sdcard=64M,version=2.1.2 \
 	--board skr-1.3@2-3:marlin-lpc,sdcard=64M,version=2.1.2 \
 	-- sh "$here/inner.sh" "$T" "$BUILD"

@@ -542,23 +542,24 @@ sim_board_sdcard_path(struct sim_board *b)
 	return p;
 }
 
-/* mkfs on the image, without the testbed's preload (the tools work on a plain file) */
+/* mkfs on the image, without the testbed's preload (the tools work on a plain file); its
+ * report on stdout is dropped, errors stay on stderr */
 static int
 format(struct sim *s, const char *img, const char *fs)
 {
-	bool exfat = strcmp(fs, "exfat") == 0;
-	const char *type = strcmp(fs, "fat12") == 0   ? "-F12"
-			   : strcmp(fs, "fat16") == 0 ? "-F16"
-			   : strcmp(fs, "fat32") == 0 ? "-F32"
-						      : "-v";
+	const char *type = strcmp(fs, "fat12") == 0   ? "-F 12"
+			   : strcmp(fs, "fat16") == 0 ? "-F 16"
+			   : strcmp(fs, "fat32") == 0 ? "-F 32"
+						      : "";
+	char *cmd = strcmp(fs, "exfat") == 0
+			? xasprintf("exec >/dev/null; mkfs.exfat -L SD '%s'", img)
+			: xasprintf("exec >/dev/null; mkfs.fat %s -n SD '%s'", type, img);
 	char *argv[] = {xstrdup("/usr/bin/env"),
 			xstrdup("-u"),
 			xstrdup("LD_PRELOAD"),
-			xstrdup(exfat ? "mkfs.exfat" : "mkfs.fat"),
-			xstrdup(exfat ? "-L" : type),
-			xstrdup(exfat ? "SD" : "-n"),
-			xstrdup(exfat ? img : "SD"),
-			exfat ? NULL : xstrdup(img),
+			xstrdup("/bin/sh"),
+			xstrdup("-c"),
+			cmd,
 			NULL};
 	char *out = NULL;
 	int r = sim_run(s, argv, 60000, &out);

@@ -21,7 +21,8 @@
 
 struct board_arg {
 	struct sim_board_spec spec;
-	char *text;	   /* owns the strings spec points into */
+	char *text; /* owns the strings spec points into */
+
 	uint64_t sd_bytes; /* sdcard=SIZE: a card made by mkfs in the slot; 0 = none */
 	const char *sd_fs; /* sdfs=fat12|fat16|fat32|exfat|none; NULL = mkfs.fat's choice */
 };

@@ -90,8 +90,9 @@ test_malformed(void)
 	    "",
 	    "[]",
 	    "{\"action\":\"dance\",\"device\":{}}",
-	    "{\"action\":\"flash\",\"device\":{}}", /* no image */
-	    "{\"action\":\"enter\"}",		    /* no device */
+	    "{\"action\":\"flash\",\"device\":{}}",   /* no image */
+	    "{\"action\":\"confirm\",\"device\":{}}", /* no image either */
+	    "{\"action\":\"enter\"}",		      /* no device */
 	    "{\"action\":\"enter\",\"device\":{\"mode\":\"warp\"}}",
 	    "{\"action\":\"enter\",\"device\":{\"vid\":70000}}",
 	    "{\"action\":\"enter\",\"device\":{\"vid\":-1}}",
@@ -118,6 +119,12 @@ test_malformed(void)
 		     0);
 	CHECK_STREQ(q.dev.tty, "/dev/x");
 	CHECK_EQ_INT(q.interface, CONFIG_INTERFACE_USB);
+	CHECK_EQ_INT(worker_plan_from_json("{\"action\":\"confirm\",\"method\":\"sd\",\"device\":"
+					   "{},\"image\":\"/x.bin\"}",
+					   &q, NULL),
+		     0);
+	CHECK_STREQ(q.action, "confirm");
+	CHECK_STREQ(q.method, "sd");
 }
 
 static void
@@ -125,11 +132,15 @@ test_registry(void)
 {
 	CHECK(backend_find("katapult") != NULL);
 	CHECK(backend_find("dfu") != NULL);
-	CHECK(backend_find("sd") == NULL);
 	CHECK(backend_find(NULL) == NULL);
 	CHECK(backend_for_mode(DEVICE_MODE_KATAPULT) == backend_find("katapult"));
 	CHECK(backend_for_mode(DEVICE_MODE_STM32_ROM_DFU) == backend_find("dfu"));
+	/* the SD path works while the app runs: found by name, never by the app's mode */
+	CHECK(backend_find("sd") != NULL && backend_find("sd")->app_mode &&
+	      backend_find("sd")->check != NULL);
+	CHECK(!backend_find("katapult")->app_mode && !backend_find("katapult")->check);
 	CHECK(backend_for_mode(DEVICE_MODE_KLIPPER_APP) == NULL);
+	CHECK(worker_method_for_mode(DEVICE_MODE_KLIPPER_APP) == NULL);
 }
 
 /* failures before any device I/O, and their result lines */
