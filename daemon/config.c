@@ -45,13 +45,17 @@ struct loader {
 	bool queue_dir_set;
 };
 
+/* one method per line, as added */
+/* clang-format off */
 static const char *const method_names[_CONFIG_METHOD_MAX] = {
     [CONFIG_METHOD_KATAPULT] = "katapult",
     [CONFIG_METHOD_DFU] = "dfu",
     [CONFIG_METHOD_SD] = "sd",
     [CONFIG_METHOD_UF2] = "uf2",
     [CONFIG_METHOD_LPC_DFU] = "lpc-dfu",
+    [CONFIG_METHOD_MSC] = "msc", /* Marlin's SD card over USB (flash/msc.c) */
 };
+/* clang-format on */
 
 static const char *const interface_names[_CONFIG_INTERFACE_MAX] = {
     [CONFIG_INTERFACE_USB] = "usb",
@@ -93,6 +97,7 @@ static const char *const profile_keys[] = {
     "power",
     "host",
     "octoprint",
+    "allow_migration",
     NULL,
 };
 static const char *const power_keys[] = {"moonraker_device", "command", "off_seconds", "timeout",
@@ -624,6 +629,9 @@ board_has_method(const struct catalog_board *b, enum config_method m)
 		return b->paths & CATALOG_PATH_BOOTSEL;
 	case CONFIG_METHOD_LPC_DFU:
 		return b->paths & CATALOG_PATH_LPC_DFU;
+	case CONFIG_METHOD_MSC:
+		/* Marlin shows the card; the stock SD bootloader flashes what is put on it */
+		return b->paths & CATALOG_PATH_SD;
 	case _CONFIG_METHOD_MAX:
 	default:
 		return false;
@@ -637,6 +645,9 @@ default_methods(struct config_profile *p)
 {
 	p->n_methods = 0;
 	for (unsigned m = 0; m < _CONFIG_METHOD_MAX; m++) {
+		/* msc writes the user's SD card while Marlin runs: only when a profile names it */
+		if (m == CONFIG_METHOD_MSC)
+			continue;
 		if (p->match.board ? board_has_method(p->match.board, (enum config_method)m)
 				   : (m == CONFIG_METHOD_KATAPULT || m == CONFIG_METHOD_DFU))
 			p->methods[p->n_methods++] = (enum config_method)m;
@@ -649,7 +660,7 @@ load_methods(struct loader *l, const config_setting_t *arr, struct config_profil
 	if (!is_string_vector(l, arr))
 		return;
 	if (config_setting_length(arr) == 0) {
-		err_at(l, arr, "must name at least one method (katapult|dfu|sd|uf2|lpc-dfu)");
+		err_at(l, arr, "must name at least one method (katapult|dfu|sd|uf2|lpc-dfu|msc)");
 		return;
 	}
 	p->n_methods = 0;
@@ -665,7 +676,7 @@ load_methods(struct loader *l, const config_setting_t *arr, struct config_profil
 			if (strcmp(method_names[m], v) == 0)
 				break;
 		if (m == _CONFIG_METHOD_MAX) {
-			err_at(l, s, "unknown method '%s' (katapult|dfu|sd|uf2|lpc-dfu)", v);
+			err_at(l, s, "unknown method '%s' (katapult|dfu|sd|uf2|lpc-dfu|msc)", v);
 			continue;
 		}
 		for (size_t j = 0; j < p->n_methods; j++)
@@ -1011,6 +1022,13 @@ load_profile(struct loader *l, const config_setting_t *grp, struct config_profil
 			p->moonraker_fail_open = config_setting_get_bool(s);
 	}
 	load_host(l, grp, p);
+	s = config_setting_get_member(grp, "allow_migration");
+	if (s) {
+		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+			err_at(l, s, "expected true or false");
+		else
+			p->allow_migration = config_setting_get_bool(s);
+	}
 	s = config_setting_get_member(grp, "app_start");
 	if (s)
 		load_app_start(l, s, p);
@@ -1626,6 +1644,9 @@ dump_profile(FILE *f, const struct config_profile *p)
 		fprintf(f, "%smoonraker_fail_open = %s;\n", in,
 			p->moonraker_fail_open ? "true" : "false");
 	}
+	/* shown only when set: the default (no change of firmware family) is the safe one */
+	if (p->allow_migration)
+		fprintf(f, "%sallow_migration = true;\n", in);
 	if (p->has_app_start)
 		fprintf(f, "%sapp_start = 0x%08" PRIx32 ";\n", in, p->app_start);
 	else if (config_profile_app_start(p))

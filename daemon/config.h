@@ -21,6 +21,7 @@ enum config_method {
 	CONFIG_METHOD_SD,      /* firmware.bin on the SD card through the running Klipper */
 	CONFIG_METHOD_UF2,     /* RP2040 BOOTSEL (PICOBOOT, or the RPI-RP2 drive) */
 	CONFIG_METHOD_LPC_DFU, /* LPC176x community DFU 1.1 bootloader (1d50:6015) */
+	CONFIG_METHOD_MSC,     /* firmware.bin over a Marlin board's SD card drive (flash/msc.c) */
 	_CONFIG_METHOD_MAX,
 };
 
@@ -86,6 +87,9 @@ struct config_profile {
 	bool has_app_start;
 	uint32_t app_start;		 /* override of the catalog's app start */
 	enum config_interface interface; /* what the image must talk (default USB) */
+	/* the board may change firmware family with this profile's images (Marlin <-> Klipper);
+	 * without it such an image is refused before anything is touched */
+	bool allow_migration;
 	bool implicit; /* made from the catalog because the file has no profiles */
 	bool has_power;
 	struct config_power power;

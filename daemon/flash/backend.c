@@ -14,14 +14,11 @@ extern const struct flash_backend backend_katapult;
 extern const struct flash_backend backend_dfu;
 extern const struct flash_backend backend_picoboot;
 extern const struct flash_backend backend_lpcdfu;
-extern const struct flash_backend backend_sd; /* flash/sdpath.c */
+extern const struct flash_backend backend_sd;  /* flash/sdpath.c */
+extern const struct flash_backend backend_msc; /* flash/msc.c */
 
 static const struct flash_backend *const backends[] = {
-    &backend_katapult,
-    &backend_dfu,
-    &backend_picoboot,
-    &backend_lpcdfu,
-    &backend_sd,
+    &backend_katapult, &backend_dfu, &backend_picoboot, &backend_lpcdfu, &backend_sd, &backend_msc,
 };
 
 const struct flash_backend *

@@ -79,6 +79,10 @@ blockfile_from_fd(struct blockfile *bf, int fd)
 	} else {
 		return -ENOTBLK;
 	}
+	/* a removable disk without its medium (a card reader, a board's drive whose firmware
+	 * holds the card) has 0 bytes (/sys/block/sdX/size 0) */
+	if (bytes == 0)
+		return -ENOMEDIUM;
 	if (bytes % BLOCKDEV_SECTOR != 0)
 		return -EINVAL;
 	bf->fd = fd;

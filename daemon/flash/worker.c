@@ -15,6 +15,7 @@
 
 #include "flash/backend.h"
 #include "flash/rescue.h"
+#include "flash/msc.h"
 #include "catalog.h"
 #include "image/image.h"
 #include "log.h"
@@ -127,8 +128,10 @@ worker_plan_from_json(const char *s, struct worker_plan *ret, const char **ret_e
 	}
 	if (!get_str(o, "action", p.action, sizeof(p.action), true) ||
 	    (strcmp(p.action, "enter") != 0 && strcmp(p.action, "flash") != 0 &&
-	     strcmp(p.action, "reboot") != 0 && strcmp(p.action, "confirm") != 0)) {
-		err = "plan action must be \"enter\", \"flash\", \"confirm\" or \"reboot\"";
+	     strcmp(p.action, "reboot") != 0 && strcmp(p.action, "confirm") != 0 &&
+	     strcmp(p.action, "identify") != 0 && strcmp(p.action, "msc-check") != 0)) {
+		err = "plan action must be \"enter\", \"flash\", \"confirm\", \"reboot\", "
+		      "\"identify\" or \"msc-check\"";
 		goto fail;
 	}
 	if (!get_str(o, "method", p.method, sizeof(p.method), false) ||
@@ -206,7 +209,8 @@ worker_plan_from_json(const char *s, struct worker_plan *ret, const char **ret_e
 		p.dev.busnum = (unsigned)bus;
 		p.dev.devnum = (unsigned)dev;
 	}
-	if ((strcmp(p.action, "flash") == 0 || strcmp(p.action, "confirm") == 0) &&
+	if ((strcmp(p.action, "flash") == 0 || strcmp(p.action, "confirm") == 0 ||
+	     strcmp(p.action, "msc-check") == 0) &&
 	    !p.image_path[0]) {
 		err = "flash plan without an image";
 		goto fail;
@@ -568,6 +572,45 @@ out:
 	return ret;
 }
 
+/* Marlin (issue 16): which build runs (M115), and whether the stock bootloader took the
+ * firmware.bin the msc backend left on the card (flash/msc.c). */
+static int
+run_marlin(const struct worker_plan *p, const struct worker_events *ev, struct worker_report *r)
+{
+	char msg[512];
+	int ret;
+
+	if (!p->dev.tty[0])
+		return fail(r, "open", -ENODEV, "the board on port %s has no serial port",
+			    p->dev.port);
+	if (strcmp(p->action, "identify") == 0) {
+		struct marlin_info info;
+
+		ret = msc_identify(p->dev.tty, &info, msg, sizeof(msg));
+		if (ret < 0)
+			return fail(r, "open", ret, "%s", msg);
+		(void)str_copy(r->version, sizeof(r->version), info.firmware);
+		(void)str_copy(r->machine, sizeof(r->machine), info.machine);
+		if (ev && ev->reported)
+			ev->reported(ev->userdata, "", 0, info.firmware);
+	} else {
+		uint8_t *buf = NULL;
+		size_t len = 0;
+
+		ret = read_file(p->image_path, IMAGE_MAX_SIZE, &buf, &len);
+		if (ret < 0)
+			return fail(r, "check", ret, "cannot read %s: %s", p->image_path,
+				    strerror(-ret));
+		ret = msc_check_after(&p->dev, buf, len, msg, sizeof(msg));
+		free(buf);
+		if (ret < 0)
+			return fail(r, "check", ret, "%s", msg);
+	}
+	r->ok = true;
+	(void)str_copy(r->step, sizeof(r->step), "check");
+	return 0;
+}
+
 int
 worker_execute(const struct worker_plan *p, const struct worker_events *ev,
 	       struct worker_report *ret)
@@ -591,6 +634,8 @@ worker_execute(const struct worker_plan *p, const struct worker_events *ev,
 		return run_flash(p, ev, ret);
 	if (strcmp(p->action, "reboot") == 0)
 		return run_reboot(p, ev, ret);
+	if (strcmp(p->action, "identify") == 0 || strcmp(p->action, "msc-check") == 0)
+		return run_marlin(p, ev, ret);
 	return fail(ret, "open", -EINVAL, "unknown action '%s'", p->action);
 }
 
@@ -673,6 +718,11 @@ report_object(const struct worker_report *r)
 	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)r->bytes));
 	json_object_object_add(o, "erases", json_object_new_int64(r->erases));
 	json_object_object_add(o, "transfers", json_object_new_int64(r->transfers));
+	/* Marlin's identify: the build and the machine it reports */
+	if (r->machine[0]) {
+		add_str(o, "version", r->version);
+		add_str(o, "machine", r->machine);
+	}
 	return o;
 }
 

@@ -22,7 +22,8 @@
 struct worker_plan {
 	/* action "confirm": an app-mode method (sd) after the restart, does it run the image */
 	char action[16];   /* "enter" (1200-baud touch of dev.tty), "flash" or "reboot" (leave the
-			    * bootloader for the app already in flash) */
+			    * bootloader for the app already in flash); Marlin: "identify" (M115)
+			    * or "msc-check" (did the SD bootloader take image_path) */
 	char method[16];   /* backend name for "flash"; "" = by dev.mode */
 	struct device dev; /* the device to talk to */
 	char board[64];	   /* catalog name, may be "" */
@@ -45,8 +46,9 @@ struct worker_report {
 	char mcu[32]; /* as the bootloader reported it */
 	uint32_t app_start;
 	char version[64];
-	char note[256]; /* a warning from a run that succeeded ("" none) */
-	bool reset;	/* the board was restarted on purpose (flash_session.reset) */
+	char machine[64]; /* Marlin's MACHINE_TYPE (action "identify"), "" otherwise */
+	char note[256];	  /* a warning from a run that succeeded ("" none) */
+	bool reset;	  /* the board was restarted on purpose (flash_session.reset) */
 };
 
 /* Callbacks of an in-process run; each may be NULL. */

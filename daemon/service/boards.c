@@ -439,6 +439,11 @@ reappear(struct boards *r, struct board *b, const struct device *dev)
 	enum device_mode old = b->dev.mode;
 
 	b->leave_timer = sd_event_source_disable_unref(b->leave_timer);
+	/* what M115 said holds for that enumeration only (ident.c asks the next one) */
+	if (dev->mode != old) {
+		b->firmware[0] = 0;
+		b->machine[0] = 0;
+	}
 	b->dev = *dev;
 	b->present = true;
 	if (!mode_hides_serial(dev->mode) && strcmp(b->serial, dev->serial) != 0)
@@ -705,6 +710,8 @@ board_to_json(const struct board *b)
 	json_object_object_add(o, "block", json_object_new_string(b->dev.block));
 	json_object_object_add(o, "usb_node", json_object_new_string(b->dev.usb_node));
 	json_object_object_add(o, "installed_sha256", json_object_new_string(b->installed_sha));
+	json_object_object_add(o, "firmware", json_object_new_string(b->firmware));
+	json_object_object_add(o, "machine", json_object_new_string(b->machine));
 	json_object_object_add(o, "installed_version",
 			       json_object_new_string(b->installed_version));
 	json_object_object_add(o, "known_good_sha256", json_object_new_string(b->known_good_sha));

@@ -34,6 +34,8 @@ struct board {
 	char installed_sha[65];
 	char installed_version[128];
 	char known_good_sha[65]; /* the last image that booted on it, kept while writing */
+	char firmware[96];	 /* what M115 names ("Marlin 2.1.2.1"): Marlin boards, else "" */
+	char machine[64];	 /* Marlin's MACHINE_TYPE */
 	int64_t first_seen;
 	struct boards *owner;
 	sd_event_source *leave_timer;

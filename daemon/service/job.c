@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "service/holder.h"
+#include "service/ident.h"
 #include "image/image.h"
 #include "log.h"
 #include "service/moonraker.h"
@@ -24,6 +25,7 @@
 #include "util.h"
 #include "image/validate.h"
 #include "flash/worker.h"
+#include "proto/marlin.h"
 
 #define GATE_TIMEOUT_MS 2000u
 #define DEFAULT_MOONRAKER "http://127.0.0.1:7125"
@@ -100,7 +102,13 @@ struct job {
 	unsigned touches;    /* requests that brought the app back instead of a bootloader */
 	unsigned flickers;   /* boot check: times the app came up and left again */
 	bool cold_boot;	     /* left for longer than the leave grace during the boot check */
-	unsigned rearms;     /* bootloader waits restarted because the board came back */
+	/* Marlin (issue 16): the image is a Marlin build (it comes back as Marlin, and the
+	 * msc method checks FIRMWARE.CUR and M115 then); the enumeration the msc write
+	 * started on, which must have left before the board counts as back */
+	bool marlin_image;
+	char msc_node[DEVICE_PATH];
+	bool msc_checking; /* the worker checks what the SD bootloader did */
+	unsigned rearms;   /* bootloader waits restarted because the board came back */
 
 	/* the SD path (method "sd"): written while the app runs, the stock bootloader flashes
 	 * it on the reset, then a confirm step asks the running app (see sd_write) */
@@ -180,6 +188,7 @@ struct job_table {
 	char **own_gone; /* ... and it has left the bus for it */
 	char **no_card;	 /* ports whose board has no SD card that answers (until it leaves) */
 	sd_event_source *reconcile_src; /* deferred reconcile pass */
+	struct ident_table *ident;	/* M115 of Marlin boards (service/ident.c) */
 	json_object **dry_run; /* set by job_table_plan: prepare_job answers a plan, no job */
 };
 
@@ -201,6 +210,7 @@ static bool strv_has(char **v, const char *s);
 static void strv_drop(char ***v, const char *s);
 static void strv_add(char ***v, const char *s);
 static bool bootloader_mode(enum device_mode m);
+static bool marlin_mode(enum device_mode m);
 static void unreachable_bootloader(struct job *j, const struct board *b);
 static void rescue_write(struct job *j);
 static void rescue_child_done(struct job *j, int status);
@@ -870,7 +880,9 @@ step_stop_unit(struct job *j)
 	int r;
 
 	set_step(j, STEP_STOP_UNIT);
-	if (!b || b->dev.mode != DEVICE_MODE_KLIPPER_APP || !b->dev.tty[0]) {
+	/* Marlin's tty too: a host (OctoPrint) that holds it talks G-code to the board */
+	if (!b || (b->dev.mode != DEVICE_MODE_KLIPPER_APP && !marlin_mode(b->dev.mode)) ||
+	    !b->dev.tty[0]) {
 		step_enter(j);
 		return;
 	}
@@ -946,7 +958,25 @@ step_gate(struct job *j)
 static bool
 bootloader_mode(enum device_mode m)
 {
-	return worker_method_for_mode(m) != NULL;
+	/* Marlin has a writer too (msc), but it is an application */
+	return worker_method_for_mode(m) != NULL && device_mode_is_bootloader(m);
+}
+
+static bool
+marlin_mode(enum device_mode m)
+{
+	return m == DEVICE_MODE_MARLIN_LPC || m == DEVICE_MODE_MARLIN_STM32;
+}
+
+static bool method_allowed(const struct job *j, const char *method);
+
+/* The method that writes while Marlin runs (flash/msc.c), when this job may use it. */
+static const char *
+app_writer(const struct job *j, const struct board *b)
+{
+	if (!b->present || !marlin_mode(b->dev.mode) || !b->dev.tty[0] || !method_allowed(j, "msc"))
+		return NULL;
+	return "msc";
 }
 
 /* A bootloader is usable once the node its backend opens exists: Katapult's tty arrives
@@ -974,6 +1004,18 @@ step_enter(struct job *j)
 	}
 	if (j->power_verify) {
 		sdio_verify_now(j, b);
+		return;
+	}
+	if (b && app_writer(j, b)) {
+		step_write(j, b);
+		return;
+	}
+	if (b && b->present && marlin_mode(b->dev.mode)) {
+		job_fail(j,
+			 "%s on port %s runs Marlin, which has no bootloader request: add \"msc\" "
+			 "to the methods of profile '%s' to write firmware.bin to its SD card over "
+			 "USB, or install Katapult",
+			 name_of(j), j->port, j->profile);
 		return;
 	}
 	if (b && bootloader_ready(b)) {
@@ -1068,7 +1110,8 @@ static void
 step_write(struct job *j, struct board *b)
 {
 	bool rollback = j->rollback;
-	const char *method = worker_method_for_mode(b->dev.mode);
+	const char *method =
+	    app_writer(j, b) ? app_writer(j, b) : worker_method_for_mode(b->dev.mode);
 	struct worker_plan plan;
 
 	j->timer = sd_event_source_disable_unref(j->timer);
@@ -1090,6 +1133,8 @@ step_write(struct job *j, struct board *b)
 	 * udev event, only when the board comes back */
 	(void)bootloader_visit_new(j->t, j->port);
 	(void)str_copy(j->rec.method, sizeof(j->rec.method), method);
+	(void)str_copy(j->msc_node, sizeof(j->msc_node),
+		       strcmp(method, "msc") == 0 ? b->dev.usb_node : "");
 	j->gone_in_worker = false;
 	/* from the first write on, what the board runs is unknown until it boots: `boards`
 	 * must not claim the old image, and the known-good one stays recorded */
@@ -1119,6 +1164,10 @@ record_success(struct job *j, bool rolled_back)
 			struct board *b = boards_find_port(j->t->boards, j->port);
 
 			if (b && b->id == sb.id) {
+				/* Marlin's checked M115 is the image's (msc_check) */
+				if (j->marlin_image && !rolled_back)
+					(void)str_copy(b->firmware, sizeof(b->firmware),
+						       j->version);
 				(void)str_copy(b->installed_sha, sizeof(b->installed_sha),
 					       sb.installed_sha);
 				(void)str_copy(b->installed_version, sizeof(b->installed_version),
@@ -1224,6 +1273,52 @@ boot_failed(struct job *j)
 	start_rollback(j, b);
 }
 
+/* msc: Marlin is back; a worker asks it and its card what the SD bootloader did
+ * (flash/msc.c msc_check_after): M115 names the new build, FIRMWARE.CUR is the image. */
+static void
+msc_check(struct job *j, struct board *b)
+{
+	struct worker_plan plan;
+	char *path = NULL;
+
+	if (store_firmware_path(j->t->store, j->sha, &path) < 0) {
+		free(path);
+		job_fail(j, "firmware %.12s is missing from the store", j->sha);
+		return;
+	}
+	memset(&plan, 0, sizeof(plan));
+	(void)str_copy(plan.action, sizeof(plan.action), "msc-check");
+	plan.dev = b->dev;
+	(void)str_copy(plan.board, sizeof(plan.board), j->catalog ? j->catalog->name : "");
+	(void)str_copy(plan.image_path, sizeof(plan.image_path), path);
+	free(path);
+	j->msc_checking = true;
+	if (spawn_worker(j, &plan) < 0)
+		job_fail(j, "cannot start a worker for %s", name_of(j));
+}
+
+/* The answer of msc_check(): Marlin came back; only the expected build on a card that shows
+ * the bootloader took the file is a success. Nothing is marked bad: the board runs what it
+ * ran (or the new build), and the card holds what the message says. */
+static void
+msc_checked(struct job *j, int status)
+{
+	j->msc_checking = false;
+	if (status == 0 && j->result_ok && j->marlin_image) {
+		record_success(j, false);
+		return;
+	}
+	if (status == 0 && j->result_ok)
+		job_fail(j,
+			 "%s on port %s came back running Marlin, not the Klipper build %.12s: "
+			 "the SD bootloader did not take firmware.bin",
+			 name_of(j), j->port, j->sha);
+	else
+		job_fail(j, "%s on port %s did not take the new firmware over its SD card: %s",
+			 name_of(j), j->port,
+			 j->result_error[0] ? j->result_error : "the check failed");
+}
+
 static int
 on_stable(sd_event_source *s, uint64_t usec, void *userdata)
 {
@@ -1237,6 +1332,14 @@ on_stable(sd_event_source *s, uint64_t usec, void *userdata)
 		/* up after the bootloader's turn: ask the app what it runs */
 		sd_confirm(j, boards_find_port(j->t->boards, j->port));
 		return 0;
+	}
+	if (j->msc_node[0] && j->step == STEP_BOOT_CHECK) {
+		struct board *b = boards_find_port(j->t->boards, j->port);
+
+		if (b && marlin_mode(b->dev.mode)) {
+			msc_check(j, b);
+			return 0;
+		}
 	}
 	record_success(j, j->step == STEP_ROLLBACK_BOOT_CHECK);
 	return 0;
@@ -1321,11 +1424,13 @@ write_failed(struct job *j)
 {
 	const char *err = j->result_error[0] ? j->result_error : "the worker failed";
 	struct board *b = boards_find_port(j->t->boards, j->port);
+	/* msc talks to Marlin, not a bootloader: its refusals are answers, not a slow start */
+	bool msc = strcmp(j->rec.method, "msc") == 0;
 
 	/* a bootloader that just enumerated may not answer yet (udev still applying the
 	 * node's permissions, descriptors not readable): opening it again a moment later is
 	 * what a person would do; nothing was written */
-	if (!j->gone_in_worker && b && b->present && strcmp(j->result_step, "open") == 0 &&
+	if (!msc && !j->gone_in_worker && b && b->present && strcmp(j->result_step, "open") == 0 &&
 	    j->open_retries < 2) {
 		j->open_retries++;
 		log_info("%s on port %s: %s; opening its bootloader again", name_of(j), j->port,
@@ -1353,7 +1458,8 @@ write_failed(struct job *j)
 		return;
 	}
 	job_fail(j, "%s on port %s: %s%s", name_of(j), j->port, err,
-		 j->step != STEP_ROLLBACK_WRITE && !strstr(err, "stays in")
+		 msc ? "; Marlin keeps running the firmware it had"
+		 : j->step != STEP_ROLLBACK_WRITE && !strstr(err, "stays in")
 		     ? "; the board stays in its bootloader and can be flashed again"
 		     : "");
 }
@@ -1534,6 +1640,10 @@ child_done(struct job *j, int status)
 			return;
 		}
 		step_stop_unit(j);
+		return;
+	}
+	if (j->msc_checking) {
+		msc_checked(j, status);
 		return;
 	}
 	if (j->sd && (j->step == STEP_WRITE || j->step == STEP_VERIFY || j->step == STEP_LEAVE ||
@@ -2037,6 +2147,39 @@ pick_image(struct job_table *t, struct board *b, const struct config_profile *p,
 	return 0;
 }
 
+/* Marlin <-> Klipper is a deliberate step (issue 16): an image of the other firmware family
+ * than the board runs is refused unless the profile allows the migration. The family of the
+ * board is its mode (a bootloader says nothing); of the image, Marlin's M115 literal or
+ * Klipper's dictionary (its version). */
+static bool
+migration_refused(const struct board *b, const struct config_profile *p, bool marlin_image,
+		  const char *klipper_version, const char *file, char **ret_message)
+{
+	bool board_marlin = marlin_mode(b->dev.mode);
+	bool board_klipper = b->dev.mode == DEVICE_MODE_KLIPPER_APP;
+	bool image_klipper = !marlin_image && klipper_version && klipper_version[0];
+
+	if (p->allow_migration)
+		return false;
+	if (board_marlin && image_klipper) {
+		*ret_message = xasprintf(
+		    "refusing to flash %s on port %s: it runs Marlin and %s is a Klipper build; "
+		    "changing the firmware family is a deliberate step: set allow_migration = "
+		    "true; in profile '%s' (with \"msc\" in its methods) and queue it again",
+		    board_display_name(b), b->dev.port, file, p->name);
+		return true;
+	}
+	if (board_klipper && marlin_image) {
+		*ret_message = xasprintf(
+		    "refusing to flash %s on port %s: it runs Klipper and %s is a Marlin build; "
+		    "changing the firmware family is a deliberate step: set allow_migration = "
+		    "true; in profile '%s' and queue it again",
+		    board_display_name(b), b->dev.port, file, p->name);
+		return true;
+	}
+	return false;
+}
+
 static int
 prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sha,
 	    const struct store_job *unfinished, char **ret_message)
@@ -2051,6 +2194,8 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 	uint8_t *data = NULL;
 	size_t size = 0;
 	char *path = NULL;
+	bool marlin_image = false;
+	struct marlin_info mi;
 	int r;
 
 	if (find_job(t, b->dev.port))
@@ -2098,6 +2243,16 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 	target.interface = p->interface;
 	target.file_name = d.source[0] ? d.source : d.sha;
 	r = validate_image(data, size, &target, &v);
+	{
+		marlin_image = marlin_image_info(data, size, &mi) == 0;
+		if (r >= 0 && v.accepted &&
+		    migration_refused(b, p, marlin_image, v.version, target.file_name,
+				      ret_message)) {
+			free(data);
+			verdict_done(&v);
+			return -EPERM;
+		}
+	}
 	free(data);
 	if (r < 0 || !v.accepted) {
 		*ret_message = xasprintf("refusing to flash %s on port %s: %s",
@@ -2124,7 +2279,9 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 	(void)str_copy(j->serial, sizeof(j->serial), b->serial);
 	(void)str_copy(j->profile, sizeof(j->profile), p->name);
 	(void)str_copy(j->sha, sizeof(j->sha), d.sha);
-	(void)str_copy(j->version, sizeof(j->version), v.version);
+	/* Marlin's build as M115 names it ("Marlin 2.1.2.1"), Klipper's from its dictionary */
+	(void)str_copy(j->version, sizeof(j->version), marlin_image ? mi.firmware : v.version);
+	j->marlin_image = marlin_image;
 	verdict_done(&v);
 	if (resume && unfinished->lkg[0]) {
 		(void)str_copy(j->lkg, sizeof(j->lkg), unfinished->lkg);
@@ -2409,6 +2566,25 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 			j->cold_boot = false;
 			arm_timer(j, j->t->cfg->boot_timeout_ms, on_boot_timeout);
 		}
+		/* msc: the Marlin that got M997 resets 1.5 s later; until its enumeration has
+		 * left, nothing says what the bootloader did */
+		if (j->msc_node[0] && b->present && strcmp(b->dev.usb_node, j->msc_node) == 0)
+			return;
+		if ((j->msc_node[0] || j->marlin_image) && marlin_mode(b->dev.mode) &&
+		    b->dev.tty[0] && b->present && !j->stable && j->pid <= 0) {
+			(void)sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
+							 (uint64_t)WORKER_APP_STABLE_MS * 1000u,
+							 1000u, on_stable, j);
+			return;
+		}
+		if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->present && !j->stable &&
+		    j->marlin_image) {
+			job_fail(j,
+				 "%s on port %s came back as a Klipper application, expected the "
+				 "Marlin build %s",
+				 name_of(j), j->port, j->sha);
+			return;
+		}
 		if (j->sd_need_gone)
 			return; /* still the app that was told to reset */
 		if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->present && !j->stable) {
@@ -2637,6 +2813,9 @@ job_table_on_board(struct job_table *t, enum boards_event ev, struct board *b)
 	/* appeared, changed mode, or got its tty: act on it if it needs anything */
 	give_port_back(t, b->dev.port);
 	reconcile_board(t, b, ev == BOARDS_APPEARED ? "board appeared" : "board changed");
+	/* a job talks to the board itself; otherwise a Marlin board is asked which build */
+	if (!find_job(t, b->dev.port))
+		ident_board(t->ident, b);
 }
 
 void
@@ -2746,6 +2925,7 @@ job_table_new(sd_event *loop, const struct config *cfg, struct store *store, str
 		(void)octoprint_new(loop, dir, on_port_given_back, t, &t->octoprint);
 		free(dir);
 	}
+	(void)ident_table_new(loop, boards, worker_exe, &t->ident);
 	reconcile_soon(t);
 	*ret = t;
 	return 0;
@@ -2781,6 +2961,7 @@ job_table_free(struct job_table *t)
 	strv_free(t->no_card);
 	sd_event_source_disable_unref(t->reconcile_src);
 	t->octoprint = octoprint_free(t->octoprint);
+	t->ident = ident_table_free(t->ident);
 	if (t->units) {
 		(void)units_restore_all(t->units, 30ull * 1000000ull);
 		t->units = units_free(t->units);

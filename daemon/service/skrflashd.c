@@ -32,6 +32,7 @@
 #include "udevwatch.h"
 #include "util.h"
 #include "image/validate.h"
+#include "proto/marlin.h"
 #include "flash/worker.h"
 
 #define EXIT_CONFIG 78 /* EX_CONFIG */
@@ -358,8 +359,16 @@ fail_with(const char *fmt, ...)
 /* Why a board cannot be flashed in the mode it is in now, and what to install; NULL when
  * a backend can reach it. */
 static const char *
-no_flash_path(const struct board *b)
+no_flash_path(const struct board *b, const struct config_profile *p)
 {
+	bool msc = false;
+
+	for (size_t i = 0; p && i < p->n_methods; i++)
+		msc |= p->methods[i] == CONFIG_METHOD_MSC;
+	if (b->dev.mode == DEVICE_MODE_MARLIN_LPC)
+		return msc ? NULL
+			   : "Marlin: add \"msc\" to the profile's methods to write firmware.bin "
+			     "to its SD card over USB, or install Katapult";
 	switch (b->dev.mode) {
 	case DEVICE_MODE_KATAPULT:
 	case DEVICE_MODE_STM32_ROM_DFU:
@@ -384,7 +393,7 @@ static void
 board_state(struct daemon *d, const struct board *b, char *buf, size_t len)
 {
 	const struct config_profile *p = config_find_profile(d->cfg, b->profile);
-	const char *nopath = no_flash_path(b);
+	const char *nopath = no_flash_path(b, p);
 	struct store_desired want;
 	char *ambiguous;
 
@@ -468,7 +477,8 @@ boards_json(struct daemon *d, bool all)
 	return arr;
 }
 
-/* The Klipper version a stored image carries ("" if none), read once per image. */
+/* The Klipper version a stored image carries, or Marlin's build ("" if none), read once per
+ * image. */
 static const char *
 firmware_version(struct daemon *d, const char *sha)
 {
@@ -490,9 +500,15 @@ firmware_version(struct daemon *d, const char *sha)
 	if (store_firmware_path(d->store, sha, &path) >= 0 &&
 	    read_file(path, IMAGE_MAX_SIZE, &data, &size) >= 0 &&
 	    image_parse(data, size, &img, &err) >= 0) {
-		if (kdict_find(img.data, img.size, &dict) >= 0)
+		struct marlin_info mi;
+
+		/* 0 is "no dictionary" (a Marlin build): dict is not filled in then */
+		if (kdict_find(img.data, img.size, &dict) > 0)
 			(void)str_copy(d->versions[slot].version, sizeof(d->versions[slot].version),
 				       dict.version);
+		else if (marlin_image_info(img.data, img.size, &mi) == 0)
+			(void)str_copy(d->versions[slot].version, sizeof(d->versions[slot].version),
+				       mi.firmware);
 		image_done(&img);
 	}
 	free(data);

@@ -26,6 +26,10 @@
 #   skr2     SKR 2 (STM32F429), stock SD bootloader that reads the    -> firmware.bin written over
 #            card over SDIO, no Katapult, no ROM DFU                    the SD path, "needs power
 #                                                                       cycle", done after one
+#   ender    SKR 1.3 (LPC1768) running Marlin 2.1.2, its SD card on   -> Marlin 2.1.2.1 written to
+#            USB (port 2-2)                                              the card (msc), checked
+#   ender-k  SKR 1.3 running Marlin, profile allows the migration    -> Klipper, over the card
+#            (port 2-3)
 #
 # Exit status 0 only if every one of these outcomes happened.
 set -u
@@ -48,6 +52,10 @@ profiles = (
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "manta"; match = { board = "manta-m8p"; port = "1-4"; };
     auto_flash = [ "hotplug", "queue" ]; },
+  { name = "ender"; match = { board = "skr-1.3"; port = "2-2"; };
+    methods = [ "msc" ]; auto_flash = [ "queue" ]; },
+  { name = "ender-klipper"; match = { board = "skr-1.3"; port = "2-3"; };
+    methods = [ "msc" ]; allow_migration = true; auto_flash = [ "queue" ]; },
   { name = "pico"; match = { board = "skr-pico"; port = "1-5"; };
     auto_flash = [ "hotplug", "queue" ]; },
   { name = "skr14"; match = { board = "skr-1.4"; port = "2-1"; };
@@ -84,6 +92,8 @@ echo OCTOPRINTKEY0123456789ABCDEF0000 >"$T/octoprint.key"
 chmod 0600 "$T/octoprint.key"
 echo "$OCTOPRINT_PORT" >"$T/octoprint.port"
 "$sim" image skr-2-f429 v0.13.0-farm "$T/skr2.bin"
+"$sim" marlin-image skr-1.3 2.1.2.1 "$T/ender-marlin.bin" "Ender-3 SKR13"
+"$sim" image skr-1.3 v0.13.0-farm "$T/ender-klipper.bin"
 
 echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
 exec "$sim" --quiet \
@@ -98,4 +108,6 @@ exec "$sim" --quiet \
 	--board "skr-1.4-turbo@1-9:klipper-app,uart=$T/uart-1-9" \
 	--board skr-pro@2-4:katapult-installed \
 	--board skr-2-f429@1-8:klipper-app,sdcard=64M,sdfs=fat32 \
+	--board skr-1.3@2-2:marlin-lpc,sdcard=64M,version=2.1.2 \
+	--board skr-1.3@2-3:marlin-lpc,sdcard=64M,version=2.1.2 \
 	-- sh "$here/inner.sh" "$T" "$BUILD"

@@ -212,6 +212,17 @@ echo "1-8 off" >>"$SKRSIM_POWER"
 sleep 1.5
 echo "1-8 on" >>"$SKRSIM_POWER"
 wait_job 1-8 1 || wait_job 1-8 1 || wait_job 1-8 1 || wait_job 1-8 1
+say "6. Two SKR 1.3 boards run Marlin. Marlin shows the board's SD card to the Pi as a USB"
+more "   drive: skrflashd asks Marlin to let go of it (M22), writes firmware.bin to the card"
+more "   without mounting anything, reads it back, resets the board (M997), and once Marlin is"
+more "   back checks what the SD bootloader did: FIRMWARE.CUR is the image, and M115 names the"
+more "   new build:"
+show queue ender "$T/ender-marlin.bin"
+wait_job 2-2 1
+say "   The second one moves to Klipper: a change of firmware family, which its profile allows"
+more "   (allow_migration = true). The same card carries the Klipper build:"
+show queue ender-klipper "$T/ender-klipper.bin"
+wait_job 2-3 1
 
 say "The boards now, and what happened to them:"
 show boards
@@ -329,6 +340,11 @@ sys.exit(0 if b and b[0]["state"] == "needs-power-cycle" and b[0]["why"] else 1)
 expect "SKR 2's state in the journal with SKRFLASH_STATE" grep -q "state=needs-power-cycle" "$T/daemon.log"
 expect "SKR 2 flashed over its SD card after a power cycle, verified" check_history 1-8 succeeded sd
 expect "SKR 2 runs the new image" installed 1-8 "$T/skr2.bin"
+expect "SKR 1.3 on Marlin flashed over its SD card drive, checked" check_history 2-2 succeeded msc
+expect "SKR 1.3 runs the new Marlin build" installed 2-2 "$T/ender-marlin.bin"
+expect "SKR 1.3 reports Marlin 2.1.2.1" grep -q '"firmware":"Marlin 2.1.2.1"' "$T/boards.json"
+expect "SKR 1.3 migrated from Marlin to Klipper over its card" check_history 2-3 succeeded msc
+expect "the migrated SKR 1.3 runs the Klipper build" installed 2-3 "$T/ender-klipper.bin"
 if [ $fail -eq 0 ]; then
 	echo "demo: every expected outcome happened"
 else

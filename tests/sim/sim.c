@@ -584,22 +584,6 @@ dev_path(const struct sim *s, const char *devname)
 	return xasprintf("%s%s", s->root, devname);
 }
 
-/* udev's path_id names a USB port without its bus ("usb-0:1"): ports 1-1 and 2-1 on one
- * controller get the same by-path link, as on real xHCI hosts, and the link goes to the
- * newest. Its ioctls stay with the board that had it first (umockdev serves one handler per
- * path). */
-static bool
-by_path_taken(const struct sim_board *b, const char *path)
-{
-	for (size_t i = 0; i < b->sim->n_boards; i++) {
-		const struct sim_board *o = b->sim->boards[i];
-
-		if (o != b && o->tty_handler && o->by_path && strcmp(o->by_path, path) == 0)
-			return true;
-	}
-	return false;
-}
-
 static void
 attach_tty_handler(struct sim_board *b)
 {
@@ -609,8 +593,26 @@ attach_tty_handler(struct sim_board *b)
 	b->tty_handler = umockdev_ioctl_base_new();
 	g_signal_connect(b->tty_handler, "client-connected", G_CALLBACK(on_client_connected), b);
 	g_signal_connect(b->tty_handler, "handle-ioctl", G_CALLBACK(on_tty_ioctl), b);
+	/* Marlin on LPC176x has one serial for every board: a second one's by-id link is the
+	 * first one's (udev makes it point at the newest); and every bus hangs off one PCI
+	 * controller here, so "1-2" and "2-2" share a by-path name. umockdev takes one handler
+	 * per path: a link another board serves stays with it. */
+	b->links_handled = 0;
+	for (size_t i = 1; i < ELEMENTSOF(paths); i++) {
+		bool taken = false;
+
+		for (size_t k = 0; k < b->sim->n_boards && paths[i]; k++) {
+			const struct sim_board *o = b->sim->boards[k];
+			const char *op = i == 1 ? o->by_id : o->by_path;
+
+			taken |= o != b && o->tty_handler && (o->links_handled & (1u << i)) && op &&
+				 strcmp(op, paths[i]) == 0;
+		}
+		if (!taken)
+			b->links_handled |= 1u << i;
+	}
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
-		if (!paths[i] || by_path_taken(b, paths[i]))
+		if (!paths[i] || (i > 0 && !(b->links_handled & (1u << i))))
 			continue;
 		if (!umockdev_testbed_attach_ioctl(b->sim->tb, paths[i], b->tty_handler, &err)) {
 			fprintf(stderr, "sim: attach ioctl %s: %s\n", paths[i], err->message);
@@ -628,6 +630,8 @@ detach_tty_handler(struct sim_board *b)
 	if (!b->tty_handler)
 		return;
 	for (size_t i = 0; i < ELEMENTSOF(paths); i++) {
+		if (i > 0 && !(b->links_handled & (1u << i)))
+			continue;
 		if (paths[i] && !umockdev_testbed_detach_ioctl(b->sim->tb, paths[i], &err))
 			g_clear_error(&err);
 	}
@@ -993,6 +997,15 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		free(udev);
 		free(ifp);
 	}
+	if (id.layout == LAYOUT_CDC_MSC && b->sdcard_path) {
+		/* Marlin's SD card behind its mass-storage interface (protocols.md §5.1) */
+		char *ifp = xasprintf("%s/%s:1.2", b->syspath + 4, b->port), *udev = NULL;
+
+		if (sim_drive_create_card(b, s->next_drive++, &udev, ifp) == 0)
+			sb_printf(&txt, &tlen, "%s", udev);
+		free(udev);
+		free(ifp);
+	}
 	if (!umockdev_testbed_add_from_string(s->tb, txt, &err)) {
 		fprintf(stderr, "sim: add %s: %s\n", b->port, err->message);
 		g_clear_error(&err);
@@ -1045,6 +1058,10 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 	}
 	if (mode == SIM_MODE_KATAPULT)
 		sim_katapult_reset(b);
+	if (mode == SIM_MODE_MARLIN_LPC || mode == SIM_MODE_MARLIN_STM32) {
+		(void)sim_marlin_app(b);
+		sim_marlin_boot(b);
+	}
 	pthread_cond_broadcast(&s->cond);
 	sim_wake(s);
 	return 0;
@@ -1055,7 +1072,10 @@ static void
 drive_remove(struct sim_board *b)
 {
 	struct sim *s = b->sim;
-	char *scsi = xasprintf("%s/%s:1.0/host0/target0:0:0/0:0:0:0", b->syspath, b->port);
+	/* RPI-RP2: mass storage on interface 0; Marlin's card: interface 2 */
+	unsigned h = sim_drive_host(b->drive);
+	char *scsi = xasprintf("%s/%s:1.%d/host%u/target%u:0:0/%u:0:0:0", b->syspath, b->port,
+			       b->mode == SIM_MODE_BOOTSEL ? 0 : 2, h, h, h);
 	char *blk = xasprintf("%s/block/%s", scsi, sim_drive_node(b->drive) + 5);
 
 	umockdev_testbed_uevent(s->tb, blk, "remove");
@@ -1281,6 +1301,14 @@ boot(struct sim_board *b)
 		}
 		if ((crashes || b->app_torn) && b->boot_fail_left == 0)
 			b->boot_fail_left = 1;
+		if (b->boot_fail_left == 0 && sim_marlin_app(b)) {
+			/* a Marlin build: its USB identity is the framework's (protocols.md §1.4)
+			 */
+			sim_board_plug_locked(b, mcu->family == CATALOG_FAMILY_LPC176X
+						     ? SIM_MODE_MARLIN_LPC
+						     : SIM_MODE_MARLIN_STM32);
+			return;
+		}
 		if (b->boot_fail_left == 0) {
 			sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
 			return;
@@ -1431,6 +1459,9 @@ read_tty(struct sim_board *b)
 			continue;
 		} else if (b->mode != SIM_MODE_KATAPULT) {
 			n = read(b->master_fd, tmp, sizeof(tmp));
+			if (n > 0 &&
+			    (b->mode == SIM_MODE_MARLIN_LPC || b->mode == SIM_MODE_MARLIN_STM32))
+				sim_marlin_received(b, tmp, (size_t)n);
 		} else {
 			if (room == 0)
 				return;
@@ -1689,7 +1720,7 @@ derive_uid(const struct catalog_board *m, const char *port, char *buf, size_t le
 
 /* Factory content: bootloader region, then the application the board ships with. */
 static void
-factory_flash(struct sim_board *b, const char *version, bool empty)
+factory_flash(struct sim_board *b, const char *version, bool empty, bool marlin)
 {
 	struct flash *f = b->flash;
 	uint32_t bl_len = b->app_start - f->base;
@@ -1721,6 +1752,15 @@ factory_flash(struct sim_board *b, const char *version, bool empty)
 		uint8_t *img = sim_image_rp2040(b->model->mcu, version, 8192, true, &len);
 
 		(void)flash_load(f, f->base, img, len);
+		free(img);
+		return;
+	}
+	if (!empty && marlin) {
+		size_t len;
+		uint8_t *img =
+		    sim_image_marlin(b->model->mcu, b->app_start, version, NULL, 64 * 1024, &len);
+
+		(void)flash_load(f, b->app_start, img, len);
 		free(img);
 		return;
 	}
@@ -1791,7 +1831,8 @@ sim_board_add(struct sim *s, const struct sim_board_spec *spec)
 		if (*c >= 'a' && *c <= 'f')
 			*c = (char)(*c - 'a' + 'A');
 	b->flash = flash_new(m->mcu, b->speed);
-	factory_flash(b, spec->app_version, spec->empty);
+	factory_flash(b, spec->app_version, spec->empty,
+		      spec->mode == SIM_MODE_MARLIN_LPC || spec->mode == SIM_MODE_MARLIN_STM32);
 	if (spec->uart && sim_uart_attach(b) < 0)
 		fprintf(stderr, "sim: %s has no ROM UART model\n", m->name);
 	s->boards[s->n_boards++] = b;
@@ -1873,8 +1914,12 @@ sim_board_set_sdcard(struct sim_board *b, const char *path, bool sdhc)
 	pthread_mutex_lock(&b->sim->lock);
 	sim_sdcard_free(b->kl.card);
 	b->kl.card = card;
+	/* the same card is Marlin's USB drive (sim_marlin.c) at its next enumeration: a card
+	 * put in while Marlin on LPC176x is up comes with one (a test's or skrsim's setup) */
 	free(b->sdcard_path);
 	b->sdcard_path = path ? xstrdup(path) : NULL;
+	if (b->mode == SIM_MODE_MARLIN_LPC && (path != NULL) != (b->drive != NULL))
+		(void)sim_board_plug_locked(b, b->mode);
 	pthread_mutex_unlock(&b->sim->lock);
 	return 0;
 }

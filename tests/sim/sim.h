@@ -237,6 +237,20 @@ struct sim_fault {
 };
 int sim_board_set_fault(struct sim_board *b, const struct sim_fault *f);
 
+/* Marlin on the board (sim_marlin.c): faults of its card handling, bit mask. */
+enum {
+	SIM_MARLIN_M22_IGNORED = 1 << 0, /* M22 answers ok but keeps the card (old builds) */
+	SIM_MARLIN_PRINTING = 1 << 1,	 /* an SD print runs: M27 says so, M22 does nothing */
+};
+int sim_board_set_marlin(struct sim_board *b, unsigned faults);
+/* Marlin holds the card now (the host sees no medium on its drive). */
+bool sim_board_marlin_card_held(struct sim_board *b);
+/* A Marlin build for `mcu` linked at app_start (the LPC176x stock bootloader's 0x4000): a
+ * vector table, code-like filler and the M115 literal "FIRMWARE_NAME:Marlin VERSION (...)
+ * ... MACHINE_TYPE:machine ..." as the real build holds it. Caller frees. */
+uint8_t *sim_image_marlin(const struct catalog_mcu *mcu, uint32_t app_start, const char *version,
+			  const char *machine, size_t size, size_t *ret_len);
+
 /* A process under test (the daemon or skrflashctl), spawned with the testbed environment
  * (LD_PRELOAD, UMOCKDEV_DIR inherited) and a private NOTIFY_SOCKET. Its stdout+stderr are
  * collected and echoed to our stderr prefixed with "[name] ". */

@@ -42,7 +42,16 @@ struct sim_drive {
 	uint32_t *seen;		   /* per drive sector: checksum of the content already taken */
 	UMockdevIoctlBase *ioctls; /* what a block device answers that a plain file cannot */
 	UMockdevTestbed *tb;
+	/* Marlin's SD card (sim_drive_create_card): the node is a link to the card image, which
+	 * stays when the drive goes; no UF2 handling; the medium comes and goes with Marlin */
+	bool card;
+	char *card_path;
+	uint64_t bytes;
+	unsigned host; /* SCSI host number: 0 for the RPI-RP2, one per card drive (several
+			* Marlin boards are plugged at once; each scsi_device name is unique) */
 };
+
+static char *node_name(unsigned letter);
 
 static uint32_t
 le32(const uint8_t *p)
@@ -158,13 +167,7 @@ sim_drive_create(struct sim_board *b, const char *root, unsigned letter, char **
 	char *dir = xasprintf("%s/dev", root);
 	size_t sectors = (size_t)DRIVE_MIB * 1024u * 1024u / SECTOR;
 
-	/* sdb, sdc, ... sdz, sdaa, ...: a new name for every enumeration, as the kernel gives
-	 * (umockdev keeps /sys/block links of removed devices) */
-	if (letter < 25)
-		d->node = xasprintf("/dev/sd%c", 'b' + (char)letter);
-	else
-		d->node = xasprintf("/dev/sd%c%c", 'a' + (char)((letter - 25) / 26 % 26),
-				    'a' + (char)((letter - 25) % 26));
+	d->node = node_name(letter);
 	d->file = xasprintf("%s%s", root, d->node);
 	d->seen = xcalloc(sectors, sizeof(uint32_t));
 	if (make_image(d->file, dir) < 0) {
@@ -203,13 +206,20 @@ sim_drive_free(struct sim_drive *d)
 		g_object_unref(d->ioctls);
 	}
 	if (d->file)
-		unlink(d->file);
+		unlink(d->file); /* the card's link; the RPI-RP2 image */
 	free(d->file);
+	free(d->card_path);
 	free(d->node);
 	free(d->got);
 	free(d->seen);
 	free(d);
 	return NULL;
+}
+
+unsigned
+sim_drive_host(const struct sim_drive *d)
+{
+	return d ? d->host : 0;
 }
 
 const char *
@@ -271,6 +281,89 @@ take_block(struct sim_board *b, struct sim_drive *d, const uint8_t *blk)
 	d->count++;
 }
 
+/* The node name of the n-th drive: sdb, sdc, ... sdz, sdaa, ...: a new name for every
+ * enumeration, as the kernel gives (umockdev keeps /sys/block links of removed devices). */
+static char *
+node_name(unsigned letter)
+{
+	if (letter < 25)
+		return xasprintf("/dev/sd%c", 'b' + (char)letter);
+	return xasprintf("/dev/sd%c%c", 'a' + (char)((letter - 25) / 26 % 26),
+			 'a' + (char)((letter - 25) % 26));
+}
+
+int
+sim_drive_create_card(struct sim_board *b, unsigned letter, char **ret_udev,
+		      const char *usb_iface_path)
+{
+	struct sim_drive *d = xnew(struct sim_drive);
+	const char *root = b->sim->root;
+	char *dir = xasprintf("%s/dev", root);
+	struct stat st;
+
+	d->card = true;
+	d->host = letter + 1;
+	d->node = node_name(letter);
+	d->file = xasprintf("%s%s", root, d->node);
+	d->card_path = xstrdup(b->sdcard_path);
+	(void)mkdir(dir, 0755);
+	free(dir);
+	unlink(d->file);
+	/* the sticky bit on the image makes umockdev's stat() of the link report a block device
+	 * (research umockdev.md §4) */
+	if (stat(b->sdcard_path, &st) == 0)
+		d->bytes = (uint64_t)st.st_size;
+	if (stat(b->sdcard_path, &st) < 0 || chmod(b->sdcard_path, st.st_mode | S_ISVTX) < 0 ||
+	    symlink(b->sdcard_path, d->file) < 0) {
+		fprintf(stderr, "sim: card drive %s: %s\n", d->node, strerror(errno));
+		sim_drive_free(d);
+		return -EIO;
+	}
+	/* no ioctl handler: a reader sizes the image (and so the medium) by fstat(), which
+	 * umockdev passes through; and umockdev keys handlers by the link's target */
+	d->tb = b->sim->tb;
+	/* framework-arduino-lpc176x's SCSI INQUIRY: "NXP", "LPC17xx" (protocols.md §5.1) */
+	*ret_udev = xasprintf(
+	    "P: %s/host%u/target%u:0:0/%u:0:0:0\nE: DEVTYPE=scsi_device\nE: SUBSYSTEM=scsi\n"
+	    "A: vendor=NXP\nA: model=LPC17xx\n\n"
+	    "P: %s/host%u/target%u:0:0/%u:0:0:0/block/%s\nE: DEVNAME=%s\nE: DEVTYPE=disk\n"
+	    "E: SUBSYSTEM=block\nE: ID_BUS=usb\nE: ID_VENDOR_ID=1d50\nE: ID_MODEL_ID=6029\n"
+	    "A: dev=%u:%u\nA: size=%llu\nA: removable=1\nA: ro=0\n\n",
+	    usb_iface_path, d->host, d->host, d->host, usb_iface_path, d->host, d->host, d->host,
+	    d->node + 5, d->node, letter < 15 ? 8u : 65u + (letter + 1) / 16 - 1,
+	    (letter + 1) % 16 * 16, (unsigned long long)(d->bytes / SECTOR));
+	b->drive = d;
+	return 0;
+}
+
+/* The node points at the card image, or at an empty file while Marlin holds the card: what a
+ * reader then finds is a device of 0 bytes, as the kernel reports a removable disk without
+ * its medium (/sys/block/sdX/size 0). The link is swapped atomically. */
+void
+sim_drive_set_medium(struct sim_drive *d, bool present)
+{
+	char *tmp, *empty, *dir;
+	int fd;
+
+	if (!d || !d->card)
+		return;
+	dir = xasprintf("%s", d->file);
+	*strrchr(dir, '/') = 0;
+	empty = xasprintf("%s/.no-medium", dir);
+	tmp = xasprintf("%s.new", d->file);
+	fd = open(empty, O_WRONLY | O_CREAT | O_CLOEXEC, 01666);
+	if (fd >= 0) {
+		(void)fchmod(fd, 01666);
+		close(fd);
+	}
+	unlink(tmp);
+	if (symlink(present ? d->card_path : empty, tmp) < 0 || rename(tmp, d->file) < 0)
+		fprintf(stderr, "sim: %s: %s\n", d->file, strerror(errno));
+	free(tmp);
+	free(empty);
+	free(dir);
+}
+
 bool
 sim_drive_poll(struct sim_board *b)
 {
@@ -281,7 +374,7 @@ sim_drive_poll(struct sim_board *b)
 	off_t pos = 0, end;
 	int fd;
 
-	if (!d || stat(d->file, &st) < 0)
+	if (!d || d->card || stat(d->file, &st) < 0)
 		return false;
 	ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
 	if (ns == d->seen_ns)

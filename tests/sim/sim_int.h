@@ -42,6 +42,18 @@ enum sim_boot_request {
 struct sim_sdcard;
 struct lpcdfu_dev;
 
+/* Marlin as the application (sim_marlin.c): the tty's G-code state and the card's owner. */
+struct sim_marlin {
+	char line[160]; /* the command being received */
+	size_t len;
+	bool overflow;	    /* the line is too long: answered as unknown */
+	bool mounted;	    /* Marlin has the card mounted: the USB drive shows no medium */
+	unsigned faults;    /* SIM_MARLIN_* of sim_board_set_marlin() */
+	uint32_t print_pos; /* SIM_MARLIN_PRINTING: "SD printing byte pos/size" */
+	uint32_t print_size;
+	char m115[320]; /* the FIRMWARE_NAME line of the build in flash */
+};
+
 /* The Klipper application's state (sim_klipper.c): reset at every boot, except the card. */
 struct sim_klipper {
 	uint8_t *dict_z; /* the zlib dictionary identify serves */
@@ -106,10 +118,13 @@ struct sim_board {
 	unsigned n_ifaces;
 	bool iface_has_driver[4];
 	UMockdevIoctlBase *tty_handler;
-	void *dfuse;	/* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
-	void *picoboot; /* struct picoboot_sim * while in RP2040 BOOTSEL */
+	unsigned links_handled;	   /* bit 1: tty_handler serves by_id, bit 2: by_path (another
+				    * board may own the same link) */
+	void *dfuse;		   /* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
+	void *picoboot;		   /* struct picoboot_sim * while in RP2040 BOOTSEL */
 	struct lpcdfu_dev *lpcdfu; /* while in LPC DFU (the community bootloader) */
 	struct sim_drive *drive;   /* the RPI-RP2 drive while in RP2040 BOOTSEL */
+	struct sim_marlin mr;	   /* Marlin as the application (sim_marlin.c) */
 	char app_version[128];
 	unsigned enumerations;
 
@@ -230,6 +245,18 @@ void *sim_drive_free(struct sim_drive *d);
 bool sim_drive_poll(struct sim_board *b);
 const char *sim_drive_node(const struct sim_drive *d);
 const char *sim_drive_file(const struct sim_drive *d);
+
+/* The Marlin card's drive: the same sim_drive over the board's SD card image, in place of
+ * the RPI-RP2 image; medium() says whether Marlin lets the host see it. */
+int sim_drive_create_card(struct sim_board *b, unsigned letter, char **ret_udev,
+			  const char *usb_iface_path);
+void sim_drive_set_medium(struct sim_drive *d, bool present);
+unsigned sim_drive_host(const struct sim_drive *d); /* its SCSI host number */
+
+/* Marlin application (sim_marlin.c), service thread with sim->lock held. */
+bool sim_marlin_app(struct sim_board *b); /* the app in flash is Marlin: fills mr.m115 */
+void sim_marlin_boot(struct sim_board *b);
+void sim_marlin_received(struct sim_board *b, const uint8_t *data, size_t n);
 
 /* Katapult device (sim_katapult.c), service thread with sim->lock held. */
 void sim_katapult_reset(struct sim_board *b);  /* a new enumeration (the device booted) */

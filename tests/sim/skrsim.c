@@ -368,6 +368,32 @@ make_image(int argc, char **argv)
 	return 0;
 }
 
+/* skrsim marlin-image MODEL VERSION OUT [MACHINE]: a Marlin build for a catalog board, linked
+ * at its stock bootloader's app start (LPC176x: 0x4000), with the M115 literal of VERSION. */
+static int
+make_marlin_image(int argc, char **argv)
+{
+	const struct catalog_board *b = argc >= 5 ? catalog_find(argv[2]) : NULL;
+	uint8_t *img;
+	size_t len = 0;
+	FILE *f;
+
+	if (!b) {
+		fprintf(stderr, "usage: skrsim marlin-image MODEL VERSION OUT [MACHINE]\n");
+		return 2;
+	}
+	img = sim_image_marlin(b->mcu, b->app_start, argv[3], argc > 5 ? argv[5] : NULL, 180 * 1024,
+			       &len);
+	f = fopen(argv[4], "wb");
+	if (!f || fwrite(img, 1, len, f) != len || fclose(f) != 0) {
+		fprintf(stderr, "skrsim: cannot write %s\n", argv[4]);
+		free(img);
+		return 1;
+	}
+	free(img);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -389,6 +415,8 @@ main(int argc, char **argv)
 		return make_image(argc, argv);
 	if (argc > 1 && strcmp(argv[1], "bootloader") == 0)
 		return make_bootloader(argc, argv);
+	if (argc > 1 && strcmp(argv[1], "marlin-image") == 0)
+		return make_marlin_image(argc, argv);
 	sim_init(argc, argv);
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGINT);

@@ -169,7 +169,7 @@ test_early_failures(void)
 	CHECK_STREQ(r.step, "check");
 	CHECK(strstr(r.error, "/nonexistent/skrflash/image.bin") != NULL);
 
-	p.dev.mode = DEVICE_MODE_MARLIN_LPC;
+	p.dev.mode = DEVICE_MODE_MARLIN_STM32;
 	CHECK(worker_execute(&p, NULL, &r) < 0);
 	CHECK_STREQ(r.step, "open");
 	CHECK(strstr(r.error, "no flash backend") != NULL);
