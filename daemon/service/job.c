@@ -1495,8 +1495,9 @@ sd_chosen(const struct job *j, const struct board *b)
 	for (size_t i = 0; p && i < p->n_methods; i++) {
 		if (p->methods[i] == CONFIG_METHOD_SD)
 			return true;
-		if (p->methods[i] == CONFIG_METHOD_KATAPULT || p->methods[i] == CONFIG_METHOD_DFU)
-			break;
+		if (p->methods[i] == CONFIG_METHOD_KATAPULT || p->methods[i] == CONFIG_METHOD_DFU ||
+		    p->methods[i] == CONFIG_METHOD_LPC_DFU || p->methods[i] == CONFIG_METHOD_UF2)
+			break; /* a USB bootloader the profile prefers */
 	}
 	return !bus->sdio && !(j->catalog->paths & CATALOG_PATH_ROM_DFU_SOFT) &&
 	       !strv_has(j->t->kat_seen, j->port);
