@@ -95,7 +95,7 @@ echo "$OCTOPRINT_PORT" >"$T/octoprint.port"
 "$sim" marlin-image skr-1.3 2.1.2.1 "$T/ender-marlin.bin" "Ender-3 SKR13"
 "$sim" image skr-1.3 v0.13.0-farm "$T/ender-klipper.bin"
 
-echo "== skrflash demo: the real skrflashd on a Pi with five simulated printer boards =="
+echo "== skrflash demo: the real skrflashd on a Pi with thirteen simulated printer boards =="
 exec "$sim" --quiet \
 	--board skr-pro@1-3:klipper-app \
 	--board skr-3-h723@1-2:klipper-app \

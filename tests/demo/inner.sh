@@ -38,7 +38,7 @@ print(sum(1 for r in rows if r["port"] == sys.argv[1] and r["result"] not in ("r
 	done
 }
 
-say "This Pi drives five printers. skrflashd has found their boards:"
+say "This Pi drives thirteen printers. skrflashd has found their boards:"
 show boards
 
 watch_start() { # skrflashctl watch in the background, its pid in $T/watch.pid
@@ -92,7 +92,7 @@ show queue skr14 "$T/skr14.bin"
 wait_job 2-1 1
 # the simulated SD cards are image files; mtools reads them without the testbed's preload
 card() { env -u LD_PRELOAD "$@"; }
-say "5. An SKR 1.4 Turbo and an SKR Pro with nothing but their stock SD bootloaders: no USB"
+say "6. An SKR 1.4 Turbo and an SKR Pro with nothing but their stock SD bootloaders: no USB"
 more "   bootloader at all. skrflashd writes firmware.bin to their SD cards through the running"
 more "   Klipper, resets them, the bootloader flashes it, and the new Klipper is asked what it runs:"
 show queue turbo "$T/turbo.bin"
@@ -115,7 +115,7 @@ hands() { # hands N
 	echo reset >"$T/uart-1-9.pins"
 }
 
-say "5. An SKR 1.4 Turbo whose SD slot died: its stock bootloader only reads that slot, so it"
+say "7. An SKR 1.4 Turbo whose SD slot died: its stock bootloader only reads that slot, so it"
 more "   could never be updated again. Its LPC1769 ROM still listens on UART0, wired to the Pi."
 more "   First the plan: the wiring, and exactly what will be erased:"
 echo "dump $T/turbo-before.bin" >"$T/uart-1-9.pins"
@@ -137,7 +137,7 @@ show restore rescued
 wait "$hands_pid"
 echo "dump $T/turbo-restored.bin" >"$T/uart-1-9.pins"
 sleep 0.3
-say "5. The SKR Pro on port 2-4 drives a printer run by OctoPrint, not Klipper (host ="
+say "8. The SKR Pro on port 2-4 drives a printer run by OctoPrint, not Klipper (host ="
 more "   \"octoprint\" in its profile). OctoPrint holds the board's serial port open:"
 # OctoPrint: a fake one, outside the simulator's preload, holding the tty as pyserial does
 mkfifo "$T/octoprint.in"
@@ -189,7 +189,7 @@ op GET /api/connection >"$T/octoprint-after.txt"
 more "   skrflashd's journal on the way:"
 sed -n 's/^<[0-9]>\(OctoPrint at .*\(released\|connected again\)[^[]*\).*/     \1/p' "$T/daemon.log"
 
-say "6. The SKR 2 has only its stock bootloader, which reads the SD card over SDIO. skrflash"
+say "9. The SKR 2 has only its stock bootloader, which reads the SD card over SDIO. skrflash"
 more "   writes firmware.bin through the running Klipper, but the card stays in SPI mode until it"
 more "   loses power, so the bootloader cannot read it yet. Without a power group in its profile"
 more "   (a Moonraker power device or a command such as uhubctl) the board says what it needs:"
@@ -212,7 +212,7 @@ echo "1-8 off" >>"$SKRSIM_POWER"
 sleep 1.5
 echo "1-8 on" >>"$SKRSIM_POWER"
 wait_job 1-8 1 || wait_job 1-8 1 || wait_job 1-8 1 || wait_job 1-8 1
-say "6. Two SKR 1.3 boards run Marlin. Marlin shows the board's SD card to the Pi as a USB"
+say "10. Two SKR 1.3 boards run Marlin. Marlin shows the board's SD card to the Pi as a USB"
 more "   drive: skrflashd asks Marlin to let go of it (M22), writes firmware.bin to the card"
 more "   without mounting anything, reads it back, resets the board (M997), and once Marlin is"
 more "   back checks what the SD bootloader did: FIRMWARE.CUR is the image, and M115 names the"
