@@ -132,6 +132,7 @@ struct job {
 	char result_error[512];
 	char result_step[16]; /* where the worker stopped: "open", "check", "write", ... */
 	unsigned open_retries;
+	bool gone_checked; /* a worker's "No such device" waited for udev's remove once */
 	uint64_t bytes;
 	unsigned last_percent;
 
@@ -1419,6 +1420,22 @@ on_reopen(sd_event_source *s, uint64_t usec, void *userdata)
 	return 0;
 }
 
+static void write_failed(struct job *j);
+
+/* The moment after a worker found its device gone: udev's remove has arrived by now, or the
+ * board is still there and the failure stands. */
+static int
+on_gone_check(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct job *j = userdata;
+
+	(void)s;
+	(void)usec;
+	j->timer = sd_event_source_disable_unref(j->timer);
+	write_failed(j);
+	return 0;
+}
+
 static void
 write_failed(struct job *j)
 {
@@ -1436,6 +1453,14 @@ write_failed(struct job *j)
 		log_info("%s on port %s: %s; opening its bootloader again", name_of(j), j->port,
 			 err);
 		arm_timer(j, 500, on_reopen);
+		return;
+	}
+	/* the backend saw the device vanish before udev's remove event reached this loop (the
+	 * worker's exit and the uevent race): give the event a moment, then decide */
+	if (!j->gone_in_worker && b && b->present && !j->gone_checked &&
+	    strstr(err, strerror(ENODEV))) {
+		j->gone_checked = true;
+		arm_timer(j, 1000, on_gone_check);
 		return;
 	}
 	if (j->gone_in_worker || !b || !b->present) {

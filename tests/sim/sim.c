@@ -1006,16 +1006,10 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		free(udev);
 		free(ifp);
 	}
-	if (!umockdev_testbed_add_from_string(s->tb, txt, &err)) {
-		fprintf(stderr, "sim: add %s: %s\n", b->port, err->message);
-		g_clear_error(&err);
-		free(txt);
-		free(ifpath_tty);
-		return -EIO;
-	}
-	free(txt);
-	/* the DfuSe and PICOBOOT handlers before the bind events, as the tty's: the daemon may
-	 * open the node as soon as it sees it (and, as another user, needs its socket shared) */
+	/* the DfuSe, LPC DFU and PICOBOOT handlers before the device is added: adding it sends
+	 * the "add" uevent, and the daemon may open the node as soon as it sees it (as another
+	 * user it needs the handler's socket shared by then, or libumockdev-preload aborts the
+	 * opener: "Failed to connect to ioctl socket") */
 #if SIM_HAVE_DFUSE
 	if (b->dfuse) {
 		dfuse_set_leave_cb(b->dfuse, on_dfuse_leave, b);
@@ -1036,6 +1030,15 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		if (picoboot_sim_attach(b->picoboot, s->tb, b->devnode) < 0)
 			fprintf(stderr, "sim: picoboot attach %s failed\n", b->devnode);
 	}
+	sim_share_tree(s->root);
+	if (!umockdev_testbed_add_from_string(s->tb, txt, &err)) {
+		fprintf(stderr, "sim: add %s: %s\n", b->port, err->message);
+		g_clear_error(&err);
+		free(txt);
+		free(ifpath_tty);
+		return -EIO;
+	}
+	free(txt);
 	sim_share_tree(s->root);
 	/* the kernel's bind events follow the adds once drivers probed */
 	for (unsigned i = 0; i < nif && i < 3; i++) {
