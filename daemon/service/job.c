@@ -78,6 +78,9 @@ struct job {
 	char port[64];
 	char serial[DEVICE_STR];
 	const struct catalog_board *catalog;
+	char **stop_globs;	   /* copy of the profile's stop_units */
+	struct power_cycle *power; /* the running power cycle */
+	struct worker_rescue_plan *rplan;
 	char profile[72];
 	char sha[SHA256_HEX_LEN + 1]; /* the firmware this job installs */
 	char lkg[SHA256_HEX_LEN + 1]; /* last known good, "" if none */
@@ -91,7 +94,6 @@ struct job {
 	bool moonraker_optional;
 	char octoprint[256]; /* host = "octoprint": its URL, else "" */
 	char octoprint_key_file[256];
-	char **stop_globs;	/* copy of the profile's stop_units */
 	char stopped_unit[256]; /* the unit this job stopped, "" if none */
 	enum job_step step;
 	bool resumed;
@@ -102,6 +104,7 @@ struct job {
 	unsigned touches;    /* requests that brought the app back instead of a bootloader */
 	unsigned flickers;   /* boot check: times the app came up and left again */
 	bool cold_boot;	     /* left for longer than the leave grace during the boot check */
+	bool gone_checked;   /* a worker's "No such device" waited for udev's remove once */
 	/* Marlin (issue 16): the image is a Marlin build (it comes back as Marlin, and the
 	 * msc method checks FIRMWARE.CUR and M115 then); the enumeration the msc write
 	 * started on, which must have left before the board counts as back */
@@ -132,7 +135,6 @@ struct job {
 	char result_error[512];
 	char result_step[16]; /* where the worker stopped: "open", "check", "write", ... */
 	unsigned open_retries;
-	bool gone_checked; /* a worker's "No such device" waited for udev's remove once */
 	uint64_t bytes;
 	unsigned last_percent;
 
@@ -141,18 +143,16 @@ struct job {
 	char error[512];
 
 	/* SDIO boards after the SD-card path (power.h) */
-	struct power_cycle *power; /* the running power cycle */
-	bool power_gone;	   /* the board left the bus since firmware.bin was written */
-	bool power_verify;	   /* after the gate and the unit: the confirm, not a write */
-	bool power_pending;	   /* the cycle waits for the board back from the confirm's reset */
-	unsigned power_cycles;	   /* power cycles this job asked for */
-	char power_why[1024];	   /* STEP_NEEDS_POWER: what the user reads in boards/status */
+	bool power_gone;       /* the board left the bus since firmware.bin was written */
+	bool power_verify;     /* after the gate and the unit: the confirm, not a write */
+	bool power_pending;    /* the cycle waits for the board back from the confirm's reset */
+	unsigned power_cycles; /* power cycles this job asked for */
+	char power_why[1024];  /* STEP_NEEDS_POWER: what the user reads in boards/status */
 
 	/* a UART rescue or restore (job_table_rescue): the worker runs the rescue plan, then
 	 * the board must come back on USB (port = its USB port, or "uart:TTY" when it was not
 	 * on USB) */
 	bool rescue;
-	struct worker_rescue_plan *rplan;
 	bool old_partial; /* the LPC ROM showed its own vectors for flash 0-63 */
 	bool reset_done;  /* the worker pulsed RESET; else the user was asked to */
 };

@@ -375,8 +375,7 @@ no_flash_path(const struct board *b, const struct config_profile *p)
 	case DEVICE_MODE_RP2040_BOOTSEL:
 	case DEVICE_MODE_LPC_DFU:
 	case DEVICE_MODE_KLIPPER_APP: /* the bootloader request says which (see state) */
-		return NULL;
-	case DEVICE_MODE_MARLIN_LPC: /* answered above */
+	case DEVICE_MODE_MARLIN_LPC:  /* answered above */
 		return NULL;
 	case DEVICE_MODE_MARLIN_STM32:
 		return "Marlin has no bootloader request: install Katapult, or use the SD card";

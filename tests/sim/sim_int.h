@@ -118,10 +118,10 @@ struct sim_board {
 	unsigned n_ifaces;
 	bool iface_has_driver[4];
 	UMockdevIoctlBase *tty_handler;
-	unsigned links_handled;	   /* bit 1: tty_handler serves by_id, bit 2: by_path (another
-				    * board may own the same link) */
-	void *dfuse;		   /* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
-	void *picoboot;		   /* struct picoboot_sim * while in RP2040 BOOTSEL */
+	unsigned links_handled; /* bit 1: tty_handler serves by_id, bit 2: by_path (another
+				 * board may own the same link) */
+	void *dfuse;		/* struct dfuse_dev * while in ROM DFU with the DfuSe simulator */
+	void *picoboot;		/* struct picoboot_sim * while in RP2040 BOOTSEL */
 	struct lpcdfu_dev *lpcdfu; /* while in LPC DFU (the community bootloader) */
 	struct sim_drive *drive;   /* the RPI-RP2 drive while in RP2040 BOOTSEL */
 	struct sim_marlin mr;	   /* Marlin as the application (sim_marlin.c) */

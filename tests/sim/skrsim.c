@@ -34,25 +34,25 @@ struct board_arg {
 static void
 usage(FILE *f)
 {
-	fprintf(f,
-		"usage: skrsim [--board MODEL@PORT[:STATE][,KEY=VALUE...]]... [--scenario FILE]\n"
-		"              [--speed X] [--quiet] [-- CMD [ARGS...]]\n"
-		"STATE: klipper-app (default), katapult-installed (Katapult bootloader, app up),\n"
-		"       katapult, stm32-rom-dfu, lpc-dfu, bootsel, marlin-lpc, marlin-stm32, off\n"
-		"KEY:   version=V  uid=HEX  speed=X  bootloader=stock|katapult|none  empty\n"
-		"       bootloop=flicker|silent|recover  cycles=N\n"
-		"       crash=TEXT  (an app whose version contains TEXT crashes at start-up)\n"
-		"       sd-only  (LPC176x: BTT's stock SD-only bootloader, no LPC DFU)\n"
-		"       sdcard=SIZE[K|M|G]  (a FAT card made by mkfs.fat in the SD slot; with a\n"
-		"       stock bootloader it flashes firmware.bin from it on reset)\n"
-		"       sdfs=fat12|fat16|fat32|exfat|none  (the card's filesystem)\n"
-		"       uart=PATH  (LPC176x: its ROM on a UART linked at PATH; the FIFO PATH.pins\n"
-		"                  takes \"isp\", \"reset\" and \"dump FILE\")\n"
-		"       skrsim bootloader MODEL stock|katapult OUT [APP_START]: a bootloader image\n"
-		"Without CMD, skrsim keeps the boards up until SIGINT/SIGTERM.\n"
-		"CMD switches boards off and on by appending 'PORT off|on|cycle' lines to the\n"
-		"file $SKRSIM_POWER.\n"
-		"A scenario file holds one board description per line ('#' comments).\n");
+	fprintf(
+	    f, "usage: skrsim [--board MODEL@PORT[:STATE][,KEY=VALUE...]]... [--scenario FILE]\n"
+	       "              [--speed X] [--quiet] [-- CMD [ARGS...]]\n"
+	       "STATE: klipper-app (default), katapult-installed (Katapult bootloader, app up),\n"
+	       "       katapult, stm32-rom-dfu, lpc-dfu, bootsel, marlin-lpc, marlin-stm32, off\n"
+	       "KEY:   version=V  uid=HEX  speed=X  bootloader=stock|katapult|none  empty\n"
+	       "       bootloop=flicker|silent|recover  cycles=N\n"
+	       "       crash=TEXT  (an app whose version contains TEXT crashes at start-up)\n"
+	       "       sd-only  (LPC176x: BTT's stock SD-only bootloader, no LPC DFU)\n"
+	       "       sdcard=SIZE[K|M|G]  (a FAT card made by mkfs.fat in the SD slot; with a\n"
+	       "       stock bootloader it flashes firmware.bin from it on reset)\n"
+	       "       sdfs=fat12|fat16|fat32|exfat|none  (the card's filesystem)\n"
+	       "       uart=PATH  (LPC176x: its ROM on a UART linked at PATH; the FIFO PATH.pins\n"
+	       "                  takes \"isp\", \"reset\" and \"dump FILE\")\n"
+	       "       skrsim bootloader MODEL stock|katapult OUT [APP_START]: a bootloader image\n"
+	       "Without CMD, skrsim keeps the boards up until SIGINT/SIGTERM.\n"
+	       "CMD switches boards off and on by appending 'PORT off|on|cycle' lines to the\n"
+	       "file $SKRSIM_POWER.\n"
+	       "A scenario file holds one board description per line ('#' comments).\n");
 }
 
 /* "64M", "8G", "1048576": bytes, a whole number of 512 KiB units (what a CSD expresses) */
