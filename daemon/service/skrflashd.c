@@ -365,18 +365,17 @@ no_flash_path(const struct board *b, const struct config_profile *p)
 
 	for (size_t i = 0; p && i < p->n_methods; i++)
 		msc |= p->methods[i] == CONFIG_METHOD_MSC;
-	if (b->dev.mode == DEVICE_MODE_MARLIN_LPC)
-		return msc ? NULL
-			   : "Marlin: add \"msc\" to the profile's methods to write firmware.bin "
-			     "to its SD card over USB, or install Katapult";
 	switch (b->dev.mode) {
 	case DEVICE_MODE_KATAPULT:
 	case DEVICE_MODE_STM32_ROM_DFU:
 	case DEVICE_MODE_RP2040_BOOTSEL:
 	case DEVICE_MODE_LPC_DFU:
 	case DEVICE_MODE_KLIPPER_APP: /* the bootloader request says which (see state) */
-	case DEVICE_MODE_MARLIN_LPC:  /* answered above */
 		return NULL;
+	case DEVICE_MODE_MARLIN_LPC:
+		return msc ? NULL
+			   : "Marlin: add \"msc\" to the profile's methods to write firmware.bin "
+			     "to its SD card over USB, or install Katapult";
 	case DEVICE_MODE_MARLIN_STM32:
 		return "Marlin has no bootloader request: install Katapult, or use the SD card";
 	case DEVICE_MODE_NONE:
