@@ -163,9 +163,18 @@ test_command(void)
 		char *pid = slurp(pid_file);
 		pid_t p = (pid_t)atoi(pid);
 
-		/* reaped by us (the subreaper), or gone: never still sleeping */
-		(void)waitpid(p, NULL, WNOHANG);
-		CHECK(p > 0 && kill(p, 0) < 0 && errno == ESRCH);
+		bool gone = false;
+
+		/* reaped by us (the subreaper), or gone: never still sleeping. The group's SIGKILL
+		 * was sent, but on a busy machine the sleep may not have died (or become our
+		 * zombie) yet: look for up to 5 s */
+		for (int i = 0; p > 0 && i < 500 && !gone; i++) {
+			(void)waitpid(p, NULL, WNOHANG);
+			gone = kill(p, 0) < 0 && errno == ESRCH;
+			if (!gone)
+				(void)usleep(10000);
+		}
+		CHECK(p > 0 && gone);
 		free(pid);
 	}
 	free(pid_file);
