@@ -2,7 +2,6 @@
 /* moonraker: query print_stats over HTTP (libcurl), parse it (json-c), decide. */
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,11 +10,10 @@
 #include <json-c/json.h>
 
 #include "log.h"
+#include "service/http.h"
 #include "service/moonraker.h"
 #include "util.h"
 
-/* A print_stats reply is a few hundred bytes; anything far larger is not Moonraker. */
-#define REPLY_MAX ((size_t)64 * 1024)
 /* result.status.print_stats.state is four levels deep; nothing legitimate nests deeper */
 #define JSON_DEPTH 16
 
@@ -90,54 +88,6 @@ out:
 	return r;
 }
 
-struct reply {
-	char *data;
-	size_t len;
-	bool too_big;
-};
-
-static size_t
-on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	struct reply *b = userdata;
-	size_t n = size * nmemb;
-
-	if (n > REPLY_MAX - b->len) {
-		b->too_big = true;
-		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
-	}
-	b->data = xreallocarray(b->data, b->len + n + 1, 1);
-	memcpy(b->data + b->len, ptr, n);
-	b->len += n;
-	return n;
-}
-
-/* if-chain, not switch: -Wswitch-enum would demand all ~100 CURLcode values */
-static int
-curl_to_errno(CURLcode c)
-{
-	if (c == CURLE_COULDNT_CONNECT)
-		return -ECONNREFUSED;
-	if (c == CURLE_OPERATION_TIMEDOUT)
-		return -ETIMEDOUT;
-	if (c == CURLE_COULDNT_RESOLVE_HOST || c == CURLE_COULDNT_RESOLVE_PROXY)
-		return -EHOSTUNREACH;
-	if (c == CURLE_URL_MALFORMAT || c == CURLE_UNSUPPORTED_PROTOCOL)
-		return -EINVAL;
-	if (c == CURLE_OUT_OF_MEMORY)
-		return -ENOMEM;
-	return -EIO;
-}
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_result;
-
-static void
-init_curl(void)
-{
-	curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 int
 moonraker_key_parse(const char *buf, size_t len, char *ret, size_t size)
 {
@@ -178,92 +128,22 @@ moonraker_read_key(const char *path, char *ret, size_t size)
  * http_status and detail as moonraker_query() documents them, and the reply in *body. */
 static int
 http_call(const char *url, const char *path, bool post, const char *api_key, unsigned timeout_ms,
-	  struct moonraker_state *ret, struct reply *body)
+	  struct moonraker_state *ret, char **body, size_t *len)
 {
-	struct curl_slist *headers = NULL;
-	char errbuf[CURL_ERROR_SIZE] = "";
-	size_t url_len;
-	char *full = NULL;
-	CURLcode c;
-	CURL *h = NULL;
+	struct http_result h;
 
 	memset(ret, 0, sizeof(*ret));
 	ret->print = MOONRAKER_PRINT_UNKNOWN;
 	if (timeout_ms == 0 || timeout_ms > MOONRAKER_TIMEOUT_MAX_MS)
 		timeout_ms = MOONRAKER_TIMEOUT_MAX_MS;
-	url_len = url ? strlen(url) : 0;
-	while (url_len > 0 && url[url_len - 1] == '/')
-		url_len--;
-	if (url_len == 0) {
-		ret->error = -EINVAL;
-		str_copy(ret->detail, sizeof(ret->detail), "no URL");
-		return ret->error;
-	}
-	(void)pthread_once(&curl_once, init_curl);
-	if (curl_init_result != CURLE_OK || !(h = curl_easy_init())) {
-		ret->error = -ENOMEM;
-		str_copy(ret->detail, sizeof(ret->detail), "libcurl initialisation failed");
-		return ret->error;
-	}
-	full = xasprintf("%.*s%s", (int)url_len, url, path);
-	curl_easy_setopt(h, CURLOPT_URL, full);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	/* Moonraker runs on the printer's host or LAN; an http_proxy meant for downloads must
-	 * not see (or answer for) the print state */
-	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-	/* no SIGALRM: the daemon owns its signals, and workers may be threads */
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "skrflash/" SKRFLASH_VERSION);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
-	if (post)
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-	if (api_key) {
-		char *hdr;
-
-		/* a header injection through the key would be a config error; refuse it */
-		if (strpbrk(api_key, "\r\n")) {
-			ret->error = -EINVAL;
-			str_copy(ret->detail, sizeof(ret->detail), "API key contains a line break");
-			goto out;
-		}
-		hdr = xasprintf("X-Api-Key: %s", api_key);
-		headers = curl_slist_append(NULL, hdr);
-		free(hdr);
-		if (!headers) {
-			ret->error = -ENOMEM;
-			goto out;
-		}
-		curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-	}
-
-	c = curl_easy_perform(h);
-	(void)curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->http_status);
-	if (c != CURLE_OK) {
-		ret->error = body->too_big ? -EFBIG : curl_to_errno(c);
-		if (body->too_big)
-			snprintf(ret->detail, sizeof(ret->detail), "reply larger than %zu bytes",
-				 REPLY_MAX);
-		else
-			escape_name(errbuf[0] ? errbuf : curl_easy_strerror(c), ret->detail,
-				    sizeof(ret->detail));
-	} else if (ret->http_status < 200 || ret->http_status >= 300) {
-		ret->error = -EPROTO;
-		snprintf(ret->detail, sizeof(ret->detail), "HTTP status %ld%s", ret->http_status,
-			 ret->http_status != 401 && ret->http_status != 403 ? ""
-			 : api_key
-			     ? ", not authorized: Moonraker refused the API key"
-			     : ", not authorized: trust this host in Moonraker or give an API key "
-			       "(moonraker_api_key_file)");
-	}
-out:
-	curl_slist_free_all(headers);
-	curl_easy_cleanup(h);
-	free(full);
+	ret->error = http_request(url, path, api_key, post ? "" : NULL, timeout_ms, &h, body, len);
+	ret->http_status = h.status;
+	str_copy(ret->detail, sizeof(ret->detail), h.detail);
+	if (ret->error == -EPROTO && (h.status == 401 || h.status == 403))
+		snprintf(ret->detail, sizeof(ret->detail), "HTTP status %ld%s", h.status,
+			 api_key ? ", not authorized: Moonraker refused the API key"
+				 : ", not authorized: trust this host in Moonraker or give an API "
+				   "key (moonraker_api_key_file)");
 	return ret->error;
 }
 
@@ -271,19 +151,19 @@ int
 moonraker_query(const char *url, const char *api_key, unsigned timeout_ms,
 		struct moonraker_state *ret)
 {
-	struct reply body = {0};
+	char *body = NULL;
+	size_t len = 0;
 
 	if (http_call(url, "/printer/objects/query?print_stats", false, api_key, timeout_ms, ret,
-		      &body) == 0 &&
-	    moonraker_parse(body.data ? body.data : "", body.len, &ret->print, ret->state,
-			    sizeof(ret->state)) < 0) {
+		      &body, &len) == 0 &&
+	    moonraker_parse(body, len, &ret->print, ret->state, sizeof(ret->state)) < 0) {
 		ret->error = -EBADMSG;
 		ret->print = MOONRAKER_PRINT_UNKNOWN;
 		ret->state[0] = '\0';
 		str_copy(ret->detail, sizeof(ret->detail),
 			 "reply has no result.status.print_stats.state");
 	}
-	free(body.data);
+	free(body);
 	return ret->error;
 }
 
@@ -325,9 +205,9 @@ int
 moonraker_power(const char *url, const char *api_key, const char *device, bool on,
 		unsigned timeout_ms, struct moonraker_state *ret)
 {
-	struct reply body = {0};
 	const char *want = on ? "on" : "off";
-	char *path, *dev;
+	char *path, *dev, *body = NULL;
+	size_t len = 0;
 
 	/* POST /machine/device_power/device?device=NAME&action=on|off (Moonraker
 	 * docs/web_api.md, "Set Device State"; query arguments stand for the JSON body) */
@@ -339,9 +219,8 @@ moonraker_power(const char *url, const char *api_key, const char *device, bool o
 	}
 	path = xasprintf("/machine/device_power/device?device=%s&action=%s", dev, want);
 	curl_free(dev);
-	if (http_call(url, path, true, api_key, timeout_ms, ret, &body) == 0) {
-		if (moonraker_power_parse(body.data ? body.data : "", body.len, device, ret->state,
-					  sizeof(ret->state)) < 0) {
+	if (http_call(url, path, true, api_key, timeout_ms, ret, &body, &len) == 0) {
+		if (moonraker_power_parse(body, len, device, ret->state, sizeof(ret->state)) < 0) {
 			ret->error = -EBADMSG;
 			(void)snprintf(ret->detail, sizeof(ret->detail),
 				       "reply has no result.%.100s", device);
@@ -351,7 +230,7 @@ moonraker_power(const char *url, const char *api_key, const char *device, bool o
 				       "the device reports \"%s\", not \"%s\"", ret->state, want);
 		}
 	}
-	free(body.data);
+	free(body);
 	free(path);
 	return ret->error;
 }

@@ -1,12 +1,11 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* octoprint: OctoPrint's print state and serial connection over its REST API (libcurl,
+/* octoprint: OctoPrint's print state and serial connection over its REST API (service/http,
  * json-c); the port released before a flash and given back after it. */
 #include "service/octoprint.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,15 +16,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <json-c/json.h>
 
 #include "log.h"
+#include "service/http.h"
 #include "service/moonraker.h"
 #include "util.h"
 
-/* /api/connection lists every port and baudrate; a few KiB. Far more is not OctoPrint. */
-#define REPLY_MAX ((size_t)64 * 1024)
 #define JSON_DEPTH 16
 #define POLL_MS 200u
 #define RETRY_USEC (10ull * 1000000ull)
@@ -328,150 +325,35 @@ record_write(const struct octoprint_target *t, const struct octoprint_conn *c)
 
 /* ---- HTTP ------------------------------------------------------------------------------- */
 
-struct reply {
-	char *data;
-	size_t len;
-	bool too_big;
-};
-
-static size_t
-on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	struct reply *b = userdata;
-	size_t n = size * nmemb;
-
-	if (n > REPLY_MAX - b->len) {
-		b->too_big = true;
-		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
-	}
-	b->data = xreallocarray(b->data, b->len + n + 1, 1);
-	memcpy(b->data + b->len, ptr, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-	return n;
-}
-
-/* if-chain, not switch: -Wswitch-enum would demand all ~100 CURLcode values */
-static int
-curl_to_errno(CURLcode c)
-{
-	if (c == CURLE_COULDNT_CONNECT)
-		return -ECONNREFUSED;
-	if (c == CURLE_OPERATION_TIMEDOUT)
-		return -ETIMEDOUT;
-	if (c == CURLE_COULDNT_RESOLVE_HOST || c == CURLE_COULDNT_RESOLVE_PROXY)
-		return -EHOSTUNREACH;
-	if (c == CURLE_URL_MALFORMAT || c == CURLE_UNSUPPORTED_PROTOCOL)
-		return -EINVAL;
-	if (c == CURLE_OUT_OF_MEMORY)
-		return -ENOMEM;
-	return -EIO;
-}
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static CURLcode curl_init_result;
-
-static void
-init_curl(void)
-{
-	curl_init_result = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static void
-set_options(CURL *h, const char *full, unsigned timeout_ms, char *errbuf, struct reply *body)
-{
-	curl_easy_setopt(h, CURLOPT_URL, full);
-	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-	/* OctoPrint runs on the printer's host or LAN: no proxy answers for it */
-	curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
-	curl_easy_setopt(h, CURLOPT_USERAGENT, "skrflash/" SKRFLASH_VERSION);
-	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
-}
-
-static void
-classify(CURL *h, CURLcode c, const struct reply *body, const char *errbuf,
-	 struct octoprint_reply *ret)
-{
-	(void)curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->http_status);
-	if (c != CURLE_OK) {
-		ret->error = body->too_big ? -EFBIG : curl_to_errno(c);
-		if (body->too_big)
-			snprintf(ret->detail, sizeof(ret->detail), "reply larger than %zu bytes",
-				 REPLY_MAX);
-		else
-			escape_name(errbuf[0] ? errbuf : curl_easy_strerror(c), ret->detail,
-				    sizeof(ret->detail));
-	} else if (ret->http_status == 401 || ret->http_status == 403) {
-		/* OctoPrint answers 403 to an unknown key (and to a key without the
-		 * permission), 401 where login is required */
-		ret->error = -EACCES;
-		snprintf(ret->detail, sizeof(ret->detail),
-			 "HTTP status %ld, the API key was refused", ret->http_status);
-	} else if (ret->http_status < 200 || ret->http_status >= 300) {
-		ret->error = -EPROTO;
-		snprintf(ret->detail, sizeof(ret->detail), "HTTP status %ld", ret->http_status);
-	}
-}
-
 int
 octoprint_request(const char *url, const char *key, const char *path, const char *body,
 		  unsigned timeout_ms, char **ret_body, struct octoprint_reply *ret)
 {
-	struct curl_slist *headers = NULL;
-	char errbuf[CURL_ERROR_SIZE] = "";
-	struct reply rb = {0};
-	size_t url_len;
-	char *full = NULL, *hdr;
-	CURL *h = NULL;
+	struct http_result h;
+	char *reply = NULL;
 
 	memset(ret, 0, sizeof(*ret));
 	if (ret_body)
 		*ret_body = NULL;
-	url_len = url ? strlen(url) : 0;
-	while (url_len > 0 && url[url_len - 1] == '/')
-		url_len--;
-	/* a header injection through the key would be a config error; refuse it */
-	if (url_len == 0 || !key || strpbrk(key, "\r\n")) {
+	if (!key) {
 		ret->error = -EINVAL;
-		str_copy(ret->detail, sizeof(ret->detail), url_len ? "bad API key" : "no URL");
+		str_copy(ret->detail, sizeof(ret->detail), "bad API key");
 		return ret->error;
 	}
-	(void)pthread_once(&curl_once, init_curl);
-	if (curl_init_result != CURLE_OK || !(h = curl_easy_init())) {
-		ret->error = -ENOMEM;
-		str_copy(ret->detail, sizeof(ret->detail), "libcurl initialisation failed");
-		return ret->error;
+	ret->error = http_request(url, path, key, body, timeout_ms, &h, &reply, NULL);
+	ret->http_status = h.status;
+	str_copy(ret->detail, sizeof(ret->detail), h.detail);
+	if (ret->error == -EPROTO && (h.status == 401 || h.status == 403)) {
+		/* OctoPrint answers 403 to an unknown key (and to a key without the
+		 * permission), 401 where login is required */
+		ret->error = -EACCES;
+		snprintf(ret->detail, sizeof(ret->detail),
+			 "HTTP status %ld, the API key was refused", h.status);
 	}
-	full = xasprintf("%.*s%s", (int)url_len, url, path);
-	set_options(h, full, timeout_ms, errbuf, &rb);
-	hdr = xasprintf("X-Api-Key: %s", key);
-	headers = curl_slist_append(NULL, hdr);
-	free(hdr);
-	if (body && headers)
-		headers = curl_slist_append(headers, "Content-Type: application/json");
-	if (!headers) {
-		ret->error = -ENOMEM;
-		goto out;
-	}
-	curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-	if (body)
-		curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-	classify(h, curl_easy_perform(h), &rb, errbuf, ret);
-	if (ret->error == 0 && ret_body) {
-		*ret_body = rb.data ? rb.data : xstrdup("");
-		rb.data = NULL;
-	}
-out:
-	curl_slist_free_all(headers);
-	curl_easy_cleanup(h);
-	free(rb.data);
-	free(full);
+	if (ret_body)
+		*ret_body = reply;
+	else
+		free(reply);
 	return ret->error;
 }
 
