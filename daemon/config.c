@@ -860,12 +860,50 @@ free_profile(struct config_profile *p)
 	free(p->octoprint_api_key_file);
 }
 
+/* An http:// or https:// URL into *ret; anything else is an error. */
+static void
+load_url(struct loader *l, const config_setting_t *s, size_t max, char **ret)
+{
+	const char *v = get_string(l, s, max);
+
+	if (!v)
+		return;
+	if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
+		err_at(l, s, "expected an http:// or https:// URL, not '%s'", v);
+	else
+		*ret = xstrdup(v);
+}
+
+/* The file holding an API key: read at each check, not here, so the key may be provisioned or
+ * rotated after the config is loaded. */
+static void
+load_key_file(struct loader *l, const config_setting_t *s, char **ret)
+{
+	const char *v = get_string(l, s, 255);
+
+	if (!v)
+		return;
+	if (v[0] != '/')
+		err_at(l, s, "expected an absolute path to a file holding the API key, not '%s'",
+		       v);
+	else
+		*ret = xstrdup(v);
+}
+
+static void
+load_bool(struct loader *l, const config_setting_t *s, bool *ret)
+{
+	if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+		err_at(l, s, "expected true or false");
+	else
+		*ret = config_setting_get_bool(s);
+}
+
 /* octoprint = { url = "http://127.0.0.1:5000"; api_key_file = "/etc/skrflash/octoprint.key"; } */
 static void
 load_octoprint(struct loader *l, const config_setting_t *grp, struct config_profile *p)
 {
 	const config_setting_t *s;
-	const char *v;
 
 	if (!is_group(l, grp))
 		return;
@@ -874,26 +912,15 @@ load_octoprint(struct loader *l, const config_setting_t *grp, struct config_prof
 	if (!s)
 		err_missing(l, grp, "url",
 			    "required (OctoPrint's address, e.g. \"http://127.0.0.1:5000\")");
-	else if ((v = get_string(l, s, 255))) {
-		if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
-			err_at(l, s, "expected an http:// or https:// URL, not '%s'", v);
-		else
-			p->octoprint_url = xstrdup(v);
-	}
-	/* OctoPrint answers its API only with a key (Settings > Application Keys); the file is
-	 * read at each check, so it may be provisioned or rotated after the config is loaded */
+	else
+		load_url(l, s, 255, &p->octoprint_url);
+	/* OctoPrint answers its API only with a key (Settings > Application Keys) */
 	s = config_setting_get_member(grp, "api_key_file");
 	if (!s)
 		err_missing(l, grp, "api_key_file",
 			    "required (a file holding an OctoPrint application key)");
-	else if ((v = get_string(l, s, 255))) {
-		if (v[0] != '/')
-			err_at(l, s,
-			       "expected an absolute path to a file holding the API key, not '%s'",
-			       v);
-		else
-			p->octoprint_api_key_file = xstrdup(v);
-	}
+	else
+		load_key_file(l, s, &p->octoprint_api_key_file);
 }
 
 /* host = "klipper" (default) | "octoprint", with the settings of that host only */
@@ -941,49 +968,49 @@ load_host(struct loader *l, const config_setting_t *grp, struct config_profile *
 			       "\"octoprint\"); remove it");
 }
 
-/* Fills *p from one profiles element; returns false if anything in it was wrong. */
-static bool
-load_profile(struct loader *l, const config_setting_t *grp, struct config_profile *p)
+/* A profile or queue name ("what" says which in the message). */
+static void
+load_name(struct loader *l, const config_setting_t *s, const char *what, char **ret)
 {
-	unsigned before = l->n_errors;
-	const config_setting_t *s;
-	const char *v;
+	const char *v = get_string(l, s, 255);
 
-	memset(p, 0, sizeof(*p));
-	p->line = config_setting_source_line(grp);
-	p->auto_flash = CONFIG_AUTO_HOTPLUG;
-	p->interface = CONFIG_INTERFACE_USB;
-	if (!is_group(l, grp))
-		return false;
-	check_keys(l, grp, profile_keys);
+	if (!v)
+		return;
+	if (!valid_name(v))
+		err_at(l, s, "invalid %s '%s' ([a-z0-9][a-z0-9._-]*, at most %d characters)", what,
+		       v, CONFIG_NAME_MAX);
+	else
+		*ret = xstrdup(v);
+}
 
-	s = config_setting_get_member(grp, "name");
+/* name, match and queue: which boards the profile takes and where their firmware waits */
+static void
+load_profile_identity(struct loader *l, const config_setting_t *grp, struct config_profile *p)
+{
+	const config_setting_t *s = config_setting_get_member(grp, "name");
+
 	if (!s)
 		err_missing(l, grp, "name", "missing");
-	else if ((v = get_string(l, s, 255))) {
-		if (!valid_name(v))
-			err_at(l, s,
-			       "invalid name '%s' ([a-z0-9][a-z0-9._-]*, at most %d characters)", v,
-			       CONFIG_NAME_MAX);
-		else
-			p->name = xstrdup(v);
-	}
+	else
+		load_name(l, s, "name", &p->name);
 	s = config_setting_get_member(grp, "match");
 	if (!s)
 		err_missing(l, grp, "match", "missing (a profile needs at least one rule)");
 	else
 		load_match(l, s, &p->match);
 	s = config_setting_get_member(grp, "queue");
-	if (s && (v = get_string(l, s, 255))) {
-		if (!valid_name(v))
-			err_at(l, s,
-			       "invalid queue '%s' ([a-z0-9][a-z0-9._-]*, at most %d characters)",
-			       v, CONFIG_NAME_MAX);
-		else
-			p->queue = xstrdup(v);
-	}
+	if (s)
+		load_name(l, s, "queue", &p->queue);
 	if (!p->queue && p->name && !s)
 		p->queue = xstrdup(p->name);
+}
+
+/* methods, auto_flash and stop_units: how and when the board is flashed */
+static void
+load_profile_flashing(struct loader *l, const config_setting_t *grp, struct config_profile *p)
+{
+	const config_setting_t *s;
+
 	default_methods(p);
 	s = config_setting_get_member(grp, "methods");
 	if (s)
@@ -996,54 +1023,69 @@ load_profile(struct loader *l, const config_setting_t *grp, struct config_profil
 		load_stop_units(l, s, p);
 	if (!p->stop_units)
 		p->stop_units = xnew_array(char *, 1);
-	s = config_setting_get_member(grp, "moonraker");
-	if (s && (v = get_string(l, s, 1024))) {
-		if (strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0)
-			err_at(l, s, "expected an http:// or https:// URL, not '%s'", v);
-		else
-			p->moonraker_url = xstrdup(v);
-	}
+}
+
+/* the print-state gate of a Klipper host (load_host refuses these keys for OctoPrint) */
+static void
+load_moonraker(struct loader *l, const config_setting_t *grp, struct config_profile *p)
+{
+	const config_setting_t *s = config_setting_get_member(grp, "moonraker");
+
+	if (s)
+		load_url(l, s, 1024, &p->moonraker_url);
 	s = config_setting_get_member(grp, "moonraker_api_key_file");
-	if (s && (v = get_string(l, s, 255))) {
-		/* read at each print-state check, not here: the key may be provisioned or
-		 * rotated after the config is loaded */
-		if (v[0] != '/')
-			err_at(l, s,
-			       "expected an absolute path to a file holding the API key, not '%s'",
-			       v);
-		else
-			p->moonraker_api_key_file = xstrdup(v);
-	}
+	if (s)
+		load_key_file(l, s, &p->moonraker_api_key_file);
 	s = config_setting_get_member(grp, "moonraker_fail_open");
-	if (s) {
-		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
-			err_at(l, s, "expected true or false");
-		else
-			p->moonraker_fail_open = config_setting_get_bool(s);
-	}
+	if (s)
+		load_bool(l, s, &p->moonraker_fail_open);
+}
+
+static void
+load_interface(struct loader *l, const config_setting_t *s, struct config_profile *p)
+{
+	const char *v = get_string(l, s, CONFIG_NAME_MAX);
+	unsigned i;
+
+	if (!v)
+		return;
+	for (i = 0; i < _CONFIG_INTERFACE_MAX; i++)
+		if (strcmp(interface_names[i], v) == 0)
+			break;
+	if (i == _CONFIG_INTERFACE_MAX)
+		err_at(l, s, "unknown interface '%s' (usb|serial|can)", v);
+	else
+		p->interface = (enum config_interface)i;
+}
+
+/* Fills *p from one profiles element; returns false if anything in it was wrong. */
+static bool
+load_profile(struct loader *l, const config_setting_t *grp, struct config_profile *p)
+{
+	unsigned before = l->n_errors;
+	const config_setting_t *s;
+
+	memset(p, 0, sizeof(*p));
+	p->line = config_setting_source_line(grp);
+	p->auto_flash = CONFIG_AUTO_HOTPLUG;
+	p->interface = CONFIG_INTERFACE_USB;
+	if (!is_group(l, grp))
+		return false;
+	check_keys(l, grp, profile_keys);
+
+	load_profile_identity(l, grp, p);
+	load_profile_flashing(l, grp, p);
+	load_moonraker(l, grp, p);
 	load_host(l, grp, p);
 	s = config_setting_get_member(grp, "allow_migration");
-	if (s) {
-		if (config_setting_type(s) != CONFIG_TYPE_BOOL)
-			err_at(l, s, "expected true or false");
-		else
-			p->allow_migration = config_setting_get_bool(s);
-	}
+	if (s)
+		load_bool(l, s, &p->allow_migration);
 	s = config_setting_get_member(grp, "app_start");
 	if (s)
 		load_app_start(l, s, p);
 	s = config_setting_get_member(grp, "interface");
-	if (s && (v = get_string(l, s, CONFIG_NAME_MAX))) {
-		unsigned i;
-
-		for (i = 0; i < _CONFIG_INTERFACE_MAX; i++)
-			if (strcmp(interface_names[i], v) == 0)
-				break;
-		if (i == _CONFIG_INTERFACE_MAX)
-			err_at(l, s, "unknown interface '%s' (usb|serial|can)", v);
-		else
-			p->interface = (enum config_interface)i;
-	}
+	if (s)
+		load_interface(l, s, p);
 	s = config_setting_get_member(grp, "power");
 	if (s)
 		load_power(l, s, p);
@@ -1571,45 +1613,50 @@ level_name(int level)
 	return "info";
 }
 
+/* ` key = "value";` inside a group written on one line */
 static void
-dump_profile(FILE *f, const struct config_profile *p)
+dump_member(FILE *f, const char *key, const char *value)
 {
-	const char *in = "\t\t";
-	const struct config_match *m = &p->match;
-	bool first = true;
+	fprintf(f, " %s = ", key);
+	dump_string(f, value);
+	fputc(';', f);
+}
 
-	fputs("\t{\n", f);
-	dump_kv(f, in, "name", p->name);
-	fprintf(f, "%smatch = {", in);
-	if (m->board) {
-		fputs(" board = ", f);
-		dump_string(f, m->board->name);
-		fputc(';', f);
+/* the elements of a list of strings: ` "a", "b"` */
+static void
+dump_strings(FILE *f, char *const *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		fputs(i ? ", " : " ", f);
+		dump_string(f, v[i]);
 	}
+}
+
+static void
+dump_match(FILE *f, const char *in, const struct config_match *m)
+{
+	fprintf(f, "%smatch = {", in);
+	if (m->board)
+		dump_member(f, "board", m->board->name);
 	if (m->has_usb_id)
 		fprintf(f, " usb_id = \"%04x:%04x\";", m->vid, m->pid);
-	if (m->serial) {
-		fputs(" serial = ", f);
-		dump_string(f, m->serial);
-		fputc(';', f);
-	}
-	if (m->port) {
-		fputs(" port = ", f);
-		dump_string(f, m->port);
-		fputc(';', f);
-	}
-	if (m->mcu) {
-		fputs(" mcu = ", f);
-		dump_string(f, m->mcu);
-		fputc(';', f);
-	}
-	if (m->product) {
-		fputs(" product = ", f);
-		dump_string(f, m->product);
-		fputc(';', f);
-	}
+	if (m->serial)
+		dump_member(f, "serial", m->serial);
+	if (m->port)
+		dump_member(f, "port", m->port);
+	if (m->mcu)
+		dump_member(f, "mcu", m->mcu);
+	if (m->product)
+		dump_member(f, "product", m->product);
 	fputs(" };\n", f);
-	dump_kv(f, in, "queue", p->queue);
+}
+
+/* methods, auto_flash and stop_units */
+static void
+dump_flashing(FILE *f, const char *in, const struct config_profile *p)
+{
+	bool first = true;
+
 	fprintf(f, "%smethods = [", in);
 	for (size_t i = 0; i < p->n_methods; i++)
 		fprintf(f, "%s \"%s\"", i ? "," : "", config_method_to_string(p->methods[i]));
@@ -1622,11 +1669,14 @@ dump_profile(FILE *f, const struct config_profile *p)
 		}
 	fputs(" ];\n", f);
 	fprintf(f, "%sstop_units = [", in);
-	for (size_t i = 0; i < p->n_stop_units; i++) {
-		fputs(i ? ", " : " ", f);
-		dump_string(f, p->stop_units[i]);
-	}
+	dump_strings(f, p->stop_units, p->n_stop_units);
 	fputs(" ];\n", f);
+}
+
+/* OctoPrint's settings, or Moonraker's for a Klipper host */
+static void
+dump_host(FILE *f, const char *in, const struct config_profile *p)
+{
 	if (p->host == CONFIG_HOST_OCTOPRINT) {
 		dump_kv(f, in, "host", config_host_to_string(p->host));
 		fprintf(f, "%soctoprint = { url = ", in);
@@ -1634,19 +1684,20 @@ dump_profile(FILE *f, const struct config_profile *p)
 		fputs("; api_key_file = ", f);
 		dump_string(f, p->octoprint_api_key_file);
 		fputs("; };\n", f);
-	} else {
-		if (p->moonraker_url)
-			dump_kv(f, in, "moonraker", p->moonraker_url);
-		else
-			fprintf(f, "%s# moonraker: not checked\n", in);
-		if (p->moonraker_api_key_file)
-			dump_kv(f, in, "moonraker_api_key_file", p->moonraker_api_key_file);
-		fprintf(f, "%smoonraker_fail_open = %s;\n", in,
-			p->moonraker_fail_open ? "true" : "false");
+		return;
 	}
-	/* shown only when set: the default (no change of firmware family) is the safe one */
-	if (p->allow_migration)
-		fprintf(f, "%sallow_migration = true;\n", in);
+	if (p->moonraker_url)
+		dump_kv(f, in, "moonraker", p->moonraker_url);
+	else
+		fprintf(f, "%s# moonraker: not checked\n", in);
+	if (p->moonraker_api_key_file)
+		dump_kv(f, in, "moonraker_api_key_file", p->moonraker_api_key_file);
+	fprintf(f, "%smoonraker_fail_open = %s;\n", in, p->moonraker_fail_open ? "true" : "false");
+}
+
+static void
+dump_app_start(FILE *f, const char *in, const struct config_profile *p)
+{
 	if (p->has_app_start)
 		fprintf(f, "%sapp_start = 0x%08" PRIx32 ";\n", in, p->app_start);
 	else if (config_profile_app_start(p))
@@ -1654,25 +1705,42 @@ dump_profile(FILE *f, const struct config_profile *p)
 			config_profile_app_start(p));
 	else
 		fprintf(f, "%s# app_start: from the bootloader\n", in);
-	dump_kv(f, in, "interface", config_interface_to_string(p->interface));
-	if (p->has_power) {
-		fprintf(f, "%spower = {", in);
-		if (p->power.moonraker_device) {
-			fputs(" moonraker_device = ", f);
-			dump_string(f, p->power.moonraker_device);
-			fputc(';', f);
-		} else {
-			fputs(" command = [", f);
-			for (size_t i = 0; i < p->power.n_command; i++) {
-				fputs(i ? ", " : " ", f);
-				dump_string(f, p->power.command[i]);
-			}
-			fputs(" ];", f);
-		}
-		dump_seconds(f, "off_seconds", p->power.off_ms);
-		dump_seconds(f, "timeout", p->power.timeout_ms);
-		fputs(" };\n", f);
+}
+
+static void
+dump_power(FILE *f, const char *in, const struct config_power *pw)
+{
+	fprintf(f, "%spower = {", in);
+	if (pw->moonraker_device) {
+		dump_member(f, "moonraker_device", pw->moonraker_device);
+	} else {
+		fputs(" command = [", f);
+		dump_strings(f, pw->command, pw->n_command);
+		fputs(" ];", f);
 	}
+	dump_seconds(f, "off_seconds", pw->off_ms);
+	dump_seconds(f, "timeout", pw->timeout_ms);
+	fputs(" };\n", f);
+}
+
+static void
+dump_profile(FILE *f, const struct config_profile *p)
+{
+	const char *in = "\t\t";
+
+	fputs("\t{\n", f);
+	dump_kv(f, in, "name", p->name);
+	dump_match(f, in, &p->match);
+	dump_kv(f, in, "queue", p->queue);
+	dump_flashing(f, in, p);
+	dump_host(f, in, p);
+	/* shown only when set: the default (no change of firmware family) is the safe one */
+	if (p->allow_migration)
+		fprintf(f, "%sallow_migration = true;\n", in);
+	dump_app_start(f, in, p);
+	dump_kv(f, in, "interface", config_interface_to_string(p->interface));
+	if (p->has_power)
+		dump_power(f, in, &p->power);
 	fputs("\t}", f);
 }
 

@@ -48,14 +48,14 @@ marlin_product_is(const char *product, const char *mcu_name)
 	return n >= 5 && strncasecmp(product, mcu_name, n) == 0;
 }
 
-static bool
-mode_hides_mcu(enum device_mode mode)
+bool
+match_mode_hides_identity(enum device_mode mode)
 {
 	switch (mode) {
 	case DEVICE_MODE_STM32_ROM_DFU:
 	case DEVICE_MODE_LPC_DFU:
 	case DEVICE_MODE_RP2040_BOOTSEL:
-	case DEVICE_MODE_MARLIN_LPC:
+	case DEVICE_MODE_MARLIN_LPC: /* the same constant product and serial on every board */
 		return true;
 	case DEVICE_MODE_NONE:
 	case DEVICE_MODE_KLIPPER_APP:
@@ -115,7 +115,7 @@ static bool
 device_is_board(const struct device *dev, const struct catalog_board *board,
 		const struct catalog_board *known_board)
 {
-	if (mode_hides_mcu(dev->mode))
+	if (match_mode_hides_identity(dev->mode))
 		return known_board == board;
 	return device_has_mcu(dev, board->mcu->name, NULL);
 }
@@ -126,7 +126,7 @@ match_catalog(const struct device *dev, const struct catalog_board **ret_boards,
 	const struct catalog_board *boards;
 	size_t n, found = 0;
 
-	if (!dev || mode_hides_mcu(dev->mode))
+	if (!dev || match_mode_hides_identity(dev->mode))
 		return 0;
 	boards = catalog_boards(&n);
 	for (size_t i = 0; i < n; i++) {
@@ -164,14 +164,14 @@ match_score(const struct config_match *m, const struct device *dev,
 	if (m->board) {
 		if (device_is_board(dev, m->board, known_board))
 			score += SCORE_BOARD;
-		else if (!(mode_hides_mcu(dev->mode) && !known_board && m->port &&
+		else if (!(match_mode_hides_identity(dev->mode) && !known_board && m->port &&
 			   mode_fits_board(dev->mode, m->board)))
 			return -1;
 	}
 	if (m->mcu) {
 		if (device_has_mcu(dev, m->mcu, known_board))
 			score += SCORE_MCU;
-		else if (!(mode_hides_mcu(dev->mode) && !known_board && m->port))
+		else if (!(match_mode_hides_identity(dev->mode) && !known_board && m->port))
 			return -1;
 	}
 	if (m->has_usb_id) {

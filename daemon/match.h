@@ -10,6 +10,12 @@
  * entries of ret_boards and returns how many matched in total. */
 size_t match_catalog(const struct device *dev, const struct catalog_board **ret_boards, size_t max);
 
+/* Whether the device's USB identity in this mode comes from a ROM or a bootloader that many
+ * boards share rather than from the board's firmware: its product string names no MCU and its
+ * serial is not the chip UID that Klipper and Katapult report (ROM DFU, LPC DFU, BOOTSEL,
+ * Marlin on LPC176x). */
+bool match_mode_hides_identity(enum device_mode mode);
+
 /* Specificity of a profile's rules against a device: -1 if they do not match, otherwise a
  * score where a more specific rule set scores higher (serial > port > board/mcu/usb id >
  * product). A rule on the board matches the device's MCU string or, for modes that hide

@@ -22,24 +22,12 @@ struct boards {
 	size_t n_items;
 };
 
-/* Modes whose USB serial is not the chip UID that Klipper and Katapult report. */
+/* Modes whose USB serial is not the chip UID that Klipper and Katapult report: those that
+ * show the identity of a ROM or a shared bootloader, and a device in no known mode. */
 static bool
 mode_hides_serial(enum device_mode m)
 {
-	switch (m) {
-	case DEVICE_MODE_STM32_ROM_DFU:
-	case DEVICE_MODE_LPC_DFU:
-	case DEVICE_MODE_RP2040_BOOTSEL:
-	case DEVICE_MODE_MARLIN_LPC: /* the same constant serial on every board */
-	case DEVICE_MODE_NONE:
-		return true;
-	case DEVICE_MODE_KLIPPER_APP:
-	case DEVICE_MODE_KATAPULT:
-	case DEVICE_MODE_MARLIN_STM32:
-	case _DEVICE_MODE_MAX:
-	default:
-		return false;
-	}
+	return m == DEVICE_MODE_NONE || match_mode_hides_identity(m);
 }
 
 static bool

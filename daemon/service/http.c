@@ -3,6 +3,7 @@
 #include "service/http.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -186,4 +187,51 @@ http_request(const char *url, const char *path, const char *api_key, const char 
 	free(rb.data);
 	free(full);
 	return ret->error;
+}
+
+struct json_object *
+http_json_parse(const char *buf, size_t len, int *ret_error)
+{
+	struct json_tokener *tok;
+	struct json_object *root;
+	int r = -EBADMSG;
+
+	/* json-c stops at a NUL byte, which would hide what follows it */
+	if (len == 0 || len > INT_MAX || memchr(buf, '\0', len))
+		goto fail;
+	tok = json_tokener_new_ex(HTTP_JSON_DEPTH);
+	if (!tok) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	root = json_tokener_parse_ex(tok, buf, (int)len);
+	if (root && json_tokener_get_error(tok) == json_tokener_success) {
+		size_t end;
+
+		for (end = json_tokener_get_parse_end(tok); end < len; end++)
+			if (!strchr(" \t\r\n", buf[end]))
+				break;
+		if (end == len) {
+			json_tokener_free(tok);
+			return root;
+		}
+	}
+	json_object_put(root);
+	json_tokener_free(tok);
+fail:
+	if (ret_error)
+		*ret_error = r;
+	return NULL;
+}
+
+struct json_object *
+http_json_member(struct json_object *o, const char *key, enum json_type type)
+{
+	struct json_object *v;
+
+	if (!o || !json_object_is_type(o, json_type_object))
+		return NULL;
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, type))
+		return NULL;
+	return v;
 }

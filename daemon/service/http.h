@@ -6,9 +6,14 @@
 
 #include <stddef.h>
 
+#include <json-c/json.h>
+
 /* A print_stats reply is a few hundred bytes, OctoPrint's /api/connection a few KiB: far
  * more is not the program we asked */
 #define HTTP_REPLY_MAX ((size_t)64 * 1024)
+/* Moonraker's result.status.print_stats.state is four levels deep, OctoPrint's replies less;
+ * nothing legitimate nests deeper */
+#define HTTP_JSON_DEPTH 16
 
 struct http_result {
 	/* 0, or -EINVAL (no URL, a line break in the key), -ENOMEM, -ECONNREFUSED, -ETIMEDOUT,
@@ -26,3 +31,11 @@ struct http_result {
  * ret->error. */
 int http_request(const char *url, const char *path, const char *api_key, const char *body,
 		 unsigned timeout_ms, struct http_result *ret, char **ret_body, size_t *ret_len);
+
+/* A reply that must be exactly one JSON value (white space may follow it), nested at most
+ * HTTP_JSON_DEPTH deep: the value (json_object_put() it), or NULL with *ret_error (when not
+ * NULL) set to -EBADMSG (not such a value, or a NUL byte in it) or -ENOMEM. */
+struct json_object *http_json_parse(const char *buf, size_t len, int *ret_error);
+/* The member `key` of the object o when it has the type `type`; NULL when o is not an object
+ * (or NULL), has no such member or one of another type. */
+struct json_object *http_json_member(struct json_object *o, const char *key, enum json_type type);

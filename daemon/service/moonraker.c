@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* moonraker: query print_stats over HTTP (libcurl), parse it (json-c), decide. */
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +12,6 @@
 #include "service/http.h"
 #include "service/moonraker.h"
 #include "util.h"
-
-/* result.status.print_stats.state is four levels deep; nothing legitimate nests deeper */
-#define JSON_DEPTH 16
 
 static const char *const print_names[_MOONRAKER_PRINT_MAX] = {
     [MOONRAKER_PRINT_STANDBY] = "standby",     [MOONRAKER_PRINT_PRINTING] = "printing",
@@ -32,46 +28,23 @@ moonraker_print_to_string(enum moonraker_print p)
 	return print_names[p];
 }
 
-static struct json_object *
-member(struct json_object *o, const char *key, enum json_type type)
-{
-	struct json_object *v;
-
-	if (!o || !json_object_is_type(o, json_type_object))
-		return NULL;
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, type))
-		return NULL;
-	return v;
-}
-
 int
 moonraker_parse(const char *buf, size_t len, enum moonraker_print *ret_print, char *ret_state,
 		size_t state_size)
 {
-	struct json_tokener *tok;
 	struct json_object *root, *state;
 	const char *s;
-	size_t end;
 	int r = -EBADMSG;
 
-	/* json-c stops at a NUL byte, which would hide what follows it */
-	if (len == 0 || len > INT_MAX || memchr(buf, '\0', len))
-		return -EBADMSG;
-	tok = json_tokener_new_ex(JSON_DEPTH);
-	if (!tok)
-		return -ENOMEM;
-	root = json_tokener_parse_ex(tok, buf, (int)len);
-	if (!root || json_tokener_get_error(tok) != json_tokener_success)
-		goto out;
-	for (end = json_tokener_get_parse_end(tok); end < len; end++)
-		if (!strchr(" \t\r\n", buf[end]))
-			goto out;
+	root = http_json_parse(buf, len, &r);
+	if (!root)
+		return r;
 	/* {"result": {"eventtime": .., "status": {"print_stats": {"state": "printing", ..}}}}
 	 * (Moonraker API, "Query printer object status") */
-	state = member(
-	    member(member(member(root, "result", json_type_object), "status", json_type_object),
-		   "print_stats", json_type_object),
-	    "state", json_type_string);
+	state = http_json_member(root, "result", json_type_object);
+	state = http_json_member(state, "status", json_type_object);
+	state = http_json_member(state, "print_stats", json_type_object);
+	state = http_json_member(state, "state", json_type_string);
 	if (!state)
 		goto out;
 	s = json_object_get_string(state);
@@ -84,7 +57,6 @@ moonraker_parse(const char *buf, size_t len, enum moonraker_print *ret_print, ch
 	r = 0;
 out:
 	json_object_put(root);
-	json_tokener_free(tok);
 	return r;
 }
 
@@ -171,33 +143,22 @@ int
 moonraker_power_parse(const char *buf, size_t len, const char *device, char *ret_state,
 		      size_t state_size)
 {
-	struct json_tokener *tok;
 	struct json_object *root, *state;
-	size_t end;
 	int r = -EBADMSG;
 
-	if (len == 0 || len > INT_MAX || memchr(buf, '\0', len))
-		return -EBADMSG;
-	tok = json_tokener_new_ex(JSON_DEPTH);
-	if (!tok)
-		return -ENOMEM;
-	root = json_tokener_parse_ex(tok, buf, (int)len);
-	if (!root || json_tokener_get_error(tok) != json_tokener_success)
-		goto out;
-	for (end = json_tokener_get_parse_end(tok); end < len; end++)
-		if (!strchr(" \t\r\n", buf[end]))
-			goto out;
+	root = http_json_parse(buf, len, &r);
+	if (!root)
+		return r;
 	/* {"result": {"printer_psu": "off"}} (Moonraker docs/web_api.md, "Set Device State":
 	 * the reply names the device with its state: on, off, init or error) */
-	state = member(member(root, "result", json_type_object), device, json_type_string);
-	if (!state)
-		goto out;
-	if (state_size > 0)
-		escape_name(json_object_get_string(state), ret_state, state_size);
-	r = 0;
-out:
+	state = http_json_member(http_json_member(root, "result", json_type_object), device,
+				 json_type_string);
+	if (state) {
+		if (state_size > 0)
+			escape_name(json_object_get_string(state), ret_state, state_size);
+		r = 0;
+	}
 	json_object_put(root);
-	json_tokener_free(tok);
 	return r;
 }
 

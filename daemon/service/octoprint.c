@@ -23,53 +23,11 @@
 #include "service/moonraker.h"
 #include "util.h"
 
-#define JSON_DEPTH 16
 #define POLL_MS 200u
 #define RETRY_USEC (10ull * 1000000ull)
 #define RETRIES_MAX 5u
 
 /* ---- pure: replies and decisions -------------------------------------------------------- */
-
-static struct json_object *
-parse_json(const char *buf, size_t len)
-{
-	struct json_tokener *tok;
-	struct json_object *root;
-
-	/* json-c stops at a NUL byte, which would hide what follows it */
-	if (len == 0 || len > INT_MAX || memchr(buf, '\0', len))
-		return NULL;
-	tok = json_tokener_new_ex(JSON_DEPTH);
-	if (!tok)
-		return NULL;
-	root = json_tokener_parse_ex(tok, buf, (int)len);
-	if (root && json_tokener_get_error(tok) == json_tokener_success) {
-		size_t end;
-
-		for (end = json_tokener_get_parse_end(tok); end < len; end++)
-			if (!strchr(" \t\r\n", buf[end]))
-				break;
-		if (end == len) {
-			json_tokener_free(tok);
-			return root;
-		}
-	}
-	json_object_put(root);
-	json_tokener_free(tok);
-	return NULL;
-}
-
-static struct json_object *
-member(struct json_object *o, const char *key, enum json_type type)
-{
-	struct json_object *v;
-
-	if (!o || !json_object_is_type(o, json_type_object))
-		return NULL;
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, type))
-		return NULL;
-	return v;
-}
 
 /* a string member, null, or absent: 0 and copied ("" for null/absent); -EBADMSG otherwise */
 static int
@@ -89,15 +47,15 @@ optional_string(struct json_object *o, const char *key, char *ret, size_t size)
 int
 octoprint_parse_connection(const char *buf, size_t len, struct octoprint_conn *ret)
 {
-	struct json_object *root = parse_json(buf, len), *cur, *v = NULL, *st;
+	struct json_object *root = http_json_parse(buf, len, NULL), *cur, *v = NULL, *st;
 	int r = -EBADMSG;
 
 	memset(ret, 0, sizeof(*ret));
 	/* {"current": {"state": "Operational", "port": "/dev/ttyACM0", "baudrate": 250000,
 	 *  "printerProfile": "_default"}, "options": {...}} (api/connection.html); port,
 	 * baudrate and printerProfile are null while "Closed" */
-	cur = member(root, "current", json_type_object);
-	st = member(cur, "state", json_type_string);
+	cur = http_json_member(root, "current", json_type_object);
+	st = http_json_member(cur, "state", json_type_string);
 	if (!st)
 		goto out;
 	escape_name(json_object_get_string(st), ret->state, sizeof(ret->state));
@@ -123,8 +81,8 @@ out:
 int
 octoprint_parse_job(const char *buf, size_t len, char *ret_state, size_t size)
 {
-	struct json_object *root = parse_json(buf, len);
-	struct json_object *st = member(root, "state", json_type_string);
+	struct json_object *root = http_json_parse(buf, len, NULL);
+	struct json_object *st = http_json_member(root, "state", json_type_string);
 	int r = -EBADMSG;
 
 	/* {"job": {...}, "progress": {...}, "state": "Printing"} (api/job.html) */
@@ -253,11 +211,12 @@ octoprint_record_path(const char *dir, const char *usb_port)
 int
 octoprint_record_parse(const char *buf, size_t len, struct octoprint_record *ret)
 {
-	struct json_object *root = parse_json(buf, len), *v;
+	struct json_object *root = http_json_parse(buf, len, NULL), *v;
 	int r = -EBADMSG;
 
 	memset(ret, 0, sizeof(*ret));
-	if (!member(root, "url", json_type_string) || !member(root, "port", json_type_string))
+	if (!http_json_member(root, "url", json_type_string) ||
+	    !http_json_member(root, "port", json_type_string))
 		goto out;
 	if (optional_string(root, "url", ret->url, sizeof(ret->url)) < 0 ||
 	    optional_string(root, "api_key_file", ret->key_file, sizeof(ret->key_file)) < 0 ||
@@ -266,7 +225,7 @@ octoprint_record_parse(const char *buf, size_t len, struct octoprint_record *ret
 	    optional_string(root, "printerProfile", ret->conn.profile, sizeof(ret->conn.profile)) <
 		0)
 		goto out;
-	if ((v = member(root, "baudrate", json_type_int)))
+	if ((v = http_json_member(root, "baudrate", json_type_int)))
 		ret->conn.baudrate = (long)json_object_get_int64(v);
 	if (ret->conn.baudrate < 0 || !ret->url[0] || !ret->conn.port[0])
 		goto out;

@@ -792,12 +792,129 @@ rescue_json(struct daemon *d, const struct control_request *req)
 }
 
 static json_object *
+queued_reply(struct daemon *d)
+{
+	json_object *arr = NULL;
+	int r = store_desired_list_json(d->store, &arr);
+
+	return r < 0 ? fail_with("cannot read the state database: %s", strerror(-r))
+		     : ok_with("queued", arr);
+}
+
+/* The history of one board (present, or by its database id) or of all of them. */
+static json_object *
+history_reply(struct daemon *d, const struct control_request *req)
+{
+	struct board *b = NULL;
+	json_object *arr;
+	int64_t id = -1;
+
+	if (req->board[0]) {
+		struct store_board sb;
+		int r = boards_lookup(d->boards, req->board, &b);
+
+		if (r >= 0)
+			id = b->id;
+		else if (strtoll(req->board, NULL, 10) > 0 &&
+			 store_board_get(d->store, strtoll(req->board, NULL, 10), &sb) >= 0)
+			id = sb.id;
+		else
+			return fail_with(r == -ENOTUNIQ ? "'%s' names more than one board"
+							: "no board '%s'",
+					 req->board);
+	}
+	arr = history_json(d, id, req->limit);
+	return !arr ? fail_with("cannot read the state database") : ok_with("history", arr);
+}
+
+/* The connected board a flash or retry names; NULL with the reply in *ret_fail when the key
+ * names none or several. */
+static struct board *
+flash_target(struct daemon *d, const char *key, json_object **ret_fail)
+{
+	struct board *b = NULL;
+	int r = boards_lookup(d->boards, key, &b);
+
+	if (r == -ENOTUNIQ) {
+		char *why = boards_ambiguity(d->boards, key);
+
+		*ret_fail =
+		    why ? fail_with("%s", why)
+			: fail_with("'%s' names more than one board; use its port or serial "
+				    "(`skrflashctl boards` lists them)",
+				    key);
+		free(why);
+		return NULL;
+	}
+	if (r < 0) {
+		*ret_fail = no_such_board(d, key);
+		return NULL;
+	}
+	return b;
+}
+
+/* retry means flashing again: say whether a job started, and why not */
+static json_object *
+retry_reply(struct daemon *d, struct board *b)
+{
+	char *msg = NULL;
+	json_object *o;
+	int r = store_bad_clear(d->store, b->id);
+
+	if (r < 0)
+		return fail_with("cannot clear the mark: %s", strerror(-r));
+	r = job_table_flash(d->jobs, b, false, &msg);
+	o = ok_with("board", board_to_json(b));
+	json_object_object_add(o, "started", json_object_new_boolean(r >= 0));
+	if (r >= 0) {
+		json_object_object_add(o, "message",
+				       json_object_new_string("mark cleared; flashing started"));
+	} else {
+		char *m = xasprintf("mark cleared; not flashing now: %s", msg ? msg : strerror(-r));
+
+		json_object_object_add(o, "message", json_object_new_string(m));
+		free(m);
+	}
+	free(msg);
+	return o;
+}
+
+static json_object *
+dry_run_reply(struct daemon *d, struct board *b)
+{
+	char *msg = NULL;
+	json_object *plan = NULL, *o;
+	int r = job_table_plan(d->jobs, b, &plan, &msg);
+
+	o = r < 0 ? fail_with("%s", msg ? msg : strerror(-r)) : ok_with("plan", plan);
+	free(msg);
+	return o;
+}
+
+static json_object *
+flash_reply(struct daemon *d, const struct control_request *req)
+{
+	json_object *o = NULL;
+	struct board *b = flash_target(d, req->board, &o);
+	char *msg = NULL;
+	int r;
+
+	if (!b)
+		return o;
+	if (req->command == CONTROL_RETRY)
+		return retry_reply(d, b);
+	if (req->dry_run)
+		return dry_run_reply(d, b);
+	r = job_table_flash(d->jobs, b, req->force, &msg);
+	o = r < 0 ? fail_with("%s", msg ? msg : strerror(-r)) : ok_with("board", board_to_json(b));
+	free(msg);
+	return o;
+}
+
+static json_object *
 on_control(void *userdata, const struct control_request *req)
 {
 	struct daemon *d = userdata;
-	struct board *b = NULL;
-	json_object *arr = NULL;
-	int r;
 
 	switch (req->command) {
 	case CONTROL_STATUS:
@@ -805,98 +922,16 @@ on_control(void *userdata, const struct control_request *req)
 	case CONTROL_BOARDS:
 		return ok_with("boards", boards_json(d, req->all));
 	case CONTROL_QUEUED:
-		r = store_desired_list_json(d->store, &arr);
-		return r < 0 ? fail_with("cannot read the state database: %s", strerror(-r))
-			     : ok_with("queued", arr);
-	case CONTROL_HISTORY: {
-		int64_t id = -1;
-
-		if (req->board[0]) {
-			struct store_board sb;
-
-			r = boards_lookup(d->boards, req->board, &b);
-			if (r >= 0)
-				id = b->id;
-			else if (strtoll(req->board, NULL, 10) > 0 &&
-				 store_board_get(d->store, strtoll(req->board, NULL, 10), &sb) >= 0)
-				id = sb.id;
-			else
-				return fail_with(r == -ENOTUNIQ ? "'%s' names more than one board"
-								: "no board '%s'",
-						 req->board);
-		}
-		arr = history_json(d, id, req->limit);
-		return !arr ? fail_with("cannot read the state database") : ok_with("history", arr);
-	}
+		return queued_reply(d);
+	case CONTROL_HISTORY:
+		return history_reply(d, req);
 	case CONTROL_WATCH:
 		return ok_with("watching", json_object_new_boolean(true));
 	case CONTROL_PROFILE:
 		return profile_json(d, req->profile);
 	case CONTROL_FLASH:
 	case CONTROL_RETRY:
-		r = boards_lookup(d->boards, req->board, &b);
-		if (r == -ENOTUNIQ) {
-			char *why = boards_ambiguity(d->boards, req->board);
-			json_object *o =
-			    why ? fail_with("%s", why)
-				: fail_with(
-				      "'%s' names more than one board; use its port or serial "
-				      "(`skrflashctl boards` lists them)",
-				      req->board);
-
-			free(why);
-			return o;
-		}
-		if (r < 0)
-			return no_such_board(d, req->board);
-		if (req->command == CONTROL_RETRY) {
-			char *msg = NULL;
-			json_object *o;
-
-			r = store_bad_clear(d->store, b->id);
-			if (r < 0)
-				return fail_with("cannot clear the mark: %s", strerror(-r));
-			/* retry means flashing again: say whether a job started, and why not */
-			r = job_table_flash(d->jobs, b, false, &msg);
-			o = ok_with("board", board_to_json(b));
-			json_object_object_add(o, "started", json_object_new_boolean(r >= 0));
-			if (r >= 0) {
-				json_object_object_add(
-				    o, "message",
-				    json_object_new_string("mark cleared; flashing started"));
-			} else {
-				char *m = xasprintf("mark cleared; not flashing now: %s",
-						    msg ? msg : strerror(-r));
-
-				json_object_object_add(o, "message", json_object_new_string(m));
-				free(m);
-			}
-			free(msg);
-			return o;
-		}
-		if (req->dry_run) {
-			char *msg = NULL;
-			json_object *plan = NULL, *o;
-
-			r = job_table_plan(d->jobs, b, &plan, &msg);
-			o = r < 0 ? fail_with("%s", msg ? msg : strerror(-r))
-				  : ok_with("plan", plan);
-			free(msg);
-			return o;
-		}
-		{
-			char *msg = NULL;
-
-			r = job_table_flash(d->jobs, b, req->force, &msg);
-			if (r < 0) {
-				json_object *o = fail_with("%s", msg ? msg : strerror(-r));
-
-				free(msg);
-				return o;
-			}
-			free(msg);
-			return ok_with("board", board_to_json(b));
-		}
+		return flash_reply(d, req);
 	case CONTROL_RESCUE:
 		return rescue_json(d, req);
 	case _CONTROL_COMMAND_MAX:
@@ -1068,80 +1103,87 @@ usage(FILE *f)
 		"      --version            show the version\n");
 }
 
-int
-main(int argc, char **argv)
-{
-	enum {
-		OPT_STATE = 256,
-		OPT_QUEUE,
-		OPT_RUNTIME,
-		OPT_LEVEL,
-		OPT_TARGET,
-		OPT_CHECK,
-		OPT_VERSION,
-		OPT_WORKER,
-	};
-	static const struct option opts[] = {
-	    {"config", required_argument, NULL, 'c'},
-	    {"state-dir", required_argument, NULL, OPT_STATE},
-	    {"queue-dir", required_argument, NULL, OPT_QUEUE},
-	    {"runtime-dir", required_argument, NULL, OPT_RUNTIME},
-	    {"log-level", required_argument, NULL, OPT_LEVEL},
-	    {"log-target", required_argument, NULL, OPT_TARGET},
-	    {"check-config", no_argument, NULL, OPT_CHECK},
-	    {"verbose", no_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, OPT_VERSION},
-	    {"worker", no_argument, NULL, OPT_WORKER},
-	    {NULL, 0, NULL, 0},
-	};
-	struct daemon d = {.ov = {.log_level = -1}, .lock_fd = -1, .exe_fd = -1};
-	enum log_target target = LOG_TARGET_AUTO;
-	bool check = false, verbose = false;
-	sigset_t mask;
-	int c, r, ret = EXIT_FAILURE;
+/* What the command line asks for besides the daemon's paths (those go into d->ov). */
+struct options {
+	enum log_target target;
+	bool check;   /* --check-config: check and exit */
+	bool verbose; /* with it, print the normalized configuration */
+};
 
-	d.config_path = xstrdup(SKRFLASH_CONFIG_FILE);
-	while ((c = getopt_long(argc, argv, "c:vh", opts, NULL)) != -1) {
+/* main() goes on to run the daemon; anything else parse_options() returns is an exit status */
+#define RUN_DAEMON (-1)
+
+enum {
+	OPT_STATE = 256,
+	OPT_QUEUE,
+	OPT_RUNTIME,
+	OPT_LEVEL,
+	OPT_TARGET,
+	OPT_CHECK,
+	OPT_VERSION,
+	OPT_WORKER,
+};
+
+static const struct option long_options[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"state-dir", required_argument, NULL, OPT_STATE},
+    {"queue-dir", required_argument, NULL, OPT_QUEUE},
+    {"runtime-dir", required_argument, NULL, OPT_RUNTIME},
+    {"log-level", required_argument, NULL, OPT_LEVEL},
+    {"log-target", required_argument, NULL, OPT_TARGET},
+    {"check-config", no_argument, NULL, OPT_CHECK},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"worker", no_argument, NULL, OPT_WORKER},
+    {NULL, 0, NULL, 0},
+};
+
+static int
+parse_options(int argc, char **argv, struct daemon *d, struct options *o)
+{
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:vh", long_options, NULL)) != -1) {
 		switch (c) {
 		case 'c':
-			free(d.config_path);
-			d.config_path = xstrdup(optarg);
-			d.config_explicit = true;
+			free(d->config_path);
+			d->config_path = xstrdup(optarg);
+			d->config_explicit = true;
 			break;
 		case OPT_STATE:
-			d.ov.state_dir = optarg;
+			d->ov.state_dir = optarg;
 			break;
 		case OPT_QUEUE:
-			d.ov.queue_dir = optarg;
+			d->ov.queue_dir = optarg;
 			break;
 		case OPT_RUNTIME:
-			d.ov.runtime_dir = optarg;
+			d->ov.runtime_dir = optarg;
 			break;
 		case OPT_LEVEL:
-			d.ov.log_level = parse_level(optarg);
-			if (d.ov.log_level < 0) {
+			d->ov.log_level = parse_level(optarg);
+			if (d->ov.log_level < 0) {
 				fprintf(stderr, "skrflashd: unknown log level '%s'\n", optarg);
 				return 2;
 			}
 			break;
 		case OPT_TARGET:
 			if (strcmp(optarg, "stderr") == 0)
-				target = LOG_TARGET_STDERR;
+				o->target = LOG_TARGET_STDERR;
 			else if (strcmp(optarg, "journal") == 0)
-				target = LOG_TARGET_JOURNAL;
+				o->target = LOG_TARGET_JOURNAL;
 			else if (strcmp(optarg, "auto") == 0)
-				target = LOG_TARGET_AUTO;
+				o->target = LOG_TARGET_AUTO;
 			else {
 				fprintf(stderr, "skrflashd: unknown log target '%s'\n", optarg);
 				return 2;
 			}
 			break;
 		case OPT_CHECK:
-			check = true;
+			o->check = true;
 			break;
 		case 'v':
-			verbose = true;
+			o->verbose = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -1152,7 +1194,6 @@ main(int argc, char **argv)
 		case OPT_WORKER:
 			/* one blocking flash step for the daemon: plan on stdin, events on stdout
 			 */
-			free(d.config_path);
 			log_open(LOG_TARGET_STDERR, LOG_INFO, "worker");
 			return worker_main();
 		default:
@@ -1160,27 +1201,22 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (check) {
-		const char *path = optind < argc ? argv[optind] : d.config_path;
-
-		r = check_config(path, verbose);
-		free(d.config_path);
-		return r;
-	}
+	if (o->check)
+		return check_config(optind < argc ? argv[optind] : d->config_path, o->verbose);
 	if (optind < argc) {
 		usage(stderr);
 		return 2;
 	}
-	log_open(target, d.ov.log_level >= 0 ? d.ov.log_level : LOG_INFO, NULL);
-	d.started_usec = now_monotonic_usec();
-	if (load_config(&d, &d.cfg) < 0) {
-		ret = EXIT_CONFIG;
-		goto out;
-	}
-	log_set_max_priority(d.cfg->log_level);
+	return RUN_DAEMON;
+}
 
-	/* signals arrive through signalfd sources; SIGIO stays blocked because the queue's
-	 * short read leases would otherwise kill us when a writer breaks one */
+/* Signals arrive through signalfd sources; SIGIO stays blocked because the queue's short
+ * read leases would otherwise kill us when a writer breaks one. */
+static void
+block_signals(void)
+{
+	sigset_t mask;
+
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
@@ -1189,99 +1225,177 @@ main(int argc, char **argv)
 	sigaddset(&mask, SIGIO);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	(void)signal(SIGPIPE, SIG_IGN);
+}
 
-	r = sd_event_default(&d.loop);
+static int
+open_loop(struct daemon *d)
+{
+	int r = sd_event_default(&d->loop);
+
 	if (r < 0) {
 		log_error_errno(r, "cannot create the event loop");
-		goto out;
+		return r;
 	}
-	if (sd_event_add_signal(d.loop, NULL, SIGTERM, on_signal, &d) < 0 ||
-	    sd_event_add_signal(d.loop, NULL, SIGINT, on_signal, &d) < 0 ||
-	    sd_event_add_signal(d.loop, NULL, SIGHUP, on_signal, &d) < 0) {
+	if ((r = sd_event_add_signal(d->loop, NULL, SIGTERM, on_signal, d)) < 0 ||
+	    (r = sd_event_add_signal(d->loop, NULL, SIGINT, on_signal, d)) < 0 ||
+	    (r = sd_event_add_signal(d->loop, NULL, SIGHUP, on_signal, d)) < 0) {
 		log_error("cannot watch signals");
-		goto out;
+		return r;
 	}
-	(void)sd_event_set_watchdog(d.loop, true);
+	(void)sd_event_set_watchdog(d->loop, true);
+	return 0;
+}
 
-	if (lock_state_dir(&d) < 0)
-		goto out;
-	r = store_open(d.cfg->state_dir, &d.store);
-	if (r < 0) {
-		log_error_errno(r, "cannot open the state database in %s", d.cfg->state_dir);
-		goto out;
-	}
-	d.socket_path = xasprintf("%s/" SKRFLASH_CONTROL_SOCKET_NAME, d.cfg->runtime_dir);
-	r = control_start(d.loop, d.socket_path, d.cfg->has_control_gid, d.cfg->control_gid,
-			  on_control, &d, &d.control);
+static int
+open_store(struct daemon *d)
+{
+	int r = store_open(d->cfg->state_dir, &d->store);
+
+	if (r < 0)
+		log_error_errno(r, "cannot open the state database in %s", d->cfg->state_dir);
+	return r;
+}
+
+static int
+start_control(struct daemon *d)
+{
+	int r;
+
+	d->socket_path = xasprintf("%s/" SKRFLASH_CONTROL_SOCKET_NAME, d->cfg->runtime_dir);
+	r = control_start(d->loop, d->socket_path, d->cfg->has_control_gid, d->cfg->control_gid,
+			  on_control, d, &d->control);
 	if (r < 0) {
 		if (r == -EADDRINUSE)
 			log_error("another skrflashd already answers on %s; stop it first "
 				  "(systemctl stop skrflashd)",
-				  d.socket_path);
+				  d->socket_path);
 		else
-			log_error_errno(r, "cannot listen on %s", d.socket_path);
-		goto out;
+			log_error_errno(r, "cannot listen on %s", d->socket_path);
+		return r;
 	}
-	control_set_idle_timeout(d.control, d.cfg->client_idle_ms * 1000ULL);
-	boards_new(d.loop, d.store, d.cfg, on_board, &d, &d.boards);
-	{
-		/* workers run this very binary, opened now: after a package upgrade replaced
-		 * the file, a path would start the new version under the old daemon. Exec'ing
-		 * /proc/self/fd/N is what fexecve(3) does. */
-		const char *test_worker = secure_getenv("SKRFLASHD_WORKER"); /* tests only */
-		char exe[64];
+	control_set_idle_timeout(d->control, d->cfg->client_idle_ms * 1000ULL);
+	return 0;
+}
 
-		/* a test's stand-in may be a script, whose interpreter opens the path after the
-		 * exec: it must not be close-on-exec then */
-		d.exe_fd = test_worker && *test_worker
-			       ? open(test_worker, O_RDONLY)
-			       : open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
-		if (d.exe_fd < 0) {
-			log_error_errno(-errno, "cannot open my own executable for workers");
-			goto out;
-		}
-		(void)snprintf(exe, sizeof(exe), "/proc/self/fd/%d", d.exe_fd);
-		job_table_new(d.loop, d.cfg, d.store, d.boards, exe, on_job_event, &d, &d.jobs);
+/* Workers run this very binary, opened now: after a package upgrade replaced the file, a path
+ * would start the new version under the old daemon. Exec'ing /proc/self/fd/N is what
+ * fexecve(3) does. */
+static int
+start_jobs(struct daemon *d)
+{
+	const char *test_worker = secure_getenv("SKRFLASHD_WORKER"); /* tests only */
+	char exe[64];
+
+	/* a test's stand-in may be a script, whose interpreter opens the path after the exec: it
+	 * must not be close-on-exec then */
+	d->exe_fd = test_worker && *test_worker ? open(test_worker, O_RDONLY)
+						: open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	if (d->exe_fd < 0) {
+		int r = -errno;
+
+		log_error_errno(r, "cannot open my own executable for workers");
+		return r;
 	}
-	r = udevwatch_start(d.loop, boards_on_device, d.boards, &d.udev);
+	(void)snprintf(exe, sizeof(exe), "/proc/self/fd/%d", d->exe_fd);
+	job_table_new(d->loop, d->cfg, d->store, d->boards, exe, on_job_event, d, &d->jobs);
+	return 0;
+}
+
+static int
+start_udev(struct daemon *d)
+{
+	int r = udevwatch_start(d->loop, boards_on_device, d->boards, &d->udev);
+
 	if (r < 0) {
 		log_error_errno(r, "cannot watch udev for boards");
-		goto out;
+		return r;
 	}
-	udevwatch_set_rescanned(d.udev, on_rescanned, &d);
-	{
-		const struct queue_callbacks cb = {
-		    .validate = on_validate,
-		    .accepted = on_accepted,
-		    .rejected = on_rejected,
-		};
+	udevwatch_set_rescanned(d->udev, on_rescanned, d);
+	return 0;
+}
 
-		r = queue_start(d.loop, d.cfg, d.store, &cb, &d, &d.queue);
-		if (r < 0)
-			goto out;
-	}
-	forget_orphaned_firmware(&d);
+static int
+start_queue(struct daemon *d)
+{
+	const struct queue_callbacks cb = {
+	    .validate = on_validate,
+	    .accepted = on_accepted,
+	    .rejected = on_rejected,
+	};
+
+	return queue_start(d->loop, d->cfg, d->store, &cb, d, &d->queue);
+}
+
+/* Everything the loop serves, in the order each needs the ones before it; each step says
+ * what went wrong itself. */
+static int
+start_daemon(struct daemon *d)
+{
+	int r;
+
+	block_signals();
+	if ((r = open_loop(d)) < 0 || (r = lock_state_dir(d)) < 0 || (r = open_store(d)) < 0 ||
+	    (r = start_control(d)) < 0)
+		return r;
+	boards_new(d->loop, d->store, d->cfg, on_board, d, &d->boards);
+	if ((r = start_jobs(d)) < 0 || (r = start_udev(d)) < 0 || (r = start_queue(d)) < 0)
+		return r;
+	forget_orphaned_firmware(d);
+	return 0;
+}
+
+static int
+run_daemon(struct daemon *d)
+{
 	log_notice("skrflashd %s running: %zu board%s present, config %s, queue %s",
-		   SKRFLASH_VERSION, boards_count_present(d.boards),
-		   boards_count_present(d.boards) == 1 ? "" : "s",
-		   d.cfg->path ? d.cfg->path : "(built-in catalog)", d.cfg->queue_dir);
-	update_status(&d);
-	(void)sd_notifyf(false, "READY=1\nSTATUS=%s", d.last_status);
-	r = sd_event_loop(d.loop);
-	ret = r < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
-out:
-	d.queue = queue_free(d.queue);
-	d.jobs = job_table_free(d.jobs);
-	d.udev = udevwatch_free(d.udev);
-	d.boards = boards_free(d.boards);
-	d.control = control_free(d.control);
-	d.store = store_close(d.store);
-	d.cfg = config_free(d.cfg);
-	d.loop = sd_event_unref(d.loop);
-	free(d.socket_path);
-	free(d.config_path);
-	free(d.reload_error);
-	close_fd(d.lock_fd);
-	close_fd(d.exe_fd);
+		   SKRFLASH_VERSION, boards_count_present(d->boards),
+		   boards_count_present(d->boards) == 1 ? "" : "s",
+		   d->cfg->path ? d->cfg->path : "(built-in catalog)", d->cfg->queue_dir);
+	update_status(d);
+	(void)sd_notifyf(false, "READY=1\nSTATUS=%s", d->last_status);
+	return sd_event_loop(d->loop) < 0 ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* Tears down in the reverse order of start_daemon(); each step accepts what never started. */
+static void
+stop_daemon(struct daemon *d)
+{
+	d->queue = queue_free(d->queue);
+	d->jobs = job_table_free(d->jobs);
+	d->udev = udevwatch_free(d->udev);
+	d->boards = boards_free(d->boards);
+	d->control = control_free(d->control);
+	d->store = store_close(d->store);
+	d->cfg = config_free(d->cfg);
+	d->loop = sd_event_unref(d->loop);
+	free(d->socket_path);
+	free(d->config_path);
+	free(d->reload_error);
+	close_fd(d->lock_fd);
+	close_fd(d->exe_fd);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct daemon d = {.ov = {.log_level = -1}, .lock_fd = -1, .exe_fd = -1};
+	struct options o = {.target = LOG_TARGET_AUTO};
+	int ret;
+
+	d.config_path = xstrdup(SKRFLASH_CONFIG_FILE);
+	ret = parse_options(argc, argv, &d, &o);
+	if (ret != RUN_DAEMON) {
+		free(d.config_path);
+		return ret;
+	}
+	log_open(o.target, d.ov.log_level >= 0 ? d.ov.log_level : LOG_INFO, NULL);
+	d.started_usec = now_monotonic_usec();
+	if (load_config(&d, &d.cfg) < 0) {
+		ret = EXIT_CONFIG;
+	} else {
+		log_set_max_priority(d.cfg->log_level);
+		ret = start_daemon(&d) < 0 ? EXIT_FAILURE : run_daemon(&d);
+	}
+	stop_daemon(&d);
 	return ret;
 }

@@ -260,8 +260,10 @@ store_schema_version(struct store *s)
 	"last_seen, known_good_sha"
 
 static void
-board_from_row(sqlite3_stmt *st, struct store_board *b)
+board_from_row(sqlite3_stmt *st, void *ret)
 {
+	struct store_board *b = ret;
+
 	memset(b, 0, sizeof(*b));
 	b->id = sqlite3_column_int64(st, 0);
 	col_text(st, 1, b->port, sizeof(b->port));
@@ -276,8 +278,10 @@ board_from_row(sqlite3_stmt *st, struct store_board *b)
 	col_text(st, 10, b->known_good_sha, sizeof(b->known_good_sha));
 }
 
+/* The first row of a query (NULL: it could not be prepared) into *ret by from_row: 0,
+ * -ENOENT when there is none, or -errno. */
 static int
-board_query(sqlite3_stmt *st, struct store_board *ret)
+query_row(sqlite3_stmt *st, void (*from_row)(sqlite3_stmt *st, void *ret), void *ret)
 {
 	int rc;
 
@@ -285,13 +289,35 @@ board_query(sqlite3_stmt *st, struct store_board *ret)
 		return -EIO;
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		board_from_row(st, ret);
+		from_row(st, ret);
 		rc = 0;
 	} else {
 		rc = rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
 	}
 	sqlite3_finalize(st);
 	return rc;
+}
+
+/* Every row of a query (NULL: it could not be prepared) as a JSON array in *ret, one object
+ * per row by to_json: 0 or -errno. */
+static int
+query_json(sqlite3_stmt *st, json_object *(*to_json)(sqlite3_stmt *st), json_object **ret)
+{
+	json_object *arr;
+	int rc;
+
+	if (!st)
+		return -EIO;
+	arr = json_object_new_array();
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		json_object_array_add(arr, to_json(st));
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE) {
+		json_object_put(arr);
+		return sql_err(rc) ? sql_err(rc) : -EIO;
+	}
+	*ret = arr;
+	return 0;
 }
 
 int
@@ -304,7 +330,7 @@ store_board_find(struct store *s, const char *port, const char *serial, struct s
 		sqlite3_bind_text(st, 1, port, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_text(st, 2, serial, -1, SQLITE_TRANSIENT);
 	}
-	return board_query(st, ret);
+	return query_row(st, board_from_row, ret);
 }
 
 int
@@ -315,7 +341,7 @@ store_board_last_on_port(struct store *s, const char *port, struct store_board *
 
 	if (st)
 		sqlite3_bind_text(st, 1, port, -1, SQLITE_TRANSIENT);
-	return board_query(st, ret);
+	return query_row(st, board_from_row, ret);
 }
 
 int
@@ -325,7 +351,7 @@ store_board_get(struct store *s, int64_t id, struct store_board *ret)
 
 	if (st)
 		sqlite3_bind_int64(st, 1, id);
-	return board_query(st, ret);
+	return query_row(st, board_from_row, ret);
 }
 
 int
@@ -499,30 +525,28 @@ store_desired_delete(struct store *s, const char *profile)
 	return step_done(st);
 }
 
+static void
+desired_from_row(sqlite3_stmt *st, void *ret)
+{
+	struct store_desired *d = ret;
+
+	memset(d, 0, sizeof(*d));
+	col_text(st, 0, d->profile, sizeof(d->profile));
+	col_text(st, 1, d->sha, sizeof(d->sha));
+	col_text(st, 2, d->source, sizeof(d->source));
+	d->size = (uint64_t)sqlite3_column_int64(st, 3);
+	d->queued_at = sqlite3_column_int64(st, 4);
+}
+
 int
 store_desired_get(struct store *s, const char *profile, struct store_desired *ret)
 {
 	sqlite3_stmt *st = prepare(
 	    s, "SELECT profile, sha, source, size, queued_at FROM desired WHERE profile = ?");
-	int rc;
 
-	if (!st)
-		return -EIO;
-	sqlite3_bind_text(st, 1, profile, -1, SQLITE_TRANSIENT);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		memset(ret, 0, sizeof(*ret));
-		col_text(st, 0, ret->profile, sizeof(ret->profile));
-		col_text(st, 1, ret->sha, sizeof(ret->sha));
-		col_text(st, 2, ret->source, sizeof(ret->source));
-		ret->size = (uint64_t)sqlite3_column_int64(st, 3);
-		ret->queued_at = sqlite3_column_int64(st, 4);
-		rc = 0;
-	} else {
-		rc = rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
-	}
-	sqlite3_finalize(st);
-	return rc;
+	if (st)
+		sqlite3_bind_text(st, 1, profile, -1, SQLITE_TRANSIENT);
+	return query_row(st, desired_from_row, ret);
 }
 
 static void
@@ -538,6 +562,20 @@ add_time(json_object *o, const char *key, int64_t t)
 	json_object_object_add(o, key, json_object_new_string(buf));
 }
 
+static json_object *
+desired_row_json(sqlite3_stmt *st)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "profile", json_object_new_string(col_str(st, 0)));
+	json_object_object_add(o, "sha256", json_object_new_string(col_str(st, 1)));
+	json_object_object_add(o, "source", json_object_new_string(col_str(st, 2)));
+	json_object_object_add(o, "size", json_object_new_int64(sqlite3_column_int64(st, 3)));
+	add_time(o, "queued_at", sqlite3_column_int64(st, 4));
+	json_object_object_add(o, "format", json_object_new_string(col_str(st, 5)));
+	return o;
+}
+
 int
 store_desired_list_json(struct store *s, json_object **ret)
 {
@@ -545,31 +583,8 @@ store_desired_list_json(struct store *s, json_object **ret)
 	    prepare(s, "SELECT d.profile, d.sha, d.source, d.size, d.queued_at, "
 		       "f.format FROM desired d LEFT JOIN firmware f ON f.sha = d.sha "
 		       "ORDER BY d.profile");
-	json_object *arr;
-	int rc;
 
-	if (!st)
-		return -EIO;
-	arr = json_object_new_array();
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		json_object *o = json_object_new_object();
-
-		json_object_object_add(o, "profile", json_object_new_string(col_str(st, 0)));
-		json_object_object_add(o, "sha256", json_object_new_string(col_str(st, 1)));
-		json_object_object_add(o, "source", json_object_new_string(col_str(st, 2)));
-		json_object_object_add(o, "size",
-				       json_object_new_int64(sqlite3_column_int64(st, 3)));
-		add_time(o, "queued_at", sqlite3_column_int64(st, 4));
-		json_object_object_add(o, "format", json_object_new_string(col_str(st, 5)));
-		json_object_array_add(arr, o);
-	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		json_object_put(arr);
-		return sql_err(rc) ? sql_err(rc) : -EIO;
-	}
-	*ret = arr;
-	return 0;
+	return query_json(st, desired_row_json, ret);
 }
 
 int
@@ -689,6 +704,25 @@ store_units_restored(struct store *s, const char *unit)
 	return step_done(st);
 }
 
+static void
+job_from_row(sqlite3_stmt *st, void *ret)
+{
+	struct store_job *j = ret;
+
+	memset(j, 0, sizeof(*j));
+	j->id = sqlite3_column_int64(st, 0);
+	j->board_id = sqlite3_column_int64(st, 1);
+	col_text(st, 2, j->port, sizeof(j->port));
+	col_text(st, 3, j->profile, sizeof(j->profile));
+	col_text(st, 4, j->method, sizeof(j->method));
+	col_text(st, 5, j->sha, sizeof(j->sha));
+	col_text(st, 6, j->step, sizeof(j->step));
+	j->started_at = sqlite3_column_int64(st, 7);
+	col_text(st, 8, j->stopped_units, sizeof(j->stopped_units));
+	col_text(st, 9, j->lkg, sizeof(j->lkg));
+	col_text(st, 10, j->result, sizeof(j->result));
+}
+
 int
 store_job_unfinished(struct store *s, const char *port, struct store_job *ret)
 {
@@ -696,31 +730,37 @@ store_job_unfinished(struct store *s, const char *port, struct store_job *ret)
 	    s, "SELECT id, IFNULL(board_id, 0), port, profile, method, sha, step, started_at, "
 	       "stopped_units, lkg, result FROM jobs WHERE result IN ('running', 'interrupted') "
 	       "AND port = ? ORDER BY id DESC LIMIT 1");
-	int rc;
 
-	if (!st)
-		return -EIO;
-	sqlite3_bind_text(st, 1, port, -1, SQLITE_TRANSIENT);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		memset(ret, 0, sizeof(*ret));
-		ret->id = sqlite3_column_int64(st, 0);
-		ret->board_id = sqlite3_column_int64(st, 1);
-		col_text(st, 2, ret->port, sizeof(ret->port));
-		col_text(st, 3, ret->profile, sizeof(ret->profile));
-		col_text(st, 4, ret->method, sizeof(ret->method));
-		col_text(st, 5, ret->sha, sizeof(ret->sha));
-		col_text(st, 6, ret->step, sizeof(ret->step));
-		ret->started_at = sqlite3_column_int64(st, 7);
-		col_text(st, 8, ret->stopped_units, sizeof(ret->stopped_units));
-		col_text(st, 9, ret->lkg, sizeof(ret->lkg));
-		col_text(st, 10, ret->result, sizeof(ret->result));
-		rc = 0;
-	} else {
-		rc = rc == SQLITE_DONE ? -ENOENT : sql_err(rc);
-	}
-	sqlite3_finalize(st);
-	return rc;
+	if (st)
+		sqlite3_bind_text(st, 1, port, -1, SQLITE_TRANSIENT);
+	return query_row(st, job_from_row, ret);
+}
+
+static json_object *
+history_row_json(sqlite3_stmt *st)
+{
+	json_object *o = json_object_new_object();
+	int64_t start = sqlite3_column_int64(st, 7), end = sqlite3_column_int64(st, 8);
+
+	json_object_object_add(o, "job", json_object_new_int64(sqlite3_column_int64(st, 0)));
+	json_object_object_add(o, "board_id", json_object_new_int64(sqlite3_column_int64(st, 1)));
+	json_object_object_add(o, "board", json_object_new_string(col_str(st, 12)));
+	json_object_object_add(o, "serial", json_object_new_string(col_str(st, 13)));
+	json_object_object_add(o, "port", json_object_new_string(col_str(st, 2)));
+	json_object_object_add(o, "profile", json_object_new_string(col_str(st, 3)));
+	json_object_object_add(o, "method", json_object_new_string(col_str(st, 4)));
+	json_object_object_add(o, "sha256", json_object_new_string(col_str(st, 5)));
+	json_object_object_add(o, "step", json_object_new_string(col_str(st, 6)));
+	add_time(o, "started_at", start);
+	add_time(o, "ended_at", end);
+	json_object_object_add(o, "duration_sec",
+			       json_object_new_int64(end >= start && end ? end - start : 0));
+	json_object_object_add(o, "result", json_object_new_string(col_str(st, 9)));
+	json_object_object_add(o, "error", json_object_new_string(col_str(st, 10)));
+	json_object_object_add(o, "bytes", json_object_new_int64(sqlite3_column_int64(st, 11)));
+	/* a rescue or restore: the bootloader it replaced, kept in the store */
+	json_object_object_add(o, "lkg_sha256", json_object_new_string(col_str(st, 14)));
+	return o;
 }
 
 int
@@ -731,49 +771,32 @@ store_history_json(struct store *s, int64_t board_id, unsigned limit, json_objec
 	       "j.started_at, j.ended_at, j.result, j.error, j.bytes, IFNULL(b.board, ''), "
 	       "IFNULL(b.serial, ''), j.lkg FROM jobs j LEFT JOIN boards b ON b.id = j.board_id "
 	       "WHERE ?1 < 0 OR j.board_id = ?1 ORDER BY j.id DESC LIMIT ?2");
-	json_object *arr;
-	int rc;
 
-	if (!st)
-		return -EIO;
-	sqlite3_bind_int64(st, 1, board_id);
-	sqlite3_bind_int(st, 2, limit ? (int)limit : 100);
-	arr = json_object_new_array();
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		json_object *o = json_object_new_object();
-		int64_t start = sqlite3_column_int64(st, 7), end = sqlite3_column_int64(st, 8);
+	if (st) {
+		sqlite3_bind_int64(st, 1, board_id);
+		sqlite3_bind_int(st, 2, limit ? (int)limit : 100);
+	}
+	return query_json(st, history_row_json, ret);
+}
 
-		json_object_object_add(o, "job",
-				       json_object_new_int64(sqlite3_column_int64(st, 0)));
-		json_object_object_add(o, "board_id",
-				       json_object_new_int64(sqlite3_column_int64(st, 1)));
-		json_object_object_add(o, "board", json_object_new_string(col_str(st, 12)));
-		json_object_object_add(o, "serial", json_object_new_string(col_str(st, 13)));
-		json_object_object_add(o, "port", json_object_new_string(col_str(st, 2)));
-		json_object_object_add(o, "profile", json_object_new_string(col_str(st, 3)));
-		json_object_object_add(o, "method", json_object_new_string(col_str(st, 4)));
-		json_object_object_add(o, "sha256", json_object_new_string(col_str(st, 5)));
-		json_object_object_add(o, "step", json_object_new_string(col_str(st, 6)));
-		add_time(o, "started_at", start);
-		add_time(o, "ended_at", end);
-		json_object_object_add(
-		    o, "duration_sec",
-		    json_object_new_int64(end >= start && end ? end - start : 0));
-		json_object_object_add(o, "result", json_object_new_string(col_str(st, 9)));
-		json_object_object_add(o, "error", json_object_new_string(col_str(st, 10)));
-		json_object_object_add(o, "bytes",
-				       json_object_new_int64(sqlite3_column_int64(st, 11)));
-		/* a rescue or restore: the bootloader it replaced, kept in the store */
-		json_object_object_add(o, "lkg_sha256", json_object_new_string(col_str(st, 14)));
-		json_object_array_add(arr, o);
-	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		json_object_put(arr);
-		return sql_err(rc) ? sql_err(rc) : -EIO;
-	}
-	*ret = arr;
-	return 0;
+static json_object *
+board_row_json(sqlite3_stmt *st)
+{
+	struct store_board b;
+	json_object *o = json_object_new_object();
+
+	board_from_row(st, &b);
+	json_object_object_add(o, "id", json_object_new_int64(b.id));
+	json_object_object_add(o, "port", json_object_new_string(b.port));
+	json_object_object_add(o, "serial", json_object_new_string(b.serial));
+	json_object_object_add(o, "board", json_object_new_string(b.board));
+	json_object_object_add(o, "mcu", json_object_new_string(b.mcu));
+	json_object_object_add(o, "last_mode", json_object_new_string(b.last_mode));
+	json_object_object_add(o, "installed_sha256", json_object_new_string(b.installed_sha));
+	json_object_object_add(o, "installed_version", json_object_new_string(b.installed_version));
+	add_time(o, "first_seen", b.first_seen);
+	add_time(o, "last_seen", b.last_seen);
+	return o;
 }
 
 int
@@ -781,38 +804,8 @@ store_boards_json(struct store *s, json_object **ret)
 {
 	sqlite3_stmt *st =
 	    prepare(s, "SELECT " BOARD_COLS " FROM boards ORDER BY last_seen DESC, id");
-	json_object *arr;
-	int rc;
 
-	if (!st)
-		return -EIO;
-	arr = json_object_new_array();
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct store_board b;
-		json_object *o = json_object_new_object();
-
-		board_from_row(st, &b);
-		json_object_object_add(o, "id", json_object_new_int64(b.id));
-		json_object_object_add(o, "port", json_object_new_string(b.port));
-		json_object_object_add(o, "serial", json_object_new_string(b.serial));
-		json_object_object_add(o, "board", json_object_new_string(b.board));
-		json_object_object_add(o, "mcu", json_object_new_string(b.mcu));
-		json_object_object_add(o, "last_mode", json_object_new_string(b.last_mode));
-		json_object_object_add(o, "installed_sha256",
-				       json_object_new_string(b.installed_sha));
-		json_object_object_add(o, "installed_version",
-				       json_object_new_string(b.installed_version));
-		add_time(o, "first_seen", b.first_seen);
-		add_time(o, "last_seen", b.last_seen);
-		json_object_array_add(arr, o);
-	}
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE) {
-		json_object_put(arr);
-		return sql_err(rc) ? sql_err(rc) : -EIO;
-	}
-	*ret = arr;
-	return 0;
+	return query_json(st, board_row_json, ret);
 }
 
 int
