@@ -84,8 +84,8 @@ uint64_t eng_erases(struct sim_board *b);
 struct sim_board *eng_add(const char *model, const char *port, enum sim_mode mode, bool katapult);
 
 /* ---- host programs outside the umockdev preload (they see the real /sys, /proc, ptys) -- */
+/* hostproc.h starts them; what the engine tests build on it: */
 
-/* (hostproc.h starts them; these are what the engine tests build on it.) */
 /* sh -c script: its exit status, -1 if it did not run or exit. */
 int eng_sh_plain(const char *script);
 /* DIR/skrflash-<tag>-<pid> below our own cgroup in the cgroup2 hierarchy (not made here), or
