@@ -25,6 +25,9 @@ import threading
 import time
 import urllib.parse
 
+sys.dont_write_bytecode = True  # no __pycache__ left in the source tree
+import fake_http  # noqa: E402  (beside this script)
+
 SLOW_S = 5.0
 API_KEY = "0123456789abcdef"
 default_mode = ["standby"]
@@ -121,15 +124,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sys.stderr.write("fake_moonraker: " + (fmt % args) + "\n")
 
 
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        # clients that give up (timeouts, reply-size limits) are part of the tests
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
-
-
 def main():
     # optional: a fixed port (the default address 7125) and the initial mode
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
@@ -137,12 +131,7 @@ def main():
         default_mode[0] = sys.argv[2]
     if len(sys.argv) > 3:
         power_log[0] = sys.argv[3]
-    Server.allow_reuse_address = True
-    server = Server(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(server.server_address[1], flush=True)
-    sys.stdin.read()
-    server.shutdown()
+    fake_http.serve(Handler, port)
 
 
 if __name__ == "__main__":

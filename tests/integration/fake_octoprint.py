@@ -35,6 +35,9 @@ import sys
 import threading
 import time
 
+sys.dont_write_bytecode = True  # no __pycache__ left in the source tree
+import fake_http  # noqa: E402  (beside this script)
+
 API_KEY = "OCTOPRINTKEY0123456789ABCDEF0000"
 SLOW_S = 5.0
 lock = threading.Lock()
@@ -230,24 +233,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
         sys.stderr.write("fake_octoprint: " + (fmt % args) + "\n")
 
 
-class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            super().handle_error(request, client_address)
-
-
 def main():
     st["root"] = sys.argv[1].rstrip("/")
     st["log"] = sys.argv[2]
     port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
-    Server.allow_reuse_address = True
-    server = Server(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(server.server_address[1], flush=True)
-    sys.stdin.read()
-    server.shutdown()
+    fake_http.serve(Handler, port)
 
 
 if __name__ == "__main__":

@@ -648,6 +648,119 @@ worker_lines(struct sim *s)
 	sim_board_unplug(b);
 }
 
+/* klipper-app -> touch -> Katapult -> flash -> app back on the same port */
+static void
+oneshot_katapult(struct sim_board *k)
+{
+	uint8_t *img = klipper_image(k, 0x08008000, "v-oneshot-k", 12288);
+	char tty[DEVICE_PATH], *path = save_image(img, 12288);
+
+	(void)str_copy(tty, sizeof(tty), sim_board_tty(k));
+	CHECK_EQ_INT(oneshot("flash", "--device", tty, "--board", "octopus-f446", path, NULL), 0);
+	CHECK_EQ_INT(sim_board_mode(k), SIM_MODE_KLIPPER_APP);
+	CHECK_STREQ(sim_board_app_version(k), "v-oneshot-k");
+	free(img);
+	free(path);
+}
+
+/* a board with no software way into a bootloader: refused with what would help */
+static void
+oneshot_no_bootloader(struct sim *s)
+{
+	struct sim_board_spec nspec = {
+	    .model = "skr-mini-e3-v2-f103rc", .port = "4-3", .mode = SIM_MODE_KLIPPER_APP};
+	struct sim_board *n = sim_board_add(s, &nspec);
+
+	CHECK(n != NULL);
+	if (n) {
+		unsigned before = sim_board_enumerations(n);
+		uint8_t *fimg = klipper_image(n, 0x08007000, "v-oneshot-n", 12288);
+		char *fpath = save_image(fimg, 12288);
+
+		CHECK_EQ_INT(oneshot("flash", "--device", sim_board_by_id(n), fpath, NULL), 1);
+		CHECK(sim_board_enumerations(n) > before); /* it did reboot, into the app */
+		free(fimg);
+		free(fpath);
+		sim_board_unplug(n);
+	}
+}
+
+/* the file is read and validated before the board is touched: a missing file, a text file
+ * and a build for another offset leave the running board alone */
+static void
+oneshot_refusals(struct sim_board *k)
+{
+	unsigned before = sim_board_enumerations(k);
+	static const char text[] = "flash me\n";
+	char *txt = save_image((const uint8_t *)text, sizeof(text) - 1);
+	uint8_t *wrong = klipper_image(k, 0x08000000, "v-oneshot-wrong", 12288);
+	char tty[DEVICE_PATH], *wpath = save_image(wrong, 12288);
+
+	(void)str_copy(tty, sizeof(tty), sim_board_tty(k));
+	CHECK_EQ_INT(oneshot("flash", "--device", tty, "/nonexistent/klipper.bin", NULL), 2);
+	CHECK_EQ_INT(oneshot("flash", "--device", tty, txt, NULL), 1);
+	CHECK_EQ_INT(oneshot("flash", "--device", tty, "--board", "octopus-f446", wpath, NULL), 1);
+	CHECK_EQ_INT(oneshot("flash", "--device", tty, wpath, NULL), 1);
+	CHECK_EQ_INT(sim_board_enumerations(k), before);
+	CHECK_EQ_INT(sim_board_mode(k), SIM_MODE_KLIPPER_APP);
+	CHECK_STREQ(sim_board_app_version(k), "v-oneshot-k");
+
+	/* validation bypassed: the wrong build is written at 0x08008000, and the simulator's
+	 * own boot model (not the validator) makes it boot-loop; the one-shot flash reports the
+	 * failed boot instead of success */
+	before = sim_board_enumerations(k);
+	CHECK_EQ_INT(oneshot("flash", "--device", tty, "--force", wpath, NULL), 1);
+	CHECK(flash_equals(sim_board_flash(k), 0x08008000, wrong, 12288));
+	CHECK(!flash_app_valid(sim_board_flash(k), 0x08008000));
+	CHECK_EQ_INT(sim_board_wait_mode(k, SIM_MODE_OFF, 5000), 0);
+	CHECK(sim_board_enumerations(k) > before + 1); /* Katapult, then the flickers */
+	free(txt);
+	free(wrong);
+	free(wpath);
+}
+
+/* reboot: out of Katapult, ROM DFU and BOOTSEL into the application already in flash */
+static void
+oneshot_reboots(struct sim *s)
+{
+	struct sim_board_spec kat = {.model = "octopus-f446",
+				     .port = "4-5",
+				     .bootloader = SIM_BL_KATAPULT,
+				     .mode = SIM_MODE_KATAPULT};
+	struct sim_board_spec dfu = {
+	    .model = "octopus-f446", .port = "4-6", .mode = SIM_MODE_ROM_DFU};
+	struct sim_board_spec pico = {.model = "skr-pico", .port = "4-7", .mode = SIM_MODE_BOOTSEL};
+	struct sim_board *a = sim_board_add(s, &kat), *b = sim_board_add(s, &dfu);
+	struct sim_board *c = sim_board_add(s, &pico);
+	char node[DEVICE_PATH];
+
+	CHECK(a && b && c);
+	if (a && b && c) {
+		(void)str_copy(node, sizeof(node), sim_board_tty(a));
+		CHECK_EQ_INT(oneshot("reboot", "--device", node, NULL), 0);
+		CHECK_EQ_INT(sim_board_mode(a), SIM_MODE_KLIPPER_APP);
+		/* a running app: nothing to do */
+		(void)str_copy(node, sizeof(node), sim_board_tty(a));
+		CHECK_EQ_INT(oneshot("reboot", "--device", node, NULL), 0);
+		/* ROM DFU needs to know where the app starts */
+		CHECK_EQ_INT(oneshot("reboot", "--device", "4-6", NULL), 1);
+		CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_ROM_DFU);
+		CHECK_EQ_INT(oneshot("reboot", "--device", "4-6", "--board", "octopus-f446", NULL),
+			     0);
+		CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_KLIPPER_APP);
+		/* PICOBOOT's REBOOT: the factory build (valid boot2) starts */
+		CHECK_EQ_INT(oneshot("reboot", "--device", "4-7", NULL), 0);
+		CHECK_EQ_INT(sim_board_mode(c), SIM_MODE_KLIPPER_APP);
+		CHECK_EQ_INT(oneshot("reboot", "4-7", NULL), 2);
+	}
+	if (a)
+		sim_board_unplug(a);
+	if (b)
+		sim_board_unplug(b);
+	if (c)
+		sim_board_unplug(c);
+}
+
 static void
 oneshot_paths(struct sim *s)
 {
@@ -658,122 +771,22 @@ oneshot_paths(struct sim *s)
 	struct sim_board_spec dspec = {
 	    .model = "skr-3-h723", .port = "4-2", .mode = SIM_MODE_KLIPPER_APP};
 	struct sim_board *k = sim_board_add(s, &kspec), *d = sim_board_add(s, &dspec);
-	char tty[DEVICE_PATH], *path;
+	char *path;
 	uint8_t *img;
 
 	CHECK(k != NULL && d != NULL);
 	if (!k || !d)
 		return;
-	/* klipper-app -> touch -> Katapult -> flash -> app back on the same port */
-	img = klipper_image(k, 0x08008000, "v-oneshot-k", 12288);
-	path = save_image(img, 12288);
-	(void)str_copy(tty, sizeof(tty), sim_board_tty(k));
-	CHECK_EQ_INT(oneshot("flash", "--device", tty, "--board", "octopus-f446", path, NULL), 0);
-	CHECK_EQ_INT(sim_board_mode(k), SIM_MODE_KLIPPER_APP);
-	CHECK_STREQ(sim_board_app_version(k), "v-oneshot-k");
-	free(img);
-	free(path);
-
+	oneshot_katapult(k);
 	/* by port, klipper-app -> touch -> ROM DFU -> flash -> app */
 	img = klipper_image(d, 0x08020000, "v-oneshot-d", 12288);
 	path = save_image(img, 12288);
 	CHECK_EQ_INT(oneshot("flash", "--device", "4-2", "--board", "skr-3-h723", path, NULL), 0);
 	CHECK_EQ_INT(sim_board_mode(d), SIM_MODE_KLIPPER_APP);
 	CHECK_STREQ(sim_board_app_version(d), "v-oneshot-d");
-	/* a board with no software way into a bootloader: refused with what would help */
-	{
-		struct sim_board_spec nspec = {
-		    .model = "skr-mini-e3-v2-f103rc", .port = "4-3", .mode = SIM_MODE_KLIPPER_APP};
-		struct sim_board *n = sim_board_add(s, &nspec);
-
-		CHECK(n != NULL);
-		if (n) {
-			unsigned before = sim_board_enumerations(n);
-			uint8_t *fimg = klipper_image(n, 0x08007000, "v-oneshot-n", 12288);
-			char *fpath = save_image(fimg, 12288);
-
-			CHECK_EQ_INT(oneshot("flash", "--device", sim_board_by_id(n), fpath, NULL),
-				     1);
-			CHECK(sim_board_enumerations(n) > before); /* it did reboot, into the app */
-			free(fimg);
-			free(fpath);
-			sim_board_unplug(n);
-		}
-	}
-	/* the file is read and validated before the board is touched: a missing file, a
-	 * text file and a build for another offset leave the running board alone */
-	{
-		unsigned before = sim_board_enumerations(k);
-		static const char text[] = "flash me\n";
-		char *txt = save_image((const uint8_t *)text, sizeof(text) - 1);
-		uint8_t *wrong = klipper_image(k, 0x08000000, "v-oneshot-wrong", 12288);
-		char *wpath = save_image(wrong, 12288);
-
-		(void)str_copy(tty, sizeof(tty), sim_board_tty(k));
-		CHECK_EQ_INT(oneshot("flash", "--device", tty, "/nonexistent/klipper.bin", NULL),
-			     2);
-		CHECK_EQ_INT(oneshot("flash", "--device", tty, txt, NULL), 1);
-		CHECK_EQ_INT(
-		    oneshot("flash", "--device", tty, "--board", "octopus-f446", wpath, NULL), 1);
-		CHECK_EQ_INT(oneshot("flash", "--device", tty, wpath, NULL), 1);
-		CHECK_EQ_INT(sim_board_enumerations(k), before);
-		CHECK_EQ_INT(sim_board_mode(k), SIM_MODE_KLIPPER_APP);
-		CHECK_STREQ(sim_board_app_version(k), "v-oneshot-k");
-
-		/* validation bypassed: the wrong build is written at 0x08008000, and the
-		 * simulator's own boot model (not the validator) makes it boot-loop; the one-shot
-		 * flash reports the failed boot instead of success */
-		before = sim_board_enumerations(k);
-		CHECK_EQ_INT(oneshot("flash", "--device", tty, "--force", wpath, NULL), 1);
-		CHECK(flash_equals(sim_board_flash(k), 0x08008000, wrong, 12288));
-		CHECK(!flash_app_valid(sim_board_flash(k), 0x08008000));
-		CHECK_EQ_INT(sim_board_wait_mode(k, SIM_MODE_OFF, 5000), 0);
-		CHECK(sim_board_enumerations(k) > before + 1); /* Katapult, then the flickers */
-		free(txt);
-		free(wrong);
-		free(wpath);
-	}
-	/* reboot: out of Katapult, ROM DFU and BOOTSEL into the application already in flash */
-	{
-		struct sim_board_spec kat = {.model = "octopus-f446",
-					     .port = "4-5",
-					     .bootloader = SIM_BL_KATAPULT,
-					     .mode = SIM_MODE_KATAPULT};
-		struct sim_board_spec dfu = {
-		    .model = "octopus-f446", .port = "4-6", .mode = SIM_MODE_ROM_DFU};
-		struct sim_board_spec pico = {
-		    .model = "skr-pico", .port = "4-7", .mode = SIM_MODE_BOOTSEL};
-		struct sim_board *a = sim_board_add(s, &kat), *b = sim_board_add(s, &dfu);
-		struct sim_board *c = sim_board_add(s, &pico);
-		char node[DEVICE_PATH];
-
-		CHECK(a && b && c);
-		if (a && b && c) {
-			(void)str_copy(node, sizeof(node), sim_board_tty(a));
-			CHECK_EQ_INT(oneshot("reboot", "--device", node, NULL), 0);
-			CHECK_EQ_INT(sim_board_mode(a), SIM_MODE_KLIPPER_APP);
-			/* a running app: nothing to do */
-			(void)str_copy(node, sizeof(node), sim_board_tty(a));
-			CHECK_EQ_INT(oneshot("reboot", "--device", node, NULL), 0);
-			/* ROM DFU needs to know where the app starts */
-			CHECK_EQ_INT(oneshot("reboot", "--device", "4-6", NULL), 1);
-			CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_ROM_DFU);
-			CHECK_EQ_INT(
-			    oneshot("reboot", "--device", "4-6", "--board", "octopus-f446", NULL),
-			    0);
-			CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_KLIPPER_APP);
-			/* PICOBOOT's REBOOT: the factory build (valid boot2) starts */
-			CHECK_EQ_INT(oneshot("reboot", "--device", "4-7", NULL), 0);
-			CHECK_EQ_INT(sim_board_mode(c), SIM_MODE_KLIPPER_APP);
-			CHECK_EQ_INT(oneshot("reboot", "4-7", NULL), 2);
-		}
-		if (a)
-			sim_board_unplug(a);
-		if (b)
-			sim_board_unplug(b);
-		if (c)
-			sim_board_unplug(c);
-	}
+	oneshot_no_bootloader(s);
+	oneshot_refusals(k);
+	oneshot_reboots(s);
 	/* usage errors */
 	CHECK_EQ_INT(oneshot("flash", path, NULL), 2);
 	CHECK_EQ_INT(oneshot("flash", "--device", "/dev/ttyNONE", path, NULL), 1);

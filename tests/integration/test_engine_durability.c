@@ -84,6 +84,7 @@ struct cell {
 
 #define MAX_CELLS 80
 #define STORM_GAP_US 250000ull
+#define STORM_BOARDS 6
 #define MAX_JOBS 8 /* ttys numbered apart per running cell: 8 + 5 * slot, storm at 50 */
 static struct cell cells[MAX_CELLS];
 static size_t n_cells;
@@ -117,180 +118,39 @@ sleep_ms(unsigned ms)
 	nanosleep(&t, NULL);
 }
 
-/* ---- helpers outside the umockdev preload (the real /sys, /proc and cgroups) ---------- */
-
-extern char **environ;
-
-static pid_t
-spawn_plain(char *const argv[], int *ret_in, int *ret_out)
-{
-	int in[2], out[2];
-	pid_t pid;
-
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
-		return -errno;
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		(void)dup2(in[0], STDIN_FILENO);
-		(void)dup2(out[1], STDOUT_FILENO);
-		(void)unsetenv("LD_PRELOAD");
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	if (ret_in)
-		*ret_in = in[1];
-	else
-		close(in[1]);
-	if (ret_out)
-		*ret_out = out[0];
-	else
-		close(out[0]);
-	return pid;
-}
-
-static int
-read_line_fd(int fd, char *buf, size_t size)
-{
-	size_t n = 0;
-
-	while (n + 1 < size) {
-		ssize_t r = read(fd, buf + n, 1);
-
-		if (r <= 0)
-			return -EIO;
-		if (buf[n] == '\n')
-			break;
-		n++;
-	}
-	buf[n] = 0;
-	return 0;
-}
-
-static int
-sh_plain(const char *script)
-{
-	char *copy = xstrdup(script);
-	char *argv[] = {(char[]){"sh"}, (char[]){"-c"}, copy, NULL};
-	pid_t pid = spawn_plain(argv, NULL, NULL);
-	int st;
-
-	free(copy);
-	if (pid < 0 || waitpid(pid, &st, 0) < 0)
-		return -1;
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* cgroup2 mount and our own cgroup; "" when there is none */
-static void
-cgroup_base(char *mnt, size_t mnt_size, char *own, size_t own_size)
-{
-	FILE *f = fopen("/proc/self/mounts", "re");
-	char line[1024];
-
-	mnt[0] = own[0] = 0;
-	while (f && fgets(line, sizeof(line), f)) {
-		char dev[128], path[512], type[64];
-
-		if (sscanf(line, "%127s %511s %63s", dev, path, type) == 3 &&
-		    strcmp(type, "cgroup2") == 0) {
-			(void)str_copy(mnt, mnt_size, path);
-			break;
-		}
-	}
-	if (f)
-		fclose(f);
-	f = fopen("/proc/self/cgroup", "re");
-	while (f && fgets(line, sizeof(line), f))
-		if (strncmp(line, "0::", 3) == 0) {
-			line[strcspn(line, "\n")] = 0;
-			(void)str_copy(own, own_size, strcmp(line + 3, "/") ? line + 3 : "");
-		}
-	if (f)
-		fclose(f);
-}
-
 /* ---- the shared host: a private bus with fake_systemd, and a Moonraker ---------------- */
 
 struct host {
-	pid_t bus, fake, mr;
+	struct eng_bus bus;
+	pid_t mr;
 	int mr_in;
 	char dir[256];
-	char calls[300];
 };
 
 static int
 host_start(struct host *h)
 {
-	char addr[512], ready[16], port[32], *conf, *fifo, *fake_path;
-	int bus_out = -1, mr_out = -1, fd;
-	FILE *f;
+	char port[32];
+	int r;
 
 	memset(h, 0, sizeof(*h));
 	h->mr_in = -1;
 	(void)snprintf(h->dir, sizeof(h->dir), "/tmp/skrflash-matrix-host-XXXXXX");
 	if (!mkdtemp(h->dir))
 		return -errno;
-	(void)snprintf(h->calls, sizeof(h->calls), "%s/calls.log", h->dir);
-	conf = xasprintf("%s/bus.conf", h->dir);
-	f = fopen(conf, "w");
-	if (!f)
-		return -errno;
-	fprintf(f,
-		"<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration "
-		"1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/"
-		"busconfig.dtd\">\n<busconfig><type>session</type>"
-		"<listen>unix:dir=%s</listen><auth>EXTERNAL</auth>"
-		"<policy context=\"default\"><allow send_destination=\"*\" "
-		"eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/>"
-		"</policy></busconfig>\n",
-		h->dir);
-	fclose(f);
-	{
-		char *cf = xasprintf("--config-file=%s", conf);
-		char *a[] = {(char[]){"dbus-daemon"}, cf, (char[]){"--nofork"},
-			     (char[]){"--print-address=1"}, NULL};
-
-		h->bus = spawn_plain(a, NULL, &bus_out);
-		free(cf);
-	}
-	free(conf);
-	if (h->bus <= 0 || read_line_fd(bus_out, addr, sizeof(addr)) < 0)
-		return -EIO;
-	close(bus_out);
-	setenv("DBUS_SYSTEM_BUS_ADDRESS", addr, 1);
-	fifo = xasprintf("%s/ready", h->dir);
-	if (mkfifo(fifo, 0600) < 0)
-		return -errno;
-	fake_path = xasprintf("%s/tests/integration/fake_systemd",
-			      getenv("BUILD") ? getenv("BUILD") : "build");
-	if (access(fake_path, X_OK) < 0)
-		return -ENOENT;
-	{
-		char *a[] = {fake_path, h->calls, fifo, NULL};
-
-		h->fake = spawn_plain(a, NULL, NULL);
-	}
-	fd = open(fifo, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || read_line_fd(fd, ready, sizeof(ready)) < 0 || strcmp(ready, "ready") != 0)
-		return -EIO;
-	close(fd);
-	free(fifo);
-	free(fake_path);
+	r = eng_bus_start(&h->bus, h->dir, NULL);
+	if (r < 0)
+		return r;
 	{
 		char *a[] = {(char[]){"python3"}, (char[]){"tests/integration/fake_moonraker.py"},
 			     NULL};
 
-		h->mr = spawn_plain(a, &h->mr_in, &mr_out);
+		h->mr = eng_fake_start(NULL, a, &h->mr_in, port, sizeof(port));
 	}
-	if (h->mr <= 0 || read_line_fd(mr_out, port, sizeof(port)) < 0)
+	if (h->mr <= 0)
 		return -EIO;
-	close(mr_out);
 	setenv("SKRFLASH_MATRIX_MR_PORT", port, 1);
-	setenv("SKRFLASH_MATRIX_CALLS", h->calls, 1);
+	setenv("SKRFLASH_MATRIX_CALLS", h->bus.calls, 1);
 	return 0;
 }
 
@@ -301,19 +161,12 @@ host_stop(struct host *h)
 
 	if (h->mr_in >= 0)
 		close(h->mr_in); /* fake_moonraker exits on EOF */
-	if (h->fake > 0)
-		(void)kill(h->fake, SIGTERM);
-	if (h->bus > 0)
-		(void)kill(h->bus, SIGTERM);
 	if (h->mr > 0)
 		(void)waitpid(h->mr, NULL, 0);
-	if (h->fake > 0)
-		(void)waitpid(h->fake, NULL, 0);
-	if (h->bus > 0)
-		(void)waitpid(h->bus, NULL, 0);
+	eng_bus_stop(&h->bus);
 	if (h->dir[0]) {
 		cmd = xasprintf("rm -rf '%s'", h->dir);
-		(void)sh_plain(cmd);
+		(void)eng_sh_plain(cmd);
 		free(cmd);
 	}
 }
@@ -324,7 +177,7 @@ struct klipper {
 	char *cg;
 	char *node;
 	pid_t pid;
-	int in, out;
+	int in;
 };
 
 /* A stand-in for Klipper in a cgroup named UNIT holding the board's tty (see
@@ -333,39 +186,33 @@ struct klipper {
 static bool
 klipper_start(struct klipper *k, struct sim_board *b, const char *unit)
 {
-	char mnt[512], own[512], line[32], *cmd;
-	char script[] = "import os, sys\n"
-			"fd = os.open(sys.argv[1], os.O_PATH)\n"
-			"print('holding', flush=True)\n"
-			"sys.stdin.read()\n";
+	char *parent = eng_cgroup_dir("matrix", getpid()), *cmd;
 	struct stat st;
 
 	memset(k, 0, sizeof(*k));
-	k->in = k->out = -1;
-	cgroup_base(mnt, sizeof(mnt), own, sizeof(own));
-	if (!mnt[0] || stat(sim_board_tty(b), &st) < 0)
+	k->in = -1;
+	if (!parent || stat(sim_board_tty(b), &st) < 0) {
+		free(parent);
 		return false;
-	k->cg = xasprintf("%s%s/skrflash-matrix-%d/%s", mnt, own, (int)getpid(), unit);
+	}
+	k->cg = xasprintf("%s/%s", parent, unit);
+	free(parent);
 	cmd = xasprintf("mkdir -p '%s' 2>/dev/null", k->cg);
-	if (sh_plain(cmd) != 0) {
+	if (eng_sh_plain(cmd) != 0) {
 		free(cmd);
 		free(k->cg);
 		k->cg = NULL;
 		return false;
 	}
 	free(cmd);
-	k->node = xasprintf("%s/klipper-tty", eng_dir());
-	if (mknod(k->node, S_IFCHR | 0600, st.st_rdev) < 0)
+	k->node = eng_tty_node(b, "klipper-tty");
+	if (!k->node)
 		return false;
-	{
-		char *a[] = {(char[]){"python3"}, (char[]){"-c"}, script, k->node, NULL};
-
-		k->pid = spawn_plain(a, &k->in, &k->out);
-	}
-	if (k->pid <= 0 || read_line_fd(k->out, line, sizeof(line)) < 0)
+	k->pid = eng_hold_tty(b, k->node, NULL, false, &k->in);
+	if (k->pid <= 0)
 		return false;
 	cmd = xasprintf("echo %d > '%s/cgroup.procs'", (int)k->pid, k->cg);
-	if (sh_plain(cmd) != 0) {
+	if (eng_sh_plain(cmd) != 0) {
 		free(cmd);
 		return false;
 	}
@@ -380,13 +227,11 @@ klipper_stop(struct klipper *k)
 
 	if (k->in >= 0)
 		close(k->in);
-	if (k->out >= 0)
-		close(k->out);
 	if (k->pid > 0)
 		(void)waitpid(k->pid, NULL, 0);
 	if (k->cg) {
 		cmd = xasprintf("rmdir '%s' && rmdir \"$(dirname '%s')\"", k->cg, k->cg);
-		(void)sh_plain(cmd);
+		(void)eng_sh_plain(cmd);
 		free(cmd);
 	}
 	if (k->node)
@@ -676,141 +521,197 @@ assert_end(struct sim_board *b, const char *unit, const char *sha, const uint8_t
 	json_object_put(st);
 }
 
-/* Writes "RESULT <verdict> | <where> | <history step> | <outcome>" for the parent. */
-static int
-run_cell(size_t idx, int argc, char **argv)
-{
-	const struct cell *c = &cells[idx];
-	char name[64], unit[64], where[64] = "-", sha[65], sha_a[65], *path, *path_a = NULL, *out;
-	char outcome[160] = "", hstep[48] = "-", method[16] = "", call[32] = "";
-	uint8_t *img, *img_a = NULL;
-	size_t len, len_a = 0;
+/* One cell's run: what it set up, where the fault hit, what it found. */
+struct cell_run {
+	const struct cell *c;
+	char unit[64], where[64], sha[65], sha_a[65];
+	char outcome[160], hstep[48], method[16], call[32];
+	char *path, *path_a;
+	uint8_t *img, *img_a;
+	size_t len, len_a;
 	struct sim_board *b;
 	struct sim_proc *w;
 	struct klipper k;
-	bool holder, rollback = c->at == AT_ROLLBACK;
-	json_object *hist, *row;
-	long long job = -1;
-	int r = -1;
+	bool holder;
+	long long job;
+};
+
+/* The testbed, the daemon, the Klipper stand-in and a subscribed watcher; -errno when the
+ * board or the daemon cannot be had. */
+static int
+cell_start(struct cell_run *cr, size_t idx, int argc, char **argv)
+{
+	const struct cell *c = cr->c;
+	char name[64];
 
 	(void)snprintf(name, sizeof(name), "matrix-%zu", idx);
 	eng_init(argc, argv, name);
-	(void)snprintf(unit, sizeof(unit), "klipper-c%zu-%d.service", idx, (int)getpid());
-	eng_write_conf("", conf_profile(c->dfu, "p", "1-1", unit, c->at == AT_GATE));
+	(void)snprintf(cr->unit, sizeof(cr->unit), "klipper-c%zu-%d.service", idx, (int)getpid());
+	eng_write_conf("", conf_profile(c->dfu, "p", "1-1", cr->unit, c->at == AT_GATE));
 	/* slow enough that the write has steps to hit, fast enough for the matrix budget */
-	b = add_board(c->dfu, "1-1", cell_speed(c->at));
-	if (!b || eng_start(NULL) < 0) {
-		eng_done();
-		return 1;
-	}
+	cr->b = add_board(c->dfu, "1-1", cell_speed(c->at));
+	if (!cr->b || eng_start(NULL) < 0)
+		return -ENODEV;
 	CHECK_EQ_INT(eng_wait_board_mode("1-1", "klipper-app", 10000), 0);
-	holder = klipper_start(&k, b, unit);
-	if (!holder)
+	cr->holder = klipper_start(&cr->k, cr->b, cr->unit);
+	if (!cr->holder)
 		fprintf(stderr, "no cgroup2 hierarchy: the cell runs without a Klipper unit\n");
-	w = eng_watch();
-	CHECK_EQ_INT(eng_watch_ready(w, "p"), 0);
-	if (rollback) {
-		/* a known-good image first, then one that crashes at start-up */
-		struct sim_fault crash = {.kind = SIM_FAULT_BOOT_FAIL};
-		char *flashed;
+	cr->w = eng_watch();
+	CHECK_EQ_INT(eng_watch_ready(cr->w, "p"), 0);
+	return 0;
+}
 
-		path_a = eng_image(b, 0, "v0.13.0-good", 48 * 1024, &img_a, &len_a, sha_a);
-		CHECK_EQ_INT(eng_ctl(&out, "queue", "p", path_a, NULL), 0);
-		free(out);
-		flashed = xasprintf("with %.12s (", sha_a);
-		CHECK_EQ_INT(settle(b, sha_a, 60000), 0);
-		free(flashed);
-		CHECK_EQ_INT(sim_board_set_fault(b, &crash), 0);
-	}
-	path = eng_image(b, 0, "v0.14.0-new", 48 * 1024, &img, &len, sha);
-	CHECK_EQ_INT(eng_ctl(&out, "queue", "--no-wait", "p", path, NULL), 0);
+/* Rollback cells: a known-good image first, then one that crashes at start-up. */
+static void
+cell_known_good(struct cell_run *cr)
+{
+	struct sim_fault crash = {.kind = SIM_FAULT_BOOT_FAIL};
+	char *out;
+
+	cr->path_a =
+	    eng_image(cr->b, 0, "v0.13.0-good", 48 * 1024, &cr->img_a, &cr->len_a, cr->sha_a);
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "p", cr->path_a, NULL), 0);
+	free(out);
+	CHECK_EQ_INT(settle(cr->b, cr->sha_a, 60000), 0);
+	CHECK_EQ_INT(sim_board_set_fault(cr->b, &crash), 0);
+}
+
+/* Queues the new image and waits until the job is where the cell wants its fault. */
+static int
+cell_queue_until_reached(struct cell_run *cr)
+{
+	char *out;
+	int r = -1;
+
+	cr->path = eng_image(cr->b, 0, "v0.14.0-new", 48 * 1024, &cr->img, &cr->len, cr->sha);
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "--no-wait", "p", cr->path, NULL), 0);
 	free(out);
 	for (int waited = 0; waited < 60000; waited += 2) {
-		if (reached(w, c->at, where, sizeof(where))) {
+		if (reached(cr->w, cr->c->at, cr->where, sizeof(cr->where))) {
 			r = 0;
 			break;
 		}
 		sleep_ms(2);
 	}
 	CHECK_EQ_INT(r, 0);
-	if (r < 0) {
-		printf("RESULT FAIL | never reached (%s) | - | -\n", where);
-		fflush(stdout);
-		return 1; /* the parent cleans up after a cell */
-	}
+	return r;
+}
+
+/* The fault, and the row's step and method read while it was in force. */
+static void
+cell_inject(struct cell_run *cr)
+{
+	const struct cell *c = cr->c;
+	json_object *hist;
+
 	fprintf(stderr, "=== injecting %s at %s (job in %s)\n", fault_names[c->fault],
-		at_names[c->at], where);
+		at_names[c->at], cr->where);
 	hist = eng_history();
-	job = eng_int(eng_newest_on(hist, "1-1"), "job");
+	cr->job = eng_int(eng_newest_on(hist, "1-1"), "job");
 	json_object_put(hist);
-	inject(b, c->fault, job, hstep, sizeof(hstep), method, sizeof(method));
+	inject(cr->b, c->fault, cr->job, cr->hstep, sizeof(cr->hstep), cr->method,
+	       sizeof(cr->method));
 	/* the row names the step the job was in when the fault hit, and its method from the
 	 * write on */
-	CHECK(step_order(hstep) >= step_order("gate") || strncmp(hstep, "rollback-", 9) == 0);
-	if (step_order(hstep) >= step_order("write") || strncmp(hstep, "rollback-", 9) == 0)
-		CHECK_STREQ(method, c->dfu ? "dfu" : "katapult");
-	if (rollback) {
-		r = settle(b, sha_a, 60000);
-		CHECK_EQ_INT(r, 0);
-		assert_end(b, unit, sha_a, img_a, len_a, "v0.13.0-good", call, sizeof(call));
-		(void)snprintf(outcome, sizeof(outcome), "known-good %.8s", sha_a);
+	CHECK(step_order(cr->hstep) >= step_order("gate") ||
+	      strncmp(cr->hstep, "rollback-", 9) == 0);
+	if (step_order(cr->hstep) >= step_order("write") || strncmp(cr->hstep, "rollback-", 9) == 0)
+		CHECK_STREQ(cr->method, c->dfu ? "dfu" : "katapult");
+}
+
+/* The board ends with the new image, or in rollback cells with the known-good one. */
+static void
+cell_check_end(struct cell_run *cr)
+{
+	if (cr->c->at == AT_ROLLBACK) {
+		CHECK_EQ_INT(settle(cr->b, cr->sha_a, 60000), 0);
+		assert_end(cr->b, cr->unit, cr->sha_a, cr->img_a, cr->len_a, "v0.13.0-good",
+			   cr->call, sizeof(cr->call));
+		(void)snprintf(cr->outcome, sizeof(cr->outcome), "known-good %.8s", cr->sha_a);
 	} else {
-		r = settle(b, sha, 60000);
-		CHECK_EQ_INT(r, 0);
-		assert_end(b, unit, sha, img, len, "v0.14.0-new", call, sizeof(call));
-		(void)snprintf(outcome, sizeof(outcome), "new %.8s", sha);
+		CHECK_EQ_INT(settle(cr->b, cr->sha, 60000), 0);
+		assert_end(cr->b, cr->unit, cr->sha, cr->img, cr->len, "v0.14.0-new", cr->call,
+			   sizeof(cr->call));
+		(void)snprintf(cr->outcome, sizeof(cr->outcome), "new %.8s", cr->sha);
 	}
-	hist = eng_history();
-	row = eng_history_job(hist, job);
+}
+
+/* The job's history row is finished and names a step; its outcome for the table. */
+static void
+cell_check_row(struct cell_run *cr)
+{
+	json_object *hist = eng_history(), *row = eng_history_job(hist, cr->job);
+	size_t l = strlen(cr->outcome);
+
 	CHECK(row != NULL);
 	CHECK(strcmp(eng_str(row, "step"), "plan") != 0 && eng_str(row, "step")[0]);
 	CHECK(strcmp(eng_str(row, "result"), "running") != 0);
-	fprintf(stderr, "job %lld: %s at %s, %s\n", job, eng_str(row, "result"),
+	fprintf(stderr, "job %lld: %s at %s, %s\n", cr->job, eng_str(row, "result"),
 		eng_str(row, "step"), eng_str(row, "error"));
-	(void)snprintf(outcome + strlen(outcome), sizeof(outcome) - strlen(outcome),
-		       ", job %s, unit %s", eng_str(row, "result"),
-		       !holder	 ? "(no cgroup)"
-		       : call[0] ? (strcmp(call, "StartUnit") == 0 ? "started again" : call)
-				 : "never stopped");
+	(void)snprintf(
+	    cr->outcome + l, sizeof(cr->outcome) - l, ", job %s, unit %s", eng_str(row, "result"),
+	    !cr->holder	  ? "(no cgroup)"
+	    : cr->call[0] ? (strcmp(cr->call, "StartUnit") == 0 ? "started again" : cr->call)
+			  : "never stopped");
 	json_object_put(hist);
-	sim_proc_free(w);
+}
+
+/* Writes "RESULT <verdict> | <where> | <history step> | <outcome>" for the parent. */
+static int
+run_cell(size_t idx, int argc, char **argv)
+{
+	struct cell_run cr = {.c = &cells[idx], .where = "-", .hstep = "-", .job = -1};
+
+	if (cell_start(&cr, idx, argc, argv) < 0) {
+		eng_done();
+		return 1;
+	}
+	if (cr.c->at == AT_ROLLBACK)
+		cell_known_good(&cr);
+	if (cell_queue_until_reached(&cr) < 0) {
+		printf("RESULT FAIL | never reached (%s) | - | -\n", cr.where);
+		fflush(stdout);
+		return 1; /* the parent cleans up after a cell */
+	}
+	cell_inject(&cr);
+	cell_check_end(&cr);
+	cell_check_row(&cr);
+	sim_proc_free(cr.w);
 	CHECK_EQ_INT(eng_stop(), 0);
-	if (holder)
-		klipper_stop(&k);
-	printf("RESULT %s | %s | %s | %s\n", harness_failed ? "FAIL" : "ok", where, hstep, outcome);
+	if (cr.holder)
+		klipper_stop(&cr.k);
+	printf("RESULT %s | %s | %s | %s\n", harness_failed ? "FAIL" : "ok", cr.where, cr.hstep,
+	       cr.outcome);
 	fflush(stdout);
 	eng_done();
-	free(path);
-	free(path_a);
-	free(img);
-	free(img_a);
+	free(cr.path);
+	free(cr.path_a);
+	free(cr.img);
+	free(cr.img_a);
 	TEST_DONE();
 }
 
-/* 8 boards power-cycling at random every 20-260 ms while firmware is queued for each: once
- * the storm is over every board ends with its new image, nothing left pending. */
-static int
-run_storm(size_t idx, int argc, char **argv)
-{
-	enum { N = 6 };
-	struct sim_board *b[N];
-	char profiles[N * 512] = "", port[16], name[16], sha[N][65], where[64] = "-";
-	uint8_t *img[N];
-	size_t len[N];
-	char *path[N], *out;
-	uint64_t next[N];
-	bool off[N];
-	uint64_t gap = STORM_GAP_US;
-	unsigned seed = 0x5eed1234u, storm_ms = env_uint("SKRFLASH_MATRIX_STORM_MS", 6000);
-	int r;
+/* The storm's boards and what each should end with. */
+struct storm {
+	struct sim_board *b[STORM_BOARDS];
+	char sha[STORM_BOARDS][65];
+	uint8_t *img[STORM_BOARDS];
+	size_t len[STORM_BOARDS];
+	char *path[STORM_BOARDS];
+	uint64_t next[STORM_BOARDS]; /* when each board toggles next */
+	bool off[STORM_BOARDS];
+};
 
-	(void)idx;
-	eng_init(argc, argv, "matrix-storm");
-	/* the testbed delivers uevents over unix datagram sockets, which queue only
-	 * net.unix.max_dgram_qlen (10) datagrams - and umockdev aborts when one is full. In a
-	 * network namespace of its own (root, as in CI) the storm raises it to what a kernel
-	 * netlink socket with udevd's 128 MiB buffer holds and runs at full pace; elsewhere its
-	 * toggles are spread out */
+/* The least gap between two toggles. The testbed delivers uevents over unix datagram
+ * sockets, which queue only net.unix.max_dgram_qlen (10) datagrams - and umockdev aborts when
+ * one is full. In a network namespace of its own (root, as in CI) the storm raises it to
+ * what a kernel netlink socket with udevd's 128 MiB buffer holds and runs at full pace;
+ * elsewhere its toggles are spread out. */
+static uint64_t
+storm_gap(void)
+{
+	uint64_t gap = STORM_GAP_US;
+
 	if (unshare(CLONE_NEWNET) == 0) {
 		FILE *q = fopen("/proc/sys/net/unix/max_dgram_qlen", "we");
 
@@ -820,8 +721,17 @@ run_storm(size_t idx, int argc, char **argv)
 			fclose(q);
 	}
 	fprintf(stderr, "storm: toggles at least %llu ms apart\n", (unsigned long long)gap / 1000);
-	for (int i = 0; i < N; i++) {
-		bool dfu = i >= N / 2;
+	return gap;
+}
+
+/* Half the boards over Katapult, half over ROM DfuSe, two jobs at once. */
+static void
+storm_conf(void)
+{
+	char profiles[STORM_BOARDS * 512] = "", port[16], name[16];
+
+	for (int i = 0; i < STORM_BOARDS; i++) {
+		bool dfu = i >= STORM_BOARDS / 2;
 		size_t l = strlen(profiles);
 
 		(void)snprintf(port, sizeof(port), "1-%d", i + 1);
@@ -833,78 +743,126 @@ run_storm(size_t idx, int argc, char **argv)
 			       dfu ? "dfu" : "katapult");
 	}
 	eng_write_conf("max_jobs = 2;", profiles);
-	for (int i = 0; i < N; i++) {
+}
+
+static int
+storm_add_boards(struct storm *s)
+{
+	char port[16];
+
+	for (int i = 0; i < STORM_BOARDS; i++) {
 		(void)snprintf(port, sizeof(port), "1-%d", i + 1);
-		b[i] = add_board(i >= N / 2, port, 0.0);
-		CHECK(b[i] != NULL);
-		if (!b[i]) {
-			eng_done();
-			return 1;
-		}
+		s->b[i] = add_board(i >= STORM_BOARDS / 2, port, 0.0);
+		CHECK(s->b[i] != NULL);
+		if (!s->b[i])
+			return -ENODEV;
 	}
-	if (eng_start(NULL) < 0) {
-		eng_done();
-		return 1;
-	}
-	for (int i = 0; i < N; i++) {
+	return 0;
+}
+
+static void
+storm_queue(struct storm *s)
+{
+	char port[16], name[16], *out;
+
+	for (int i = 0; i < STORM_BOARDS; i++) {
 		(void)snprintf(port, sizeof(port), "1-%d", i + 1);
 		(void)snprintf(name, sizeof(name), "s%d", i);
 		CHECK_EQ_INT(eng_wait_board_mode(port, "klipper-app", 10000), 0);
-		path[i] = eng_image(b[i], 0, i < N / 2 ? "v0.14.0-storm-k" : "v0.14.0-storm-d",
-				    32 * 1024, &img[i], &len[i], sha[i]);
-		CHECK_EQ_INT(eng_ctl(&out, "queue", "--no-wait", name, path[i], NULL), 0);
+		s->path[i] = eng_image(s->b[i], 0,
+				       i < STORM_BOARDS / 2 ? "v0.14.0-storm-k" : "v0.14.0-storm-d",
+				       32 * 1024, &s->img[i], &s->len[i], s->sha[i]);
+		CHECK_EQ_INT(eng_ctl(&out, "queue", "--no-wait", name, s->path[i], NULL), 0);
 		free(out);
-		next[i] = now_monotonic_usec() + 20000u * (unsigned)(i + 1);
-		off[i] = false;
+		s->next[i] = now_monotonic_usec() + 20000u * (unsigned)(i + 1);
+		s->off[i] = false;
 	}
-	/* each board toggles its power at its own random pace, 20-260 ms; the testbed's uevent
-	 * socket holds only net.unix.max_dgram_qlen (10) datagrams and umockdev aborts when it
-	 * is full, so toggles are spread at least STORM_GAP_US apart across the boards */
+}
+
+/* Each board toggles its power at its own random pace, 20-260 ms, toggles at least `gap`
+ * apart across the boards; every board is on again at the end. */
+static void
+storm_toggle(struct storm *s, uint64_t gap, unsigned storm_ms)
+{
+	uint64_t *next = s->next;
+	bool *off = s->off;
+	unsigned seed = 0x5eed1234u;
+
 	for (uint64_t end = now_monotonic_usec() + storm_ms * 1000ull, last = 0;
 	     now_monotonic_usec() < end;) {
-		for (int i = 0; i < N; i++) {
+		for (int i = 0; i < STORM_BOARDS; i++) {
 			if (now_monotonic_usec() < next[i] || now_monotonic_usec() - last < gap)
 				continue;
 			last = now_monotonic_usec();
 			if (off[i])
-				(void)sim_board_power_on(b[i]);
+				(void)sim_board_power_on(s->b[i]);
 			else
-				(void)sim_board_power_off(b[i]);
+				(void)sim_board_power_off(s->b[i]);
 			off[i] = !off[i];
 			seed = seed * 1103515245u + 12345u;
 			next[i] = now_monotonic_usec() + 1000ull * (20u + (seed >> 16) % 241u);
 		}
 		sleep_ms(5);
 	}
-	for (int i = 0; i < N; i++)
+	for (int i = 0; i < STORM_BOARDS; i++)
 		if (off[i])
-			(void)sim_board_power_on(b[i]);
-	r = 0;
-	for (int i = 0; i < N; i++) {
-		int k = settle(b[i], sha[i], i == 0 ? 90000 : 20000);
+			(void)sim_board_power_on(s->b[i]);
+}
+
+/* Every board ends with its new image, nothing left waiting; 0 if all settled. */
+static int
+storm_check_end(struct storm *s)
+{
+	json_object *st, *v;
+	int r = 0;
+
+	for (int i = 0; i < STORM_BOARDS; i++) {
+		int k = settle(s->b[i], s->sha[i], i == 0 ? 90000 : 20000);
 
 		CHECK_EQ_INT(k, 0);
 		r |= k;
-		CHECK(
-		    flash_equals(sim_board_flash(b[i]), sim_board_app_start(b[i]), img[i], len[i]));
+		CHECK(flash_equals(sim_board_flash(s->b[i]), sim_board_app_start(s->b[i]),
+				   s->img[i], s->len[i]));
 	}
-	{
-		json_object *st = eng_ctl_json("status", NULL), *v;
+	st = eng_ctl_json("status", NULL);
+	CHECK(st != NULL);
+	if (st && json_object_object_get_ex(st, "waiting", &v))
+		CHECK_EQ_INT(json_object_get_int(v), 0);
+	json_object_put(st);
+	return r;
+}
 
-		CHECK(st != NULL);
-		if (st && json_object_object_get_ex(st, "waiting", &v))
-			CHECK_EQ_INT(json_object_get_int(v), 0);
-		json_object_put(st);
+/* 8 boards power-cycling at random every 20-260 ms while firmware is queued for each: once
+ * the storm is over every board ends with its new image, nothing left pending. */
+static int
+run_storm(size_t idx, int argc, char **argv)
+{
+	struct storm s = {0};
+	char where[64];
+	unsigned storm_ms = env_uint("SKRFLASH_MATRIX_STORM_MS", 6000);
+	uint64_t gap;
+	int r;
+
+	(void)idx;
+	eng_init(argc, argv, "matrix-storm");
+	gap = storm_gap();
+	storm_conf();
+	if (storm_add_boards(&s) < 0 || eng_start(NULL) < 0) {
+		eng_done();
+		return 1;
 	}
+	storm_queue(&s);
+	storm_toggle(&s, gap, storm_ms);
+	r = storm_check_end(&s);
 	CHECK_EQ_INT(eng_stop(), 0);
-	(void)snprintf(where, sizeof(where), "%u ms, %d boards", storm_ms, N);
+	(void)snprintf(where, sizeof(where), "%u ms, %d boards", storm_ms, STORM_BOARDS);
 	printf("RESULT %s | %s | - | %s\n", harness_failed ? "FAIL" : "ok", where,
 	       r == 0 ? "all new" : "some not flashed");
 	fflush(stdout);
 	eng_done();
-	for (int i = 0; i < N; i++) {
-		free(path[i]);
-		free(img[i]);
+	for (int i = 0; i < STORM_BOARDS; i++) {
+		free(s.path[i]);
+		free(s.img[i]);
 	}
 	TEST_DONE();
 }
@@ -915,16 +873,16 @@ run_storm(size_t idx, int argc, char **argv)
 static void
 cgroup_cleanup(pid_t cell)
 {
-	char mnt[512], own[512], *cmd;
+	char *d = eng_cgroup_dir("matrix", cell), *cmd;
 
-	cgroup_base(mnt, sizeof(mnt), own, sizeof(own));
-	if (!mnt[0])
+	if (!d)
 		return;
-	cmd = xasprintf("d='%s%s/skrflash-matrix-%d'; [ -d \"$d\" ] || exit 0; "
+	cmd = xasprintf("d='%s'; [ -d \"$d\" ] || exit 0; "
 			"for c in \"$d\"/*/; do [ -d \"$c\" ] && rmdir \"$c\"; done; rmdir \"$d\"",
-			mnt, own, (int)cell);
-	(void)sh_plain(cmd);
+			d);
+	(void)eng_sh_plain(cmd);
 	free(cmd);
+	free(d);
 }
 
 static char *
@@ -963,19 +921,138 @@ print_tail(const char *log, size_t lines)
 	free(data);
 }
 
+/* The cells running in parallel, each in a process group of its own with its log. */
+struct pool {
+	unsigned jobs, slots[MAX_CELLS];
+	uint64_t deadline, started[MAX_CELLS];
+	bool slot_busy[MAX_JOBS];
+	const char *only;
+	pid_t pids[MAX_CELLS];
+	int status[MAX_CELLS];
+	char logdir[40], *logs[MAX_CELLS];
+	size_t next, running;
+};
+
+/* The child of a cell: its log, its ttys, then this program again with --cell. */
+static void
+cell_exec(struct pool *p, size_t i, unsigned slot, const char *argv0)
+{
+	char num[24], base[24];
+
+	(void)setpgid(0, 0); /* the parent can end the whole cell */
+	int fd = open(p->logs[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	(void)snprintf(num, sizeof(num), "%zu", i);
+	/* apart from each other and from other tests' ttyACM0..: a tty's holder is found by
+	 * its device number in the real /proc */
+	(void)snprintf(base, sizeof(base), "%u", cells[i].at == AT_STORM ? 50u : 8u + slot * 5u);
+	setenv("SKRSIM_TTY_BASE", base, 1);
+	if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0)
+		_exit(127);
+	execl("/proc/self/exe", argv0, "--cell", num, (char *)NULL);
+	_exit(127);
+}
+
+/* Starts cells while fewer than p->jobs run. */
+static void
+pool_launch(struct pool *p, const char *argv0)
+{
+	while (p->next < n_cells && p->running < (p->jobs ? p->jobs : 1)) {
+		size_t i = p->next++;
+		unsigned slot;
+		pid_t pid;
+
+		if (p->only && *p->only && (size_t)strtoul(p->only, NULL, 10) != i)
+			continue;
+		p->logs[i] = xasprintf("%s/cell-%zu.log", p->logdir, i);
+		for (slot = 0; slot < MAX_JOBS - 1 && p->slot_busy[slot]; slot++)
+			;
+		pid = fork();
+		if (pid == 0)
+			cell_exec(p, i, slot, argv0);
+		p->pids[i] = pid;
+		p->started[i] = now_monotonic_usec();
+		p->slots[i] = slot;
+		p->slot_busy[slot] = pid > 0;
+		p->running += pid > 0;
+	}
+}
+
+/* Collects a cell that ended; a cell past its deadline is ended, with everything it
+ * started. */
+static void
+pool_reap(struct pool *p)
+{
+	int st;
+	pid_t done = waitpid(-1, &st, WNOHANG);
+
+	for (size_t i = 0; done == 0 && i < n_cells; i++)
+		if (p->pids[i] > 0 && now_monotonic_usec() - p->started[i] > p->deadline) {
+			fprintf(stderr, "cell %zu: past its deadline, ended\n", i);
+			(void)kill(-p->pids[i], SIGKILL);
+		}
+	if (done == 0)
+		sleep_ms(50);
+
+	for (size_t i = 0; done > 0 && i < n_cells; i++)
+		if (p->pids[i] == done) {
+			p->status[i] = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+			if (p->status[i] != 0)
+				cgroup_cleanup(p->pids[i]);
+			p->pids[i] = 0;
+			p->slot_busy[p->slots[i]] = false;
+			p->running--;
+		}
+}
+
+/* One row of the table from the cell's RESULT line; a cell that failed shows its log. */
+static void
+print_row(struct pool *p, size_t i)
+{
+	const struct cell *c = &cells[i];
+	char *res, *f[4] = {NULL, NULL, NULL, NULL}, *save = NULL, *tok;
+	int nf = 0;
+
+	res = result_line(p->logs[i]);
+	for (tok = res ? strtok_r(res, "|", &save) : NULL; tok && nf < 4;
+	     tok = strtok_r(NULL, "|", &save)) {
+		while (*tok == ' ')
+			tok++;
+		tok[strcspn(tok, "\n")] = 0;
+		for (size_t l = strlen(tok); l > 0 && tok[l - 1] == ' '; l--)
+			tok[l - 1] = 0;
+		f[nf++] = tok;
+	}
+	fprintf(stderr, "%-3zu %-8s %-16s %-10s %-6s %-24s %-22s %s\n", i,
+		c->at == AT_STORM ? "both"
+		: c->dfu	  ? "dfuse"
+				  : "katapult",
+		at_names[c->at], c->at == AT_STORM ? "power" : fault_names[c->fault],
+		p->status[i] == 0 && f[0] && strcmp(f[0], "ok") == 0 ? "ok" : "FAIL",
+		f[1] ? f[1] : "-", f[2] ? f[2] : "-", f[3] ? f[3] : "(no result)");
+	CHECK_EQ_INT(p->status[i], 0);
+	if (p->status[i] != 0)
+		print_tail(p->logs[i], 120);
+	free(res);
+}
+
+static void
+print_table(struct pool *p, uint64_t t0)
+{
+	fprintf(stderr, "\nfault matrix (%zu cells, %u at once, %.0f s):\n", n_cells, p->jobs,
+		(double)(now_monotonic_usec() - t0) / 1e6);
+	fprintf(stderr, "%-3s %-8s %-16s %-10s %-6s %-24s %-22s %s\n", "#", "board", "step",
+		"fault", "result", "hit at", "row step", "board runs");
+	for (size_t i = 0; i < n_cells; i++)
+		if (p->logs[i])
+			print_row(p, i);
+}
+
 int
 main(int argc, char **argv)
 {
+	struct pool p = {.logdir = "/tmp/skrflash-matrix-logs-XXXXXX"};
 	struct host h;
-	unsigned jobs = env_uint("SKRFLASH_MATRIX_JOBS", 8), slot, slots[MAX_CELLS] = {0};
-	uint64_t started[MAX_CELLS] = {0},
-		 deadline = env_uint("SKRFLASH_MATRIX_CELL_S", 150) * 1000000ull;
-	bool slot_busy[MAX_JOBS] = {false};
-	const char *only = getenv("SKRFLASH_MATRIX_ONLY");
-	pid_t pids[MAX_CELLS] = {0};
-	int status[MAX_CELLS];
-	char logdir[] = "/tmp/skrflash-matrix-logs-XXXXXX", *logs[MAX_CELLS] = {0};
-	size_t next = 0, running = 0;
 	uint64_t t0 = now_monotonic_usec();
 
 	/* The matrix is about durability, not privileges: its host (a private bus with
@@ -985,8 +1062,11 @@ main(int argc, char **argv)
 	(void)setenv("SKRTEST_AS_ROOT", "1", 0);
 
 	build_matrix();
-	if (jobs > MAX_JOBS)
-		jobs = MAX_JOBS;
+	p.jobs = env_uint("SKRFLASH_MATRIX_JOBS", 8);
+	p.deadline = env_uint("SKRFLASH_MATRIX_CELL_S", 150) * 1000000ull;
+	p.only = getenv("SKRFLASH_MATRIX_ONLY");
+	if (p.jobs > MAX_JOBS)
+		p.jobs = MAX_JOBS;
 	if (argc >= 3 && strcmp(argv[1], "--cell") == 0) {
 		size_t idx = (size_t)strtoul(argv[2], NULL, 10);
 
@@ -996,113 +1076,25 @@ main(int argc, char **argv)
 						 : run_cell(idx, argc, argv);
 	}
 	CHECK_EQ_INT(host_start(&h), 0);
-	CHECK(mkdtemp(logdir) != NULL);
+	CHECK(mkdtemp(p.logdir) != NULL);
 	for (size_t i = 0; i < n_cells; i++)
-		status[i] = -1;
-	while (next < n_cells || running > 0) {
-		while (next < n_cells && running < (jobs ? jobs : 1)) {
-			size_t i = next++;
-			pid_t pid;
-
-			if (only && *only && (size_t)strtoul(only, NULL, 10) != i)
-				continue;
-			logs[i] = xasprintf("%s/cell-%zu.log", logdir, i);
-			for (slot = 0; slot < MAX_JOBS - 1 && slot_busy[slot]; slot++)
-				;
-			pid = fork();
-			if (pid == 0) {
-				char num[24], base[24];
-
-				(void)setpgid(0, 0); /* the parent can end the whole cell */
-				int fd =
-				    open(logs[i], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-
-				(void)snprintf(num, sizeof(num), "%zu", i);
-				/* apart from each other and from other tests' ttyACM0..: a tty's
-				 * holder is found by its device number in the real /proc */
-				(void)snprintf(base, sizeof(base), "%u",
-					       cells[i].at == AT_STORM ? 50u : 8u + slot * 5u);
-				setenv("SKRSIM_TTY_BASE", base, 1);
-				if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0 ||
-				    dup2(fd, STDERR_FILENO) < 0)
-					_exit(127);
-				execl("/proc/self/exe", argv[0], "--cell", num, (char *)NULL);
-				_exit(127);
-			}
-			pids[i] = pid;
-			started[i] = now_monotonic_usec();
-			slots[i] = slot;
-			slot_busy[slot] = pid > 0;
-			running += pid > 0;
-		}
-		if (running > 0) {
-			int st;
-			pid_t done = waitpid(-1, &st, WNOHANG);
-
-			/* a cell past its deadline is ended, with everything it started */
-			for (size_t i = 0; done == 0 && i < n_cells; i++)
-				if (pids[i] > 0 && now_monotonic_usec() - started[i] > deadline) {
-					fprintf(stderr, "cell %zu: past its deadline, ended\n", i);
-					(void)kill(-pids[i], SIGKILL);
-				}
-			if (done == 0)
-				sleep_ms(50);
-
-			for (size_t i = 0; done > 0 && i < n_cells; i++)
-				if (pids[i] == done) {
-					status[i] =
-					    WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-					if (status[i] != 0)
-						cgroup_cleanup(pids[i]);
-					pids[i] = 0;
-					slot_busy[slots[i]] = false;
-					running--;
-				}
-		}
+		p.status[i] = -1;
+	while (p.next < n_cells || p.running > 0) {
+		pool_launch(&p, argv[0]);
+		if (p.running > 0)
+			pool_reap(&p);
 	}
-	fprintf(stderr, "\nfault matrix (%zu cells, %u at once, %.0f s):\n", n_cells, jobs,
-		(double)(now_monotonic_usec() - t0) / 1e6);
-	fprintf(stderr, "%-3s %-8s %-16s %-10s %-6s %-24s %-22s %s\n", "#", "board", "step",
-		"fault", "result", "hit at", "row step", "board runs");
-	for (size_t i = 0; i < n_cells; i++) {
-		const struct cell *c = &cells[i];
-		char *res, *f[4] = {NULL, NULL, NULL, NULL}, *save = NULL, *tok;
-		int nf = 0;
-
-		if (!logs[i])
-			continue;
-		res = result_line(logs[i]);
-		for (tok = res ? strtok_r(res, "|", &save) : NULL; tok && nf < 4;
-		     tok = strtok_r(NULL, "|", &save)) {
-			while (*tok == ' ')
-				tok++;
-			tok[strcspn(tok, "\n")] = 0;
-			for (size_t l = strlen(tok); l > 0 && tok[l - 1] == ' '; l--)
-				tok[l - 1] = 0;
-			f[nf++] = tok;
-		}
-		fprintf(stderr, "%-3zu %-8s %-16s %-10s %-6s %-24s %-22s %s\n", i,
-			c->at == AT_STORM ? "both"
-			: c->dfu	  ? "dfuse"
-					  : "katapult",
-			at_names[c->at], c->at == AT_STORM ? "power" : fault_names[c->fault],
-			status[i] == 0 && f[0] && strcmp(f[0], "ok") == 0 ? "ok" : "FAIL",
-			f[1] ? f[1] : "-", f[2] ? f[2] : "-", f[3] ? f[3] : "(no result)");
-		CHECK_EQ_INT(status[i], 0);
-		if (status[i] != 0)
-			print_tail(logs[i], 120);
-		free(res);
-	}
+	print_table(&p, t0);
 	host_stop(&h);
 	if (!harness_failed) {
-		char *cmd = xasprintf("rm -rf '%s'", logdir);
+		char *cmd = xasprintf("rm -rf '%s'", p.logdir);
 
-		(void)sh_plain(cmd);
+		(void)eng_sh_plain(cmd);
 		free(cmd);
 	} else {
-		fprintf(stderr, "cell logs kept in %s\n", logdir);
+		fprintf(stderr, "cell logs kept in %s\n", p.logdir);
 	}
 	for (size_t i = 0; i < n_cells; i++)
-		free(logs[i]);
+		free(p.logs[i]);
 	TEST_DONE();
 }

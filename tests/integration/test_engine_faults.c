@@ -35,6 +35,33 @@ in_bootloader(struct sim_board *b)
 	return m == SIM_MODE_KATAPULT || m == SIM_MODE_ROM_DFU;
 }
 
+/* A job that failed is recoverable: the board is up where it should be, and the next attempt
+ * flashes it. */
+static void
+check_recoverable(struct sim_board *b, const struct fault_case *c, json_object *row,
+		  const char *sha, const char *flashed)
+{
+	struct sim_fault none = {.kind = SIM_FAULT_NONE};
+	char buf[128], *out = NULL;
+	int r;
+
+	CHECK_STREQ(eng_str(row, "result"), "failed");
+	CHECK(strlen(eng_str(row, "error")) > 20);
+	CHECK_EQ_INT(sim_board_wait_mode(b, c->back, 5000), 0);
+	CHECK(c->back == SIM_MODE_KLIPPER_APP || in_bootloader(b));
+	CHECK_EQ_INT(sim_board_set_fault(b, &none), 0);
+	/* the daemon must have seen it come back before it is asked again */
+	if (c->back == SIM_MODE_KLIPPER_APP)
+		CHECK_EQ_INT(eng_wait_board_mode(sim_board_port(b), "klipper-app", 5000), 0);
+	CHECK(strcmp(eng_board_field(sim_board_port(b), "installed_sha256", buf, sizeof(buf)),
+		     sha) != 0);
+	/* the engine may have begun its own retry after its cool-down already */
+	r = eng_ctl(&out, "flash", sim_board_port(b), NULL);
+	CHECK(r == 0 || (out && strstr(out, "being flashed already")));
+	free(out);
+	CHECK_EQ_INT(eng_wait(flashed, 20000), 0);
+}
+
 /* One job with the fault armed, then (if it failed) a second attempt without it. */
 static struct sim_proc *watch;
 
@@ -87,31 +114,8 @@ run_case(struct sim_board *b, const char *profile, const struct fault_case *c, u
 	} else {
 		CHECK_STREQ(result, "succeeded");
 	}
-	if (strcmp(result, "succeeded") != 0) {
-		/* recoverable: up where it should be, and the next attempt flashes it */
-		struct sim_fault none = {.kind = SIM_FAULT_NONE};
-
-		CHECK_STREQ(result, "failed");
-		CHECK(strlen(eng_str(row, "error")) > 20);
-		CHECK_EQ_INT(sim_board_wait_mode(b, c->back, 5000), 0);
-		CHECK(c->back == SIM_MODE_KLIPPER_APP || in_bootloader(b));
-		CHECK_EQ_INT(sim_board_set_fault(b, &none), 0);
-		/* the daemon must have seen it come back before it is asked again */
-		if (c->back == SIM_MODE_KLIPPER_APP)
-			CHECK_EQ_INT(eng_wait_board_mode(sim_board_port(b), "klipper-app", 5000),
-				     0);
-		CHECK(
-		    strcmp(eng_board_field(sim_board_port(b), "installed_sha256", buf, sizeof(buf)),
-			   sha) != 0);
-		/* the engine may have begun its own retry after its cool-down already */
-		{
-			int r = eng_ctl(&out, "flash", sim_board_port(b), NULL);
-
-			CHECK(r == 0 || (out && strstr(out, "being flashed already")));
-		}
-		free(out);
-		CHECK_EQ_INT(eng_wait(flashed, 20000), 0);
-	}
+	if (strcmp(result, "succeeded") != 0)
+		check_recoverable(b, c, row, sha, flashed);
 	json_object_put(hist);
 	CHECK(flash_equals(sim_board_flash(b), start, img, len));
 	CHECK(flash_equals(sim_board_flash(b), f->base, bl, start - f->base));

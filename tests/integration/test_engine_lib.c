@@ -3,6 +3,7 @@
 #include "test_engine_lib.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -10,10 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "flash.h"
+#include "hostproc.h"
 #include "util.h"
 
 static struct sim *sim;
@@ -488,4 +491,230 @@ eng_newest_on(json_object *hist, const char *port)
 			return r;
 	}
 	return NULL;
+}
+
+int
+eng_sh_plain(const char *script)
+{
+	char *copy = xstrdup(script);
+	char *argv[] = {(char[]){"sh"}, (char[]){"-c"}, copy, NULL};
+	pid_t pid = hostproc_spawn(argv, NULL, NULL);
+	int st;
+
+	free(copy);
+	if (pid < 0 || waitpid(pid, &st, 0) < 0)
+		return -1;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+char *
+eng_cgroup_dir(const char *tag, pid_t pid)
+{
+	FILE *f = fopen("/proc/self/mounts", "re");
+	char line[1024], mnt[512] = "", own[512] = "";
+
+	while (f && fgets(line, sizeof(line), f)) {
+		char dev[128], path[512], type[64];
+
+		if (sscanf(line, "%127s %511s %63s", dev, path, type) == 3 &&
+		    strcmp(type, "cgroup2") == 0) {
+			(void)str_copy(mnt, sizeof(mnt), path);
+			break;
+		}
+	}
+	if (f)
+		fclose(f);
+	f = fopen("/proc/self/cgroup", "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (strncmp(line, "0::", 3) == 0) {
+			line[strcspn(line, "\n")] = 0;
+			(void)str_copy(own, sizeof(own), strcmp(line + 3, "/") ? line + 3 : "");
+		}
+	if (f)
+		fclose(f);
+	if (!mnt[0])
+		return NULL;
+	return xasprintf("%s%s/skrflash-%s-%d", mnt, own, tag, (int)pid);
+}
+
+pid_t
+eng_fake_start(const char *role, char *const argv[], int *ret_in, char *port, size_t size)
+{
+	char **as = role ? sim_as(role, dir, argv) : NULL;
+	pid_t pid = hostproc_fake(as ? as : argv, ret_in, port, size);
+
+	strv_free(as);
+	return pid;
+}
+
+static int
+bus_conf(const char *path, const char *dir_)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f)
+		return -errno;
+	fprintf(f,
+		"<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration "
+		"1.0//EN\"\n \"http://www.freedesktop.org/standards/dbus/1.0/"
+		"busconfig.dtd\">\n<busconfig><type>session</type>"
+		"<listen>unix:dir=%s</listen><auth>EXTERNAL</auth>"
+		/* the daemon may run as its own user (sim_as): any user may connect */
+		"<policy context=\"default\"><allow user=\"*\"/>"
+		"<allow send_destination=\"*\" "
+		"eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/>"
+		"</policy></busconfig>\n",
+		dir_);
+	return fclose(f) == 0 ? 0 : -errno;
+}
+
+/* dbus-daemon on dir's bus.conf; its address in bus->addr. */
+static int
+bus_daemon(struct eng_bus *bus, const char *dir_)
+{
+	char *conf_path = xasprintf("%s/bus.conf", dir_),
+	     *cf = xasprintf("--config-file=%s", conf_path);
+	char *a[] = {(char[]){"dbus-daemon"}, cf, (char[]){"--nofork"},
+		     (char[]){"--print-address=1"}, NULL};
+	/* the bus must know the daemon's user, as the system's user database does */
+	char **as = sim_as("system", dir_, a);
+	int out = -1, r = bus_conf(conf_path, dir_);
+
+	if (r >= 0) {
+		bus->bus = hostproc_spawn(as, NULL, &out);
+		r = bus->bus > 0 && hostproc_read_line(out, bus->addr, sizeof(bus->addr)) == 0
+			? 0
+			: -EIO;
+	}
+	if (out >= 0)
+		close(out);
+	if (r < 0)
+		fprintf(stderr, "no private bus: %s\n", strerror(-r));
+	strv_free(as);
+	free(cf);
+	free(conf_path);
+	return r;
+}
+
+/* fake_systemd on the bus; returns once it says it is ready. */
+static int
+bus_fake_systemd(struct eng_bus *bus, const char *dir_, const char *cgroups)
+{
+	char *fifo = xasprintf("%s/ready", dir_), *path;
+	char ready[16] = "";
+	int fd = -1, r = 0;
+
+	path = xasprintf("%s/tests/integration/fake_systemd",
+			 getenv("BUILD") ? getenv("BUILD") : "build");
+	/* a fake that cannot start would leave the open below waiting for a writer forever */
+	if (mkfifo(fifo, 0600) < 0 || access(path, X_OK) < 0)
+		r = -errno;
+	if (r >= 0) {
+		char *a[] = {path, bus->calls, fifo, NULL};
+
+		/* StopUnit ends the unit's processes there, as systemd ends Klipper */
+		if (cgroups)
+			setenv("FAKE_SYSTEMD_CGROUPS", cgroups, 1);
+		bus->fake = hostproc_spawn(a, NULL, NULL);
+		fd = bus->fake > 0 ? open(fifo, O_RDONLY | O_CLOEXEC) : -1;
+		if (fd < 0 || hostproc_read_line(fd, ready, sizeof(ready)) < 0 ||
+		    strcmp(ready, "ready") != 0)
+			r = -EIO;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		fprintf(stderr, "%s did not get ready: %s\n", path, strerror(-r));
+	free(path);
+	free(fifo);
+	return r;
+}
+
+int
+eng_bus_start(struct eng_bus *bus, const char *dir_, const char *cgroups)
+{
+	int r;
+
+	memset(bus, 0, sizeof(*bus));
+	bus->calls = xasprintf("%s/calls.log", dir_);
+	r = bus_daemon(bus, dir_);
+	if (r < 0)
+		return r;
+	setenv("DBUS_SYSTEM_BUS_ADDRESS", bus->addr, 1);
+	return bus_fake_systemd(bus, dir_, cgroups);
+}
+
+void
+eng_bus_stop(struct eng_bus *bus)
+{
+	if (bus->fake > 0)
+		(void)kill(bus->fake, SIGTERM);
+	if (bus->bus > 0)
+		(void)kill(bus->bus, SIGTERM);
+	if (bus->fake > 0)
+		(void)waitpid(bus->fake, NULL, 0);
+	if (bus->bus > 0)
+		(void)waitpid(bus->bus, NULL, 0);
+	free(bus->calls);
+	memset(bus, 0, sizeof(*bus));
+}
+
+char *
+eng_tty_node(struct sim_board *b, const char *name)
+{
+	char *node = xasprintf("%s/%s", dir, name);
+	struct stat st;
+
+	if (stat(sim_board_tty(b), &st) < 0 || mknod(node, S_IFCHR | 0600, st.st_rdev) < 0) {
+		int e = errno;
+
+		free(node);
+		errno = e;
+		return NULL;
+	}
+	return node;
+}
+
+pid_t
+eng_hold_tty(struct sim_board *b, const char *node, const char *role, bool lock, int *ret_in)
+{
+	/* as root the holder is seen through /proc/PID/fd; in production mode (another uid, the
+	 * daemon cannot see it) through its lock, taken as Klipper takes it: pyserial's
+	 * exclusive=True is flock(LOCK_EX | LOCK_NB) on the open tty (klippy/serialhdl.py) */
+	char locking[] = "import fcntl, os, sys\n"
+			 "fd = os.open(sys.argv[1], os.O_PATH)\n"
+			 "t = os.open(sys.argv[2], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)\n"
+			 "fcntl.flock(t, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+			 "print('holding', flush=True)\n"
+			 "sys.stdin.read()\n";
+	char plain[] = "import os, sys\n"
+		       "fd = os.open(sys.argv[1], os.O_PATH)\n"
+		       "print('holding', flush=True)\n"
+		       "sys.stdin.read()\n";
+	char pts[256], line[32] = "", *node_copy = xstrdup(node);
+	/* the pty behind the testbed's tty, which the holder opens outside the preload */
+	ssize_t pl = readlink(sim_board_tty(b), pts, sizeof(pts) - 1);
+	char *a[] = {(char[]){"python3"}, (char[]){"-c"},    lock ? locking : plain,
+		     node_copy,		  lock ? pts : NULL, NULL};
+	char **as;
+	int out = -1;
+	pid_t pid;
+
+	if (lock && pl <= 0) {
+		free(node_copy);
+		return -EIO;
+	}
+	pts[pl > 0 ? pl : 0] = 0;
+	as = role ? sim_as(role, dir, a) : NULL;
+	pid = hostproc_spawn(as ? as : a, ret_in, &out);
+	strv_free(as);
+	if (pid > 0 &&
+	    (hostproc_read_line(out, line, sizeof(line)) < 0 || strcmp(line, "holding"))) {
+		fprintf(stderr, "the tty holder did not say it holds %s\n", node);
+		pid = -EIO;
+	}
+	if (out >= 0)
+		close(out);
+	free(node_copy);
+	return pid;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <json-c/json.h>
 
@@ -81,3 +82,36 @@ uint64_t eng_erases(struct sim_board *b);
 
 /* A board on the testbed, plugged in `mode`; Katapult installed when katapult is set. */
 struct sim_board *eng_add(const char *model, const char *port, enum sim_mode mode, bool katapult);
+
+/* ---- host programs outside the umockdev preload (they see the real /sys, /proc, ptys) -- */
+/* hostproc.h starts them; what the engine tests build on it: */
+
+/* sh -c script: its exit status, -1 if it did not run or exit. */
+int eng_sh_plain(const char *script);
+/* DIR/skrflash-<tag>-<pid> below our own cgroup in the cgroup2 hierarchy (not made here), or
+ * NULL when there is no cgroup2 hierarchy; caller frees. */
+char *eng_cgroup_dir(const char *tag, pid_t pid);
+/* A fake host service (python3 script args..., NULL-terminated argv) run as `role` (sim_as;
+ * NULL: as the caller) that prints its TCP port on a line: its pid (-errno) and that port;
+ * closing *ret_in ends it. */
+pid_t eng_fake_start(const char *role, char *const argv[], int *ret_in, char *port, size_t size);
+
+/* A private D-Bus bus in `dir` (any user may connect, dbus-daemon runs as the "system"
+ * role) with fake_systemd on it logging its calls to dir/calls.log; DBUS_SYSTEM_BUS_ADDRESS
+ * names it. `cgroups` (may be NULL) is where StopUnit ends a unit's processes. */
+struct eng_bus {
+	pid_t bus, fake;
+	char addr[512];
+	char *calls; /* the fake's call log */
+};
+int eng_bus_start(struct eng_bus *bus, const char *dir, const char *cgroups);
+void eng_bus_stop(struct eng_bus *bus);
+
+/* A character node DIR/<name> with the device number the daemon sees for the board's tty
+ * (umockdev's ttyACM has one of its own, not the pty's): a holder holding it with O_PATH is
+ * found by holder_find as with a real ttyACM. The path, or NULL (errno set); caller frees. */
+char *eng_tty_node(struct sim_board *b, const char *name);
+/* A host program holding the board's tty through `node` (eng_tty_node), as `role` (sim_as;
+ * NULL: as the caller); with lock also pyserial's exclusive flock on the pty behind it, as
+ * Klipper and OctoPrint take it. Its pid once it holds (-errno); closing *ret_in ends it. */
+pid_t eng_hold_tty(struct sim_board *b, const char *node, const char *role, bool lock, int *ret_in);

@@ -339,69 +339,19 @@ expect_failure(struct sim_board *b, const char *profile, const char *version, co
 	free(img);
 }
 
-static pid_t
-spawn_plain(char *const argv[], int *ret_in, int *ret_out)
-{
-	int in[2], out[2];
-	pid_t pid;
-
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
-		return -errno;
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		(void)dup2(in[0], STDIN_FILENO);
-		(void)dup2(out[1], STDOUT_FILENO);
-		(void)unsetenv("LD_PRELOAD");
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	*ret_in = in[1];
-	*ret_out = out[0];
-	return pid;
-}
-
 /* A host program (OctoPrint on a real Pi) holds Marlin's tty, as test_engine_safety's
  * stand-in holds Klipper's: an O_PATH node with the device number the daemon sees for the
- * tty, and pyserial's exclusive flock on the pty behind it. Returns its pid (stdin: in). */
+ * tty, and pyserial's exclusive flock on the pty behind it, as another user (OctoPrint's).
+ * Returns its pid (stdin: in). */
 static pid_t
 hold_tty(struct sim_board *b, int *in, char **ret_node)
 {
-	char script[] = "import fcntl, os, sys\n"
-			"fd = os.open(sys.argv[1], os.O_PATH)\n"
-			"t = os.open(sys.argv[2], os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)\n"
-			"fcntl.flock(t, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
-			"print('holding', flush=True)\n"
-			"sys.stdin.read()\n";
-	char *node = fmt("%s/octoprint-tty", eng_dir()), pts[256], c = 0;
-	struct stat st;
-	ssize_t pl;
-	pid_t pid;
-	int out = -1;
+	char *node = eng_tty_node(b, "octoprint-tty");
 
 	*ret_node = node;
-	if (stat(sim_board_tty(b), &st) < 0 || mknod(node, S_IFCHR | 0600, st.st_rdev) < 0)
+	if (!node)
 		return -errno;
-	pl = readlink(sim_board_tty(b), pts, sizeof(pts) - 1);
-	if (pl <= 0)
-		return -EIO;
-	pts[pl] = 0;
-	{
-		char *a[] = {(char[]){"python3"}, (char[]){"-c"}, script, node, pts, NULL};
-		char **as = sim_as("klipper", eng_dir(), a); /* another user, as OctoPrint's */
-
-		pid = spawn_plain(as, in, &out);
-		strv_free(as);
-	}
-	/* "holding\n" once it holds */
-	while (pid > 0 && read(out, &c, 1) == 1 && c != '\n')
-		;
-	if (out >= 0)
-		close(out);
-	return c == '\n' ? pid : -EIO;
+	return eng_hold_tty(b, node, "klipper", true, in);
 }
 
 static void
@@ -454,7 +404,8 @@ test_failures(void)
 		close(in);
 		(void)waitpid(holder, NULL, 0);
 	}
-	(void)unlink(node);
+	if (node)
+		(void)unlink(node);
 	free(node);
 }
 

@@ -34,49 +34,6 @@
 static char op_url[64], mr_url[64];
 static char *calls_path, *key_file;
 
-/* A helper outside the umockdev preload (it must see the real /proc and ptys): argv with
- * stdin and stdout on pipes. */
-static pid_t
-spawn_plain(char *const argv[], int *ret_in, int *ret_out)
-{
-	int in[2], out[2];
-	pid_t pid;
-
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
-		return -errno;
-	pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0) {
-		(void)dup2(in[0], STDIN_FILENO);
-		(void)dup2(out[1], STDOUT_FILENO);
-		(void)unsetenv("LD_PRELOAD");
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	*ret_in = in[1];
-	*ret_out = out[0];
-	return pid;
-}
-
-static int
-read_line(int fd, char *buf, size_t size)
-{
-	size_t n = 0;
-
-	while (n + 1 < size) {
-		if (read(fd, buf + n, 1) <= 0)
-			return -EIO;
-		if (buf[n] == '\n')
-			break;
-		n++;
-	}
-	buf[n] = 0;
-	return 0;
-}
-
 /* The fake's call log from byte `from` on (caller frees). */
 static char *
 calls_since(size_t from)
@@ -429,56 +386,68 @@ test_restart(struct sim_board *b)
 	free(dir);
 }
 
-int
-main(int argc, char **argv)
-{
-	struct sim_board *b1, *b2, *bd, *bk, *bn, *mb, *mi;
-	char port[32], *profiles, *script, *mr_script, *nokey;
-	int op_in = -1, op_out = -1, mr_in = -1, mr_out = -1, r;
-	pid_t op = -1, mr = -1;
+/* The fakes, both outside the preload: OctoPrint as another user (it holds ttys as its
+ * pyserial does), Moonraker as the caller. */
+struct fakes {
+	pid_t op, mr;
+	int op_in, mr_in;
+};
 
-	eng_init(argc, argv, "engine-octoprint");
-	calls_path = xasprintf("%s/octoprint-calls.log", eng_dir());
-	key_file = xasprintf("%s/octoprint.key", eng_dir());
-	nokey = xasprintf("%s/missing.key", eng_dir());
-	/* the fake runs as another user: it appends to a log the test made */
+static void
+fakes_start(struct fakes *f)
+{
+	char port[32], *root = xstrdup(sim_root(eng_sim()));
+	char *op[] = {(char[]){"python3"}, (char[]){"tests/integration/fake_octoprint.py"}, root,
+		      calls_path, NULL};
+	char *mr[] = {(char[]){"python3"}, (char[]){"tests/integration/fake_moonraker.py"}, NULL};
+
+	f->op_in = f->mr_in = -1;
+	f->op = eng_fake_start("klipper", op, &f->op_in, port, sizeof(port)); /* OctoPrint's user */
+	CHECK(f->op > 0);
+	(void)snprintf(op_url, sizeof(op_url), "http://127.0.0.1:%s", port);
+	f->mr = eng_fake_start(NULL, mr, &f->mr_in, port, sizeof(port));
+	CHECK(f->mr > 0);
+	(void)snprintf(mr_url, sizeof(mr_url), "http://127.0.0.1:%s", port);
+	free(root);
+}
+
+static void
+fakes_stop(struct fakes *f)
+{
+	if (f->op_in >= 0)
+		close(f->op_in); /* the fakes exit on EOF */
+	if (f->mr_in >= 0)
+		close(f->mr_in);
+	if (f->op > 0)
+		(void)waitpid(f->op, NULL, 0);
+	if (f->mr > 0)
+		(void)waitpid(f->mr, NULL, 0);
+}
+
+/* The fake's call log and the key files, as docs/safety.md says: mode 0600, owned by the
+ * daemon's user (the fake runs as another user: it appends to a log the test made). */
+static void
+write_key_files(void)
+{
+	char *wrong = xasprintf("%s/wrong.key", eng_dir());
+
 	CHECK_EQ_INT(write_file_atomic(calls_path, "", 0, 0666), 0);
 	(void)chmod(calls_path, 0666);
-	/* the key file as docs/safety.md says: mode 0600, owned by the daemon's user */
 	CHECK_EQ_INT(write_file_atomic(key_file, KEY "\n", strlen(KEY) + 1, 0600), 0);
 	if (sim_production())
 		CHECK_EQ_INT(chown(key_file, sim_daemon_uid(), 0), 0);
+	CHECK_EQ_INT(write_file_atomic(wrong, "0000BADKEY\n", 11, 0600), 0);
+	if (sim_production())
+		CHECK_EQ_INT(chown(wrong, sim_daemon_uid(), 0), 0);
+	free(wrong);
+}
 
-	b1 = eng_add("octopus-f446", "13-1", SIM_MODE_KLIPPER_APP, true);
-	b2 = eng_add("octopus-f446", "13-2", SIM_MODE_KLIPPER_APP, true);
-	bd = eng_add("octopus-f446", "13-3", SIM_MODE_KLIPPER_APP, true);
-	bk = eng_add("octopus-f446", "13-4", SIM_MODE_KLIPPER_APP, true);
-	bn = eng_add("octopus-f446", "13-5", SIM_MODE_KLIPPER_APP, true);
-	mb = eng_add("octopus-f446", "13-6", SIM_MODE_KLIPPER_APP, true);
-	mi = eng_add("octopus-f446", "13-7", SIM_MODE_KLIPPER_APP, true);
-
-	script = xstrdup("tests/integration/fake_octoprint.py");
-	{
-		char *root = xstrdup(sim_root(eng_sim()));
-		char *a[] = {(char[]){"python3"}, script, root, calls_path, NULL};
-		char **as = sim_as("klipper", eng_dir(), a); /* OctoPrint's own user */
-
-		op = spawn_plain(as, &op_in, &op_out);
-		strv_free(as);
-		free(root);
-	}
-	CHECK(op > 0 && read_line(op_out, port, sizeof(port)) == 0);
-	(void)snprintf(op_url, sizeof(op_url), "http://127.0.0.1:%s", port);
-	mr_script = xstrdup("tests/integration/fake_moonraker.py");
-	{
-		char *a[] = {(char[]){"python3"}, mr_script, NULL};
-
-		mr = spawn_plain(a, &mr_in, &mr_out);
-	}
-	CHECK(mr > 0 && read_line(mr_out, port, sizeof(port)) == 0);
-	(void)snprintf(mr_url, sizeof(mr_url), "http://127.0.0.1:%s", port);
-
-	profiles = xasprintf(
+/* OctoPrint profiles on 13-1..13-5 (main, other, down, a refused key, no key file) and
+ * Moonraker ones on 13-6 (printing) and 13-7 (idle). */
+static void
+write_conf(const char *nokey)
+{
+	char *profiles = xasprintf(
 	    "  { name = \"op-main\"; match = { board = \"octopus-f446\"; port = \"13-1\"; };\n"
 	    "    auto_flash = [\"queue\"]; host = \"octoprint\";\n"
 	    "    octoprint = { url = \"%s\"; api_key_file = \"%s\"; }; },\n"
@@ -500,16 +469,34 @@ main(int argc, char **argv)
 	    "    auto_flash = [\"queue\"]; moonraker = \"%s/standby\"; }",
 	    op_url, key_file, op_url, key_file, key_file, op_url, eng_dir(), op_url, nokey, mr_url,
 	    mr_url);
-	{
-		char *wrong = xasprintf("%s/wrong.key", eng_dir());
 
-		CHECK_EQ_INT(write_file_atomic(wrong, "0000BADKEY\n", 11, 0600), 0);
-		if (sim_production())
-			CHECK_EQ_INT(chown(wrong, sim_daemon_uid(), 0), 0);
-		free(wrong);
-	}
 	eng_write_conf("", profiles);
-	r = b1 && b2 && bd && bk && bn && mb && mi && op > 0 ? eng_start(NULL) : -ENODEV;
+	free(profiles);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct sim_board *b1, *b2, *bd, *bk, *bn, *mb, *mi;
+	struct fakes f;
+	char *nokey;
+	int r;
+
+	eng_init(argc, argv, "engine-octoprint");
+	calls_path = xasprintf("%s/octoprint-calls.log", eng_dir());
+	key_file = xasprintf("%s/octoprint.key", eng_dir());
+	nokey = xasprintf("%s/missing.key", eng_dir());
+	write_key_files();
+	b1 = eng_add("octopus-f446", "13-1", SIM_MODE_KLIPPER_APP, true);
+	b2 = eng_add("octopus-f446", "13-2", SIM_MODE_KLIPPER_APP, true);
+	bd = eng_add("octopus-f446", "13-3", SIM_MODE_KLIPPER_APP, true);
+	bk = eng_add("octopus-f446", "13-4", SIM_MODE_KLIPPER_APP, true);
+	bn = eng_add("octopus-f446", "13-5", SIM_MODE_KLIPPER_APP, true);
+	mb = eng_add("octopus-f446", "13-6", SIM_MODE_KLIPPER_APP, true);
+	mi = eng_add("octopus-f446", "13-7", SIM_MODE_KLIPPER_APP, true);
+	fakes_start(&f);
+	write_conf(nokey);
+	r = b1 && b2 && bd && bk && bn && mb && mi && f.op > 0 ? eng_start(NULL) : -ENODEV;
 	CHECK_EQ_INT(r, 0);
 	if (r == 0) {
 		test_gate_and_release(b1);
@@ -527,17 +514,7 @@ main(int argc, char **argv)
 		free(log);
 	}
 	eng_done();
-	if (op_in >= 0)
-		close(op_in); /* the fakes exit on EOF */
-	if (mr_in >= 0)
-		close(mr_in);
-	if (op > 0)
-		(void)waitpid(op, NULL, 0);
-	if (mr > 0)
-		(void)waitpid(mr, NULL, 0);
-	free(profiles);
-	free(script);
-	free(mr_script);
+	fakes_stop(&f);
 	free(nokey);
 	free(key_file);
 	free(calls_path);

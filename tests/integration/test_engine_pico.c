@@ -55,11 +55,21 @@ check_history(const char *port, const char *sha, const char *result, const char 
 	json_object_put(hist);
 }
 
+/* The board runs `version`, written over PICOBOOT or the drive, and its job is recorded. */
+static void
+check_flashed(struct sim_board *b, const uint8_t *img, size_t len, const char *sha,
+	      const char *version)
+{
+	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, img, len));
+	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_STREQ(sim_board_app_version(b), version);
+	check_history(sim_board_port(b), sha, "succeeded", "uf2");
+}
+
 /* Klipper app -> 1200 baud -> BOOTSEL -> PICOBOOT -> reboot -> Klipper app */
 static void
 test_from_klipper(struct sim_board *b)
 {
-	struct flash *f = sim_board_flash(b);
 	uint8_t *img;
 	size_t len;
 	char sha[65], buf[128], *out = NULL;
@@ -70,10 +80,7 @@ test_from_klipper(struct sim_board *b)
 	free(out);
 	CHECK_EQ_INT(eng_wait("on port 1-6: klipper-app -> rp2040-bootsel", 10000), 0);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
-	CHECK(flash_equals(f, 0x10000000u, img, len));
-	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
-	CHECK_STREQ(sim_board_app_version(b), "v0.13.0-pico");
-	check_history("1-6", sha, "succeeded", "uf2");
+	check_flashed(b, img, len, sha, "v0.13.0-pico");
 	CHECK_STREQ(eng_board_field("1-6", "installed_sha256", buf, sizeof(buf)), sha);
 	CHECK_EQ_INT(sim_proc_wait_notify(eng_daemon(), "0 jobs running", 10000), 0);
 	/* the same firmware again: nothing to do */
@@ -85,33 +92,55 @@ test_from_klipper(struct sim_board *b)
 	free(img);
 }
 
+/* An SKR Pico running Klipper on port, once the daemon saw it; NULL if none could be added. */
+static struct sim_board *
+add_pico(const char *port)
+{
+	struct sim_board *b = eng_add("skr-pico", port, SIM_MODE_KLIPPER_APP, false);
+	char *appeared;
+
+	CHECK(b != NULL);
+	if (!b)
+		return NULL;
+	appeared = xasprintf("board appeared: skr-pico in klipper-app mode on port %s", port);
+	CHECK_EQ_INT(eng_wait(appeared, 10000), 0);
+	free(appeared);
+	return b;
+}
+
+/* A good image `version` queued for profile; its path (the bytes and sha256 in img, len,
+ * sha) and the line that says it was flashed in *ret_needle. */
+static char *
+queue_pico(struct sim_board *b, const char *profile, const char *version, size_t app_len,
+	   uint8_t **img, size_t *len, char sha[65], char **ret_needle)
+{
+	char *out = NULL, *path = pico_image(b, version, app_len, true, img, len, sha);
+
+	*ret_needle = xasprintf("flashed skr-pico on port %s with %.12s", sim_board_port(b), sha);
+	CHECK_EQ_INT(eng_ctl(&out, "queue", profile, path, NULL), 0);
+	free(out);
+	return path;
+}
+
 /* A board plugged in already in BOOTSEL (Boot jumper + reset) is flashed on hotplug: BOOTSEL
  * has no unique serial, the profile's port names it. */
 static void
 test_already_bootsel(void)
 {
-	struct sim_board *b = eng_add("skr-pico", "1-7", SIM_MODE_KLIPPER_APP, false);
+	struct sim_board *b = add_pico("1-7");
 	uint8_t *img;
 	size_t len;
-	char sha[65], *path, *out = NULL, *needle;
+	char sha[65], *path, *needle;
 
-	CHECK(b != NULL);
 	if (!b)
 		return;
-	CHECK_EQ_INT(eng_wait("board appeared: skr-pico in klipper-app mode on port 1-7", 10000),
-		     0);
 	CHECK_EQ_INT(sim_board_unplug(b), 0);
 	CHECK_EQ_INT(eng_wait("board left: skr-pico on port 1-7", 10000), 0);
-	path = pico_image(b, "v0.13.0-bootsel", 40 * 1024, true, &img, &len, sha);
-	needle = xasprintf("flashed skr-pico on port 1-7 with %.12s", sha);
-	CHECK_EQ_INT(eng_ctl(&out, "queue", "pico-bootsel", path, NULL), 0);
-	free(out);
+	path =
+	    queue_pico(b, "pico-bootsel", "v0.13.0-bootsel", 40 * 1024, &img, &len, sha, &needle);
 	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_BOOTSEL), 0);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
-	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, img, len));
-	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
-	CHECK_STREQ(sim_board_app_version(b), "v0.13.0-bootsel");
-	check_history("1-7", sha, "succeeded", "uf2");
+	check_flashed(b, img, len, sha, "v0.13.0-bootsel");
 	free(needle);
 	free(path);
 	free(img);
@@ -147,28 +176,19 @@ test_bad_boot2(struct sim_board *b)
 static void
 test_drive(void)
 {
-	struct sim_board *b = eng_add("skr-pico", "1-8", SIM_MODE_KLIPPER_APP, false);
+	struct sim_board *b = add_pico("1-8");
 	struct sim_fault busy = {.kind = SIM_FAULT_PICOBOOT_BUSY};
 	uint8_t *img;
 	size_t len;
-	char sha[65], *path, *out = NULL, *needle;
+	char sha[65], *path, *needle;
 
-	CHECK(b != NULL);
 	if (!b)
 		return;
-	CHECK_EQ_INT(eng_wait("board appeared: skr-pico in klipper-app mode on port 1-8", 10000),
-		     0);
 	CHECK_EQ_INT(sim_board_set_fault(b, &busy), 0);
-	path = pico_image(b, "v0.13.0-drive", 36 * 1024, true, &img, &len, sha);
-	needle = xasprintf("flashed skr-pico on port 1-8 with %.12s", sha);
-	CHECK_EQ_INT(eng_ctl(&out, "queue", "pico-drive", path, NULL), 0);
-	free(out);
+	path = queue_pico(b, "pico-drive", "v0.13.0-drive", 36 * 1024, &img, &len, sha, &needle);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
 	CHECK(eng_wait("writing a .uf2 to the RPI-RP2 drive", 1000) == 0);
-	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, img, len));
-	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
-	CHECK_STREQ(sim_board_app_version(b), "v0.13.0-drive");
-	check_history("1-8", sha, "succeeded", "uf2");
+	check_flashed(b, img, len, sha, "v0.13.0-drive");
 	free(needle);
 	free(path);
 	free(img);

@@ -43,106 +43,139 @@ flashed_needle(struct sim_board *b, const char *sha)
 			 sim_board_port(b), sha);
 }
 
-static void
-test_rollback(struct sim_board *b)
-{
-	struct flash *f = sim_board_flash(b);
-	uint32_t start = sim_board_app_start(b);
-	uint8_t *ia, *ib, *bl = eng_flash_copy(b, f->base, start);
+/* Good image A, then B that crashes at start-up, on the board on 1-1. */
+struct rollback {
+	struct sim_board *b;
+	struct flash *f;
+	uint32_t start;
+	uint8_t *ia, *ib, *bl; /* the images, and the bootloader's bytes before them */
 	size_t la, lb, rows;
-	char sa[65], sb[65], buf[128];
-	char *pa = eng_image(b, 0, "v0.13.0-good", 32 * 1024, &ia, &la, sa);
-	char *pb = eng_image(b, 0, "v0.14.0-crashes", 32 * 1024, &ib, &lb, sb);
-	char *na = flashed_needle(b, sa), *out = NULL, *needle;
-	struct sim_fault crash = {.kind = SIM_FAULT_BOOT_FAIL};
-	json_object *hist, *row;
+	char sa[65], sb[65];
 	long long job_b;
+};
 
-	/* A: the known-good image */
-	CHECK_EQ_INT(eng_ctl(&out, "queue", "rb", pa, NULL), 0);
-	free(out);
-	CHECK_EQ_INT(eng_wait(na, 20000), 0);
-	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), sa);
+/* B passes every check the host can make, and crashes at start-up on the board: A back. */
+static void
+rollback_crash(struct rollback *t, const char *pb)
+{
+	struct sim_fault crash = {.kind = SIM_FAULT_BOOT_FAIL};
+	char buf[128], *out = NULL, *needle;
 
-	/* B passes every check the host can make, and crashes at start-up on the board */
-	CHECK_EQ_INT(sim_board_set_fault(b, &crash), 0);
+	CHECK_EQ_INT(sim_board_set_fault(t->b, &crash), 0);
 	CHECK_EQ_INT(eng_ctl(&out, "queue", "rb", pb, NULL), 0);
 	free(out);
 	needle = xasprintf("did not boot firmware %.12s; rolled back to the last known-good %.12s",
-			   sb, sa);
+			   t->sb, t->sa);
 	CHECK_EQ_INT(eng_wait(needle, 30000), 0);
 	free(needle);
-	needle = xasprintf("octopus-f446 on port 1-1 did not boot the new firmware %.12s", sb);
+	needle = xasprintf("octopus-f446 on port 1-1 did not boot the new firmware %.12s", t->sb);
 	CHECK_EQ_INT(eng_count(needle), 1);
 	free(needle);
-	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
-	CHECK_STREQ(sim_board_app_version(b), "v0.13.0-good");
-	CHECK(flash_equals(sim_board_flash(b), start, ia, la));
-	CHECK(flash_equals(sim_board_flash(b), f->base, bl, start - f->base));
-	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), sa);
-	hist = eng_history();
-	row = eng_newest_on(hist, "1-1");
-	job_b = eng_int(row, "job");
-	CHECK_STREQ(eng_str(row, "sha256"), sb);
+	CHECK_EQ_INT(sim_board_wait_mode(t->b, SIM_MODE_KLIPPER_APP, 5000), 0);
+	CHECK_STREQ(sim_board_app_version(t->b), "v0.13.0-good");
+	CHECK(flash_equals(t->f, t->start, t->ia, t->la));
+	CHECK(flash_equals(t->f, t->f->base, t->bl, t->start - t->f->base));
+	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), t->sa);
+}
+
+/* B's row says it was rolled back and how to try it again; the journal line is a warning. */
+static void
+rollback_recorded(struct rollback *t)
+{
+	json_object *hist = eng_history(), *row = eng_newest_on(hist, "1-1");
+	char *line;
+
+	t->job_b = eng_int(row, "job");
+	CHECK_STREQ(eng_str(row, "sha256"), t->sb);
 	CHECK_STREQ(eng_str(row, "result"), "rolled-back");
 	CHECK_STREQ(eng_str(row, "method"), "katapult");
 	CHECK(strstr(eng_str(row, "error"), "marked bad") != NULL);
 	CHECK(strstr(eng_str(row, "error"), "skrflashctl retry 1-1") != NULL);
-	rows = rows_on(hist, "1-1");
-	CHECK_EQ_INT(rows, 2);
+	t->rows = rows_on(hist, "1-1");
+	CHECK_EQ_INT(t->rows, 2);
 	json_object_put(hist);
-	{
-		char *line = eng_line("rolled back to the last known-good");
+	line = eng_line("rolled back to the last known-good");
+	CHECK(line && strncmp(line, "<4>", 3) == 0);
+	CHECK(line && strstr(line, "step=rollback-boot-check"));
+	free(line);
+}
 
-		CHECK(line && strncmp(line, "<4>", 3) == 0);
-		CHECK(line && strstr(line, "step=rollback-boot-check"));
-		free(line);
-	}
+/* B is bad for this board: the board coming back (in its app or in Katapult) does not start
+ * it again, nor does a plain `flash` (it needs --force). */
+static void
+rollback_not_again(struct rollback *t)
+{
+	json_object *hist;
+	char *out = NULL, *needle;
 
-	/* B is bad for this board: the board coming back does not start it again */
-	CHECK_EQ_INT(sim_board_unplug(b), 0);
+	CHECK_EQ_INT(sim_board_unplug(t->b), 0);
 	CHECK_EQ_INT(eng_wait("board left: octopus-f446 on port 1-1", 10000), 0);
-	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KLIPPER_APP), 0);
+	CHECK_EQ_INT(sim_board_plug(t->b, SIM_MODE_KLIPPER_APP), 0);
 	needle = xasprintf("firmware %.12s did not boot on octopus-f446 before; not flashing it "
 			   "again",
-			   sb);
+			   t->sb);
 	CHECK_EQ_INT(eng_wait(needle, 10000), 0);
 	free(needle);
-	/* nor does a board that shows up in Katapult */
-	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KATAPULT), 0);
+	CHECK_EQ_INT(sim_board_plug(t->b, SIM_MODE_KATAPULT), 0);
 	CHECK_EQ_INT(eng_wait("on port 1-1: klipper-app -> katapult", 10000), 0);
-	CHECK_EQ_INT(sim_board_plug(b, SIM_MODE_KLIPPER_APP), 0);
+	CHECK_EQ_INT(sim_board_plug(t->b, SIM_MODE_KLIPPER_APP), 0);
 	CHECK_EQ_INT(eng_wait("on port 1-1: katapult -> klipper-app", 10000), 0);
 	hist = eng_history();
-	CHECK_EQ_INT(rows_on(hist, "1-1"), rows);
-	CHECK_EQ_INT(eng_int(eng_newest_on(hist, "1-1"), "job"), job_b);
+	CHECK_EQ_INT(rows_on(hist, "1-1"), t->rows);
+	CHECK_EQ_INT(eng_int(eng_newest_on(hist, "1-1"), "job"), t->job_b);
 	json_object_put(hist);
 
-	/* a plain `flash` does not write a known-bad image again: it needs --force */
 	CHECK_EQ_INT(eng_ctl(&out, "flash", "1-1", NULL), 1);
 	CHECK(out && strstr(out, "did not boot on octopus-f446 before") &&
 	      strstr(out, "flash --force 1-1"));
 	free(out);
 	hist = eng_history();
-	CHECK_EQ_INT(rows_on(hist, "1-1"), rows);
+	CHECK_EQ_INT(rows_on(hist, "1-1"), t->rows);
 	json_object_put(hist);
+}
 
-	/* `retry` lifts the mark and flashes B at once; it boots now */
+/* `retry` lifts the mark and flashes B at once; it boots now */
+static void
+rollback_retry(struct rollback *t)
+{
+	char buf[128], *out = NULL, *needle;
+
 	CHECK_EQ_INT(eng_ctl(&out, "retry", "1-1", NULL), 0);
 	CHECK(out && strstr(out, "mark cleared; flashing started"));
 	free(out);
-	needle = flashed_needle(b, sb);
+	needle = flashed_needle(t->b, t->sb);
 	CHECK_EQ_INT(eng_wait(needle, 20000), 0);
 	free(needle);
-	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), sb);
-	CHECK(flash_equals(sim_board_flash(b), start, ib, lb));
-	CHECK(flash_equals(sim_board_flash(b), f->base, bl, start - f->base));
+	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), t->sb);
+	CHECK(flash_equals(t->f, t->start, t->ib, t->lb));
+	CHECK(flash_equals(t->f, t->f->base, t->bl, t->start - t->f->base));
+}
+
+static void
+test_rollback(struct sim_board *b)
+{
+	struct rollback t = {.b = b, .f = sim_board_flash(b), .start = sim_board_app_start(b)};
+	char buf[128], *out = NULL, *pa, *pb, *na;
+
+	t.bl = eng_flash_copy(b, t.f->base, t.start);
+	pa = eng_image(b, 0, "v0.13.0-good", 32 * 1024, &t.ia, &t.la, t.sa);
+	pb = eng_image(b, 0, "v0.14.0-crashes", 32 * 1024, &t.ib, &t.lb, t.sb);
+	na = flashed_needle(b, t.sa);
+	/* A: the known-good image */
+	CHECK_EQ_INT(eng_ctl(&out, "queue", "rb", pa, NULL), 0);
+	free(out);
+	CHECK_EQ_INT(eng_wait(na, 20000), 0);
+	CHECK_STREQ(eng_board_field("1-1", "installed_sha256", buf, sizeof(buf)), t.sa);
+	rollback_crash(&t, pb);
+	rollback_recorded(&t);
+	rollback_not_again(&t);
+	rollback_retry(&t);
 	free(na);
 	free(pa);
 	free(pb);
-	free(ia);
-	free(ib);
-	free(bl);
+	free(t.ia);
+	free(t.ib);
+	free(t.bl);
 }
 
 static void

@@ -40,39 +40,18 @@ static pid_t moon_pid;	       /* the fake Moonraker */
 static int moon_stdin = -1;    /* closing it ends the fake */
 static unsigned moon_port;
 
+/* The fake Moonraker, on the power requests' file; not under the testbed's preload: it is
+ * a network service, not a USB user. */
 static bool
 start_moonraker(void)
 {
-	int in[2], out[2];
-	char buf[32];
-	ssize_t n;
-	size_t len = 0;
+	char *a[] = {(char[]){"python3"}, (char[]){"tests/integration/fake_moonraker.py"},
+		     (char[]){"0"},	  (char[]){"standby"},
+		     power_path,	  NULL};
+	char port[32];
 
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
-		return false;
-	moon_pid = fork();
-	if (moon_pid < 0)
-		return false;
-	if (moon_pid == 0) {
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		/* not under the testbed's preload: it is a network service, not a USB user */
-		unsetenv("LD_PRELOAD");
-		execlp("python3", "python3", "tests/integration/fake_moonraker.py", "0", "standby",
-		       power_path, (char *)NULL);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	moon_stdin = in[1];
-	while (len < sizeof(buf) - 1 && (n = read(out[0], buf + len, sizeof(buf) - 1 - len)) > 0) {
-		len += (size_t)n;
-		if (memchr(buf, '\n', len))
-			break;
-	}
-	close(out[0]);
-	buf[len] = '\0';
-	moon_port = (unsigned)strtoul(buf, NULL, 10);
+	moon_pid = eng_fake_start(NULL, a, &moon_stdin, port, sizeof(port));
+	moon_port = moon_pid > 0 ? (unsigned)strtoul(port, NULL, 10) : 0;
 	return moon_port > 0;
 }
 

@@ -489,31 +489,17 @@ test_zero_config_gate(struct sim_board *b)
 	char *needle, *path;
 	uint8_t *img, *before;
 	size_t len;
-	int in[2], outp[2];
+	int mr_in = -1;
 	pid_t mr;
 	char port[16] = "";
 	FILE *f;
 
-	/* close-on-exec: the daemon started later must not hold the server's stdin open */
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0)
-		return;
-	mr = fork();
-	if (mr == 0) {
-		dup2(in[0], 0);
-		dup2(outp[1], 1);
-		close(in[1]);
-		close(outp[0]);
-		(void)unsetenv("LD_PRELOAD");
-		execlp("python3", "python3", "tests/integration/fake_moonraker.py", "7125",
-		       "printing", (char *)NULL);
-		_exit(127);
-	}
-	close(in[0]);
-	close(outp[1]);
 	{
-		ssize_t n = read(outp[0], port, sizeof(port) - 1);
+		char *a[] = {(char[]){"python3"}, (char[]){"tests/integration/fake_moonraker.py"},
+			     (char[]){"7125"}, (char[]){"printing"}, NULL};
 
-		port[n > 0 ? n : 0] = 0;
+		/* its stdin is close-on-exec: the daemon started later does not hold it open */
+		mr = eng_fake_start(NULL, a, &mr_in, port, sizeof(port));
 	}
 	if (strncmp(port, "7125", 4) != 0) {
 		fprintf(stderr, "SKIP zero-config gate: cannot listen on 127.0.0.1:7125\n");
@@ -541,8 +527,8 @@ test_zero_config_gate(struct sim_board *b)
 		free(after);
 	}
 	/* no Moonraker at all: flashed */
-	close(in[1]);
-	in[1] = -1;
+	close(mr_in);
+	mr_in = -1;
 	(void)waitpid(mr, NULL, 0);
 	mr = 0;
 	CHECK_EQ_INT(eng_ctl(NULL, "flash", "1-1", NULL), 0);
@@ -553,9 +539,8 @@ test_zero_config_gate(struct sim_board *b)
 	free(path);
 	free(img);
 out:
-	if (in[1] >= 0)
-		close(in[1]);
-	close(outp[0]);
+	if (mr_in >= 0)
+		close(mr_in);
 	if (mr > 0)
 		(void)waitpid(mr, NULL, 0);
 	free(conf);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "integration/hostproc.h"
 #include "service/moonraker.h"
 #include "util.h"
 
@@ -167,33 +168,11 @@ static unsigned server_port;
 static bool
 start_server(void)
 {
-	int in[2], out[2];
-	char buf[32];
-	ssize_t n;
-	size_t len = 0;
+	char *a[] = {(char[]){"python3"}, (char[]){"tests/integration/fake_moonraker.py"}, NULL};
+	char port[32];
 
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
-		return false;
-	server_pid = fork();
-	if (server_pid < 0)
-		return false;
-	if (server_pid == 0) {
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		execlp("python3", "python3", "tests/integration/fake_moonraker.py", (char *)NULL);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	server_stdin = in[1];
-	while (len < sizeof(buf) - 1 && (n = read(out[0], buf + len, sizeof(buf) - 1 - len)) > 0) {
-		len += (size_t)n;
-		if (memchr(buf, '\n', len))
-			break;
-	}
-	close(out[0]);
-	buf[len] = '\0';
-	server_port = (unsigned)strtoul(buf, NULL, 10);
+	server_pid = hostproc_fake(a, &server_stdin, port, sizeof(port));
+	server_port = server_pid > 0 ? (unsigned)strtoul(port, NULL, 10) : 0;
 	return server_port > 0;
 }
 
@@ -236,18 +215,12 @@ gate_at(const char *mode, unsigned timeout_ms, bool fail_open, struct moonraker_
 	return ok;
 }
 
+/* What the print state allows, and the server's default state at the plain URL. */
 static void
-test_live(void)
+live_states(void)
 {
 	struct moonraker_state st;
 	char *msg = NULL;
-	uint64_t t0;
-	unsigned port;
-	int fd;
-
-	CHECK(start_server());
-	if (server_port == 0)
-		return;
 
 	CHECK(!gate_at("printing", 1000, false, &st, &msg));
 	CHECK_EQ_INT(st.error, 0);
@@ -281,6 +254,14 @@ test_live(void)
 	CHECK_EQ_INT(st.error, 0);
 	CHECK_EQ_INT(st.print, MOONRAKER_PRINT_UNKNOWN);
 	free(msg);
+}
+
+/* Answers that are not a print state: refused, unless fail-open. */
+static void
+live_bad_answers(void)
+{
+	struct moonraker_state st;
+	char *msg = NULL;
 
 	CHECK(!gate_at("malformed", 1000, false, &st, &msg));
 	CHECK_EQ_INT(st.error, -EBADMSG);
@@ -305,28 +286,41 @@ test_live(void)
 	CHECK_EQ_INT(st.error, -EPROTO);
 	CHECK_EQ_INT(st.http_status, 404);
 	free(msg);
+}
 
-	/* a Moonraker that does not trust this host: refused with a hint, accepted with a key */
+/* A Moonraker that does not trust this host: refused with a hint, accepted with a key. */
+static void
+live_auth(void)
+{
+	struct moonraker_state st;
+	char *msg = NULL, *url;
+
 	CHECK(!gate_at("auth", 1000, false, &st, &msg));
 	CHECK_EQ_INT(st.error, -EPROTO);
 	CHECK_EQ_INT(st.http_status, 401);
 	CHECK(strstr(msg, "API key") != NULL);
 	free(msg);
-	{
-		char *url = xasprintf("http://127.0.0.1:%u/auth", server_port);
+	url = xasprintf("http://127.0.0.1:%u/auth", server_port);
+	CHECK_EQ_INT(moonraker_query(url, "0123456789abcdef", 1000, &st), 0);
+	CHECK_EQ_INT(st.print, MOONRAKER_PRINT_STANDBY);
+	CHECK_EQ_INT(moonraker_query(url, "wrong", 1000, &st), -EPROTO);
+	CHECK_EQ_INT(moonraker_query(url, "a\r\nHost: x", 1000, &st), -EINVAL);
+	free(url);
+}
 
-		CHECK_EQ_INT(moonraker_query(url, "0123456789abcdef", 1000, &st), 0);
-		CHECK_EQ_INT(st.print, MOONRAKER_PRINT_STANDBY);
-		CHECK_EQ_INT(moonraker_query(url, "wrong", 1000, &st), -EPROTO);
-		CHECK_EQ_INT(moonraker_query(url, "a\r\nHost: x", 1000, &st), -EINVAL);
-		free(url);
-	}
+/* A reply over the cap, and a server that answers after 5 s: the query gives up at its
+ * timeout. */
+static void
+live_limits(void)
+{
+	struct moonraker_state st;
+	char *msg = NULL;
+	uint64_t t0;
 
 	CHECK(!gate_at("huge", 1000, false, &st, &msg));
 	CHECK_EQ_INT(st.error, -EFBIG);
 	free(msg);
 
-	/* the server answers after 5 s; the query gives up at its timeout */
 	t0 = now_monotonic_usec();
 	CHECK(!gate_at("slow", 300, false, &st, &msg));
 	CHECK_EQ_INT(st.error, -ETIMEDOUT);
@@ -334,9 +328,17 @@ test_live(void)
 	free(msg);
 	CHECK(gate_at("slow", 300, true, &st, &msg));
 	free(msg);
+}
 
-	/* server down */
-	fd = closed_port(&port);
+/* Server down, and URLs that are not Moonraker's. */
+static void
+live_unreachable(void)
+{
+	struct moonraker_state st;
+	char *msg = NULL;
+	unsigned port;
+	int fd = closed_port(&port);
+
 	CHECK(fd >= 0);
 	if (fd >= 0) {
 		char *url = xasprintf("http://127.0.0.1:%u", port);
@@ -356,7 +358,19 @@ test_live(void)
 	CHECK_EQ_INT(moonraker_query(NULL, NULL, 500, &st), -EINVAL);
 	CHECK(!moonraker_gate(&st, NULL, false, "b", &msg));
 	free(msg);
+}
 
+static void
+test_live(void)
+{
+	CHECK(start_server());
+	if (server_port == 0)
+		return;
+	live_states();
+	live_bad_answers();
+	live_auth();
+	live_limits();
+	live_unreachable();
 	stop_server();
 }
 

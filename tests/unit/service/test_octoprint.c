@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "integration/hostproc.h"
 #include "service/octoprint.h"
 #include "util.h"
 
@@ -185,35 +186,16 @@ static char url[64], calls[256];
 static void
 start_server(const char *root)
 {
-	int in[2], out[2];
+	char *copy = xstrdup(root);
+	char *a[] = {(char[]){"python3"}, (char[]){"tests/integration/fake_octoprint.py"}, copy,
+		     calls, NULL};
 	char port[16] = "";
-	ssize_t n = 0;
 
-	CHECK_EQ_INT(pipe(in), 0);
-	CHECK_EQ_INT(pipe(out), 0);
-	server_pid = fork();
-	if (server_pid == 0) {
-		dup2(in[0], STDIN_FILENO);
-		dup2(out[1], STDOUT_FILENO);
-		close(in[1]);
-		close(out[0]);
-		execlp("python3", "python3", "tests/integration/fake_octoprint.py", root, calls,
-		       (char *)NULL);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	server_in = in[1];
-	while (n < (ssize_t)sizeof(port) - 1) {
-		ssize_t r = read(out[0], port + n, 1);
-
-		if (r <= 0 || port[n] == '\n')
-			break;
-		n++;
-	}
-	port[n] = 0;
-	close(out[0]);
+	server_pid = hostproc_fake(a, &server_in, port, sizeof(port));
+	CHECK(server_pid > 0);
+	CHECK(port[0] != 0);
 	snprintf(url, sizeof(url), "http://127.0.0.1:%s", port);
+	free(copy);
 }
 
 static int
@@ -256,110 +238,119 @@ on_done(void *userdata, const char *usb_port)
 	(*(int *)userdata)++;
 }
 
-static void
-test_live(const char *dir)
-{
-	char *key = xasprintf("%s/key", dir), *bad = xasprintf("%s/bad.key", dir);
-	char *recdir = xasprintf("%s/records", dir), *rec = xasprintf("%s/records/1-2.json", dir);
-	struct octoprint_target t = {.url = url,
-				     .key_file = key,
-				     .board = "skr-pro",
-				     .usb_port = "1-2",
-				     .tty = "/dev/ttyACM0",
-				     .by_id = "",
-				     .dir = recdir};
-	struct octoprint_conn c;
-	struct octoprint_reply rep;
-	char *msg, *body = NULL;
-	bool ok;
-	int master, slave, done = 0;
-	char pts[64], *link, *devdir = xasprintf("%s/dev", dir);
-	struct timespec a, b;
-	sd_event *loop = NULL;
-	struct octoprint *o = NULL;
+/* What the live steps share: the target and the files. */
+struct live {
+	struct octoprint_target t;
+	char *key, *bad, *rec;
+};
 
-	/* a tty for the fake to hold: dev/ttyACM0 in its root -> a pty */
-	CHECK_EQ_INT(openpty(&master, &slave, pts, NULL, NULL), 0);
-	link = xasprintf("%s/ttyACM0", devdir);
-	CHECK_EQ_INT(mkdir_p(devdir, 0755), 0);
-	(void)unlink(link);
-	CHECK_EQ_INT(symlink(pts, link), 0);
-	CHECK_EQ_INT(write_file_atomic(key, KEY "\n", strlen(KEY) + 1, 0600), 0);
-	CHECK_EQ_INT(write_file_atomic(bad, "nope\n", 5, 0600), 0);
-	CHECK_EQ_INT(post("/api/connection", "{\"command\":\"connect\",\"port\":\"/dev/ttyACM0\","
-					     "\"baudrate\":250000,\"printerProfile\":\"skr\"}"),
-		     0);
+/* OctoPrint's connection as it says now. */
+static void
+connection(struct octoprint_conn *c)
+{
+	struct octoprint_reply rep;
+	char *body = NULL;
+
+	CHECK_EQ_INT(octoprint_request(url, KEY, "/api/connection", NULL, 5000, &body, &rep), 0);
+	CHECK_EQ_INT(octoprint_parse_connection(body ? body : "", body ? strlen(body) : 0, c), 0);
+	free(body);
+}
+
+/* Printing, paused, a refused or missing key, HTTP 500, a slow server: refused, nothing
+ * released; another board: left alone. */
+static void
+live_refusals(struct live *l)
+{
+	struct octoprint_target *t = &l->t;
+	struct timespec a, b;
+	char *msg;
+	bool ok;
 
 	/* printing, paused: refused, nothing released */
 	CHECK_EQ_INT(post("/_fake/state", "{\"state\":\"Printing\"}"), 0);
-	msg = gate(&t, &ok);
+	msg = gate(t, &ok);
 	CHECK(!ok && strstr(msg, "is Printing; not flashing skr-pro now"));
 	free(msg);
 	CHECK_EQ_INT(post("/_fake/state", "{\"state\":\"Cancelling\"}"), 0);
-	msg = gate(&t, &ok);
+	msg = gate(t, &ok);
 	CHECK(!ok && strstr(msg, "is Cancelling"));
 	free(msg);
 	CHECK(!log_has("POST disconnect"));
-	CHECK(access(rec, F_OK) < 0);
+	CHECK(access(l->rec, F_OK) < 0);
 
 	/* another board: left alone */
 	CHECK_EQ_INT(post("/_fake/state", "{\"state\":\"Printing\"}"), 0);
-	t.tty = "/dev/ttyACM1";
-	msg = gate(&t, &ok);
+	t->tty = "/dev/ttyACM1";
+	msg = gate(t, &ok);
 	CHECK(ok && strstr(msg, "its connection is left alone"));
 	free(msg);
-	t.tty = "/dev/ttyACM0";
+	t->tty = "/dev/ttyACM0";
 
 	/* refused key, missing key file */
-	t.key_file = bad;
-	msg = gate(&t, &ok);
+	t->key_file = l->bad;
+	msg = gate(t, &ok);
 	CHECK(!ok && strstr(msg, "refused the API key from") && strstr(msg, "403"));
 	free(msg);
-	t.key_file = "/nonexistent/octoprint.key";
-	msg = gate(&t, &ok);
+	t->key_file = "/nonexistent/octoprint.key";
+	msg = gate(t, &ok);
 	CHECK(!ok && strstr(msg, "does not exist") && strstr(msg, "skr-pro"));
 	free(msg);
-	t.key_file = key;
+	t->key_file = l->key;
 
 	/* HTTP 500, a slow server (refused within the bound) */
 	CHECK_EQ_INT(post("/_fake/mode", "{\"mode\":\"http500\"}"), 0);
-	msg = gate(&t, &ok);
+	msg = gate(t, &ok);
 	CHECK(!ok && strstr(msg, "HTTP status 500") && strstr(msg, url));
 	free(msg);
 	CHECK_EQ_INT(post("/_fake/mode", "{\"mode\":\"slow\"}"), 0);
 	clock_gettime(CLOCK_MONOTONIC, &a);
-	msg = gate(&t, &ok);
+	msg = gate(t, &ok);
 	clock_gettime(CLOCK_MONOTONIC, &b);
 	CHECK(!ok && strstr(msg, "did not answer"));
 	CHECK(b.tv_sec - a.tv_sec <= 4);
 	free(msg);
 	CHECK_EQ_INT(post("/_fake/mode", "{\"mode\":\"normal\"}"), 0);
+}
 
-	/* idle: recorded, released */
+/* Idle: recorded and released; then nothing left to release; unreachable: refused. */
+static void
+live_release(struct live *l)
+{
+	struct octoprint_target *t = &l->t;
+	struct octoprint_conn c;
+	char *msg;
+	bool ok;
+
 	CHECK_EQ_INT(post("/_fake/state", "{\"state\":\"Operational\"}"), 0);
-	msg = gate(&t, &ok);
+	msg = gate(t, &ok);
 	CHECK(ok && strstr(msg, "released /dev/ttyACM0 (250000 baud, profile skr)"));
 	free(msg);
 	CHECK(log_has("POST disconnect"));
-	CHECK_EQ_INT(octoprint_request(url, KEY, "/api/connection", NULL, 5000, &body, &rep), 0);
-	CHECK_EQ_INT(octoprint_parse_connection(body ? body : "", body ? strlen(body) : 0, &c), 0);
+	connection(&c);
 	CHECK_STREQ(c.state, "Closed");
-	free(body);
-	body = NULL;
-	CHECK(access(rec, F_OK) == 0);
+	CHECK(access(l->rec, F_OK) == 0);
 	/* not connected any more: nothing to release, the record stays as it was */
-	msg = gate(&t, &ok);
+	msg = gate(t, &ok);
 	CHECK(ok && strstr(msg, "has no printer connected"));
 	free(msg);
 
 	/* unreachable */
-	t.url = "http://127.0.0.1:1";
-	msg = gate(&t, &ok);
+	t->url = "http://127.0.0.1:1";
+	msg = gate(t, &ok);
 	CHECK(!ok && strstr(msg, "OctoPrint at http://127.0.0.1:1 did not answer"));
 	free(msg);
-	t.url = url;
+	t->url = url;
+}
 
-	/* given back from the loop: connect with what it had, record removed */
+/* Given back from the loop: connect with what it had, record removed. */
+static void
+live_give_back(struct live *l)
+{
+	struct octoprint_conn c;
+	sd_event *loop = NULL;
+	struct octoprint *o = NULL;
+	int done = 0;
+
 	CHECK(sd_event_new(&loop) >= 0);
 	{
 		sigset_t ss;
@@ -368,7 +359,7 @@ test_live(const char *dir)
 		sigaddset(&ss, SIGCHLD);
 		sigprocmask(SIG_BLOCK, &ss, NULL);
 	}
-	CHECK_EQ_INT(octoprint_new(loop, recdir, on_done, &done, &o), 0);
+	CHECK_EQ_INT(octoprint_new(loop, l->t.dir, on_done, &done, &o), 0);
 	octoprint_board_ready(o, "1-2", "/dev/ttyACM0", "");
 	CHECK(octoprint_busy(o, "1-2"));
 	for (int i = 0; i < 200 && !done; i++)
@@ -376,25 +367,56 @@ test_live(const char *dir)
 	CHECK_EQ_INT(done, 1);
 	CHECK(!octoprint_busy(o, "1-2"));
 	CHECK(log_has("POST connect port=/dev/ttyACM0 baudrate=250000 profile=skr"));
-	CHECK(access(rec, F_OK) < 0);
-	CHECK_EQ_INT(octoprint_request(url, KEY, "/api/connection", NULL, 5000, &body, &rep), 0);
-	CHECK_EQ_INT(octoprint_parse_connection(body ? body : "", body ? strlen(body) : 0, &c), 0);
+	CHECK(access(l->rec, F_OK) < 0);
+	connection(&c);
 	CHECK_STREQ(c.state, "Operational");
 	CHECK_STREQ(c.port, "/dev/ttyACM0");
-	free(body);
 	/* nothing recorded: nothing to do */
 	octoprint_board_ready(o, "1-2", "/dev/ttyACM0", "");
 	CHECK(!octoprint_busy(o, "1-2"));
 	o = octoprint_free(o);
 	sd_event_unref(loop);
+}
+
+static void
+test_live(const char *dir)
+{
+	char *recdir = xasprintf("%s/records", dir);
+	struct live l = {.t = {.url = url,
+			       .board = "skr-pro",
+			       .usb_port = "1-2",
+			       .tty = "/dev/ttyACM0",
+			       .by_id = "",
+			       .dir = recdir},
+			 .key = xasprintf("%s/key", dir),
+			 .bad = xasprintf("%s/bad.key", dir),
+			 .rec = xasprintf("%s/records/1-2.json", dir)};
+	int master, slave;
+	char pts[64], *link, *devdir = xasprintf("%s/dev", dir);
+
+	l.t.key_file = l.key;
+	/* a tty for the fake to hold: dev/ttyACM0 in its root -> a pty */
+	CHECK_EQ_INT(openpty(&master, &slave, pts, NULL, NULL), 0);
+	link = xasprintf("%s/ttyACM0", devdir);
+	CHECK_EQ_INT(mkdir_p(devdir, 0755), 0);
+	(void)unlink(link);
+	CHECK_EQ_INT(symlink(pts, link), 0);
+	CHECK_EQ_INT(write_file_atomic(l.key, KEY "\n", strlen(KEY) + 1, 0600), 0);
+	CHECK_EQ_INT(write_file_atomic(l.bad, "nope\n", 5, 0600), 0);
+	CHECK_EQ_INT(post("/api/connection", "{\"command\":\"connect\",\"port\":\"/dev/ttyACM0\","
+					     "\"baudrate\":250000,\"printerProfile\":\"skr\"}"),
+		     0);
+	live_refusals(&l);
+	live_release(&l);
+	live_give_back(&l);
 	close(master);
 	close(slave);
 	free(link);
 	free(devdir);
-	free(key);
-	free(bad);
+	free(l.key);
+	free(l.bad);
 	free(recdir);
-	free(rec);
+	free(l.rec);
 }
 
 int

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "integration/hostproc.h"
 #include "log.h"
 #include "service/moonraker.h"
 #include "service/power.h"
@@ -98,8 +99,9 @@ slurp(const char *path)
 	return (char *)data;
 }
 
+/* The arguments as configured (one with a blank: no shell splits it), the environment. */
 static void
-test_command(void)
+command_runs(void)
 {
 	char *env_file = xasprintf("%s/env", dir);
 	char *ok =
@@ -113,75 +115,91 @@ test_command(void)
 	    .command = argv_ok, .n_command = 3, .off_ms = 1500, .timeout_ms = 10000};
 	struct outcome o;
 	uint64_t ms;
-	char *env;
+	char *env, *want;
 
 	CHECK_EQ_INT(run(&pw, NULL, false, &o, &ms), 0);
 	CHECK(o.done);
 	CHECK_EQ_INT(o.r, 0);
-	{
-		char *want =
-		    xasprintf("power command '%s' power-cycled octopus-f446 on port 9-1", ok);
-
-		CHECK_STREQ(o.msg, want);
-		free(want);
-	}
+	want = xasprintf("power command '%s' power-cycled octopus-f446 on port 9-1", ok);
+	CHECK_STREQ(o.msg, want);
+	free(want);
 	env = slurp(env_file);
-	/* the arguments as configured (one with a blank: no shell splits it), the environment */
 	CHECK_STREQ(env, "octopus-f446 9-1 1.500 x y\n");
 	free(env);
+	free(ok);
+	free(env_file);
+}
 
-	/* a failure carries the program's last words */
+/* A failure carries the program's last words; a program that does not exist is a failure
+ * with its reason, not a hang. */
+static void
+command_fails(void)
+{
 	char *bad = script("bad.sh", "#!/bin/sh\necho 'No compatible devices detected!'\nexit 3\n");
 	char *argv_bad[] = {bad, NULL};
-	pw.command = argv_bad;
+	char *argv_none[] = {(char[]){"/nonexistent/uhubctl"}, NULL};
+	struct config_power pw = {
+	    .command = argv_bad, .n_command = 3, .off_ms = 1500, .timeout_ms = 10000};
+	struct outcome o;
+	uint64_t ms;
+
 	CHECK_EQ_INT(run(&pw, NULL, false, &o, &ms), 0);
 	CHECK_EQ_INT(o.r, -EIO);
 	CHECK(strstr(o.msg, "failed for octopus-f446 on port 9-1 (exit status 3: No compatible "
 			    "devices detected!)") != NULL);
 
-	/* a program that does not exist is a failure with its reason, not a hang */
-	char *argv_none[] = {(char[]){"/nonexistent/uhubctl"}, NULL};
 	pw.command = argv_none;
 	CHECK_EQ_INT(run(&pw, NULL, false, &o, &ms), 0);
 	CHECK_EQ_INT(o.r, -EIO);
 	CHECK(strstr(o.msg, "exit status 127: cannot run /nonexistent/uhubctl: No such file") !=
 	      NULL);
+	free(bad);
+}
 
-	/* a hung command is stopped at the timeout, its children with it */
+/* A hung command is stopped at the timeout, its children with it. */
+static void
+command_hangs(void)
+{
 	char *pid_file = xasprintf("%s/pid", dir);
 	char *hang = script("hang.sh", "#!/bin/sh\nsleep 60 &\necho $! >\"$1\"\necho waiting\n"
 				       "wait\n");
 	char *argv_hang[] = {hang, pid_file, NULL};
-	pw.command = argv_hang;
-	pw.timeout_ms = 1000;
+	struct config_power pw = {
+	    .command = argv_hang, .n_command = 3, .off_ms = 1500, .timeout_ms = 1000};
+	struct outcome o;
+	uint64_t ms;
+	char *pid;
+	pid_t p;
+	bool gone = false;
+
 	CHECK_EQ_INT(run(&pw, NULL, false, &o, &ms), 0);
 	CHECK_EQ_INT(o.r, -ETIMEDOUT);
 	CHECK(ms >= 900 && ms < 20000);
 	CHECK(strstr(o.msg, "did not power-cycle octopus-f446 on port 9-1 within 1.000 s; stopped "
 			    "it (last output: waiting)") != NULL);
-	{
-		char *pid = slurp(pid_file);
-		pid_t p = (pid_t)atoi(pid);
-
-		bool gone = false;
-
-		/* reaped by us (the subreaper), or gone: never still sleeping. The group's SIGKILL
-		 * was sent, but on a busy machine the sleep may not have died (or become our
-		 * zombie) yet: look for up to 5 s */
-		for (int i = 0; p > 0 && i < 500 && !gone; i++) {
-			(void)waitpid(p, NULL, WNOHANG);
-			gone = kill(p, 0) < 0 && errno == ESRCH;
-			if (!gone)
-				(void)usleep(10000);
-		}
-		CHECK(p > 0 && gone);
-		free(pid);
+	pid = slurp(pid_file);
+	p = (pid_t)atoi(pid);
+	/* reaped by us (the subreaper), or gone: never still sleeping. The group's SIGKILL was
+	 * sent, but on a busy machine the sleep may not have died (or become our zombie) yet:
+	 * look for up to 5 s */
+	for (int i = 0; p > 0 && i < 500 && !gone; i++) {
+		(void)waitpid(p, NULL, WNOHANG);
+		gone = kill(p, 0) < 0 && errno == ESRCH;
+		if (!gone)
+			(void)usleep(10000);
 	}
+	CHECK(p > 0 && gone);
+	free(pid);
 	free(pid_file);
 	free(hang);
-	free(bad);
-	free(ok);
-	free(env_file);
+}
+
+static void
+test_command(void)
+{
+	command_runs();
+	command_fails();
+	command_hangs();
 }
 
 /* The fake Moonraker, its port, and the pipe whose closing makes it exit. */
@@ -192,34 +210,18 @@ static unsigned server_port;
 static bool
 start_server(const char *log_path)
 {
-	int in[2], out[2];
-	char buf[32];
-	ssize_t n;
-	size_t len = 0;
+	char *copy = xstrdup(log_path);
+	char *a[] = {(char[]){"python3"},
+		     (char[]){"tests/integration/fake_moonraker.py"},
+		     (char[]){"0"},
+		     (char[]){"standby"},
+		     copy,
+		     NULL};
+	char port[32];
 
-	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
-		return false;
-	server_pid = fork();
-	if (server_pid < 0)
-		return false;
-	if (server_pid == 0) {
-		dup2(in[0], 0);
-		dup2(out[1], 1);
-		execlp("python3", "python3", "tests/integration/fake_moonraker.py", "0", "standby",
-		       log_path, (char *)NULL);
-		_exit(127);
-	}
-	close(in[0]);
-	close(out[1]);
-	server_stdin = in[1];
-	while (len < sizeof(buf) - 1 && (n = read(out[0], buf + len, sizeof(buf) - 1 - len)) > 0) {
-		len += (size_t)n;
-		if (memchr(buf, '\n', len))
-			break;
-	}
-	close(out[0]);
-	buf[len] = '\0';
-	server_port = (unsigned)strtoul(buf, NULL, 10);
+	server_pid = hostproc_fake(a, &server_stdin, port, sizeof(port));
+	server_port = server_pid > 0 ? (unsigned)strtoul(port, NULL, 10) : 0;
+	free(copy);
 	return server_port > 0;
 }
 
