@@ -108,7 +108,7 @@ struct job {
 	unsigned touches;    /* requests that brought the app back instead of a bootloader */
 	unsigned flickers;   /* boot check: times the app came up and left again */
 	bool cold_boot;	     /* left for longer than the leave grace during the boot check */
-	bool gone_checked;   /* a worker's "No such device" waited for udev's remove once */
+	bool gone_checked;   /* a worker's "gone" result waited for udev's remove once */
 	/* Marlin (issue 16): the image is a Marlin build (it comes back as Marlin, and the
 	 * msc method checks FIRMWARE.CUR and M115 then); the enumeration the msc write
 	 * started on, which must have left before the board counts as back */
@@ -136,6 +136,7 @@ struct job {
 	char out[8192];
 	size_t out_len;
 	bool result_ok;
+	bool result_gone; /* the worker's device vanished under it (its result's "gone") */
 	char result_error[512];
 	char result_step[16]; /* where the worker stopped: "open", "check", "write", ... */
 	unsigned open_retries;
@@ -662,6 +663,7 @@ child_line(struct job *j, const char *line)
 		j->result_ok = json_object_get_boolean(json_object_object_get(o, "ok"));
 		j->old_partial = json_object_get_boolean(json_object_object_get(o, "old_partial"));
 		j->reset_done = json_object_get_boolean(json_object_object_get(o, "reset"));
+		j->result_gone = json_object_get_boolean(json_object_object_get(o, "gone"));
 		if (json_object_object_get_ex(o, "bytes", &v) && json_object_get_int64(v) > 0)
 			j->bytes = (uint64_t)json_object_get_int64(v);
 		if (json_object_object_get_ex(o, "error", &v) && json_object_get_string(v)[0])
@@ -844,6 +846,7 @@ watch_child(struct job *j, enum child_kind kind, pid_t pid, int out_fd)
 	j->pid = pid;
 	j->child = kind;
 	j->result_ok = false;
+	j->result_gone = false;
 	j->result_error[0] = 0;
 	j->result_step[0] = 0;
 	j->result_reset = false;
@@ -1510,10 +1513,10 @@ write_failed(struct job *j)
 		arm_timer(j, 500, on_reopen);
 		return;
 	}
-	/* the backend saw the device vanish before udev's remove event reached this loop (the
-	 * worker's exit and the uevent race): give the event a moment, then decide */
-	if (!j->gone_in_worker && b && b->present && !j->gone_checked &&
-	    strstr(err, strerror(ENODEV))) {
+	/* the backend saw the device vanish (a call of it failed with ENODEV: the worker's
+	 * "gone") before udev's remove event reached this loop (the worker's exit and the
+	 * uevent race): give the event a moment, then decide */
+	if (!j->gone_in_worker && b && b->present && !j->gone_checked && j->result_gone) {
 		/* a moment later udev's remove has arrived, or the board is still there and
 		 * the failure stands */
 		j->gone_checked = true;
