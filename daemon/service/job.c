@@ -71,6 +71,10 @@ enum child_kind {
 	CHILD_WORKER,
 };
 
+struct job;
+/* What a job's one-shot timer does when it fires (its source is gone by then). */
+typedef void (*job_timer_fn)(struct job *j);
+
 struct job {
 	struct job_table *t;
 	struct store_job rec; /* the history row */
@@ -104,7 +108,7 @@ struct job {
 	unsigned touches;    /* requests that brought the app back instead of a bootloader */
 	unsigned flickers;   /* boot check: times the app came up and left again */
 	bool cold_boot;	     /* left for longer than the leave grace during the boot check */
-	bool gone_checked;   /* a worker's "No such device" waited for udev's remove once */
+	bool gone_checked;   /* a worker's "gone" result waited for udev's remove once */
 	/* Marlin (issue 16): the image is a Marlin build (it comes back as Marlin, and the
 	 * msc method checks FIRMWARE.CUR and M115 then); the enumeration the msc write
 	 * started on, which must have left before the board counts as back */
@@ -132,6 +136,7 @@ struct job {
 	char out[8192];
 	size_t out_len;
 	bool result_ok;
+	bool result_gone; /* the worker's device vanished under it (its result's "gone") */
 	char result_error[512];
 	char result_step[16]; /* where the worker stopped: "open", "check", "write", ... */
 	unsigned open_retries;
@@ -140,6 +145,8 @@ struct job {
 
 	sd_event_source *timer;	 /* step timeout */
 	sd_event_source *stable; /* boot check: app must stay up */
+	job_timer_fn timer_fn;	 /* what j->timer calls (arm_timer) */
+	job_timer_fn stable_fn;	 /* what j->stable calls (arm_stable) */
 	char error[512];
 
 	/* SDIO boards after the SD-card path (power.h) */
@@ -296,21 +303,26 @@ set_step(struct job *j, enum job_step s)
 	emit(j, "job-step", NULL);
 }
 
-static int
-on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+/* The rollback's wait ended without the board in a bootloader. */
+static void
+rollback_never_back(struct job *j)
 {
-	struct job *j = userdata;
+	job_fail(j,
+		 "board did not boot the new firmware: %s on port %s never came back in a "
+		 "bootloader to roll back to %.12s; it needs recovery by hand",
+		 name_of(j), j->port, j->lkg);
+}
 
-	(void)s;
-	(void)usec;
-	j->timer = sd_event_source_disable_unref(j->timer);
+static void
+on_timeout(struct job *j)
+{
 	if (j->pid > 0) {
 		/* the child's exit handler reports the failure with this message */
 		(void)snprintf(j->result_error, sizeof(j->result_error),
 			       "step %s took longer than %u s; stopped it", step_names[j->step],
 			       j->t->cfg->step_timeout_ms / 1000u);
 		(void)kill(j->pid, SIGKILL);
-		return 0;
+		return;
 	}
 	/* boot checks have their own timer (on_boot_timeout); this one guards the waits */
 	if (j->step == STEP_WAIT_BOOTLOADER) {
@@ -348,20 +360,50 @@ on_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 			    "Check the cable, or enter the bootloader by hand",
 			    name_of(j), j->port, secs, device_mode_to_string(b->dev.mode));
 	} else if (j->step == STEP_ROLLBACK_WAIT)
-		job_fail(j,
-			 "board did not boot the new firmware: %s on port %s never came back in a "
-			 "bootloader to roll back to %.12s; it needs recovery by hand",
-			 name_of(j), j->port, j->lkg);
+		rollback_never_back(j);
+}
+
+/* Both one-shot timers of a job (j->timer, j->stable) end here: the source that fired is
+ * released, then the function it was armed with runs. */
+static int
+/* cppcheck-suppress constParameter ; sd_event_time_handler_t fixes the type of s */
+on_job_timer(sd_event_source *s, uint64_t usec, void *userdata)
+{
+	struct job *j = userdata;
+	bool stable = s == j->stable;
+	job_timer_fn fn = stable ? j->stable_fn : j->timer_fn;
+
+	(void)usec;
+	if (stable)
+		j->stable = sd_event_source_disable_unref(j->stable);
+	else
+		j->timer = sd_event_source_disable_unref(j->timer);
+	fn(j);
 	return 0;
 }
 
+/* The step's timer: fn (on_timeout when NULL) runs in ms unless it is armed again or
+ * released first. */
 static void
-arm_timer(struct job *j, unsigned ms, sd_event_time_handler_t cb)
+arm_timer(struct job *j, unsigned ms, job_timer_fn fn)
 {
 	j->timer = sd_event_source_disable_unref(j->timer);
+	j->timer_fn = fn ? fn : on_timeout;
 	if (sd_event_add_time_relative(j->t->loop, &j->timer, CLOCK_MONOTONIC, (uint64_t)ms * 1000u,
-				       0, cb ? cb : on_timeout, j) < 0)
+				       0, on_job_timer, j) < 0)
 		log_warn("job %s: cannot arm a timer", j->job_id);
+}
+
+/* An app that came up must stay up for WORKER_APP_STABLE_MS before fn takes it as up.
+ * Accuracy 1 ms: sd-event's default (250 ms) would add up to a quarter second to every
+ * job's end. 0, or -errno with nothing armed. */
+static int
+arm_stable(struct job *j, job_timer_fn fn)
+{
+	j->stable_fn = fn;
+	return sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
+					  (uint64_t)WORKER_APP_STABLE_MS * 1000u, 1000u,
+					  on_job_timer, j);
 }
 
 static void
@@ -514,30 +556,39 @@ job_finish(struct job *j, const char *result, const char *mid, int prio, const c
 	reconcile_soon(t);
 }
 
+static void job_endv(struct job *j, const char *result, int prio, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+
+/* A job that did not succeed ends with its message formatted here. */
+static void
+job_endv(struct job *j, const char *result, int prio, const char *fmt, va_list ap)
+{
+	char msg[600];
+
+	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	job_finish(j, result, LOG_MID_FLASH_FAILED, prio, msg);
+}
+
 /* The board left in the middle of the job: nothing is lost. The host is restored now, the
  * job stays recorded at its step and resumes when the board is seen again. */
 static void
 job_suspend(struct job *j, const char *fmt, ...)
 {
-	char msg[600];
 	va_list ap;
 
 	va_start(ap, fmt);
-	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	job_endv(j, "interrupted", LOG_WARNING, fmt, ap);
 	va_end(ap);
-	job_finish(j, "interrupted", LOG_MID_FLASH_FAILED, LOG_WARNING, msg);
 }
 
 static void
 job_fail(struct job *j, const char *fmt, ...)
 {
-	char msg[600];
 	va_list ap;
 
 	va_start(ap, fmt);
-	(void)vsnprintf(msg, sizeof(msg), fmt, ap);
+	job_endv(j, "failed", LOG_ERR, fmt, ap);
 	va_end(ap);
-	job_finish(j, "failed", LOG_MID_FLASH_FAILED, LOG_ERR, msg);
 }
 
 static struct job *
@@ -612,6 +663,7 @@ child_line(struct job *j, const char *line)
 		j->result_ok = json_object_get_boolean(json_object_object_get(o, "ok"));
 		j->old_partial = json_object_get_boolean(json_object_object_get(o, "old_partial"));
 		j->reset_done = json_object_get_boolean(json_object_object_get(o, "reset"));
+		j->result_gone = json_object_get_boolean(json_object_object_get(o, "gone"));
 		if (json_object_object_get_ex(o, "bytes", &v) && json_object_get_int64(v) > 0)
 			j->bytes = (uint64_t)json_object_get_int64(v);
 		if (json_object_object_get_ex(o, "error", &v) && json_object_get_string(v)[0])
@@ -679,6 +731,16 @@ on_child_exit(sd_event_source *s, const siginfo_t *si, void *userdata)
 	return 0;
 }
 
+/* The gate child's one line: whether the flash may go on, and what it found. */
+static int
+gate_report(bool ok, const char *msg)
+{
+	dprintf(STDOUT_FILENO, "{\"type\":\"result\",\"ok\":%s,\"error\":%s}\n",
+		ok ? "true" : "false",
+		json_object_to_json_string(json_object_new_string(msg ? msg : "")));
+	return ok ? 0 : 1;
+}
+
 /* The gate child of a board driven by OctoPrint: its print state, and its serial port
  * released when OctoPrint holds it (service/octoprint.c). */
 static int
@@ -697,9 +759,109 @@ octoprint_gate_child(const struct job *j)
 	};
 	bool ok = octoprint_gate_run(&target, &msg);
 
-	dprintf(STDOUT_FILENO, "{\"type\":\"result\",\"ok\":%s,\"error\":%s}\n",
-		ok ? "true" : "false", json_object_to_json_string(json_object_new_string(msg)));
-	return ok ? 0 : 1;
+	return gate_report(ok, msg);
+}
+
+/* The gate child of a board behind Moonraker: its print state (service/moonraker.c). */
+static int
+moonraker_gate_child(const struct job *j)
+{
+	struct moonraker_state st;
+	char key[MOONRAKER_KEY_MAX], *msg = NULL;
+	int k = 0;
+	bool ok;
+
+	/* read here, at every check: a rotated key needs no reload */
+	if (j->moonraker_key_file[0])
+		k = moonraker_read_key(j->moonraker_key_file, key, sizeof(key));
+	if (k < 0) {
+		msg =
+		    xasprintf("cannot read the Moonraker API key from %s: %s; not flashing %s "
+			      "(the file must hold the key and be readable by the daemon's user)",
+			      j->moonraker_key_file,
+			      k == -EINVAL ? "no key on its first line" : strerror(-k), name_of(j));
+		return gate_report(false, msg);
+	}
+	(void)moonraker_query(j->moonraker, j->moonraker_key_file[0] ? key : NULL, GATE_TIMEOUT_MS,
+			      &st);
+	ok = moonraker_gate(&st, j->moonraker, j->moonraker_fail_open, name_of(j), &msg);
+	if (!ok && j->moonraker_optional && st.error == -ECONNREFUSED) {
+		free(msg);
+		msg = xasprintf("no Moonraker listens at %s; flashing %s without a print-state "
+				"check",
+				j->moonraker, name_of(j));
+		ok = true;
+	}
+	return gate_report(ok, msg);
+}
+
+/* The forked child: the worker re-executed with the plan on its stdin, or the gate check
+ * run here. Its stdout is the pipe the job reads. */
+_Noreturn static void
+child_run(const struct job *j, const char *plan, int in_fd, int out_fd)
+{
+	sigset_t none;
+
+	/* a worker must not outlive the daemon: the board stays in its bootloader and the
+	 * next daemon resumes the job */
+	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+	sigemptyset(&none);
+	(void)sigprocmask(SIG_SETMASK, &none, NULL);
+	if (dup2(out_fd, STDOUT_FILENO) < 0)
+		_exit(127);
+	if (plan) {
+		char *args[] = {j->t->worker_exe, (char[]){"--worker"}, NULL};
+
+		if (dup2(in_fd, STDIN_FILENO) < 0)
+			_exit(127);
+		execv(j->t->worker_exe, args);
+		_exit(127);
+	}
+	_exit(j->octoprint[0] ? octoprint_gate_child(j) : moonraker_gate_child(j));
+}
+
+/* The plan on the worker's stdin, which is then closed. */
+static void
+send_plan(const struct job *j, int in[2], const char *plan)
+{
+	size_t len = strlen(plan);
+
+	close_fd(in[0]);
+	/* plans are a few hundred bytes: they fit in the pipe without blocking */
+	if (write(in[1], plan, len) != (ssize_t)len || write(in[1], "\n", 1) != 1)
+		log_warn("job %s: short write of the worker plan", j->job_id);
+	close_fd(in[1]);
+}
+
+/* The job's running child from now on: its lines are read as they come, its exit ends the
+ * step, and the step's timer bounds it. 0, or -errno with the child killed. */
+static int
+watch_child(struct job *j, enum child_kind kind, pid_t pid, int out_fd)
+{
+	int r;
+
+	(void)fcntl(out_fd, F_SETFL, O_NONBLOCK);
+	j->out_fd = out_fd;
+	j->out_len = 0;
+	j->pid = pid;
+	j->child = kind;
+	j->result_ok = false;
+	j->result_gone = false;
+	j->result_error[0] = 0;
+	j->result_step[0] = 0;
+	j->result_reset = false;
+	j->last_percent = 101;
+	r = sd_event_add_io(j->t->loop, &j->out_src, out_fd, EPOLLIN, on_child_output, j);
+	if (r >= 0)
+		r = sd_event_add_child(j->t->loop, &j->child_src, pid, WEXITED, on_child_exit, j);
+	if (r < 0) {
+		(void)kill(pid, SIGKILL);
+		(void)waitpid(pid, NULL, 0);
+		j->pid = 0;
+		return r;
+	}
+	arm_timer(j, j->t->cfg->step_timeout_ms, NULL);
+	return 0;
 }
 
 /* Start a child that writes JSON lines on its stdout: a re-executed worker when plan is
@@ -720,95 +882,12 @@ spawn(struct job *j, enum child_kind kind, const char *plan)
 		r = -errno;
 		goto fail;
 	}
-	if (pid == 0) {
-		sigset_t none;
-
-		/* a worker must not outlive the daemon: the board stays in its bootloader and
-		 * the next daemon resumes the job */
-		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-		sigemptyset(&none);
-		(void)sigprocmask(SIG_SETMASK, &none, NULL);
-		if (dup2(out[1], STDOUT_FILENO) < 0)
-			_exit(127);
-		if (plan) {
-			char *args[] = {j->t->worker_exe, (char[]){"--worker"}, NULL};
-
-			if (dup2(in[0], STDIN_FILENO) < 0)
-				_exit(127);
-			execv(j->t->worker_exe, args);
-			_exit(127);
-		} else if (j->octoprint[0]) {
-			_exit(octoprint_gate_child(j));
-		} else {
-			struct moonraker_state st;
-			char key[MOONRAKER_KEY_MAX], *msg = NULL;
-			int k = 0;
-			bool ok;
-
-			/* read here, at every check: a rotated key needs no reload */
-			if (j->moonraker_key_file[0])
-				k = moonraker_read_key(j->moonraker_key_file, key, sizeof(key));
-			if (k < 0) {
-				ok = false;
-				msg = xasprintf("cannot read the Moonraker API key from %s: %s; "
-						"not flashing %s "
-						"(the file must hold the key and be readable by "
-						"the daemon's user)",
-						j->moonraker_key_file,
-						k == -EINVAL ? "no key on its first line"
-							     : strerror(-k),
-						name_of(j));
-			} else {
-				(void)moonraker_query(j->moonraker,
-						      j->moonraker_key_file[0] ? key : NULL,
-						      GATE_TIMEOUT_MS, &st);
-				ok = moonraker_gate(&st, j->moonraker, j->moonraker_fail_open,
-						    name_of(j), &msg);
-				if (!ok && j->moonraker_optional && st.error == -ECONNREFUSED) {
-					free(msg);
-					msg = xasprintf("no Moonraker listens at %s; flashing %s "
-							"without a print-state check",
-							j->moonraker, name_of(j));
-					ok = true;
-				}
-			}
-			dprintf(STDOUT_FILENO, "{\"type\":\"result\",\"ok\":%s,\"error\":%s}\n",
-				ok ? "true" : "false",
-				json_object_to_json_string(json_object_new_string(msg ? msg : "")));
-			_exit(ok ? 0 : 1);
-		}
-	}
+	if (pid == 0)
+		child_run(j, plan, in[0], out[1]);
 	close_fd(out[1]);
-	if (plan) {
-		size_t len = strlen(plan);
-
-		close_fd(in[0]);
-		/* plans are a few hundred bytes: they fit in the pipe without blocking */
-		if (write(in[1], plan, len) != (ssize_t)len || write(in[1], "\n", 1) != 1)
-			log_warn("job %s: short write of the worker plan", j->job_id);
-		close_fd(in[1]);
-	}
-	(void)fcntl(out[0], F_SETFL, O_NONBLOCK);
-	j->out_fd = out[0];
-	j->out_len = 0;
-	j->pid = pid;
-	j->child = kind;
-	j->result_ok = false;
-	j->result_error[0] = 0;
-	j->result_step[0] = 0;
-	j->result_reset = false;
-	j->last_percent = 101;
-	r = sd_event_add_io(j->t->loop, &j->out_src, out[0], EPOLLIN, on_child_output, j);
-	if (r >= 0)
-		r = sd_event_add_child(j->t->loop, &j->child_src, pid, WEXITED, on_child_exit, j);
-	if (r < 0) {
-		(void)kill(pid, SIGKILL);
-		(void)waitpid(pid, NULL, 0);
-		j->pid = 0;
-		return r;
-	}
-	arm_timer(j, j->t->cfg->step_timeout_ms, NULL);
-	return 0;
+	if (plan)
+		send_plan(j, in, plan);
+	return watch_child(j, kind, pid, out[0]);
 fail:
 	close_fd(in[0]);
 	close_fd(in[1]);
@@ -817,8 +896,9 @@ fail:
 	return r;
 }
 
-static int
-spawn_worker(struct job *j, const struct worker_plan *plan)
+/* A worker for plan; a job whose worker cannot start fails. */
+static void
+run_worker(struct job *j, const struct worker_plan *plan)
 {
 	char *json = NULL;
 	int r = worker_plan_to_json(plan, &json);
@@ -826,7 +906,8 @@ spawn_worker(struct job *j, const struct worker_plan *plan)
 	if (r >= 0)
 		r = spawn(j, CHILD_WORKER, json);
 	free(json);
-	return r;
+	if (r < 0)
+		job_fail(j, "cannot start a worker for %s", name_of(j));
 }
 
 /* ---- the sequence ---------------------------------------------------------------------- */
@@ -1038,8 +1119,7 @@ step_enter(struct job *j)
 	memset(&plan, 0, sizeof(plan));
 	(void)str_copy(plan.action, sizeof(plan.action), "enter");
 	plan.dev = b->dev;
-	if (spawn_worker(j, &plan) < 0)
-		job_fail(j, "cannot start a worker for %s", name_of(j));
+	run_worker(j, &plan);
 }
 
 static bool
@@ -1055,24 +1135,31 @@ method_allowed(const struct job *j, const char *method)
 	return false;
 }
 
-/* The stored file hashes to its name: the worker verifies the board against this file, so
- * a file corrupted on disk would be flashed and "verified" against itself. 0, -ENOENT, or
- * -EBADMSG; *ret_path set when stored. */
+/* The stored file of `sha`, read whole and checked against its name: the worker verifies
+ * the board against this file, so a file corrupted on disk would be flashed and "verified"
+ * against itself. 0 with *ret_data, *ret_size (and *ret_path when asked for, set once the
+ * store names the file), the store's or the read's -errno, or -EBADMSG. */
 static int
-stored_firmware_intact(struct job_table *t, const char *sha, char **ret_path)
+read_stored_firmware(struct job_table *t, const char *sha, char **ret_path, uint8_t **ret_data,
+		     size_t *ret_size)
 {
-	char got[SHA256_HEX_LEN + 1];
-	uint8_t *data = NULL;
-	size_t size = 0;
-	int r = store_firmware_path(t->store, sha, ret_path);
+	char got[SHA256_HEX_LEN + 1], *path = NULL;
+	int r = store_firmware_path(t->store, sha, &path);
 
 	if (r >= 0)
-		r = read_file(*ret_path, IMAGE_MAX_SIZE, &data, &size);
+		r = read_file(path, IMAGE_MAX_SIZE, ret_data, ret_size);
+	if (ret_path)
+		*ret_path = path;
+	else
+		free(path);
 	if (r < 0)
-		return -ENOENT;
-	sha256_hex(data, size, got);
-	free(data);
-	return strcmp(got, sha) == 0 ? 0 : -EBADMSG;
+		return r;
+	sha256_hex(*ret_data, *ret_size, got);
+	if (strcmp(got, sha) == 0)
+		return 0;
+	free(*ret_data);
+	*ret_data = NULL;
+	return -EBADMSG;
 }
 
 /* A worker plan for the image this job writes (the known-good one in a rollback) on board b,
@@ -1084,8 +1171,11 @@ image_plan(struct job *j, const struct board *b, const char *method, const char 
 {
 	const char *sha = j->rollback ? j->lkg : j->sha;
 	char *path = NULL;
-	int r = stored_firmware_intact(j->t, sha, &path);
+	uint8_t *data = NULL;
+	size_t size = 0;
+	int r = read_stored_firmware(j->t, sha, &path, &data, &size);
 
+	free(data);
 	if (r < 0) {
 		job_fail(j,
 			 r == -EBADMSG ? "firmware %.12s in the store no longer matches its sha256 "
@@ -1107,10 +1197,28 @@ image_plan(struct job *j, const struct board *b, const char *method, const char 
 	return 0;
 }
 
+/* The write worker of every method: recorded with its method, and from the first write on
+ * what the board runs is unknown until it boots (`boards` must not claim the old image; the
+ * known-good one stays recorded). */
+static void
+start_write(struct job *j, struct board *b, const char *method, const struct worker_plan *plan)
+{
+	(void)str_copy(j->rec.method, sizeof(j->rec.method), method);
+	j->gone_in_worker = false;
+	if (j->rec.board_id > 0 &&
+	    store_board_set_installed(j->t->store, j->rec.board_id, "", "") >= 0 &&
+	    b->id == j->rec.board_id) {
+		b->installed_sha[0] = 0;
+		b->installed_version[0] = 0;
+	}
+	set_step(j, j->rollback ? STEP_ROLLBACK_WRITE : STEP_WRITE);
+	j->bytes = 0;
+	run_worker(j, plan);
+}
+
 static void
 step_write(struct job *j, struct board *b)
 {
-	bool rollback = j->rollback;
 	const char *method =
 	    app_writer(j, b) ? app_writer(j, b) : worker_method_for_mode(b->dev.mode);
 	struct worker_plan plan;
@@ -1133,22 +1241,9 @@ step_write(struct job *j, struct board *b)
 	/* this visit to the bootloader is ours: a failed write is not retried on the next
 	 * udev event, only when the board comes back */
 	(void)bootloader_visit_new(j->t, j->port);
-	(void)str_copy(j->rec.method, sizeof(j->rec.method), method);
 	(void)str_copy(j->msc_node, sizeof(j->msc_node),
 		       strcmp(method, "msc") == 0 ? b->dev.usb_node : "");
-	j->gone_in_worker = false;
-	/* from the first write on, what the board runs is unknown until it boots: `boards`
-	 * must not claim the old image, and the known-good one stays recorded */
-	if (j->rec.board_id > 0 &&
-	    store_board_set_installed(j->t->store, j->rec.board_id, "", "") >= 0 &&
-	    b->id == j->rec.board_id) {
-		b->installed_sha[0] = 0;
-		b->installed_version[0] = 0;
-	}
-	set_step(j, rollback ? STEP_ROLLBACK_WRITE : STEP_WRITE);
-	j->bytes = 0;
-	if (spawn_worker(j, &plan) < 0)
-		job_fail(j, "cannot start a worker for %s", name_of(j));
+	start_write(j, b, method, &plan);
 }
 
 static void
@@ -1294,8 +1389,7 @@ msc_check(struct job *j, struct board *b)
 	(void)str_copy(plan.image_path, sizeof(plan.image_path), path);
 	free(path);
 	j->msc_checking = true;
-	if (spawn_worker(j, &plan) < 0)
-		job_fail(j, "cannot start a worker for %s", name_of(j));
+	run_worker(j, &plan);
 }
 
 /* The answer of msc_check(): Marlin came back; only the expected build on a card that shows
@@ -1320,47 +1414,36 @@ msc_checked(struct job *j, int status)
 			 j->result_error[0] ? j->result_error : "the check failed");
 }
 
-static int
-on_stable(sd_event_source *s, uint64_t usec, void *userdata)
+static void
+on_stable(struct job *j)
 {
-	struct job *j = userdata;
-
-	(void)s;
-	(void)usec;
-	j->stable = sd_event_source_disable_unref(j->stable);
 	j->timer = sd_event_source_disable_unref(j->timer);
 	if (j->sd && !j->sd_confirmed) {
 		/* up after the bootloader's turn: ask the app what it runs */
 		sd_confirm(j, boards_find_port(j->t->boards, j->port));
-		return 0;
+		return;
 	}
 	if (j->msc_node[0] && j->step == STEP_BOOT_CHECK) {
 		struct board *b = boards_find_port(j->t->boards, j->port);
 
 		if (b && marlin_mode(b->dev.mode)) {
 			msc_check(j, b);
-			return 0;
+			return;
 		}
 	}
 	record_success(j, j->step == STEP_ROLLBACK_BOOT_CHECK);
-	return 0;
 }
 
-static int
-on_boot_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+static void
+on_boot_timeout(struct job *j)
 {
-	struct job *j = userdata;
-
-	(void)s;
-	(void)usec;
-	j->timer = sd_event_source_disable_unref(j->timer);
 	if (j->sd && j->sd_need_gone && board_present(j->t, j->port)) {
 		job_fail(
 		    j,
 		    "%s on port %s did not restart after Klipper's reset command; firmware.bin "
 		    "stays on its SD card for the next reset or power cycle",
 		    name_of(j), j->port);
-		return 0;
+		return;
 	}
 	/* an app that came up and left more than once is boot-looping, even if it then stays
 	 * away (a board with no bootloader to fall back to); one disappearance is an unplug */
@@ -1373,17 +1456,13 @@ on_boot_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 			    "it is plugged in again",
 			    name_of(j), j->port, step_names[j->step],
 			    j->t->cfg->boot_timeout_ms / 1000.0);
-		return 0;
+		return;
 	}
 	if (j->step == STEP_ROLLBACK_WAIT) {
-		job_fail(j,
-			 "board did not boot the new firmware: %s on port %s never came back in a "
-			 "bootloader to roll back to %.12s; it needs recovery by hand",
-			 name_of(j), j->port, j->lkg);
-		return 0;
+		rollback_never_back(j);
+		return;
 	}
 	boot_failed(j);
-	return 0;
 }
 
 static void
@@ -1401,15 +1480,11 @@ begin_boot_check(struct job *j)
 /* A worker that failed: where the board really is decides what is said and what follows.
  * A board that left the bus lost nothing - the job resumes from its step when it is back;
  * one still here keeps what its bootloader reported. */
-static int
-on_reopen(sd_event_source *s, uint64_t usec, void *userdata)
+static void
+on_reopen(struct job *j)
 {
-	struct job *j = userdata;
 	struct board *b = boards_find_port(j->t->boards, j->port);
 
-	(void)s;
-	(void)usec;
-	j->timer = sd_event_source_disable_unref(j->timer);
 	if (b && bootloader_ready(b))
 		step_write(j, b);
 	else
@@ -1417,23 +1492,6 @@ on_reopen(sd_event_source *s, uint64_t usec, void *userdata)
 			    "%s on port %s left its bootloader before it could be opened; the "
 			    "job resumes when it is plugged in again",
 			    name_of(j), j->port);
-	return 0;
-}
-
-static void write_failed(struct job *j);
-
-/* The moment after a worker found its device gone: udev's remove has arrived by now, or the
- * board is still there and the failure stands. */
-static int
-on_gone_check(sd_event_source *s, uint64_t usec, void *userdata)
-{
-	struct job *j = userdata;
-
-	(void)s;
-	(void)usec;
-	j->timer = sd_event_source_disable_unref(j->timer);
-	write_failed(j);
-	return 0;
 }
 
 static void
@@ -1455,12 +1513,14 @@ write_failed(struct job *j)
 		arm_timer(j, 500, on_reopen);
 		return;
 	}
-	/* the backend saw the device vanish before udev's remove event reached this loop (the
-	 * worker's exit and the uevent race): give the event a moment, then decide */
-	if (!j->gone_in_worker && b && b->present && !j->gone_checked &&
-	    strstr(err, strerror(ENODEV))) {
+	/* the backend saw the device vanish (a call of it failed with ENODEV: the worker's
+	 * "gone") before udev's remove event reached this loop (the worker's exit and the
+	 * uevent race): give the event a moment, then decide */
+	if (!j->gone_in_worker && b && b->present && !j->gone_checked && j->result_gone) {
+		/* a moment later udev's remove has arrived, or the board is still there and
+		 * the failure stands */
 		j->gone_checked = true;
-		arm_timer(j, 1000, on_gone_check);
+		arm_timer(j, 1000, write_failed);
 		return;
 	}
 	if (j->gone_in_worker || !b || !b->present) {
@@ -1539,19 +1599,7 @@ sd_write(struct job *j, struct board *b)
 	j->sd_confirming = j->sd_confirmed = j->sd_need_gone = false;
 	if (image_plan(j, b, "sd", "flash", &plan) < 0)
 		return;
-	(void)str_copy(j->rec.method, sizeof(j->rec.method), "sd");
-	j->gone_in_worker = false;
-	/* as for every method: what it runs is unknown until it booted the new image */
-	if (j->rec.board_id > 0 &&
-	    store_board_set_installed(j->t->store, j->rec.board_id, "", "") >= 0 &&
-	    b->id == j->rec.board_id) {
-		b->installed_sha[0] = 0;
-		b->installed_version[0] = 0;
-	}
-	set_step(j, j->rollback ? STEP_ROLLBACK_WRITE : STEP_WRITE);
-	j->bytes = 0;
-	if (spawn_worker(j, &plan) < 0)
-		job_fail(j, "cannot start a worker for %s", name_of(j));
+	start_write(j, b, "sd", &plan);
 }
 
 static void
@@ -1572,8 +1620,7 @@ sd_confirm(struct job *j, struct board *b)
 	j->sd_confirming = true;
 	/* a rollback keeps its step name, so that a restart resumes the rollback */
 	set_step(j, j->rollback ? STEP_ROLLBACK_WRITE : STEP_VERIFY);
-	if (spawn_worker(j, &plan) < 0)
-		job_fail(j, "cannot start a worker for %s", name_of(j));
+	run_worker(j, &plan);
 }
 
 /* The write or the confirm worker ended; both end with Klipper's reset when they succeed. */
@@ -1786,18 +1833,13 @@ static void sdio_board_back(struct job *j, struct board *b);
 
 /* The board is back in its application after a power cycle; it is verified once it stayed
  * up (a board that is switched on may flicker while its bootloader flashes). */
-static int
-on_power_back_stable(sd_event_source *s, uint64_t usec, void *userdata)
+static void
+on_power_back_stable(struct job *j)
 {
-	struct job *j = userdata;
 	struct board *b = boards_find_port(j->t->boards, j->port);
 
-	(void)s;
-	(void)usec;
-	j->stable = sd_event_source_disable_unref(j->stable);
 	if (b && b->present && b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->dev.tty[0])
 		sdio_board_back(j, b);
-	return 0;
 }
 
 static void
@@ -1806,22 +1848,16 @@ watch_power_back(struct job *j, struct board *b)
 	if (!j->power_gone || j->power || j->stable || !b->present ||
 	    b->dev.mode != DEVICE_MODE_KLIPPER_APP || !b->dev.tty[0])
 		return;
-	if (sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
-				       (uint64_t)WORKER_APP_STABLE_MS * 1000u, 1000u,
-				       on_power_back_stable, j) < 0)
+	if (arm_stable(j, on_power_back_stable) < 0)
 		sdio_board_back(j, b);
 }
 
 /* The power cycle reported success but the board never left, or never came back. */
-static int
-on_power_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+static void
+on_power_timeout(struct job *j)
 {
-	struct job *j = userdata;
 	char msg[300];
 
-	(void)s;
-	(void)usec;
-	j->timer = sd_event_source_disable_unref(j->timer);
 	if (!j->power_gone)
 		(void)snprintf(msg, sizeof(msg),
 			       "it reported success, but %s on port %s never left the USB bus: "
@@ -1832,7 +1868,6 @@ on_power_timeout(sd_event_source *s, uint64_t usec, void *userdata)
 			       "%s on port %s was not back in its application within %.1f s",
 			       name_of(j), j->port, j->t->cfg->boot_timeout_ms / 1000.0);
 	park_needs_power(j, msg);
-	return 0;
 }
 
 static void
@@ -1889,15 +1924,6 @@ power_start(struct job *j)
 	}
 }
 
-static int
-on_power_pending_timeout(sd_event_source *s, uint64_t usec, void *userdata)
-{
-	(void)s;
-	(void)usec;
-	power_start(userdata);
-	return 0;
-}
-
 /* firmware.bin is on the card of an SDIO board: switch it off and on. The confirm that found
  * it reset the board; the cycle starts once it is back, so that its leaving is the power's. */
 static void
@@ -1911,7 +1937,7 @@ step_power_cycle(struct job *j)
 		return;
 	}
 	j->power_pending = true;
-	arm_timer(j, j->t->cfg->boot_timeout_ms, on_power_pending_timeout);
+	arm_timer(j, j->t->cfg->boot_timeout_ms, power_start);
 }
 
 /* Board events while the power goes and comes (STEP_POWER_CYCLE) or while the job waits for
@@ -2206,122 +2232,83 @@ migration_refused(const struct board *b, const struct config_profile *p, bool ma
 	return false;
 }
 
-static int
-prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sha,
-	    const struct store_job *unfinished, char **ret_message)
-{
-	const struct config_profile *p = config_find_profile(t->cfg, b->profile);
-	bool resume = flags & START_RESUME;
-	struct validate_target target = {0};
+/* The image a new job would write, checked before anything touches the board. */
+struct job_image {
 	struct store_desired d;
-	struct verdict v;
-	struct job *j;
-	struct log_fields f;
+	struct verdict v; /* accepted (released with verdict_done) */
+	bool marlin;	  /* a Marlin build, which mi names */
+	struct marlin_info mi;
+};
+
+/* Never touch a board with an image that does not fit it: the stored file intact, accepted
+ * for the board (image/validate.c), of the firmware family the profile allows. 0 with
+ * img->v to release, or -errno with *ret_message. */
+static int
+check_image(struct job_table *t, const struct board *b, const struct config_profile *p,
+	    struct job_image *img, char **ret_message)
+{
+	struct validate_target target = {0};
 	uint8_t *data = NULL;
 	size_t size = 0;
-	char *path = NULL;
-	bool marlin_image = false;
-	struct marlin_info mi;
-	int r;
+	int r = read_stored_firmware(t, img->d.sha, NULL, &data, &size);
 
-	if (find_job(t, b->dev.port))
-		return -EBUSY;
-	if (!p) {
-		*ret_message = xasprintf("%s on port %s matches no profile", board_display_name(b),
-					 b->dev.port);
-		return -ENOENT;
-	}
-	r = pick_image(t, b, p, flags, sha, unfinished, &d, ret_message);
-	if (r < 0)
+	if (r == -EBADMSG) {
+		*ret_message = xasprintf("firmware %.12s for profile '%s' in the store no longer "
+					 "matches its sha256 (disk corruption?); queue the file "
+					 "again",
+					 img->d.sha, p->name);
 		return r;
-	if (!b->catalog) {
-		*ret_message =
-		    xasprintf("cannot tell which board is on port %s (%s); set board = "
-			      "\"...\" in its profile",
-			      b->dev.port, b->candidates[0] ? b->candidates : "unknown MCU");
-		return -ENXIO;
 	}
-	/* never touch a board with an image that does not fit it */
-	r = store_firmware_path(t->store, d.sha, &path);
-	if (r >= 0)
-		r = read_file(path, IMAGE_MAX_SIZE, &data, &size);
-	free(path);
 	if (r < 0) {
-		*ret_message = xasprintf(
-		    "firmware %.12s for profile '%s' is missing from the store", d.sha, p->name);
+		*ret_message =
+		    xasprintf("firmware %.12s for profile '%s' is missing from the store",
+			      img->d.sha, p->name);
 		return r;
-	}
-	{
-		char got[SHA256_HEX_LEN + 1];
-
-		sha256_hex(data, size, got);
-		if (strcmp(got, d.sha) != 0) {
-			free(data);
-			*ret_message = xasprintf("firmware %.12s for profile '%s' in the store no "
-						 "longer matches its sha256 (disk corruption?); "
-						 "queue the file again",
-						 d.sha, p->name);
-			return -EBADMSG;
-		}
 	}
 	target.board = b->catalog;
 	target.app_start = config_profile_app_start(p);
 	target.interface = p->interface;
-	target.file_name = d.source[0] ? d.source : d.sha;
-	r = validate_image(data, size, &target, &v);
-	{
-		marlin_image = marlin_image_info(data, size, &mi) == 0;
-		if (r >= 0 && v.accepted &&
-		    migration_refused(b, p, marlin_image, v.version, target.file_name,
-				      ret_message)) {
-			free(data);
-			verdict_done(&v);
-			return -EPERM;
-		}
-	}
+	target.file_name = img->d.source[0] ? img->d.source : img->d.sha;
+	r = validate_image(data, size, &target, &img->v);
+	img->marlin = marlin_image_info(data, size, &img->mi) == 0;
 	free(data);
-	if (r < 0 || !v.accepted) {
+	if (r >= 0 && img->v.accepted &&
+	    migration_refused(b, p, img->marlin, img->v.version, target.file_name, ret_message)) {
+		verdict_done(&img->v);
+		return -EPERM;
+	}
+	if (r < 0 || !img->v.accepted) {
 		*ret_message = xasprintf("refusing to flash %s on port %s: %s",
 					 board_display_name(b), b->dev.port,
-					 r < 0	       ? strerror(-r)
-					 : v.n_reasons ? v.reasons[0]
-						       : "refused");
+					 r < 0		    ? strerror(-r)
+					 : img->v.n_reasons ? img->v.reasons[0]
+							    : "refused");
 		if (r >= 0)
-			verdict_done(&v);
+			verdict_done(&img->v);
 		return -EINVAL;
 	}
-	if (!t->dry_run && active_jobs(t) >= t->cfg->max_jobs) {
-		verdict_done(&v);
-		push_pending(t, b->dev.port);
-		*ret_message = xasprintf("%zu jobs running; %s on port %s waits for a free slot",
-					 t->n_jobs, board_display_name(b), b->dev.port);
-		return -EAGAIN;
-	}
+	return 0;
+}
 
-	j = xnew(struct job);
-	j->t = t;
-	j->out_fd = -1;
-	(void)str_copy(j->port, sizeof(j->port), b->dev.port);
-	(void)str_copy(j->serial, sizeof(j->serial), b->serial);
-	(void)str_copy(j->profile, sizeof(j->profile), p->name);
-	(void)str_copy(j->sha, sizeof(j->sha), d.sha);
-	/* Marlin's build as M115 names it ("Marlin 2.1.2.1"), Klipper's from its dictionary */
-	(void)str_copy(j->version, sizeof(j->version), marlin_image ? mi.firmware : v.version);
-	j->marlin_image = marlin_image;
-	verdict_done(&v);
-	if (resume && unfinished->lkg[0]) {
-		(void)str_copy(j->lkg, sizeof(j->lkg), unfinished->lkg);
-	} else if (b->known_good_sha[0] && strcmp(b->known_good_sha, d.sha) != 0) {
-		char *lkg = NULL;
+/* What every job takes from its profile for the gates: fail-open, the API key, the units
+ * that may hold the board's tty. */
+static void
+gates_from_profile(struct job *j, const struct config_profile *p)
+{
+	j->moonraker_fail_open = p->moonraker_fail_open;
+	if (p->moonraker_api_key_file)
+		(void)str_copy(j->moonraker_key_file, sizeof(j->moonraker_key_file),
+			       p->moonraker_api_key_file);
+	j->stop_globs = xnew_array(char *, p->n_stop_units + 1);
+	for (size_t i = 0; i < p->n_stop_units; i++)
+		j->stop_globs[i] = xstrdup(p->stop_units[i]);
+}
 
-		if (store_firmware_path(t->store, b->known_good_sha, &lkg) >= 0)
-			(void)str_copy(j->lkg, sizeof(j->lkg), b->known_good_sha);
-		free(lkg);
-	}
-	j->catalog = b->catalog;
-	j->app_start = config_profile_app_start(p);
-	j->interface = p->interface;
-	j->resumed = resume;
+/* The gates of a flash with profile p: who is asked for the print state (Moonraker, or
+ * OctoPrint when it is the host), and the units that may hold the tty. */
+static void
+flash_gates(struct job *j, const struct config_profile *p)
+{
 	if (p->moonraker_url) {
 		(void)str_copy(j->moonraker, sizeof(j->moonraker), p->moonraker_url);
 	} else if (p->implicit) {
@@ -2335,10 +2322,6 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 				(void)str_copy(j->moonraker, sizeof(j->moonraker),
 					       DEFAULT_MOONRAKER);
 	}
-	j->moonraker_fail_open = p->moonraker_fail_open;
-	if (p->moonraker_api_key_file)
-		(void)str_copy(j->moonraker_key_file, sizeof(j->moonraker_key_file),
-			       p->moonraker_api_key_file);
 	if (p->host == CONFIG_HOST_OCTOPRINT) {
 		/* OctoPrint is this board's host: it alone is asked, never Moonraker */
 		j->moonraker[0] = 0;
@@ -2346,41 +2329,150 @@ prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sh
 		(void)str_copy(j->octoprint_key_file, sizeof(j->octoprint_key_file),
 			       p->octoprint_api_key_file);
 	}
-	j->stop_globs = xnew_array(char *, p->n_stop_units + 1);
-	for (size_t i = 0; i < p->n_stop_units; i++)
-		j->stop_globs[i] = xstrdup(p->stop_units[i]);
+	gates_from_profile(j, p);
+}
+
+/* A flash job for board b with the checked image (resuming `unfinished` when given), not
+ * recorded or started yet. */
+static struct job *
+flash_job_new(struct job_table *t, const struct board *b, const struct config_profile *p,
+	      const struct job_image *img, const struct store_job *unfinished)
+{
+	struct job *j = xnew(struct job);
+
+	j->t = t;
+	j->out_fd = -1;
+	(void)str_copy(j->port, sizeof(j->port), b->dev.port);
+	(void)str_copy(j->serial, sizeof(j->serial), b->serial);
+	(void)str_copy(j->profile, sizeof(j->profile), p->name);
+	(void)str_copy(j->sha, sizeof(j->sha), img->d.sha);
+	/* Marlin's build as M115 names it ("Marlin 2.1.2.1"), Klipper's from its dictionary */
+	(void)str_copy(j->version, sizeof(j->version),
+		       img->marlin ? img->mi.firmware : img->v.version);
+	j->marlin_image = img->marlin;
+	if (unfinished && unfinished->lkg[0]) {
+		(void)str_copy(j->lkg, sizeof(j->lkg), unfinished->lkg);
+	} else if (b->known_good_sha[0] && strcmp(b->known_good_sha, img->d.sha) != 0) {
+		char *lkg = NULL;
+
+		if (store_firmware_path(t->store, b->known_good_sha, &lkg) >= 0)
+			(void)str_copy(j->lkg, sizeof(j->lkg), b->known_good_sha);
+		free(lkg);
+	}
+	j->catalog = b->catalog;
+	j->app_start = config_profile_app_start(p);
+	j->interface = p->interface;
+	j->resumed = unfinished != NULL;
+	flash_gates(j, p);
+	return j;
+}
+
+/* The job's new row in the history; its id names the job. 0, or -errno with *ret_message. */
+static int
+job_begin_row(struct job *j, char **ret_message)
+{
+	int r = store_job_begin(j->t->store, &j->rec);
+
+	if (r < 0) {
+		*ret_message = xasprintf("cannot record the job: %s", strerror(-r));
+		return r;
+	}
+	(void)snprintf(j->job_id, sizeof(j->job_id), "%lld", (long long)j->rec.id);
+	return 0;
+}
+
+/* A flash job's row: the unfinished one it resumes, or a new one. 0, or -errno with
+ * *ret_message. */
+static int
+flash_job_row(struct job *j, const struct board *b, const struct store_job *unfinished,
+	      char **ret_message)
+{
+	if (unfinished) {
+		j->rec = *unfinished;
+		(void)str_copy(j->rec.result, sizeof(j->rec.result), "running");
+		j->rec.error[0] = 0;
+		j->bytes = j->rec.bytes;
+		(void)snprintf(j->job_id, sizeof(j->job_id), "%lld", (long long)j->rec.id);
+		return 0;
+	}
+	j->rec.board_id = b->id;
+	(void)str_copy(j->rec.port, sizeof(j->rec.port), j->port);
+	(void)str_copy(j->rec.profile, sizeof(j->rec.profile), j->profile);
+	(void)str_copy(j->rec.sha, sizeof(j->rec.sha), j->sha);
+	(void)str_copy(j->rec.step, sizeof(j->rec.step), "plan");
+	return job_begin_row(j, ret_message);
+}
+
+/* The recorded job takes its place in the table; watchers hear of it. */
+static void
+job_started(struct job *j)
+{
+	struct job_table *t = j->t;
+
+	t->jobs = xreallocarray(t->jobs, t->n_jobs + 1, sizeof(struct job *));
+	t->jobs[t->n_jobs++] = j;
+	emit(j, "job-started", NULL);
+}
+
+/* A flash job for board b, when it may start: the profile's (or the given, or the resumed)
+ * image, checked; a slot free; the job recorded and started (or, for a dry run, only its
+ * plan). 0, or -errno with *ret_message where there is something to say. */
+static int
+prepare_job(struct job_table *t, struct board *b, unsigned flags, const char *sha,
+	    const struct store_job *unfinished, char **ret_message)
+{
+	const struct config_profile *p = config_find_profile(t->cfg, b->profile);
+	const struct store_job *resumed = (flags & START_RESUME) ? unfinished : NULL;
+	struct job_image img;
+	struct log_fields f;
+	struct job *j;
+	int r;
+
+	if (find_job(t, b->dev.port))
+		return -EBUSY;
+	if (!p) {
+		*ret_message = xasprintf("%s on port %s matches no profile", board_display_name(b),
+					 b->dev.port);
+		return -ENOENT;
+	}
+	r = pick_image(t, b, p, flags, sha, unfinished, &img.d, ret_message);
+	if (r < 0)
+		return r;
+	if (!b->catalog) {
+		*ret_message =
+		    xasprintf("cannot tell which board is on port %s (%s); set board = "
+			      "\"...\" in its profile",
+			      b->dev.port, b->candidates[0] ? b->candidates : "unknown MCU");
+		return -ENXIO;
+	}
+	r = check_image(t, b, p, &img, ret_message);
+	if (r < 0)
+		return r;
+	if (!t->dry_run && active_jobs(t) >= t->cfg->max_jobs) {
+		verdict_done(&img.v);
+		push_pending(t, b->dev.port);
+		*ret_message = xasprintf("%zu jobs running; %s on port %s waits for a free slot",
+					 t->n_jobs, board_display_name(b), b->dev.port);
+		return -EAGAIN;
+	}
+	j = flash_job_new(t, b, p, &img, resumed);
+	verdict_done(&img.v);
 	if (t->dry_run) {
 		*t->dry_run = plan_json(j, b);
 		job_free(j);
 		return 0;
 	}
-	if (resume) {
-		j->rec = *unfinished;
-		(void)str_copy(j->rec.result, sizeof(j->rec.result), "running");
-		j->rec.error[0] = 0;
-		j->bytes = j->rec.bytes;
-	} else {
-		j->rec.board_id = b->id;
-		(void)str_copy(j->rec.port, sizeof(j->rec.port), j->port);
-		(void)str_copy(j->rec.profile, sizeof(j->rec.profile), j->profile);
-		(void)str_copy(j->rec.sha, sizeof(j->rec.sha), j->sha);
-		(void)str_copy(j->rec.step, sizeof(j->rec.step), "plan");
-		r = store_job_begin(t->store, &j->rec);
-		if (r < 0) {
-			*ret_message = xasprintf("cannot record the job: %s", strerror(-r));
-			job_free(j);
-			return r;
-		}
+	r = flash_job_row(j, b, resumed, ret_message);
+	if (r < 0) {
+		job_free(j);
+		return r;
 	}
-	(void)snprintf(j->job_id, sizeof(j->job_id), "%lld", (long long)j->rec.id);
-	t->jobs = xreallocarray(t->jobs, t->n_jobs + 1, sizeof(struct job *));
-	t->jobs[t->n_jobs++] = j;
 	fields(j, LOG_MID_FLASH_STARTED, &f);
 	log_full(LOG_NOTICE, 0, &f, "%s %s on port %s with %.12s (profile '%s', job %s)",
-		 resume ? "resuming flash of" : "flashing", name_of(j), j->port, j->sha, j->profile,
-		 j->job_id);
-	emit(j, "job-started", NULL);
-	if (resume)
+		 resumed ? "resuming flash of" : "flashing", name_of(j), j->port, j->sha,
+		 j->profile, j->job_id);
+	job_started(j);
+	if (resumed)
 		resume_at(j, b);
 	else
 		step_gate(j);
@@ -2494,19 +2586,6 @@ unreachable_bootloader(struct job *j, const struct board *b)
 		 j->stopped_unit[0] ? " and its Klipper unit is started again" : "");
 }
 
-/* The app stayed up after the request: now it counts as having come back (see below). */
-static int
-on_app_stayed(sd_event_source *s, uint64_t usec, void *userdata)
-{
-	struct job *j = userdata;
-
-	(void)s;
-	(void)usec;
-	j->stable = sd_event_source_disable_unref(j->stable);
-	app_after_touch(j);
-	return 0;
-}
-
 static void
 on_board_waiting(struct job *j, enum boards_event ev, struct board *b)
 {
@@ -2548,12 +2627,70 @@ on_board_waiting(struct job *j, enum boards_event ev, struct board *b)
 			step_enter(j);
 		return;
 	}
-	/* only an app that stays up came back: a boot loop shows the app for a moment */
-	if (j->saw_gone && !j->stable &&
-	    sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
-				       (uint64_t)WORKER_APP_STABLE_MS * 1000u, 1000u, on_app_stayed,
-				       j) < 0)
+	/* only an app that stays up came back: a boot loop shows the app for a moment; once it
+	 * stayed up, it counts as having come back */
+	if (j->saw_gone && !j->stable && arm_stable(j, app_after_touch) < 0)
 		app_after_touch(j);
+}
+
+/* Board events during the boot check: the app must come up as what was written and stay
+ * up; a flicker or a fall back into the bootloader is a failed boot. */
+static void
+on_board_boot_check(struct job *j, enum boards_event ev, struct board *b)
+{
+	if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
+		/* the SD path's reset: the old app leaves, that is no flicker */
+		if (j->sd_need_gone) {
+			j->sd_need_gone = false;
+			j->stable = sd_event_source_disable_unref(j->stable);
+			j->cold_boot |= ev == BOARDS_LEFT;
+			return;
+		}
+		/* up and gone again: a boot loop, not a boot */
+		if (j->stable)
+			j->flickers++;
+		j->stable = sd_event_source_disable_unref(j->stable);
+		/* gone past the leave grace is a power cycle, not a flicker: the board
+		 * boots afresh when it is back, with a full boot timeout again */
+		j->cold_boot |= ev == BOARDS_LEFT;
+		return;
+	}
+	if (b->present && j->cold_boot) {
+		j->cold_boot = false;
+		arm_timer(j, j->t->cfg->boot_timeout_ms, on_boot_timeout);
+	}
+	/* msc: the Marlin that got M997 resets 1.5 s later; until its enumeration has
+	 * left, nothing says what the bootloader did */
+	if (j->msc_node[0] && b->present && strcmp(b->dev.usb_node, j->msc_node) == 0)
+		return;
+	if ((j->msc_node[0] || j->marlin_image) && marlin_mode(b->dev.mode) && b->dev.tty[0] &&
+	    b->present && !j->stable && j->pid <= 0) {
+		(void)arm_stable(j, on_stable);
+		return;
+	}
+	if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->present && !j->stable && j->marlin_image) {
+		job_fail(j,
+			 "%s on port %s came back as a Klipper application, expected the "
+			 "Marlin build %s",
+			 name_of(j), j->port, j->sha);
+		return;
+	}
+	if (j->sd_need_gone)
+		return; /* still the app that was told to reset */
+	if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->present && !j->stable) {
+		if (j->catalog && strcasecmp(b->dev.product, j->catalog->mcu->name) != 0) {
+			job_fail(j, "%s on port %s came back as a %s application, expected %s",
+				 name_of(j), j->port, b->dev.product, j->catalog->mcu->name);
+			return;
+		}
+		(void)arm_stable(j, on_stable);
+		return;
+	}
+	if (bootloader_mode(b->dev.mode) && b->present && ev != BOARDS_UPDATED) {
+		/* fell back into its bootloader: the app did not start */
+		j->timer = sd_event_source_disable_unref(j->timer);
+		boot_failed(j);
+	}
 }
 
 static void
@@ -2571,67 +2708,7 @@ on_board_in_job(struct job *j, enum boards_event ev, struct board *b)
 		return;
 	case STEP_BOOT_CHECK:
 	case STEP_ROLLBACK_BOOT_CHECK:
-		if (ev == BOARDS_GONE || ev == BOARDS_LEFT) {
-			/* the SD path's reset: the old app leaves, that is no flicker */
-			if (j->sd_need_gone) {
-				j->sd_need_gone = false;
-				j->stable = sd_event_source_disable_unref(j->stable);
-				j->cold_boot |= ev == BOARDS_LEFT;
-				return;
-			}
-			/* up and gone again: a boot loop, not a boot */
-			if (j->stable)
-				j->flickers++;
-			j->stable = sd_event_source_disable_unref(j->stable);
-			/* gone past the leave grace is a power cycle, not a flicker: the board
-			 * boots afresh when it is back, with a full boot timeout again */
-			j->cold_boot |= ev == BOARDS_LEFT;
-			return;
-		}
-		if (b->present && j->cold_boot) {
-			j->cold_boot = false;
-			arm_timer(j, j->t->cfg->boot_timeout_ms, on_boot_timeout);
-		}
-		/* msc: the Marlin that got M997 resets 1.5 s later; until its enumeration has
-		 * left, nothing says what the bootloader did */
-		if (j->msc_node[0] && b->present && strcmp(b->dev.usb_node, j->msc_node) == 0)
-			return;
-		if ((j->msc_node[0] || j->marlin_image) && marlin_mode(b->dev.mode) &&
-		    b->dev.tty[0] && b->present && !j->stable && j->pid <= 0) {
-			(void)sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
-							 (uint64_t)WORKER_APP_STABLE_MS * 1000u,
-							 1000u, on_stable, j);
-			return;
-		}
-		if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->present && !j->stable &&
-		    j->marlin_image) {
-			job_fail(j,
-				 "%s on port %s came back as a Klipper application, expected the "
-				 "Marlin build %s",
-				 name_of(j), j->port, j->sha);
-			return;
-		}
-		if (j->sd_need_gone)
-			return; /* still the app that was told to reset */
-		if (b->dev.mode == DEVICE_MODE_KLIPPER_APP && b->present && !j->stable) {
-			if (j->catalog && strcasecmp(b->dev.product, j->catalog->mcu->name) != 0) {
-				job_fail(
-				    j, "%s on port %s came back as a %s application, expected %s",
-				    name_of(j), j->port, b->dev.product, j->catalog->mcu->name);
-				return;
-			}
-			/* accuracy 1 ms: sd-event's default (250 ms) would add up to a quarter
-			 * second to every job's end */
-			(void)sd_event_add_time_relative(j->t->loop, &j->stable, CLOCK_MONOTONIC,
-							 (uint64_t)WORKER_APP_STABLE_MS * 1000u,
-							 1000u, on_stable, j);
-			return;
-		}
-		if (bootloader_mode(b->dev.mode) && b->present && ev != BOARDS_UPDATED) {
-			/* fell back into its bootloader: the app did not start */
-			j->timer = sd_event_source_disable_unref(j->timer);
-			boot_failed(j);
-		}
+		on_board_boot_check(j, ev, b);
 		return;
 	case STEP_WRITE:
 	case STEP_VERIFY:
@@ -3082,21 +3159,15 @@ rescue_succeeded(struct job *j, const struct board *b)
 	job_finish(j, "succeeded", LOG_MID_FLASH_SUCCEEDED, LOG_NOTICE, msg);
 }
 
-static int
-on_rescue_timeout(sd_event_source *s, uint64_t usec, void *userdata)
+static void
+on_rescue_timeout(struct job *j)
 {
-	struct job *j = userdata;
-
-	(void)s;
-	(void)usec;
-	j->timer = sd_event_source_disable_unref(j->timer);
 	job_fail(j,
 		 "bootloader written over %s and verified, but %s did not come back on USB port "
 		 "%s: %s; check the USB cable, then `skrflashctl boards`",
 		 j->rplan->tty, name_of(j), j->port,
 		 j->reset_done ? "it was reset through its RESET line"
 			       : "was RESET pressed (and the boot jumper removed)?");
-	return 0;
 }
 
 static bool
@@ -3160,15 +3231,8 @@ rescue_gates(struct job *j, const struct config_profile *p)
 		(void)str_copy(j->moonraker, sizeof(j->moonraker),
 			       p->moonraker_url ? p->moonraker_url : DEFAULT_MOONRAKER);
 	}
-	if (!p)
-		return;
-	j->moonraker_fail_open = p->moonraker_fail_open;
-	if (p->moonraker_api_key_file)
-		(void)str_copy(j->moonraker_key_file, sizeof(j->moonraker_key_file),
-			       p->moonraker_api_key_file);
-	j->stop_globs = xnew_array(char *, p->n_stop_units + 1);
-	for (size_t i = 0; i < p->n_stop_units; i++)
-		j->stop_globs[i] = xstrdup(p->stop_units[i]);
+	if (p)
+		gates_from_profile(j, p);
 }
 
 int
@@ -3217,24 +3281,20 @@ job_table_rescue(struct job_table *t, const struct job_rescue *r, char **ret_mes
 		       lpc ? "lpc" : "stm32");
 	(void)str_copy(j->rec.sha, sizeof(j->rec.sha), j->sha);
 	(void)str_copy(j->rec.step, sizeof(j->rec.step), "plan");
-	e = store_job_begin(t->store, &j->rec);
+	e = job_begin_row(j, ret_message);
 	if (e < 0) {
-		*ret_message = xasprintf("cannot record the job: %s", strerror(-e));
 		job_free(j);
 		return e;
 	}
-	(void)snprintf(j->job_id, sizeof(j->job_id), "%lld", (long long)j->rec.id);
 	/* next to the store's files (the daemon's), one per job */
 	(void)snprintf(j->rplan->old_path, sizeof(j->rplan->old_path), "%.4000s.old-job%s",
 		       j->rplan->image_path, j->job_id);
-	t->jobs = xreallocarray(t->jobs, t->n_jobs + 1, sizeof(struct job *));
-	t->jobs[t->n_jobs++] = j;
 	fields(j, LOG_MID_FLASH_STARTED, &f);
 	log_full(LOG_NOTICE, 0, &f, "%s %s over %s with bootloader %.12s (%s, job %s)",
 		 strcmp(r->plan->action, "restore") == 0 ? "restoring the bootloader of"
 							 : "rescuing",
 		 name_of(j), r->plan->tty, j->sha, j->rec.method, j->job_id);
-	emit(j, "job-started", NULL);
+	job_started(j);
 	step_gate(j);
 	return 0;
 }

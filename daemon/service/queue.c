@@ -529,154 +529,237 @@ storage_failed(struct queue *q, int r, const char *esc, const char *what)
 	arm_retry(q, q->retry_usec);
 }
 
+/* One queued file on its way through pick_up(): what is known of it so far. */
+struct pickup {
+	struct queue *q;
+	int dirfd;
+	const char *name;
+	const char *queue;		/* NULL: an entry of the top directory */
+	const struct config_profile *p; /* the profile that takes the queue, if any */
+	char esc[PATH_MAX];		/* the name as it is printed */
+	int fd;
+	int lease; /* 1: a read lease on fd is held */
+	struct stat st;
+	uint8_t *data; /* st.st_size bytes, once read */
+};
+
+static void
+pickup_reject(struct pickup *e, const char *reason)
+{
+	reject(e->q, e->dirfd, e->name, e->queue, reason);
+}
+
+/* The refusals that need neither content nor a descriptor: the name, the type, a queue no
+ * profile takes. true to open it. */
+static bool
+pickup_name_ok(struct pickup *e)
+{
+	char *why;
+
+	if (has_control_chars(e->name)) {
+		pickup_reject(e, "the file name contains control characters; rename it to plain "
+				 "text");
+		return false;
+	}
+	if (check_entry_type(e->q, e->dirfd, e->name, e->queue) <= 0)
+		return false;
+	if (e->p)
+		return true;
+	why = xasprintf("no profile takes queue '%s'; use the name of a profile in %s, or add a "
+			"profile",
+			e->queue ? e->queue : e->name,
+			e->q->cfg->path ? e->q->cfg->path
+					: "the configuration (or, with none, a board name "
+					  "`skrflashctl catalog` lists)");
+	pickup_reject(e, why);
+	free(why);
+	return false;
+}
+
+/* Opened without following a link or blocking: true with e->fd. */
+static bool
+pickup_open(struct pickup *e)
+{
+	e->fd =
+	    openat(e->dirfd, e->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (e->fd >= 0)
+		return true;
+	if (errno == ELOOP)
+		pickup_reject(e, "it is a symbolic link; copy the file itself into the queue");
+	else if (errno != ENOENT && !was_reported(e->q, e->queue, e->name))
+		log_warn_errno(-errno, "cannot open queued file '%s'", e->esc);
+	return false;
+}
+
+/* What the opened file is: a regular file with one link, of an owner who may drop
+ * firmware. true with e->st to go on. */
+static bool
+pickup_stat_ok(struct pickup *e)
+{
+	char *why;
+
+	if (fstat(e->fd, &e->st) < 0) {
+		log_warn_errno(-errno, "cannot stat queued file '%s'", e->esc);
+		return false;
+	}
+	if (!S_ISREG(e->st.st_mode)) {
+		/* swapped between the lstat and the open */
+		e->fd = close_fd(e->fd);
+		(void)check_entry_type(e->q, e->dirfd, e->name, e->queue);
+		return false;
+	}
+	if (e->st.st_nlink != 1) {
+		pickup_reject(e, "it has more than one hard link, so it could change after it was "
+				 "checked; drop a copy instead");
+		return false;
+	}
+	if (owner_allowed(e->q, &e->st))
+		return true;
+	why = xasprintf("it is owned by uid %u gid %u, who may not drop firmware; use a member of "
+			"the drop group",
+			(unsigned)e->st.st_uid, (unsigned)e->st.st_gid);
+	pickup_reject(e, why);
+	free(why);
+	return false;
+}
+
+/* Finished, and of a size some board can take: a file still being written waits for its
+ * close, another user's for SETTLE_USEC without a change. true to read it. */
+static bool
+pickup_ready(struct pickup *e)
+{
+	char *why;
+
+	/* first: a file still being written may be empty or short for now */
+	e->lease = check_not_being_written(e->fd);
+	if (e->lease == -EBUSY) {
+		/* the writer's close brings IN_CLOSE_WRITE and another try */
+		log_debug("queued file '%s' is still being written", e->esc);
+		e->q->waiting++;
+		e->lease = 0;
+		return false;
+	}
+	if (e->lease == 0 && settle_left(&e->st)) {
+		defer_entry(e->q, e->esc, settle_left(&e->st), "changed moments ago");
+		return false;
+	}
+	if (e->st.st_size == 0) {
+		pickup_reject(e, "the file is empty");
+		return false;
+	}
+	if ((uint64_t)e->st.st_size <= catalog_max_flash_size())
+		return true;
+	/* refused before a byte is read */
+	why = xasprintf("%llu bytes is larger than any supported board's flash (%u bytes)",
+			(unsigned long long)e->st.st_size, catalog_max_flash_size());
+	pickup_reject(e, why);
+	free(why);
+	return false;
+}
+
+/* The whole file, unchanged while it was read: true with e->data. */
+static bool
+pickup_read(struct pickup *e)
+{
+	struct stat st2;
+	int r;
+
+	e->data = xmalloc((size_t)e->st.st_size);
+	r = read_all(e->fd, e->data, (size_t)e->st.st_size);
+	if (r >= 0 && (fstat(e->fd, &st2) < 0 || !same_content_stamp(&e->st, &st2)))
+		r = -EAGAIN;
+	if (r == -EAGAIN || r == -ENODATA) {
+		defer_entry(e->q, e->esc, SETTLE_USEC, "changed while it was read");
+		return false;
+	}
+	if (r < 0) {
+		log_warn_errno(r, "cannot read queued file '%s'; will retry when it changes",
+			       e->esc);
+		return false;
+	}
+	return true;
+}
+
+/* Stored content-addressed and recorded as the profile's desired firmware: true once both
+ * are on disk (a storage error keeps it queued and retries). */
+static bool
+pickup_store(struct pickup *e, const char *sha, const char *format)
+{
+	struct queue *q = e->q;
+	struct store_desired d;
+	int r = store_firmware_put(q->store, sha, e->data, (size_t)e->st.st_size, format, e->esc);
+
+	if (r < 0) {
+		storage_failed(q, r, e->esc, "store");
+		return false;
+	}
+	memset(&d, 0, sizeof(d));
+	(void)str_copy(d.profile, sizeof(d.profile), e->p->name);
+	(void)str_copy(d.sha, sizeof(d.sha), sha);
+	(void)str_copy(d.source, sizeof(d.source), e->esc);
+	d.size = (uint64_t)e->st.st_size;
+	r = store_desired_set(q->store, &d);
+	if (r < 0) {
+		storage_failed(q, r, e->esc, "record");
+		return false;
+	}
+	q->retry_usec = 0;
+	return true;
+}
+
+/* Validated for the profile, stored and recorded: only then does it leave the queue. */
+static void
+pickup_accept(struct pickup *e)
+{
+	struct queue *q = e->q;
+	char sha[SHA256_HEX_LEN + 1], *reason = NULL;
+	const char *format = NULL;
+	struct log_fields f;
+
+	sha256_hex(e->data, (size_t)e->st.st_size, sha);
+	if (q->cb.validate && q->cb.validate(q->userdata, e->p, e->name, e->data,
+					     (size_t)e->st.st_size, &format, &reason) < 0) {
+		pickup_reject(e, reason ? reason : "refused by validation");
+		free(reason);
+		return;
+	}
+	free(reason);
+	if (!pickup_store(e, sha, format))
+		return;
+	/* stored and recorded: only now may it leave the queue */
+	if (unlinkat(e->dirfd, e->name, 0) < 0 && errno != ENOENT)
+		log_warn_errno(-errno, "cannot remove picked-up file '%s' from the queue", e->esc);
+	(void)fsync(e->dirfd);
+	memset(&f, 0, sizeof(f));
+	f.message_id = LOG_MID_FIRMWARE_QUEUED;
+	f.profile = e->p->name;
+	f.sha256 = sha;
+	log_full(LOG_NOTICE, 0, &f, "firmware queued: '%s' (%llu bytes%s%s) for profile '%s'",
+		 e->esc, (unsigned long long)e->st.st_size, format ? ", " : "",
+		 format ? format : "", e->p->name);
+	if (q->cb.accepted)
+		q->cb.accepted(q->userdata, e->p, sha, e->esc);
+}
+
+/* A queued file, from its name to the store: refused (moved to rejected/ with the reason),
+ * left to wait (still being written, a storage error), or stored, recorded and removed. */
 static void
 pick_up(struct queue *q, int dirfd, const char *name, const char *queue)
 {
-	const struct config_profile *p = queue ? config_find_queue(q->cfg, queue) : NULL;
-	char esc[PATH_MAX], sha[SHA256_HEX_LEN + 1], *reason = NULL;
-	const char *format = NULL;
-	struct store_desired d;
-	uint8_t *data = NULL;
-	struct log_fields f;
-	struct stat st, st2;
-	int fd = -1, r, lease = 0;
+	struct pickup e = {.q = q, .dirfd = dirfd, .name = name, .queue = queue, .fd = -1};
 
 	if (is_temp_name(name))
 		return;
-	escape_name(name, esc, sizeof(esc));
-	if (has_control_chars(name)) {
-		reject(q, dirfd, name, queue,
-		       "the file name contains control characters; rename it to plain text");
+	e.p = queue ? config_find_queue(q->cfg, queue) : NULL;
+	escape_name(name, e.esc, sizeof(e.esc));
+	if (!pickup_name_ok(&e) || !pickup_open(&e))
 		return;
-	}
-	if (check_entry_type(q, dirfd, name, queue) <= 0)
-		return;
-	if (!p) {
-		char *why = xasprintf("no profile takes queue '%s'; use the name of a profile in "
-				      "%s, or add a profile",
-				      queue ? queue : name,
-				      q->cfg->path ? q->cfg->path
-						   : "the configuration (or, with none, a board "
-						     "name `skrflashctl catalog` lists)");
-		reject(q, dirfd, name, queue, why);
-		free(why);
-		return;
-	}
-	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno == ELOOP)
-			reject(q, dirfd, name, queue,
-			       "it is a symbolic link; copy the file itself into the queue");
-		else if (errno != ENOENT && !was_reported(q, queue, name))
-			log_warn_errno(-errno, "cannot open queued file '%s'", esc);
-		return;
-	}
-	if (fstat(fd, &st) < 0) {
-		log_warn_errno(-errno, "cannot stat queued file '%s'", esc);
-		goto out;
-	}
-	if (!S_ISREG(st.st_mode)) {
-		/* swapped between the lstat and the open */
-		close_fd(fd);
-		fd = -1;
-		(void)check_entry_type(q, dirfd, name, queue);
-		goto out;
-	}
-	if (st.st_nlink != 1) {
-		reject(q, dirfd, name, queue,
-		       "it has more than one hard link, so it could change after it was checked; "
-		       "drop a copy instead");
-		goto out;
-	}
-	if (!owner_allowed(q, &st)) {
-		char *why = xasprintf("it is owned by uid %u gid %u, who may not drop firmware; "
-				      "use a member of the drop group",
-				      (unsigned)st.st_uid, (unsigned)st.st_gid);
-		reject(q, dirfd, name, queue, why);
-		free(why);
-		goto out;
-	}
-	/* first: a file still being written may be empty or short for now */
-	lease = check_not_being_written(fd);
-	if (lease == -EBUSY) {
-		/* the writer's close brings IN_CLOSE_WRITE and another try */
-		log_debug("queued file '%s' is still being written", esc);
-		q->waiting++;
-		lease = 0;
-		goto out;
-	}
-	if (lease == 0 && settle_left(&st)) {
-		defer_entry(q, esc, settle_left(&st), "changed moments ago");
-		goto out;
-	}
-	if (st.st_size == 0) {
-		reject(q, dirfd, name, queue, "the file is empty");
-		goto out;
-	}
-	if ((uint64_t)st.st_size > catalog_max_flash_size()) {
-		/* refused before a byte is read */
-		char *why = xasprintf("%llu bytes is larger than any supported board's flash "
-				      "(%u bytes)",
-				      (unsigned long long)st.st_size, catalog_max_flash_size());
-		reject(q, dirfd, name, queue, why);
-		free(why);
-		goto out;
-	}
-	data = xmalloc((size_t)st.st_size);
-	r = read_all(fd, data, (size_t)st.st_size);
-	if (r >= 0 && (fstat(fd, &st2) < 0 || !same_content_stamp(&st, &st2)))
-		r = -EAGAIN;
-	if (r == -EAGAIN || r == -ENODATA) {
-		defer_entry(q, esc, SETTLE_USEC, "changed while it was read");
-		goto out;
-	}
-	if (r < 0) {
-		log_warn_errno(r, "cannot read queued file '%s'; will retry when it changes", esc);
-		goto out;
-	}
-	sha256_hex(data, (size_t)st.st_size, sha);
-	if (q->cb.validate) {
-		r = q->cb.validate(q->userdata, p, name, data, (size_t)st.st_size, &format,
-				   &reason);
-		if (r < 0) {
-			reject(q, dirfd, name, queue, reason ? reason : "refused by validation");
-			goto out;
-		}
-	}
-	r = store_firmware_put(q->store, sha, data, (size_t)st.st_size, format, esc);
-	if (r < 0) {
-		storage_failed(q, r, esc, "store");
-		goto out;
-	}
-	memset(&d, 0, sizeof(d));
-	(void)str_copy(d.profile, sizeof(d.profile), p->name);
-	(void)str_copy(d.sha, sizeof(d.sha), sha);
-	(void)str_copy(d.source, sizeof(d.source), esc);
-	d.size = (uint64_t)st.st_size;
-	r = store_desired_set(q->store, &d);
-	if (r < 0) {
-		storage_failed(q, r, esc, "record");
-		goto out;
-	}
-	q->retry_usec = 0;
-	/* stored and recorded: only now may it leave the queue */
-	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
-		log_warn_errno(-errno, "cannot remove picked-up file '%s' from the queue", esc);
-	(void)fsync(dirfd);
-	memset(&f, 0, sizeof(f));
-	f.message_id = LOG_MID_FIRMWARE_QUEUED;
-	f.profile = p->name;
-	f.sha256 = sha;
-	log_full(LOG_NOTICE, 0, &f, "firmware queued: '%s' (%llu bytes%s%s) for profile '%s'", esc,
-		 (unsigned long long)st.st_size, format ? ", " : "", format ? format : "", p->name);
-	if (q->cb.accepted)
-		q->cb.accepted(q->userdata, p, sha, esc);
-out:
-	if (lease > 0)
-		(void)fcntl(fd, F_SETLEASE, F_UNLCK);
-	free(reason);
-	free(data);
-	close_fd(fd);
+	if (pickup_stat_ok(&e) && pickup_ready(&e) && pickup_read(&e))
+		pickup_accept(&e);
+	if (e.lease > 0)
+		(void)fcntl(e.fd, F_SETLEASE, F_UNLCK);
+	free(e.data);
+	close_fd(e.fd);
 }
 
 /* ---- directories and watches ---------------------------------------------------------- */
