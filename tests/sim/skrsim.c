@@ -355,6 +355,21 @@ make_bootloader(int argc, char **argv)
 	return r < 0 ? 1 : 0;
 }
 
+/* img (freed here) into the file path: the exit code */
+static int
+write_out(const char *path, uint8_t *img, size_t len)
+{
+	FILE *f = img ? fopen(path, "wb") : NULL;
+	int r = 0;
+
+	if (!f || fwrite(img, 1, len, f) != len || fclose(f) != 0) {
+		fprintf(stderr, "skrsim: cannot write %s\n", path);
+		r = 1;
+	}
+	free(img);
+	return r;
+}
+
 /* skrsim image MODEL VERSION OUT [LINK]: a Klipper-like image for a catalog board, linked
  * at LINK (default: the board's app start; for the SKR Pico a "No bootloader" build with
  * boot2), for the demo and benchmarks. */
@@ -365,7 +380,6 @@ make_image(int argc, char **argv)
 	uint32_t link;
 	uint8_t *img;
 	size_t len = 0;
-	FILE *f;
 
 	if (!b) {
 		fprintf(stderr, "usage: skrsim image MODEL VERSION OUT [LINK]\n");
@@ -377,14 +391,7 @@ make_image(int argc, char **argv)
 		img = sim_image_rp2040(b->mcu, argv[3], 24 * 1024, true, &len);
 	else
 		img = sim_image_klipper(b->mcu, link, argv[3], 24 * 1024, &len);
-	f = img ? fopen(argv[4], "wb") : NULL;
-	if (!f || fwrite(img, 1, len, f) != len || fclose(f) != 0) {
-		fprintf(stderr, "skrsim: cannot write %s\n", argv[4]);
-		free(img);
-		return 1;
-	}
-	free(img);
-	return 0;
+	return write_out(argv[4], img, len);
 }
 
 /* skrsim marlin-image MODEL VERSION OUT [MACHINE]: a Marlin build for a catalog board, linked
@@ -395,7 +402,6 @@ make_marlin_image(int argc, char **argv)
 	const struct catalog_board *b = argc >= 5 ? catalog_find(argv[2]) : NULL;
 	uint8_t *img;
 	size_t len = 0;
-	FILE *f;
 
 	if (!b) {
 		fprintf(stderr, "usage: skrsim marlin-image MODEL VERSION OUT [MACHINE]\n");
@@ -403,14 +409,7 @@ make_marlin_image(int argc, char **argv)
 	}
 	img = sim_image_marlin(b->mcu, b->app_start, argv[3], argc > 5 ? argv[5] : NULL, 180 * 1024,
 			       &len);
-	f = fopen(argv[4], "wb");
-	if (!f || fwrite(img, 1, len, f) != len || fclose(f) != 0) {
-		fprintf(stderr, "skrsim: cannot write %s\n", argv[4]);
-		free(img);
-		return 1;
-	}
-	free(img);
-	return 0;
+	return write_out(argv[4], img, len);
 }
 
 /* What the command line asks for. */
