@@ -457,7 +457,7 @@ sim_fsck_fat(struct sim *s, const char *image, size_t offset, const char *part)
 	free(buf);
 	if (r < 0)
 		return r;
-	r = sim_run_args(s, 20000, &out, "/sbin/fsck.fat", "-n", part, NULL);
+	r = sim_run_args(s, 20000, &out, "/sbin/fsck.fat", "-n", part, (char *)NULL);
 	if (r != 0)
 		fprintf(stderr, "fsck.fat:\n%s\n", out ? out : "");
 	free(out);

@@ -259,10 +259,10 @@ set_interface(struct usbdevfs_sim *u, UMockdevIoctlClient *c, UMockdevIoctlData 
 static gboolean
 clear_halt(struct usbdevfs_sim *u, UMockdevIoctlClient *c, UMockdevIoctlData *arg)
 {
-	UMockdevIoctlData *x;
-
 	if (u->ops->clear_halt) {
-		x = umockdev_ioctl_data_resolve(arg, 0, sizeof(unsigned int), NULL);
+		UMockdevIoctlData *x =
+		    umockdev_ioctl_data_resolve(arg, 0, sizeof(unsigned int), NULL);
+
 		if (!x)
 			return FALSE;
 		u->ops->clear_halt(u->dev, *(unsigned int *)(void *)x->data);
