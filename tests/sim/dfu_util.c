@@ -103,5 +103,5 @@ dfu_util_image(uint8_t *img, uint32_t len, uint32_t sp, uint32_t app_start, uint
 		img[i] = (uint8_t)(i * 7 + i / 251);
 	put_le32(img, sp);
 	for (uint32_t i = 1; i < vectors; i++)
-		put_le32(img + 4 * i, app_start + 0x201 + 8 * i);
+		put_le32(img + 4 * (size_t)i, app_start + 0x201 + 8 * i);
 }
