@@ -92,21 +92,6 @@ marlin_bin(struct sim_board *b, const char *version, uint8_t **ret_img, size_t *
 	return path;
 }
 
-static int
-tool(char **ret_out, const char *first, ...)
-{
-	va_list ap;
-	char **argv;
-	int r;
-
-	va_start(ap, first);
-	argv = strv_append_va(NULL, first, ap);
-	va_end(ap);
-	r = sim_run(eng_sim(), argv, 20000, ret_out);
-	strv_free(argv);
-	return r;
-}
-
 /* The card's FAT volume for mtools: whole card or the first partition (mkfs via sdboot.c). */
 static char *
 mtools_at(struct sim_board *b)
@@ -114,7 +99,7 @@ mtools_at(struct sim_board *b)
 	const char *img = sim_board_sdcard_path(b);
 	char *out = NULL, *at = fmt("%s", img);
 
-	if (tool(&out, "mdir", "-i", at, "::/", NULL) != 0) {
+	if (sim_run_args(eng_sim(), 20000, &out, "mdir", "-i", at, "::/", NULL) != 0) {
 		free(at);
 		at = fmt("%s@@%u", img, 2048u * 512u);
 	}
@@ -130,7 +115,7 @@ fsck_card(struct sim_board *b)
 	int r;
 
 	if (!sep) {
-		r = tool(&out, "/sbin/fsck.fat", "-n", at, NULL);
+		r = sim_run_args(eng_sim(), 20000, &out, "/sbin/fsck.fat", "-n", at, NULL);
 	} else {
 		uint8_t *buf = NULL;
 		size_t len = 0;
@@ -145,7 +130,7 @@ fsck_card(struct sim_board *b)
 			    write_file_atomic(part, buf + 2048u * 512u, len - 2048u * 512u, 0644),
 			    0);
 		free(buf);
-		r = tool(&out, "/sbin/fsck.fat", "-n", part, NULL);
+		r = sim_run_args(eng_sim(), 20000, &out, "/sbin/fsck.fat", "-n", part, NULL);
 		unlink(part);
 		free(part);
 	}
@@ -167,7 +152,7 @@ card_file_is(struct sim_board *b, const char *name, const uint8_t *img, size_t l
 	int r;
 
 	unlink(dst);
-	r = tool(&out, "mcopy", "-n", "-i", at, src, dst, NULL);
+	r = sim_run_args(eng_sim(), 20000, &out, "mcopy", "-n", "-i", at, src, dst, NULL);
 	free(out);
 	if (r != 0)
 		r = -ENOENT;

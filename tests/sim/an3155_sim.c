@@ -249,110 +249,156 @@ do_erase(struct an3155_sim *s, const uint16_t *pages, size_t n, uint16_t special
 	byte(s, AN3155_ACK);
 }
 
+/* Each phase's step: false while the phase waits for more bytes, true once it took some. */
+static bool
+step_sync(struct an3155_sim *s)
+{
+	if (!s->in_len)
+		return false;
+	if (s->in[0] == AN3155_SYNC && !(s->faults & STM_SIM_NO_SYNC)) {
+		byte(s, AN3155_ACK);
+		s->phase = STM_SIM_CMD;
+		s->syncs++;
+	}
+	consume(s, 1);
+	return true;
+}
+
+static bool
+step_cmd(struct an3155_sim *s)
+{
+	if (s->in_len && s->in[0] == AN3155_SYNC) {
+		/* a second 0x7F (no command has that code): already synchronised, and a host
+		 * that lost track expects NACK (stm32flash stm32_send_init_seq) */
+		byte(s, AN3155_NACK);
+		consume(s, 1);
+		return true;
+	}
+	if (s->in_len < 2)
+		return false;
+	if (!an3155_cmd_check(s->in))
+		byte(s, AN3155_NACK);
+	else
+		command(s, s->in[0]);
+	consume(s, 2);
+	return true;
+}
+
+/* the address of READ, WRITE or GO */
+static bool
+step_addr(struct an3155_sim *s)
+{
+	if (s->in_len < 5)
+		return false;
+	if (an3155_parse_addr(s->in, &s->addr) < 0) {
+		byte(s, AN3155_NACK);
+		s->phase = STM_SIM_CMD;
+	} else if (s->phase == STM_SIM_GO_ADDR) {
+		byte(s, AN3155_ACK);
+		s->go_addr = s->addr;
+		s->went = true;
+		s->phase = STM_SIM_OFF;
+	} else {
+		byte(s, AN3155_ACK);
+		s->phase = s->phase == STM_SIM_READ_ADDR ? STM_SIM_READ_LEN : STM_SIM_WRITE_DATA;
+	}
+	consume(s, 5);
+	return true;
+}
+
+static bool
+step_read_len(struct an3155_sim *s)
+{
+	size_t n;
+
+	if (s->in_len < 2)
+		return false;
+	s->phase = STM_SIM_CMD;
+	if (an3155_parse_read_len(s->in, &n) < 0 || !in_flash(s, s->addr, n)) {
+		byte(s, AN3155_NACK);
+	} else {
+		uint8_t b[1 + AN3155_BLOCK_MAX];
+
+		b[0] = AN3155_ACK;
+		(void)flash_read(s->flash, s->addr, b + 1, n);
+		out(s, b, n + 1);
+	}
+	consume(s, 2);
+	return true;
+}
+
+static bool
+step_write_data(struct an3155_sim *s)
+{
+	const uint8_t *data;
+	size_t n;
+	int r = an3155_parse_write_frame(s->in, s->in_len, &data, &n);
+
+	if (r == 0)
+		return false;
+	s->phase = STM_SIM_CMD;
+	if (r < 0) {
+		byte(s, AN3155_NACK);
+		consume(s, s->in_len < (size_t)s->in[0] + 3 ? s->in_len : (size_t)s->in[0] + 3);
+		return true;
+	}
+	do_write(s, data, n);
+	consume(s, (size_t)r);
+	return true;
+}
+
+static bool
+step_ext_erase(struct an3155_sim *s)
+{
+	uint16_t pages[AN3155_EXT_ERASE_MAX_PAGES], special;
+	size_t n;
+	int r = an3155_parse_ext_erase(s->in, s->in_len, pages, s->flash->n_sectors, &n, &special);
+
+	if (r == 0)
+		return false;
+	s->phase = STM_SIM_CMD;
+	if (r < 0) {
+		byte(s, AN3155_NACK);
+		s->in_len = 0;
+		return true;
+	}
+	do_erase(s, pages, n, special);
+	consume(s, (size_t)r);
+	return true;
+}
+
 /* One step of the byte-level state machine; false when more bytes are needed. */
 static bool
 step(struct an3155_sim *s)
 {
-	uint16_t pages[AN3155_EXT_ERASE_MAX_PAGES], special;
-	const uint8_t *data;
-	size_t n;
-	int r;
-
 	switch (s->phase) {
 	case STM_SIM_OFF:
 		s->in_len = 0;
 		return false;
 	case STM_SIM_WAIT_SYNC:
-		if (!s->in_len)
-			return false;
-		if (s->in[0] == AN3155_SYNC && !(s->faults & STM_SIM_NO_SYNC)) {
-			byte(s, AN3155_ACK);
-			s->phase = STM_SIM_CMD;
-			s->syncs++;
-		}
-		consume(s, 1);
-		return true;
+		return step_sync(s);
 	case STM_SIM_CMD:
-		if (s->in_len && s->in[0] == AN3155_SYNC) {
-			/* a second 0x7F (no command has that code): already synchronised, and a
-			 * host that lost track expects NACK (stm32flash stm32_send_init_seq) */
-			byte(s, AN3155_NACK);
-			consume(s, 1);
-			return true;
-		}
-		if (s->in_len < 2)
-			return false;
-		if (!an3155_cmd_check(s->in))
-			byte(s, AN3155_NACK);
-		else
-			command(s, s->in[0]);
-		consume(s, 2);
-		return true;
+		return step_cmd(s);
 	case STM_SIM_READ_ADDR:
 	case STM_SIM_WRITE_ADDR:
 	case STM_SIM_GO_ADDR:
-		if (s->in_len < 5)
-			return false;
-		if (an3155_parse_addr(s->in, &s->addr) < 0) {
-			byte(s, AN3155_NACK);
-			s->phase = STM_SIM_CMD;
-		} else if (s->phase == STM_SIM_GO_ADDR) {
-			byte(s, AN3155_ACK);
-			s->go_addr = s->addr;
-			s->went = true;
-			s->phase = STM_SIM_OFF;
-		} else {
-			byte(s, AN3155_ACK);
-			s->phase =
-			    s->phase == STM_SIM_READ_ADDR ? STM_SIM_READ_LEN : STM_SIM_WRITE_DATA;
-		}
-		consume(s, 5);
-		return true;
+		return step_addr(s);
 	case STM_SIM_READ_LEN:
-		if (s->in_len < 2)
-			return false;
-		s->phase = STM_SIM_CMD;
-		if (an3155_parse_read_len(s->in, &n) < 0 || !in_flash(s, s->addr, n)) {
-			byte(s, AN3155_NACK);
-		} else {
-			uint8_t b[1 + AN3155_BLOCK_MAX];
-
-			b[0] = AN3155_ACK;
-			(void)flash_read(s->flash, s->addr, b + 1, n);
-			out(s, b, n + 1);
-		}
-		consume(s, 2);
-		return true;
+		return step_read_len(s);
 	case STM_SIM_WRITE_DATA:
-		r = an3155_parse_write_frame(s->in, s->in_len, &data, &n);
-		if (r == 0)
-			return false;
-		s->phase = STM_SIM_CMD;
-		if (r < 0) {
-			byte(s, AN3155_NACK);
-			consume(s, s->in_len < (size_t)s->in[0] + 3 ? s->in_len
-								    : (size_t)s->in[0] + 3);
-			return true;
-		}
-		do_write(s, data, n);
-		consume(s, (size_t)r);
-		return true;
+		return step_write_data(s);
 	case STM_SIM_EXT_ERASE:
-		r = an3155_parse_ext_erase(s->in, s->in_len, pages, s->flash->n_sectors, &n,
-					   &special);
-		if (r == 0)
-			return false;
-		s->phase = STM_SIM_CMD;
-		if (r < 0) {
-			byte(s, AN3155_NACK);
-			s->in_len = 0;
-			return true;
-		}
-		do_erase(s, pages, n, special);
-		consume(s, (size_t)r);
-		return true;
+		return step_ext_erase(s);
 	}
 	return false;
+}
+
+/* every step the bytes so far allow */
+static void
+run_steps(void *ctx)
+{
+	while (step(ctx))
+		;
 }
 
 void
@@ -361,19 +407,6 @@ an3155_sim_feed(void *ctx, const uint8_t *data, size_t len)
 	struct an3155_sim *s = ctx;
 
 	pthread_mutex_lock(&s->lock);
-	while (len) {
-		size_t n = sizeof(s->in) - s->in_len;
-
-		if (n > len)
-			n = len;
-		memcpy(s->in + s->in_len, data, n);
-		s->in_len += n;
-		data += n;
-		len -= n;
-		while (step(s))
-			;
-		if (s->in_len == sizeof(s->in))
-			s->in_len = 0;
-	}
+	uart_pty_take(s->in, sizeof(s->in), &s->in_len, data, len, run_steps, s);
 	pthread_mutex_unlock(&s->lock);
 }

@@ -238,9 +238,7 @@ dfuse_free(struct dfuse_dev *d)
 size_t
 dfuse_descriptors(const struct dfuse_dev *d, uint8_t *buf, size_t len)
 {
-	if (buf)
-		memcpy(buf, d->desc, len < d->desc_len ? len : d->desc_len);
-	return d->desc_len;
+	return usbdevfs_sim_descriptors(d->desc, d->desc_len, buf, len);
 }
 
 const char *
@@ -605,42 +603,25 @@ do_upload(struct dfuse_dev *d, uint16_t block, uint16_t wlength, uint8_t *data)
 static int
 standard_request(struct dfuse_dev *d, const uint8_t *setup, uint8_t *data)
 {
-	uint8_t type = setup[0], req = setup[1];
-	uint16_t wvalue = (uint16_t)(setup[2] | setup[3] << 8);
-	uint16_t wlength = (uint16_t)(setup[6] | setup[7] << 8);
-	size_t n;
+	struct usbdevfs_setup p = usbdevfs_sim_setup(setup);
 
-	if (type == 0x80 && req == USB_REQ_GET_DESCRIPTOR) {
+	if (p.type == 0x80 && p.req == USB_REQ_GET_DESCRIPTOR) {
 		d->st.get_descriptor++;
-		switch (wvalue >> 8) {
-		case USB_DT_DEVICE:
-			n = wlength < 18 ? wlength : 18;
-			memcpy(data, d->desc, n);
-			return (int)n;
-		case USB_DT_CONFIG:
-			n = d->desc_len - 18;
-			n = wlength < n ? wlength : n;
-			memcpy(data, d->desc + 18, n);
-			return (int)n;
-		case USB_DT_STRING:
-			return usbdevfs_sim_string(dfuse_string(d, wvalue & 0xff), wvalue & 0xff,
-						   wlength, data);
-		default:
-			return -EPIPE;
-		}
+		return usbdevfs_sim_get_descriptor(
+		    d->desc, d->desc_len, dfuse_string(d, p.value & 0xff), p.value, p.length, data);
 	}
-	if (type == 0x80 && req == USB_REQ_GET_STATUS && wlength >= 2) {
+	if (p.type == 0x80 && p.req == USB_REQ_GET_STATUS && p.length >= 2) {
 		data[0] = 1; /* self powered */
 		data[1] = 0;
 		return 2;
 	}
-	if (type == 0x00 && req == USB_REQ_SET_CONFIGURATION)
+	if (p.type == 0x00 && p.req == USB_REQ_SET_CONFIGURATION)
 		return 0;
-	if (type == 0x01 && req == USB_REQ_SET_INTERFACE) {
+	if (p.type == 0x01 && p.req == USB_REQ_SET_INTERFACE) {
 		d->st.set_interface++;
-		if (wvalue >= d->n_alts)
+		if (p.value >= d->n_alts)
 			return -EPIPE;
-		d->alt = wvalue;
+		d->alt = p.value;
 		return 0;
 	}
 	return -EPIPE;
@@ -649,13 +630,12 @@ standard_request(struct dfuse_dev *d, const uint8_t *setup, uint8_t *data)
 static int
 class_request(struct dfuse_dev *d, const uint8_t *setup, uint8_t *data, bool *ret_left)
 {
-	uint8_t type = setup[0], req = setup[1];
-	uint16_t wvalue = (uint16_t)(setup[2] | setup[3] << 8);
-	uint16_t windex = (uint16_t)(setup[4] | setup[5] << 8);
-	uint16_t wlength = (uint16_t)(setup[6] | setup[7] << 8);
-	bool in = type == DFU_REQTYPE_IN;
+	struct usbdevfs_setup p = usbdevfs_sim_setup(setup);
+	uint8_t req = p.req;
+	uint16_t wvalue = p.value, wlength = p.length;
+	bool in = p.type == DFU_REQTYPE_IN;
 
-	if ((type != DFU_REQTYPE_IN && type != DFU_REQTYPE_OUT) || windex != 0 || req > 6)
+	if ((p.type != DFU_REQTYPE_IN && p.type != DFU_REQTYPE_OUT) || p.index != 0 || req > 6)
 		return -EPIPE;
 	d->st.request[req]++;
 	d->req_count[req]++;

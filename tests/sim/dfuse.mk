@@ -14,9 +14,9 @@ $(BUILD)/tests/sim/test_flash: tests/sim/test_flash.c tests/sim/flash.c tests/si
 CHECK_TESTS += $(BUILD)/tests/sim/test_flash
 CHECK_DEPS  += $(BUILD)/tests/sim/test_flash
 
-DFUSE_SIM_SRCS := tests/sim/dfuse.c tests/sim/usbdevfs.c tests/sim/flash.c
+DFUSE_SIM_SRCS := tests/sim/dfuse.c tests/sim/usbdevfs.c tests/sim/flash.c tests/sim/dfu_util.c
 $(BUILD)/tests/sim/test_dfuse: tests/sim/test_dfuse.c $(DFUSE_SIM_SRCS) tests/sim/dfuse.h \
-		tests/sim/flash.h tests/sim/usbdevfs.h $(LIB)
+		tests/sim/flash.h tests/sim/usbdevfs.h tests/sim/dfu_util.h $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) -Itests -Itests/sim $(CFLAGS) $(DFUSE_CFLAGS) -o $@ \
 		tests/sim/test_dfuse.c $(DFUSE_SIM_SRCS) $(LIB) $(LDFLAGS) -pthread $(DEP_LIBS) \

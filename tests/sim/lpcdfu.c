@@ -158,9 +158,7 @@ lpcdfu_free(struct lpcdfu_dev *d)
 size_t
 lpcdfu_descriptors(const struct lpcdfu_dev *d, uint8_t *buf, size_t len)
 {
-	if (buf)
-		memcpy(buf, d->desc, len < d->desc_len ? len : d->desc_len);
-	return d->desc_len;
+	return usbdevfs_sim_descriptors(d->desc, d->desc_len, buf, len);
 }
 
 const char *
@@ -322,10 +320,10 @@ do_upload(struct lpcdfu_dev *d, uint16_t block, uint16_t wlength, uint8_t *data)
 static int
 class_request(struct lpcdfu_dev *d, const uint8_t *setup, uint8_t *data, bool *ret_manifest)
 {
-	bool in = setup[0] & 0x80;
-	uint8_t req = setup[1];
-	uint16_t wvalue = (uint16_t)(setup[2] | setup[3] << 8);
-	uint16_t wlength = (uint16_t)(setup[6] | setup[7] << 8);
+	struct usbdevfs_setup p = usbdevfs_sim_setup(setup);
+	bool in = p.type & 0x80;
+	uint8_t req = p.req;
+	uint16_t wvalue = p.value, wlength = p.length;
 	uint8_t reply[DFU_STATUS_LEN];
 	struct dfu_status_reply s;
 
@@ -371,36 +369,20 @@ class_request(struct lpcdfu_dev *d, const uint8_t *setup, uint8_t *data, bool *r
 static int
 standard_request(struct lpcdfu_dev *d, const uint8_t *setup, uint8_t *data)
 {
-	uint8_t type = setup[0], req = setup[1];
-	uint16_t wvalue = (uint16_t)(setup[2] | setup[3] << 8);
-	uint16_t wlength = (uint16_t)(setup[6] | setup[7] << 8);
-	size_t n;
+	struct usbdevfs_setup p = usbdevfs_sim_setup(setup);
 
-	if (type == 0x80 && req == USB_REQ_GET_DESCRIPTOR) {
-		switch (wvalue >> 8) {
-		case 1:
-			n = wlength < 18 ? wlength : 18;
-			memcpy(data, d->desc, n);
-			return (int)n;
-		case 2:
-			n = d->desc_len - 18 < wlength ? d->desc_len - 18 : wlength;
-			memcpy(data, d->desc + 18, n);
-			return (int)n;
-		case 3:
-			return usbdevfs_sim_string(lpcdfu_string(d, wvalue & 0xff), wvalue & 0xff,
-						   wlength, data);
-		default:
-			return -EPIPE;
-		}
-	}
-	if (type == 0x80 && req == USB_REQ_GET_STATUS && wlength >= 2) {
+	if (p.type == 0x80 && p.req == USB_REQ_GET_DESCRIPTOR)
+		return usbdevfs_sim_get_descriptor(d->desc, d->desc_len,
+						   lpcdfu_string(d, p.value & 0xff), p.value,
+						   p.length, data);
+	if (p.type == 0x80 && p.req == USB_REQ_GET_STATUS && p.length >= 2) {
 		data[0] = data[1] = 0; /* bus powered */
 		return 2;
 	}
-	if (type == 0x00 && req == USB_REQ_SET_CONFIGURATION)
+	if (p.type == 0x00 && p.req == USB_REQ_SET_CONFIGURATION)
 		return 0;
-	if (type == 0x01 && req == USB_REQ_SET_INTERFACE)
-		return wvalue == 0 ? 0 : -EPIPE;
+	if (p.type == 0x01 && p.req == USB_REQ_SET_INTERFACE)
+		return p.value == 0 ? 0 : -EPIPE;
 	return -EPIPE;
 }
 

@@ -639,24 +639,19 @@ process(struct lpcisp_sim *s)
 	}
 }
 
+static void
+run_process(void *ctx)
+{
+	process(ctx);
+}
+
+/* a line longer than any ISP line is noise: uart_pty_take drops a full buffer */
 void
 lpcisp_sim_feed(void *ctx, const uint8_t *data, size_t len)
 {
 	struct lpcisp_sim *s = ctx;
 
 	pthread_mutex_lock(&s->lock);
-	while (len) {
-		size_t n = sizeof(s->in) - s->in_len;
-
-		if (n > len)
-			n = len;
-		memcpy(s->in + s->in_len, data, n);
-		s->in_len += n;
-		data += n;
-		len -= n;
-		process(s);
-		if (s->in_len == sizeof(s->in))
-			s->in_len = 0; /* a line longer than any ISP line: noise */
-	}
+	uart_pty_take(s->in, sizeof(s->in), &s->in_len, data, len, run_process, s);
 	pthread_mutex_unlock(&s->lock);
 }

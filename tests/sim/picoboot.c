@@ -3,13 +3,12 @@
 #include "picoboot.h"
 
 #include <errno.h>
-#include <linux/usbdevice_fs.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <time.h>
 
+#include "usbdevfs.h"
 #include "util.h"
 
 #define MAGIC 0x431FD10Bu
@@ -22,7 +21,6 @@
 #define MAX_TRANSFER (256u * 1024u)
 #define PACKET 64u
 #define PACKETS_PER_FRAME 19u /* full-speed bulk: 19 x 64 bytes per 1 ms frame at best */
-#define MAX_ATTACH 4
 
 /* RP2040 datasheet §2.8.5.3 command ids and §2.8.5.4 status codes */
 enum {
@@ -48,11 +46,6 @@ enum {
 
 enum phase { PH_CMD, PH_DATA_OUT, PH_DATA_IN, PH_ACK_IN, PH_ACK_OUT };
 
-struct attachment {
-	char *devnode;
-	UMockdevIoctlBase *handler;
-};
-
 struct picoboot_sim {
 	pthread_mutex_t lock;
 	struct flash *flash;
@@ -76,8 +69,10 @@ struct picoboot_sim {
 	void *reboot_ctx;
 	void (*unplug_cb)(void *ctx);
 	void *unplug_ctx;
-	struct attachment att[MAX_ATTACH];
+	struct usbdevfs_sim usb;
 };
+
+static const struct usbdevfs_sim_ops picoboot_usb_ops;
 
 static uint32_t
 le32(const uint8_t *p)
@@ -103,6 +98,7 @@ picoboot_sim_new(struct flash *flash)
 	d->flash = flash;
 	d->sram = xcalloc(SRAM_SIZE, 1);
 	d->buf = xmalloc(MAX_TRANSFER);
+	usbdevfs_sim_init(&d->usb, &picoboot_usb_ops, d);
 	return d;
 }
 
@@ -111,6 +107,7 @@ picoboot_sim_free(struct picoboot_sim *d)
 {
 	if (!d)
 		return NULL;
+	usbdevfs_sim_release(&d->usb);
 	pthread_mutex_destroy(&d->lock);
 	free(d->sram);
 	free(d->buf);
@@ -611,176 +608,57 @@ picoboot_sim_control(struct picoboot_sim *d, const uint8_t setup[8], uint8_t *da
 	return r;
 }
 
-/* ---- usbdevfs emulation (umockdev handle-ioctl, on umockdev's worker thread) ---- */
+/* ---- usbdevfs emulation (usbdevfs.c, on umockdev's worker thread) ---- */
 
-static GQueue *
-client_queue(UMockdevIoctlClient *c)
+static int
+usb_control(void *dev, const uint8_t setup[8], uint8_t *data)
 {
-	GQueue *q = g_object_get_data(G_OBJECT(c), "picoboot-urbs");
-
-	if (!q) {
-		q = g_queue_new();
-		g_object_set_data_full(G_OBJECT(c), "picoboot-urbs", q,
-				       (GDestroyNotify)g_queue_free);
-	}
-	return q;
+	return picoboot_sim_control(dev, setup, data);
 }
 
-static bool
-submit_urb(struct picoboot_sim *d, UMockdevIoctlClient *c, UMockdevIoctlData *arg)
+static int
+usb_bulk(void *dev, uint8_t ep, uint8_t *buf, size_t len)
 {
-	UMockdevIoctlData *ud, *bd = NULL;
-	struct usbdevfs_urb *urb;
-	uint8_t empty[8] = {0};
-	int r;
+	int r = picoboot_sim_bulk(dev, ep, buf, len);
 
-	ud = umockdev_ioctl_data_resolve(arg, 0, sizeof(struct usbdevfs_urb), NULL);
-	if (!ud)
-		return false;
-	urb = (struct usbdevfs_urb *)(void *)ud->data;
-	if (urb->buffer_length > 0) {
-		bd = umockdev_ioctl_data_resolve(ud, G_STRUCT_OFFSET(struct usbdevfs_urb, buffer),
-						 (gsize)urb->buffer_length, NULL);
-		if (!bd) {
-			g_object_unref(ud);
-			return false;
-		}
-	}
-	if (urb->type == USBDEVFS_URB_TYPE_CONTROL && bd && urb->buffer_length >= 8) {
-		r = picoboot_sim_control(d, bd->data, bd->data + 8);
-	} else if (urb->type == USBDEVFS_URB_TYPE_BULK) {
-		r = picoboot_sim_bulk(d, urb->endpoint, bd ? bd->data : empty,
-				      (size_t)urb->buffer_length);
-		if (r == -EAGAIN)
-			r = -EPROTO; /* a NAKed IN: reported as a transfer error, not left pending
-				      */
-	} else {
-		r = -EINVAL;
-	}
-	if (bd)
-		g_object_unref(bd);
-	if (r == -ENODEV) {
-		g_object_unref(ud);
-		umockdev_ioctl_client_complete(c, -1, ENODEV);
-		return true;
-	}
-	urb->status = r < 0 ? r : 0;
-	urb->actual_length = r < 0 ? 0 : r;
-	g_queue_push_tail(client_queue(c), GSIZE_TO_POINTER((gsize)ud->client_addr));
-	umockdev_ioctl_client_complete(c, 0, 0);
-	g_object_unref(ud);
-	return true;
+	return r == -EAGAIN ? -EPROTO : r; /* a NAKed IN: a transfer error, not left pending */
 }
 
-static gboolean
-reap_urb(UMockdevIoctlClient *c, UMockdevIoctlData *arg)
+static void
+usb_clear_halt(void *dev, unsigned ep)
 {
-	GQueue *q = client_queue(c);
-	UMockdevIoctlData *x;
-
-	if (g_queue_is_empty(q)) {
-		umockdev_ioctl_client_complete(c, -1, EAGAIN);
-		return TRUE;
-	}
-	x = umockdev_ioctl_data_resolve(arg, 0, sizeof(gpointer), NULL);
-	if (!x)
-		return FALSE;
-	*(gsize *)(void *)x->data = GPOINTER_TO_SIZE(g_queue_pop_head(q));
-	g_object_unref(x);
-	umockdev_ioctl_client_complete(c, 0, 0);
-	return TRUE;
+	picoboot_sim_clear_halt(dev, (uint8_t)ep);
 }
 
-static gboolean
-on_ioctl(UMockdevIoctlBase *h, UMockdevIoctlClient *c, gpointer user)
+/* another program holding the vendor interface makes the claim fail */
+static int
+usb_claim(void *dev)
 {
-	struct picoboot_sim *d = user;
-	unsigned long req = umockdev_ioctl_client_get_request(c);
-	UMockdevIoctlData *arg = umockdev_ioctl_client_get_arg(c);
-	UMockdevIoctlData *x;
+	struct picoboot_sim *d = dev;
+	bool busy;
 
-	(void)h;
-	switch (req) {
-	case USBDEVFS_SUBMITURB:
-		return submit_urb(d, c, arg);
-	case USBDEVFS_REAPURB:
-	case USBDEVFS_REAPURBNDELAY:
-		return reap_urb(c, arg);
-	case USBDEVFS_GET_CAPABILITIES:
-		x = umockdev_ioctl_data_resolve(arg, 0, sizeof(uint32_t), NULL);
-		if (!x)
-			return FALSE;
-		*(uint32_t *)(void *)x->data = USBDEVFS_CAP_ZERO_PACKET |
-					       USBDEVFS_CAP_BULK_CONTINUATION |
-					       USBDEVFS_CAP_NO_PACKET_SIZE_LIM;
-		g_object_unref(x);
-		umockdev_ioctl_client_complete(c, 0, 0);
-		return TRUE;
-	case USBDEVFS_CLEAR_HALT:
-		x = umockdev_ioctl_data_resolve(arg, 0, sizeof(unsigned int), NULL);
-		if (!x)
-			return FALSE;
-		picoboot_sim_clear_halt(d, (uint8_t) * (unsigned int *)(void *)x->data);
-		g_object_unref(x);
-		umockdev_ioctl_client_complete(c, 0, 0);
-		return TRUE;
-	case USBDEVFS_CLAIMINTERFACE: {
-		bool busy;
-
-		pthread_mutex_lock(&d->lock);
-		busy = d->busy;
-		pthread_mutex_unlock(&d->lock);
-		umockdev_ioctl_client_complete(c, busy ? -1 : 0, busy ? EBUSY : 0);
-		return TRUE;
-	}
-	case USBDEVFS_RELEASEINTERFACE:
-	case USBDEVFS_RESET:
-	case USBDEVFS_DISCONNECT_CLAIM:
-		umockdev_ioctl_client_complete(c, 0, 0);
-		return TRUE;
-	case USBDEVFS_GETDRIVER:
-		umockdev_ioctl_client_complete(c, -1, ENODATA); /* the vendor interface has none */
-		return TRUE;
-	case USBDEVFS_DISCARDURB:
-		umockdev_ioctl_client_complete(c, -1, EINVAL); /* every URB completed already */
-		return TRUE;
-	default:
-		return FALSE;
-	}
+	pthread_mutex_lock(&d->lock);
+	busy = d->busy;
+	pthread_mutex_unlock(&d->lock);
+	return busy ? -EBUSY : 0;
 }
+
+/* no SETINTERFACE (left to umockdev) and no pacing: bulk_in/bulk_out keep the bus time */
+static const struct usbdevfs_sim_ops picoboot_usb_ops = {
+    .control = usb_control,
+    .bulk = usb_bulk,
+    .clear_halt = usb_clear_halt,
+    .claim = usb_claim,
+};
 
 int
 picoboot_sim_attach(struct picoboot_sim *d, UMockdevTestbed *tb, const char *devnode)
 {
-	GError *err = NULL;
-	size_t i;
-
-	for (i = 0; i < MAX_ATTACH && d->att[i].handler; i++)
-		;
-	if (i == MAX_ATTACH)
-		return -ENOSPC;
-	d->att[i].handler = umockdev_ioctl_base_new();
-	g_signal_connect(d->att[i].handler, "handle-ioctl", G_CALLBACK(on_ioctl), d);
-	if (!umockdev_testbed_attach_ioctl(tb, devnode, d->att[i].handler, &err)) {
-		g_error_free(err);
-		g_object_unref(d->att[i].handler);
-		d->att[i].handler = NULL;
-		return -EIO;
-	}
-	d->att[i].devnode = xstrdup(devnode);
-	return 0;
+	return usbdevfs_sim_attach(&d->usb, tb, devnode);
 }
 
 void
 picoboot_sim_detach(struct picoboot_sim *d, UMockdevTestbed *tb, const char *devnode)
 {
-	for (size_t i = 0; i < MAX_ATTACH; i++) {
-		if (!d->att[i].handler || strcmp(d->att[i].devnode, devnode) != 0)
-			continue;
-		(void)umockdev_testbed_detach_ioctl(tb, devnode, NULL);
-		g_object_unref(d->att[i].handler);
-		d->att[i].handler = NULL;
-		free(d->att[i].devnode);
-		d->att[i].devnode = NULL;
-	}
+	usbdevfs_sim_detach(&d->usb, tb, devnode);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* picoboot: the RP2040 bootrom's PICOBOOT interface in BOOTSEL mode (2e8a:0003, interface 1,
- * bulk OUT 0x03 / IN 0x84), simulated on a umockdev usbdevfs ioctl handler like dfuse.c.
+ * bulk OUT 0x03 / IN 0x84), simulated on the shared usbdevfs handler (usbdevfs.c) like dfuse.c.
  *
  * Behaviour modelled from the RP2040 datasheet §2.8.5 and from what the host tools that work
  * on real boards expect (Klipper lib/rp2040_flash, picotool's picoboot_connection.c):

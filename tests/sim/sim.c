@@ -761,33 +761,29 @@ app_version_from_flash(struct sim_board *b)
 	free(buf);
 }
 
-int
-sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
-{
-	struct sim *s = b->sim;
+/* What one plug-in tells udev: the identity, its cleaned and encoded names, the interfaces
+ * and the udev database text built from them (sim_board_plug_locked's steps share it). */
+struct plug {
 	struct ident id;
 	uint8_t descr[512];
 	size_t dlen;
-	unsigned nif = 0;
+	unsigned nif;
 	char vendor[80], model[80], serial_clean[80], id_serial[256], venc[160], menc[160];
-	char *txt = NULL, *hex, *ifpath_tty = NULL;
-	size_t tlen = 0;
-	const char *iface_driver[3] = {NULL, NULL, NULL};
-	int ifclass[3][3] = {{0}};
-	char id_usb_interfaces[64] = ":";
-	GError *err = NULL;
-	int r;
+	char *txt;
+	size_t tlen;
+	const char *iface_driver[3];
+	int ifclass[3][3];
+	char id_usb_interfaces[64];
+};
 
-	if (mode == SIM_MODE_OFF)
-		return sim_board_unplug_locked(b);
-	r = ident_for(b, mode, &id);
-	if (r < 0)
-		return r;
-	if (b->mode != SIM_MODE_OFF)
-		sim_board_unplug_locked(b);
+/* the interface classes and kernel drivers of each USB layout */
+static void
+plug_interfaces(struct plug *p)
+{
+	const char **iface_driver = p->iface_driver;
+	int(*ifclass)[3] = p->ifclass;
 
-	dlen = build_descriptors(&id, descr, sizeof(descr), &nif);
-	switch (id.layout) {
+	switch (p->id.layout) {
 	case LAYOUT_CDC:
 		iface_driver[0] = iface_driver[1] = "cdc_acm";
 		ifclass[0][0] = 2, ifclass[0][1] = 2, ifclass[0][2] = 0;
@@ -810,206 +806,260 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		ifclass[1][0] = 0xff;
 		break;
 	}
+}
+
+/* the DFU bootloaders describe themselves: their descriptors replace the generic ones */
+static void
+plug_dfu_models(struct sim_board *b, struct plug *p)
+{
 #if SIM_HAVE_DFUSE
-	if (id.layout == LAYOUT_DFUSE) {
+	if (p->id.layout == LAYOUT_DFUSE) {
 		size_t n;
 
-		b->dfuse = dfuse_new(b->flash, id.serial);
+		b->dfuse = dfuse_new(b->flash, p->id.serial);
 		if (b->dfuse && b->dfu_layout[0])
 			dfuse_set_layout(b->dfuse, b->dfu_layout);
-		n = b->dfuse ? dfuse_descriptors(b->dfuse, descr, sizeof(descr)) : 0;
-		if (n > 0 && n <= sizeof(descr)) {
+		n = b->dfuse ? dfuse_descriptors(b->dfuse, p->descr, sizeof(p->descr)) : 0;
+		if (n > 0 && n <= sizeof(p->descr)) {
 			const char *prod = dfuse_string(b->dfuse, DFUSE_STR_PRODUCT);
 
-			dlen = n;
+			p->dlen = n;
 			if (prod)
-				snprintf(id.product, sizeof(id.product), "%s", prod);
+				snprintf(p->id.product, sizeof(p->id.product), "%s", prod);
 			apply_dfu_fault(b);
 		} else {
 			b->dfuse = dfuse_free(b->dfuse);
 		}
 	}
 #endif
-	if (id.layout == LAYOUT_DFU) {
+	if (p->id.layout == LAYOUT_DFU) {
 		size_t n;
 
 		b->lpcdfu = lpcdfu_new(b->flash);
-		n = lpcdfu_descriptors(b->lpcdfu, descr, sizeof(descr));
-		if (n <= sizeof(descr))
-			dlen = n;
+		n = lpcdfu_descriptors(b->lpcdfu, p->descr, sizeof(p->descr));
+		if (n <= sizeof(p->descr))
+			p->dlen = n;
 		apply_lpcdfu_fault(b);
 	}
-	for (unsigned i = 0; i < nif && i < 3; i++) {
-		size_t l = strlen(id_usb_interfaces);
+}
 
-		snprintf(id_usb_interfaces + l, sizeof(id_usb_interfaces) - l,
-			 "%02x%02x%02x:", ifclass[i][0], ifclass[i][1], ifclass[i][2]);
+/* the bus address, sysfs and /dev names, and udev's cleaned and encoded identity strings */
+static void
+plug_names(struct sim_board *b, struct plug *p)
+{
+	struct sim *s = b->sim;
+
+	for (unsigned i = 0; i < p->nif && i < 3; i++) {
+		size_t l = strlen(p->id_usb_interfaces);
+
+		snprintf(p->id_usb_interfaces + l, sizeof(p->id_usb_interfaces) - l,
+			 "%02x%02x%02x:", p->ifclass[i][0], p->ifclass[i][1], p->ifclass[i][2]);
 	}
-
 	if (++s->next_devnum[b->bus] > 127 || s->next_devnum[b->bus] < 2)
 		s->next_devnum[b->bus] = 2;
 	b->devnum = s->next_devnum[b->bus];
-	b->n_ifaces = nif;
+	b->n_ifaces = p->nif;
 	b->syspath = xasprintf("/sys" SYS_USB_PARENT "/usb%d/%s", b->bus, b->port);
 	b->devnode = xasprintf("/dev/bus/usb/%03d/%03d", b->bus, b->devnum);
-	snprintf(b->serial, sizeof(b->serial), "%s", id.serial);
-	udev_clean(id.manufacturer, vendor, sizeof(vendor));
-	udev_clean(id.product, model, sizeof(model));
-	udev_clean(id.serial, serial_clean, sizeof(serial_clean));
-	udev_encode(id.manufacturer, venc, sizeof(venc));
-	udev_encode(id.product, menc, sizeof(menc));
-	if (id.serial[0])
-		snprintf(id_serial, sizeof(id_serial), "%s_%s_%s", vendor, model, serial_clean);
+	snprintf(b->serial, sizeof(b->serial), "%s", p->id.serial);
+	udev_clean(p->id.manufacturer, p->vendor, sizeof(p->vendor));
+	udev_clean(p->id.product, p->model, sizeof(p->model));
+	udev_clean(p->id.serial, p->serial_clean, sizeof(p->serial_clean));
+	udev_encode(p->id.manufacturer, p->venc, sizeof(p->venc));
+	udev_encode(p->id.product, p->menc, sizeof(p->menc));
+	if (p->id.serial[0])
+		snprintf(p->id_serial, sizeof(p->id_serial), "%s_%s_%s", p->vendor, p->model,
+			 p->serial_clean);
 	else
-		snprintf(id_serial, sizeof(id_serial), "%s_%s", vendor, model);
+		snprintf(p->id_serial, sizeof(p->id_serial), "%s_%s", p->vendor, p->model);
+}
 
-	/* the usb_device, as the kernel and udev's usb_id/path_id builtins describe it */
-	hex = hex_string(descr, dlen);
-	sb_printf(&txt, &tlen,
+/* the usb_device, as the kernel and udev's usb_id/path_id builtins describe it */
+static void
+plug_usb_device(const struct sim_board *b, struct plug *p)
+{
+	const struct ident *id = &p->id;
+	char *hex = hex_string(p->descr, p->dlen);
+
+	sb_printf(&p->txt, &p->tlen,
 		  "P: %s\nN: bus/usb/%03d/%03d\n"
 		  "E: DEVNAME=%s\nE: DEVTYPE=usb_device\nE: DRIVER=usb\nE: PRODUCT=%x/%x/%x\n"
 		  "E: TYPE=%d/0/0\nE: BUSNUM=%03d\nE: DEVNUM=%03d\nE: MAJOR=189\nE: MINOR=%d\n"
 		  "E: SUBSYSTEM=usb\nE: ID_VENDOR=%s\nE: ID_VENDOR_ENC=%s\nE: ID_VENDOR_ID=%04x\n"
 		  "E: ID_MODEL=%s\nE: ID_MODEL_ENC=%s\nE: ID_MODEL_ID=%04x\nE: ID_REVISION=%04x\n"
 		  "E: ID_SERIAL=%s\n",
-		  b->syspath + 4, b->bus, b->devnum, b->devnode, id.vid, id.pid, id.bcd, descr[4],
-		  b->bus, b->devnum, (b->bus - 1) * 128 + b->devnum - 1, vendor, venc, id.vid,
-		  model, menc, id.pid, id.bcd, id_serial);
-	if (id.serial[0])
-		sb_printf(&txt, &tlen, "E: ID_SERIAL_SHORT=%s\n", serial_clean);
-	sb_printf(&txt, &tlen,
+		  b->syspath + 4, b->bus, b->devnum, b->devnode, id->vid, id->pid, id->bcd,
+		  p->descr[4], b->bus, b->devnum, (b->bus - 1) * 128 + b->devnum - 1, p->vendor,
+		  p->venc, id->vid, p->model, p->menc, id->pid, id->bcd, p->id_serial);
+	if (id->serial[0])
+		sb_printf(&p->txt, &p->tlen, "E: ID_SERIAL_SHORT=%s\n", p->serial_clean);
+	sb_printf(&p->txt, &p->tlen,
 		  "E: ID_BUS=usb\nE: ID_USB_INTERFACES=%s\nE: ID_PATH=pci-" PCI_DEV "-usb-0:%s\n"
 		  "E: ID_PATH_TAG=pci-0000_00_14_0-usb-0_%s\n"
 		  "A: idVendor=%04x\nA: idProduct=%04x\nA: bcdDevice=%04x\nA: manufacturer=%s\n"
 		  "A: product=%s\n",
-		  id_usb_interfaces, b->port_path, b->port_path, id.vid, id.pid, id.bcd,
-		  id.manufacturer, id.product);
-	if (id.serial[0])
-		sb_printf(&txt, &tlen, "A: serial=%s\n", id.serial);
+		  p->id_usb_interfaces, b->port_path, b->port_path, id->vid, id->pid, id->bcd,
+		  id->manufacturer, id->product);
+	if (id->serial[0])
+		sb_printf(&p->txt, &p->tlen, "A: serial=%s\n", id->serial);
 	sb_printf(
-	    &txt, &tlen,
+	    &p->txt, &p->tlen,
 	    "A: busnum=%d\nA: devnum=%d\nA: devpath=%s\nA: speed=12\nA: version= 2.00\n"
 	    "A: bConfigurationValue=1\nA: bNumConfigurations=1\nA: bNumInterfaces=%2u\n"
 	    "A: bDeviceClass=%02x\nA: bMaxPacketSize0=64\nA: maxchild=0\nA: removable=unknown\n"
 	    "A: dev=189:%d\nL: driver=../../../../../bus/usb/drivers/usb\nH: descriptors=%s\n\n",
-	    b->bus, b->devnum, b->port_path, nif, descr[4], (b->bus - 1) * 128 + b->devnum - 1,
-	    hex);
+	    b->bus, b->devnum, b->port_path, p->nif, p->descr[4],
+	    (b->bus - 1) * 128 + b->devnum - 1, hex);
 	free(hex);
-	for (unsigned i = 0; i < nif && i < 3; i++) {
-		sb_printf(
-		    &txt, &tlen,
-		    "P: %s/%s:1.%u\nE: DEVTYPE=usb_interface\nE: PRODUCT=%x/%x/%x\n"
-		    "E: TYPE=%d/0/0\nE: INTERFACE=%d/%d/%d\nE: SUBSYSTEM=usb\n"
-		    "A: bInterfaceNumber=%02x\nA: bAlternateSetting= 0\nA: bInterfaceClass=%02x\n"
-		    "A: bInterfaceSubClass=%02x\nA: bInterfaceProtocol=%02x\n",
-		    b->syspath + 4, b->port, i, id.vid, id.pid, id.bcd, descr[4], ifclass[i][0],
-		    ifclass[i][1], ifclass[i][2], i, ifclass[i][0], ifclass[i][1], ifclass[i][2]);
-		if (iface_driver[i])
-			sb_printf(&txt, &tlen,
+}
+
+/* its usb_interfaces, with the driver bound to each */
+static void
+plug_usb_interfaces(struct sim_board *b, struct plug *p)
+{
+	const struct ident *id = &p->id;
+
+	for (unsigned i = 0; i < p->nif && i < 3; i++) {
+		const int *cls = p->ifclass[i];
+
+		sb_printf(&p->txt, &p->tlen,
+			  "P: %s/%s:1.%u\nE: DEVTYPE=usb_interface\nE: PRODUCT=%x/%x/%x\n"
+			  "E: TYPE=%d/0/0\nE: INTERFACE=%d/%d/%d\nE: SUBSYSTEM=usb\n"
+			  "A: bInterfaceNumber=%02x\nA: bAlternateSetting= 0\n"
+			  "A: bInterfaceClass=%02x\n"
+			  "A: bInterfaceSubClass=%02x\nA: bInterfaceProtocol=%02x\n",
+			  b->syspath + 4, b->port, i, id->vid, id->pid, id->bcd, p->descr[4],
+			  cls[0], cls[1], cls[2], i, cls[0], cls[1], cls[2]);
+		if (p->iface_driver[i])
+			sb_printf(&p->txt, &p->tlen,
 				  "E: DRIVER=%s\nL: driver=../../../../../../bus/usb/drivers/%s\n",
-				  iface_driver[i], iface_driver[i]);
-		sb_printf(&txt, &tlen, "\n");
-		b->iface_has_driver[i] = iface_driver[i] != NULL;
+				  p->iface_driver[i], p->iface_driver[i]);
+		sb_printf(&p->txt, &p->tlen, "\n");
+		b->iface_has_driver[i] = p->iface_driver[i] != NULL;
 	}
+}
 
-	/* CDC: ttyACMn on interface 0, with udev's by-id and by-path links (§1.5) */
-	b->tty_index = -1;
-	b->master_fd = -1;
-	if (id.layout == LAYOUT_CDC || id.layout == LAYOUT_CDC_MSC) {
-		char *pts = NULL, *node, *link_id, *link_path, *rel;
-		int idx = tty_alloc(s);
+/* the ttyACMn device of interface 0, as udev's 60-serial.rules describe it */
+static void
+plug_tty_device(const struct sim_board *b, struct plug *p, int idx)
+{
+	const struct ident *id = &p->id;
+	char *ifpath_tty = xasprintf("%s/%s:1.0/tty/ttyACM%d", b->syspath + 4, b->port, idx);
 
-		if (idx < 0) {
-			free(txt);
-			return -ENOSPC;
-		}
-		b->master_fd = make_pty(&pts);
-		if (b->master_fd < 0) {
-			s->tty_used[idx] = false;
-			free(txt);
-			return -errno;
-		}
-		b->tty_index = idx;
-		b->tty = xasprintf("/dev/ttyACM%d", idx);
-		b->by_id = xasprintf("/dev/serial/by-id/usb-%s-if00", id_serial);
-		b->by_path =
-		    xasprintf("/dev/serial/by-path/pci-" PCI_DEV "-usb-0:%s:1.0", b->port_path);
-		ifpath_tty = xasprintf("%s/%s:1.0/tty/ttyACM%d", b->syspath + 4, b->port, idx);
-		sb_printf(
-		    &txt, &tlen,
-		    "P: %s\nE: DEVNAME=%s\nE: SUBSYSTEM=tty\nE: MAJOR=166\nE: MINOR=%d\n"
-		    "E: DEVLINKS=%s %s\nE: ID_BUS=usb\nE: ID_VENDOR=%s\nE: ID_VENDOR_ENC=%s\n"
-		    "E: ID_VENDOR_ID=%04x\nE: ID_MODEL=%s\nE: ID_MODEL_ENC=%s\nE: "
-		    "ID_MODEL_ID=%04x\n"
-		    "E: ID_REVISION=%04x\nE: ID_SERIAL=%s\nE: ID_SERIAL_SHORT=%s\n"
-		    "E: ID_TYPE=generic\nE: ID_USB_INTERFACES=%s\nE: ID_USB_INTERFACE_NUM=00\n"
-		    "E: ID_USB_DRIVER=cdc_acm\nE: ID_PATH=pci-" PCI_DEV "-usb-0:%s:1.0\n"
-		    "E: ID_PATH_TAG=pci-0000_00_14_0-usb-0_%s_1_0\nE: TAGS=:systemd:\n"
-		    "A: dev=166:%d\n\n",
-		    ifpath_tty, b->tty, idx, b->by_id, b->by_path, vendor, venc, id.vid, model,
-		    menc, id.pid, id.bcd, id_serial, serial_clean, id_usb_interfaces, b->port_path,
-		    b->port_path, idx);
-		node = dev_path(s, b->tty);
-		link_id = dev_path(s, b->by_id);
-		link_path = dev_path(s, b->by_path);
-		{
-			char *d1 = dev_path(s, "/dev/serial/by-id");
-			char *d2 = dev_path(s, "/dev/serial/by-path");
+	sb_printf(&p->txt, &p->tlen,
+		  "P: %s\nE: DEVNAME=%s\nE: SUBSYSTEM=tty\nE: MAJOR=166\nE: MINOR=%d\n"
+		  "E: DEVLINKS=%s %s\nE: ID_BUS=usb\nE: ID_VENDOR=%s\nE: ID_VENDOR_ENC=%s\n"
+		  "E: ID_VENDOR_ID=%04x\nE: ID_MODEL=%s\nE: ID_MODEL_ENC=%s\nE: "
+		  "ID_MODEL_ID=%04x\n"
+		  "E: ID_REVISION=%04x\nE: ID_SERIAL=%s\nE: ID_SERIAL_SHORT=%s\n"
+		  "E: ID_TYPE=generic\nE: ID_USB_INTERFACES=%s\nE: ID_USB_INTERFACE_NUM=00\n"
+		  "E: ID_USB_DRIVER=cdc_acm\nE: ID_PATH=pci-" PCI_DEV "-usb-0:%s:1.0\n"
+		  "E: ID_PATH_TAG=pci-0000_00_14_0-usb-0_%s_1_0\nE: TAGS=:systemd:\n"
+		  "A: dev=166:%d\n\n",
+		  ifpath_tty, b->tty, idx, b->by_id, b->by_path, p->vendor, p->venc, id->vid,
+		  p->model, p->menc, id->pid, id->bcd, p->id_serial, p->serial_clean,
+		  p->id_usb_interfaces, b->port_path, b->port_path, idx);
+	free(ifpath_tty);
+}
 
-			(void)mkdir_p(d1, 0755);
-			(void)mkdir_p(d2, 0755);
-			free(d1);
-			free(d2);
-		}
-		unlink(node);
-		unlink(link_id);
-		unlink(link_path);
-		/* udev's links are relative (60-serial.rules SYMLINK+=): ../../ttyACMn */
-		rel = xasprintf("../..%s", b->tty + strlen("/dev"));
-		if (symlink(pts, node) < 0 || symlink(rel, link_id) < 0 ||
-		    symlink(rel, link_path) < 0)
-			fprintf(stderr, "sim: tty links for %s: %s\n", b->tty, strerror(errno));
-		free(rel);
-		free(node);
-		free(link_id);
-		free(link_path);
-		free(pts);
-		atomic_store(&b->modem_bits, TIOCM_DTR | TIOCM_RTS);
-		b->open_seen = atomic_load(&b->open_events);
-		b->tty_open = false;
-		/* attach before the add event: the daemon may open the tty as soon as it sees it.
-		 * Without it (spec.plain_katapult_tty), the open is seen by probing. */
-		if ((mode != SIM_MODE_KATAPULT || !b->plain_katapult_tty) &&
-		    (mode != SIM_MODE_KLIPPER_APP || !b->plain_klipper_tty))
-			attach_tty_handler(b);
-		else
-			b->probe_fast_until_us = sim_now_us() + FAST_PROBE_FOR_US;
+/* the tty node (a symlink to the pty) and udev's by-id and by-path links to it */
+static void
+plug_tty_links(const struct sim_board *b, const char *pts)
+{
+	struct sim *s = b->sim;
+	char *node = dev_path(s, b->tty), *link_id = dev_path(s, b->by_id);
+	char *link_path = dev_path(s, b->by_path), *rel;
+	char *d1 = dev_path(s, "/dev/serial/by-id"), *d2 = dev_path(s, "/dev/serial/by-path");
+
+	(void)mkdir_p(d1, 0755);
+	(void)mkdir_p(d2, 0755);
+	free(d1);
+	free(d2);
+	unlink(node);
+	unlink(link_id);
+	unlink(link_path);
+	/* udev's links are relative (60-serial.rules SYMLINK+=): ../../ttyACMn */
+	rel = xasprintf("../..%s", b->tty + strlen("/dev"));
+	if (symlink(pts, node) < 0 || symlink(rel, link_id) < 0 || symlink(rel, link_path) < 0)
+		fprintf(stderr, "sim: tty links for %s: %s\n", b->tty, strerror(errno));
+	free(rel);
+	free(node);
+	free(link_id);
+	free(link_path);
+}
+
+/* CDC: ttyACMn on interface 0, with udev's by-id and by-path links (§1.5). 0 or -errno. */
+static int
+plug_tty(struct sim_board *b, struct plug *p, enum sim_mode mode)
+{
+	struct sim *s = b->sim;
+	char *pts = NULL;
+	int idx = tty_alloc(s);
+
+	if (idx < 0)
+		return -ENOSPC;
+	b->master_fd = make_pty(&pts);
+	if (b->master_fd < 0) {
+		s->tty_used[idx] = false;
+		return -errno;
 	}
+	b->tty_index = idx;
+	b->tty = xasprintf("/dev/ttyACM%d", idx);
+	b->by_id = xasprintf("/dev/serial/by-id/usb-%s-if00", p->id_serial);
+	b->by_path = xasprintf("/dev/serial/by-path/pci-" PCI_DEV "-usb-0:%s:1.0", b->port_path);
+	plug_tty_device(b, p, idx);
+	plug_tty_links(b, pts);
+	free(pts);
+	atomic_store(&b->modem_bits, TIOCM_DTR | TIOCM_RTS);
+	b->open_seen = atomic_load(&b->open_events);
+	b->tty_open = false;
+	/* attach before the add event: the daemon may open the tty as soon as it sees it.
+	 * Without it (spec.plain_katapult_tty), the open is seen by probing. */
+	if ((mode != SIM_MODE_KATAPULT || !b->plain_katapult_tty) &&
+	    (mode != SIM_MODE_KLIPPER_APP || !b->plain_klipper_tty))
+		attach_tty_handler(b);
+	else
+		b->probe_fast_until_us = sim_now_us() + FAST_PROBE_FOR_US;
+	return 0;
+}
 
-	if (id.layout == LAYOUT_BOOTSEL) {
+/* the drives behind a mass-storage interface */
+static void
+plug_drives(struct sim_board *b, struct plug *p)
+{
+	struct sim *s = b->sim;
+
+	if (p->id.layout == LAYOUT_BOOTSEL) {
 		/* the RPI-RP2 drive behind the mass-storage interface */
 		char *ifp = xasprintf("%s/%s:1.0", b->syspath + 4, b->port), *udev = NULL;
 
 		if (sim_drive_create(b, s->root, s->next_drive++, &udev, ifp) == 0)
-			sb_printf(&txt, &tlen, "%s", udev);
+			sb_printf(&p->txt, &p->tlen, "%s", udev);
 		else
 			fprintf(stderr, "sim: cannot make the RPI-RP2 drive of %s\n", b->port);
 		free(udev);
 		free(ifp);
 	}
-	if (id.layout == LAYOUT_CDC_MSC && b->sdcard_path) {
+	if (p->id.layout == LAYOUT_CDC_MSC && b->sdcard_path) {
 		/* Marlin's SD card behind its mass-storage interface (protocols.md §5.1) */
 		char *ifp = xasprintf("%s/%s:1.2", b->syspath + 4, b->port), *udev = NULL;
 
 		if (sim_drive_create_card(b, s->next_drive++, &udev, ifp) == 0)
-			sb_printf(&txt, &tlen, "%s", udev);
+			sb_printf(&p->txt, &p->tlen, "%s", udev);
 		free(udev);
 		free(ifp);
 	}
-	/* the DfuSe, LPC DFU and PICOBOOT handlers before the device is added: adding it sends
-	 * the "add" uevent, and the daemon may open the node as soon as it sees it (as another
-	 * user it needs the handler's socket shared by then, or libumockdev-preload aborts the
-	 * opener: "Failed to connect to ioctl socket") */
+}
+
+/* The DfuSe, LPC DFU and PICOBOOT handlers before the device is added: adding it sends the
+ * "add" uevent, and the daemon may open the node as soon as it sees it (as another user it
+ * needs the handler's socket shared by then, or libumockdev-preload aborts the opener:
+ * "Failed to connect to ioctl socket") */
+static void
+plug_ioctl_models(struct sim_board *b, enum sim_mode mode)
+{
+	struct sim *s = b->sim;
+
 #if SIM_HAVE_DFUSE
 	if (b->dfuse) {
 		dfuse_set_leave_cb(b->dfuse, on_dfuse_leave, b);
@@ -1030,19 +1080,24 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		if (picoboot_sim_attach(b->picoboot, s->tb, b->devnode) < 0)
 			fprintf(stderr, "sim: picoboot attach %s failed\n", b->devnode);
 	}
+}
+
+/* the devices into the testbed ("add"), then the kernel's bind events once drivers probed */
+static int
+plug_add(struct sim_board *b, struct plug *p)
+{
+	struct sim *s = b->sim;
+	GError *err = NULL;
+
 	sim_share_tree(s->root);
-	if (!umockdev_testbed_add_from_string(s->tb, txt, &err)) {
+	if (!umockdev_testbed_add_from_string(s->tb, p->txt, &err)) {
 		fprintf(stderr, "sim: add %s: %s\n", b->port, err->message);
 		g_clear_error(&err);
-		free(txt);
-		free(ifpath_tty);
 		return -EIO;
 	}
-	free(txt);
 	sim_share_tree(s->root);
-	/* the kernel's bind events follow the adds once drivers probed */
-	for (unsigned i = 0; i < nif && i < 3; i++) {
-		if (iface_driver[i]) {
+	for (unsigned i = 0; i < p->nif && i < 3; i++) {
+		if (p->iface_driver[i]) {
 			char *ip = xasprintf("%s/%s:1.%u", b->syspath, b->port, i);
 
 			umockdev_testbed_uevent(s->tb, ip, "bind");
@@ -1050,9 +1105,13 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		}
 	}
 	umockdev_testbed_uevent(s->tb, b->syspath, "bind");
-	free(ifpath_tty);
-	b->mode = mode;
-	b->enumerations++;
+	return 0;
+}
+
+/* what runs on the board once it is on the bus in `mode` */
+static void
+plug_start_firmware(struct sim_board *b, enum sim_mode mode)
+{
 	if (mode == SIM_MODE_KLIPPER_APP) {
 		app_version_from_flash(b);
 		sim_klipper_boot(b);
@@ -1065,9 +1124,48 @@ sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
 		(void)sim_marlin_app(b);
 		sim_marlin_boot(b);
 	}
+}
+
+int
+sim_board_plug_locked(struct sim_board *b, enum sim_mode mode)
+{
+	struct sim *s = b->sim;
+	struct plug p = {.id_usb_interfaces = ":"};
+	int r;
+
+	if (mode == SIM_MODE_OFF)
+		return sim_board_unplug_locked(b);
+	r = ident_for(b, mode, &p.id);
+	if (r < 0)
+		return r;
+	if (b->mode != SIM_MODE_OFF)
+		sim_board_unplug_locked(b);
+	p.dlen = build_descriptors(&p.id, p.descr, sizeof(p.descr), &p.nif);
+	plug_interfaces(&p);
+	plug_dfu_models(b, &p);
+	plug_names(b, &p);
+	plug_usb_device(b, &p);
+	plug_usb_interfaces(b, &p);
+	b->tty_index = -1;
+	b->master_fd = -1;
+	if (p.id.layout == LAYOUT_CDC || p.id.layout == LAYOUT_CDC_MSC) {
+		r = plug_tty(b, &p, mode);
+		if (r < 0)
+			goto out;
+	}
+	plug_drives(b, &p);
+	plug_ioctl_models(b, mode);
+	r = plug_add(b, &p);
+	if (r < 0)
+		goto out;
+	b->mode = mode;
+	b->enumerations++;
+	plug_start_firmware(b, mode);
 	pthread_cond_broadcast(&s->cond);
 	sim_wake(s);
-	return 0;
+out:
+	free(p.txt);
+	return r;
 }
 
 /* The RPI-RP2 drive leaves with the chip: its block and scsi devices, then the image. */
@@ -1090,15 +1188,13 @@ drive_remove(struct sim_board *b)
 	free(scsi);
 }
 
-int
-sim_board_unplug_locked(struct sim_board *b)
+/* The bootloader models leave the bus; their handlers may still be mid-call on umockdev's
+ * thread, so a model is parked on the dead list rather than freed. */
+static void
+unplug_models(struct sim_board *b)
 {
 	struct sim *s = b->sim;
-	char *sys = b->syspath, *tty_sys = NULL;
 
-	if (b->mode == SIM_MODE_OFF)
-		return 0;
-	detach_tty_handler(b);
 #if SIM_HAVE_DFUSE
 	if (b->dfuse) {
 		struct dfuse_stats st;
@@ -1141,51 +1237,71 @@ sim_board_unplug_locked(struct sim_board *b)
 			(void)picoboot_sim_free(b->picoboot);
 		b->picoboot = NULL;
 	}
-	if (b->tty_index >= 0)
-		tty_sys = xasprintf("%s/%s:1.0/tty/ttyACM%d", sys, b->port, b->tty_index);
-	if (b->drive)
-		drive_remove(b);
-	/* 0.17: uevent() reads sysfs, so send children-first before removing (umockdev.md §1) */
+}
+
+/* 0.17: uevent() reads sysfs, so send children-first before removing (umockdev.md §1) */
+static void
+unplug_uevents(struct sim_board *b, const char *tty_sys)
+{
+	struct sim *s = b->sim;
+
 	if (tty_sys)
 		umockdev_testbed_uevent(s->tb, tty_sys, "remove");
 	for (unsigned i = b->n_ifaces; i-- > 0;) {
-		char *ip = xasprintf("%s/%s:1.%u", sys, b->port, i);
+		char *ip = xasprintf("%s/%s:1.%u", b->syspath, b->port, i);
 
 		if (b->iface_has_driver[i])
 			umockdev_testbed_uevent(s->tb, ip, "unbind");
 		umockdev_testbed_uevent(s->tb, ip, "remove");
 		free(ip);
 	}
-	umockdev_testbed_uevent(s->tb, sys, "unbind");
-	umockdev_testbed_uevent(s->tb, sys, "remove");
+	umockdev_testbed_uevent(s->tb, b->syspath, "unbind");
+	umockdev_testbed_uevent(s->tb, b->syspath, "remove");
+}
+
+static void
+unplug_remove_devices(struct sim_board *b, const char *tty_sys)
+{
+	struct sim *s = b->sim;
+
 	if (tty_sys)
 		umockdev_testbed_remove_device(s->tb, tty_sys);
 	for (unsigned i = b->n_ifaces; i-- > 0;) {
-		char *ip = xasprintf("%s/%s:1.%u", sys, b->port, i);
+		char *ip = xasprintf("%s/%s:1.%u", b->syspath, b->port, i);
 
 		umockdev_testbed_remove_device(s->tb, ip);
 		free(ip);
 	}
-	umockdev_testbed_remove_device(s->tb, sys);
+	umockdev_testbed_remove_device(s->tb, b->syspath);
+}
+
+/* the /dev nodes: the tty, its links and the pty behind them, the usbdevfs node */
+static void
+unplug_nodes(struct sim_board *b)
+{
+	struct sim *s = b->sim;
+	char *p;
+
 	if (b->tty_index >= 0) {
 		const char *names[] = {b->tty, b->by_id, b->by_path};
 
 		for (size_t i = 0; i < ELEMENTSOF(names); i++) {
-			char *p = dev_path(s, names[i]);
-
+			p = dev_path(s, names[i]);
 			unlink(p);
 			free(p);
 		}
 		s->tty_used[b->tty_index] = false;
 		b->master_fd = close_fd(b->master_fd);
 	}
-	{
-		char *p = dev_path(s, b->devnode);
+	p = dev_path(s, b->devnode);
+	unlink(p);
+	free(p);
+}
 
-		unlink(p);
-		free(p);
-	}
-	free(tty_sys);
+/* what the board forgets when it leaves the bus */
+static void
+unplug_forget(struct sim_board *b)
+{
 	free(b->syspath);
 	free(b->devnode);
 	free(b->tty);
@@ -1199,7 +1315,27 @@ sim_board_unplug_locked(struct sim_board *b)
 	b->rx_len = 0;
 	b->tx_len = 0;
 	b->mode = SIM_MODE_OFF;
-	pthread_cond_broadcast(&s->cond);
+}
+
+int
+sim_board_unplug_locked(struct sim_board *b)
+{
+	char *tty_sys = NULL;
+
+	if (b->mode == SIM_MODE_OFF)
+		return 0;
+	detach_tty_handler(b);
+	unplug_models(b);
+	if (b->tty_index >= 0)
+		tty_sys = xasprintf("%s/%s:1.0/tty/ttyACM%d", b->syspath, b->port, b->tty_index);
+	if (b->drive)
+		drive_remove(b);
+	unplug_uevents(b, tty_sys);
+	unplug_remove_devices(b, tty_sys);
+	unplug_nodes(b);
+	free(tty_sys);
+	unplug_forget(b);
+	pthread_cond_broadcast(&b->sim->cond);
 	return 0;
 }
 
@@ -1232,13 +1368,106 @@ rp2040_boot2_ok(struct flash *f)
 				     (uint32_t)b2[254] << 16 | (uint32_t)b2[255] << 24);
 }
 
+/* the boot loop of a crashing application: up, and down again 300 ms later */
+static void
+boot_crashing_app(struct sim_board *b)
+{
+	sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
+	sim_board_schedule(b, SIM_ACT_FLICKER_DOWN, sim_board_delay_us(b, 300000, 5000));
+}
+
+/* A bootloader asked for by the reset (the touch, a leave): true when it took the boot. */
+static bool
+boot_requested(struct sim_board *b, enum sim_boot_request req)
+{
+	switch (req) {
+	case SIM_REQ_KATAPULT:
+		if (b->bootloader == SIM_BL_KATAPULT) {
+			sim_board_plug_locked(b, SIM_MODE_KATAPULT);
+			return true;
+		}
+		return false;
+	case SIM_REQ_ROM_DFU:
+		sim_board_plug_locked(b, SIM_MODE_ROM_DFU);
+		return true;
+	case SIM_REQ_LPC_DFU:
+		sim_board_plug_locked(b, SIM_MODE_LPC_DFU);
+		return true;
+	case SIM_REQ_BOOTSEL:
+		sim_board_plug_locked(b, SIM_MODE_BOOTSEL);
+		return true;
+	case SIM_REQ_APP:
+	case SIM_REQ_NONE:
+		break;
+	}
+	return false;
+}
+
+/* Nothing requested: the bootloader looks at the application area. True when it stays. */
+static bool
+boot_bootloader_stays(struct sim_board *b)
+{
+	const struct catalog_mcu *mcu = b->model->mcu;
+	uint8_t w[4] = {0xff, 0xff, 0xff, 0xff};
+	uint32_t first;
+
+	(void)flash_read(b->flash, b->app_start, w, 4);
+	first = (uint32_t)w[0] | (uint32_t)w[1] << 8 | (uint32_t)w[2] << 16 | (uint32_t)w[3] << 24;
+	/* Katapult stays when the application area is empty (§2.1 "other entry paths") */
+	if (b->bootloader == SIM_BL_KATAPULT && (first == 0 || first == 0xffffffffu)) {
+		sim_board_plug_locked(b, SIM_MODE_KATAPULT);
+		return true;
+	}
+	if (b->bootloader == SIM_BL_STOCK && mcu->family == CATALOG_FAMILY_LPC176X &&
+	    first == 0xffffffffu && b->lpc_dfu) {
+		sim_board_plug_locked(b, SIM_MODE_LPC_DFU);
+		return true;
+	}
+	/* RP2040 bootrom: boot2, the first 256 bytes of flash, must end in its CRC-32 or the
+	 * chip stays in BOOTSEL whatever follows (RP2040 datasheet §2.8.1.3) */
+	if (mcu->family == CATALOG_FAMILY_RP2040 && b->bootloader != SIM_BL_KATAPULT &&
+	    !rp2040_boot2_ok(b->flash)) {
+		sim_board_plug_locked(b, SIM_MODE_BOOTSEL);
+		return true;
+	}
+	return false;
+}
+
+/* A valid application starts: Marlin or Klipper, or it crashes (injected or a bad version) */
+static void
+boot_app(struct sim_board *b)
+{
+	const struct catalog_mcu *mcu = b->model->mcu;
+	bool crashes = false;
+
+	if (b->crash_version[0]) {
+		app_version_from_flash(b);
+		crashes = strstr(b->app_version, b->crash_version) != NULL;
+	}
+	if ((crashes || b->app_torn) && b->boot_fail_left == 0)
+		b->boot_fail_left = 1;
+	if (b->boot_fail_left == 0 && sim_marlin_app(b)) {
+		/* a Marlin build: its USB identity is the framework's (protocols.md §1.4) */
+		sim_board_plug_locked(b, mcu->family == CATALOG_FAMILY_LPC176X
+					     ? SIM_MODE_MARLIN_LPC
+					     : SIM_MODE_MARLIN_STM32);
+		return;
+	}
+	if (b->boot_fail_left == 0) {
+		sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
+		return;
+	}
+	/* SIM_FAULT_BOOT_FAIL: it starts, enumerates, and crashes like a bad image */
+	b->boot_fail_left--;
+	b->flicker_left = b->bootloop_cycles;
+	boot_crashing_app(b);
+}
+
 static void
 boot(struct sim_board *b)
 {
 	enum sim_boot_request req = b->request;
 	const struct catalog_mcu *mcu = b->model->mcu;
-	uint8_t w[4] = {0xff, 0xff, 0xff, 0xff};
-	uint32_t first;
 
 	b->request = SIM_REQ_NONE;
 	sim_uart_bootloader_from_flash(b);
@@ -1252,75 +1481,13 @@ boot(struct sim_board *b)
 		return;
 	if (b->flicker_left > 0) {
 		/* still boot-looping: the crash happens the same way every time */
-		sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
-		sim_board_schedule(b, SIM_ACT_FLICKER_DOWN, sim_board_delay_us(b, 300000, 5000));
+		boot_crashing_app(b);
 		return;
 	}
-	switch (req) {
-	case SIM_REQ_KATAPULT:
-		if (b->bootloader == SIM_BL_KATAPULT) {
-			sim_board_plug_locked(b, SIM_MODE_KATAPULT);
-			return;
-		}
-		break;
-	case SIM_REQ_ROM_DFU:
-		sim_board_plug_locked(b, SIM_MODE_ROM_DFU);
+	if (boot_requested(b, req) || boot_bootloader_stays(b))
 		return;
-	case SIM_REQ_LPC_DFU:
-		sim_board_plug_locked(b, SIM_MODE_LPC_DFU);
-		return;
-	case SIM_REQ_BOOTSEL:
-		sim_board_plug_locked(b, SIM_MODE_BOOTSEL);
-		return;
-	case SIM_REQ_APP:
-	case SIM_REQ_NONE:
-		break;
-	}
-	(void)flash_read(b->flash, b->app_start, w, 4);
-	first = (uint32_t)w[0] | (uint32_t)w[1] << 8 | (uint32_t)w[2] << 16 | (uint32_t)w[3] << 24;
-	/* Katapult stays when the application area is empty (§2.1 "other entry paths") */
-	if (b->bootloader == SIM_BL_KATAPULT && (first == 0 || first == 0xffffffffu)) {
-		sim_board_plug_locked(b, SIM_MODE_KATAPULT);
-		return;
-	}
-	if (b->bootloader == SIM_BL_STOCK && mcu->family == CATALOG_FAMILY_LPC176X &&
-	    first == 0xffffffffu && b->lpc_dfu) {
-		sim_board_plug_locked(b, SIM_MODE_LPC_DFU);
-		return;
-	}
-	/* RP2040 bootrom: boot2, the first 256 bytes of flash, must end in its CRC-32 or the
-	 * chip stays in BOOTSEL whatever follows (RP2040 datasheet §2.8.1.3) */
-	if (mcu->family == CATALOG_FAMILY_RP2040 && b->bootloader != SIM_BL_KATAPULT &&
-	    !rp2040_boot2_ok(b->flash)) {
-		sim_board_plug_locked(b, SIM_MODE_BOOTSEL);
-		return;
-	}
 	if (flash_app_valid(b->flash, b->app_start)) {
-		bool crashes = false;
-
-		if (b->crash_version[0]) {
-			app_version_from_flash(b);
-			crashes = strstr(b->app_version, b->crash_version) != NULL;
-		}
-		if ((crashes || b->app_torn) && b->boot_fail_left == 0)
-			b->boot_fail_left = 1;
-		if (b->boot_fail_left == 0 && sim_marlin_app(b)) {
-			/* a Marlin build: its USB identity is the framework's (protocols.md §1.4)
-			 */
-			sim_board_plug_locked(b, mcu->family == CATALOG_FAMILY_LPC176X
-						     ? SIM_MODE_MARLIN_LPC
-						     : SIM_MODE_MARLIN_STM32);
-			return;
-		}
-		if (b->boot_fail_left == 0) {
-			sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
-			return;
-		}
-		/* SIM_FAULT_BOOT_FAIL: it starts, enumerates, and crashes like a bad image */
-		b->boot_fail_left--;
-		b->flicker_left = b->bootloop_cycles;
-		sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
-		sim_board_schedule(b, SIM_ACT_FLICKER_DOWN, sim_board_delay_us(b, 300000, 5000));
+		boot_app(b);
 		return;
 	}
 	if (mcu->family == CATALOG_FAMILY_RP2040 && b->bootloader != SIM_BL_KATAPULT) {
@@ -1330,8 +1497,7 @@ boot(struct sim_board *b)
 	}
 	if (b->bootloop != SIM_BOOTLOOP_SILENT) {
 		b->flicker_left = b->bootloop_cycles;
-		sim_board_plug_locked(b, SIM_MODE_KLIPPER_APP);
-		sim_board_schedule(b, SIM_ACT_FLICKER_DOWN, sim_board_delay_us(b, 300000, 5000));
+		boot_crashing_app(b);
 	}
 	/* SIM_BOOTLOOP_SILENT: HardFault lockup, nothing on USB */
 }
@@ -1479,6 +1645,148 @@ read_tty(struct sim_board *b)
 	}
 }
 
+/* What one turn of the service thread waits for: the wake-up eventfd and the open ttys. */
+struct wait_set {
+	struct pollfd pfd[SIM_MAX_BOARDS + 1];
+	struct sim_board *pb[SIM_MAX_BOARDS + 1];
+	size_t n;
+};
+
+/* The fds to poll and the earliest modelled event due (in sim_now_us time). */
+static uint64_t
+wait_set_build(struct sim *s, struct wait_set *ws, uint64_t now)
+{
+	uint64_t next = now + PROBE_US;
+
+	ws->n = 0;
+	ws->pfd[ws->n] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
+	ws->pb[ws->n++] = NULL;
+	for (size_t i = 0; i < s->n_boards; i++) {
+		struct sim_board *b = s->boards[i];
+
+		if (b->action != SIM_ACT_NONE && b->action_at_us < next)
+			next = b->action_at_us;
+		if (sim_katapult_next_us(b) < next)
+			next = sim_katapult_next_us(b);
+		if (sim_klipper_next_us(b) < next)
+			next = sim_klipper_next_us(b);
+		if (b->stall_until_us > now && b->stall_until_us < next)
+			next = b->stall_until_us;
+		if (b->master_fd >= 0 && !b->tty_open && now < b->probe_fast_until_us &&
+		    now + FAST_PROBE_US < next)
+			next = now + FAST_PROBE_US;
+		/* a closed pty master reports POLLHUP forever: watch it only while open */
+		if (b->master_fd >= 0 && b->tty_open && b->stall_until_us <= now &&
+		    (b->mode != SIM_MODE_KLIPPER_APP || sim_klipper_wants_input(b))) {
+			ws->pfd[ws->n] = (struct pollfd){.fd = b->master_fd, .events = POLLIN};
+			ws->pb[ws->n++] = b;
+		}
+	}
+	return next;
+}
+
+/* Sleep until an fd is ready or `next`, with the lock released. */
+static void
+wait_set_poll(struct sim *s, struct wait_set *ws, uint64_t now, uint64_t next)
+{
+	struct timespec wait;
+
+	/* microsecond timeouts: a reply due in 200 us must not wait for the next whole
+	 * millisecond, or every Katapult frame would cost at least 1 ms */
+	wait.tv_sec = next > now ? (time_t)((next - now) / 1000000u) : 0;
+	wait.tv_nsec = next > now ? (long)((next - now) % 1000000u) * 1000L : 0;
+	pthread_mutex_unlock(&s->lock);
+	(void)ppoll(ws->pfd, (nfds_t)ws->n, &wait, NULL);
+	pthread_mutex_lock(&s->lock);
+	if (ws->pfd[0].revents & POLLIN) {
+		uint64_t v;
+
+		(void)!read(s->wake_fd, &v, sizeof(v));
+	}
+}
+
+/* the host's bytes on the ttys that were watched, and the closes */
+static void
+wait_set_serve(struct wait_set *ws)
+{
+	for (size_t i = 1; i < ws->n; i++) {
+		struct sim_board *b = ws->pb[i];
+
+		if (b->master_fd != ws->pfd[i].fd || !b->tty_open)
+			continue;
+		if (ws->pfd[i].revents & POLLIN)
+			read_tty(b);
+		if (ws->pfd[i].revents & (POLLHUP | POLLERR)) {
+			read_tty(b);
+			on_tty_close(b);
+		}
+	}
+}
+
+/* what the ioctl and drive threads asked for: a reset after a leave or a UF2 file, a power
+ * cut */
+static void
+board_requests(struct sim_board *b)
+{
+	if (atomic_exchange(&b->leave_requests, 0) && b->action == SIM_ACT_NONE)
+		sim_board_schedule(b, SIM_ACT_RESET, sim_board_delay_us(b, 10000, 1000));
+	/* a whole UF2 file on the RPI-RP2 drive: the ROM reboots */
+	if (b->drive && sim_drive_poll(b) && b->action == SIM_ACT_NONE)
+		sim_board_schedule(b, SIM_ACT_RESET, sim_board_delay_us(b, 500000, 1000));
+	if (atomic_exchange(&b->power_cuts, 0)) {
+		/* power comes back after `count` ms (0: stays unplugged) */
+		uint32_t back_ms = b->fault.count;
+
+		b->fault.kind = SIM_FAULT_NONE;
+		sim_board_unplug_locked(b);
+		if (back_ms)
+			sim_board_schedule(b, SIM_ACT_BOOT, back_ms * 1000u);
+	}
+}
+
+/* A closed tty without an ioctl handler: has the host opened it since? (probed) */
+static void
+board_probe_open(struct sim_board *b, unsigned ev, uint64_t now, uint64_t last_probe)
+{
+	struct pollfd p = {.fd = b->master_fd, .events = 0};
+	bool evented = ev != b->open_seen;
+
+	if (b->master_fd < 0 || b->tty_open ||
+	    (ev == b->open_seen && now - last_probe < PROBE_US && now >= b->probe_fast_until_us))
+		return;
+	b->open_seen = ev;
+	if (poll(&p, 1, 0) >= 0 && !(p.revents & POLLHUP)) {
+		on_tty_open(b);
+		read_tty(b);
+	} else if (evented) {
+		/* opened and closed again before we looked */
+		on_tty_open(b);
+		read_tty(b);
+		on_tty_close(b);
+	}
+}
+
+/* one board's turn: requests, the tty's open, the firmware's own clock, a due action */
+static void
+board_service(struct sim_board *b, uint64_t now, uint64_t last_probe)
+{
+	unsigned ev = atomic_load(&b->open_events);
+
+	board_requests(b);
+	board_probe_open(b, ev, now, last_probe);
+	/* the device dispatches every frame it has, whatever its transmit space
+	 * (sim_katapult.c); a frame waiting in the pty is in flight */
+	if (b->mode == SIM_MODE_KATAPULT && b->tty_open) {
+		read_tty(b);
+		sim_katapult_run(b);
+	}
+	/* the Klipper MCU's modelled clock (speed > 0): blocks and IN packets due */
+	if (b->mode == SIM_MODE_KLIPPER_APP && b->tty_open)
+		sim_klipper_run(b);
+	if (b->action != SIM_ACT_NONE && b->action_at_us <= sim_now_us())
+		run_action(b);
+}
+
 static void *
 service_thread(void *arg)
 {
@@ -1490,110 +1798,14 @@ service_thread(void *arg)
 	(void)prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 	pthread_mutex_lock(&s->lock);
 	while (!s->stop) {
-		struct pollfd pfd[SIM_MAX_BOARDS + 1];
-		struct sim_board *pb[SIM_MAX_BOARDS + 1];
-		size_t n = 0;
-		uint64_t now = sim_now_us(), next = now + PROBE_US;
-		struct timespec wait;
+		struct wait_set ws;
+		uint64_t now = sim_now_us(), next = wait_set_build(s, &ws, now);
 
-		pfd[n] = (struct pollfd){.fd = s->wake_fd, .events = POLLIN};
-		pb[n++] = NULL;
-		for (size_t i = 0; i < s->n_boards; i++) {
-			struct sim_board *b = s->boards[i];
-
-			if (b->action != SIM_ACT_NONE && b->action_at_us < next)
-				next = b->action_at_us;
-			if (sim_katapult_next_us(b) < next)
-				next = sim_katapult_next_us(b);
-			if (sim_klipper_next_us(b) < next)
-				next = sim_klipper_next_us(b);
-			if (b->stall_until_us > now && b->stall_until_us < next)
-				next = b->stall_until_us;
-			if (b->master_fd >= 0 && !b->tty_open && now < b->probe_fast_until_us &&
-			    now + FAST_PROBE_US < next)
-				next = now + FAST_PROBE_US;
-			/* a closed pty master reports POLLHUP forever: watch it only while open */
-			if (b->master_fd >= 0 && b->tty_open && b->stall_until_us <= now &&
-			    (b->mode != SIM_MODE_KLIPPER_APP || sim_klipper_wants_input(b))) {
-				pfd[n] = (struct pollfd){.fd = b->master_fd, .events = POLLIN};
-				pb[n++] = b;
-			}
-		}
-		/* microsecond timeouts: a reply due in 200 us must not wait for the next whole
-		 * millisecond, or every Katapult frame would cost at least 1 ms */
-		wait.tv_sec = next > now ? (time_t)((next - now) / 1000000u) : 0;
-		wait.tv_nsec = next > now ? (long)((next - now) % 1000000u) * 1000L : 0;
-		pthread_mutex_unlock(&s->lock);
-		(void)ppoll(pfd, (nfds_t)n, &wait, NULL);
-		pthread_mutex_lock(&s->lock);
-		if (pfd[0].revents & POLLIN) {
-			uint64_t v;
-
-			(void)!read(s->wake_fd, &v, sizeof(v));
-		}
+		wait_set_poll(s, &ws, now, next);
 		now = sim_now_us();
-		for (size_t i = 1; i < n; i++) {
-			struct sim_board *b = pb[i];
-
-			if (b->master_fd != pfd[i].fd || !b->tty_open)
-				continue;
-			if (pfd[i].revents & POLLIN)
-				read_tty(b);
-			if (pfd[i].revents & (POLLHUP | POLLERR)) {
-				read_tty(b);
-				on_tty_close(b);
-			}
-		}
-		for (size_t i = 0; i < s->n_boards; i++) {
-			struct sim_board *b = s->boards[i];
-			unsigned ev = atomic_load(&b->open_events);
-
-			if (atomic_exchange(&b->leave_requests, 0) && b->action == SIM_ACT_NONE)
-				sim_board_schedule(b, SIM_ACT_RESET,
-						   sim_board_delay_us(b, 10000, 1000));
-			/* a whole UF2 file on the RPI-RP2 drive: the ROM reboots */
-			if (b->drive && sim_drive_poll(b) && b->action == SIM_ACT_NONE)
-				sim_board_schedule(b, SIM_ACT_RESET,
-						   sim_board_delay_us(b, 500000, 1000));
-			if (atomic_exchange(&b->power_cuts, 0)) {
-				/* power comes back after `count` ms (0: stays unplugged) */
-				uint32_t back_ms = b->fault.count;
-
-				b->fault.kind = SIM_FAULT_NONE;
-				sim_board_unplug_locked(b);
-				if (back_ms)
-					sim_board_schedule(b, SIM_ACT_BOOT, back_ms * 1000u);
-			}
-			if (b->master_fd >= 0 && !b->tty_open &&
-			    (ev != b->open_seen || now - last_probe >= PROBE_US ||
-			     now < b->probe_fast_until_us)) {
-				struct pollfd p = {.fd = b->master_fd, .events = 0};
-				bool evented = ev != b->open_seen;
-
-				b->open_seen = ev;
-				if (poll(&p, 1, 0) >= 0 && !(p.revents & POLLHUP)) {
-					on_tty_open(b);
-					read_tty(b);
-				} else if (evented) {
-					/* opened and closed again before we looked */
-					on_tty_open(b);
-					read_tty(b);
-					on_tty_close(b);
-				}
-			}
-			/* the device dispatches every frame it has, whatever its transmit space
-			 * (sim_katapult.c); a frame waiting in the pty is in flight */
-			if (b->mode == SIM_MODE_KATAPULT && b->tty_open) {
-				read_tty(b);
-				sim_katapult_run(b);
-			}
-			/* the Klipper MCU's modelled clock (speed > 0): blocks and IN packets due
-			 */
-			if (b->mode == SIM_MODE_KLIPPER_APP && b->tty_open)
-				sim_klipper_run(b);
-			if (b->action != SIM_ACT_NONE && b->action_at_us <= sim_now_us())
-				run_action(b);
-		}
+		wait_set_serve(&ws);
+		for (size_t i = 0; i < s->n_boards; i++)
+			board_service(s->boards[i], now, last_probe);
 		if (now - last_probe >= PROBE_US)
 			last_probe = now;
 	}

@@ -288,6 +288,18 @@ struct sim_proc *sim_proc_free(struct sim_proc *p); /* kills if still running */
 /* Run a command to completion with the testbed env; returns the exit status (or -ETIMEDOUT,
  * after killing it); the output (stdout+stderr) in *ret_out if not NULL (free()). */
 int sim_run(struct sim *s, char *const argv[], int timeout_ms, char **ret_out);
+/* sim_run with the command as its words, then NULL. */
+int sim_run_args(struct sim *s, int timeout_ms, char **ret_out, const char *first, ...)
+    __attribute__((sentinel));
+/* fsck.fat -n of the FAT volume at byte `offset` of `image`, copied out to the scratch file
+ * `part` first (not by dd: under make asan the preload would carry ASan into dd too); what
+ * fsck.fat reports goes to stderr when it is not clean. Its exit status (0 = clean), or
+ * -errno when the volume could not be copied out. */
+int sim_fsck_fat(struct sim *s, const char *image, size_t offset, const char *part);
+/* Under make asan the preload chain carries ASan into the tools sim_run starts (mtools,
+ * fsck.fat): their own leaks at exit are not what a test checks. After sim_init, this turns
+ * leak detection off for every child (they take their options from SKRSIM_ASAN_OPTIONS). */
+void sim_run_ignore_leaks(void);
 
 /* A Klipper-like application image for `mcu` linked at app_start: a valid Cortex-M vector
  * table, code-like filler and a zlib-compressed Klipper dictionary carrying version and MCU

@@ -5,7 +5,8 @@ SIM_LIBS      := $(shell $(PKG_CONFIG) --libs umockdev-1.0 glib-2.0 gobject-2.0 
 		 -pthread -ldl
 SIM_CFLAGS    := $(patsubst -I%,-isystem %,$(SIM_PC_CFLAGS)) -Itests -Itests/sim
 # flash.c and dfuse.c belong to the DfuSe simulator; the board simulator links them in.
-SIM_SRCS      := $(filter-out tests/sim/skrsim.c tests/sim/test_%.c, \
+# dfu_util.c is only for the DFU fidelity tests (dfuse.mk, lpcdfu.mk).
+SIM_SRCS      := $(filter-out tests/sim/skrsim.c tests/sim/test_%.c tests/sim/dfu_util.c, \
 		 $(wildcard tests/sim/*.c))
 SIM_OBJS      := $(patsubst tests/sim/%.c,$(BUILD)/tests/sim/obj/%.o,$(SIM_SRCS))
 SIM_LIB       := $(BUILD)/tests/sim/libsim.a

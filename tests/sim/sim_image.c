@@ -38,8 +38,8 @@ clock_freq(const struct catalog_mcu *mcu)
 	}
 }
 
-static void
-put32(uint8_t *p, uint32_t v)
+void
+sim_image_put_le32(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)v;
 	p[1] = (uint8_t)(v >> 8);
@@ -80,15 +80,15 @@ sim_image_klipper(const struct catalog_mcu *mcu, uint32_t app_start, const char 
 			img[i] = 0x46;
 	}
 	/* §7.1: SP = top of the first RAM range, Thumb handlers inside the image */
-	put32(img, ram->base + ram->size);
-	put32(img + 4, app_start + 0x101);
+	sim_image_put_le32(img, ram->base + ram->size);
+	sim_image_put_le32(img + 4, app_start + 0x101);
 	for (size_t i = 2; i < VECTOR_WORDS; i++)
-		put32(img + 4 * i, app_start + 0x141 + (uint32_t)(i % 8) * 4);
+		sim_image_put_le32(img + 4 * i, app_start + 0x141 + (uint32_t)(i % 8) * 4);
 	memcpy(img + DICT_OFFSET, z, zlen);
 	/* what the code holds, as a real build's literal pool does: the dictionary's absolute
 	 * address (command_identify) and the vector table's (SCB->VTOR in armcm_main) */
-	put32(img + DICT_OFFSET - 8, app_start + DICT_OFFSET);
-	put32(img + DICT_OFFSET - 4, app_start);
+	sim_image_put_le32(img + DICT_OFFSET - 8, app_start + DICT_OFFSET);
+	sim_image_put_le32(img + DICT_OFFSET - 4, app_start);
 	free(z);
 	free(json);
 	*ret_len = size;
@@ -215,25 +215,25 @@ sim_image_bootloader(const struct catalog_mcu *mcu, bool katapult, uint32_t app_
 		if (img[i] == 0xff)
 			img[i] = 0x5a;
 	}
-	put32(img, ram->base + ram->size);
-	put32(img + 4, base + 0x109);
+	sim_image_put_le32(img, ram->base + ram->size);
+	sim_image_put_le32(img + 4, base + 0x109);
 	for (size_t i = 2; i < 16; i++)
-		put32(img + 4 * i, base + 0x111);
+		sim_image_put_le32(img + 4 * i, base + 0x111);
 	if (katapult) {
 		memcpy(img + 0x100, "CanBoot!", 8);
 		memcpy(img + SIM_KATAPULT_RECORD, "KATSIMv1", 8);
-		put32(img + SIM_KATAPULT_RECORD + 8, app_start);
+		sim_image_put_le32(img + SIM_KATAPULT_RECORD + 8, app_start);
 		memcpy(img + 0x200, mcu->name, strlen(mcu->name) + 1);
-		put32(img + 0x280, app_start);
+		sim_image_put_le32(img + 0x280, app_start);
 	}
 	if (mcu->family == CATALOG_FAMILY_LPC176X) {
 		uint32_t sum = 0;
 
-		put32(img + 0x2fc, 0);
+		sim_image_put_le32(img + 0x2fc, 0);
 		for (size_t i = 0; i < 7; i++)
 			sum += (uint32_t)img[4 * i] | (uint32_t)img[4 * i + 1] << 8 |
 			       (uint32_t)img[4 * i + 2] << 16 | (uint32_t)img[4 * i + 3] << 24;
-		put32(img + 0x1c, 0u - sum);
+		sim_image_put_le32(img + 0x1c, 0u - sum);
 	}
 	return img;
 }

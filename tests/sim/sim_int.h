@@ -283,6 +283,9 @@ bool sim_klipper_wants_input(const struct sim_board *b);
 char *sim_klipper_dict_json(const struct catalog_mcu *mcu, const char *version,
 			    uint32_t clock_freq);
 
+/* sim_image.c: a little-endian word into a simulated image (vector tables, records). */
+void sim_image_put_le32(uint8_t *p, uint32_t v);
+
 /* sim_uart.c: the ROM bootloader of a board's MCU on a pty, over the board's own flash. */
 struct sim_uart;
 int sim_uart_attach(struct sim_board *b);

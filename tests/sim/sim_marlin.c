@@ -36,15 +36,6 @@
 #define M115_KEY "FIRMWARE_NAME:Marlin "
 #define APP_SCAN (512u * 1024u)
 
-static void
-put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
 uint8_t *
 sim_image_marlin(const struct catalog_mcu *mcu, uint32_t app_start, const char *version,
 		 const char *machine, size_t size, size_t *ret_len)
@@ -79,18 +70,18 @@ sim_image_marlin(const struct catalog_mcu *mcu, uint32_t app_start, const char *
 	}
 	/* a Cortex-M vector table as the framework's startup file lays it out: SP at the top of
 	 * the first RAM range (LPC176x: 0x10008000), Thumb handlers inside the image */
-	put32(img, ram->base + ram->size);
-	put32(img + 4, app_start + 0x1c1);
+	sim_image_put_le32(img, ram->base + ram->size);
+	sim_image_put_le32(img + 4, app_start + 0x1c1);
 	for (size_t i = 2; i < 64; i++)
-		put32(img + 4 * i, app_start + 0x201 + (uint32_t)(i % 8) * 4);
+		sim_image_put_le32(img + 4 * i, app_start + 0x201 + (uint32_t)(i % 8) * 4);
 	/* the startup code's literal pool: SCB->VTOR = the vector table's address (the
 	 * framework's SystemInit relocates the table to the application's start) */
-	put32(img + 0x400, app_start);
+	sim_image_put_le32(img + 0x400, app_start);
 	/* the M115 literal in .rodata, NUL-terminated, and GcodeSuite::M115's reference to it
 	 * in the literal pool: what the simulated CPU "runs" is decided by the code at the app
 	 * start, never by a stale string further up in flash */
 	memcpy(img + size / 2, lit, n + 1);
-	put32(img + 0x404, app_start + (uint32_t)(size / 2));
+	sim_image_put_le32(img + 0x404, app_start + (uint32_t)(size / 2));
 	*ret_len = size;
 	return img;
 }

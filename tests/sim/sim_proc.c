@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -424,6 +425,57 @@ sim_run(struct sim *s, char *const argv[], int timeout_ms, char **ret_out)
 		*ret_out = xstrdup(sim_proc_output(p));
 	sim_proc_free(p);
 	return r;
+}
+
+int
+sim_run_args(struct sim *s, int timeout_ms, char **ret_out, const char *first, ...)
+{
+	va_list ap;
+	char **argv;
+	int r;
+
+	va_start(ap, first);
+	argv = strv_append_va(NULL, first, ap);
+	va_end(ap);
+	r = sim_run(s, argv, timeout_ms, ret_out);
+	strv_free(argv);
+	return r;
+}
+
+int
+sim_fsck_fat(struct sim *s, const char *image, size_t offset, const char *part)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	char *out = NULL;
+	int r = read_file(image, 256u << 20, &buf, &len);
+
+	if (r == 0 && len <= offset)
+		r = -EINVAL;
+	if (r == 0)
+		r = write_file_atomic(part, buf + offset, len - offset, 0644);
+	free(buf);
+	if (r < 0)
+		return r;
+	r = sim_run_args(s, 20000, &out, "/sbin/fsck.fat", "-n", part, (char *)NULL);
+	if (r != 0)
+		fprintf(stderr, "fsck.fat:\n%s\n", out ? out : "");
+	free(out);
+	unlink(part);
+	return r;
+}
+
+void
+sim_run_ignore_leaks(void)
+{
+	const char *o = getenv("SKRSIM_ASAN_OPTIONS");
+	char *opts;
+
+	if (!o)
+		return;
+	opts = xasprintf("%s%sdetect_leaks=0", o, *o ? ":" : "");
+	(void)setenv("SKRSIM_ASAN_OPTIONS", opts, 1);
+	free(opts);
 }
 
 uint64_t

@@ -70,6 +70,66 @@ parse_size(const char *v, uint64_t *ret)
 }
 
 static int
+parse_board_state(struct sim_board_spec *sp, const char *state)
+{
+	if (strcmp(state, "katapult-installed") == 0) {
+		sp->bootloader = SIM_BL_KATAPULT;
+		sp->mode = SIM_MODE_KLIPPER_APP;
+	} else if (sim_mode_from_string(state, &sp->mode) < 0) {
+		fprintf(stderr, "skrsim: unknown state '%s'\n", state);
+		return -EINVAL;
+	} else if (sp->mode == SIM_MODE_KATAPULT) {
+		sp->bootloader = SIM_BL_KATAPULT;
+	}
+	return 0;
+}
+
+/* one KEY=VALUE of a board argument; false for an unknown one */
+static bool
+parse_board_option(struct board_arg *ret, const char *kv, const char *v)
+{
+	struct sim_board_spec *sp = &ret->spec;
+
+	if (strcmp(kv, "version") == 0)
+		sp->app_version = v;
+	else if (strcmp(kv, "uid") == 0)
+		sp->uid = v;
+	else if (strcmp(kv, "speed") == 0)
+		sp->speed = strtod(v, NULL);
+	else if (strcmp(kv, "empty") == 0)
+		sp->empty = true;
+	else if (strcmp(kv, "crash") == 0)
+		sp->crash_version = v;
+	else if (strcmp(kv, "sd-only") == 0)
+		sp->lpc_sd_only = true;
+	else if (strcmp(kv, "sdcard") == 0 && parse_size(v, &ret->sd_bytes) == 0)
+		;
+	else if (strcmp(kv, "sdfs") == 0)
+		ret->sd_fs = v;
+	else if (strcmp(kv, "cycles") == 0)
+		sp->bootloop_cycles = (unsigned)strtoul(v, NULL, 10);
+	else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "silent") == 0)
+		sp->bootloop = SIM_BOOTLOOP_SILENT;
+	else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "flicker") == 0)
+		sp->bootloop = SIM_BOOTLOOP_FLICKER;
+	else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "recover") == 0)
+		sp->bootloop = SIM_BOOTLOOP_RECOVER;
+	else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "stock") == 0)
+		sp->bootloader = SIM_BL_STOCK;
+	else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "katapult") == 0)
+		sp->bootloader = SIM_BL_KATAPULT;
+	else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "none") == 0)
+		sp->bootloader = SIM_BL_NONE;
+	else if (strcmp(kv, "uart") == 0 && *v) {
+		sp->uart = true;
+		ret->uart = v;
+	} else {
+		return false;
+	}
+	return true;
+}
+
+static int
 parse_board(const char *arg, double speed, struct board_arg *ret)
 {
 	char *text = xstrdup(arg), *at, *opts, *state, *save = NULL;
@@ -92,57 +152,16 @@ parse_board(const char *arg, double speed, struct board_arg *ret)
 	/* the port itself never has ':', the state follows the first one */
 	if (state) {
 		*state++ = '\0';
-		if (strcmp(state, "katapult-installed") == 0) {
-			sp->bootloader = SIM_BL_KATAPULT;
-			sp->mode = SIM_MODE_KLIPPER_APP;
-		} else if (sim_mode_from_string(state, &sp->mode) < 0) {
-			fprintf(stderr, "skrsim: unknown state '%s'\n", state);
+		if (parse_board_state(sp, state) < 0)
 			goto bad;
-		} else if (sp->mode == SIM_MODE_KATAPULT) {
-			sp->bootloader = SIM_BL_KATAPULT;
-		}
 	}
 	for (char *kv = opts ? strtok_r(opts, ",", &save) : NULL; kv;
 	     kv = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(kv, '=');
-		const char *v = eq ? eq + 1 : "";
 
 		if (eq)
 			*eq = '\0';
-		if (strcmp(kv, "version") == 0)
-			sp->app_version = v;
-		else if (strcmp(kv, "uid") == 0)
-			sp->uid = v;
-		else if (strcmp(kv, "speed") == 0)
-			sp->speed = strtod(v, NULL);
-		else if (strcmp(kv, "empty") == 0)
-			sp->empty = true;
-		else if (strcmp(kv, "crash") == 0)
-			sp->crash_version = v;
-		else if (strcmp(kv, "sd-only") == 0)
-			sp->lpc_sd_only = true;
-		else if (strcmp(kv, "sdcard") == 0 && parse_size(v, &ret->sd_bytes) == 0)
-			;
-		else if (strcmp(kv, "sdfs") == 0)
-			ret->sd_fs = v;
-		else if (strcmp(kv, "cycles") == 0)
-			sp->bootloop_cycles = (unsigned)strtoul(v, NULL, 10);
-		else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "silent") == 0)
-			sp->bootloop = SIM_BOOTLOOP_SILENT;
-		else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "flicker") == 0)
-			sp->bootloop = SIM_BOOTLOOP_FLICKER;
-		else if (strcmp(kv, "bootloop") == 0 && strcmp(v, "recover") == 0)
-			sp->bootloop = SIM_BOOTLOOP_RECOVER;
-		else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "stock") == 0)
-			sp->bootloader = SIM_BL_STOCK;
-		else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "katapult") == 0)
-			sp->bootloader = SIM_BL_KATAPULT;
-		else if (strcmp(kv, "bootloader") == 0 && strcmp(v, "none") == 0)
-			sp->bootloader = SIM_BL_NONE;
-		else if (strcmp(kv, "uart") == 0 && *v) {
-			sp->uart = true;
-			ret->uart = v;
-		} else {
+		if (!parse_board_option(ret, kv, eq ? eq + 1 : "")) {
 			fprintf(stderr, "skrsim: unknown option '%s' in '%s'\n", kv, arg);
 			goto bad;
 		}
@@ -336,6 +355,21 @@ make_bootloader(int argc, char **argv)
 	return r < 0 ? 1 : 0;
 }
 
+/* img (freed here) into the file path: the exit code */
+static int
+write_out(const char *path, uint8_t *img, size_t len)
+{
+	FILE *f = img ? fopen(path, "wb") : NULL;
+	int r = 0;
+
+	if (!f || fwrite(img, 1, len, f) != len || fclose(f) != 0) {
+		fprintf(stderr, "skrsim: cannot write %s\n", path);
+		r = 1;
+	}
+	free(img);
+	return r;
+}
+
 /* skrsim image MODEL VERSION OUT [LINK]: a Klipper-like image for a catalog board, linked
  * at LINK (default: the board's app start; for the SKR Pico a "No bootloader" build with
  * boot2), for the demo and benchmarks. */
@@ -346,7 +380,6 @@ make_image(int argc, char **argv)
 	uint32_t link;
 	uint8_t *img;
 	size_t len = 0;
-	FILE *f;
 
 	if (!b) {
 		fprintf(stderr, "usage: skrsim image MODEL VERSION OUT [LINK]\n");
@@ -358,14 +391,7 @@ make_image(int argc, char **argv)
 		img = sim_image_rp2040(b->mcu, argv[3], 24 * 1024, true, &len);
 	else
 		img = sim_image_klipper(b->mcu, link, argv[3], 24 * 1024, &len);
-	f = img ? fopen(argv[4], "wb") : NULL;
-	if (!f || fwrite(img, 1, len, f) != len || fclose(f) != 0) {
-		fprintf(stderr, "skrsim: cannot write %s\n", argv[4]);
-		free(img);
-		return 1;
-	}
-	free(img);
-	return 0;
+	return write_out(argv[4], img, len);
 }
 
 /* skrsim marlin-image MODEL VERSION OUT [MACHINE]: a Marlin build for a catalog board, linked
@@ -376,7 +402,6 @@ make_marlin_image(int argc, char **argv)
 	const struct catalog_board *b = argc >= 5 ? catalog_find(argv[2]) : NULL;
 	uint8_t *img;
 	size_t len = 0;
-	FILE *f;
 
 	if (!b) {
 		fprintf(stderr, "usage: skrsim marlin-image MODEL VERSION OUT [MACHINE]\n");
@@ -384,32 +409,89 @@ make_marlin_image(int argc, char **argv)
 	}
 	img = sim_image_marlin(b->mcu, b->app_start, argv[3], argc > 5 ? argv[5] : NULL, 180 * 1024,
 			       &len);
-	f = fopen(argv[4], "wb");
-	if (!f || fwrite(img, 1, len, f) != len || fclose(f) != 0) {
-		fprintf(stderr, "skrsim: cannot write %s\n", argv[4]);
-		free(img);
-		return 1;
-	}
-	free(img);
-	return 0;
+	return write_out(argv[4], img, len);
 }
 
-int
-main(int argc, char **argv)
+/* What the command line asks for. */
+struct cmdline {
+	struct board_arg args[MAX_SPECS];
+	size_t n;
+	const char *scenarios[8];
+	size_t n_scen;
+	double speed;
+	bool quiet;
+};
+
+/* The options, then the scenario files: 0 to go on, else the exit code + 1 (--help: 1). */
+static int
+parse_cmdline(int argc, char **argv, struct cmdline *cl)
 {
 	static const struct option opts[] = {
 	    {"board", required_argument, NULL, 'b'}, {"scenario", required_argument, NULL, 's'},
 	    {"speed", required_argument, NULL, 'S'}, {"quiet", no_argument, NULL, 'q'},
 	    {"help", no_argument, NULL, 'h'},	     {NULL, 0, NULL, 0},
 	};
-	struct board_arg args[MAX_SPECS];
-	const char *scenarios[8];
-	size_t n = 0, n_scen = 0;
-	double speed = 0.0;
-	bool quiet = false;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "+b:s:S:qh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'b':
+			if (cl->n >= MAX_SPECS ||
+			    parse_board(optarg, cl->speed, &cl->args[cl->n]) < 0)
+				return 3;
+			cl->n++;
+			break;
+		case 's':
+			if (cl->n_scen < ELEMENTSOF(cl->scenarios))
+				cl->scenarios[cl->n_scen++] = optarg;
+			break;
+		case 'S':
+			cl->speed = strtod(optarg, NULL);
+			for (size_t i = 0; i < cl->n; i++)
+				if (cl->args[i].spec.speed == 0.0)
+					cl->args[i].spec.speed = cl->speed;
+			break;
+		case 'q':
+			cl->quiet = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 1;
+		default:
+			usage(stderr);
+			return 3;
+		}
+	}
+	for (size_t i = 0; i < cl->n_scen; i++)
+		if (parse_scenario(cl->scenarios[i], cl->speed, cl->args, &cl->n) < 0)
+			return 3;
+	return 0;
+}
+
+/* every board with its SD card and UART: 0 or -1 */
+static int
+add_boards(struct sim *s, struct cmdline *cl)
+{
+	for (size_t i = 0; i < cl->n; i++) {
+		struct board_arg *a = &cl->args[i];
+
+		a->b = sim_board_add(s, &a->spec);
+		if (!a->b ||
+		    (a->sd_bytes &&
+		     sim_board_new_sdcard(a->b, a->sd_bytes, a->sd_fs ? a->sd_fs : "fat") < 0) ||
+		    (a->uart && uart_setup(a) < 0))
+			return -1;
+	}
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct cmdline cl = {.n = 0};
 	struct sim *s;
 	sigset_t mask, old;
-	int c, r = 0;
+	int r = 0;
 
 	if (argc > 1 && strcmp(argv[1], "image") == 0)
 		return make_image(argc, argv);
@@ -422,50 +504,15 @@ main(int argc, char **argv)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGTERM);
 	pthread_sigmask(SIG_BLOCK, &mask, &old);
-	while ((c = getopt_long(argc, argv, "+b:s:S:qh", opts, NULL)) != -1) {
-		switch (c) {
-		case 'b':
-			if (n >= MAX_SPECS || parse_board(optarg, speed, &args[n]) < 0)
-				return 2;
-			n++;
-			break;
-		case 's':
-			if (n_scen < ELEMENTSOF(scenarios))
-				scenarios[n_scen++] = optarg;
-			break;
-		case 'S':
-			speed = strtod(optarg, NULL);
-			for (size_t i = 0; i < n; i++)
-				if (args[i].spec.speed == 0.0)
-					args[i].spec.speed = speed;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case 'h':
-			usage(stdout);
-			return 0;
-		default:
-			usage(stderr);
-			return 2;
-		}
-	}
-	for (size_t i = 0; i < n_scen; i++)
-		if (parse_scenario(scenarios[i], speed, args, &n) < 0)
-			return 2;
+	r = parse_cmdline(argc, argv, &cl);
+	if (r > 0)
+		return r - 1;
 	s = sim_new();
-	for (size_t i = 0; i < n; i++) {
-		args[i].b = sim_board_add(s, &args[i].spec);
-		if (!args[i].b ||
-		    (args[i].sd_bytes &&
-		     sim_board_new_sdcard(args[i].b, args[i].sd_bytes,
-					  args[i].sd_fs ? args[i].sd_fs : "fat") < 0) ||
-		    (args[i].uart && uart_setup(&args[i]) < 0)) {
-			r = 2;
-			goto out;
-		}
+	if (add_boards(s, &cl) < 0) {
+		r = 2;
+		goto out;
 	}
-	if (!quiet)
+	if (!cl.quiet)
 		print_boards(s, stderr);
 	if (optind < argc) {
 		r = run_command(s, argv + optind, &mask, &old);
@@ -478,7 +525,7 @@ main(int argc, char **argv)
 	}
 out:
 	sim_free(s);
-	for (size_t i = 0; i < n; i++)
-		free(args[i].text);
+	for (size_t i = 0; i < cl.n; i++)
+		free(cl.args[i].text);
 	return r;
 }

@@ -5,16 +5,15 @@
  * uploads it back, on F407, F446 and H723 devices. */
 #include <errno.h>
 #include <fcntl.h>
-#include <link.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "proto/dfu.h"
+#include "dfu_util.h"
 #include "dfuse.h"
 #include "harness.h"
 #include "util.h"
@@ -385,10 +384,19 @@ test_write_erase_timing(void)
 	CHECK_EQ_INT(flash_erase_count(f, 0x08060000), 1);
 	dfuse_free(d);
 	flash_free(f);
+}
 
-	/* G0 (ECC flash): writing a programmed double word fails with errPROG */
-	f = flash_new(mcu("stm32g0b1xx"), 0.0);
-	d = dfuse_new(f, "G");
+/* G0 (ECC flash): writing a programmed double word fails with errPROG */
+static void
+test_ecc_rewrite(void)
+{
+	struct flash *f = flash_new(mcu("stm32g0b1xx"), 0.0);
+	struct dfuse_dev *d = dfuse_new(f, "G");
+	struct dfu_status_reply s;
+	uint8_t blk[8];
+
+	for (size_t i = 0; i < sizeof blk; i++)
+		blk[i] = (uint8_t)(i * 7 + 3);
 	CHECK_EQ_INT(clrstatus(d), 0);
 	CHECK_EQ_INT(command(d, DFUSE_CMD_SET_ADDRESS, 0x08002000).state, DFU_STATE_DNLOAD_IDLE);
 	CHECK_EQ_INT(dnload_exec(d, 2, blk, 8).state, DFU_STATE_DNLOAD_IDLE);
@@ -500,39 +508,6 @@ test_leave(void)
 
 /* ---- dfu-util fidelity under umockdev ---- */
 
-static int
-find_asan(struct dl_phdr_info *info, size_t size, void *data)
-{
-	char **ret = data;
-
-	(void)size;
-	if (info->dlpi_name && strstr(info->dlpi_name, "libasan.so")) {
-		*ret = xstrdup(info->dlpi_name);
-		return 1;
-	}
-	return 0;
-}
-
-/* The harness itself must run under the preload: re-exec once (libasan first if loaded). */
-static void
-ensure_preload(char **argv)
-{
-	const char *p = getenv("LD_PRELOAD");
-	char *asan = NULL, *np;
-
-	if (p && strstr(p, "libumockdev-preload"))
-		return;
-	dl_iterate_phdr(find_asan, &asan);
-	np = xasprintf("%s%slibumockdev-preload.so.0%s%s", asan ? asan : "", asan ? ":" : "",
-		       p && *p ? ":" : "", p ? p : "");
-	setenv("LD_PRELOAD", np, 1);
-	if (asan)
-		setenv("ASAN_OPTIONS", "detect_leaks=0:verify_asan_link_order=0", 0);
-	execv("/proc/self/exe", argv);
-	perror("re-exec under libumockdev-preload");
-	exit(99);
-}
-
 static char *
 hex(const uint8_t *d, size_t n)
 {
@@ -572,129 +547,59 @@ add_dfu_device(UMockdevTestbed *tb, struct dfuse_dev *d, const char *serial)
 	free(h);
 }
 
-/* Runs dfu-util with args, output to log; returns its exit status (or -1). */
-static int
-run_dfu_util(const char *log, const char *const args[])
-{
-	static const char *const prefix[] = {"timeout", "-k", "5", "60", "dfu-util"};
-	char *argv[24] = {NULL};
-	size_t n = 0;
-	pid_t pid;
-	int st, fd, r = -1;
+/* One fidelity run: a device's flash with a factory bootloader below app_start, the image. */
+struct fid {
+	struct flash *f;
+	UMockdevTestbed *tb;
+	uint32_t app_start, img_len, bl_len;
+	uint8_t *img, *bl;
+	char *img_path, *up_path, *log;
+};
 
-	/* argv is built before fork(): the harness is multi-threaded (umockdev worker) */
-	for (size_t i = 0; i < ELEMENTSOF(prefix); i++)
-		argv[n++] = xstrdup(prefix[i]);
-	for (size_t i = 0; args[i] && n < 23; i++)
-		argv[n++] = xstrdup(args[i]);
-	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		goto out;
-	pid = fork();
-	if (pid == 0) {
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	close(fd);
-	if (pid > 0 && waitpid(pid, &st, 0) == pid)
-		r = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-out:
-	for (size_t i = 0; i < n; i++)
-		free(argv[i]);
-	return r;
-}
-
+/* dfu-util -s ADDR:leave -D: the image in flash, exactly its sectors erased, the leave */
 static void
-show_log(const char *log)
+fidelity_download(const struct fid *x)
 {
-	uint8_t *data = NULL;
-	size_t size = 0;
-
-	if (read_file(log, 1 << 20, &data, &size) == 0) {
-		fprintf(stderr, "---- %s ----\n%.*s\n----\n", log, (int)size, (const char *)data);
-		free(data);
-	}
-}
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
-static void
-fidelity(const char *dir, const char *mcu_name, uint32_t app_start, uint32_t img_len)
-{
-	struct flash *f = flash_new(mcu(mcu_name), 0.02);
+	struct flash *f = x->f;
 	struct dfuse_dev *d = dfuse_new(f, "3276365F3235");
 	struct leave_rec rec = {0, 0};
-	UMockdevTestbed *tb = umockdev_testbed_new();
-	uint32_t bl_len = app_start - f->base;
-	uint8_t *img = xmalloc(img_len), *bl = xmalloc(bl_len);
-	uint8_t *back = xmalloc(img_len > bl_len ? img_len : bl_len);
-	char *img_path = xasprintf("%s/%s.bin", dir, mcu_name);
-	char *up_path = xasprintf("%s/%s.up", dir, mcu_name);
-	char *log = xasprintf("%s/%s.log", dir, mcu_name);
-	char *s_dn = xasprintf("0x%08x:leave", app_start);
-	char *s_up = xasprintf("0x%08x:%u", app_start, img_len);
-	const char *dn_args[] = {"-d", "0483:df11", "-a", "0", "-s", s_dn, "-D", img_path, NULL};
-	const char *up_args[] = {"-d", "0483:df11", "-a", "0", "-s", s_up, "-U", up_path, NULL};
+	char *s_dn = xasprintf("0x%08x:leave", x->app_start);
+	const char *dn_args[] = {"-d", "0483:df11", "-a", "0", "-s", s_dn, "-D", x->img_path, NULL};
+	uint8_t *back = xmalloc(x->img_len > x->bl_len ? x->img_len : x->bl_len);
+	uint32_t end = x->app_start + x->img_len, start, ssize;
 	struct dfuse_stats st;
-	uint8_t *data = NULL;
-	size_t size = 0;
-	uint32_t end = app_start + img_len, start, ssize;
 	int rc;
 
-	fprintf(stderr, "fidelity: %s at 0x%08x, %u bytes\n", mcu_name, app_start, img_len);
-	/* factory bootloader below the app offset, an old app above it */
-	for (uint32_t i = 0; i < bl_len; i++)
-		bl[i] = (uint8_t)(i * 13 + 1);
-	CHECK_EQ_INT(flash_load(f, f->base, bl, bl_len), 0);
-	memset(img, 0x11, img_len);
-	CHECK_EQ_INT(flash_load(f, app_start, img, 4096), 0);
-	/* the new image: a vector table linked at app_start, then "code" */
-	for (uint32_t i = 0; i < img_len; i++)
-		img[i] = (uint8_t)(i * 7 + i / 251);
-	put32(img, 0x20020000);
-	for (uint32_t i = 1; i < 64; i++)
-		put32(img + 4 * i, app_start + 0x201 + 8 * i);
-	CHECK_EQ_INT(write_file_atomic(img_path, img, img_len, 0644), 0);
-
-	add_dfu_device(tb, d, "3276365F3235");
-	CHECK_EQ_INT(dfuse_attach(d, tb, "/dev/bus/usb/001/007"), 0);
+	add_dfu_device(x->tb, d, "3276365F3235");
+	CHECK_EQ_INT(dfuse_attach(d, x->tb, "/dev/bus/usb/001/007"), 0);
 	dfuse_set_leave_cb(d, on_leave, &rec);
 
-	rc = run_dfu_util(log, dn_args);
+	rc = dfu_util_run(x->log, "60", dn_args);
 	/* protocols.md §3.6: exit 74 after a leave whose GETSTATUS failed is the known quirk;
 	 * accept exactly that case (the device did leave) */
 	if (!(rc == 0 || (rc == 74 && atomic_load(&rec.calls) == 1))) {
 		CHECK_EQ_INT(rc, 0);
-		show_log(log);
+		dfu_util_show_log(x->log);
 	}
 	fprintf(stderr, "  dfu-util -D exit %d\n", rc);
 	if (getenv("TEST_DFUSE_VERBOSE"))
-		show_log(log);
+		dfu_util_show_log(x->log);
 	CHECK_EQ_INT(atomic_load(&rec.calls), 1);
-	CHECK_EQ_INT(atomic_load(&rec.addr), app_start);
-	CHECK_EQ_INT(flash_read(f, app_start, back, img_len), 0);
-	CHECK(memcmp(back, img, img_len) == 0);
-	CHECK(flash_app_valid(f, app_start));
+	CHECK_EQ_INT(atomic_load(&rec.addr), x->app_start);
+	CHECK_EQ_INT(flash_read(f, x->app_start, back, x->img_len), 0);
+	CHECK(memcmp(back, x->img, x->img_len) == 0);
+	CHECK(flash_app_valid(f, x->app_start));
 	/* the bootloader region is untouched and was never erased */
-	CHECK_EQ_INT(flash_read(f, f->base, back, bl_len), 0);
-	CHECK(memcmp(back, bl, bl_len) == 0);
+	CHECK_EQ_INT(flash_read(f, f->base, back, x->bl_len), 0);
+	CHECK(memcmp(back, x->bl, x->bl_len) == 0);
 	for (uint32_t a = f->base; a < f->base + f->size; a = start + ssize) {
 		CHECK_EQ_INT(flash_sector(f, a, NULL, &start, &ssize), 0);
 		/* exactly the sectors the image touches, once each */
-		CHECK_EQ_INT(flash_erase_count(f, a), start < end && start + ssize > app_start);
+		CHECK_EQ_INT(flash_erase_count(f, a), start < end && start + ssize > x->app_start);
 	}
 	dfuse_get_stats(d, &st);
-	CHECK_EQ_INT(st.bytes_written, img_len);
-	CHECK_EQ_INT(st.dnload_data, (img_len + 2047) / 2048);
+	CHECK_EQ_INT(st.bytes_written, x->img_len);
+	CHECK_EQ_INT(st.dnload_data, (x->img_len + 2047) / 2048);
 	CHECK_EQ_INT(st.early_polls, 0); /* dfu-util honours bwPollTimeout */
 	CHECK_EQ_INT(st.unhandled_ioctls, 0);
 	fprintf(stderr,
@@ -702,42 +607,80 @@ fidelity(const char *dir, const char *mcu_name, uint32_t app_start, uint32_t img
 		"%llu erases, %.1f transfers/KiB\n",
 		(unsigned long long)st.control, (unsigned long long)st.getstatus,
 		(unsigned long long)st.busy_replies, (unsigned long long)st.erases,
-		(double)st.control * 1024.0 / img_len);
+		(double)st.control * 1024.0 / x->img_len);
+	dfuse_detach(d, x->tb, "/dev/bus/usb/001/007");
+	dfuse_free(d);
+	free(back);
+	free(s_dn);
+}
 
-	/* the board re-entered ROM DFU: a fresh device on the same flash and node */
-	dfuse_detach(d, tb, "/dev/bus/usb/001/007");
-	d = dfuse_free(d);
-	d = dfuse_new(f, "3276365F3235");
-	CHECK_EQ_INT(dfuse_attach(d, tb, "/dev/bus/usb/001/007"), 0);
-	rc = run_dfu_util(log, up_args);
+/* the board re-entered ROM DFU: a fresh device on the same flash and node; -U reads it back */
+static void
+fidelity_upload(const struct fid *x)
+{
+	struct dfuse_dev *d = dfuse_new(x->f, "3276365F3235");
+	char *s_up = xasprintf("0x%08x:%u", x->app_start, x->img_len);
+	const char *up_args[] = {"-d", "0483:df11", "-a", "0", "-s", s_up, "-U", x->up_path, NULL};
+	struct dfuse_stats st;
+	uint8_t *data = NULL;
+	size_t size = 0;
+	int rc;
+
+	CHECK_EQ_INT(dfuse_attach(d, x->tb, "/dev/bus/usb/001/007"), 0);
+	rc = dfu_util_run(x->log, "60", up_args);
 	if (rc != 0) {
 		CHECK_EQ_INT(rc, 0);
-		show_log(log);
+		dfu_util_show_log(x->log);
 	}
-	CHECK_EQ_INT(read_file(up_path, 4u << 20, &data, &size), 0);
-	CHECK_EQ_INT(size, img_len);
-	CHECK(data && size == img_len && memcmp(data, img, img_len) == 0);
+	CHECK_EQ_INT(read_file(x->up_path, 4u << 20, &data, &size), 0);
+	CHECK_EQ_INT(size, x->img_len);
+	CHECK(data && size == x->img_len && memcmp(data, x->img, x->img_len) == 0);
 	dfuse_get_stats(d, &st);
 	CHECK_EQ_INT(st.bytes_written, 0);
-	CHECK_EQ_INT(st.bytes_read, img_len);
+	CHECK_EQ_INT(st.bytes_read, x->img_len);
 	CHECK(!st.left);
-
-	dfuse_detach(d, tb, "/dev/bus/usb/001/007");
+	dfuse_detach(d, x->tb, "/dev/bus/usb/001/007");
 	dfuse_free(d);
-	g_object_unref(tb);
-	unlink(img_path);
-	unlink(up_path);
-	unlink(log);
 	free(data);
-	free(img);
-	free(bl);
-	free(back);
-	free(img_path);
-	free(up_path);
-	free(log);
-	free(s_dn);
 	free(s_up);
-	flash_free(f);
+}
+
+static void
+fidelity(const char *dir, const char *mcu_name, uint32_t app_start, uint32_t img_len)
+{
+	struct fid x = {.f = flash_new(mcu(mcu_name), 0.02),
+			.tb = umockdev_testbed_new(),
+			.app_start = app_start,
+			.img_len = img_len};
+
+	x.bl_len = app_start - x.f->base;
+	x.img = xmalloc(img_len);
+	x.bl = xmalloc(x.bl_len);
+	x.img_path = xasprintf("%s/%s.bin", dir, mcu_name);
+	x.up_path = xasprintf("%s/%s.up", dir, mcu_name);
+	x.log = xasprintf("%s/%s.log", dir, mcu_name);
+	fprintf(stderr, "fidelity: %s at 0x%08x, %u bytes\n", mcu_name, app_start, img_len);
+	/* factory bootloader below the app offset, an old app above it */
+	for (uint32_t i = 0; i < x.bl_len; i++)
+		x.bl[i] = (uint8_t)(i * 13 + 1);
+	CHECK_EQ_INT(flash_load(x.f, x.f->base, x.bl, x.bl_len), 0);
+	memset(x.img, 0x11, img_len);
+	CHECK_EQ_INT(flash_load(x.f, app_start, x.img, 4096), 0);
+	/* the new image: a vector table linked at app_start, then "code" */
+	dfu_util_image(x.img, img_len, 0x20020000, app_start, 64);
+	CHECK_EQ_INT(write_file_atomic(x.img_path, x.img, img_len, 0644), 0);
+	fidelity_download(&x);
+	fidelity_upload(&x);
+	g_object_unref(x.tb);
+	unlink(x.img_path);
+	unlink(x.up_path);
+	unlink(x.log);
+	free(x.img);
+	free(x.bl);
+	free(x.img_path);
+	free(x.up_path);
+	free(x.log);
+	flash_free(x.f);
 }
 
 /* dfu-util against an injected errWRITE: it must fail, and the device must not leave. */
@@ -762,7 +705,7 @@ fidelity_fault(const char *dir)
 	CHECK_EQ_INT(dfuse_attach(d, tb, "/dev/bus/usb/001/007"), 0);
 	dfuse_set_leave_cb(d, on_leave, &rec);
 	dfuse_fail_at(d, DFUSE_OP_WRITE, 3, DFU_STATUS_ERR_WRITE);
-	rc = run_dfu_util(log, args);
+	rc = dfu_util_run(log, "60", args);
 	fprintf(stderr, "fidelity: injected errWRITE, dfu-util exit %d\n", rc);
 	/* dfu-util reports the failed block as EX_IOERR (74) too: what tells it apart from the
 	 * leave quirk is that the device never left */
@@ -791,10 +734,11 @@ main(int argc, char **argv)
 	char *dir = xasprintf("%s/test_dfuse.XXXXXX", tmp && *tmp ? tmp : "/tmp");
 
 	(void)argc;
-	ensure_preload(argv);
+	dfu_util_preload(argv);
 	test_descriptors();
 	test_session_states();
 	test_write_erase_timing();
+	test_ecc_rewrite();
 	test_faults();
 	test_leave();
 

@@ -5,17 +5,16 @@
  * and skrflash's own backend (flash/lpcdfu.c, over libusb) writes the identical bytes. */
 #include <errno.h>
 #include <fcntl.h>
-#include <link.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "flash/backend.h"
 #include "image/image.h"
 #include "proto/dfu.h"
+#include "dfu_util.h"
 #include "harness.h"
 #include "lpcdfu.h"
 #include "util.h"
@@ -223,38 +222,6 @@ test_faults(void)
 
 /* ---- dfu-util and the backend under umockdev ---- */
 
-static int
-find_asan(struct dl_phdr_info *info, size_t size, void *data)
-{
-	char **ret = data;
-
-	(void)size;
-	if (info->dlpi_name && strstr(info->dlpi_name, "libasan.so")) {
-		*ret = xstrdup(info->dlpi_name);
-		return 1;
-	}
-	return 0;
-}
-
-static void
-ensure_preload(char **argv)
-{
-	const char *p = getenv("LD_PRELOAD");
-	char *asan = NULL, *np;
-
-	if (p && strstr(p, "libumockdev-preload"))
-		return;
-	dl_iterate_phdr(find_asan, &asan);
-	np = xasprintf("%s%slibumockdev-preload.so.0%s%s", asan ? asan : "", asan ? ":" : "",
-		       p && *p ? ":" : "", p ? p : "");
-	setenv("LD_PRELOAD", np, 1);
-	if (asan)
-		setenv("ASAN_OPTIONS", "detect_leaks=0:verify_asan_link_order=0", 0);
-	execv("/proc/self/exe", argv);
-	perror("re-exec under libumockdev-preload");
-	exit(99);
-}
-
 static void
 add_device(UMockdevTestbed *tb, struct lpcdfu_dev *d)
 {
@@ -284,59 +251,6 @@ add_device(UMockdevTestbed *tb, struct lpcdfu_dev *d)
 		exit(1);
 	}
 	free(rec);
-}
-
-static int
-run_dfu_util(const char *log, const char *const args[])
-{
-	static const char *const prefix[] = {"timeout", "-k", "5", "120", "dfu-util"};
-	char *argv[24] = {NULL};
-	size_t n = 0;
-	pid_t pid;
-	int st, fd, r = -1;
-
-	for (size_t i = 0; i < ELEMENTSOF(prefix); i++)
-		argv[n++] = xstrdup(prefix[i]);
-	for (size_t i = 0; args[i] && n < 23; i++)
-		argv[n++] = xstrdup(args[i]);
-	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		goto out;
-	pid = fork();
-	if (pid == 0) {
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	close(fd);
-	if (pid > 0 && waitpid(pid, &st, 0) == pid)
-		r = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-out:
-	for (size_t i = 0; i < n; i++)
-		free(argv[i]);
-	return r;
-}
-
-static void
-show_log(const char *log)
-{
-	uint8_t *data = NULL;
-	size_t size = 0;
-
-	if (read_file(log, 1 << 20, &data, &size) == 0) {
-		fprintf(stderr, "---- %s ----\n%.*s\n----\n", log, (int)size, (const char *)data);
-		free(data);
-	}
-}
-
-static void
-put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
 }
 
 /* A board in LPC DFU with an old app; returns its flash. */
@@ -387,101 +301,130 @@ backend_flash(const uint8_t *img, size_t len, uint32_t load, char *err, size_t e
 	return r;
 }
 
-static void
-fidelity(const char *dir, uint32_t img_len)
-{
+/* The fidelity run: one image, a board for dfu-util (f) and one for the backend (g). */
+struct fid {
+	UMockdevTestbed *tb;
 	uint8_t bl[0x4000];
-	struct flash *f = board_flash(bl, sizeof(bl)), *g = board_flash(bl, sizeof(bl));
-	struct lpcdfu_dev *d = lpcdfu_new(f);
+	struct flash *f, *g;
+	uint8_t *img;
+	uint32_t img_len;
+	char *img_path, *up_path, *log;
+};
+
+/* A device in LPC DFU on `flash` at NODE, its manifests counted in man (if not NULL). */
+static struct lpcdfu_dev *
+fid_device(const struct fid *x, struct flash *flash, struct calls *man)
+{
+	struct lpcdfu_dev *d = lpcdfu_new(flash);
+
+	CHECK_EQ_INT(lpcdfu_attach(d, x->tb, NODE), 0);
+	if (man)
+		lpcdfu_set_manifest_cb(d, on_event, man);
+	return d;
+}
+
+static void
+fid_device_gone(const struct fid *x, struct lpcdfu_dev *d)
+{
+	lpcdfu_detach(d, x->tb, NODE);
+	(void)lpcdfu_free(d);
+}
+
+/* Klipper's flash_usb.py: `dfu-util -p <port> -D klipper.bin` */
+static void
+fid_dfu_util_download(const struct fid *x)
+{
+	const char *dn_args[] = {"-d", "1d50:6015", "-D", x->img_path, NULL};
+	struct lpcdfu_dev *d = lpcdfu_new(x->f);
 	struct calls man = {0};
-	UMockdevTestbed *tb = umockdev_testbed_new();
-	uint8_t *img = xmalloc(img_len), *back = xmalloc(0x80000);
-	char *img_path = xasprintf("%s/klipper.bin", dir);
-	char *up_path = xasprintf("%s/up.bin", dir);
-	char *log = xasprintf("%s/dfu-util.log", dir);
-	const char *dn_args[] = {"-d", "1d50:6015", "-D", img_path, NULL};
-	const char *up_args[] = {"-d", "1d50:6015", "-U", up_path, NULL};
 	struct lpcdfu_stats st;
-	uint8_t *data = NULL;
-	size_t size = 0;
-	char err[512];
 	int rc;
 
-	fprintf(stderr, "fidelity: %u bytes\n", img_len);
-	for (uint32_t i = 0; i < img_len; i++)
-		img[i] = (uint8_t)(i * 7 + i / 251);
-	put32(img, 0x10007fe0);
-	for (uint32_t i = 1; i < 48; i++)
-		put32(img + 4 * i, 0x4000 + 0x201 + 8 * i);
-	CHECK_EQ_INT(write_file_atomic(img_path, img, img_len, 0644), 0);
-
-	/* Klipper's flash_usb.py: `dfu-util -p <port> -D klipper.bin` */
-	add_device(tb, d);
-	CHECK_EQ_INT(lpcdfu_attach(d, tb, NODE), 0);
+	add_device(x->tb, d);
+	CHECK_EQ_INT(lpcdfu_attach(d, x->tb, NODE), 0);
 	lpcdfu_set_manifest_cb(d, on_event, &man);
-	rc = run_dfu_util(log, dn_args);
+	rc = dfu_util_run(x->log, "120", dn_args);
 	if (rc != 0 || getenv("TEST_LPCDFU_VERBOSE"))
-		show_log(log);
+		dfu_util_show_log(x->log);
 	CHECK_EQ_INT(rc, 0);
 	CHECK_EQ_INT(atomic_load(&man.n), 1);
-	CHECK(flash_equals(f, 0x4000, img, img_len));
-	CHECK(flash_equals(f, 0, bl, sizeof(bl))); /* the bootloader stays */
+	CHECK(flash_equals(x->f, 0x4000, x->img, x->img_len));
+	CHECK(flash_equals(x->f, 0, x->bl, sizeof(x->bl))); /* the bootloader stays */
 	lpcdfu_get_stats(d, &st);
-	CHECK_EQ_INT(st.blocks, (img_len + 511) / 512);
+	CHECK_EQ_INT(st.blocks, (x->img_len + 511) / 512);
 	CHECK_EQ_INT(st.out_of_order, 0);
 	CHECK_EQ_INT(st.not_erased, 0);
 	CHECK(st.manifested);
 	fprintf(stderr, "  dfu-util -D: %llu control transfers (%llu GETSTATUS), %llu erases\n",
 		(unsigned long long)st.control, (unsigned long long)st.request[DFU_REQ_GETSTATUS],
 		(unsigned long long)st.erases);
-	lpcdfu_detach(d, tb, NODE);
-	d = lpcdfu_free(d);
+	fid_device_gone(x, d);
+}
 
-	/* back in DFU (button): dfu-util reads everything up to the zero-length reply */
-	d = lpcdfu_new(f);
-	CHECK_EQ_INT(lpcdfu_attach(d, tb, NODE), 0);
-	rc = run_dfu_util(log, up_args);
+/* back in DFU (button): dfu-util reads everything up to the zero-length reply */
+static void
+fid_dfu_util_upload(const struct fid *x)
+{
+	const char *up_args[] = {"-d", "1d50:6015", "-U", x->up_path, NULL};
+	struct lpcdfu_dev *d = fid_device(x, x->f, NULL);
+	uint8_t *data = NULL;
+	size_t size = 0;
+	int rc = dfu_util_run(x->log, "120", up_args);
+
 	if (rc != 0)
-		show_log(log);
+		dfu_util_show_log(x->log);
 	CHECK_EQ_INT(rc, 0);
-	CHECK_EQ_INT(read_file(up_path, 1u << 20, &data, &size), 0);
+	CHECK_EQ_INT(read_file(x->up_path, 1u << 20, &data, &size), 0);
 	CHECK_EQ_INT(size, 0x7c000);
-	CHECK(data && size >= img_len && memcmp(data, img, img_len) == 0);
-	lpcdfu_detach(d, tb, NODE);
-	d = lpcdfu_free(d);
+	CHECK(data && size >= x->img_len && memcmp(data, x->img, x->img_len) == 0);
+	free(data);
+	fid_device_gone(x, d);
+}
 
-	/* skrflash's backend on a second board: the very same bytes where the image goes */
-	d = lpcdfu_new(g);
-	CHECK_EQ_INT(lpcdfu_attach(d, tb, NODE), 0);
-	man.n = 0;
-	lpcdfu_set_manifest_cb(d, on_event, &man);
-	rc = backend_flash(img, img_len, 0, err, sizeof(err));
+/* skrflash's backend on a second board: the very same bytes where the image goes */
+static void
+fid_backend_write(const struct fid *x)
+{
+	struct calls man = {0};
+	struct lpcdfu_dev *d = fid_device(x, x->g, &man);
+	uint8_t *back = xmalloc(0x80000);
+	struct lpcdfu_stats st;
+	char err[512];
+	int rc = backend_flash(x->img, x->img_len, 0, err, sizeof(err));
+
 	if (rc < 0)
 		fprintf(stderr, "backend: %s\n", err);
 	CHECK_EQ_INT(rc, 0);
 	CHECK_EQ_INT(atomic_load(&man.n), 1);
-	CHECK_EQ_INT(flash_read(f, 0, back, 0x4000 + img_len), 0);
-	CHECK(flash_equals(g, 0, back, 0x4000 + img_len));
+	CHECK_EQ_INT(flash_read(x->f, 0, back, 0x4000 + x->img_len), 0);
+	CHECK(flash_equals(x->g, 0, back, 0x4000 + x->img_len));
 	/* past the image it pads with erased flash, dfu-util leaves stale buffer bytes */
-	CHECK(img_len % 512 == 0 || flash_is_erased(g, 0x4000 + img_len, 512 - img_len % 512));
+	CHECK(x->img_len % 512 == 0 ||
+	      flash_is_erased(x->g, 0x4000 + x->img_len, 512 - x->img_len % 512));
 	lpcdfu_get_stats(d, &st);
-	CHECK_EQ_INT(st.bytes_read, img_len); /* verified by upload */
+	CHECK_EQ_INT(st.bytes_read, x->img_len); /* verified by upload */
 	CHECK_EQ_INT(st.out_of_order, 0);
 	fprintf(stderr,
 		"  lpc-dfu backend, write + verify + leave: %llu control transfers (%llu "
 		"GETSTATUS, %llu UPLOAD), %llu erases\n",
 		(unsigned long long)st.control, (unsigned long long)st.request[DFU_REQ_GETSTATUS],
 		(unsigned long long)st.uploads, (unsigned long long)st.erases);
-	lpcdfu_detach(d, tb, NODE);
-	d = lpcdfu_free(d);
+	free(back);
+	fid_device_gone(x, d);
+}
 
-	/* an injected IAP failure: the backend stops, says where, and does not leave */
-	d = lpcdfu_new(g);
-	CHECK_EQ_INT(lpcdfu_attach(d, tb, NODE), 0);
-	man.n = 0;
-	lpcdfu_set_manifest_cb(d, on_event, &man);
+/* an injected IAP failure: the backend stops, says where, and does not leave */
+static void
+fid_backend_errprog(const struct fid *x)
+{
+	struct calls man = {0};
+	struct lpcdfu_dev *d = fid_device(x, x->g, &man);
+	struct lpcdfu_stats st;
+	char err[512];
+	int rc;
+
 	lpcdfu_fail_write_at(d, 5);
-	rc = backend_flash(img, img_len, 0, err, sizeof(err));
+	rc = backend_flash(x->img, x->img_len, 0, err, sizeof(err));
 	fprintf(stderr, "backend with errPROG: %s\n", err);
 	CHECK_EQ_INT(rc, -EIO);
 	CHECK(strstr(err, "block 4 (0x04800)") != NULL);
@@ -489,54 +432,76 @@ fidelity(const char *dir, uint32_t img_len)
 	CHECK_EQ_INT(atomic_load(&man.n), 0);
 	lpcdfu_get_stats(d, &st);
 	CHECK_EQ_INT(st.state, DFU_STATE_IDLE); /* cleared for the next attempt */
-	lpcdfu_detach(d, tb, NODE);
-	d = lpcdfu_free(d);
+	fid_device_gone(x, d);
+}
 
-	/* `skrflashctl reboot`: open and leave, nothing written, the application starts */
-	d = lpcdfu_new(g);
-	CHECK_EQ_INT(lpcdfu_attach(d, tb, NODE), 0);
-	man.n = 0;
-	lpcdfu_set_manifest_cb(d, on_event, &man);
-	{
-		const struct flash_backend *be = backend_for_mode(DEVICE_MODE_LPC_DFU);
-		struct device dev = {.busnum = 1, .devnum = 7, .mode = DEVICE_MODE_LPC_DFU};
-		struct flash_session s = {.dev = &dev};
+/* `skrflashctl reboot`: open and leave, nothing written, the application starts */
+static void
+fid_backend_reboot(const struct fid *x)
+{
+	struct calls man = {0};
+	struct lpcdfu_dev *d = fid_device(x, x->g, &man);
+	const struct flash_backend *be = backend_for_mode(DEVICE_MODE_LPC_DFU);
+	struct device dev = {.busnum = 1, .devnum = 7, .mode = DEVICE_MODE_LPC_DFU};
+	struct flash_session s = {.dev = &dev};
+	struct lpcdfu_stats st;
 
-		snprintf(dev.usb_node, sizeof(dev.usb_node), NODE);
-		CHECK_EQ_INT(be->open(&s), 0);
-		CHECK_EQ_INT(be->leave(&s), 0);
-		be->close(&s);
-	}
+	snprintf(dev.usb_node, sizeof(dev.usb_node), NODE);
+	CHECK_EQ_INT(be->open(&s), 0);
+	CHECK_EQ_INT(be->leave(&s), 0);
+	be->close(&s);
 	CHECK_EQ_INT(atomic_load(&man.n), 1);
 	lpcdfu_get_stats(d, &st);
 	CHECK_EQ_INT(st.blocks, 0);
 	CHECK_EQ_INT(st.erases, 0);
-	lpcdfu_detach(d, tb, NODE);
-	d = lpcdfu_free(d);
+	fid_device_gone(x, d);
+}
 
-	/* an image linked for another address is refused before the first block */
-	d = lpcdfu_new(g);
-	CHECK_EQ_INT(lpcdfu_attach(d, tb, NODE), 0);
-	rc = backend_flash(img, img_len, 0x8000, err, sizeof(err));
-	CHECK_EQ_INT(rc, -EINVAL);
+/* an image linked for another address is refused before the first block */
+static void
+fid_backend_wrong_address(const struct fid *x)
+{
+	struct lpcdfu_dev *d = fid_device(x, x->g, NULL);
+	struct lpcdfu_stats st;
+	char err[512];
+
+	CHECK_EQ_INT(backend_flash(x->img, x->img_len, 0x8000, err, sizeof(err)), -EINVAL);
 	CHECK(strstr(err, "16KiB bootloader offset") != NULL);
 	lpcdfu_get_stats(d, &st);
 	CHECK_EQ_INT(st.blocks, 0);
-	lpcdfu_detach(d, tb, NODE);
-	lpcdfu_free(d);
+	fid_device_gone(x, d);
+}
 
-	g_object_unref(tb);
-	unlink(img_path);
-	unlink(up_path);
-	unlink(log);
-	free(data);
-	free(img);
-	free(back);
-	free(img_path);
-	free(up_path);
-	free(log);
-	flash_free(f);
-	flash_free(g);
+static void
+fidelity(const char *dir, uint32_t img_len)
+{
+	struct fid x = {.tb = umockdev_testbed_new(), .img_len = img_len};
+
+	x.f = board_flash(x.bl, sizeof(x.bl));
+	x.g = board_flash(x.bl, sizeof(x.bl));
+	x.img = xmalloc(img_len);
+	x.img_path = xasprintf("%s/klipper.bin", dir);
+	x.up_path = xasprintf("%s/up.bin", dir);
+	x.log = xasprintf("%s/dfu-util.log", dir);
+	fprintf(stderr, "fidelity: %u bytes\n", img_len);
+	dfu_util_image(x.img, img_len, 0x10007fe0, 0x4000, 48);
+	CHECK_EQ_INT(write_file_atomic(x.img_path, x.img, img_len, 0644), 0);
+	fid_dfu_util_download(&x);
+	fid_dfu_util_upload(&x);
+	fid_backend_write(&x);
+	fid_backend_errprog(&x);
+	fid_backend_reboot(&x);
+	fid_backend_wrong_address(&x);
+	g_object_unref(x.tb);
+	unlink(x.img_path);
+	unlink(x.up_path);
+	unlink(x.log);
+	free(x.img);
+	free(x.img_path);
+	free(x.up_path);
+	free(x.log);
+	flash_free(x.f);
+	flash_free(x.g);
 }
 
 int
@@ -546,7 +511,7 @@ main(int argc, char **argv)
 	char *dir = xasprintf("%s/test_lpcdfu.XXXXXX", tmp && *tmp ? tmp : "/tmp");
 
 	(void)argc;
-	ensure_preload(argv);
+	dfu_util_preload(argv);
 	test_descriptors();
 	test_download_upload();
 	test_out_of_sequence();

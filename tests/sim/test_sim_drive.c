@@ -5,7 +5,6 @@
  * the simulated flash and the chip reboots into the new application; a UF2 for another
  * family, or an incomplete one, changes nothing. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,40 +40,14 @@ pico_uf2(struct sim_board *b, const char *version, uint32_t family, size_t drop_
 	return path;
 }
 
-static int
-tool(struct sim *s, char **ret_out, const char *first, ...)
-{
-	va_list ap;
-	char **argv;
-	int r;
-
-	va_start(ap, first);
-	argv = strv_append_va(NULL, first, ap);
-	va_end(ap);
-	r = sim_run(s, argv, 20000, ret_out);
-	strv_free(argv);
-	return r;
-}
-
 /* fsck.fat -n on the partition of the drive image (it starts at sector 1, after the MBR):
  * fsck.fat's exit status, 0 = clean. */
 static int
 fsck_volume(struct sim *s, const char *image)
 {
-	char *part = xasprintf("%s/volume.img", tmpdir), *out = NULL;
-	uint8_t *buf = NULL;
-	size_t len = 0;
-	int r;
+	char *part = xasprintf("%s/volume.img", tmpdir);
+	int r = sim_fsck_fat(s, image, 512, part);
 
-	CHECK_EQ_INT(read_file(image, 256u << 20, &buf, &len), 0);
-	CHECK(len > 512);
-	CHECK_EQ_INT(write_file_atomic(part, buf + 512, len - 512, 0644), 0);
-	free(buf);
-	r = tool(s, &out, "/sbin/fsck.fat", "-n", part, NULL);
-	if (r != 0)
-		fprintf(stderr, "fsck.fat:\n%s\n", out ? out : "");
-	free(out);
-	unlink(part);
 	free(part);
 	return r;
 }
@@ -91,16 +64,7 @@ main(int argc, char **argv)
 	const char *node;
 
 	sim_init(argc, argv);
-	/* under make asan the preload chain carries ASan into mtools and fsck.fat too: their
-	 * own leaks at exit are not what this test checks (children take their options from
-	 * SKRSIM_ASAN_OPTIONS, which sim_init sets) */
-	if (getenv("SKRSIM_ASAN_OPTIONS")) {
-		const char *o = getenv("SKRSIM_ASAN_OPTIONS");
-		char *opts = xasprintf("%s%sdetect_leaks=0", o, *o ? ":" : "");
-
-		(void)setenv("SKRSIM_ASAN_OPTIONS", opts, 1);
-		free(opts);
-	}
+	sim_run_ignore_leaks();
 	if (!mkdtemp(tmpdir))
 		return 1;
 	s = sim_new();
@@ -113,7 +77,7 @@ main(int argc, char **argv)
 	at = xasprintf("%s@@512", node ? node : "");
 
 	/* what the ROM shows: a clean FAT16 volume RPI-RP2 with its two files */
-	CHECK_EQ_INT(tool(s, &out, "mdir", "-i", at, "::/", NULL), 0);
+	CHECK_EQ_INT(sim_run_args(s, 20000, &out, "mdir", "-i", at, "::/", NULL), 0);
 	CHECK(out && strstr(out, "RPI-RP2") && strstr(out, "INFO_UF2 TXT") &&
 	      strstr(out, "INDEX    HTM"));
 	free(out);
@@ -125,20 +89,22 @@ main(int argc, char **argv)
 	partial = pico_uf2(b, "v-drive-partial", UF2_FAMILY_RP2040, 3, &other, &olen);
 
 	/* another family's file: ignored, no reboot */
-	CHECK_EQ_INT(tool(s, &out, "mcopy", "-i", at, wrong, "::/WRONG.UF2", NULL), 0);
+	CHECK_EQ_INT(sim_run_args(s, 20000, &out, "mcopy", "-i", at, wrong, "::/WRONG.UF2", NULL),
+		     0);
 	free(out);
 	usleep(300000);
 	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_BOOTSEL);
 	CHECK(!flash_equals(sim_board_flash(b), 0x10000000u, img, len));
 	/* a file missing its last blocks: programmed so far, but no reboot */
-	CHECK_EQ_INT(tool(s, &out, "mcopy", "-i", at, partial, "::/PART.UF2", NULL), 0);
+	CHECK_EQ_INT(sim_run_args(s, 20000, &out, "mcopy", "-i", at, partial, "::/PART.UF2", NULL),
+		     0);
 	free(out);
 	usleep(300000);
 	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_BOOTSEL);
 
 	CHECK_EQ_INT(fsck_volume(s, sim_board_drive_image(b)), 0);
 	/* the whole file: the ROM programs it and reboots into the application */
-	CHECK_EQ_INT(tool(s, &out, "mcopy", "-i", at, uf2, "::/NEW.UF2", NULL), 0);
+	CHECK_EQ_INT(sim_run_args(s, 20000, &out, "mcopy", "-i", at, uf2, "::/NEW.UF2", NULL), 0);
 	free(out);
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
 	CHECK(flash_equals(sim_board_flash(b), 0x10000000u, img, len));

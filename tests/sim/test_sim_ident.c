@@ -25,19 +25,10 @@ struct expect {
 static struct udev *udev;
 
 static void
-check_mode(struct sim_board *b, const struct expect *e)
+check_usb_device(struct sim_board *b, const struct expect *e, struct udev_device *d)
 {
-	struct udev_device *d, *t;
-	const char *v;
 	char path[256];
 
-	CHECK_EQ_INT(sim_board_plug(b, e->mode), 0);
-	CHECK_EQ_INT(sim_board_mode(b), e->mode);
-	d = udev_device_new_from_syspath(udev, sim_board_syspath(b));
-	CHECK(d != NULL);
-	if (!d)
-		return;
-	fprintf(stderr, "mode %s: %s\n", sim_mode_to_string(e->mode), sim_board_syspath(b));
 	CHECK_STREQ(udev_device_get_sysattr_value(d, "idVendor"), e->vid);
 	CHECK_STREQ(udev_device_get_sysattr_value(d, "idProduct"), e->pid);
 	CHECK_STREQ(udev_device_get_sysattr_value(d, "manufacturer"), e->manufacturer);
@@ -57,7 +48,13 @@ check_mode(struct sim_board *b, const struct expect *e)
 	snprintf(path, sizeof(path), "%d", atoi(udev_device_get_sysattr_value(d, "devnum")));
 	CHECK(strstr(sim_board_devnode(b), "/dev/bus/usb/001/") == sim_board_devnode(b));
 	CHECK(access(sim_board_devnode(b), F_OK) == 0);
-	v = udev_device_get_sysattr_value(d, "serial");
+}
+
+static void
+check_serial(struct sim_board *b, const struct expect *e, struct udev_device *d)
+{
+	const char *v = udev_device_get_sysattr_value(d, "serial");
+
 	if (e->serial_len) {
 		CHECK(v != NULL);
 		CHECK_EQ_INT(v ? strlen(v) : 0, e->serial_len);
@@ -66,54 +63,78 @@ check_mode(struct sim_board *b, const struct expect *e)
 	} else {
 		CHECK(v == NULL);
 	}
+}
+
+/* the ttyACM device of interface 0, as udev describes it */
+static void
+check_tty_device(struct sim_board *b, const struct expect *e)
+{
+	struct udev_device *t, *parent;
+	const char *v;
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/1-3:1.0/tty/%s", sim_board_syspath(b),
+		 sim_board_tty(b) ? sim_board_tty(b) + 5 : "");
+	t = udev_device_new_from_syspath(udev, path);
+	CHECK(t != NULL);
+	if (!t)
+		return;
+	parent = udev_device_get_parent_with_subsystem_devtype(t, "usb", "usb_device");
+	CHECK_STREQ(udev_device_get_devnode(t), sim_board_tty(b));
+	CHECK_STREQ(udev_device_get_property_value(t, "ID_USB_INTERFACE_NUM"), "00");
+	CHECK_STREQ(udev_device_get_property_value(t, "ID_VENDOR_ID"), e->vid);
+	CHECK_STREQ(udev_device_get_property_value(t, "ID_MODEL_ID"), e->pid);
+	CHECK_STREQ(udev_device_get_property_value(t, "ID_SERIAL_SHORT"), sim_board_serial(b));
+	CHECK_STREQ(udev_device_get_property_value(t, "ID_PATH"), "pci-0000:00:14.0-usb-0:3:1.0");
+	CHECK(parent != NULL);
+	if (parent)
+		CHECK_STREQ(udev_device_get_sysattr_value(parent, "idProduct"), e->pid);
+	/* devices made from a syspath carry links only as the DEVLINKS property: the testbed
+	 * has no udev database (events do fill the devlinks list) */
+	v = udev_device_get_property_value(t, "DEVLINKS");
+	CHECK(v && strstr(v, sim_board_by_id(b)) && strstr(v, "/dev/serial/by-path/"));
+	udev_device_unref(t);
+}
+
+/* the tty's links, and a real terminal behind them the daemon can configure */
+static void
+check_tty_links(struct sim_board *b, const struct expect *e)
+{
+	int fd;
+
+	CHECK(strncmp(sim_board_by_id(b), e->by_id_prefix, strlen(e->by_id_prefix)) == 0);
+	CHECK(access(sim_board_by_id(b), F_OK) == 0);
+	CHECK(access("/dev/serial/by-path/pci-0000:00:14.0-usb-0:3:1.0", F_OK) == 0);
+	fd = open(sim_board_by_id(b), O_RDWR | O_NOCTTY | O_NONBLOCK);
+	CHECK(fd >= 0);
+	if (fd >= 0) {
+		CHECK(isatty(fd));
+		close(fd);
+	}
+}
+
+static void
+check_mode(struct sim_board *b, const struct expect *e)
+{
+	struct udev_device *d;
+
+	CHECK_EQ_INT(sim_board_plug(b, e->mode), 0);
+	CHECK_EQ_INT(sim_board_mode(b), e->mode);
+	d = udev_device_new_from_syspath(udev, sim_board_syspath(b));
+	CHECK(d != NULL);
+	if (!d)
+		return;
+	fprintf(stderr, "mode %s: %s\n", sim_mode_to_string(e->mode), sim_board_syspath(b));
+	check_usb_device(b, e, d);
+	check_serial(b, e, d);
 	if (!e->tty) {
 		CHECK(sim_board_tty(b) == NULL);
 		udev_device_unref(d);
 		return;
 	}
 	CHECK(sim_board_tty(b) != NULL);
-	snprintf(path, sizeof(path), "%s/1-3:1.0/tty/%s", sim_board_syspath(b),
-		 sim_board_tty(b) ? sim_board_tty(b) + 5 : "");
-	t = udev_device_new_from_syspath(udev, path);
-	CHECK(t != NULL);
-	if (t) {
-		struct udev_device *parent =
-		    udev_device_get_parent_with_subsystem_devtype(t, "usb", "usb_device");
-		struct udev_list_entry *le;
-		bool found = false;
-
-		CHECK_STREQ(udev_device_get_devnode(t), sim_board_tty(b));
-		CHECK_STREQ(udev_device_get_property_value(t, "ID_USB_INTERFACE_NUM"), "00");
-		CHECK_STREQ(udev_device_get_property_value(t, "ID_VENDOR_ID"), e->vid);
-		CHECK_STREQ(udev_device_get_property_value(t, "ID_MODEL_ID"), e->pid);
-		CHECK_STREQ(udev_device_get_property_value(t, "ID_SERIAL_SHORT"),
-			    sim_board_serial(b));
-		CHECK_STREQ(udev_device_get_property_value(t, "ID_PATH"),
-			    "pci-0000:00:14.0-usb-0:3:1.0");
-		CHECK(parent != NULL);
-		if (parent)
-			CHECK_STREQ(udev_device_get_sysattr_value(parent, "idProduct"), e->pid);
-		/* devices made from a syspath carry links only as the DEVLINKS property: the
-		 * testbed has no udev database (events do fill the devlinks list) */
-		v = udev_device_get_property_value(t, "DEVLINKS");
-		found = v && strstr(v, sim_board_by_id(b)) && strstr(v, "/dev/serial/by-path/");
-		CHECK(found);
-		(void)le;
-		udev_device_unref(t);
-	}
-	CHECK(strncmp(sim_board_by_id(b), e->by_id_prefix, strlen(e->by_id_prefix)) == 0);
-	CHECK(access(sim_board_by_id(b), F_OK) == 0);
-	CHECK(access("/dev/serial/by-path/pci-0000:00:14.0-usb-0:3:1.0", F_OK) == 0);
-	{
-		/* the tty is a real terminal the daemon can configure */
-		int fd = open(sim_board_by_id(b), O_RDWR | O_NOCTTY | O_NONBLOCK);
-
-		CHECK(fd >= 0);
-		if (fd >= 0) {
-			CHECK(isatty(fd));
-			close(fd);
-		}
-	}
+	check_tty_device(b, e);
+	check_tty_links(b, e);
 	udev_device_unref(d);
 }
 

@@ -44,6 +44,21 @@ host_open(struct host *h, struct sim_board *b)
 	return 0;
 }
 
+/* A board of `model` in Katapult on `port`, its tty opened as a host would: NULL (and a
+ * failed check when the board could not be made) when either fails. */
+static struct sim_board *
+katapult_board(struct sim *s, const char *model, const char *port, struct host *h)
+{
+	struct sim_board_spec spec = {
+	    .model = model, .port = port, .bootloader = SIM_BL_KATAPULT, .mode = SIM_MODE_KATAPULT};
+	struct sim_board *b = sim_board_add(s, &spec);
+
+	CHECK(b != NULL);
+	if (!b || host_open(h, b) < 0)
+		return NULL;
+	return b;
+}
+
 static void
 host_close(struct host *h)
 {
@@ -120,19 +135,14 @@ last_is(const struct host *h, const char *hex)
 static void
 test_vectors_and_rules(struct sim *s)
 {
-	struct sim_board_spec spec = {.model = "octopus-f446",
-				      .port = "1-1",
-				      .bootloader = SIM_BL_KATAPULT,
-				      .mode = SIM_MODE_KATAPULT};
-	struct sim_board *b = sim_board_add(s, &spec);
+	struct host h;
+	struct sim_board *b = katapult_board(s, "octopus-f446", "1-1", &h);
 	struct katapult_connect_info ci;
 	struct katapult_frame f;
-	struct host h;
 	uint8_t block[64], junk[8] = {0x01, 0x88, 0x11, 0x00, 0xde, 0xad, 0x99, 0x03};
 	struct sim_katapult_stats st;
 
-	CHECK(b != NULL);
-	if (!b || host_open(&h, b) < 0)
+	if (!b)
 		return;
 	/* CONNECT (§2.2 vector 01 88 11 00 f1 7c 99 03) */
 	CHECK_EQ_INT(host_cmd(&h, KATAPULT_CMD_CONNECT, 0, false, NULL, 0, &f), 0);
@@ -288,17 +298,12 @@ test_full_flash_f103(struct sim *s)
 static void
 test_reply_faults(struct sim *s)
 {
-	struct sim_board_spec spec = {.model = "octopus-pro-h723",
-				      .port = "1-5",
-				      .bootloader = SIM_BL_KATAPULT,
-				      .mode = SIM_MODE_KATAPULT};
-	struct sim_board *b = sim_board_add(s, &spec);
+	struct host h;
+	struct sim_board *b = katapult_board(s, "octopus-pro-h723", "1-5", &h);
 	struct sim_fault fault = {.kind = SIM_FAULT_DROP_FRAME, .at = 1, .count = 1};
 	struct katapult_frame f;
-	struct host h;
 
-	CHECK(b != NULL);
-	if (!b || host_open(&h, b) < 0)
+	if (!b)
 		return;
 	/* reply #1 is dropped */
 	sim_board_set_fault(b, &fault);
@@ -365,16 +370,11 @@ test_reply_faults(struct sim *s)
 static void
 test_prime_per_enumeration(struct sim *s)
 {
-	struct sim_board_spec spec = {.model = "skr-mini-e3-v3",
-				      .port = "1-6",
-				      .bootloader = SIM_BL_KATAPULT,
-				      .mode = SIM_MODE_KATAPULT};
-	struct sim_board *b = sim_board_add(s, &spec);
-	struct katapult_frame f;
 	struct host h;
+	struct sim_board *b = katapult_board(s, "skr-mini-e3-v3", "1-6", &h);
+	struct katapult_frame f;
 
-	CHECK(b != NULL);
-	if (!b || host_open(&h, b) < 0)
+	if (!b)
 		return;
 	/* CONNECT alone: held (its reply is shorter than one packet) */
 	reply_timeout_ms = 300;
@@ -419,19 +419,14 @@ count_replies(struct host *h, uint8_t cmd, int quiet_ms)
 static void
 test_transmit_buffer(struct sim *s)
 {
-	struct sim_board_spec spec = {.model = "octopus-f446",
-				      .port = "1-7",
-				      .bootloader = SIM_BL_KATAPULT,
-				      .mode = SIM_MODE_KATAPULT};
-	struct sim_board *b = sim_board_add(s, &spec);
+	struct host h;
+	struct sim_board *b = katapult_board(s, "octopus-f446", "1-7", &h);
 	struct sim_katapult_stats st;
 	uint8_t burst[8 * 12], blk[64];
-	struct host h;
 	size_t n = 0;
 	int got;
 
-	CHECK(b != NULL);
-	if (!b || host_open(&h, b) < 0)
+	if (!b)
 		return;
 	for (uint32_t i = 0; i < 8; i++) {
 		uint32_t addr = 0x08008000 + 64 * i;
@@ -498,17 +493,12 @@ send_block(struct host *h, uint32_t addr, uint8_t fill)
 static void
 test_stm32_resend_first_block(struct sim *s)
 {
-	struct sim_board_spec spec = {.model = "octopus-pro-h723",
-				      .port = "1-8",
-				      .bootloader = SIM_BL_KATAPULT,
-				      .mode = SIM_MODE_KATAPULT};
-	struct sim_board *b = sim_board_add(s, &spec);
+	struct host h;
+	struct sim_board *b = katapult_board(s, "octopus-pro-h723", "1-8", &h);
 	uint32_t app = b ? sim_board_app_start(b) : 0;
 	struct sim_katapult_stats st;
-	struct host h;
 
-	CHECK(b != NULL);
-	if (!b || host_open(&h, b) < 0)
+	if (!b)
 		return;
 	CHECK_EQ_INT(send_block(&h, app, 0x31), KATAPULT_RSP_ACK);
 	CHECK_EQ_INT(send_block(&h, app, 0x31), KATAPULT_RSP_ACK);
@@ -532,18 +522,13 @@ test_stm32_resend_first_block(struct sim *s)
 static void
 test_lpc176x_rules(struct sim *s)
 {
-	struct sim_board_spec spec = {.model = "skr-1.4-turbo",
-				      .port = "1-9",
-				      .bootloader = SIM_BL_KATAPULT,
-				      .mode = SIM_MODE_KATAPULT};
-	struct sim_board *b = sim_board_add(s, &spec);
+	struct host h;
+	struct sim_board *b = katapult_board(s, "skr-1.4-turbo", "1-9", &h);
 	uint32_t app = b ? sim_board_app_start(b) : 0;
 	struct flash *fl = b ? sim_board_flash(b) : NULL;
 	uint8_t want[64];
-	struct host h;
 
-	CHECK(b != NULL);
-	if (!b || host_open(&h, b) < 0)
+	if (!b)
 		return;
 	CHECK_EQ_INT(app, 0x4000);
 	CHECK_EQ_INT(send_block(&h, app, 0x41), KATAPULT_RSP_ACK);
@@ -576,18 +561,13 @@ test_lpc176x_rules(struct sim *s)
 static void
 test_rp2040_rules(struct sim *s)
 {
-	struct sim_board_spec spec = {.model = "skr-pico",
-				      .port = "1-10",
-				      .bootloader = SIM_BL_KATAPULT,
-				      .mode = SIM_MODE_KATAPULT};
-	struct sim_board *b = sim_board_add(s, &spec);
+	struct host h;
+	struct sim_board *b = katapult_board(s, "skr-pico", "1-10", &h);
 	uint32_t app = b ? sim_board_app_start(b) : 0;
 	struct flash *fl = b ? sim_board_flash(b) : NULL;
 	uint8_t want[64];
-	struct host h;
 
-	CHECK(b != NULL);
-	if (!b || host_open(&h, b) < 0)
+	if (!b)
 		return;
 	CHECK_EQ_INT(app, 0x10004000);
 	memset(want, 0x51, sizeof(want));

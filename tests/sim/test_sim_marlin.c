@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,21 +25,6 @@
 #include "util.h"
 
 static char tmpdir[] = "/tmp/skrflash-marlin-XXXXXX";
-
-static int
-tool(struct sim *s, char **ret_out, const char *first, ...)
-{
-	va_list ap;
-	char **argv;
-	int r;
-
-	va_start(ap, first);
-	argv = strv_append_va(NULL, first, ap);
-	va_end(ap);
-	r = sim_run(s, argv, 20000, ret_out);
-	strv_free(argv);
-	return r;
-}
 
 /* A 64 MiB card as they come: an MBR, one FAT32 partition from sector 2048. */
 static char *
@@ -64,25 +48,13 @@ partition(const char *img)
 	return xasprintf("%s@@%u", img, 2048u * 512u);
 }
 
+/* the card's FAT32 partition, from sector 2048 */
 static int
 fsck_card(struct sim *s, const char *img)
 {
-	char *part = xasprintf("%s.part", img), *out = NULL;
-	uint8_t *buf = NULL;
-	size_t len = 0;
-	int r;
+	char *part = xasprintf("%s.part", img);
+	int r = sim_fsck_fat(s, img, 2048u * 512u, part);
 
-	/* the partition copied out here, not by dd: under make asan the preload would carry
-	 * ASan into dd too */
-	CHECK_EQ_INT(read_file(img, 128u << 20, &buf, &len), 0);
-	CHECK(len > 2048u * 512u);
-	CHECK_EQ_INT(write_file_atomic(part, buf + 2048u * 512u, len - 2048u * 512u, 0644), 0);
-	free(buf);
-	r = tool(s, &out, "/sbin/fsck.fat", "-n", part, NULL);
-	if (r != 0)
-		fprintf(stderr, "fsck.fat:\n%s\n", out ? out : "");
-	free(out);
-	unlink(part);
 	free(part);
 	return r;
 }
@@ -141,129 +113,157 @@ gcode_dialogue(struct sim_board *b)
 	marlin_client_close(&c);
 }
 
-int
-main(int argc, char **argv)
-{
+/* One Marlin board with its card, shared by the steps of the test. */
+struct marlin_test {
 	struct sim *s;
 	struct sim_board *b;
-	struct sim_board_spec spec = {.model = "skr-1.3", .port = "12-1", .mode = SIM_MODE_OFF};
-	struct worker_plan plan;
-	struct worker_report rep;
 	const struct catalog_mcu *mcu;
+	char *card, *at; /* the card's image, and its FAT partition for mtools */
+	uint8_t *img;	 /* the new build written through the msc backend */
+	size_t len;
+	char *bin;
+};
+
+/* the factory app is Klipper: reset with a Marlin build in flash boots Marlin */
+static void
+boot_marlin(struct marlin_test *t)
+{
 	uint8_t *img;
 	size_t len;
-	char *card, *bin, *at, *out = NULL;
 
-	sim_init(argc, argv);
-	if (getenv("SKRSIM_ASAN_OPTIONS")) {
-		const char *o = getenv("SKRSIM_ASAN_OPTIONS");
-		char *opts = xasprintf("%s%sdetect_leaks=0", o, *o ? ":" : "");
-
-		(void)setenv("SKRSIM_ASAN_OPTIONS", opts, 1);
-		free(opts);
-	}
-	if (!mkdtemp(tmpdir))
-		return 1;
-	s = sim_new();
-	b = sim_board_add(s, &spec);
-	CHECK(b != NULL);
-	if (!b)
-		return 1;
-	mcu = sim_board_model(b)->mcu;
-	card = make_card("card.img");
-	at = partition(card);
-	CHECK_EQ_INT(sim_board_set_sdcard(b, card, true), 0);
-	/* the factory app is Klipper: reset with a Marlin build in flash boots Marlin */
-	img = sim_image_marlin(mcu, 0x4000, "2.1.2", "SKR 1.3 Ender", 96 * 1024, &len);
-	CHECK_EQ_INT(flash_load(sim_board_flash(b), 0x4000, img, len), 0);
+	t->mcu = sim_board_model(t->b)->mcu;
+	t->card = make_card("card.img");
+	t->at = partition(t->card);
+	CHECK_EQ_INT(sim_board_set_sdcard(t->b, t->card, true), 0);
+	img = sim_image_marlin(t->mcu, 0x4000, "2.1.2", "SKR 1.3 Ender", 96 * 1024, &len);
+	CHECK_EQ_INT(flash_load(sim_board_flash(t->b), 0x4000, img, len), 0);
 	free(img);
-	CHECK_EQ_INT(sim_board_power_on(b), 0);
-	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_MARLIN_LPC, 5000), 0);
-	CHECK(sim_board_drive(b) != NULL);
-	CHECK_STREQ(sim_board_serial(b), "1.00000000000");
-	gcode_dialogue(b);
+	CHECK_EQ_INT(sim_board_power_on(t->b), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(t->b, SIM_MODE_MARLIN_LPC, 5000), 0);
+	CHECK(sim_board_drive(t->b) != NULL);
+	CHECK_STREQ(sim_board_serial(t->b), "1.00000000000");
+}
 
-	/* the msc backend: a new Marlin build as firmware.bin on the card, then M997 */
-	img = sim_image_marlin(mcu, 0x4000, "2.1.2.1", "SKR 1.3 Ender", 200 * 1024, &len);
-	bin = write_image("marlin-new.bin", img, len);
-	plan_for(b, bin, &plan);
+/* the msc backend: a new Marlin build as firmware.bin on the card, then M997 */
+static void
+test_msc_flash(struct marlin_test *t)
+{
+	struct worker_plan plan;
+	struct worker_report rep;
+	char *back = xasprintf("%s/back.bin", tmpdir), *out = NULL;
+	uint8_t *got = NULL;
+	size_t glen = 0;
+
+	t->img = sim_image_marlin(t->mcu, 0x4000, "2.1.2.1", "SKR 1.3 Ender", 200 * 1024, &t->len);
+	t->bin = write_image("marlin-new.bin", t->img, t->len);
+	plan_for(t->b, t->bin, &plan);
 	CHECK_EQ_INT(worker_execute(&plan, NULL, &rep), 0);
 	if (!rep.ok)
 		fprintf(stderr, "worker: %s: %s\n", rep.step, rep.error);
 	CHECK_STREQ(rep.version, "Marlin 2.1.2");
-	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_OFF, 5000), 0);
-	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_MARLIN_LPC, 10000), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(t->b, SIM_MODE_OFF, 5000), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(t->b, SIM_MODE_MARLIN_LPC, 10000), 0);
 	/* the stock bootloader (sdboot.c) took it: flash, FIRMWARE.CUR, the new build's M115 */
-	CHECK(flash_equals(sim_board_flash(b), 0x4000, img, len));
-	CHECK_EQ_INT(tool(s, &out, "mdir", "-i", at, "::/", NULL), 0);
+	CHECK(flash_equals(sim_board_flash(t->b), 0x4000, t->img, t->len));
+	CHECK_EQ_INT(sim_run_args(t->s, 20000, &out, "mdir", "-i", t->at, "::/", NULL), 0);
 	CHECK(out && strstr(out, "FIRMWARE CUR    204800") != NULL && !strcasestr(out, " bin "));
 	free(out);
-	{
-		char *back = xasprintf("%s/back.bin", tmpdir);
-		uint8_t *got = NULL;
-		size_t glen = 0;
+	CHECK_EQ_INT(sim_run_args(t->s, 20000, &out, "mcopy", "-n", "-i", t->at, "::/FIRMWARE.CUR",
+				  back, NULL),
+		     0);
+	free(out);
+	CHECK_EQ_INT(read_file(back, 1u << 20, &got, &glen), 0);
+	CHECK(glen == t->len && got && memcmp(got, t->img, t->len) == 0);
+	free(got);
+	free(back);
+}
 
-		CHECK_EQ_INT(tool(s, &out, "mcopy", "-n", "-i", at, "::/FIRMWARE.CUR", back, NULL),
-			     0);
-		free(out);
-		CHECK_EQ_INT(read_file(back, 1u << 20, &got, &glen), 0);
-		CHECK(glen == len && got && memcmp(got, img, len) == 0);
-		free(got);
-		free(back);
-	}
-	plan_for(b, bin, &plan);
+/* msc-check and identify against what the board runs now */
+static void
+test_msc_check(struct marlin_test *t)
+{
+	struct worker_plan plan;
+	struct worker_report rep;
+	size_t olen;
+	uint8_t *other;
+	char *obin;
+
+	plan_for(t->b, t->bin, &plan);
 	(void)str_copy(plan.action, sizeof(plan.action), "msc-check");
 	CHECK_EQ_INT(worker_execute(&plan, NULL, &rep), 0);
 	if (!rep.ok)
 		fprintf(stderr, "msc-check: %s\n", rep.error);
-	CHECK(sim_board_marlin_card_held(b)); /* given back with M21 */
+	CHECK(sim_board_marlin_card_held(t->b)); /* given back with M21 */
 	(void)str_copy(plan.action, sizeof(plan.action), "identify");
 	CHECK_EQ_INT(worker_execute(&plan, NULL, &rep), 0);
 	CHECK_STREQ(rep.version, "Marlin 2.1.2.1");
 	CHECK_STREQ(rep.machine, "SKR 1.3 Ender");
 	/* a check against an image that is not what the board runs: the old build is named */
-	{
-		size_t olen;
-		uint8_t *other =
-		    sim_image_marlin(mcu, 0x4000, "2.1.3", "SKR 1.3 Ender", 8192, &olen);
-		char *obin = write_image("marlin-other.bin", other, olen);
+	other = sim_image_marlin(t->mcu, 0x4000, "2.1.3", "SKR 1.3 Ender", 8192, &olen);
+	obin = write_image("marlin-other.bin", other, olen);
+	plan_for(t->b, obin, &plan);
+	(void)str_copy(plan.action, sizeof(plan.action), "msc-check");
+	CHECK(worker_execute(&plan, NULL, &rep) == -ENOEXEC);
+	CHECK(strstr(rep.error, "reports Marlin 2.1.2.1") &&
+	      strstr(rep.error, "the image is Marlin 2.1.3"));
+	free(other);
+	free(obin);
+}
 
-		plan_for(b, obin, &plan);
-		(void)str_copy(plan.action, sizeof(plan.action), "msc-check");
-		CHECK(worker_execute(&plan, NULL, &rep) == -ENOEXEC);
-		CHECK(strstr(rep.error, "reports Marlin 2.1.2.1") &&
-		      strstr(rep.error, "the image is Marlin 2.1.3"));
-		free(other);
-		free(obin);
-	}
-	CHECK_EQ_INT(fsck_card(s, card), 0);
+/* an SD print, and an M22 that keeps the card: refused clearly, nothing written */
+static void
+test_msc_refused(struct marlin_test *t)
+{
+	struct worker_plan plan;
+	struct worker_report rep;
 
 	/* an SD print: refused before M22, the card untouched */
-	CHECK_EQ_INT(sim_board_set_marlin(b, SIM_MARLIN_PRINTING), 0);
-	plan_for(b, bin, &plan);
+	CHECK_EQ_INT(sim_board_set_marlin(t->b, SIM_MARLIN_PRINTING), 0);
+	plan_for(t->b, t->bin, &plan);
 	CHECK(worker_execute(&plan, NULL, &rep) == -EBUSY);
 	CHECK_STREQ(rep.step, "open");
 	CHECK(strstr(rep.error, "is printing from its SD card (byte 123456 of 4567890)") != NULL);
-	CHECK(sim_board_marlin_card_held(b));
-	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_MARLIN_LPC);
+	CHECK(sim_board_marlin_card_held(t->b));
+	CHECK_EQ_INT(sim_board_mode(t->b), SIM_MODE_MARLIN_LPC);
 	/* an M22 that keeps the card: the drive never shows a medium, nothing written */
-	CHECK_EQ_INT(sim_board_set_marlin(b, SIM_MARLIN_M22_IGNORED), 0);
-	plan_for(b, bin, &plan);
+	CHECK_EQ_INT(sim_board_set_marlin(t->b, SIM_MARLIN_M22_IGNORED), 0);
+	plan_for(t->b, t->bin, &plan);
 	CHECK(worker_execute(&plan, NULL, &rep) == -ENOMEDIUM);
 	CHECK(strstr(rep.error, "kept its SD card after M22") != NULL);
-	CHECK_EQ_INT(sim_board_mode(b), SIM_MODE_MARLIN_LPC);
-	CHECK_EQ_INT(fsck_card(s, card), 0);
+	CHECK_EQ_INT(sim_board_mode(t->b), SIM_MODE_MARLIN_LPC);
+}
 
-	free(img);
-	free(bin);
-	free(at);
-	free(card);
-	sim_free(s);
-	{
-		char *cmd = xasprintf("rm -rf %s", tmpdir);
+int
+main(int argc, char **argv)
+{
+	struct sim_board_spec spec = {.model = "skr-1.3", .port = "12-1", .mode = SIM_MODE_OFF};
+	struct marlin_test t = {.s = NULL};
+	char *cmd;
 
-		(void)!system(cmd);
-		free(cmd);
-	}
+	sim_init(argc, argv);
+	sim_run_ignore_leaks();
+	if (!mkdtemp(tmpdir))
+		return 1;
+	t.s = sim_new();
+	t.b = sim_board_add(t.s, &spec);
+	CHECK(t.b != NULL);
+	if (!t.b)
+		return 1;
+	boot_marlin(&t);
+	gcode_dialogue(t.b);
+	test_msc_flash(&t);
+	test_msc_check(&t);
+	CHECK_EQ_INT(fsck_card(t.s, t.card), 0);
+	test_msc_refused(&t);
+	CHECK_EQ_INT(fsck_card(t.s, t.card), 0);
+
+	free(t.img);
+	free(t.bin);
+	free(t.at);
+	free(t.card);
+	sim_free(t.s);
+	cmd = xasprintf("rm -rf %s", tmpdir);
+	(void)!system(cmd);
+	free(cmd);
 	TEST_DONE();
 }

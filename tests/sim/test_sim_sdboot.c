@@ -198,34 +198,44 @@ test_types(void)
 	free(out);
 }
 
-/* What makes a loader skip the card or flash the wrong thing. */
-static void
-test_failures(void)
-{
-	char *img = tpath("f.img"), *fw = tpath("fw1.bin"), *fw2 = tpath("fw2.bin");
-	const struct catalog_board *m = catalog_find("skr-1.4-turbo");
-	struct rig r;
+/* The card image, two firmware files and their bytes (v1 and v2) for the failure cases. */
+struct fw_case {
+	const struct catalog_board *m;
+	char *img, *fw, *fw2;
+	uint8_t *v1, *v2;
 	size_t len, len2;
-	uint8_t *v1 = app_file(m, "v-one", 24000, fw, &len);
-	uint8_t *v2 = app_file(m, "v-two", 30000, fw2, &len2);
-	struct sdboot_result res;
+};
 
-	/* exFAT and an unformatted card: FatFs in the loaders mounts neither */
+/* exFAT and an unformatted card: FatFs in the loaders mounts neither */
+static void
+failure_no_fs(const struct fw_case *c)
+{
+	const char *img = c->img;
+	struct rig r;
+
 	CHECK_EQ_INT(
 	    sh("rm -f %s && truncate -s 64M %s && mkfs.exfat %s >/dev/null", img, img, img), 0);
 	rig_open(&r, "skr-1.4-turbo", img);
 	CHECK_EQ_INT(rig_run(&r, false, 0).outcome, SDBOOT_NO_FS);
-	CHECK(flash_is_erased(r.flash, m->app_start, 4096));
+	CHECK(flash_is_erased(r.flash, c->m->app_start, 4096));
 	rig_close(&r);
 	CHECK_EQ_INT(sh("rm -f %s && truncate -s 8M %s", img, img), 0);
 	rig_open(&r, "skr-1.4-turbo", img);
 	CHECK_EQ_INT(rig_run(&r, false, 0).outcome, SDBOOT_NO_FS);
 	rig_close(&r);
+}
 
-	/* the rename fails: every boot programs the file again */
+/* the rename fails: every boot programs the file again */
+static void
+failure_rename(const struct fw_case *c)
+{
+	const char *img = c->img;
+	struct sdboot_result res;
+	struct rig r;
+
 	CHECK_EQ_INT(sh("rm -f %s && mkfs.fat -C %s 8192 >/dev/null && mcopy -i %s %s "
 			"::firmware.bin",
-			img, img, img, fw),
+			img, img, img, c->fw),
 		     0);
 	rig_open(&r, "skr-1.4-turbo", img);
 	for (int i = 0; i < 3; i++) {
@@ -233,31 +243,47 @@ test_failures(void)
 		CHECK_EQ_INT(res.outcome, SDBOOT_FLASHED);
 		CHECK(!res.renamed);
 	}
-	CHECK(flash_equals(r.flash, m->app_start, v1, len));
+	CHECK(flash_equals(r.flash, c->m->app_start, c->v1, c->len));
 	rig_close(&r);
 	CHECK_EQ_INT(sh("mdir -i %s ::firmware.bin >/dev/null && ! mdir -i %s ::FIRMWARE.CUR "
 			">/dev/null 2>&1",
 			img, img),
 		     0);
+}
 
-	/* power lost after 8 KiB: the application is torn; the file is still there, so the
-	 * next boot programs it whole */
-	rig_open(&r, "skr-1.4-turbo", img);
-	res = rig_run(&r, false, m->app_start + 8192);
+/* power lost after 8 KiB: the application is torn; the file is still there, so the next
+ * boot programs it whole */
+static void
+failure_power_cut(const struct fw_case *c)
+{
+	uint32_t app = c->m->app_start;
+	struct sdboot_result res;
+	struct rig r;
+
+	rig_open(&r, "skr-1.4-turbo", c->img);
+	res = rig_run(&r, false, app + 8192);
 	CHECK_EQ_INT(res.outcome, SDBOOT_POWER_CUT);
-	CHECK(!flash_equals(r.flash, m->app_start, v1, len));
+	CHECK(!flash_equals(r.flash, app, c->v1, c->len));
 	res = rig_run(&r, false, 0);
 	CHECK_EQ_INT(res.outcome, SDBOOT_FLASHED);
 	CHECK(res.renamed);
-	CHECK(flash_equals(r.flash, m->app_start, v1, len));
+	CHECK(flash_equals(r.flash, app, c->v1, c->len));
 	rig_close(&r);
+}
 
-	/* orphaned long name: a desktop copied "Firmware.bin" (long name + FIRMWARE.BIN); the
-	 * loader renamed the 8.3 entry in place and left the long name in front of it. A new
-	 * firmware.bin further down is never reached: the old firmware is flashed again. */
+/* orphaned long name: a desktop copied "Firmware.bin" (long name + FIRMWARE.BIN); the loader
+ * renamed the 8.3 entry in place and left the long name in front of it. A new firmware.bin
+ * further down is never reached: the old firmware is flashed again. */
+static void
+failure_orphan_name(const struct fw_case *c)
+{
+	const char *img = c->img;
+	struct sdboot_result res;
+	struct rig r;
+
 	CHECK_EQ_INT(sh("rm -f %s && mkfs.fat -C %s 8192 >/dev/null && mcopy -i %s %s "
 			"::Firmware.bin && mcopy -i %s %s ::NEXT.BIN",
-			img, img, img, fw, img, fw2),
+			img, img, img, c->fw, img, c->fw2),
 		     0);
 	rig_open(&r, "skr-1.4-turbo", img);
 	res = rig_run(&r, false, 0);
@@ -271,9 +297,9 @@ test_failures(void)
 	for (int i = 0; i < 2; i++) {
 		res = rig_run(&r, false, 0);
 		CHECK_EQ_INT(res.outcome, SDBOOT_FLASHED);
-		CHECK_EQ_INT(res.len, len); /* v1 again, from FIRMWARE.CUR */
+		CHECK_EQ_INT(res.len, c->len); /* v1 again, from FIRMWARE.CUR */
 	}
-	CHECK(flash_equals(r.flash, m->app_start, v1, len));
+	CHECK(flash_equals(r.flash, c->m->app_start, c->v1, c->len));
 	rig_close(&r);
 	/* fsck.fat reports the orphan but exits 0 and will not remove it */
 	CHECK_EQ_INT(sh("fsck.fat -n %s | grep -q 'Wrong checksum for long file name'", img), 0);
@@ -287,17 +313,34 @@ test_failures(void)
 	rig_open(&r, "skr-1.4-turbo", img);
 	res = rig_run(&r, false, 0);
 	CHECK_EQ_INT(res.outcome, SDBOOT_FLASHED);
-	CHECK(flash_equals(r.flash, m->app_start, v2, len2));
+	CHECK(flash_equals(r.flash, c->m->app_start, c->v2, c->len2));
 	rig_close(&r);
 	CHECK_EQ_INT(sh("fsck.fat -n %s >%s.fsck && ! grep -q Wrong %s.fsck && "
 			"test \"$(mdir -b -i %s ::)\" = '::/FIRMWARE.CUR'",
 			img, img, img, img),
 		     0);
-	free(v1);
-	free(v2);
-	free(img);
-	free(fw);
-	free(fw2);
+}
+
+/* What makes a loader skip the card or flash the wrong thing. */
+static void
+test_failures(void)
+{
+	struct fw_case c = {.m = catalog_find("skr-1.4-turbo")};
+
+	c.img = tpath("f.img");
+	c.fw = tpath("fw1.bin");
+	c.fw2 = tpath("fw2.bin");
+	c.v1 = app_file(c.m, "v-one", 24000, c.fw, &c.len);
+	c.v2 = app_file(c.m, "v-two", 30000, c.fw2, &c.len2);
+	failure_no_fs(&c);
+	failure_rename(&c);
+	failure_power_cut(&c);
+	failure_orphan_name(&c);
+	free(c.v1);
+	free(c.v2);
+	free(c.img);
+	free(c.fw);
+	free(c.fw2);
 }
 
 static struct sim_board *
@@ -351,23 +394,18 @@ use_card_over_spi(struct sim_board *b)
 	return r;
 }
 
-/* On a board: reset, power cycle, SDIO latch and the faults. */
+/* LPC176x stock loader on a running board: flashed and renamed; a card that does not
+ * initialise; power lost while programming; a rename that fails */
 static void
-test_boards(void)
+boards_lpc(struct sim_board *lpc)
 {
-	struct sim_board *lpc = add_board("skr-1.4-turbo", "7-1");
-	struct sim_board *oct = add_board("octopus-f446", "7-2");
 	struct sim_sdboot_stats st;
 	struct sim_fault f = {.kind = SIM_FAULT_NONE};
-	char *fw = tpath("b1.bin"), *fw2 = tpath("b2.bin"), *fw3 = tpath("b3.bin");
-	size_t len, len2, len3;
-	uint8_t *v1, *v2, *v3;
+	char *fw = tpath("b1.bin"), *fw2 = tpath("b2.bin");
+	size_t len, len2;
+	uint8_t *v1 = app_file(sim_board_model(lpc), "v-new1", 16384, fw, &len);
+	uint8_t *v2 = app_file(sim_board_model(lpc), "v-new2", 20480, fw2, &len2);
 
-	if (!lpc || !oct)
-		return;
-	v1 = app_file(sim_board_model(lpc), "v-new1", 16384, fw, &len);
-	v2 = app_file(sim_board_model(lpc), "v-new2", 20480, fw2, &len2);
-	v3 = app_file(sim_board_model(oct), "v-oct", 16384, fw3, &len3);
 	CHECK_EQ_INT(sim_board_wait_mode(lpc, SIM_MODE_KLIPPER_APP, 5000), 0);
 	CHECK_EQ_INT(sim_board_new_sdcard(lpc, 64ull << 20, "fat"), 0);
 	CHECK(sim_board_sdcard_path(lpc) != NULL);
@@ -418,9 +456,23 @@ test_boards(void)
 	CHECK(version_is(lpc, "v-new1"));
 	f.kind = SIM_FAULT_NONE;
 	sim_board_set_fault(lpc, &f);
+	free(v1);
+	free(v2);
+	free(fw);
+	free(fw2);
+}
 
-	/* SDIO loader: after the app used the card over SPI it cannot read it until the
-	 * power is cycled */
+/* SDIO loader: after the app used the card over SPI it cannot read it until the power is
+ * cycled */
+static void
+boards_sdio(struct sim_board *oct)
+{
+	struct sim_sdboot_stats st;
+	char *fw3 = tpath("b3.bin");
+	size_t len3;
+	uint8_t *v3 = app_file(sim_board_model(oct), "v-oct", 16384, fw3, &len3);
+	unsigned n;
+
 	CHECK_EQ_INT(sim_board_wait_mode(oct, SIM_MODE_KLIPPER_APP, 5000), 0);
 	CHECK_EQ_INT(sim_board_new_sdcard(oct, 64ull << 20, "fat32"), 0);
 	CHECK_EQ_INT(sh("mcopy -i %s %s ::firmware.bin", sim_board_sdcard_path(oct), fw3), 0);
@@ -430,24 +482,30 @@ test_boards(void)
 	CHECK(version_is(oct, "v-old"));
 	sim_board_sdboot_stats(oct, &st);
 	CHECK_EQ_INT(st.last, SDBOOT_UNREADABLE);
-	{
-		unsigned n = sim_board_enumerations(oct);
-
-		CHECK_EQ_INT(sim_board_power_cycle(oct), 0);
-		CHECK_EQ_INT(sim_board_wait_enumerations(oct, n + 1, 10000), 0);
-		CHECK_EQ_INT(sim_board_wait_mode(oct, SIM_MODE_KLIPPER_APP, 10000), 0);
-	}
+	n = sim_board_enumerations(oct);
+	CHECK_EQ_INT(sim_board_power_cycle(oct), 0);
+	CHECK_EQ_INT(sim_board_wait_enumerations(oct, n + 1, 10000), 0);
+	CHECK_EQ_INT(sim_board_wait_mode(oct, SIM_MODE_KLIPPER_APP, 10000), 0);
 	CHECK(version_is(oct, "v-oct"));
 	CHECK(flash_equals(sim_board_flash(oct), sim_board_app_start(oct), v3, len3));
 	CHECK_EQ_INT(sh("fsck.fat -n %s >/dev/null && mdir -i %s ::FIRMWARE.CUR >/dev/null",
 			sim_board_sdcard_path(oct), sim_board_sdcard_path(oct)),
 		     0);
-	free(v1);
-	free(v2);
 	free(v3);
-	free(fw);
-	free(fw2);
 	free(fw3);
+}
+
+/* On a board: reset, power cycle, SDIO latch and the faults. */
+static void
+test_boards(void)
+{
+	struct sim_board *lpc = add_board("skr-1.4-turbo", "7-1");
+	struct sim_board *oct = add_board("octopus-f446", "7-2");
+
+	if (!lpc || !oct)
+		return;
+	boards_lpc(lpc);
+	boards_sdio(oct);
 }
 
 int

@@ -133,3 +133,22 @@ uart_pty_write(int fd, const void *buf, size_t len)
 		len -= (size_t)n;
 	}
 }
+
+void
+uart_pty_take(uint8_t *in, size_t cap, size_t *in_len, const uint8_t *data, size_t len,
+	      void (*run)(void *ctx), void *ctx)
+{
+	while (len) {
+		size_t n = cap - *in_len;
+
+		if (n > len)
+			n = len;
+		memcpy(in + *in_len, data, n);
+		*in_len += n;
+		data += n;
+		len -= n;
+		run(ctx);
+		if (*in_len == cap)
+			*in_len = 0;
+	}
+}

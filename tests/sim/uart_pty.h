@@ -36,3 +36,8 @@ void uart_pty_stop(struct uart_pty *p);
 void uart_pty_close(struct uart_pty *p);
 /* Write all of buf to the master (the device's answer). */
 void uart_pty_write(int fd, const void *buf, size_t len);
+/* A ROM model's receive buffer `in` of cap bytes, *in_len used: appends what fits of the
+ * host's bytes, lets run(ctx) take what it can, and so on until all of data went in. A
+ * buffer still full after run holds nothing the ROM takes (noise): it is emptied. */
+void uart_pty_take(uint8_t *in, size_t cap, size_t *in_len, const uint8_t *data, size_t len,
+		   void (*run)(void *ctx), void *ctx);
