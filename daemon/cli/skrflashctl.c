@@ -1197,6 +1197,17 @@ argv_add(char **v, const char *first, ...)
 	return v;
 }
 
+/* Run a command that parses its own line (validate, flash --device, reboot, rescue) on the
+ * argv built for it, and free it: the command's exit code. */
+static int
+run_argv(int (*command)(int argc, char **argv), char **argv)
+{
+	int code = command((int)strv_length(argv), argv);
+
+	strv_free(argv);
+	return code;
+}
+
 static const char *
 closest_board(const char *name)
 {
@@ -1224,14 +1235,14 @@ static int
 cmd_validate(struct ctl *c, char **args)
 {
 	char **argv;
-	int code;
 
 	if (!!c->board == !!c->profile)
 		return fail(c, EXIT_USAGE, "validate needs --board NAME or --profile NAME");
 	if (c->board && !catalog_find(c->board))
 		return unknown_board(c, c->board);
 	if (c->profile) {
-		code = load_ctl_config(c);
+		int code = load_ctl_config(c);
+
 		if (code)
 			return code;
 		if (!config_find_profile(c->cfg, c->profile)) {
@@ -1250,16 +1261,13 @@ cmd_validate(struct ctl *c, char **args)
 	if (c->profile && c->cfg && c->cfg->path)
 		argv = argv_add(argv, "--config", c->cfg->path, (char *)NULL);
 	argv = argv_add(argv, args[0], (char *)NULL);
-	code = validate_command((int)strv_length(argv), argv);
-	strv_free(argv);
-	return code;
+	return run_argv(validate_command, argv);
 }
 
 static int
 cmd_flash_device(struct ctl *c, char **args)
 {
 	char **argv = strv_new("flash", "--device", c->device, (char *)NULL);
-	int code;
 
 	if (c->board && !catalog_find(c->board)) {
 		strv_free(argv);
@@ -1274,9 +1282,7 @@ cmd_flash_device(struct ctl *c, char **args)
 	if (c->force)
 		argv = argv_add(argv, "--force", (char *)NULL);
 	argv = argv_add(argv, args[0], (char *)NULL);
-	code = oneshot_flash((int)strv_length(argv), argv);
-	strv_free(argv);
-	return code;
+	return run_argv(oneshot_flash, argv);
 }
 
 /* reboot --device PATH: leave the bootloader for the application already in flash. */
@@ -1284,7 +1290,6 @@ static int
 cmd_reboot(struct ctl *c, char **args)
 {
 	char **argv = strv_new("reboot", (char *)NULL);
-	int code;
 
 	if (c->device)
 		argv = argv_add(argv, "--device", c->device, (char *)NULL);
@@ -1292,9 +1297,7 @@ cmd_reboot(struct ctl *c, char **args)
 		argv = argv_add(argv, "--board", c->board, (char *)NULL);
 	if (args[0])
 		argv = argv_add(argv, args[0], (char *)NULL);
-	code = oneshot_reboot((int)strv_length(argv), argv);
-	strv_free(argv);
-	return code;
+	return run_argv(oneshot_reboot, argv);
 }
 
 static int load_ctl_config_ex(struct ctl *c, bool report);
@@ -1316,7 +1319,6 @@ rescue_here(struct ctl *c, char **args)
 	    {"--config", c->config_path},
 	};
 	char **argv = strv_new("rescue", (char *)NULL);
-	int code;
 
 	for (size_t i = 0; i < ELEMENTSOF(pass); i++)
 		if (pass[i].value)
@@ -1324,9 +1326,7 @@ rescue_here(struct ctl *c, char **args)
 	if (c->dry_run)
 		argv = argv_add(argv, "--dry-run", (char *)NULL);
 	argv = argv_add(argv, args[0], (char *)NULL);
-	code = rescue_command((int)strv_length(argv), argv);
-	strv_free(argv);
-	return code;
+	return run_argv(rescue_command, argv);
 }
 
 /* rescue FILE / restore BOARD through the daemon: a job with the gates of a flash, journal
