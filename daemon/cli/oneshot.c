@@ -164,6 +164,29 @@ usable(const struct device *d)
 	}
 }
 
+/* Take the monitor's pending events: a remove of the port's usb_device marks it gone, an add
+ * after that marks it back. */
+static void
+waiter_drain(struct waiter *w)
+{
+	struct udev_device *d;
+
+	while ((d = udev_monitor_receive_device(w->mon))) {
+		const char *a = udev_device_get_action(d), *n = udev_device_get_sysname(d);
+		const char *t = udev_device_get_devtype(d);
+
+		if (a && n && t && strcmp(t, "usb_device") == 0 && strcmp(n, w->port) == 0) {
+			if (strcmp(a, "remove") == 0) {
+				w->gone = true;
+				w->back = false;
+			} else if (w->gone && strcmp(a, "add") == 0) {
+				w->back = true;
+			}
+		}
+		udev_device_unref(d);
+	}
+}
+
 /* Wait until the port shows a usable device in one of `modes` (bit mask of 1 << mode);
  * with after_gone, only once it has left the bus first. 0 with *dev, or -ETIMEDOUT. */
 static int
@@ -174,23 +197,8 @@ waiter_wait(struct waiter *w, unsigned modes, bool after_gone, struct device *de
 	for (;;) {
 		struct pollfd p = {.fd = udev_monitor_get_fd(w->mon), .events = POLLIN};
 		uint64_t now = now_monotonic_usec();
-		struct udev_device *d;
 
-		while ((d = udev_monitor_receive_device(w->mon))) {
-			const char *a = udev_device_get_action(d), *n = udev_device_get_sysname(d);
-			const char *t = udev_device_get_devtype(d);
-
-			if (a && n && t && strcmp(t, "usb_device") == 0 &&
-			    strcmp(n, w->port) == 0) {
-				if (strcmp(a, "remove") == 0) {
-					w->gone = true;
-					w->back = false;
-				} else if (w->gone && strcmp(a, "add") == 0) {
-					w->back = true;
-				}
-			}
-			udev_device_unref(d);
-		}
+		waiter_drain(w);
 		if (!device_from_port(w->udev, w->port, dev)) {
 			w->gone = true;
 			w->back = true; /* whatever shows up next is new */
@@ -220,17 +228,8 @@ waiter_stays(struct waiter *w)
 	for (;;) {
 		struct pollfd p = {.fd = udev_monitor_get_fd(w->mon), .events = POLLIN};
 		uint64_t now = now_monotonic_usec();
-		struct udev_device *d;
 
-		while ((d = udev_monitor_receive_device(w->mon))) {
-			const char *a = udev_device_get_action(d), *n = udev_device_get_sysname(d);
-			const char *t = udev_device_get_devtype(d);
-
-			if (a && n && t && strcmp(t, "usb_device") == 0 &&
-			    strcmp(n, w->port) == 0 && strcmp(a, "remove") == 0)
-				w->gone = true;
-			udev_device_unref(d);
-		}
+		waiter_drain(w);
 		if (w->gone || !device_from_port(w->udev, w->port, &dev) ||
 		    dev.mode != DEVICE_MODE_KLIPPER_APP)
 			return -ENODEV;
@@ -346,37 +345,123 @@ on_flash_timeout(int sig)
 	_exit(1);
 }
 
-int
-oneshot_flash(int argc, char **argv)
-{
-	const char *device = NULL, *board = NULL, *method = NULL, *file = NULL;
-	const struct flash_backend *be = NULL;
-	struct worker_plan plan;
-	struct worker_report rep;
-	struct progress bar;
-	struct worker_events ev = {
-	    .progress = on_progress, .reported = on_reported, .userdata = &bar};
-	struct waiter w = {0};
+/* What the one-shot flash and reboot share: the board behind --device, its USB port and the
+ * watch on that port. */
+struct oneshot {
+	const char *cmd; /* "flash" or "reboot": the word after "skrflashctl" in every message */
+	const char *device, *board;
+	struct udev *udev;
+	struct waiter w;
 	struct device dev;
-	struct udev *udev = NULL;
 	char port[64];
-	unsigned window = 0;
-	bool force = false;
-	int r, ret = 1;
+};
 
-	progress_init(&bar, stdout, isatty(STDOUT_FILENO) == 1, "");
+/* --board names a catalog board: 0, or the usage exit code 2 (said so). */
+static int
+oneshot_check_board(const struct oneshot *o)
+{
+	if (o->board && !catalog_find(o->board)) {
+		fprintf(stderr, "skrflashctl %s: unknown board '%s'\n", o->cmd, o->board);
+		return 2;
+	}
+	return 0;
+}
+
+/* Find the board: the USB port behind --device and the device on it now. 0 or exit code 1. */
+static int
+oneshot_find_board(struct oneshot *o)
+{
+	o->udev = udev_new();
+	if (!o->udev) {
+		fprintf(stderr, "skrflashctl %s: libudev unavailable\n", o->cmd);
+		return 1;
+	}
+	if (find_port(o->udev, o->device, o->port, sizeof(o->port)) < 0 ||
+	    !device_from_port(o->udev, o->port, &o->dev)) {
+		fprintf(stderr, "skrflashctl %s: no USB device found for %s\n", o->cmd, o->device);
+		return 1;
+	}
+	return 0;
+}
+
+/* Watch the port from before the worker leaves the bootloader: an application that starts
+ * at once must not be missed. 0 or exit code 1. */
+static int
+oneshot_watch_port(struct oneshot *o)
+{
+	int r = waiter_start(&o->w, o->udev, o->port);
+
+	if (r < 0) {
+		fprintf(stderr, "skrflashctl %s: udev monitor: %s\n", o->cmd, strerror(-r));
+		return 1;
+	}
+	return 0;
+}
+
+/* Wait for the application on the port, and keep watching it for the daemon's boot check.
+ * Says why not, in the words of a flash or a reboot; 0 when it came and stayed, or exit
+ * code 1. */
+static int
+oneshot_wait_app(struct oneshot *o)
+{
+	bool flash = strcmp(o->cmd, "flash") == 0;
+	int r = waiter_wait(&o->w, 1u << DEVICE_MODE_KLIPPER_APP, false, &o->dev);
+
+	if (r == 0)
+		r = waiter_stays(&o->w);
+	if (r == -ETIMEDOUT)
+		fprintf(stderr,
+			flash ? "skrflashctl flash: written and verified, but the application did "
+				"not come back on port %s within %d s\n"
+			      : "skrflashctl reboot: the bootloader on port %s left, but no "
+				"application came up within %d s: the application in flash may be "
+				"damaged; flash it again\n",
+			o->port, ONESHOT_WAIT_MS / 1000);
+	else if (r < 0)
+		fprintf(stderr,
+			flash ? "skrflashctl flash: written and verified, but the application on "
+				"port %s came back and left again within %u ms: it boot-loops; "
+				"flash a working image (the board may be in its bootloader now)\n"
+			      : "skrflashctl reboot: the application on port %s came up and left "
+				"again within %u ms: it boot-loops; flash a working image\n",
+			o->port, WORKER_APP_STABLE_MS);
+	return r < 0 ? 1 : 0;
+}
+
+static void
+oneshot_done(struct oneshot *o)
+{
+	waiter_stop(&o->w);
+	udev_unref(o->udev);
+}
+
+/* skrflashctl flash --device: the one-shot flash's own state. */
+struct flash_run {
+	struct oneshot o;
+	const char *method, *file;
+	const struct flash_backend *be; /* --method's, then the one for the bootloader mode */
+	unsigned window;
+	bool force;
+	struct progress bar;
+	struct worker_report rep;
+};
+
+/* The command line; 0 or the usage exit code 2 (said so). */
+static int
+flash_parse(struct flash_run *f, int argc, char **argv)
+{
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
 		const char **target = NULL;
 
 		if (strcmp(a, "--device") == 0)
-			target = &device;
+			target = &f->o.device;
 		else if (strcmp(a, "--board") == 0)
-			target = &board;
+			target = &f->o.board;
 		else if (strcmp(a, "--method") == 0)
-			target = &method;
+			target = &f->method;
 		else if (strcmp(a, "--force") == 0) {
-			force = true;
+			f->force = true;
 			continue;
 		} else if (strcmp(a, "--window") == 0) {
 			uint32_t v;
@@ -385,112 +470,129 @@ oneshot_flash(int argc, char **argv)
 				fprintf(stderr, "skrflashctl flash: --window takes 1..64\n");
 				return 2;
 			}
-			window = v;
+			f->window = v;
 			continue;
 		} else if (a[0] == '-' && a[1]) {
 			fprintf(stderr, "skrflashctl flash: unknown option '%s'\n", a);
 			return usage();
-		} else if (file) {
+		} else if (f->file) {
 			return usage();
 		} else {
-			file = a;
+			f->file = a;
 			continue;
 		}
 		if (i + 1 >= argc)
 			return usage();
 		*target = argv[++i];
 	}
-	/* cppcheck-suppress knownConditionTrueFalse ; device is set through *target above */
-	if (!device || !file)
+	if (!f->o.device || !f->file)
 		return usage();
-	if (board && !catalog_find(board)) {
-		fprintf(stderr, "skrflashctl flash: unknown board '%s'\n", board);
+	return 0;
+}
+
+/* --board and --method name what exists; 0 or the usage exit code 2 (said so). */
+static int
+flash_check_args(struct flash_run *f)
+{
+	int r = oneshot_check_board(&f->o);
+
+	if (r || !f->method)
+		return r;
+	f->be = backend_find(f->method);
+	if (!f->be) {
+		fprintf(stderr, "skrflashctl flash: unknown method '%s' (katapult, dfu, uf2)\n",
+			f->method);
 		return 2;
 	}
-	if (method) {
-		be = backend_find(method);
-		if (!be) {
-			fprintf(stderr,
-				"skrflashctl flash: unknown method '%s' (katapult, dfu, uf2)\n",
-				method);
-			return 2;
-		}
-	}
+	return 0;
+}
 
-	udev = udev_new();
-	if (!udev) {
-		fprintf(stderr, "skrflashctl flash: libudev unavailable\n");
+/* A board running Klipper: the 1200-baud touch, then wait until it is back in a bootloader
+ * (the one --method drives, or any). 0 or exit code 1. */
+static int
+flash_enter_bootloader(struct flash_run *f)
+{
+	struct oneshot *o = &f->o;
+	unsigned want = f->be
+			    ? 1u << f->be->mode
+			    : (1u << DEVICE_MODE_KATAPULT) | (1u << DEVICE_MODE_STM32_ROM_DFU) |
+				  (1u << DEVICE_MODE_RP2040_BOOTSEL) | (1u << DEVICE_MODE_LPC_DFU);
+	int r;
+
+	if (o->dev.mode != DEVICE_MODE_KLIPPER_APP)
+		return 0; /* in a bootloader already */
+	printf("%s on port %s runs Klipper: requesting its bootloader\n",
+	       board_title(o->board, &o->dev), o->port);
+	r = waiter_start(&o->w, o->udev, o->port);
+	if (r >= 0)
+		r = touch_enter_bootloader(o->dev.tty);
+	if (r < 0) {
+		fprintf(stderr, "skrflashctl flash: 1200-baud touch of %s failed: %s\n", o->dev.tty,
+			strerror(-r));
 		return 1;
 	}
-	r = find_port(udev, device, port, sizeof(port));
-	if (r < 0 || !device_from_port(udev, port, &dev)) {
-		fprintf(stderr, "skrflashctl flash: no USB device found for %s\n", device);
-		goto out;
+	r = waiter_wait(&o->w, want | (1u << DEVICE_MODE_KLIPPER_APP), true, &o->dev);
+	if (r < 0 || o->dev.mode == DEVICE_MODE_KLIPPER_APP) {
+		fprintf(stderr,
+			"skrflashctl flash: %s on port %s %s: it has neither Katapult nor a "
+			"software way into ROM DFU. To make it flashable: install Katapult, "
+			"use the SD card (firmware.bin), or start it with BOOT0 held for ROM "
+			"DFU.\n",
+			board_title(o->board, &o->dev), o->port,
+			r < 0 ? "did not come back in a bootloader"
+			      : "came back as the Klipper application");
+		return 1;
 	}
-	/* --force skips the verdict, not the reading: the worker still parses the file */
-	r = force ? 0 : precheck(file, board, &dev);
-	if (r > 0) {
-		ret = r;
-		goto out;
-	}
-	if (dev.mode == DEVICE_MODE_KLIPPER_APP) {
-		unsigned want =
-		    be ? 1u << be->mode
-		       : (1u << DEVICE_MODE_KATAPULT) | (1u << DEVICE_MODE_STM32_ROM_DFU) |
-			     (1u << DEVICE_MODE_RP2040_BOOTSEL) | (1u << DEVICE_MODE_LPC_DFU);
+	waiter_stop(&o->w);
+	return 0;
+}
 
-		printf("%s on port %s runs Klipper: requesting its bootloader\n",
-		       board_title(board, &dev), port);
-		r = waiter_start(&w, udev, port);
-		if (r >= 0)
-			r = touch_enter_bootloader(dev.tty);
-		if (r < 0) {
-			fprintf(stderr, "skrflashctl flash: 1200-baud touch of %s failed: %s\n",
-				dev.tty, strerror(-r));
-			goto out;
-		}
-		r = waiter_wait(&w, want | (1u << DEVICE_MODE_KLIPPER_APP), true, &dev);
-		if (r < 0 || dev.mode == DEVICE_MODE_KLIPPER_APP) {
-			fprintf(
-			    stderr,
-			    "skrflashctl flash: %s on port %s %s: it has neither Katapult nor a "
-			    "software way into ROM DFU. To make it flashable: install Katapult, "
-			    "use the SD card (firmware.bin), or start it with BOOT0 held for ROM "
-			    "DFU.\n",
-			    board_title(board, &dev), port,
-			    r < 0 ? "did not come back in a bootloader"
-				  : "came back as the Klipper application");
-			goto out;
-		}
-		waiter_stop(&w);
-	}
-	if (!be)
-		be = backend_for_mode(dev.mode);
-	if (!be || be->mode != dev.mode) {
+/* The backend for the mode the board is in now, which --method must match. 0 or exit
+ * code 1. */
+static int
+flash_pick_backend(struct flash_run *f)
+{
+	if (!f->be)
+		f->be = backend_for_mode(f->o.dev.mode);
+	if (!f->be || f->be->mode != f->o.dev.mode) {
 		fprintf(stderr, "skrflashctl flash: port %s is in mode %s, which %s cannot flash\n",
-			port, device_mode_to_string(dev.mode), be ? be->name : "skrflash");
-		goto out;
+			f->o.port, device_mode_to_string(f->o.dev.mode),
+			f->be ? f->be->name : "skrflash");
+		return 1;
 	}
+	return 0;
+}
 
-	memset(&plan, 0, sizeof(plan));
-	(void)str_copy(plan.action, sizeof(plan.action), "flash");
-	(void)str_copy(plan.method, sizeof(plan.method), be->name);
-	plan.dev = dev;
-	(void)str_copy(plan.board, sizeof(plan.board), board ? board : "");
-	if (!str_copy(plan.image_path, sizeof(plan.image_path), file)) {
+/* The worker's plan: the same one the daemon hands its worker. 0 or exit code 1. */
+static int
+flash_plan(const struct flash_run *f, struct worker_plan *plan)
+{
+	memset(plan, 0, sizeof(*plan));
+	(void)str_copy(plan->action, sizeof(plan->action), "flash");
+	(void)str_copy(plan->method, sizeof(plan->method), f->be->name);
+	plan->dev = f->o.dev;
+	(void)str_copy(plan->board, sizeof(plan->board), f->o.board ? f->o.board : "");
+	if (!str_copy(plan->image_path, sizeof(plan->image_path), f->file)) {
 		fprintf(stderr, "skrflashctl flash: file name too long\n");
-		goto out;
+		return 1;
 	}
-	plan.interface = CONFIG_INTERFACE_USB;
-	plan.window = window;
-	plan.force = force;
+	plan->interface = CONFIG_INTERFACE_USB;
+	plan->window = f->window;
+	plan->force = f->force;
+	return 0;
+}
 
-	/* arm the boot check before the bootloader starts the application */
-	r = waiter_start(&w, udev, port);
-	if (r < 0) {
-		fprintf(stderr, "skrflashctl flash: udev monitor: %s\n", strerror(-r));
-		goto out;
-	}
+/* Write and verify in this process; the worker leaves the bootloader at the end. 0 or exit
+ * code 1. */
+static int
+flash_write(struct flash_run *f)
+{
+	struct worker_events ev = {
+	    .progress = on_progress, .reported = on_reported, .userdata = &f->bar};
+	struct worker_plan plan;
+
+	if (flash_plan(f, &plan) || oneshot_watch_port(&f->o))
+		return 1;
 	/* a device that has just enumerated may not be ready for a moment (udev still applying
 	 * permissions, the bootloader still starting): retry only a failed open, which wrote
 	 * nothing */
@@ -499,70 +601,96 @@ oneshot_flash(int argc, char **argv)
 	(void)signal(SIGALRM, on_flash_timeout);
 	alarm(ONESHOT_FLASH_TIMEOUT_S);
 	for (unsigned attempt = 0;; attempt++) {
-		(void)worker_execute(&plan, &ev, &rep);
-		if (rep.ok || strcmp(rep.step, "open") != 0 || attempt >= 4)
+		(void)worker_execute(&plan, &ev, &f->rep);
+		if (f->rep.ok || strcmp(f->rep.step, "open") != 0 || attempt >= 4)
 			break;
-		log_debug("oneshot: open failed (%s), retrying", rep.error);
+		log_debug("oneshot: open failed (%s), retrying", f->rep.error);
 		(void)poll(NULL, 0, 250);
 	}
 	alarm(0);
-	progress_break(&bar);
-	if (!rep.ok) {
-		fprintf(stderr, "skrflashctl flash: %s failed: %s\n", rep.step, rep.error);
-		if (strcmp(rep.step, "open") != 0)
+	progress_break(&f->bar);
+	if (!f->rep.ok) {
+		fprintf(stderr, "skrflashctl flash: %s failed: %s\n", f->rep.step, f->rep.error);
+		if (strcmp(f->rep.step, "open") != 0)
 			fprintf(stderr,
 				"  the board stays in its bootloader (%s); nothing was "
 				"started\n",
-				device_mode_to_string(dev.mode));
-		goto out;
+				device_mode_to_string(f->o.dev.mode));
+		return 1;
 	}
-	r = waiter_wait(&w, 1u << DEVICE_MODE_KLIPPER_APP, false, &dev);
-	if (r < 0) {
-		fprintf(stderr,
-			"skrflashctl flash: written and verified, but the application did not come "
-			"back on port %s within %d s\n",
-			port, ONESHOT_WAIT_MS / 1000);
-		goto out;
-	}
-	if (waiter_stays(&w) < 0) {
-		fprintf(stderr,
-			"skrflashctl flash: written and verified, but the application on port %s "
-			"came back and left again within %u ms: it boot-loops; flash a working "
-			"image (the board may be in its bootloader now)\n",
-			port, WORKER_APP_STABLE_MS);
-		goto out;
-	}
+	return 0;
+}
+
+static int
+flash_report(struct flash_run *f)
+{
 	printf("flashed %" PRIu64 " bytes (%u erases, %u transfers) via %s; %s is back on port "
 	       "%s as %s\n",
-	       rep.bytes, rep.erases, rep.transfers, be->name, board_title(board, &dev), port,
-	       dev.tty[0] ? dev.tty : "the application");
-	ret = 0;
-out:
-	waiter_stop(&w);
-	udev_unref(udev);
+	       f->rep.bytes, f->rep.erases, f->rep.transfers, f->be->name,
+	       board_title(f->o.board, &f->o.dev), f->o.port,
+	       f->o.dev.tty[0] ? f->o.dev.tty : "the application");
+	return 0;
+}
+
+static int
+flash_find_board(struct flash_run *f)
+{
+	return oneshot_find_board(&f->o);
+}
+
+/* Read and validate the file before anything touches the board. --force skips the verdict,
+ * not the reading: the worker still parses the file. */
+static int
+flash_check_image(struct flash_run *f)
+{
+	return f->force ? 0 : precheck(f->file, f->o.board, &f->o.dev);
+}
+
+static int
+flash_wait_app(struct flash_run *f)
+{
+	return oneshot_wait_app(&f->o);
+}
+
+/* The one-shot flash, step by step: each step says why it stops (an exit code). */
+static int (*const flash_steps[])(struct flash_run *f) = {
+    flash_find_board,	    /* the USB port behind --device, the device on it */
+    flash_check_image,	    /* the file fits the board */
+    flash_enter_bootloader, /* a board running Klipper: the 1200-baud touch */
+    flash_pick_backend,	    /* the backend for the bootloader it is in */
+    flash_write,	    /* write, verify, leave the bootloader */
+    flash_wait_app,	    /* the application back on the same port, and staying */
+    flash_report,
+};
+
+int
+oneshot_flash(int argc, char **argv)
+{
+	struct flash_run f = {.o = {.cmd = "flash"}};
+	int ret;
+
+	progress_init(&f.bar, stdout, isatty(STDOUT_FILENO) == 1, "");
+	ret = flash_parse(&f, argc, argv);
+	if (!ret)
+		ret = flash_check_args(&f);
+	if (ret)
+		return ret;
+	for (size_t i = 0; !ret && i < ELEMENTSOF(flash_steps); i++)
+		ret = flash_steps[i](&f);
+	oneshot_done(&f.o);
 	return ret;
 }
 
-/* `skrflashctl reboot --device PATH [--board NAME]`: ask the bootloader the board sits in to
- * start the application already in flash, and wait until it stays up. */
-int
-oneshot_reboot(int argc, char **argv)
+/* The command line of reboot; 0 or the usage exit code 2 (said so). */
+static int
+reboot_parse(struct oneshot *o, int argc, char **argv)
 {
-	const char *device = NULL, *board = NULL;
-	struct worker_plan plan;
-	struct worker_report rep;
-	struct waiter w = {0};
-	struct device dev;
-	struct udev *udev = NULL;
-	char port[64];
-	int r, ret = 1;
-
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--device") == 0 && i + 1 < argc)
-			device = argv[++i];
+			o->device = argv[++i];
 		else if (strcmp(argv[i], "--board") == 0 && i + 1 < argc)
-			board = argv[++i];
-		else if (argv[i][0] != '-' && !device) {
+			o->board = argv[++i];
+		else if (argv[i][0] != '-' && !o->device) {
 			fprintf(stderr,
 				"skrflashctl reboot: rebooting a board through the daemon is not "
 				"available yet: use --device PATH\n");
@@ -572,35 +700,25 @@ oneshot_reboot(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!device) {
+	if (!o->device) {
 		fprintf(stderr, "Usage: skrflashctl reboot --device PATH [--board NAME]\n");
 		return 2;
 	}
-	if (board && !catalog_find(board)) {
-		fprintf(stderr, "skrflashctl reboot: unknown board '%s'\n", board);
-		return 2;
-	}
-	udev = udev_new();
-	if (!udev) {
-		fprintf(stderr, "skrflashctl reboot: libudev unavailable\n");
-		return 1;
-	}
-	r = find_port(udev, device, port, sizeof(port));
-	if (r < 0 || !device_from_port(udev, port, &dev)) {
-		fprintf(stderr, "skrflashctl reboot: no USB device found for %s\n", device);
-		goto out;
-	}
-	switch (dev.mode) {
-	case DEVICE_MODE_KLIPPER_APP:
-		printf("%s on port %s already runs the application\n", board_title(board, &dev),
-		       port);
-		ret = 0;
-		goto out;
+	return oneshot_check_board(o);
+}
+
+/* Whether the bootloader the board sits in can be asked to start the application. 0 or exit
+ * code 1 (said why). */
+static int
+reboot_check_mode(const struct oneshot *o)
+{
+	switch (o->dev.mode) {
+	case DEVICE_MODE_KLIPPER_APP: /* answered before */
 	case DEVICE_MODE_KATAPULT:
 	case DEVICE_MODE_STM32_ROM_DFU:
 	case DEVICE_MODE_RP2040_BOOTSEL:
 	case DEVICE_MODE_LPC_DFU: /* the zero-length DNLOAD starts the app (flash/lpcdfu.c) */
-		break;
+		return 0;
 	case DEVICE_MODE_NONE:
 	case DEVICE_MODE_MARLIN_LPC:
 	case DEVICE_MODE_MARLIN_STM32:
@@ -609,44 +727,59 @@ oneshot_reboot(int argc, char **argv)
 		fprintf(stderr,
 			"skrflashctl reboot: port %s is in mode %s, which skrflash cannot ask to "
 			"start the application: press reset or power-cycle the board\n",
-			port, device_mode_to_string(dev.mode));
-		goto out;
+			o->port, device_mode_to_string(o->dev.mode));
+		return 1;
 	}
+}
+
+/* The worker leaves the bootloader (action "reboot"), watched from before. 0 or exit code 1. */
+static int
+reboot_leave(struct oneshot *o)
+{
+	struct worker_plan plan;
+	struct worker_report rep;
+
 	memset(&plan, 0, sizeof(plan));
 	(void)str_copy(plan.action, sizeof(plan.action), "reboot");
-	plan.dev = dev;
-	(void)str_copy(plan.board, sizeof(plan.board), board ? board : "");
+	plan.dev = o->dev;
+	(void)str_copy(plan.board, sizeof(plan.board), o->board ? o->board : "");
 	plan.interface = CONFIG_INTERFACE_USB;
-	r = waiter_start(&w, udev, port);
-	if (r < 0) {
-		fprintf(stderr, "skrflashctl reboot: udev monitor: %s\n", strerror(-r));
-		goto out;
-	}
+	if (oneshot_watch_port(o))
+		return 1;
 	(void)worker_execute(&plan, NULL, &rep);
 	if (!rep.ok) {
 		fprintf(stderr, "skrflashctl reboot: %s failed: %s\n", rep.step, rep.error);
-		goto out;
+		return 1;
 	}
-	if (waiter_wait(&w, 1u << DEVICE_MODE_KLIPPER_APP, false, &dev) < 0) {
-		fprintf(stderr,
-			"skrflashctl reboot: the bootloader on port %s left, but no application "
-			"came up within %d s: the application in flash may be damaged; flash it "
-			"again\n",
-			port, ONESHOT_WAIT_MS / 1000);
-		goto out;
+	return 0;
+}
+
+/* `skrflashctl reboot --device PATH [--board NAME]`: ask the bootloader the board sits in to
+ * start the application already in flash, and wait until it stays up. */
+int
+oneshot_reboot(int argc, char **argv)
+{
+	struct oneshot o = {.cmd = "reboot"};
+	int ret = reboot_parse(&o, argc, argv);
+
+	if (ret)
+		return ret;
+	ret = oneshot_find_board(&o);
+	if (!ret && o.dev.mode == DEVICE_MODE_KLIPPER_APP) {
+		printf("%s on port %s already runs the application\n", board_title(o.board, &o.dev),
+		       o.port);
+		oneshot_done(&o);
+		return 0;
 	}
-	if (waiter_stays(&w) < 0) {
-		fprintf(stderr,
-			"skrflashctl reboot: the application on port %s came up and left again "
-			"within %u ms: it boot-loops; flash a working image\n",
-			port, WORKER_APP_STABLE_MS);
-		goto out;
-	}
-	printf("%s on port %s runs the application again (%s)\n", board_title(board, &dev), port,
-	       dev.tty[0] ? dev.tty : "no tty");
-	ret = 0;
-out:
-	waiter_stop(&w);
-	udev_unref(udev);
+	if (!ret)
+		ret = reboot_check_mode(&o);
+	if (!ret)
+		ret = reboot_leave(&o);
+	if (!ret)
+		ret = oneshot_wait_app(&o);
+	if (!ret)
+		printf("%s on port %s runs the application again (%s)\n",
+		       board_title(o.board, &o.dev), o.port, o.dev.tty[0] ? o.dev.tty : "no tty");
+	oneshot_done(&o);
 	return ret;
 }

@@ -910,6 +910,81 @@ queue_copy(struct ctl *c, int in, const char *file, const char *dir, const char 
 	return EXIT_OK;
 }
 
+/* Which queue the file goes to and whether it fits any board's flash: the running daemon's
+ * answer, else this client's reading of the configuration. */
+static int
+queue_resolve(struct ctl *c, const char *name, const char *file, uint64_t size,
+	      struct queue_target *qt)
+{
+	int code = queue_check_daemon(c, name, qt);
+
+	if (code < 0)
+		code = queue_check_offline(c, name, file, qt);
+	if (code)
+		return code;
+	/* before a single byte is copied: the daemon would refuse it at pickup anyway */
+	if (size > qt->max_size)
+		return fail(c, EXIT_FAILED,
+			    "%s is %llu bytes, larger than any board's flash (%llu bytes): not "
+			    "queued, nothing copied",
+			    file, (unsigned long long)size, (unsigned long long)qt->max_size);
+	return EXIT_OK;
+}
+
+/* The queue's directory (the daemon's queue_dir when it answered), created if missing;
+ * *ret_dir is malloc'd, also on failure. */
+static int
+queue_make_dir(struct ctl *c, const struct queue_target *qt, char **ret_dir)
+{
+	int code, r;
+
+	if (!c->queue_dir && qt->queue_dir[0]) {
+		c->queue_buf = xstrdup(qt->queue_dir);
+		c->queue_dir = c->queue_buf;
+	}
+	if (!c->queue_dir && (code = load_ctl_config(c)))
+		return code;
+	*ret_dir = xasprintf("%s/%s", c->queue_dir, qt->queue);
+	r = mkdir_p(*ret_dir, 0770);
+	if (r < 0)
+		return fail(c, r == -EACCES ? EXIT_DENIED : EXIT_FAILED, "cannot create %s: %s",
+			    *ret_dir, strerror(-r));
+	return EXIT_OK;
+}
+
+/* The file is in the queue as `name`: what the user may not expect. */
+static void
+queue_notices(const struct ctl *c, const char *file, const char *base, const char *name,
+	      const struct queue_target *qt)
+{
+	if (strcmp(name, base) != 0 && !c->json)
+		printf("a file named %s is still waiting in the queue: this one is %s\n", base,
+		       name);
+	if (qt->offline && !c->json)
+		printf("skrflashd is not running: %s was checked offline against %s and is "
+		       "picked up when skrflashd starts\n",
+		       file, c->cfg && c->cfg->path ? c->cfg->path : "the built-in catalog");
+}
+
+/* Queued without waiting for the daemon's verdict (--no-wait, or no daemon running). */
+static int
+queue_print_queued(const struct ctl *c, const char *name, const struct queue_target *qt)
+{
+	if (c->json) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "ok", json_object_new_boolean(true));
+		json_object_object_add(o, "file", json_object_new_string(name));
+		json_object_object_add(o, "profile", json_object_new_string(qt->profile));
+		json_object_object_add(o, "checked_offline", json_object_new_boolean(qt->offline));
+		print_json(o);
+		json_object_put(o);
+	} else {
+		printf("queued %s for profile '%s'\n", name, qt->profile);
+	}
+	return EXIT_OK;
+}
+
 static int
 cmd_queue(struct ctl *c, char **args)
 {
@@ -927,32 +1002,12 @@ cmd_queue(struct ctl *c, char **args)
 			    in < 0 ? strerror(errno) : "not a regular file");
 		goto out;
 	}
-	code = queue_check_daemon(c, args[0], &qt);
-	if (code < 0)
-		code = queue_check_offline(c, args[0], file, &qt);
+	code = queue_resolve(c, args[0], file, (uint64_t)st.st_size, &qt);
 	if (code)
 		goto out;
-	/* before a single byte is copied: the daemon would refuse it at pickup anyway */
-	if ((uint64_t)st.st_size > qt.max_size) {
-		code = fail(c, EXIT_FAILED,
-			    "%s is %llu bytes, larger than any board's flash (%llu bytes): not "
-			    "queued, nothing copied",
-			    file, (unsigned long long)st.st_size, (unsigned long long)qt.max_size);
+	code = queue_make_dir(c, &qt, &dir);
+	if (code)
 		goto out;
-	}
-	if (!c->queue_dir && qt.queue_dir[0]) {
-		c->queue_buf = xstrdup(qt.queue_dir);
-		c->queue_dir = c->queue_buf;
-	}
-	if (!c->queue_dir && (code = load_ctl_config(c)))
-		goto out;
-	dir = xasprintf("%s/%s", c->queue_dir, qt.queue);
-	r = mkdir_p(dir, 0770);
-	if (r < 0) {
-		code = fail(c, r == -EACCES ? EXIT_DENIED : EXIT_FAILED, "cannot create %s: %s",
-			    dir, strerror(-r));
-		goto out;
-	}
 	code = queue_copy(c, in, file, dir, base, &tmp);
 	if (code)
 		goto out;
@@ -966,31 +1021,9 @@ cmd_queue(struct ctl *c, char **args)
 	}
 	free(tmp);
 	tmp = NULL;
-	if (strcmp(name, base) != 0 && !c->json)
-		printf("a file named %s is still waiting in the queue: this one is %s\n", base,
-		       name);
-	if (qt.offline && !c->json)
-		printf("skrflashd is not running: %s was checked offline against %s and is "
-		       "picked up when skrflashd starts\n",
-		       file, c->cfg && c->cfg->path ? c->cfg->path : "the built-in catalog");
-	if (watch < 0) {
-		if (c->json) {
-			json_object *o = json_object_new_object();
-
-			json_object_object_add(o, "ok", json_object_new_boolean(true));
-			json_object_object_add(o, "file", json_object_new_string(name));
-			json_object_object_add(o, "profile", json_object_new_string(qt.profile));
-			json_object_object_add(o, "checked_offline",
-					       json_object_new_boolean(qt.offline));
-			print_json(o);
-			json_object_put(o);
-		} else {
-			printf("queued %s for profile '%s'\n", name, qt.profile);
-		}
-		code = EXIT_OK;
-		goto out;
-	}
-	code = queue_wait_verdict(c, watch, &buf, &len, name);
+	queue_notices(c, file, base, name, &qt);
+	code = watch < 0 ? queue_print_queued(c, name, &qt)
+			 : queue_wait_verdict(c, watch, &buf, &len, name);
 out:
 	if (tmp)
 		(void)unlink(tmp);
@@ -1164,6 +1197,17 @@ argv_add(char **v, const char *first, ...)
 	return v;
 }
 
+/* Run a command that parses its own line (validate, flash --device, reboot, rescue) on the
+ * argv built for it, and free it: the command's exit code. */
+static int
+run_argv(int (*command)(int argc, char **argv), char **argv)
+{
+	int code = command((int)strv_length(argv), argv);
+
+	strv_free(argv);
+	return code;
+}
+
 static const char *
 closest_board(const char *name)
 {
@@ -1191,14 +1235,14 @@ static int
 cmd_validate(struct ctl *c, char **args)
 {
 	char **argv;
-	int code;
 
 	if (!!c->board == !!c->profile)
 		return fail(c, EXIT_USAGE, "validate needs --board NAME or --profile NAME");
 	if (c->board && !catalog_find(c->board))
 		return unknown_board(c, c->board);
 	if (c->profile) {
-		code = load_ctl_config(c);
+		int code = load_ctl_config(c);
+
 		if (code)
 			return code;
 		if (!config_find_profile(c->cfg, c->profile)) {
@@ -1217,16 +1261,13 @@ cmd_validate(struct ctl *c, char **args)
 	if (c->profile && c->cfg && c->cfg->path)
 		argv = argv_add(argv, "--config", c->cfg->path, (char *)NULL);
 	argv = argv_add(argv, args[0], (char *)NULL);
-	code = validate_command((int)strv_length(argv), argv);
-	strv_free(argv);
-	return code;
+	return run_argv(validate_command, argv);
 }
 
 static int
 cmd_flash_device(struct ctl *c, char **args)
 {
 	char **argv = strv_new("flash", "--device", c->device, (char *)NULL);
-	int code;
 
 	if (c->board && !catalog_find(c->board)) {
 		strv_free(argv);
@@ -1241,9 +1282,7 @@ cmd_flash_device(struct ctl *c, char **args)
 	if (c->force)
 		argv = argv_add(argv, "--force", (char *)NULL);
 	argv = argv_add(argv, args[0], (char *)NULL);
-	code = oneshot_flash((int)strv_length(argv), argv);
-	strv_free(argv);
-	return code;
+	return run_argv(oneshot_flash, argv);
 }
 
 /* reboot --device PATH: leave the bootloader for the application already in flash. */
@@ -1251,7 +1290,6 @@ static int
 cmd_reboot(struct ctl *c, char **args)
 {
 	char **argv = strv_new("reboot", (char *)NULL);
-	int code;
 
 	if (c->device)
 		argv = argv_add(argv, "--device", c->device, (char *)NULL);
@@ -1259,9 +1297,7 @@ cmd_reboot(struct ctl *c, char **args)
 		argv = argv_add(argv, "--board", c->board, (char *)NULL);
 	if (args[0])
 		argv = argv_add(argv, args[0], (char *)NULL);
-	code = oneshot_reboot((int)strv_length(argv), argv);
-	strv_free(argv);
-	return code;
+	return run_argv(oneshot_reboot, argv);
 }
 
 static int load_ctl_config_ex(struct ctl *c, bool report);
@@ -1283,7 +1319,6 @@ rescue_here(struct ctl *c, char **args)
 	    {"--config", c->config_path},
 	};
 	char **argv = strv_new("rescue", (char *)NULL);
-	int code;
 
 	for (size_t i = 0; i < ELEMENTSOF(pass); i++)
 		if (pass[i].value)
@@ -1291,9 +1326,7 @@ rescue_here(struct ctl *c, char **args)
 	if (c->dry_run)
 		argv = argv_add(argv, "--dry-run", (char *)NULL);
 	argv = argv_add(argv, args[0], (char *)NULL);
-	code = rescue_command((int)strv_length(argv), argv);
-	strv_free(argv);
-	return code;
+	return run_argv(rescue_command, argv);
 }
 
 /* rescue FILE / restore BOARD through the daemon: a job with the gates of a flash, journal
@@ -1569,6 +1602,55 @@ unknown_option(const struct ctl *c, const char *arg)
 		    cl.best ? "'?" : "");
 }
 
+/* The field an option with a value fills, or NULL when `opt` is not one of them. */
+static const char **
+option_value(struct ctl *c, int opt)
+{
+	const struct {
+		int opt;
+		const char **field;
+	} map[] = {
+	    {'s', &c->socket_path},
+	    {'c', &c->config_path},
+	    {'q', &c->queue_dir},
+	    {'b', &c->board},
+	    {'p', &c->profile},
+	    {'d', &c->device},
+	    {'m', &c->method},
+	    {'w', &c->window},
+	    {OPT_BAUD, &c->baud},
+	    {OPT_CRYSTAL, &c->crystal},
+	    {OPT_RESET_LINE, &c->reset_line},
+	    {OPT_BOOT_LINE, &c->boot_line},
+	    {OPT_SAVE_OLD, &c->save_old},
+	    {OPT_SHA, &c->sha},
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(map); i++)
+		if (map[i].opt == opt)
+			return map[i].field;
+	return NULL;
+}
+
+/* The flag an option without a value sets, or NULL when `opt` is not one of them. */
+static bool *
+option_flag(struct ctl *c, int opt)
+{
+	const struct {
+		int opt;
+		bool *field;
+	} map[] = {
+	    {'j', &c->json},	    {'v', &c->verbose},		{'a', &c->all},
+	    {'n', &c->no_wait},	    {OPT_DRY_RUN, &c->dry_run}, {'f', &c->force},
+	    {OPT_LOCAL, &c->local},
+	};
+
+	for (size_t i = 0; i < ELEMENTSOF(map); i++)
+		if (map[i].opt == opt)
+			return map[i].field;
+	return NULL;
+}
+
 /* One pass over the whole line (GNU getopt permutes: options may follow the command). */
 static int
 parse_options(struct ctl *c, int argc, char **argv, char *seen, bool *ret_exit)
@@ -1578,28 +1660,23 @@ parse_options(struct ctl *c, int argc, char **argv, char *seen, bool *ret_exit)
 	opterr = 0;
 	optind = 1;
 	while ((opt = getopt_long(argc, argv, ":hjvs:c:q:ab:p:l:nfd:m:w:", options, NULL)) != -1) {
+		const char **value;
+		bool *flag;
 		uint32_t v;
 
 		if (opt == '?' || opt == ':')
 			return unknown_option(c, argv[optind - 1]);
 		if (opt > 0 && opt < 128)
 			seen[opt] = 1;
+		if ((value = option_value(c, opt))) {
+			*value = optarg;
+			continue;
+		}
+		if ((flag = option_flag(c, opt))) {
+			*flag = true;
+			continue;
+		}
 		switch (opt) {
-		case 'j':
-			c->json = true;
-			break;
-		case 'v':
-			c->verbose = true;
-			break;
-		case 's':
-			c->socket_path = optarg;
-			break;
-		case 'c':
-			c->config_path = optarg;
-			break;
-		case 'q':
-			c->queue_dir = optarg;
-			break;
 		case 'h':
 			usage(stdout);
 			*ret_exit = true;
@@ -1608,59 +1685,11 @@ parse_options(struct ctl *c, int argc, char **argv, char *seen, bool *ret_exit)
 			printf("skrflashctl %s\n", SKRFLASH_VERSION);
 			*ret_exit = true;
 			return EXIT_OK;
-		case 'a':
-			c->all = true;
-			break;
-		case 'b':
-			c->board = optarg;
-			break;
-		case 'p':
-			c->profile = optarg;
-			break;
 		case 'l':
 			if (parse_u32(optarg, &v) < 0 || v < 1 || v > 10000)
 				return fail(c, EXIT_USAGE,
 					    "--limit wants a number from 1 to 10000");
 			c->limit = v;
-			break;
-		case 'n':
-			c->no_wait = true;
-			break;
-		case OPT_DRY_RUN:
-			c->dry_run = true;
-			break;
-		case 'f':
-			c->force = true;
-			break;
-		case 'd':
-			c->device = optarg;
-			break;
-		case 'm':
-			c->method = optarg;
-			break;
-		case 'w':
-			c->window = optarg;
-			break;
-		case OPT_BAUD:
-			c->baud = optarg;
-			break;
-		case OPT_CRYSTAL:
-			c->crystal = optarg;
-			break;
-		case OPT_RESET_LINE:
-			c->reset_line = optarg;
-			break;
-		case OPT_BOOT_LINE:
-			c->boot_line = optarg;
-			break;
-		case OPT_SAVE_OLD:
-			c->save_old = optarg;
-			break;
-		case OPT_LOCAL:
-			c->local = true;
-			break;
-		case OPT_SHA:
-			c->sha = optarg;
 			break;
 		default:
 			return unknown_option(c, argv[optind - 1]);

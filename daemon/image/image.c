@@ -13,17 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/uf2.h"
 #include "util.h"
-
-/* UF2 block layout (protocols.md §5.2; all fields u32 little-endian). */
-#define UF2_BLOCK_SIZE 512u
-#define UF2_MAGIC_START0 0x0A324655u
-#define UF2_MAGIC_START1 0x9E5D5157u
-#define UF2_MAGIC_END 0x0AB16F30u
-#define UF2_FLAG_NOT_MAIN_FLASH 0x00000001u
-#define UF2_FLAG_FAMILY_ID 0x00002000u
-#define UF2_FAMILY_RP2040 0xE48BFF56u
-#define UF2_PAYLOAD 256u
 
 static uint32_t
 get_le32(const uint8_t *p)
@@ -105,97 +96,121 @@ hex_nibble(uint8_t c)
  * ":LLAAAATT<data>CC", checksum = two's complement of the byte sum. Types 00 data, 01 end,
  * 02 extended segment address, 03 start segment, 04 extended linear address, 05 start
  * linear. Record bytes are decoded into `raw` so that chunks can point into it. */
+struct hex_reader {
+	const uint8_t *buf;
+	size_t len, pos;
+	uint8_t *raw; /* the decoded bytes of every record so far */
+	size_t n_raw;
+	struct chunk *chunks;
+	size_t n_chunks, cap;
+	uint32_t base; /* from the last extended address record */
+	bool eof;
+};
+
+/* Decode the record at h->pos (after its ':') into h->raw and check its length and
+ * checksum; *ret_rec points at its bytes. */
+static int
+hex_decode_record(struct hex_reader *h, uint8_t **ret_rec, const char **ret_error)
+{
+	uint8_t *rec = h->raw + h->n_raw;
+	uint8_t sum = 0;
+	size_t count, start = h->n_raw;
+
+	while (h->pos + 1 < h->len && hex_nibble(h->buf[h->pos]) >= 0 &&
+	       hex_nibble(h->buf[h->pos + 1]) >= 0) {
+		h->raw[h->n_raw++] =
+		    (uint8_t)(hex_nibble(h->buf[h->pos]) << 4 | hex_nibble(h->buf[h->pos + 1]));
+		h->pos += 2;
+	}
+	if (h->pos < h->len && h->buf[h->pos] != '\r' && h->buf[h->pos] != '\n')
+		return fail(ret_error, -EINVAL, "bad character in a record");
+	count = h->n_raw - start;
+	if (count < 5 || count != (size_t)rec[0] + 5)
+		return fail(ret_error, -EINVAL,
+			    "record length does not match its byte count (truncated file?)");
+	for (size_t i = 0; i < count; i++)
+		sum = (uint8_t)(sum + rec[i]);
+	if (sum != 0)
+		return fail(ret_error, -EINVAL, "record checksum mismatch");
+	*ret_rec = rec;
+	return 0;
+}
+
+/* What a checked record means: data becomes a chunk at base + its address. */
+static int
+hex_apply_record(struct hex_reader *h, const uint8_t *rec, const char **ret_error)
+{
+	uint16_t addr = (uint16_t)(rec[1] << 8 | rec[2]);
+
+	switch (rec[3]) {
+	case 0x00:
+		if (rec[0] == 0)
+			break;
+		if (h->n_chunks == h->cap) {
+			h->cap = h->cap ? h->cap * 2 : 64;
+			h->chunks = xreallocarray(h->chunks, h->cap, sizeof(*h->chunks));
+		}
+		h->chunks[h->n_chunks++] =
+		    (struct chunk){(uint64_t)h->base + addr, rec + 4, rec[0]};
+		break;
+	case 0x01:
+		h->eof = true;
+		break;
+	case 0x02:
+	case 0x04:
+		if (rec[0] != 2)
+			return fail(ret_error, -EINVAL, "bad extended address record");
+		h->base = (uint32_t)(rec[4] << 8 | rec[5]) << (rec[3] == 0x02 ? 4 : 16);
+		break;
+	case 0x03:
+	case 0x05:
+		break; /* entry point: the vector table is what counts on Cortex-M */
+	default:
+		return fail(ret_error, -EINVAL, "unknown record type");
+	}
+	return 0;
+}
+
+/* Every record, in order; blank space between lines is skipped. */
+static int
+hex_read_records(struct hex_reader *h, const char **ret_error)
+{
+	while (h->pos < h->len) {
+		uint8_t c = h->buf[h->pos];
+		uint8_t *rec;
+		int r;
+
+		if (c == '\r' || c == '\n' || c == ' ' || c == '\t') {
+			h->pos++;
+			continue;
+		}
+		if (h->eof)
+			return fail(ret_error, -EINVAL, "data after the end-of-file record");
+		if (c != ':')
+			return fail(ret_error, -EINVAL, "a line does not start with ':'");
+		h->pos++;
+		r = hex_decode_record(h, &rec, ret_error);
+		if (r < 0)
+			return r;
+		r = hex_apply_record(h, rec, ret_error);
+		if (r < 0)
+			return r;
+	}
+	if (!h->eof)
+		return fail(ret_error, -EINVAL, "no end-of-file record (truncated file?)");
+	return 0;
+}
+
 static int
 parse_hex(const uint8_t *buf, size_t len, struct image *ret, const char **ret_error)
 {
-	struct chunk *chunks = NULL;
-	size_t n_chunks = 0, cap = 0, pos = 0, n_raw = 0;
-	uint8_t *raw = xmalloc(len / 2 + 1);
-	uint32_t base = 0;
-	bool eof = false;
-	int r;
+	struct hex_reader h = {.buf = buf, .len = len, .raw = xmalloc(len / 2 + 1)};
+	int r = hex_read_records(&h, ret_error);
 
-	while (pos < len) {
-		uint8_t *rec = raw + n_raw;
-		size_t count, start;
-		uint8_t sum = 0;
-		uint16_t addr;
-
-		if (buf[pos] == '\r' || buf[pos] == '\n' || buf[pos] == ' ' || buf[pos] == '\t') {
-			pos++;
-			continue;
-		}
-		if (eof) {
-			r = fail(ret_error, -EINVAL, "data after the end-of-file record");
-			goto out;
-		}
-		if (buf[pos] != ':') {
-			r = fail(ret_error, -EINVAL, "a line does not start with ':'");
-			goto out;
-		}
-		pos++;
-		start = n_raw;
-		while (pos + 1 < len && hex_nibble(buf[pos]) >= 0 &&
-		       hex_nibble(buf[pos + 1]) >= 0) {
-			raw[n_raw++] =
-			    (uint8_t)(hex_nibble(buf[pos]) << 4 | hex_nibble(buf[pos + 1]));
-			pos += 2;
-		}
-		if (pos < len && buf[pos] != '\r' && buf[pos] != '\n') {
-			r = fail(ret_error, -EINVAL, "bad character in a record");
-			goto out;
-		}
-		count = n_raw - start;
-		if (count < 5 || count != (size_t)rec[0] + 5) {
-			r = fail(ret_error, -EINVAL,
-				 "record length does not match its byte count "
-				 "(truncated file?)");
-			goto out;
-		}
-		for (size_t i = 0; i < count; i++)
-			sum = (uint8_t)(sum + rec[i]);
-		if (sum != 0) {
-			r = fail(ret_error, -EINVAL, "record checksum mismatch");
-			goto out;
-		}
-		addr = (uint16_t)(rec[1] << 8 | rec[2]);
-		switch (rec[3]) {
-		case 0x00:
-			if (rec[0] == 0)
-				break;
-			if (n_chunks == cap) {
-				cap = cap ? cap * 2 : 64;
-				chunks = xreallocarray(chunks, cap, sizeof(*chunks));
-			}
-			chunks[n_chunks++] = (struct chunk){(uint64_t)base + addr, rec + 4, rec[0]};
-			break;
-		case 0x01:
-			eof = true;
-			break;
-		case 0x02:
-		case 0x04:
-			if (rec[0] != 2) {
-				r = fail(ret_error, -EINVAL, "bad extended address record");
-				goto out;
-			}
-			base = (uint32_t)(rec[4] << 8 | rec[5]) << (rec[3] == 0x02 ? 4 : 16);
-			break;
-		case 0x03:
-		case 0x05:
-			break; /* entry point: the vector table is what counts on Cortex-M */
-		default:
-			r = fail(ret_error, -EINVAL, "unknown record type");
-			goto out;
-		}
-	}
-	if (!eof) {
-		r = fail(ret_error, -EINVAL, "no end-of-file record (truncated file?)");
-		goto out;
-	}
-	r = assemble(chunks, n_chunks, ret, ret_error);
-out:
-	free(chunks);
-	free(raw);
+	if (r == 0)
+		r = assemble(h.chunks, h.n_chunks, ret, ret_error);
+	free(h.chunks);
+	free(h.raw);
 	return r;
 }
 

@@ -731,87 +731,110 @@ usage(FILE *f, int code)
 	return code;
 }
 
-int
-validate_command(int argc, char **argv)
+/* The command line of `skrflashctl validate`. */
+struct validate_args {
+	const char *board, *profile, *config, *path;
+	bool json;
+	bool done; /* --help answered */
+};
+
+/* 0 (with a->done after --help), or the usage exit code 2 (usage printed). */
+static int
+validate_parse(int argc, char **argv, struct validate_args *a)
 {
 	static const struct option options[] = {
 	    {"board", required_argument, NULL, 'b'},  {"profile", required_argument, NULL, 'p'},
 	    {"config", required_argument, NULL, 'c'}, {"json", no_argument, NULL, 'j'},
 	    {"help", no_argument, NULL, 'h'},	      {0},
 	};
-	const char *board_name = NULL, *profile_name = NULL, *config_path = NULL, *path, *base;
-	struct validate_target t = {.interface = CONFIG_INTERFACE_USB};
-	struct config *cfg = NULL;
-	struct verdict v;
-	uint8_t *data = NULL;
-	size_t size = 0;
-	bool json = false;
-	int c, r, code = 2;
+	int c;
 
+	*a = (struct validate_args){0};
 	optind = 0; /* glibc: full re-initialisation, the command may run more than once */
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+b:p:c:jh", options, NULL)) >= 0) {
 		switch (c) {
 		case 'b':
-			board_name = optarg;
+			a->board = optarg;
 			break;
 		case 'p':
-			profile_name = optarg;
+			a->profile = optarg;
 			break;
 		case 'c':
-			config_path = optarg;
+			a->config = optarg;
 			break;
 		case 'j':
-			json = true;
+			a->json = true;
 			break;
 		case 'h':
+			a->done = true;
 			return usage(stdout, 0);
 		default:
 			fprintf(stderr, "validate: unknown or incomplete option\n");
 			return usage(stderr, 2);
 		}
 	}
-	if (optind != argc - 1 || !!board_name == !!profile_name)
+	if (optind != argc - 1 || !!a->board == !!a->profile)
 		return usage(stderr, 2);
-	path = argv[optind];
+	a->path = argv[optind];
+	return 0;
+}
 
-	if (board_name) {
-		t.board = catalog_find(board_name);
-		if (!t.board) {
-			fprintf(stderr, "validate: unknown board '%s'\n", board_name);
+/* The board (and, with --profile, app start and interface) to validate against; *cfg holds
+ * the loaded configuration. 0, or exit code 2 (said why). */
+static int
+validate_target_of(const struct validate_args *a, struct validate_target *t, struct config **cfg)
+{
+	const char *path = a->config;
+	const struct config_profile *p;
+	char *errors = NULL;
+	int r;
+
+	if (a->board) {
+		t->board = catalog_find(a->board);
+		if (!t->board) {
+			fprintf(stderr, "validate: unknown board '%s'\n", a->board);
 			return 2;
 		}
-	} else {
-		const struct config_profile *p;
-		char *errors = NULL;
-
-		if (!config_path && access(DEFAULT_CONFIG, F_OK) == 0)
-			config_path = DEFAULT_CONFIG;
-		r = config_load(config_path, NULL, &cfg, &errors);
-		if (r < 0) {
-			fprintf(stderr, "validate: cannot load %s: %s\n",
-				config_path ? config_path : "the built-in configuration",
-				errors ? errors : strerror(-r));
-			free(errors);
-			return 2;
-		}
-		p = config_find_profile(cfg, profile_name);
-		if (!p) {
-			fprintf(stderr, "validate: no profile '%s' in %s\n", profile_name,
-				config_path ? config_path : "the built-in configuration");
-			goto out;
-		}
-		if (!p->match.board) {
-			fprintf(stderr,
-				"validate: profile '%s' names no board (match.board): use "
-				"--board\n",
-				profile_name);
-			goto out;
-		}
-		t.board = p->match.board;
-		t.interface = p->interface;
-		t.app_start = p->has_app_start ? p->app_start : 0;
+		return 0;
 	}
+	if (!path && access(DEFAULT_CONFIG, F_OK) == 0)
+		path = DEFAULT_CONFIG;
+	r = config_load(path, NULL, cfg, &errors);
+	if (r < 0) {
+		fprintf(stderr, "validate: cannot load %s: %s\n",
+			path ? path : "the built-in configuration", errors ? errors : strerror(-r));
+		free(errors);
+		return 2;
+	}
+	p = config_find_profile(*cfg, a->profile);
+	if (!p) {
+		fprintf(stderr, "validate: no profile '%s' in %s\n", a->profile,
+			path ? path : "the built-in configuration");
+		return 2;
+	}
+	if (!p->match.board) {
+		fprintf(stderr,
+			"validate: profile '%s' names no board (match.board): use --board\n",
+			a->profile);
+		return 2;
+	}
+	t->board = p->match.board;
+	t->interface = p->interface;
+	t->app_start = p->has_app_start ? p->app_start : 0;
+	return 0;
+}
+
+/* Read the file, validate it against t and print the verdict (text or JSON): 0 accepted,
+ * 1 refused, 2 not read or not validated. */
+static int
+validate_file(const char *path, struct validate_target *t, bool json)
+{
+	const char *base = strrchr(path, '/');
+	struct verdict v;
+	uint8_t *data = NULL;
+	size_t size = 0;
+	int r, code = 2;
 
 	r = read_file(path, IMAGE_MAX_SIZE + 1, &data, &size);
 	if (r == -EFBIG) {
@@ -822,9 +845,8 @@ validate_command(int argc, char **argv)
 		fprintf(stderr, "validate: cannot read %s: %s\n", path, strerror(-r));
 		goto out;
 	}
-	base = strrchr(path, '/');
-	t.file_name = base ? base + 1 : path;
-	r = validate_image(data, size, &t, &v);
+	t->file_name = base ? base + 1 : path;
+	r = validate_image(data, size, t, &v);
 	if (r < 0) {
 		fprintf(stderr, "validate: %s\n", strerror(-r));
 		goto out;
@@ -835,13 +857,29 @@ validate_command(int argc, char **argv)
 		printf("%s\n", s);
 		free(s);
 	} else {
-		print_verdict(&v, t.file_name, t.board);
+		print_verdict(&v, t->file_name, t->board);
 	}
 	fflush(stdout);
 	code = v.accepted ? 0 : 1;
 	verdict_done(&v);
 out:
 	free(data);
+	return code;
+}
+
+int
+validate_command(int argc, char **argv)
+{
+	struct validate_args a;
+	struct validate_target t = {.interface = CONFIG_INTERFACE_USB};
+	struct config *cfg = NULL;
+	int code = validate_parse(argc, argv, &a);
+
+	if (code || a.done)
+		return code;
+	code = validate_target_of(&a, &t, &cfg);
+	if (!code)
+		code = validate_file(a.path, &t, a.json);
 	config_free(cfg);
 	return code;
 }
