@@ -139,7 +139,14 @@ check "status says the last reload failed" wait_for 10 says 'last reload: *FAILE
 printf '# empty again\n' >"$CONFIG"
 ctl watch >"$T/watch.out" 2>"$T/watch.err" &
 watch=$!
-sleep 0.5
+# the watch is subscribed once it reports an event: a file that is no firmware is one
+i=0
+while [ $i -lt 20 ] && ! grep -q watch-probe "$T/watch.out" 2>/dev/null && kill -0 $watch 2>/dev/null; do
+	printf 'no firmware\n' >"$QUEUE/octopus-f446/watch-probe-$i.hex"
+	wait_for 1 grep -q watch-probe "$T/watch.out" || true
+	i=$((i + 1))
+done
+check "watch reports a rejected file" grep -q watch-probe "$T/watch.out"
 stop_daemon
 # a watch that does not notice would wait for ever: give it 10 s
 i=0
