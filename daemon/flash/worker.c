@@ -384,11 +384,11 @@ pick_target(const struct worker_plan *p, struct worker_report *r, const char *wh
 {
 	const struct catalog_board *named;
 
+	t->named = false;
 	t->be = p->method[0] ? backend_find(p->method) : backend_for_mode(p->dev.mode);
 	if (!t->be)
 		return fail(r, "open", -EPROTONOSUPPORT, "no %s for %s", what,
 			    p->method[0] ? p->method : device_mode_to_string(p->dev.mode));
-	t->named = false;
 	if (!p->board[0])
 		return 0;
 	named = catalog_find(p->board);
