@@ -64,6 +64,13 @@ rescue_sync(const struct rescue_opts *o, struct rescue_result *res, bool release
 }
 
 int
+rescue_finish(const struct rescue_opts *o)
+{
+	rescue_progress(o, "done", o->boot_size, o->boot_size);
+	return o->gpio && gpio_wired(o->gpio, GPIO_ROLE_RESET) ? gpio_run(o->gpio) : 0;
+}
+
+int
 rescue_write(int fd, const void *buf, size_t len)
 {
 	const uint8_t *b = buf;

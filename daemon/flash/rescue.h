@@ -115,3 +115,7 @@ void rescue_progress(const struct rescue_opts *o, const char *step, uint64_t don
  * in all tries) or the lines' -errno. */
 int rescue_sync(const struct rescue_opts *o, struct rescue_result *res, bool release_boot,
 		int (*once)(void *ctx), void *ctx);
+/* The end of an install that went well: progress "done", then, when RESET is wired, the
+ * board out of the ROM into its new bootloader (gpio_run(); else the user resets it).
+ * 0 or -errno. */
+int rescue_finish(const struct rescue_opts *o);

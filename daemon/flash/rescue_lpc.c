@@ -488,9 +488,7 @@ rescue_lpc_install(int fd, const struct rescue_opts *o, const uint8_t *img, size
 	res->erased_sectors = sector_mask;
 	if ((r = write_all(&c, data, last, scratch)) < 0)
 		goto out;
-	rescue_progress(o, "done", o->boot_size, o->boot_size);
-	if (o->gpio && gpio_wired(o->gpio, GPIO_ROLE_RESET))
-		r = gpio_run(o->gpio);
+	r = rescue_finish(o);
 out:
 	if (r == -ENOMEM && !res->error[0])
 		rescue_error(res,

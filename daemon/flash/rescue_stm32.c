@@ -379,9 +379,7 @@ rescue_stm32_install(int fd, const struct rescue_opts *o, const uint8_t *img, si
 	rescue_progress(o, "erase", 0, 1);
 	if ((r = erase(&c, sector_mask)) < 0 || (r = write_verify(&c, data)) < 0)
 		goto out;
-	rescue_progress(o, "done", o->boot_size, o->boot_size);
-	if (o->gpio && gpio_wired(o->gpio, GPIO_ROLE_RESET))
-		r = gpio_run(o->gpio);
+	r = rescue_finish(o);
 out:
 	if (r == -ENOMEM && !res->error[0])
 		rescue_error(res,
