@@ -10,47 +10,53 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* pread/pwrite move fewer bytes than asked only on signals or at the end of the device. */
+/* An I/O error on a block device that has no size any more: the disk went away (the kernel
+ * drops a removed disk's capacity to 0, and its ioctls fail). */
 static int
-bf_read(void *ctx, uint64_t lba, uint32_t count, uint8_t *buf)
+io_errno(const struct blockfile *bf, int err)
 {
-	struct blockfile *bf = ctx;
+	struct stat st;
+	uint64_t bytes = 0;
+
+	if (fstat(bf->fd, &st) == 0 && S_ISBLK(st.st_mode) &&
+	    (ioctl(bf->fd, BLKGETSIZE64, &bytes) < 0 || bytes == 0))
+		return -ENODEV;
+	return err;
+}
+
+/* pread/pwrite move fewer bytes than asked only on signals or at the end of the device.
+ * Exactly one of rbuf (a read) and wbuf (a write) is set. */
+static int
+bf_io(struct blockfile *bf, uint64_t lba, uint32_t count, uint8_t *rbuf, const uint8_t *wbuf)
+{
 	size_t len = (size_t)count * BLOCKDEV_SECTOR, done = 0;
 	off_t off = (off_t)(lba * BLOCKDEV_SECTOR);
 
 	if (lba + count > bf->dev.sectors)
 		return -EINVAL;
 	while (done < len) {
-		ssize_t n = pread(bf->fd, buf + done, len - done, off + (off_t)done);
+		ssize_t n = rbuf ? pread(bf->fd, rbuf + done, len - done, off + (off_t)done)
+				 : pwrite(bf->fd, wbuf + done, len - done, off + (off_t)done);
 
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO; /* 0: the device shrank under us */
+		if (n <= 0) /* 0: the device shrank under us */
+			return io_errno(bf, n < 0 ? -errno : -EIO);
 		done += (size_t)n;
 	}
 	return 0;
 }
 
 static int
+bf_read(void *ctx, uint64_t lba, uint32_t count, uint8_t *buf)
+{
+	return bf_io(ctx, lba, count, buf, NULL);
+}
+
+static int
 bf_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 {
-	struct blockfile *bf = ctx;
-	size_t len = (size_t)count * BLOCKDEV_SECTOR, done = 0;
-	off_t off = (off_t)(lba * BLOCKDEV_SECTOR);
-
-	if (lba + count > bf->dev.sectors)
-		return -EINVAL;
-	while (done < len) {
-		ssize_t n = pwrite(bf->fd, buf + done, len - done, off + (off_t)done);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		done += (size_t)n;
-	}
-	return 0;
+	return bf_io(ctx, lba, count, NULL, buf);
 }
 
 static int
@@ -58,7 +64,7 @@ bf_flush(void *ctx)
 {
 	struct blockfile *bf = ctx;
 
-	return fsync(bf->fd) < 0 ? -errno : 0;
+	return fsync(bf->fd) < 0 ? io_errno(bf, -errno) : 0;
 }
 
 int
@@ -124,7 +130,7 @@ blockfile_close(struct blockfile *bf)
 	if (bf->fd < 0)
 		return 0;
 	if (fsync(bf->fd) < 0 && errno != EINVAL && errno != EROFS)
-		r = -errno;
+		r = io_errno(bf, -errno);
 	if (bf->own_fd)
 		close(bf->fd);
 	bf->fd = -1;

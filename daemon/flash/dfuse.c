@@ -13,13 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <libusb.h>
 
 #include "flash/backend.h"
-#include "flash/usb.h"
+#include "flash/usbdfu.h"
 #include "proto/dfu.h"
 #include "log.h"
 #include "util.h"
@@ -30,15 +29,10 @@
 #define DFU_START_TRIES 8
 
 struct dfu {
-	libusb_context *ctx;
-	libusb_device_handle *h;
-	bool claimed;
-	bool left; /* the ROM jumped to the application: the device is gone */
-	bool idle; /* known to be in dfuIDLE: no request since it was confirmed or implied */
-	uint16_t iface;
+	struct usbdfu u; /* u.left: the ROM jumped to the application, the device is gone */
+	bool idle;	 /* known to be in dfuIDLE: no request since it was confirmed or implied */
 	uint8_t alt;
 	uint16_t xfer; /* wTransferSize */
-	unsigned timeout_ms;
 	struct dfu_layout layout;
 	uint32_t start; /* range written by write(), checked by verify() */
 	uint32_t len;
@@ -51,39 +45,20 @@ struct dfu {
 	size_t n_runs;
 };
 
-static void
-sleep_ms(uint32_t ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 /* One class request to the DFU interface (§3.2); returns the byte count or -errno. */
 static int
 dfu_request(struct dfu *d, struct flash_session *s, bool in, enum dfu_request req, uint16_t value,
 	    uint8_t *data, uint16_t len)
 {
-	int r;
-
 	d->idle = false;
-	r = libusb_control_transfer(d->h, /* bmRequestType */ in ? DFU_REQTYPE_IN : DFU_REQTYPE_OUT,
-				    /* bRequest */ (uint8_t)req, /* wValue */ value,
-				    /* wIndex */ d->iface, data, len, d->timeout_ms);
-	s->transfers++;
-	return r < 0 ? usb_errno(r) : r;
+	return usbdfu_request(&d->u, s, in, req, value, data, len);
 }
 
 static int
 dfu_getstatus(struct dfu *d, struct flash_session *s, struct dfu_status_reply *st)
 {
-	uint8_t buf[DFU_STATUS_LEN];
-	int r = dfu_request(d, s, true, DFU_REQ_GETSTATUS, 0, buf, sizeof(buf));
-
-	if (r < 0)
-		return r;
-	return dfu_status_decode(buf, (size_t)r, st);
+	d->idle = false;
+	return usbdfu_getstatus(&d->u, s, st);
 }
 
 /* Back to dfuIDLE: ABORT from the *-IDLE states, CLRSTATUS from dfuERROR (§3.3). Nothing to
@@ -158,7 +133,7 @@ dfu_wait(struct dfu *d, struct flash_session *s, struct dfu_status_reply *st)
 		/* dfu-util: 100 busy answers in a row without a poll timeout = stuck device */
 		if (st->poll_timeout_ms == 0 && ++zero_polls >= 100)
 			return -ETIMEDOUT;
-		sleep_ms(st->poll_timeout_ms);
+		usbdfu_poll_wait(st);
 	}
 	return -ETIMEDOUT;
 }
@@ -253,6 +228,7 @@ find_flash_alt(struct dfu *d, struct flash_session *s, const struct libusb_confi
 	       struct dfu_func_desc *ret_func)
 {
 	bool found = false, have_func = false;
+	int r;
 
 	for (uint8_t i = 0; i < cfg->bNumInterfaces && !found; i++) {
 		const struct libusb_interface *itf = &cfg->interface[i];
@@ -268,13 +244,18 @@ find_flash_alt(struct dfu *d, struct flash_session *s, const struct libusb_confi
 			    dfu_func_desc_parse(alt->extra, (size_t)alt->extra_length, ret_func) ==
 				0)
 				have_func = true;
-			if (!alt->iInterface ||
-			    libusb_get_string_descriptor_ascii(
-				d->h, alt->iInterface, (unsigned char *)name, sizeof(name)) < 0) {
-				s->transfers++;
-				continue;
-			}
+			r = alt->iInterface
+				? libusb_get_string_descriptor_ascii(
+				      d->u.h, alt->iInterface, (unsigned char *)name, sizeof(name))
+				: LIBUSB_ERROR_NOT_FOUND;
 			s->transfers++;
+			if (r == LIBUSB_ERROR_NO_DEVICE) {
+				backend_error(s, "the ROM DFU device %s left the bus",
+					      s->dev->usb_node);
+				return -ENODEV;
+			}
+			if (r < 0)
+				continue;
 			if (strncmp(name, "@Internal Flash", 15) != 0)
 				continue;
 			if (dfu_layout_parse(name, &d->layout) < 0) {
@@ -282,7 +263,7 @@ find_flash_alt(struct dfu *d, struct flash_session *s, const struct libusb_confi
 					      name);
 				return -EPROTO;
 			}
-			d->iface = alt->bInterfaceNumber;
+			d->u.iface = alt->bInterfaceNumber;
 			d->alt = alt->bAlternateSetting;
 			found = true;
 		}
@@ -298,7 +279,7 @@ find_flash_alt(struct dfu *d, struct flash_session *s, const struct libusb_confi
 			const struct libusb_interface_descriptor *alt =
 			    &cfg->interface[i].altsetting[a];
 
-			if (alt->bInterfaceNumber == d->iface && alt->extra_length > 0 &&
+			if (alt->bInterfaceNumber == d->u.iface && alt->extra_length > 0 &&
 			    dfu_func_desc_parse(alt->extra, (size_t)alt->extra_length, ret_func) ==
 				0)
 				have_func = true;
@@ -323,78 +304,55 @@ writable_page(const struct dfu_layout *l, uint32_t addr, uint32_t *ret_start, ui
 	return i >= 0 && (l->segments[i].flags & need) == need;
 }
 
+/* The ROM's transfer size: its wTransferSize, at most what usbfs takes, at least ep0's. */
 static int
-dfu_open(struct flash_session *s)
+set_transfer_size(struct dfu *d, struct flash_session *s, const struct dfu_func_desc *func,
+		  uint8_t max_packet0)
 {
-	struct dfu *d = xnew(struct dfu);
-	struct libusb_config_descriptor *cfg = NULL;
-	struct libusb_device_descriptor dd;
-	struct dfu_func_desc func;
-	libusb_device *dev = NULL;
-	uint32_t want, ps = 0, psz = 0, end;
-	int r;
-
-	s->priv = d;
-	d->timeout_ms = s->timeout_ms ? s->timeout_ms : DFU_DEFAULT_TIMEOUT_MS;
-	r = libusb_init(&d->ctx);
-	if (r < 0) {
-		backend_error(s, "libusb: %s", libusb_strerror(r));
-		return usb_errno(r);
-	}
-	dev = usb_find(d->ctx, s->dev);
-	if (!dev) {
-		backend_error(s, "ROM DFU device %s (port %s) not found", s->dev->usb_node,
-			      s->dev->port);
-		return -ENODEV;
-	}
-	r = libusb_open(dev, &d->h);
-	if (r == 0)
-		r = libusb_get_device_descriptor(dev, &dd);
-	if (r == 0)
-		r = libusb_get_active_config_descriptor(dev, &cfg);
-	libusb_unref_device(dev);
-	if (r != 0) { /* libusb: 0 or a negative LIBUSB_ERROR */
-		backend_error(s, "cannot open %s: %s", s->dev->usb_node, libusb_strerror(r));
-		return usb_errno(r);
-	}
-	r = find_flash_alt(d, s, cfg, &func);
-	libusb_free_config_descriptor(cfg);
-	if (r < 0)
-		return r;
-	if (func.bcd_dfu != DFU_BCD_DFUSE) {
+	if (func->bcd_dfu != DFU_BCD_DFUSE) {
 		backend_error(s, "%s speaks DFU %x.%02x, not ST DfuSe 1.1a", s->dev->usb_node,
-			      func.bcd_dfu >> 8, func.bcd_dfu & 0xff);
+			      func->bcd_dfu >> 8, func->bcd_dfu & 0xff);
 		return -EPROTONOSUPPORT;
 	}
-	d->xfer = func.transfer_size > DFU_MAX_TRANSFER ? DFU_MAX_TRANSFER : func.transfer_size;
-	if (d->xfer < dd.bMaxPacketSize0)
-		d->xfer = dd.bMaxPacketSize0;
+	d->xfer = func->transfer_size > DFU_MAX_TRANSFER ? DFU_MAX_TRANSFER : func->transfer_size;
+	if (d->xfer < max_packet0)
+		d->xfer = max_packet0;
 	if (d->xfer == 0) {
 		backend_error(s, "%s reports wTransferSize 0", s->dev->usb_node);
 		return -EPROTO;
 	}
-	(void)libusb_set_auto_detach_kernel_driver(d->h, 1);
-	r = libusb_claim_interface(d->h, d->iface);
-	if (r == 0) {
-		d->claimed = true;
-		r = libusb_set_interface_alt_setting(d->h, d->iface, d->alt);
-	}
-	if (r < 0) {
-		backend_error(s, "cannot claim the DFU interface of %s: %s", s->dev->usb_node,
-			      libusb_strerror(r));
-		return usb_errno(r);
-	}
-	/* §3.3: the ROM often starts in dfuERROR (errFIRMWARE) when no valid app is present */
-	r = dfu_to_idle(d, s);
-	if (r < 0) {
-		backend_error(s, "the ROM DFU bootloader on %s does not reach dfuIDLE (%s)",
-			      s->dev->usb_node, strerror(-r));
-		return r;
-	}
+	return 0;
+}
 
-	/* The application start: the board's (or the profile's), rounded up to the first
-	 * writable page, never below it: the vendor bootloader stays. Without a board the
-	 * image's own address is the only safe guess. */
+/* Open the device and claim its "@Internal Flash" alt setting. */
+static int
+claim_flash(struct dfu *d, struct flash_session *s)
+{
+	struct libusb_config_descriptor *cfg = NULL;
+	struct libusb_device_descriptor dd;
+	struct dfu_func_desc func;
+	int r = usbdfu_open(&d->u, s, "ROM DFU",
+			    s->timeout_ms ? s->timeout_ms : DFU_DEFAULT_TIMEOUT_MS, &dd, &cfg);
+
+	if (r < 0)
+		return r;
+	r = find_flash_alt(d, s, cfg, &func);
+	libusb_free_config_descriptor(cfg);
+	if (r >= 0)
+		r = set_transfer_size(d, s, &func, dd.bMaxPacketSize0);
+	if (r >= 0)
+		r = usbdfu_claim(&d->u, s, d->alt);
+	return r;
+}
+
+/* The application start: the board's (or the profile's), rounded up to the first writable
+ * page, never below it: the vendor bootloader stays. Without a board the image's own address
+ * is the only safe guess. The writable flash runs from there to reported_flash_end. */
+static int
+find_app_flash(struct dfu *d, struct flash_session *s)
+{
+	uint32_t want, ps = 0, psz = 0, end;
+
 	want = s->board ? s->board->app_start
 			: (s->img && s->img->has_load_address ? s->img->load_address : 0);
 	if (!want) {
@@ -421,10 +379,34 @@ dfu_open(struct flash_session *s)
 		if (ps + psz < ps)
 			break;
 	s->reported_flash_end = end;
+	return 0;
+}
+
+static int
+dfu_open(struct flash_session *s)
+{
+	struct dfu *d = xnew(struct dfu);
+	int r;
+
+	s->priv = d;
+	r = claim_flash(d, s);
+	if (r < 0)
+		return r;
+	/* §3.3: the ROM often starts in dfuERROR (errFIRMWARE) when no valid app is present */
+	r = dfu_to_idle(d, s);
+	if (r < 0) {
+		backend_error(s, "the ROM DFU bootloader on %s does not reach dfuIDLE (%s)",
+			      s->dev->usb_node, strerror(-r));
+		return r;
+	}
+	r = find_app_flash(d, s);
+	if (r < 0)
+		return r;
 	(void)str_copy(s->reported_mcu, sizeof(s->reported_mcu), "");
 	(void)str_copy(s->reported_version, sizeof(s->reported_version), "");
 	log_debug("dfu: %s \"%s\", transfer size %u, app at 0x%08x, flash end 0x%08x",
-		  s->dev->usb_node, d->layout.name, d->xfer, s->reported_app_start, end);
+		  s->dev->usb_node, d->layout.name, d->xfer, s->reported_app_start,
+		  s->reported_flash_end);
 	return 0;
 }
 
@@ -485,90 +467,109 @@ dfu_compare(struct dfu *d, struct flash_session *s, uint32_t start, uint32_t end
 	return dfu_abort_to_idle(d, s);
 }
 
-static int
-dfu_write(struct flash_session *s)
-{
-	struct dfu *d = s->priv;
-	const struct image *img = s->img;
-	uint32_t start, end, ps, psz;
-	uint8_t *cur = NULL;
-	struct {
+/* One write: the image's range, its erase sectors and which of them differ. */
+struct dfu_write_plan {
+	const struct image *img;
+	uint32_t start, end; /* [start, end) is written */
+	struct dfu_page {
 		uint32_t start, size;
 		bool changed;
-	} *pages = NULL;
-	size_t n_pages = 0;
-	uint64_t total = 0, done = 0;
-	uint32_t n_changed = 0;
-	int r;
+	} * pages;
+	size_t n_pages;
+	uint8_t *cur;	    /* what the range held; then the DNLOAD buffer */
+	uint64_t total;	    /* bytes in changed sectors */
+	uint32_t n_changed; /* sectors */
+};
 
-	if (!d || !d->h)
-		return -ENOTCONN;
-	start = img->has_load_address ? img->load_address : s->reported_app_start;
-	if (img->size == 0 || img->size > UINT32_MAX - start) {
+/* The part of page i inside the image's range. */
+static void
+page_range(const struct dfu_write_plan *w, size_t i, uint32_t *ret_a, uint32_t *ret_b)
+{
+	const struct dfu_page *pg = &w->pages[i];
+
+	*ret_a = pg->start < w->start ? w->start : pg->start;
+	*ret_b = pg->start + pg->size > w->end ? w->end : pg->start + pg->size;
+}
+
+/* The range the image covers, inside the application flash, as a list of erase sectors. */
+static int
+plan_pages(struct dfu *d, struct flash_session *s, struct dfu_write_plan *w)
+{
+	const struct image *img = w->img;
+	uint32_t ps, psz;
+
+	w->start = img->has_load_address ? img->load_address : s->reported_app_start;
+	if (img->size == 0 || img->size > UINT32_MAX - w->start) {
 		backend_error(s, "the image is empty or too large");
 		return -EINVAL;
 	}
-	end = start + (uint32_t)img->size;
-	if (start < s->reported_app_start || end > s->reported_flash_end) {
+	w->end = w->start + (uint32_t)img->size;
+	if (w->start < s->reported_app_start || w->end > s->reported_flash_end) {
 		backend_error(s,
 			      "the image [0x%08x, 0x%08x) is outside the application flash "
 			      "[0x%08x, 0x%08x): refusing to write",
-			      start, end, s->reported_app_start, s->reported_flash_end);
+			      w->start, w->end, s->reported_app_start, s->reported_flash_end);
 		return -ERANGE;
 	}
-	for (uint64_t a = start; a < end; a = (uint64_t)ps + psz) {
+	for (uint64_t a = w->start; a < w->end; a = (uint64_t)ps + psz) {
 		if (!writable_page(&d->layout, (uint32_t)a, &ps, &psz)) {
 			backend_error(s, "0x%08x is not writable flash", (uint32_t)a);
-			r = -ERANGE;
-			goto out;
+			return -ERANGE;
 		}
-		pages = xreallocarray(pages, n_pages + 1, sizeof(*pages));
-		pages[n_pages].start = ps;
-		pages[n_pages].size = psz;
-		pages[n_pages].changed = false;
-		n_pages++;
+		w->pages = xreallocarray(w->pages, w->n_pages + 1, sizeof(*w->pages));
+		w->pages[w->n_pages].start = ps;
+		w->pages[w->n_pages].size = psz;
+		w->pages[w->n_pages].changed = false;
+		w->n_pages++;
 	}
+	return 0;
+}
 
-	/* read what is there and compare per erase sector */
-	cur = xmalloc(img->size);
-	{
-		uint32_t *ps_list = xnew_array(uint32_t, n_pages);
-		bool *ch = xnew_array(bool, n_pages);
+/* Read what is there and compare per erase sector; everything when the sectors do not start
+ * on transfer boundaries. */
+static int
+find_changed(struct dfu *d, struct flash_session *s, struct dfu_write_plan *w)
+{
+	uint32_t *ps_list = xnew_array(uint32_t, w->n_pages);
+	bool *ch = xnew_array(bool, w->n_pages);
+	int r;
 
-		for (size_t i = 0; i < n_pages; i++)
-			ps_list[i] = pages[i].start;
-		r = dfu_compare(d, s, start, end, img->data, (uint32_t)n_pages, ps_list, ch);
-		for (size_t i = 0; r >= 0 && i < n_pages; i++)
-			pages[i].changed = ch[i];
-		free(ps_list);
-		free(ch);
+	w->cur = xmalloc(w->img->size);
+	for (size_t i = 0; i < w->n_pages; i++)
+		ps_list[i] = w->pages[i].start;
+	r = dfu_compare(d, s, w->start, w->end, w->img->data, (uint32_t)w->n_pages, ps_list, ch);
+	for (size_t i = 0; r >= 0 && i < w->n_pages; i++)
+		w->pages[i].changed = ch[i];
+	free(ps_list);
+	free(ch);
+	if (r != -EDOM)
+		return r;
+	r = dfu_read(d, s, w->start, w->cur, (uint32_t)w->img->size, "read");
+	for (size_t i = 0; r >= 0 && i < w->n_pages; i++) {
+		uint32_t a, b;
+
+		page_range(w, i, &a, &b);
+		w->pages[i].changed =
+		    memcmp(w->cur + (a - w->start), w->img->data + (a - w->start), b - a) != 0;
 	}
-	if (r == -EDOM) {
-		r = dfu_read(d, s, start, cur, (uint32_t)img->size, "read");
-		for (size_t i = 0; r >= 0 && i < n_pages; i++) {
-			uint32_t a = pages[i].start < start ? start : pages[i].start;
-			uint32_t b = pages[i].start + pages[i].size > end
-					 ? end
-					 : pages[i].start + pages[i].size;
+	return r;
+}
 
-			pages[i].changed =
-			    memcmp(cur + (a - start), img->data + (a - start), b - a) != 0;
-		}
-	}
-	if (r < 0)
-		goto out;
+/* The runs of changed sectors, for verify(), and what they add up to. */
+static void
+plan_runs(struct dfu *d, struct dfu_write_plan *w)
+{
 	free(d->runs);
 	d->runs = NULL;
 	d->n_runs = 0;
-	for (size_t i = 0; i < n_pages; i++) {
-		uint32_t a = pages[i].start < start ? start : pages[i].start;
-		uint32_t b =
-		    pages[i].start + pages[i].size > end ? end : pages[i].start + pages[i].size;
+	for (size_t i = 0; i < w->n_pages; i++) {
+		uint32_t a, b;
 
-		if (!pages[i].changed)
+		if (!w->pages[i].changed)
 			continue;
-		total += b - a;
-		n_changed++;
+		page_range(w, i, &a, &b);
+		w->total += b - a;
+		w->n_changed++;
 		if (d->n_runs && d->runs[d->n_runs - 1].end == a) {
 			d->runs[d->n_runs - 1].end = b;
 		} else {
@@ -578,85 +579,135 @@ dfu_write(struct flash_session *s)
 			d->n_runs++;
 		}
 	}
-	if (total == 0) {
-		log_debug("dfu: [0x%08x, 0x%08x) already holds this image: nothing to write", start,
-			  end);
-		goto out;
-	}
+}
 
-	for (size_t i = 0; i < n_pages; i++) {
+static int
+erase_changed(struct dfu *d, struct flash_session *s, const struct dfu_write_plan *w)
+{
+	for (size_t i = 0; i < w->n_pages; i++) {
 		uint8_t cmd[DFUSE_CMD_LEN];
 		size_t n;
+		int r;
 
-		if (!pages[i].changed)
+		if (!w->pages[i].changed)
 			continue;
-		n = dfu_cmd_erase_page(cmd, pages[i].start);
-		r = dfuse_command(d, s, cmd, n, "erasing the sector", pages[i].start);
+		n = dfu_cmd_erase_page(cmd, w->pages[i].start);
+		r = dfuse_command(d, s, cmd, n, "erasing the sector", w->pages[i].start);
 		if (r < 0)
-			goto out;
+			return r;
 		s->erases++;
 		if (s->progress)
-			s->progress(s->userdata, "erase", s->erases, n_changed);
+			s->progress(s->userdata, "erase", s->erases, w->n_changed);
 	}
+	return 0;
+}
 
-	/* program each run of changed sectors: set the address once, then step wBlockNum,
-	 * every chunk wTransferSize bytes except the last of the run (AN3156) */
-	for (size_t i = 0; i < n_pages;) {
-		uint32_t a, b;
+/* Program [a, b): set the address once, then step wBlockNum, every chunk wTransferSize bytes
+ * except the last of the run (AN3156). */
+static int
+program_run(struct dfu *d, struct flash_session *s, struct dfu_write_plan *w, uint32_t a,
+	    uint32_t b, uint64_t *done)
+{
+	int r = dfuse_set_address(d, s, a);
+
+	if (r < 0)
+		return r;
+	for (uint32_t off = a, block = 2; off < b; off += d->xfer, block++) {
+		struct dfu_status_reply st = {0};
+		uint16_t len = (uint16_t)(b - off < d->xfer ? b - off : d->xfer);
+		uint8_t *chunk = w->cur + (off - w->start);
+
+		if (block > UINT16_MAX) {
+			backend_error(s, "run at 0x%08x too long for wBlockNum", a);
+			return -EFBIG;
+		}
+		/* libusb takes a non-const buffer for OUT transfers too */
+		memcpy(chunk, w->img->data + (off - w->start), len);
+		r = dfu_request(d, s, false, DFU_REQ_DNLOAD, (uint16_t)block, chunk, len);
+		if (r >= 0)
+			r = dfu_wait(d, s, &st);
+		if (r < 0) {
+			char what[48];
+
+			snprintf(what, sizeof(what), "writing block %u", block);
+			return device_error(d, s, r, &st, what, off);
+		}
+		s->bytes_written += len;
+		*done += len;
+		if (s->progress)
+			s->progress(s->userdata, "write", *done, w->total);
+	}
+	return 0;
+}
+
+/* Program each run of changed sectors. */
+static int
+program_changed(struct dfu *d, struct flash_session *s, struct dfu_write_plan *w)
+{
+	uint64_t done = 0;
+	int r;
+
+	for (size_t i = 0; i < w->n_pages;) {
+		uint32_t a, b, unused;
 		size_t j = i;
 
-		if (!pages[i].changed) {
+		if (!w->pages[i].changed) {
 			i++;
 			continue;
 		}
-		while (j + 1 < n_pages && pages[j + 1].changed)
+		while (j + 1 < w->n_pages && w->pages[j + 1].changed)
 			j++;
-		a = pages[i].start < start ? start : pages[i].start;
-		b = pages[j].start + pages[j].size > end ? end : pages[j].start + pages[j].size;
-		r = dfuse_set_address(d, s, a);
+		page_range(w, i, &a, &unused);
+		page_range(w, j, &unused, &b);
+		r = program_run(d, s, w, a, b, &done);
 		if (r < 0)
-			goto out;
-		for (uint32_t off = a, block = 2; off < b; off += d->xfer, block++) {
-			struct dfu_status_reply st = {0};
-			uint16_t len = (uint16_t)(b - off < d->xfer ? b - off : d->xfer);
-
-			if (block > UINT16_MAX) {
-				backend_error(s, "run at 0x%08x too long for wBlockNum", a);
-				r = -EFBIG;
-				goto out;
-			}
-			/* libusb takes a non-const buffer for OUT transfers too */
-			memcpy(cur + (off - start), img->data + (off - start), len);
-			r = dfu_request(d, s, false, DFU_REQ_DNLOAD, (uint16_t)block,
-					cur + (off - start), len);
-			if (r >= 0)
-				r = dfu_wait(d, s, &st);
-			if (r < 0) {
-				char what[48];
-
-				snprintf(what, sizeof(what), "writing block %u", block);
-				r = device_error(d, s, r, &st, what, off);
-				goto out;
-			}
-			s->bytes_written += len;
-			done += len;
-			if (s->progress)
-				s->progress(s->userdata, "write", done, total);
-		}
+			return r;
 		i = j + 1;
 	}
 	/* the last GETSTATUS reported dfuDNLOAD-IDLE, status OK */
 	r = dfu_abort_to_idle(d, s);
 	if (r < 0)
 		backend_error(s, "the ROM DFU bootloader does not return to dfuIDLE after writing");
-out:
-	if (r >= 0) {
-		d->start = start;
-		d->len = (uint32_t)img->size;
-		d->data = img->data;
+	return r;
+}
+
+/* Erase and program only the sectors whose content differs from the image. */
+static int
+write_changed(struct dfu *d, struct flash_session *s, struct dfu_write_plan *w)
+{
+	int r = plan_pages(d, s, w);
+
+	if (r >= 0)
+		r = find_changed(d, s, w);
+	if (r < 0)
+		return r;
+	plan_runs(d, w);
+	if (w->total == 0) {
+		log_debug("dfu: [0x%08x, 0x%08x) already holds this image: nothing to write",
+			  w->start, w->end);
+		return 0;
 	}
-	free(cur);
-	free(pages);
+	r = erase_changed(d, s, w);
+	return r < 0 ? r : program_changed(d, s, w);
+}
+
+static int
+dfu_write(struct flash_session *s)
+{
+	struct dfu *d = s->priv;
+	struct dfu_write_plan w = {.img = s->img};
+	int r;
+
+	if (!d || !d->u.h)
+		return -ENOTCONN;
+	r = write_changed(d, s, &w);
+	if (r >= 0) {
+		d->start = w.start;
+		d->len = (uint32_t)w.img->size;
+		d->data = w.img->data;
+	}
+	free(w.cur);
+	free(w.pages);
 	return r < 0 ? r : 0;
 }
 
@@ -699,7 +750,7 @@ dfu_leave(struct flash_session *s)
 	struct dfu_status_reply st;
 	int r;
 
-	if (!d || !d->h)
+	if (!d || !d->u.h)
 		return -ENOTCONN;
 	r = dfu_to_idle(d, s);
 	if (r >= 0)
@@ -709,9 +760,7 @@ dfu_leave(struct flash_session *s)
 	r = dfu_request(d, s, false, DFU_REQ_DNLOAD, 2, NULL, 0);
 	if (r >= 0)
 		r = dfu_getstatus(d, s, &st);
-	d->left = r >= 0 || r == -EIO || r == -ENODEV || r == -EPIPE;
-	if (r == -EIO || r == -ENODEV || r == -EPIPE)
-		r = 0;
+	r = usbdfu_leaving(&d->u, r);
 	if (r < 0)
 		backend_error(s, "leaving DFU for 0x%08x failed: %s", s->reported_app_start,
 			      strerror(-r));
@@ -725,14 +774,7 @@ dfu_close(struct flash_session *s)
 
 	if (!d)
 		return;
-	if (d->h) {
-		/* after the leave nobody answers on the interface any more */
-		if (d->claimed && !d->left)
-			(void)libusb_release_interface(d->h, d->iface);
-		libusb_close(d->h);
-	}
-	if (d->ctx)
-		libusb_exit(d->ctx);
+	usbdfu_close(&d->u);
 	free(d->runs);
 	free(d);
 	s->priv = NULL;

@@ -270,7 +270,7 @@ kat_open(struct flash_session *s)
 	k->timeout_ms = s->timeout_ms ? (int)s->timeout_ms : KAT_DEFAULT_TIMEOUT_MS;
 	if (!s->dev->tty[0]) {
 		backend_error(s, "the Katapult device on port %s has no tty", s->dev->port);
-		return -ENODEV;
+		return -ENXIO; /* not -ENODEV: nothing left the bus */
 	}
 	k->fd = open(s->dev->tty, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 	if (k->fd < 0) {

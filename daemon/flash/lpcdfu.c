@@ -31,12 +31,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <libusb.h>
 
 #include "flash/backend.h"
-#include "flash/usb.h"
+#include "flash/usbdfu.h"
 #include "proto/dfu.h"
 #include "log.h"
 #include "util.h"
@@ -49,44 +48,23 @@
 #define LPCDFU_START_TRIES 8
 
 struct lpcdfu {
-	libusb_context *ctx;
-	libusb_device_handle *h;
-	bool claimed;
-	bool left;
-	uint16_t iface;
-	unsigned timeout_ms;
+	struct usbdfu u;
 	uint32_t blocks; /* written by write(): the zero-length DNLOAD follows them */
 	const uint8_t *data;
 	uint32_t len;
 };
 
-static void
-sleep_ms(uint32_t ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 static int
 request(struct lpcdfu *d, struct flash_session *s, bool in, enum dfu_request req, uint16_t value,
 	uint8_t *data, uint16_t len)
 {
-	int r = libusb_control_transfer(d->h, in ? DFU_REQTYPE_IN : DFU_REQTYPE_OUT, (uint8_t)req,
-					value, d->iface, data, len, d->timeout_ms);
-
-	s->transfers++;
-	return r < 0 ? usb_errno(r) : r;
+	return usbdfu_request(&d->u, s, in, req, value, data, len);
 }
 
 static int
 getstatus(struct lpcdfu *d, struct flash_session *s, struct dfu_status_reply *st)
 {
-	uint8_t buf[DFU_STATUS_LEN];
-	int r = request(d, s, true, DFU_REQ_GETSTATUS, 0, buf, sizeof(buf));
-
-	return r < 0 ? r : dfu_status_decode(buf, (size_t)r, st);
+	return usbdfu_getstatus(&d->u, s, st);
 }
 
 /* To dfuIDLE with flash_p at the start: CLRSTATUS after an error, else ABORT (both reset
@@ -130,7 +108,7 @@ wait_block(struct lpcdfu *d, struct flash_session *s, struct dfu_status_reply *s
 			return 0;
 		if (st->state != DFU_STATE_DNBUSY && st->state != DFU_STATE_DNLOAD_SYNC)
 			return -EPROTO;
-		sleep_ms(st->poll_timeout_ms);
+		usbdfu_poll_wait(st);
 	}
 	return -ETIMEDOUT;
 }
@@ -148,7 +126,7 @@ find_interface(struct lpcdfu *d, struct flash_session *s,
 			if (alt->bInterfaceClass != 0xfe || alt->bInterfaceSubClass != 0x01 ||
 			    alt->bInterfaceProtocol != 0x02)
 				continue;
-			d->iface = alt->bInterfaceNumber;
+			d->u.iface = alt->bInterfaceNumber;
 			if ((alt->extra_length > 0 &&
 			     dfu_func_desc_parse(alt->extra, (size_t)alt->extra_length, ret_func) ==
 				 0) ||
@@ -194,47 +172,21 @@ lpcdfu_open(struct flash_session *s)
 	struct lpcdfu *d = xnew(struct lpcdfu);
 	struct libusb_config_descriptor *cfg = NULL;
 	struct dfu_func_desc func;
-	libusb_device *dev;
 	int r;
 
 	s->priv = d;
-	d->timeout_ms = s->timeout_ms ? s->timeout_ms : LPCDFU_TIMEOUT_MS;
-	r = libusb_init(&d->ctx);
-	if (r < 0) {
-		backend_error(s, "libusb: %s", libusb_strerror(r));
-		return usb_errno(r);
-	}
-	dev = usb_find(d->ctx, s->dev);
-	if (!dev) {
-		backend_error(s, "LPC DFU device %s (port %s) not found", s->dev->usb_node,
-			      s->dev->port);
-		return -ENODEV;
-	}
-	r = libusb_open(dev, &d->h);
-	if (r == 0)
-		r = libusb_get_active_config_descriptor(dev, &cfg);
-	libusb_unref_device(dev);
-	if (r != 0) {
-		backend_error(s, "cannot open %s: %s", s->dev->usb_node, libusb_strerror(r));
-		return usb_errno(r);
-	}
+	r = usbdfu_open(&d->u, s, "LPC DFU", s->timeout_ms ? s->timeout_ms : LPCDFU_TIMEOUT_MS,
+			NULL, &cfg);
+	if (r < 0)
+		return r;
 	r = find_interface(d, s, cfg, &func);
 	libusb_free_config_descriptor(cfg);
 	if (r >= 0)
 		r = check_descriptor(s, &func);
+	if (r >= 0)
+		r = usbdfu_claim(&d->u, s, 0);
 	if (r < 0)
 		return r;
-	(void)libusb_set_auto_detach_kernel_driver(d->h, 1);
-	r = libusb_claim_interface(d->h, d->iface);
-	if (r == 0) {
-		d->claimed = true;
-		r = libusb_set_interface_alt_setting(d->h, d->iface, 0);
-	}
-	if (r < 0) {
-		backend_error(s, "cannot claim the DFU interface of %s: %s", s->dev->usb_node,
-			      libusb_strerror(r));
-		return usb_errno(r);
-	}
 	r = to_idle(d, s);
 	if (r < 0) {
 		backend_error(s, "the LPC DFU bootloader on %s does not reach dfuIDLE (%s)",
@@ -278,7 +230,7 @@ lpcdfu_write(struct flash_session *s)
 	uint32_t n_blocks;
 	int r;
 
-	if (!d || !d->h)
+	if (!d || !d->u.h)
 		return -ENOTCONN;
 	if (img->has_load_address && img->load_address != LPCDFU_APP_START) {
 		backend_error(s,
@@ -373,7 +325,7 @@ lpcdfu_leave(struct flash_session *s)
 	struct dfu_status_reply st = {0};
 	int r;
 
-	if (!d || !d->h)
+	if (!d || !d->u.h)
 		return -ENOTCONN;
 	r = request(d, s, false, DFU_REQ_DNLOAD, (uint16_t)d->blocks, NULL, 0);
 	for (unsigned i = 0; r >= 0 && i < LPCDFU_MAX_POLLS; i++) {
@@ -388,11 +340,9 @@ lpcdfu_leave(struct flash_session *s)
 				      dfu_status_to_string(st.status));
 			return -EPROTO;
 		}
-		sleep_ms(st.poll_timeout_ms);
+		usbdfu_poll_wait(&st);
 	}
-	if (r == -EIO || r == -ENODEV || r == -EPIPE)
-		r = 0;
-	d->left = r >= 0;
+	r = usbdfu_leaving(&d->u, r);
 	if (r < 0)
 		backend_error(s, "leaving LPC DFU failed: %s", strerror(-r));
 	return r < 0 ? r : 0;
@@ -405,13 +355,7 @@ lpcdfu_close(struct flash_session *s)
 
 	if (!d)
 		return;
-	if (d->h) {
-		if (d->claimed && !d->left)
-			(void)libusb_release_interface(d->h, d->iface);
-		libusb_close(d->h);
-	}
-	if (d->ctx)
-		libusb_exit(d->ctx);
+	usbdfu_close(&d->u);
 	free(d);
 	s->priv = NULL;
 }

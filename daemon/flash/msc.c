@@ -127,7 +127,7 @@ msc_open(struct flash_session *s)
 	s->priv = m;
 	if (!s->dev->tty[0]) {
 		backend_error(s, "the Marlin board on port %s has no serial port", s->dev->port);
-		return -ENODEV;
+		return -ENXIO; /* not -ENODEV: nothing left the bus */
 	}
 	r = marlin_client_open(&m->mc, s->dev->tty);
 	if (r == 0)
@@ -183,8 +183,8 @@ drop_partial(struct msc *m)
 		r = fat_delete(&m->vol, MSC_FILE);
 	if (r == 0)
 		r = fat_flush(&m->vol);
-	if (r == 0 && fsync(m->bf.fd) < 0)
-		r = -errno;
+	if (r == 0)
+		r = m->bf.dev.flush(m->bf.dev.ctx); /* fsync; a drive gone: -ENODEV */
 	return r;
 }
 
@@ -212,8 +212,8 @@ msc_write(struct flash_session *s)
 		r = fat_write(&m->vol, MSC_FILE, img->data, img->size);
 	if (r == 0)
 		r = fat_flush(&m->vol);
-	if (r == 0 && fsync(m->bf.fd) < 0)
-		r = -errno;
+	if (r == 0)
+		r = m->bf.dev.flush(m->bf.dev.ctx); /* fsync; a drive gone: -ENODEV */
 	if (r < 0) {
 		backend_error(s, "writing %s to the SD card %s of port %s failed: %s%s", MSC_FILE,
 			      m->drive, s->dev->port,

@@ -217,28 +217,10 @@ static int
 pico_claim(struct pico *p, struct flash_session *s)
 {
 	struct libusb_config_descriptor *cfg = NULL;
-	libusb_device *dev;
-	int r;
+	int r = usb_open(s, "RP2040 BOOTSEL", &p->ctx, &p->h, NULL, &cfg);
 
-	r = libusb_init(&p->ctx);
-	if (r < 0) {
-		backend_error(s, "libusb: %s", libusb_strerror(r));
-		return usb_errno(r);
-	}
-	dev = usb_find(p->ctx, s->dev);
-	if (!dev) {
-		backend_error(s, "RP2040 BOOTSEL device %s (port %s) not found", s->dev->usb_node,
-			      s->dev->port);
-		return -ENODEV;
-	}
-	r = libusb_open(dev, &p->h);
-	if (r == 0)
-		r = libusb_get_active_config_descriptor(dev, &cfg);
-	libusb_unref_device(dev);
-	if (r != 0) {
-		backend_error(s, "cannot open %s: %s", s->dev->usb_node, libusb_strerror(r));
-		return usb_errno(r);
-	}
+	if (r < 0)
+		return r;
 	r = find_interface(p, cfg);
 	libusb_free_config_descriptor(cfg);
 	if (r < 0) {
@@ -531,19 +513,14 @@ pico_close(struct flash_session *s)
 
 	if (!p)
 		return;
-	if (p->h) {
-		if (p->claimed && !p->left) {
-			uint8_t block[PICOBOOT_CMD_SIZE];
+	if (p->h && p->claimed && !p->left) {
+		uint8_t block[PICOBOOT_CMD_SIZE];
 
-			/* give the RPI-RP2 drive back to the host: the board stays in BOOTSEL */
-			picoboot_encode_exclusive(block, ++p->token, PICOBOOT_NOT_EXCLUSIVE);
-			(void)pico_simple(p, s, block, "release");
-			(void)libusb_release_interface(p->h, p->iface);
-		}
-		libusb_close(p->h);
+		/* give the RPI-RP2 drive back to the host: the board stays in BOOTSEL */
+		picoboot_encode_exclusive(block, ++p->token, PICOBOOT_NOT_EXCLUSIVE);
+		(void)pico_simple(p, s, block, "release");
 	}
-	if (p->ctx)
-		libusb_exit(p->ctx);
+	usb_close(p->ctx, p->h, p->iface, p->claimed && !p->left);
 	free(p->rewritten);
 	free(p);
 	s->priv = NULL;

@@ -41,6 +41,36 @@ rescue_progress(const struct rescue_opts *o, const char *step, uint64_t done, ui
 }
 
 int
+rescue_sync(const struct rescue_opts *o, struct rescue_result *res, bool release_boot,
+	    int (*once)(void *ctx), void *ctx)
+{
+	unsigned tries = o->sync_tries ? o->sync_tries : 10;
+	int r = -EAGAIN;
+
+	for (unsigned i = 0; i < tries && r == -EAGAIN; i++) {
+		res->sync_attempts++;
+		rescue_progress(o, "sync", i, tries);
+		/* every other try re-enters the ROM: a missed reset is the usual cause */
+		if (o->gpio && i % 2 == 0) {
+			r = gpio_enter_rom(o->gpio, 100, release_boot);
+			if (r == -ENODEV)
+				r = 0; /* RESET not wired: the user resets by hand */
+			if (r < 0)
+				break;
+		}
+		r = once(ctx);
+	}
+	return r;
+}
+
+int
+rescue_finish(const struct rescue_opts *o)
+{
+	rescue_progress(o, "done", o->boot_size, o->boot_size);
+	return o->gpio && gpio_wired(o->gpio, GPIO_ROLE_RESET) ? gpio_run(o->gpio) : 0;
+}
+
+int
 rescue_write(int fd, const void *buf, size_t len)
 {
 	const uint8_t *b = buf;

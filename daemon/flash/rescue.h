@@ -108,3 +108,14 @@ int rescue_write(int fd, const void *buf, size_t len);
 /* Read up to len bytes within timeout_ms; returns the count (0 = timeout) or -errno. */
 int rescue_read(int fd, void *buf, size_t len, unsigned timeout_ms);
 void rescue_progress(const struct rescue_opts *o, const char *step, uint64_t done, uint64_t total);
+/* Synchronise with the ROM: up to o->sync_tries (0 = 10) calls of once(ctx), which returns 0
+ * when the ROM answered, -EAGAIN to try again, or -errno. With lines, every other try first
+ * re-enters the ROM (gpio_enter_rom(), release_boot as there; RESET not wired: the user
+ * resets by hand). Counts res->sync_attempts. Returns once's last answer (-EAGAIN: no answer
+ * in all tries) or the lines' -errno. */
+int rescue_sync(const struct rescue_opts *o, struct rescue_result *res, bool release_boot,
+		int (*once)(void *ctx), void *ctx);
+/* The end of an install that went well: progress "done", then, when RESET is wired, the
+ * board out of the ROM into its new bootloader (gpio_run(); else the user resets it).
+ * 0 or -errno. */
+int rescue_finish(const struct rescue_opts *o);

@@ -143,8 +143,9 @@ must(struct lpc *c, const char *what, enum lpcisp_op op, uint32_t a, uint32_t b,
 }
 
 static int
-sync_once(struct lpc *c)
+sync_once(void *ctx)
 {
+	struct lpc *c = ctx;
 	char line[LPCISP_LINE_MAX];
 	int r;
 
@@ -198,21 +199,8 @@ static int
 lpc_sync(struct lpc *c)
 {
 	unsigned tries = c->o->sync_tries ? c->o->sync_tries : 10;
-	int r = -EAGAIN;
+	int r = rescue_sync(c->o, c->res, true, sync_once, c);
 
-	for (unsigned i = 0; i < tries && r == -EAGAIN; i++) {
-		c->res->sync_attempts++;
-		rescue_progress(c->o, "sync", i, tries);
-		/* every other try re-enters the ROM: a missed reset is the usual cause */
-		if (c->o->gpio && i % 2 == 0) {
-			r = gpio_enter_rom(c->o->gpio, 100, true);
-			if (r == -ENODEV)
-				r = 0; /* RESET not wired: the user resets by hand */
-			if (r < 0)
-				break;
-		}
-		r = sync_once(c);
-	}
 	if (r == -EAGAIN)
 		sync_error(c, tries);
 	else if (r < 0)
@@ -500,9 +488,7 @@ rescue_lpc_install(int fd, const struct rescue_opts *o, const uint8_t *img, size
 	res->erased_sectors = sector_mask;
 	if ((r = write_all(&c, data, last, scratch)) < 0)
 		goto out;
-	rescue_progress(o, "done", o->boot_size, o->boot_size);
-	if (o->gpio && gpio_wired(o->gpio, GPIO_ROLE_RESET))
-		r = gpio_run(o->gpio);
+	r = rescue_finish(o);
 out:
 	if (r == -ENOMEM && !res->error[0])
 		rescue_error(res,

@@ -116,8 +116,9 @@ fail(struct stm *c, int r, const char *what)
 }
 
 static int
-sync_once(struct stm *c)
+sync_once(void *ctx)
 {
+	struct stm *c = ctx;
 	uint8_t b = AN3155_SYNC;
 	int r;
 
@@ -140,21 +141,9 @@ static int
 stm_sync(struct stm *c)
 {
 	unsigned tries = c->o->sync_tries ? c->o->sync_tries : 10;
-	int r = -EAGAIN;
+	/* BOOT0 stays high until gpio_run: the ROM latches it at reset */
+	int r = rescue_sync(c->o, c->res, false, sync_once, c);
 
-	for (unsigned i = 0; i < tries && r == -EAGAIN; i++) {
-		c->res->sync_attempts++;
-		rescue_progress(c->o, "sync", i, tries);
-		if (c->o->gpio && i % 2 == 0) {
-			/* BOOT0 stays high until gpio_run: the ROM latches it at reset */
-			r = gpio_enter_rom(c->o->gpio, 100, false);
-			if (r == -ENODEV)
-				r = 0;
-			if (r < 0)
-				break;
-		}
-		r = sync_once(c);
-	}
 	if (r != -EAGAIN) {
 		return r < 0 ? fail(c, r, "synchronisation") : r;
 	}
@@ -390,9 +379,7 @@ rescue_stm32_install(int fd, const struct rescue_opts *o, const uint8_t *img, si
 	rescue_progress(o, "erase", 0, 1);
 	if ((r = erase(&c, sector_mask)) < 0 || (r = write_verify(&c, data)) < 0)
 		goto out;
-	rescue_progress(o, "done", o->boot_size, o->boot_size);
-	if (o->gpio && gpio_wired(o->gpio, GPIO_ROLE_RESET))
-		r = gpio_run(o->gpio);
+	r = rescue_finish(o);
 out:
 	if (r == -ENOMEM && !res->error[0])
 		rescue_error(res,

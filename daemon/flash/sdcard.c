@@ -232,8 +232,9 @@ init_card(struct sdcard *sd)
 		r = sdspi_init_feed(&s, sd->rx, sd->rx_len);
 		if (r == 1)
 			break;
+		/* sdspi's -ENODEV: no card; -ENODEV from the client means its tty is gone */
 		if (r == -ENODEV)
-			return sd_error(sd, r,
+			return sd_error(sd, -ENOMEDIUM,
 					"no SD card answers (CMD0): is a card inserted, and "
 					"is the board's SD bus definition right?");
 		if (r < 0)
@@ -646,14 +647,14 @@ static int
 sd_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 {
 	struct sdcard *sd = ctx;
+	int r;
 
 	if (lba + count > sd->info.sectors)
 		return sd_error(sd, -ERANGE, "SD card: write past the end (sector %" PRIu64 ")",
 				lba + count - 1);
 	drop_prefetch(sd); /* it may hold a sector about to change */
 	for (uint32_t k = 0; k < count; k++) {
-		int r = -EIO;
-
+		r = -EIO;
 		for (int attempt = 0; attempt < SD_TRIES; attempt++) {
 			if (attempt) {
 				sd->st.retries++;
@@ -672,7 +673,10 @@ sd_write(void *ctx, uint64_t lba, uint32_t count, const uint8_t *buf)
 					lba + k, strerror(-r));
 		sd->st.sectors_written++;
 	}
-	if (finish_status(sd) < 0)
+	r = finish_status(sd);
+	if (r == -ENODEV) /* the board's tty went away: that is no card's verdict */
+		return sd_error(sd, r, "SD card: the board left during CMD13 SEND_STATUS");
+	if (r < 0)
 		return sd_error(sd, -EIO,
 				"SD card: the card reports a write error near sector %" PRIu64 "",
 				lba + count - 1);

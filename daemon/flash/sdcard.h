@@ -25,8 +25,8 @@ struct sdcard_info {
 };
 
 /* Initialise the card on oid 0 (klipper_client_spi_setup first). 0 or -errno with a
- * message naming the step in sdcard_error / the client's error. On -ENODEV no card
- * answered: "is a card inserted?". */
+ * message naming the step in sdcard_error / the client's error. On -ENOMEDIUM no card
+ * answered: "is a card inserted?"; -ENODEV: the board's tty went away. */
 int sdcard_open(struct klipper_client *c, struct sdcard **ret);
 void sdcard_close(struct sdcard *sd);
 const char *sdcard_error(const struct sdcard *sd);

@@ -124,8 +124,9 @@ mount_card(struct flash_session *s, struct sdpath *p)
 			      "%s on %s: its SD card does not answer (%s); check that a card "
 			      "is in the slot",
 			      board_name(s), p->tty, sdcard_error(p->card));
-		/* no card answers: the engine may take another path (worker step "no-medium") */
-		return r == -ENODEV ? -ENOMEDIUM : r;
+		/* no card answers (-ENOMEDIUM): the engine may take another path (worker step
+		 * "no-medium"); a tty that vanished stays -ENODEV */
+		return r;
 	}
 	sdcard_blockdev(p->card, &p->bd);
 	r = fat_mount(&p->vol, &p->bd);
@@ -156,7 +157,7 @@ sd_open(struct flash_session *s)
 	}
 	if (!p->tty[0]) {
 		backend_error(s, "%s on port %s has no tty", board_name(s), s->dev->port);
-		return -ENODEV;
+		return -ENXIO; /* not -ENODEV: nothing left the bus */
 	}
 	r = connect_app(s, p, 2000);
 	if (r < 0)

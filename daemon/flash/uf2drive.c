@@ -60,7 +60,7 @@ uf2drive_write(const struct blockdev *dev, const uint8_t *uf2, size_t len, char 
 	if (fat_find(&v, "INFO_UF2.TXT", &e) < 0) {
 		/* the UF2 spec's marker of a UF2 bootloader: any other drive is left alone */
 		snprintf(msg, msglen, "the drive has no INFO_UF2.TXT: not a UF2 bootloader");
-		return -ENODEV;
+		return -EMEDIUMTYPE; /* not -ENODEV: that is a drive that left the bus */
 	}
 	/* the boot ROM's drive forgets writes; a real FAT drive may keep an older NEW.UF2 */
 	r = fat_find(&v, UF2DRIVE_NAME, &e) == 0 ? fat_delete(&v, UF2DRIVE_NAME) : 0;

@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "flash/backend.h"
 #include "util.h"
 
 int
@@ -74,4 +75,47 @@ usb_find(libusb_context *ctx, const struct device *dev)
 		}
 	libusb_free_device_list(list, 1);
 	return found;
+}
+
+int
+usb_open(struct flash_session *s, const char *what, libusb_context **ret_ctx,
+	 libusb_device_handle **ret_h, struct libusb_device_descriptor *ret_dd,
+	 struct libusb_config_descriptor **ret_cfg)
+{
+	libusb_device *dev;
+	int r = libusb_init(ret_ctx);
+
+	if (r < 0) {
+		backend_error(s, "libusb: %s", libusb_strerror(r));
+		return usb_errno(r);
+	}
+	dev = usb_find(*ret_ctx, s->dev);
+	if (!dev) {
+		backend_error(s, "%s device %s (port %s) not found", what, s->dev->usb_node,
+			      s->dev->port);
+		return -ENODEV;
+	}
+	r = libusb_open(dev, ret_h);
+	if (r == 0 && ret_dd)
+		r = libusb_get_device_descriptor(dev, ret_dd);
+	if (r == 0)
+		r = libusb_get_active_config_descriptor(dev, ret_cfg);
+	libusb_unref_device(dev);
+	if (r != 0) { /* libusb: 0 or a negative LIBUSB_ERROR */
+		backend_error(s, "cannot open %s: %s", s->dev->usb_node, libusb_strerror(r));
+		return usb_errno(r);
+	}
+	return 0;
+}
+
+void
+usb_close(libusb_context *ctx, libusb_device_handle *h, int iface, bool release)
+{
+	if (h) {
+		if (release)
+			(void)libusb_release_interface(h, iface);
+		libusb_close(h);
+	}
+	if (ctx)
+		libusb_exit(ctx);
 }

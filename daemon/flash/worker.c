@@ -111,119 +111,140 @@ get_uint(struct json_object *o, const char *key, uint64_t max, uint64_t *ret)
 	return true;
 }
 
+static bool
+plan_action_known(const char *action)
+{
+	static const char *const known[] = {"enter",   "flash",	   "reboot",
+					    "confirm", "identify", "msc-check"};
+
+	for (size_t i = 0; i < ELEMENTSOF(known); i++)
+		if (strcmp(action, known[i]) == 0)
+			return true;
+	return false;
+}
+
+static enum config_interface
+plan_interface(const char *name)
+{
+	enum config_interface found = _CONFIG_INTERFACE_MAX;
+
+	for (int i = 0; i < _CONFIG_INTERFACE_MAX; i++)
+		if (strcmp(config_interface_to_string((enum config_interface)i), name) == 0)
+			found = (enum config_interface)i;
+	return found;
+}
+
+/* The plan's members but its device; NULL, or why the plan is refused. */
+static const char *
+plan_members(struct json_object *o, struct worker_plan *p)
+{
+	char iface[16] = "usb", app[16] = "";
+	struct json_object *v;
+	uint64_t n;
+
+	if (!get_str(o, "action", p->action, sizeof(p->action), true) ||
+	    !plan_action_known(p->action))
+		return "plan action must be \"enter\", \"flash\", \"confirm\", \"reboot\", "
+		       "\"identify\" or \"msc-check\"";
+	if (!get_str(o, "method", p->method, sizeof(p->method), false) ||
+	    !get_str(o, "board", p->board, sizeof(p->board), false) ||
+	    !get_str(o, "image", p->image_path, sizeof(p->image_path), false) ||
+	    !get_str(o, "app_start", app, sizeof(app), false) ||
+	    !get_str(o, "interface", iface, sizeof(iface), false))
+		return "plan has a malformed or too long string member";
+	if (app[0] && parse_u32(app, &p->app_start) < 0)
+		return "plan app_start is not a number";
+	p->interface = plan_interface(iface);
+	if (p->interface == _CONFIG_INTERFACE_MAX)
+		return "plan interface is unknown";
+	if (!get_uint(o, "window", 1024, &n))
+		return "plan window is out of range";
+	p->window = (unsigned)n;
+	if (!get_uint(o, "timeout_ms", 3600000, &n))
+		return "plan timeout_ms is out of range";
+	p->timeout_ms = (unsigned)n;
+	if (json_object_object_get_ex(o, "force", &v)) {
+		if (!json_object_is_type(v, json_type_boolean))
+			return "plan force is not a boolean";
+		p->force = json_object_get_boolean(v);
+	}
+	return NULL;
+}
+
+/* The plan's device object; NULL, or why the plan is refused. */
+static const char *
+plan_device(struct json_object *d, struct device *dev)
+{
+	char mode[32] = "";
+	uint64_t vid, pid, bus, devnum;
+
+	if (!get_str(d, "syspath", dev->syspath, sizeof(dev->syspath), false) ||
+	    !get_str(d, "port", dev->port, sizeof(dev->port), false) ||
+	    !get_str(d, "id_path", dev->id_path, sizeof(dev->id_path), false) ||
+	    !get_str(d, "mode", mode, sizeof(mode), false) ||
+	    !get_str(d, "serial", dev->serial, sizeof(dev->serial), false) ||
+	    !get_str(d, "manufacturer", dev->manufacturer, sizeof(dev->manufacturer), false) ||
+	    !get_str(d, "product", dev->product, sizeof(dev->product), false) ||
+	    !get_str(d, "usb_node", dev->usb_node, sizeof(dev->usb_node), false) ||
+	    !get_str(d, "tty", dev->tty, sizeof(dev->tty), false) ||
+	    !get_str(d, "by_id", dev->by_id, sizeof(dev->by_id), false) ||
+	    !get_str(d, "block", dev->block, sizeof(dev->block), false))
+		return "plan device has a malformed or too long string member";
+	if (mode[0] && device_mode_from_string(mode, &dev->mode) < 0)
+		return "plan device mode is unknown";
+	if (!get_uint(d, "vid", UINT16_MAX, &vid) || !get_uint(d, "pid", UINT16_MAX, &pid) ||
+	    !get_uint(d, "busnum", UINT32_MAX, &bus) || !get_uint(d, "devnum", UINT32_MAX, &devnum))
+		return "plan device has an out-of-range number";
+	dev->vid = (uint16_t)vid;
+	dev->pid = (uint16_t)pid;
+	dev->busnum = (unsigned)bus;
+	dev->devnum = (unsigned)devnum;
+	return NULL;
+}
+
+/* The whole plan from its JSON object; NULL, or why it is refused. */
+static const char *
+plan_from_object(struct json_object *o, struct worker_plan *p)
+{
+	struct json_object *d;
+	const char *err;
+
+	if (!o || !json_object_is_type(o, json_type_object))
+		return "plan is not a JSON object";
+	err = plan_members(o, p);
+	if (err)
+		return err;
+	if (!json_object_object_get_ex(o, "device", &d) ||
+	    !json_object_is_type(d, json_type_object))
+		return "plan has no device object";
+	err = plan_device(d, &p->dev);
+	if (err)
+		return err;
+	if ((strcmp(p->action, "flash") == 0 || strcmp(p->action, "confirm") == 0 ||
+	     strcmp(p->action, "msc-check") == 0) &&
+	    !p->image_path[0])
+		return "flash plan without an image";
+	return NULL;
+}
+
 int
 worker_plan_from_json(const char *s, struct worker_plan *ret, const char **ret_error)
 {
-	struct json_object *o, *d;
+	struct json_object *o = json_tokener_parse(s);
 	struct worker_plan p;
-	const char *err = NULL;
-	char mode[32] = "", iface[16] = "usb", app[16] = "";
-	uint64_t n;
+	const char *err;
 
 	memset(&p, 0, sizeof(p));
-	o = json_tokener_parse(s);
-	if (!o || !json_object_is_type(o, json_type_object)) {
-		err = "plan is not a JSON object";
-		goto fail;
-	}
-	if (!get_str(o, "action", p.action, sizeof(p.action), true) ||
-	    (strcmp(p.action, "enter") != 0 && strcmp(p.action, "flash") != 0 &&
-	     strcmp(p.action, "reboot") != 0 && strcmp(p.action, "confirm") != 0 &&
-	     strcmp(p.action, "identify") != 0 && strcmp(p.action, "msc-check") != 0)) {
-		err = "plan action must be \"enter\", \"flash\", \"confirm\", \"reboot\", "
-		      "\"identify\" or \"msc-check\"";
-		goto fail;
-	}
-	if (!get_str(o, "method", p.method, sizeof(p.method), false) ||
-	    !get_str(o, "board", p.board, sizeof(p.board), false) ||
-	    !get_str(o, "image", p.image_path, sizeof(p.image_path), false) ||
-	    !get_str(o, "app_start", app, sizeof(app), false) ||
-	    !get_str(o, "interface", iface, sizeof(iface), false)) {
-		err = "plan has a malformed or too long string member";
-		goto fail;
-	}
-	if (app[0] && parse_u32(app, &p.app_start) < 0) {
-		err = "plan app_start is not a number";
-		goto fail;
-	}
-	p.interface = _CONFIG_INTERFACE_MAX;
-	for (int i = 0; i < _CONFIG_INTERFACE_MAX; i++)
-		if (strcmp(config_interface_to_string((enum config_interface)i), iface) == 0)
-			p.interface = (enum config_interface)i;
-	if (p.interface == _CONFIG_INTERFACE_MAX) {
-		err = "plan interface is unknown";
-		goto fail;
-	}
-	if (!get_uint(o, "window", 1024, &n)) {
-		err = "plan window is out of range";
-		goto fail;
-	}
-	p.window = (unsigned)n;
-	if (!get_uint(o, "timeout_ms", 3600000, &n)) {
-		err = "plan timeout_ms is out of range";
-		goto fail;
-	}
-	p.timeout_ms = (unsigned)n;
-	if (json_object_object_get_ex(o, "force", &d)) {
-		if (!json_object_is_type(d, json_type_boolean)) {
-			err = "plan force is not a boolean";
-			goto fail;
-		}
-		p.force = json_object_get_boolean(d);
-	}
-	if (!json_object_object_get_ex(o, "device", &d) ||
-	    !json_object_is_type(d, json_type_object)) {
-		err = "plan has no device object";
-		goto fail;
-	}
-	if (!get_str(d, "syspath", p.dev.syspath, sizeof(p.dev.syspath), false) ||
-	    !get_str(d, "port", p.dev.port, sizeof(p.dev.port), false) ||
-	    !get_str(d, "id_path", p.dev.id_path, sizeof(p.dev.id_path), false) ||
-	    !get_str(d, "mode", mode, sizeof(mode), false) ||
-	    !get_str(d, "serial", p.dev.serial, sizeof(p.dev.serial), false) ||
-	    !get_str(d, "manufacturer", p.dev.manufacturer, sizeof(p.dev.manufacturer), false) ||
-	    !get_str(d, "product", p.dev.product, sizeof(p.dev.product), false) ||
-	    !get_str(d, "usb_node", p.dev.usb_node, sizeof(p.dev.usb_node), false) ||
-	    !get_str(d, "tty", p.dev.tty, sizeof(p.dev.tty), false) ||
-	    !get_str(d, "by_id", p.dev.by_id, sizeof(p.dev.by_id), false) ||
-	    !get_str(d, "block", p.dev.block, sizeof(p.dev.block), false)) {
-		err = "plan device has a malformed or too long string member";
-		goto fail;
-	}
-	if (mode[0] && device_mode_from_string(mode, &p.dev.mode) < 0) {
-		err = "plan device mode is unknown";
-		goto fail;
-	}
-	{
-		uint64_t vid, pid, bus, dev;
-
-		if (!get_uint(d, "vid", UINT16_MAX, &vid) ||
-		    !get_uint(d, "pid", UINT16_MAX, &pid) ||
-		    !get_uint(d, "busnum", UINT32_MAX, &bus) ||
-		    !get_uint(d, "devnum", UINT32_MAX, &dev)) {
-			err = "plan device has an out-of-range number";
-			goto fail;
-		}
-		p.dev.vid = (uint16_t)vid;
-		p.dev.pid = (uint16_t)pid;
-		p.dev.busnum = (unsigned)bus;
-		p.dev.devnum = (unsigned)dev;
-	}
-	if ((strcmp(p.action, "flash") == 0 || strcmp(p.action, "confirm") == 0 ||
-	     strcmp(p.action, "msc-check") == 0) &&
-	    !p.image_path[0]) {
-		err = "flash plan without an image";
-		goto fail;
-	}
-	json_object_put(o);
-	*ret = p;
-	return 0;
-fail:
+	err = plan_from_object(o, &p);
 	if (o)
 		json_object_put(o);
-	if (ret_error)
-		*ret_error = err;
-	return -EINVAL;
+	if (err) {
+		if (ret_error)
+			*ret_error = err;
+		return -EINVAL;
+	}
+	*ret = p;
+	return 0;
 }
 
 int
@@ -301,17 +322,27 @@ worker_rescue_plan_from_json(const char *s, struct worker_rescue_plan *ret, cons
 static int fail(struct worker_report *r, const char *step, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* The report of a failed step; returns err (-EIO when it is none). err is kept: -ENODEV
+ * marks a device that left under the worker (the result line's "gone"). */
 static int
 fail(struct worker_report *r, const char *step, int err, const char *fmt, ...)
 {
 	va_list ap;
 
 	r->ok = false;
+	r->err = err < 0 ? err : -EIO;
 	(void)str_copy(r->step, sizeof(r->step), step);
 	va_start(ap, fmt);
 	vsnprintf(r->error, sizeof(r->error), fmt, ap);
 	va_end(ap);
-	return err < 0 ? err : -EIO;
+	return r->err;
+}
+
+/* A backend step that failed: its own sentence, else the errno's. */
+static int
+fail_step(struct worker_report *r, const char *step, const struct flash_session *s, int err)
+{
+	return fail(r, step, err, "%s", s->error[0] ? s->error : strerror(-err));
 }
 
 /* A catalog board carrying this MCU, for validating against its family when the plan names
@@ -338,6 +369,54 @@ stats(struct worker_report *r, const struct flash_session *s)
 	r->transfers = s->transfers;
 }
 
+/* What a flash or a reboot talks to: the backend of the plan's method (else of the device's
+ * mode), and the plan's board, its app start moved by the profile (the backends take it from
+ * the board). what: "flash backend" or "backend"; board_step: where an unknown board fails. */
+struct target {
+	const struct flash_backend *be;
+	struct catalog_board board;
+	bool named;
+};
+
+static int
+pick_target(const struct worker_plan *p, struct worker_report *r, const char *what,
+	    const char *board_step, struct target *t)
+{
+	const struct catalog_board *named;
+
+	t->named = false;
+	t->be = p->method[0] ? backend_find(p->method) : backend_for_mode(p->dev.mode);
+	if (!t->be)
+		return fail(r, "open", -EPROTONOSUPPORT, "no %s for %s", what,
+			    p->method[0] ? p->method : device_mode_to_string(p->dev.mode));
+	if (!p->board[0])
+		return 0;
+	named = catalog_find(p->board);
+	if (!named)
+		return fail(r, board_step, -EINVAL, "unknown board '%s'", p->board);
+	t->board = *named;
+	if (p->app_start)
+		t->board.app_start = p->app_start;
+	t->named = true;
+	return 0;
+}
+
+/* Open the backend's session and pass on what the bootloader reports. */
+static int
+open_session(const struct flash_backend *be, struct flash_session *s,
+	     const struct worker_events *ev, struct worker_report *r)
+{
+	int ret = be->open(s);
+
+	(void)str_copy(r->mcu, sizeof(r->mcu), s->reported_mcu);
+	(void)str_copy(r->version, sizeof(r->version), s->reported_version);
+	r->app_start = s->reported_app_start;
+	if (ret >= 0 && ev && ev->reported)
+		ev->reported(ev->userdata, s->reported_mcu, s->reported_app_start,
+			     s->reported_version);
+	return ret;
+}
+
 /* An app-mode backend after the board restarted (action "confirm"): does it run the image,
  * then reset it in any case, so that the MCU is left unconfigured for Klipper's host (as
  * spi_flash.py does after its verify). Step "power-cycle" when only a power cycle lets the
@@ -361,163 +440,203 @@ run_confirm(const struct flash_backend *be, struct flash_session *s, struct work
 	/* no "leave" progress: the engine keeps the job at its confirm step until it ends */
 	ret = be->leave(s);
 	if (ret < 0)
-		return fail(r, "leave", ret, "%s", s->error[0] ? s->error : strerror(-ret));
+		return fail_step(r, "leave", s, ret);
 	r->ok = true;
 	(void)str_copy(r->step, sizeof(r->step), "confirm");
 	return 0;
 }
 
+/* One flash (or confirm) run: what its steps share. */
+struct flash_run {
+	const struct worker_plan *p;
+	const struct worker_events *ev;
+	struct worker_report *r;
+	struct target t;
+	struct flash_session s;
+	uint8_t *buf; /* the image file as read */
+	size_t len;
+	struct image parsed, flash_img;
+	struct verdict v;
+};
+
+/* READ and PARSE the image file. */
+static int
+load_image(struct flash_run *f)
+{
+	const char *path = f->p->image_path, *perr = NULL;
+	int ret = read_file(path, IMAGE_MAX_SIZE, &f->buf, &f->len);
+
+	if (ret < 0)
+		return fail(f->r, "check", ret, "cannot read %s: %s", path, strerror(-ret));
+	ret = image_parse(f->buf, f->len, &f->parsed, &perr);
+	if (ret < 0)
+		return fail(f->r, "check", ret, "%s: %s", path, perr ? perr : strerror(-ret));
+	return 0;
+}
+
+/* OPEN the bootloader. An app-mode method without its medium (no SD card) fails at step
+ * "no-medium": nothing was written, and the engine may take the board's bootloader path. */
+static int
+open_bootloader(struct flash_run *f)
+{
+	const struct worker_plan *p = f->p;
+	struct flash_session *s = &f->s;
+	int ret;
+
+	s->dev = &p->dev;
+	s->board = f->t.named ? &f->t.board : NULL;
+	s->img = &f->parsed;
+	s->window = p->window;
+	s->timeout_ms = p->timeout_ms;
+	s->progress = f->ev ? f->ev->progress : NULL;
+	s->userdata = f->ev ? f->ev->userdata : NULL;
+	ret = open_session(f->t.be, s, f->ev, f->r);
+	if (ret < 0)
+		return fail_step(
+		    f->r, f->t.be->app_mode && ret == -ENOMEDIUM ? "no-medium" : "open", s, ret);
+	return 0;
+}
+
+/* CHECK, before the first write: the app start the bootloader reports is the profile's. */
+static int
+check_app_start(struct flash_run *f)
+{
+	const struct worker_plan *p = f->p;
+	const struct flash_session *s = &f->s;
+
+	if (!p->app_start || s->reported_app_start == p->app_start)
+		return 0;
+	return fail(f->r, "check", -EINVAL,
+		    "%s on this board starts the app at 0x%08" PRIx32
+		    ", the profile expects 0x%08" PRIx32,
+		    strcmp(f->t.be->name, "katapult") == 0 ? "Katapult" : "The bootloader",
+		    s->reported_app_start, p->app_start);
+}
+
+/* A verdict the user overrides (--force): its first reason becomes a warning, a .bin goes to
+ * the app start. 1 when the image is written anyway, else ret as it was. */
+static int
+force_image(struct flash_run *f, const struct catalog_board *board, int ret)
+{
+	if (ret != 0 || !f->p->force || !f->v.n_reasons ||
+	    image_parse(f->buf, f->len, &f->flash_img, NULL) != 0)
+		return ret;
+	log_warn("%s: writing an image refused for %s (forced): %s", f->p->image_path, board->name,
+		 f->v.reasons[0]);
+	if (!f->flash_img.has_load_address) {
+		f->flash_img.has_load_address = true;
+		f->flash_img.load_address = f->v.load_address;
+	}
+	return 1;
+}
+
+/* The validator's reasons as one sentence. */
+static int
+refuse_image(struct flash_run *f, const struct catalog_board *board, int ret)
+{
+	char why[400] = "";
+
+	for (size_t i = 0; i < f->v.n_reasons; i++) {
+		size_t l = strlen(why);
+
+		snprintf(why + l, sizeof(why) - l, "%s%s", i ? "; " : "", f->v.reasons[i]);
+	}
+	return fail(f->r, "check", ret < 0 ? ret : -EINVAL, "image refused for %s: %s", board->name,
+		    why[0] ? why : strerror(ret < 0 ? -ret : EINVAL));
+}
+
+/* CHECK the image against the board (the named one, else one with the reported MCU). */
+static int
+check_image(struct flash_run *f)
+{
+	const struct worker_plan *p = f->p;
+	const struct flash_session *s = &f->s;
+	const char *name = strrchr(p->image_path, '/');
+	struct validate_target t = {
+	    .board = s->board
+			 ? s->board
+			 : board_for_mcu(s->reported_mcu[0] ? s->reported_mcu : p->dev.product),
+	    .app_start = s->reported_app_start,
+	    .interface = p->interface,
+	    .reported_mcu = s->reported_mcu[0] ? s->reported_mcu : NULL,
+	    .file_name = name ? name + 1 : p->image_path,
+	};
+	int ret;
+
+	if (!t.board)
+		return fail(f->r, "check", -EINVAL,
+			    "board unknown and the bootloader reports no known MCU: name the "
+			    "board");
+	ret = validate_image_for_flash(f->buf, f->len, &t, &f->v, &f->flash_img);
+	ret = force_image(f, t.board, ret);
+	return ret <= 0 ? refuse_image(f, t.board, ret) : 0;
+}
+
+/* WRITE, VERIFY and LEAVE. */
+static int
+write_verify_leave(struct flash_run *f)
+{
+	const struct flash_backend *be = f->t.be;
+	struct flash_session *s = &f->s;
+	int ret = be->write(s);
+
+	if (ret < 0)
+		return fail_step(f->r, "write", s, ret);
+	ret = be->verify(s);
+	if (ret < 0)
+		return fail_step(f->r, "verify", s, ret);
+	/* the engine records the step before the board resets into its application */
+	if (s->progress)
+		s->progress(s->userdata, "leave", 0, 1);
+	ret = be->leave(s);
+	if (ret < 0)
+		return fail_step(f->r, "leave", s, ret);
+	f->r->ok = true;
+	(void)str_copy(f->r->step, sizeof(f->r->step), "leave");
+	return 0;
+}
+
+/* After open: the checks, then the confirm or the write. */
+static int
+flash_opened(struct flash_run *f)
+{
+	int ret = check_app_start(f);
+
+	if (ret >= 0)
+		ret = check_image(f);
+	if (ret < 0)
+		return ret;
+	f->s.img = &f->flash_img;
+	if (strcmp(f->p->action, "confirm") == 0)
+		return run_confirm(f->t.be, &f->s, f->r);
+	return write_verify_leave(f);
+}
+
 static int
 run_flash(const struct worker_plan *p, const struct worker_events *ev, struct worker_report *r)
 {
-	const struct flash_backend *be;
-	const struct catalog_board *named = NULL;
-	struct catalog_board board_copy;
-	struct flash_session s;
-	struct image parsed = {0}, flash_img = {0};
-	struct verdict v = {0};
-	uint8_t *buf = NULL;
-	size_t len = 0;
-	const char *perr = NULL;
-	const char *name = strrchr(p->image_path, '/');
-	int ret;
+	struct flash_run f = {.p = p, .ev = ev, .r = r};
+	int ret = pick_target(p, r, "flash backend", "check", &f.t);
 
-	memset(&s, 0, sizeof(s));
-	be = p->method[0] ? backend_find(p->method) : backend_for_mode(p->dev.mode);
-	if (!be)
-		return fail(r, "open", -EPROTONOSUPPORT, "no flash backend for %s",
-			    p->method[0] ? p->method : device_mode_to_string(p->dev.mode));
-	if (p->board[0]) {
-		named = catalog_find(p->board);
-		if (!named)
-			return fail(r, "check", -EINVAL, "unknown board '%s'", p->board);
-		board_copy = *named;
-		/* a profile may move the app start; the backends take it from the board */
-		if (p->app_start)
-			board_copy.app_start = p->app_start;
-	}
-	ret = read_file(p->image_path, IMAGE_MAX_SIZE, &buf, &len);
 	if (ret < 0)
-		return fail(r, "check", ret, "cannot read %s: %s", p->image_path, strerror(-ret));
-	ret = image_parse(buf, len, &parsed, &perr);
+		return ret;
+	ret = load_image(&f);
 	if (ret < 0) {
-		ret = fail(r, "check", ret, "%s: %s", p->image_path, perr ? perr : strerror(-ret));
-		goto out_buf;
+		free(f.buf);
+		return ret;
 	}
-
-	s.dev = &p->dev;
-	s.board = named ? &board_copy : NULL;
-	s.img = &parsed;
-	s.window = p->window;
-	s.timeout_ms = p->timeout_ms;
-	s.progress = ev ? ev->progress : NULL;
-	s.userdata = ev ? ev->userdata : NULL;
-	ret = be->open(&s);
-	(void)str_copy(r->mcu, sizeof(r->mcu), s.reported_mcu);
-	(void)str_copy(r->version, sizeof(r->version), s.reported_version);
-	r->app_start = s.reported_app_start;
-	if (ret < 0) {
-		/* an app-mode method without its medium (no SD card): nothing was written, and
-		 * the engine may take the board's bootloader path instead */
-		ret = fail(r, be->app_mode && ret == -ENOMEDIUM ? "no-medium" : "open", ret, "%s",
-			   s.error[0] ? s.error : strerror(-ret));
-		goto out;
-	}
-	if (ev && ev->reported)
-		ev->reported(ev->userdata, s.reported_mcu, s.reported_app_start,
-			     s.reported_version);
-
-	/* CHECK, before the first write */
-	if (p->app_start && s.reported_app_start != p->app_start) {
-		ret = fail(r, "check", -EINVAL,
-			   "%s on this board starts the app at 0x%08" PRIx32
-			   ", the profile expects 0x%08" PRIx32,
-			   strcmp(be->name, "katapult") == 0 ? "Katapult" : "The bootloader",
-			   s.reported_app_start, p->app_start);
-		goto out;
-	}
-	{
-		struct validate_target t = {
-		    .board = s.board ? s.board
-				     : board_for_mcu(s.reported_mcu[0] ? s.reported_mcu
-								       : p->dev.product),
-		    .app_start = s.reported_app_start,
-		    .interface = p->interface,
-		    .reported_mcu = s.reported_mcu[0] ? s.reported_mcu : NULL,
-		    .file_name = name ? name + 1 : p->image_path,
-		};
-
-		if (!t.board) {
-			ret =
-			    fail(r, "check", -EINVAL,
-				 "board unknown and the bootloader reports no known MCU: name the "
-				 "board");
-			goto out;
-		}
-		ret = validate_image_for_flash(buf, len, &t, &v, &flash_img);
-		if (ret == 0 && p->force && v.n_reasons &&
-		    image_parse(buf, len, &flash_img, NULL) == 0) {
-			/* forced: the user overrides the verdict; a .bin goes to the app start */
-			log_warn("%s: writing an image refused for %s (forced): %s", p->image_path,
-				 t.board->name, v.reasons[0]);
-			if (!flash_img.has_load_address) {
-				flash_img.has_load_address = true;
-				flash_img.load_address = v.load_address;
-			}
-			ret = 1;
-		}
-		if (ret <= 0) {
-			char why[400] = "";
-
-			for (size_t i = 0; i < v.n_reasons; i++) {
-				size_t l = strlen(why);
-
-				snprintf(why + l, sizeof(why) - l, "%s%s", i ? "; " : "",
-					 v.reasons[i]);
-			}
-			ret = fail(r, "check", ret < 0 ? ret : -EINVAL, "image refused for %s: %s",
-				   t.board->name, why[0] ? why : strerror(ret < 0 ? -ret : EINVAL));
-			goto out;
-		}
-	}
-
-	s.img = &flash_img;
-	if (strcmp(p->action, "confirm") == 0) {
-		ret = run_confirm(be, &s, r);
-		goto out;
-	}
-	ret = be->write(&s);
-	if (ret < 0) {
-		ret = fail(r, "write", ret, "%s", s.error[0] ? s.error : strerror(-ret));
-		goto out;
-	}
-	ret = be->verify(&s);
-	if (ret < 0) {
-		ret = fail(r, "verify", ret, "%s", s.error[0] ? s.error : strerror(-ret));
-		goto out;
-	}
-	/* the engine records the step before the board resets into its application */
-	if (s.progress)
-		s.progress(s.userdata, "leave", 0, 1);
-	ret = be->leave(&s);
-	if (ret < 0) {
-		ret = fail(r, "leave", ret, "%s", s.error[0] ? s.error : strerror(-ret));
-		goto out;
-	}
-	r->ok = true;
-	(void)str_copy(r->step, sizeof(r->step), "leave");
-	ret = 0;
-out:
+	ret = open_bootloader(&f);
+	if (ret >= 0)
+		ret = flash_opened(&f);
 	/* on failure without leave: the board stays in its bootloader, recoverable */
-	(void)str_copy(r->note, sizeof(r->note), s.note);
-	be->close(&s);
-	r->reset = s.reset;
-	stats(r, &s);
-	verdict_done(&v);
-	image_done(&flash_img);
-	image_done(&parsed);
-out_buf:
-	free(buf);
+	(void)str_copy(r->note, sizeof(r->note), f.s.note);
+	f.t.be->close(&f.s);
+	r->reset = f.s.reset;
+	stats(r, &f.s);
+	verdict_done(&f.v);
+	image_done(&f.flash_img);
+	image_done(&f.parsed);
+	free(f.buf);
 	return ret;
 }
 
@@ -527,48 +646,29 @@ out_buf:
 static int
 run_reboot(const struct worker_plan *p, const struct worker_events *ev, struct worker_report *r)
 {
-	const struct flash_backend *be;
-	const struct catalog_board *named = NULL;
-	struct catalog_board board_copy;
+	struct target t;
 	struct flash_session s;
-	int ret;
+	int ret = pick_target(p, r, "backend", "open", &t);
 
-	be = p->method[0] ? backend_find(p->method) : backend_for_mode(p->dev.mode);
-	if (!be)
-		return fail(r, "open", -EPROTONOSUPPORT, "no backend for %s",
-			    p->method[0] ? p->method : device_mode_to_string(p->dev.mode));
-	if (p->board[0]) {
-		named = catalog_find(p->board);
-		if (!named)
-			return fail(r, "open", -EINVAL, "unknown board '%s'", p->board);
-		board_copy = *named;
-		if (p->app_start)
-			board_copy.app_start = p->app_start;
-	}
+	if (ret < 0)
+		return ret;
 	memset(&s, 0, sizeof(s));
 	s.dev = &p->dev;
-	s.board = named ? &board_copy : NULL;
+	s.board = t.named ? &t.board : NULL;
 	s.timeout_ms = p->timeout_ms;
-	ret = be->open(&s);
-	(void)str_copy(r->mcu, sizeof(r->mcu), s.reported_mcu);
-	(void)str_copy(r->version, sizeof(r->version), s.reported_version);
-	r->app_start = s.reported_app_start;
+	ret = open_session(t.be, &s, ev, r);
 	if (ret < 0) {
-		ret = fail(r, "open", ret, "%s", s.error[0] ? s.error : strerror(-ret));
-		goto out;
+		ret = fail_step(r, "open", &s, ret);
+	} else {
+		ret = t.be->leave(&s);
+		if (ret < 0) {
+			ret = fail_step(r, "leave", &s, ret);
+		} else {
+			r->ok = true;
+			(void)str_copy(r->step, sizeof(r->step), "leave");
+		}
 	}
-	if (ev && ev->reported)
-		ev->reported(ev->userdata, s.reported_mcu, s.reported_app_start,
-			     s.reported_version);
-	ret = be->leave(&s);
-	if (ret < 0) {
-		ret = fail(r, "leave", ret, "%s", s.error[0] ? s.error : strerror(-ret));
-		goto out;
-	}
-	r->ok = true;
-	(void)str_copy(r->step, sizeof(r->step), "leave");
-out:
-	be->close(&s);
+	t.be->close(&s);
 	return ret;
 }
 
@@ -581,7 +681,7 @@ run_marlin(const struct worker_plan *p, const struct worker_events *ev, struct w
 	int ret;
 
 	if (!p->dev.tty[0])
-		return fail(r, "open", -ENODEV, "the board on port %s has no serial port",
+		return fail(r, "open", -ENXIO, "the board on port %s has no serial port",
 			    p->dev.port);
 	if (strcmp(p->action, "identify") == 0) {
 		struct marlin_info info;
@@ -620,7 +720,7 @@ worker_execute(const struct worker_plan *p, const struct worker_events *ev,
 		int r;
 
 		if (!p->dev.tty[0])
-			return fail(ret, "enter", -ENODEV, "the board on port %s has no tty",
+			return fail(ret, "enter", -ENXIO, "the board on port %s has no tty",
 				    p->dev.port);
 		r = touch_enter_bootloader(p->dev.tty);
 		if (r < 0)
@@ -715,6 +815,10 @@ report_object(const struct worker_report *r)
 		add_str(o, "note", r->note);
 	if (r->reset)
 		json_object_object_add(o, "reset", json_object_new_boolean(true));
+	/* the device left the bus under the worker (the backend saw it vanish): the daemon
+	 * waits for udev's remove instead of taking the failure as the board's answer */
+	if (!r->ok && r->err == -ENODEV)
+		json_object_object_add(o, "gone", json_object_new_boolean(true));
 	json_object_object_add(o, "bytes", json_object_new_int64((int64_t)r->bytes));
 	json_object_object_add(o, "erases", json_object_new_int64(r->erases));
 	json_object_object_add(o, "transfers", json_object_new_int64(r->transfers));
@@ -766,11 +870,22 @@ is_rescue_plan(const char *s)
 	return yes;
 }
 
+/* A plan the worker cannot run: its result line, and the exit code. */
+static int
+invalid_plan(int ret, const char *err)
+{
+	struct worker_report r;
+
+	memset(&r, 0, sizeof(r));
+	(void)fail(&r, "open", ret, "invalid plan: %s", err ? err : "unreadable");
+	write_line(STDOUT_FILENO, report_object(&r));
+	return 1;
+}
+
 int
 worker_main(void)
 {
 	struct worker_plan p;
-	struct worker_report r;
 	const char *err = NULL;
 	char *buf = xmalloc(PLAN_MAX + 1);
 	size_t len = 0;
@@ -795,19 +910,12 @@ worker_main(void)
 		free(buf);
 		if (ret == 0)
 			return rescue_worker_run(&rp, STDOUT_FILENO) < 0 ? 1 : 0;
-		memset(&r, 0, sizeof(r));
-		(void)fail(&r, "open", ret, "invalid plan: %s", err ? err : "unreadable");
-		write_line(STDOUT_FILENO, report_object(&r));
-		return 1;
+		return invalid_plan(ret, err);
 	}
 	ret = worker_plan_from_json(buf, &p, &err);
 	free(buf);
-	if (ret < 0) {
-		memset(&r, 0, sizeof(r));
-		(void)fail(&r, "open", ret, "invalid plan: %s", err ? err : "unreadable");
-		write_line(STDOUT_FILENO, report_object(&r));
-		return 1;
-	}
+	if (ret < 0)
+		return invalid_plan(ret, err);
 	return worker_run(&p, STDOUT_FILENO) < 0 ? 1 : 0;
 }
 

@@ -49,6 +49,8 @@ struct worker_report {
 	char machine[64]; /* Marlin's MACHINE_TYPE (action "identify"), "" otherwise */
 	char note[256];	  /* a warning from a run that succeeded ("" none) */
 	bool reset;	  /* the board was restarted on purpose (flash_session.reset) */
+	int err;	  /* the failing step's -errno, 0 on success; -ENODEV: the device left
+			   * the bus under the worker (the result line's "gone": true) */
 };
 
 /* Callbacks of an in-process run; each may be NULL. */

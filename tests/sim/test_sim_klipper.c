@@ -567,7 +567,7 @@ test_variants(struct sim *s)
 
 	/* the same card in an Octopus configured with the SKR Pro's pins: no card answers */
 	CHECK_EQ_INT(sim_board_set_sdcard(o, img, false), 0);
-	CHECK_EQ_INT(connect_card(o, "skr-pro", &kc, &sd), -ENODEV);
+	CHECK_EQ_INT(connect_card(o, "skr-pro", &kc, &sd), -ENOMEDIUM);
 	CHECK(sd && strstr(sdcard_error(sd), "card inserted") != NULL);
 	CHECK(!sim_board_sdcard_spi_mode(o));
 	disconnect(kc, sd);
@@ -590,7 +590,7 @@ test_variants(struct sim *s)
 	sim_board_reset(o);
 	CHECK_EQ_INT(sim_board_wait_enumerations(o, enums + 1, 10000), 0);
 	CHECK_EQ_INT(sim_board_wait_mode(o, SIM_MODE_KLIPPER_APP, 10000), 0);
-	CHECK_EQ_INT(connect_card(o, "octopus-pro-f429", &kc, &sd), -ENODEV);
+	CHECK_EQ_INT(connect_card(o, "octopus-pro-f429", &kc, &sd), -ENOMEDIUM);
 out:
 	disconnect(kc, sd);
 	free(file);

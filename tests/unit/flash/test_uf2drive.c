@@ -297,7 +297,7 @@ main(void)
 	CHECK_EQ_INT(
 	    sh("truncate -s 8M %s/plain.img && mkfs.fat %s/plain.img >/dev/null", tmp, tmp), 0);
 	snprintf(img, sizeof(img), "%s/plain.img", tmp);
-	CHECK_EQ_INT(uf2drive_write_path(img, uf2, 300 * 512, msg, sizeof(msg)), -ENODEV);
+	CHECK_EQ_INT(uf2drive_write_path(img, uf2, 300 * 512, msg, sizeof(msg)), -EMEDIUMTYPE);
 	fprintf(stderr, "plain FAT drive: %s\n", msg);
 	CHECK_EQ_INT(uf2drive_write_path("/nonexistent/drive", uf2, 512, msg, sizeof(msg)),
 		     -ENOENT);

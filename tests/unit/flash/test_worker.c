@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* worker: the plan's JSON round trip, malformed plans, the result line, the backend registry
- * and failures that must happen before any device is touched. */
+/* worker: the plan's JSON round trip, malformed plans, the result line, the backend registry,
+ * failures that must happen before any device is touched, and the result's "gone" for a
+ * device that leaves under the worker. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "flash/backend.h"
@@ -176,7 +179,7 @@ test_early_failures(void)
 
 	memset(&p, 0, sizeof(p));
 	strcpy(p.action, "enter");
-	CHECK_EQ_INT(worker_execute(&p, NULL, &r), -ENODEV);
+	CHECK_EQ_INT(worker_execute(&p, NULL, &r), -ENXIO); /* not "gone": it never had one */
 	CHECK_STREQ(r.step, "enter");
 
 	line = worker_report_to_json(&r);
@@ -193,6 +196,95 @@ test_early_failures(void)
 	buf[n > 0 ? n : 0] = '\0';
 	CHECK(strncmp(buf, "{\"type\":\"result\",\"ok\":false", 27) == 0);
 	CHECK(n > 0 && buf[n - 1] == '\n' && strchr(buf, '\n') == buf + n - 1);
+}
+
+/* worker_run's one result line on a pipe, into buf. */
+static void
+result_line(const struct worker_plan *p, char *buf, size_t size)
+{
+	int fds[2];
+	ssize_t n;
+
+	buf[0] = '\0';
+	CHECK_EQ_INT(pipe(fds), 0);
+	CHECK(worker_run(p, fds[1]) < 0);
+	close(fds[1]);
+	n = read(fds[0], buf, size - 1);
+	close(fds[0]);
+	buf[n > 0 ? n : 0] = '\0';
+}
+
+/* A Katapult board that leaves the bus as soon as it is spoken to: a pty whose master (the
+ * board's side) a child closes after the first bytes of CONNECT. The worker's tty hangs up,
+ * the backend says -ENODEV, and the result line says "gone". Any other failure does not. */
+static void
+test_gone(void)
+{
+	char dir[] = "/tmp/skrflash-test-worker-XXXXXX", image[64], tty[64], line[4096];
+	static const uint8_t bin[256];
+	struct worker_plan p;
+	struct worker_report r;
+	int master, status = -1;
+	pid_t pid;
+
+	CHECK(mkdtemp(dir) != NULL);
+	snprintf(image, sizeof(image), "%s/klipper.bin", dir);
+	CHECK_EQ_INT(write_file_atomic(image, bin, sizeof(bin), 0644), 0);
+	master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	CHECK(master >= 0);
+	CHECK(grantpt(master) == 0 && unlockpt(master) == 0);
+	CHECK_EQ_INT(ptsname_r(master, tty, sizeof(tty)), 0);
+	pid = fork();
+	if (pid == 0) {
+		uint8_t buf[64];
+
+		(void)read(master, buf, sizeof(buf)); /* CONNECT arrives: the cable goes */
+		_exit(0);
+	}
+	CHECK(pid > 0);
+	close(master);
+
+	memset(&p, 0, sizeof(p));
+	strcpy(p.action, "flash");
+	strcpy(p.method, "katapult");
+	strcpy(p.board, "octopus-f446");
+	(void)str_copy(p.image_path, sizeof(p.image_path), image);
+	(void)DEVICE_SET(&p.dev, port, "1-1.2");
+	(void)DEVICE_SET(&p.dev, tty, tty);
+	p.dev.mode = DEVICE_MODE_KATAPULT;
+	p.timeout_ms = 5000; /* a pty that did not hang up fails by this instead */
+	result_line(&p, line, sizeof(line));
+	CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+	fprintf(stderr, "device gone: %s", line);
+	CHECK(strstr(line, "\"ok\":false,\"step\":\"open\"") != NULL);
+	CHECK(strstr(line, "\"gone\":true") != NULL);
+
+	/* ordinary failures: an unknown board, a board without a tty to touch */
+	strcpy(p.board, "no-such-board");
+	result_line(&p, line, sizeof(line));
+	CHECK(strstr(line, "\"ok\":false,\"step\":\"check\"") != NULL);
+	CHECK(strstr(line, "gone") == NULL);
+	memset(&p, 0, sizeof(p));
+	strcpy(p.action, "enter");
+	result_line(&p, line, sizeof(line));
+	CHECK(strstr(line, "\"ok\":false,\"step\":\"enter\"") != NULL);
+	CHECK(strstr(line, "gone") == NULL);
+
+	/* the key follows the recorded errno, and only on a failure */
+	memset(&r, 0, sizeof(r));
+	r.err = -ENODEV;
+	{
+		char *json = worker_report_to_json(&r);
+
+		CHECK(strstr(json, "\"gone\":true") != NULL);
+		free(json);
+		r.ok = true;
+		json = worker_report_to_json(&r);
+		CHECK(strstr(json, "gone") == NULL);
+		free(json);
+	}
+	CHECK_EQ_INT(unlink(image), 0);
+	CHECK_EQ_INT(rmdir(dir), 0);
 }
 
 /* The rescue plan (flash/rescue.c runs it): round trip, malformed plans, and the worker's
@@ -241,5 +333,6 @@ main(void)
 	test_malformed();
 	test_registry();
 	test_early_failures();
+	test_gone();
 	TEST_DONE();
 }
