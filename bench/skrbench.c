@@ -681,26 +681,16 @@ section_dfuse_time(void)
 
 /* ---- section: changed-sector flashing ------------------------------------------------ */
 
-static void
-section_changed(void)
+/* Four images: `old` with 0, 1, half and all of the erase units it covers changed (one byte
+ * past the vector table and dictionary in each); their files and k in files[] and ks[]. The
+ * number of erase units. */
+static unsigned
+changed_files(struct sim_board *b, const uint8_t *old, size_t old_len, unsigned ks[4],
+	      char *files[4])
 {
-	const char *model = "octopus-f446";
-	size_t size = O.quick ? 40 * 1024 : 256 * 1024, old_len;
-	struct sim *s = sim_new();
-	struct sim_board_spec spec = {.model = model,
-				      .port = "1-1",
-				      .speed = O.quick ? 0.0 : 1.0,
-				      .mode = SIM_MODE_KLIPPER_APP};
-	struct sim_board *b = sim_board_add(s, &spec);
 	uint32_t addr = sim_board_app_start(b), sec_start[64], start, size_s;
-	uint8_t *old = image(b, "v0.12.0-old", size, &old_len);
-	unsigned n_sec = 0, ks[4];
-	double t[4][MAX_RUNS], er[4][MAX_RUNS];
-	json_object *o = json_object_new_object(), *arr = json_object_new_array();
-	char *files[4];
-	unsigned runs = 0;
+	unsigned n_sec = 0;
 
-	/* the erase units the image covers */
 	for (uint32_t a = addr; a < addr + old_len && n_sec < ELEMENTSOF(sec_start);
 	     a = start + size_s) {
 		if (flash_sector(sim_board_flash(b), a, NULL, &start, &size_s) < 0)
@@ -716,7 +706,6 @@ section_changed(void)
 		char name[32];
 
 		memcpy(img, old, old_len);
-		/* change one byte past the vector table and dictionary in each of k sectors */
 		for (unsigned j = 0; j < ks[k]; j++) {
 			size_t off = sec_start[j] - addr + 0x1000;
 
@@ -727,6 +716,28 @@ section_changed(void)
 		files[k] = write_tmp(name, img, old_len);
 		free(img);
 	}
+	return n_sec;
+}
+
+static void
+section_changed(void)
+{
+	const char *model = "octopus-f446";
+	size_t size = O.quick ? 40 * 1024 : 256 * 1024, old_len;
+	struct sim *s = sim_new();
+	struct sim_board_spec spec = {.model = model,
+				      .port = "1-1",
+				      .speed = O.quick ? 0.0 : 1.0,
+				      .mode = SIM_MODE_KLIPPER_APP};
+	struct sim_board *b = sim_board_add(s, &spec);
+	uint8_t *old = image(b, "v0.12.0-old", size, &old_len);
+	unsigned n_sec, ks[4];
+	double t[4][MAX_RUNS], er[4][MAX_RUNS];
+	json_object *o = json_object_new_object(), *arr = json_object_new_array();
+	char *files[4];
+	unsigned runs = 0;
+
+	n_sec = changed_files(b, old, old_len, ks, files);
 	fprintf(table, "\nChanged-sector flashing: %s, %zu KiB over %u sectors, skrflash (DfuSe)\n",
 		model, old_len / 1024, n_sec);
 	for (unsigned i = 0; i < O.reps; i++) {
@@ -1095,168 +1106,191 @@ farm_stop(struct farm *fm)
 	free(fm->dir);
 }
 
-static void
-section_daemon(void)
-{
-	unsigned sizes[3] = {1, 4, 16}, reps = O.reps, version = 0;
-	size_t size = O.quick ? 16 * 1024 : 64 * 1024, len;
-	double wall[3][MAX_RUNS], settle_ms = O.quick ? 300 : 1500;
-	double idle_s = O.quick ? 1.0 : 12.0;
-	json_object *o = json_object_new_object();
+/* The daemon section's state: the farm, its JSON object and what the steps hand on. */
+struct daemon_run {
 	struct farm fm;
-	long rss0, rss_warm = 0, rss100, cs0, cs1;
-	unsigned flashes = 0, target = O.quick ? 7 : 100;
-	double lat_k[MAX_RUNS], lat_app[MAX_RUNS];
-	unsigned n_lat = 0;
-	double t0, t1;
+	json_object *o;
+	unsigned sizes[3];
+	unsigned version, flashes;
+	size_t size;
+	double settle_ms;
+	long rss0, rss_warm;
+};
 
-	if (O.quick) {
-		sizes[1] = 2;
-		sizes[2] = 4;
-	}
-	farm_start(&fm, sizes[2], O.quick ? 0.0 : 1.0);
-	fprintf(table,
-		"\nThe daemon: %u simulated Octopus boards (Katapult) on ports 1-1..1-%u, "
-		"max_jobs 16\n",
-		sizes[2], sizes[2]);
-	/* let coldplug identification finish, then measure the quiet daemon */
-	sleep_ms(settle_ms);
-	rss0 = rss_kib(sim_proc_pid(fm.d));
-	cs0 = ctxt_switches(sim_proc_pid(fm.d));
+/* Let coldplug identification finish, then count the quiet daemon's wake-ups. */
+static void
+daemon_idle(struct daemon_run *d)
+{
+	double idle_s = O.quick ? 1.0 : 12.0, t0, t1, per_min;
+	long cs0, cs1;
+
+	sleep_ms(d->settle_ms);
+	d->rss0 = rss_kib(sim_proc_pid(d->fm.d));
+	cs0 = ctxt_switches(sim_proc_pid(d->fm.d));
 	t0 = now_ms();
 	sleep_ms(idle_s * 1000);
-	cs1 = ctxt_switches(sim_proc_pid(fm.d));
+	cs1 = ctxt_switches(sim_proc_pid(d->fm.d));
 	t1 = now_ms();
-	{
-		double per_min = (double)(cs1 - cs0) * 60000.0 / (t1 - t0);
+	per_min = (double)(cs1 - cs0) * 60000.0 / (t1 - t0);
+	put_num(d->o, "idle_window_s", (t1 - t0) / 1000);
+	put_num(d->o, "idle_context_switches", (double)(cs1 - cs0));
+	put_num(d->o, "idle_context_switches_before", (double)cs0);
+	put_num(d->o, "drop_stagger_ms", drop_stagger_ms);
+	json_object_object_add(
+	    d->o, "watchdog_ping_seen",
+	    json_object_new_boolean(sim_proc_wait_notify(d->fm.d, "WATCHDOG=1", 0) == 0));
+	put_num(results, "idle_wakeups_per_min", per_min);
+	rowf("idle wake-ups per minute (all threads, scaled)", "(watchdog 30 s: 2-4)", "%.1f",
+	     per_min);
+}
 
-		put_num(o, "idle_window_s", (t1 - t0) / 1000);
-		put_num(o, "idle_context_switches", (double)(cs1 - cs0));
-		put_num(o, "idle_context_switches_before", (double)cs0);
-		put_num(o, "drop_stagger_ms", drop_stagger_ms);
-		json_object_object_add(
-		    o, "watchdog_ping_seen",
-		    json_object_new_boolean(sim_proc_wait_notify(fm.d, "WATCHDOG=1", 0) == 0));
-		put_num(results, "idle_wakeups_per_min", per_min);
-		rowf("idle wake-ups per minute (all threads, scaled)", "(watchdog 30 s: 2-4)",
-		     "%.1f", per_min);
+/* A new build dropped into the queues of boards b1..bN; the ms until the last one booted. */
+static double
+daemon_round(struct daemon_run *d, unsigned boards)
+{
+	char v[32];
+	uint8_t *img;
+	size_t len;
+	double start, end;
+
+	snprintf(v, sizeof(v), "v0.13.%u-farm", ++d->version);
+	img = image(d->fm.boards[0], v, d->size, &len);
+	start = now_ms();
+	for (unsigned j = 0; j < boards; j++) {
+		char q[16];
+
+		snprintf(q, sizeof(q), "b%u", j + 1);
+		if (j)
+			sleep_ms(drop_stagger_ms);
+		drop(&d->fm, q, img, len);
 	}
-	/* parallel: rounds of 1, 4, 16 boards, interleaved */
+	end = wait_booted(&d->fm, boards, 120000);
+	d->flashes += boards;
+	free(img);
+	return end - start;
+}
+
+/* Rounds of 1, 4 and 16 boards at once, interleaved. */
+static void
+daemon_parallel(struct daemon_run *d)
+{
+	double wall[3][MAX_RUNS], r;
+	unsigned reps = O.reps;
+
 	for (unsigned i = 0; i < reps; i++) {
-		for (unsigned k = 0; k < 3; k++) {
-			char v[32];
-			uint8_t *img;
-			double start, end;
-
-			snprintf(v, sizeof(v), "v0.13.%u-farm", ++version);
-			img = image(fm.boards[0], v, size, &len);
-			start = now_ms();
-			for (unsigned j = 0; j < sizes[k]; j++) {
-				char q[16];
-
-				snprintf(q, sizeof(q), "b%u", j + 1);
-				if (j)
-					sleep_ms(drop_stagger_ms);
-				drop(&fm, q, img, len);
-			}
-			end = wait_booted(&fm, sizes[k], 120000);
-			wall[k][i] = end - start;
-			flashes += sizes[k];
-			free(img);
-		}
+		for (unsigned k = 0; k < 3; k++)
+			wall[k][i] = daemon_round(d, d->sizes[k]);
 		if (i == 0)
-			rss_warm = rss_kib(sim_proc_pid(fm.d));
+			d->rss_warm = rss_kib(sim_proc_pid(d->fm.d));
 	}
 	for (unsigned k = 0; k < 3; k++) {
 		char key[32], what[96];
 
-		snprintf(key, sizeof(key), "parallel%u_ms_median", sizes[k]);
-		put_num(o, key, median(wall[k], reps));
-		snprintf(key, sizeof(key), "parallel%u_runs_ms", sizes[k]);
-		json_object_object_add(o, key, json_array_of(wall[k], reps));
+		snprintf(key, sizeof(key), "parallel%u_ms_median", d->sizes[k]);
+		put_num(d->o, key, median(wall[k], reps));
+		snprintf(key, sizeof(key), "parallel%u_runs_ms", d->sizes[k]);
+		json_object_object_add(d->o, key, json_array_of(wall[k], reps));
 		snprintf(what, sizeof(what), "%u board(s) at once, queue drop -> last success, ms",
-			 sizes[k]);
+			 d->sizes[k]);
 		rowf(what, "", "%.0f", median(wall[k], reps));
 	}
-	{
-		double r = median_ratio(wall[2], wall[0], reps);
+	r = median_ratio(wall[2], wall[0], reps);
+	put_num(results, "parallel16_vs_1", r);
+	put_num(d->o, "parallel4_vs_1", median_ratio(wall[1], wall[0], reps));
+	rowf(O.quick ? "wall(4) / wall(1) (quick run)" : "wall(16) / wall(1)", verdict(r, 1.3),
+	     "%.2fx  (<= 1.3x)", r);
+}
 
-		put_num(results, "parallel16_vs_1", r);
-		put_num(o, "parallel4_vs_1", median_ratio(wall[1], wall[0], reps));
-		rowf(O.quick ? "wall(4) / wall(1) (quick run)" : "wall(16) / wall(1)",
-		     verdict(r, 1.3), "%.2fx  (<= 1.3x)", r);
-	}
-	/* more flashes, all boards at once, up to `target` in total */
-	while (flashes < target) {
-		char v[32];
-		uint8_t *img;
+/* More flashes, all boards at once, up to `target` in total; then the RSS against start. */
+static void
+daemon_rss(struct daemon_run *d)
+{
+	unsigned target = O.quick ? 7 : 100;
+	char what[96];
+	long rss100;
 
-		snprintf(v, sizeof(v), "v0.13.%u-farm", ++version);
-		img = image(fm.boards[0], v, size, &len);
-		for (unsigned j = 0; j < sizes[2]; j++) {
-			char q[16];
+	while (d->flashes < target)
+		(void)daemon_round(d, d->sizes[2]);
+	sleep_ms(d->settle_ms);
+	rss100 = rss_kib(sim_proc_pid(d->fm.d));
+	put_num(d->o, "flashes", d->flashes);
+	put_num(results, "idle_rss_kib", (double)d->rss0);
+	put_num(d->o, "rss_kib_after_first_round", (double)d->rss_warm);
+	put_num(d->o, "rss_kib_after_flashes", (double)rss100);
+	put_num(results, "rss_growth_kib_after_100", (double)(rss100 - d->rss0));
+	put_num(d->o, "rss_growth_kib_after_warm_up", (double)(rss100 - d->rss_warm));
+	rowf("daemon RSS after start, KiB", "", "%ld", d->rss0);
+	snprintf(what, sizeof(what), "RSS growth after %u flashes, KiB (vs start / vs warm)",
+		 d->flashes);
+	rowf(what, "(no growth)", "%ld / %ld", rss100 - d->rss0, rss100 - d->rss_warm);
+}
 
-			snprintf(q, sizeof(q), "b%u", j + 1);
-			if (j)
-				sleep_ms(drop_stagger_ms);
-			drop(&fm, q, img, len);
-		}
-		(void)wait_booted(&fm, sizes[2], 120000);
-		flashes += sizes[2];
-		free(img);
-	}
-	sleep_ms(settle_ms);
-	rss100 = rss_kib(sim_proc_pid(fm.d));
-	put_num(o, "flashes", flashes);
-	put_num(results, "idle_rss_kib", (double)rss0);
-	put_num(o, "rss_kib_after_first_round", (double)rss_warm);
-	put_num(o, "rss_kib_after_flashes", (double)rss100);
-	put_num(results, "rss_growth_kib_after_100", (double)(rss100 - rss0));
-	put_num(o, "rss_growth_kib_after_warm_up", (double)(rss100 - rss_warm));
-	rowf("daemon RSS after start, KiB", "", "%ld", rss0);
-	{
-		char what[96];
+/* Latency: a board with firmware waiting in its queue is plugged in. */
+static void
+daemon_latency(struct daemon_run *d)
+{
+	double lat_k[MAX_RUNS], lat_app[MAX_RUNS];
+	unsigned n_lat = 0;
 
-		snprintf(what, sizeof(what),
-			 "RSS growth after %u flashes, KiB (vs start / vs warm)", flashes);
-		rowf(what, "(no growth)", "%ld / %ld", rss100 - rss0, rss100 - rss_warm);
-	}
-	/* latency: a board with firmware waiting in its queue is plugged in */
-	for (unsigned i = 0; i < (O.quick ? 1 : reps + 2); i++) {
-		struct watch w = {.kind = WATCH_KAT_FIRST_BLOCK, .b = fm.lat};
+	for (unsigned i = 0; i < (O.quick ? 1 : O.reps + 2); i++) {
+		struct watch w = {.kind = WATCH_KAT_FIRST_BLOCK, .b = d->fm.lat};
 		struct sim_katapult_stats ks;
 		char v[32];
 		uint8_t *img;
+		size_t len;
 		double tp;
 
 		snprintf(v, sizeof(v), "v0.14.%u-lat", i);
-		img = image(fm.lat, v, 16 * 1024, &len);
-		drop(&fm, "lat", img, len);
+		img = image(d->fm.lat, v, 16 * 1024, &len);
+		drop(&d->fm, "lat", img, len);
 		free(img);
 		sleep_ms(200);
-		sim_board_katapult_stats(fm.lat, &ks);
+		sim_board_katapult_stats(d->fm.lat, &ks);
 		w.base = ks.blocks;
 		watch_start(&w);
 		tp = now_ms();
-		(void)sim_board_plug(fm.lat, SIM_MODE_KLIPPER_APP);
-		(void)wait_booted(&fm, 1, 30000);
+		(void)sim_board_plug(d->fm.lat, SIM_MODE_KLIPPER_APP);
+		(void)wait_booted(&d->fm, 1, 30000);
 		watch_stop(&w);
 		if (w.t_event && w.t_katapult) {
 			lat_k[n_lat] = w.t_event - w.t_katapult;
 			lat_app[n_lat] = w.t_event - tp;
 			n_lat++;
 		}
-		(void)sim_board_unplug(fm.lat);
+		(void)sim_board_unplug(d->fm.lat);
 		sleep_ms(600); /* longer than leave_grace: the daemon sees it gone */
 	}
 	put_num(results, "uevent_to_first_byte_ms", median(lat_k, n_lat));
-	put_num(o, "app_uevent_to_first_byte_ms", median(lat_app, n_lat));
-	json_object_object_add(o, "uevent_to_first_byte_runs_ms", json_array_of(lat_k, n_lat));
+	put_num(d->o, "app_uevent_to_first_byte_ms", median(lat_app, n_lat));
+	json_object_object_add(d->o, "uevent_to_first_byte_runs_ms", json_array_of(lat_k, n_lat));
 	rowf("Katapult add uevent -> first SEND_BLOCK, ms", "", "%.1f", median(lat_k, n_lat));
 	rowf("Klipper app add uevent -> first SEND_BLOCK (incl. reboot), ms", "", "%.1f",
 	     median(lat_app, n_lat));
-	json_object_object_add(results, "daemon", o);
-	farm_stop(&fm);
+}
+
+static void
+section_daemon(void)
+{
+	struct daemon_run d = {.sizes = {1, 4, 16},
+			       .size = O.quick ? 16 * 1024 : 64 * 1024,
+			       .settle_ms = O.quick ? 300 : 1500,
+			       .o = json_object_new_object()};
+
+	if (O.quick) {
+		d.sizes[1] = 2;
+		d.sizes[2] = 4;
+	}
+	farm_start(&d.fm, d.sizes[2], O.quick ? 0.0 : 1.0);
+	fprintf(table,
+		"\nThe daemon: %u simulated Octopus boards (Katapult) on ports 1-1..1-%u, "
+		"max_jobs 16\n",
+		d.sizes[2], d.sizes[2]);
+	daemon_idle(&d);
+	daemon_parallel(&d);
+	daemon_rss(&d);
+	daemon_latency(&d);
+	json_object_object_add(results, "daemon", d.o);
+	farm_stop(&d.fm);
 }
 
 /* ---- main ------------------------------------------------------------------------- */
@@ -1693,8 +1727,9 @@ usage(FILE *f)
 		   "                [--only overhead,dfuse,changed,katapult,picoboot,sd,daemon]\n");
 }
 
-int
-main(int argc, char **argv)
+/* The command line into O; -1 to go on, else the exit code (0 after --help). */
+static int
+parse_args(int argc, char **argv, const char **ret_log, const char **ret_only)
 {
 	static const struct option lo[] = {
 	    {"quick", no_argument, NULL, 'q'},
@@ -1707,16 +1742,8 @@ main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	const char *log = NULL, *only = NULL;
-	char tmpl[] = "/tmp/skrbench.XXXXXX";
-	double t_start;
 	int c;
 
-	if (argc == 4 && strcmp(argv[1], "--probe-katapult") == 0)
-		return probe_katapult(argv[2], (unsigned)strtoul(argv[3], NULL, 10));
-	if (private_netns())
-		drop_stagger_ms = 0;
-	sim_init(argc, argv);
 	O.build = "build";
 	O.out = "bench/results.json";
 	while ((c = getopt_long(argc, argv, "qr:o:b:l:O:h", lo, NULL)) != -1) {
@@ -1734,10 +1761,10 @@ main(int argc, char **argv)
 			O.build = optarg;
 			break;
 		case 'l':
-			log = optarg;
+			*ret_log = optarg;
 			break;
 		case 'O':
-			only = optarg;
+			*ret_only = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -1751,21 +1778,13 @@ main(int argc, char **argv)
 		O.reps = O.quick ? 1 : 3;
 	if (O.reps > MAX_RUNS)
 		O.reps = MAX_RUNS;
-	table = stdout;
-	/* the programs under test talk a lot: their output goes to the log */
-	if (log && !freopen(log, "w", stderr)) {
-		fprintf(stdout, "skrbench: cannot write %s\n", log);
-		return 1;
-	}
-	O.tmp = mkdtemp(tmpl);
-	if (!O.tmp)
-		return 1;
-	results = json_object_new_object();
-	t_start = now_ms();
-	fprintf(table,
-		"skrflash benchmarks%s: medians of %u runs, ratios from side-by-side "
-		"pairs\n",
-		O.quick ? " (quick smoke run: tiny images, device time zero)" : "", O.reps);
+	return -1;
+}
+
+/* The sections `--only` names (all without it), in the order of the table. */
+static void
+run_sections(const char *only)
+{
 #define WANT(name) (!only || strstr(only, name))
 	if (WANT("overhead"))
 		section_overhead();
@@ -1783,6 +1802,14 @@ main(int argc, char **argv)
 		section_sd();
 	if (WANT("daemon"))
 		section_daemon();
+#undef WANT
+}
+
+static int
+write_results(double t_start)
+{
+	char *cmd;
+
 	json_object_object_add(results, "quick", json_object_new_boolean(O.quick));
 	json_object_object_add(results, "reps", json_object_new_int((int)O.reps));
 	put_num(results, "bench_seconds", (now_ms() - t_start) / 1000);
@@ -1793,11 +1820,43 @@ main(int argc, char **argv)
 	}
 	fprintf(table, "\nwrote %s (%.0f s)\n", O.out, (now_ms() - t_start) / 1000);
 	json_object_put(results);
-	{
-		char *cmd = xasprintf("rm -rf '%s'", O.tmp);
-
-		(void)!system(cmd);
-		free(cmd);
-	}
+	cmd = xasprintf("rm -rf '%s'", O.tmp);
+	(void)!system(cmd);
+	free(cmd);
 	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *log = NULL, *only = NULL;
+	char tmpl[] = "/tmp/skrbench.XXXXXX";
+	double t_start;
+	int r;
+
+	if (argc == 4 && strcmp(argv[1], "--probe-katapult") == 0)
+		return probe_katapult(argv[2], (unsigned)strtoul(argv[3], NULL, 10));
+	if (private_netns())
+		drop_stagger_ms = 0;
+	sim_init(argc, argv);
+	r = parse_args(argc, argv, &log, &only);
+	if (r >= 0)
+		return r;
+	table = stdout;
+	/* the programs under test talk a lot: their output goes to the log */
+	if (log && !freopen(log, "w", stderr)) {
+		fprintf(stdout, "skrbench: cannot write %s\n", log);
+		return 1;
+	}
+	O.tmp = mkdtemp(tmpl);
+	if (!O.tmp)
+		return 1;
+	results = json_object_new_object();
+	t_start = now_ms();
+	fprintf(table,
+		"skrflash benchmarks%s: medians of %u runs, ratios from side-by-side "
+		"pairs\n",
+		O.quick ? " (quick smoke run: tiny images, device time zero)" : "", O.reps);
+	run_sections(only);
+	return write_results(t_start);
 }

@@ -69,93 +69,138 @@ get_bool(json_object *o, const char *key, bool *ret, const char **ret_error)
 	return 0;
 }
 
+/* One JSON object, strict: only UTF-8 strings (they come back in answers and logs), no
+ * trailing garbage after the object. NULL on any error. */
+static json_object *
+parse_object(const char *line, size_t len)
+{
+	struct json_tokener *tok = json_tokener_new_ex(16);
+	json_object *o;
+
+	if (!tok)
+		return NULL;
+	json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8);
+	o = json_tokener_parse_ex(tok, line, (int)len);
+	if (o &&
+	    (json_tokener_get_error(tok) != json_tokener_success ||
+	     json_tokener_get_parse_end(tok) != len || !json_object_is_type(o, json_type_object))) {
+		json_object_put(o);
+		o = NULL;
+	}
+	json_tokener_free(tok);
+	return o;
+}
+
+static bool
+known_keys(json_object *o)
+{
+	static const char *const keys[] = {"command", "board",	"limit", "all", "force",  "dry_run",
+					   "profile", "device", "file",	 "sha", "restore"};
+
+	json_object_object_foreach(o, key, val) {
+		bool known = false;
+
+		(void)val;
+		for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]) && !known; i++)
+			known = strcmp(key, keys[i]) == 0;
+		if (!known)
+			return false;
+	}
+	return true;
+}
+
+static int
+parse_command(json_object *o, struct control_request *req, const char **ret_error)
+{
+	json_object *v;
+	const char *name;
+
+	if (!json_object_object_get_ex(o, "command", &v) ||
+	    !json_object_is_type(v, json_type_string)) {
+		*ret_error = "request has no \"command\" string";
+		return -EINVAL;
+	}
+	name = json_object_get_string(v);
+	req->command = _CONTROL_COMMAND_MAX;
+	for (int i = 0; i < _CONTROL_COMMAND_MAX; i++)
+		if (strcmp(name, command_names[i]) == 0)
+			req->command = (enum control_command)i;
+	if (req->command == _CONTROL_COMMAND_MAX) {
+		*ret_error = "unknown command";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int
+parse_limit(json_object *o, struct control_request *req, const char **ret_error)
+{
+	json_object *v;
+	int64_t l;
+
+	if (!json_object_object_get_ex(o, "limit", &v))
+		return 0;
+	if (!json_object_is_type(v, json_type_int)) {
+		*ret_error = "\"limit\" must be an integer";
+		return -EINVAL;
+	}
+	l = json_object_get_int64(v);
+	if (l < 1 || l > 10000) {
+		*ret_error = "\"limit\" must be 1..10000";
+		return -EINVAL;
+	}
+	req->limit = (unsigned)l;
+	return 0;
+}
+
+/* The members after "command": each checked for its type, the required ones for presence. */
+static int
+parse_members(json_object *o, struct control_request *req, const char **ret_error)
+{
+	if (get_string(o, "board", req->board, sizeof(req->board),
+		       req->command == CONTROL_FLASH || req->command == CONTROL_RETRY,
+		       ret_error) < 0 ||
+	    parse_limit(o, req, ret_error) < 0 ||
+	    get_string(o, "profile", req->profile, sizeof(req->profile),
+		       req->command == CONTROL_PROFILE, ret_error) < 0 ||
+	    get_bool(o, "all", &req->all, ret_error) < 0 ||
+	    get_bool(o, "force", &req->force, ret_error) < 0 ||
+	    get_bool(o, "dry_run", &req->dry_run, ret_error) < 0 ||
+	    get_string(o, "device", req->device, sizeof(req->device), false, ret_error) < 0 ||
+	    get_string(o, "file", req->file, sizeof(req->file), false, ret_error) < 0 ||
+	    get_string(o, "sha", req->sha, sizeof(req->sha), false, ret_error) < 0 ||
+	    get_bool(o, "restore", &req->restore, ret_error) < 0)
+		return -EINVAL;
+	if (req->command == CONTROL_RESCUE && !req->restore && !req->file[0]) {
+		*ret_error = "rescue needs a \"file\" (or \"restore\": true)";
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int
 control_parse_request(const char *line, size_t len, struct control_request *ret,
 		      const char **ret_error)
 {
 	struct control_request req;
-	struct json_tokener *tok;
-	json_object *o = NULL, *v;
-	const char *name;
+	json_object *o;
 	int r = -EINVAL;
 
 	memset(&req, 0, sizeof(req));
 	*ret_error = "request is not a JSON object";
 	if (len == 0 || len > CONTROL_MAX_LINE || memchr(line, 0, len))
 		return -EINVAL;
-	tok = json_tokener_new_ex(16);
-	if (!tok)
-		return -ENOMEM;
-	/* strings come back in answers and logs: only UTF-8 */
-	json_tokener_set_flags(tok, JSON_TOKENER_VALIDATE_UTF8);
-	o = json_tokener_parse_ex(tok, line, (int)len);
-	/* trailing garbage after the object is an error too */
-	if (!o || json_tokener_get_error(tok) != json_tokener_success ||
-	    json_tokener_get_parse_end(tok) != len || !json_object_is_type(o, json_type_object))
-		goto out;
-	json_object_object_foreach(o, key, val) {
-		(void)val;
-		if (strcmp(key, "command") != 0 && strcmp(key, "board") != 0 &&
-		    strcmp(key, "limit") != 0 && strcmp(key, "all") != 0 &&
-		    strcmp(key, "force") != 0 && strcmp(key, "dry_run") != 0 &&
-		    strcmp(key, "profile") != 0 && strcmp(key, "device") != 0 &&
-		    strcmp(key, "file") != 0 && strcmp(key, "sha") != 0 &&
-		    strcmp(key, "restore") != 0) {
-			*ret_error = "unknown key in request";
-			goto out;
-		}
+	o = parse_object(line, len);
+	if (!o)
+		return -EINVAL;
+	if (!known_keys(o))
+		*ret_error = "unknown key in request";
+	else if (parse_command(o, &req, ret_error) == 0 && parse_members(o, &req, ret_error) == 0) {
+		*ret = req;
+		*ret_error = NULL;
+		r = 0;
 	}
-	if (!json_object_object_get_ex(o, "command", &v) ||
-	    !json_object_is_type(v, json_type_string)) {
-		*ret_error = "request has no \"command\" string";
-		goto out;
-	}
-	name = json_object_get_string(v);
-	req.command = _CONTROL_COMMAND_MAX;
-	for (int i = 0; i < _CONTROL_COMMAND_MAX; i++)
-		if (strcmp(name, command_names[i]) == 0)
-			req.command = (enum control_command)i;
-	if (req.command == _CONTROL_COMMAND_MAX) {
-		*ret_error = "unknown command";
-		goto out;
-	}
-	if (get_string(o, "board", req.board, sizeof(req.board),
-		       req.command == CONTROL_FLASH || req.command == CONTROL_RETRY, ret_error) < 0)
-		goto out;
-	if (json_object_object_get_ex(o, "limit", &v)) {
-		int64_t l;
-
-		if (!json_object_is_type(v, json_type_int)) {
-			*ret_error = "\"limit\" must be an integer";
-			goto out;
-		}
-		l = json_object_get_int64(v);
-		if (l < 1 || l > 10000) {
-			*ret_error = "\"limit\" must be 1..10000";
-			goto out;
-		}
-		req.limit = (unsigned)l;
-	}
-	if (get_string(o, "profile", req.profile, sizeof(req.profile),
-		       req.command == CONTROL_PROFILE, ret_error) < 0 ||
-	    get_bool(o, "all", &req.all, ret_error) < 0 ||
-	    get_bool(o, "force", &req.force, ret_error) < 0 ||
-	    get_bool(o, "dry_run", &req.dry_run, ret_error) < 0 ||
-	    get_string(o, "device", req.device, sizeof(req.device), false, ret_error) < 0 ||
-	    get_string(o, "file", req.file, sizeof(req.file), false, ret_error) < 0 ||
-	    get_string(o, "sha", req.sha, sizeof(req.sha), false, ret_error) < 0 ||
-	    get_bool(o, "restore", &req.restore, ret_error) < 0)
-		goto out;
-	if (req.command == CONTROL_RESCUE && !req.restore && !req.file[0]) {
-		*ret_error = "rescue needs a \"file\" (or \"restore\": true)";
-		goto out;
-	}
-	*ret = req;
-	*ret_error = NULL;
-	r = 0;
-out:
 	json_object_put(o);
-	json_tokener_free(tok);
 	return r;
 }
 
