@@ -669,9 +669,11 @@ on_reconnected(sd_event_source *s, const siginfo_t *si, void *userdata)
 	p->out_fd = close_fd(p->out_fd);
 	if (o->done)
 		o->done(o->userdata, p->usb_port);
+	/* the record goes before the line that says so: whoever reads the journal finds the
+	 * state it describes */
 	if (si->si_code == CLD_EXITED && si->si_status == 0) {
-		log_notice("%s", msg);
 		(void)unlink(path);
+		log_notice("%s", msg);
 		pending_drop(o, p);
 	} else if (++p->attempts < RETRIES_MAX) {
 		log_warn("%s; trying again in %llu s",
@@ -680,10 +682,10 @@ on_reconnected(sd_event_source *s, const siginfo_t *si, void *userdata)
 					       on_retry, p) < 0)
 			pending_drop(o, p);
 	} else {
+		(void)unlink(path);
 		log_error("%s; gave up after %u attempts: connect the printer in OctoPrint "
 			  "(Connection panel)",
 			  msg[0] ? msg : "reconnecting OctoPrint failed", p->attempts);
-		(void)unlink(path);
 		pending_drop(o, p);
 	}
 	free(path);
@@ -754,11 +756,11 @@ try_reconnect(struct octoprint *o, struct pending *p)
 	if (r == -ENOENT) {
 		pending_drop(o, p);
 	} else if (r < 0) {
+		(void)unlink(path);
 		log_warn_errno(r,
 			       "cannot read %s, the OctoPrint connection a job released; "
 			       "removing it: connect the printer in OctoPrint by hand",
 			       path);
-		(void)unlink(path);
 		pending_drop(o, p);
 	} else {
 		start_reconnect(o, p, &rec);
