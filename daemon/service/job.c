@@ -125,7 +125,8 @@ struct job {
 	bool sd_need_gone;  /* a reset was sent: the app seen before it leaves is the old one */
 	unsigned sd_asked;  /* confirm workers that ended without an answer */
 	char note[256];	    /* a warning for the final message, "" if none */
-	bool result_reset;  /* the worker restarted the board on purpose */
+	bool result_reset;  /* the worker restarted the board on purpose (a rescue: it pulsed
+			     * RESET; else the user was asked to) */
 
 	/* the running child: gate check or worker */
 	enum child_kind child;
@@ -161,7 +162,6 @@ struct job {
 	 * on USB) */
 	bool rescue;
 	bool old_partial; /* the LPC ROM showed its own vectors for flash 0-63 */
-	bool reset_done;  /* the worker pulsed RESET; else the user was asked to */
 };
 
 struct job_table {
@@ -662,7 +662,6 @@ child_line(struct job *j, const char *line)
 	} else if (strcmp(type, "result") == 0) {
 		j->result_ok = json_object_get_boolean(json_object_object_get(o, "ok"));
 		j->old_partial = json_object_get_boolean(json_object_object_get(o, "old_partial"));
-		j->reset_done = json_object_get_boolean(json_object_object_get(o, "reset"));
 		j->result_gone = json_object_get_boolean(json_object_object_get(o, "gone"));
 		if (json_object_object_get_ex(o, "bytes", &v) && json_object_get_int64(v) > 0)
 			j->bytes = (uint64_t)json_object_get_int64(v);
@@ -3166,8 +3165,8 @@ on_rescue_timeout(struct job *j)
 		 "bootloader written over %s and verified, but %s did not come back on USB port "
 		 "%s: %s; check the USB cable, then `skrflashctl boards`",
 		 j->rplan->tty, name_of(j), j->port,
-		 j->reset_done ? "it was reset through its RESET line"
-			       : "was RESET pressed (and the boot jumper removed)?");
+		 j->result_reset ? "it was reset through its RESET line"
+				 : "was RESET pressed (and the boot jumper removed)?");
 }
 
 static bool
@@ -3200,7 +3199,7 @@ rescue_child_done(struct job *j, int status)
 		return;
 	}
 	set_step(j, STEP_BOOT_CHECK);
-	arm_timer(j, j->reset_done ? j->t->cfg->boot_timeout_ms : RESCUE_BY_HAND_MS,
+	arm_timer(j, j->result_reset ? j->t->cfg->boot_timeout_ms : RESCUE_BY_HAND_MS,
 		  on_rescue_timeout);
 	b = boards_find_port(j->t->boards, j->port);
 	if (b && j->saw_gone && rescue_mode_ok(j, b))

@@ -16,7 +16,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,37 +40,6 @@ static const char profiles[] =
     "  { name = \"octopus\"; match = { board = \"octopus-f446\"; port = \"7-4\"; };\n"
     "    methods = [\"sd\"]; auto_flash = [\"queue\"]; }";
 
-/* A shell command on plain files, without the testbed's preload: its exit status. */
-static int __attribute__((format(printf, 1, 2))) sh(const char *fmt, ...)
-{
-	va_list ap;
-	char *cmd, *out = NULL;
-	int r;
-
-	va_start(ap, fmt);
-	if (vasprintf(&cmd, fmt, ap) < 0)
-		abort();
-	va_end(ap);
-	{
-		char *argv[] = {xstrdup("/usr/bin/env"),
-				xstrdup("-u"),
-				xstrdup("LD_PRELOAD"),
-				xstrdup("/bin/sh"),
-				xstrdup("-c"),
-				xstrdup(cmd),
-				NULL};
-
-		r = sim_run(eng_sim(), argv, 60000, &out);
-		for (int i = 0; argv[i]; i++)
-			free(argv[i]);
-	}
-	if (r != 0)
-		fprintf(stderr, "(exit %d) %s\n%s", r, cmd, out ? out : "");
-	free(out);
-	free(cmd);
-	return r;
-}
-
 /* The card after a job: a clean volume (fsck.fat exits 0 even for a long name whose
  * checksum is wrong, so its report is read too) whose root holds FIRMWARE.CUR alone, equal
  * to the image file. */
@@ -80,10 +48,11 @@ card_holds(struct sim_board *b, const char *image)
 {
 	const char *card = sim_board_sdcard_path(b);
 
-	return sh("fsck.fat -n %s >%s.fsck 2>&1 && ! grep -q -i -e wrong -e orphan %s.fsck && "
-		  "test \"$(mdir -b -i %s ::)\" = '::/FIRMWARE.CUR' && rm -f %s.cur && "
-		  "mcopy -n -i %s ::FIRMWARE.CUR %s.cur && cmp %s.cur %s",
-		  card, card, card, card, card, card, card, card, image);
+	return sim_sh(eng_sim(),
+		      "fsck.fat -n %s >%s.fsck 2>&1 && ! grep -q -i -e wrong -e orphan %s.fsck && "
+		      "test \"$(mdir -b -i %s ::)\" = '::/FIRMWARE.CUR' && rm -f %s.cur && "
+		      "mcopy -n -i %s ::FIRMWARE.CUR %s.cur && cmp %s.cur %s",
+		      card, card, card, card, card, card, card, card, image);
 }
 
 static void
@@ -201,9 +170,11 @@ test_rename_fails(struct sim_board *b)
 	CHECK(flash_equals(sim_board_flash(b), sim_board_app_start(b), m.bytes, m.len));
 	CHECK_STREQ(sim_board_app_version(b), "v-norename");
 	CHECK_EQ_INT(flashes(b), before + 1);
-	CHECK_EQ_INT(sh("! mdir -i %s ::firmware.bin >/dev/null 2>&1 && fsck.fat -n %s >/dev/null",
-			sim_board_sdcard_path(b), sim_board_sdcard_path(b)),
-		     0);
+	CHECK_EQ_INT(
+	    sim_sh(eng_sim(),
+		   "! mdir -i %s ::firmware.bin >/dev/null 2>&1 && fsck.fat -n %s >/dev/null",
+		   sim_board_sdcard_path(b), sim_board_sdcard_path(b)),
+	    0);
 	check_history("7-1", m.sha, "succeeded");
 	CHECK_EQ_INT(sim_proc_wait_notify(eng_daemon(), "0 jobs running", 10000), 0);
 	enums = sim_board_enumerations(b);
@@ -248,9 +219,11 @@ test_no_init(void)
 	}
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 5000), 0);
 	CHECK_STREQ(sim_board_app_version(b), "v0.12.0-sim");
-	CHECK_EQ_INT(sh("! mdir -i %s ::firmware.bin >/dev/null 2>&1 && fsck.fat -n %s >/dev/null",
-			sim_board_sdcard_path(b), sim_board_sdcard_path(b)),
-		     0);
+	CHECK_EQ_INT(
+	    sim_sh(eng_sim(),
+		   "! mdir -i %s ::firmware.bin >/dev/null 2>&1 && fsck.fat -n %s >/dev/null",
+		   sim_board_sdcard_path(b), sim_board_sdcard_path(b)),
+	    0);
 	free(before);
 	img_free(&m);
 }
@@ -267,16 +240,17 @@ test_orphan(struct sim_board *b)
 
 	img_make(&old, b, "v-desktop", 24 * 1024);
 	img_make(&m, b, "v-after-orphan", 30 * 1024);
-	CHECK_EQ_INT(sh("mdel -i %s ::FIRMWARE.CUR && mcopy -i %s %s ::Firmware.bin",
-			sim_board_sdcard_path(b), sim_board_sdcard_path(b), old.path),
+	CHECK_EQ_INT(sim_sh(eng_sim(), "mdel -i %s ::FIRMWARE.CUR && mcopy -i %s %s ::Firmware.bin",
+			    sim_board_sdcard_path(b), sim_board_sdcard_path(b), old.path),
 		     0);
 	enums = sim_board_enumerations(b);
 	sim_board_reset(b);
 	CHECK_EQ_INT(sim_board_wait_enumerations(b, enums + 1, 10000), 0);
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 10000), 0);
 	CHECK_STREQ(sim_board_app_version(b), "v-desktop");
-	CHECK_EQ_INT(sh("fsck.fat -n %s | grep -q 'Wrong checksum for long file name'",
-			sim_board_sdcard_path(b)),
+	CHECK_EQ_INT(sim_sh(eng_sim(),
+			    "fsck.fat -n %s | grep -q 'Wrong checksum for long file name'",
+			    sim_board_sdcard_path(b)),
 		     0);
 	CHECK_EQ_INT(queue("turbo", &m), 0);
 	CHECK_EQ_INT(wait_flashed(b, &m, 30000), 0);
@@ -342,7 +316,8 @@ test_sdio(void)
 	CHECK_EQ_INT(eng_wait("power-cycle the board to finish", 30000), 0);
 	CHECK_EQ_INT(sim_proc_wait_notify(eng_daemon(), "0 jobs running", 10000), 0);
 	check_history("7-4", m.sha, "running");
-	CHECK_EQ_INT(sh("mdir -i %s ::firmware.bin >/dev/null", sim_board_sdcard_path(b)), 0);
+	CHECK_EQ_INT(
+	    sim_sh(eng_sim(), "mdir -i %s ::firmware.bin >/dev/null", sim_board_sdcard_path(b)), 0);
 	enums = sim_board_enumerations(b);
 	/* off past the leave grace: a person's power cycle, not a reset */
 	CHECK_EQ_INT(sim_board_power_off(b), 0);
@@ -442,7 +417,8 @@ test_rollback(void)
 	CHECK(path != NULL);
 	/* the operator: the file onto the card, the board powered up */
 	if (path)
-		CHECK_EQ_INT(sh("mcopy -o -i %s %s ::firmware.bin", sim_board_sdcard_path(b), path),
+		CHECK_EQ_INT(sim_sh(eng_sim(), "mcopy -o -i %s %s ::firmware.bin",
+				    sim_board_sdcard_path(b), path),
 			     0);
 	CHECK_EQ_INT(sim_board_power_on(b), 0);
 	needle = xasprintf("rolled back to the last known-good %.12s", good.sha);
@@ -570,7 +546,7 @@ test_worker_killed(struct sim_board *b)
 	CHECK_EQ_INT(sim_board_wait_mode(b, SIM_MODE_KLIPPER_APP, 10000), 0);
 	CHECK(strcmp(sim_board_app_version(b), "v-powerloss-2") == 0 ||
 	      strcmp(sim_board_app_version(b), "v-killed") == 0);
-	CHECK_EQ_INT(sh("fsck.fat -n %s >/dev/null", sim_board_sdcard_path(b)), 0);
+	CHECK_EQ_INT(sim_sh(eng_sim(), "fsck.fat -n %s >/dev/null", sim_board_sdcard_path(b)), 0);
 	/* the file is not lost: asking again flashes it */
 	CHECK_EQ_INT(eng_ctl(&out, "flash", "7-2", NULL), 0);
 	free(out);

@@ -551,25 +551,12 @@ format(struct sim *s, const char *img, const char *fs)
 			   : strcmp(fs, "fat16") == 0 ? "-F 16"
 			   : strcmp(fs, "fat32") == 0 ? "-F 32"
 						      : "";
-	char *cmd = strcmp(fs, "exfat") == 0
-			? xasprintf("exec >/dev/null; mkfs.exfat -L SD '%s'", img)
-			: xasprintf("exec >/dev/null; mkfs.fat %s -n SD '%s'", type, img);
-	char *argv[] = {xstrdup("/usr/bin/env"),
-			xstrdup("-u"),
-			xstrdup("LD_PRELOAD"),
-			xstrdup("/bin/sh"),
-			xstrdup("-c"),
-			cmd,
-			NULL};
-	char *out = NULL;
-	int r = sim_run(s, argv, 60000, &out);
+	int r = strcmp(fs, "exfat") == 0
+		    ? sim_sh(s, "exec >/dev/null; mkfs.exfat -L SD '%s'", img)
+		    : sim_sh(s, "exec >/dev/null; mkfs.fat %s -n SD '%s'", type, img);
 
 	if (r != 0)
-		fprintf(stderr, "sim: formatting %s as %s failed (%d): %s\n", img, fs, r,
-			out ? out : "");
-	for (int i = 0; argv[i]; i++)
-		free(argv[i]);
-	free(out);
+		fprintf(stderr, "sim: formatting %s as %s failed (%d)\n", img, fs, r);
 	return r == 0 ? 0 : -EIO;
 }
 

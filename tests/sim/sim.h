@@ -291,6 +291,9 @@ int sim_run(struct sim *s, char *const argv[], int timeout_ms, char **ret_out);
 /* sim_run with the command as its words, then NULL. */
 int sim_run_args(struct sim *s, int timeout_ms, char **ret_out, const char *first, ...)
     __attribute__((sentinel));
+/* A shell command on plain files (images, scratch files), without the testbed's preload:
+ * its exit status; the command and its output go to stderr when it fails. */
+int sim_sh(struct sim *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* fsck.fat -n of the FAT volume at byte `offset` of `image`, copied out to the scratch file
  * `part` first (not by dd: under make asan the preload would carry ASan into dd too); what
  * fsck.fat reports goes to stderr when it is not clean. Its exit status (0 = clean), or

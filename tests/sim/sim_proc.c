@@ -443,6 +443,26 @@ sim_run_args(struct sim *s, int timeout_ms, char **ret_out, const char *first, .
 }
 
 int
+sim_sh(struct sim *s, const char *fmt, ...)
+{
+	va_list ap;
+	char *cmd, *out = NULL;
+	int r;
+
+	va_start(ap, fmt);
+	if (vasprintf(&cmd, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	r = sim_run_args(s, 60000, &out, "/usr/bin/env", "-u", "LD_PRELOAD", "/bin/sh", "-c", cmd,
+			 (char *)NULL);
+	if (r != 0)
+		fprintf(stderr, "(exit %d) %s\n%s", r, cmd, out ? out : "");
+	free(out);
+	free(cmd);
+	return r;
+}
+
+int
 sim_fsck_fat(struct sim *s, const char *image, size_t offset, const char *part)
 {
 	uint8_t *buf = NULL;

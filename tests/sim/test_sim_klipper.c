@@ -23,29 +23,6 @@
 
 static char tmpdir[] = "/tmp/skrsim-klipper-XXXXXX";
 
-static int
-run(struct sim *s, const char *cmd)
-{
-	/* the tools work on plain files: without the testbed's preload (nor ASan's) */
-	char *argv[] = {xstrdup("/usr/bin/env"),
-			xstrdup("-u"),
-			xstrdup("LD_PRELOAD"),
-			xstrdup("/bin/sh"),
-			xstrdup("-c"),
-			xstrdup(cmd),
-			NULL};
-	char *out = NULL;
-	int r = sim_run(s, argv, 60000, &out);
-
-	for (int i = 0; argv[i]; i++)
-		free(argv[i]);
-
-	if (r != 0)
-		fprintf(stderr, "command failed (%d): %s\n%s\n", r, cmd, out ? out : "");
-	free(out);
-	return r;
-}
-
 static char *
 path(const char *name)
 {
@@ -69,7 +46,7 @@ make_fat(struct sim *s, const char *img, unsigned kib, const char *fat, const ch
 	cmd = xasprintf("rm -f %s && mkfs.fat -C %s %s %u >/dev/null && mcopy -i %s %s ::%s", img,
 			fat, img, kib, img, src, name);
 	if (r == 0)
-		r = run(s, cmd);
+		r = sim_sh(s, "%s", cmd);
 	free(cmd);
 	free(src);
 	*ret_data = d;
@@ -224,7 +201,7 @@ test_write_fat_image(struct sim *s)
 	CHECK_EQ_INT(make_fat(s, src, 33 * 1024, "-F 32 -s 1", "FIRMWARE.BIN", flen, 99, &file), 0);
 	/* a blank (zeroed, sparse) card of the same size; mkfs.fat images are sparse too */
 	cmd = xasprintf("rm -f %s && truncate -s 33M %s", card, card);
-	CHECK_EQ_INT(run(s, cmd), 0);
+	CHECK_EQ_INT(sim_sh(s, "%s", cmd), 0);
 	free(cmd);
 	b = add_board(s, "skr-1.4-turbo", "1-2", NULL);
 	if (!b)
@@ -254,7 +231,7 @@ test_write_fat_image(struct sim *s)
 	cmd = xasprintf("fsck.fat -n %s && mdir -i %s ::FIRMWARE.BIN && rm -f %s && "
 			"mcopy -i %s ::FIRMWARE.BIN %s",
 			card, card, out, card, out);
-	CHECK_EQ_INT(run(s, cmd), 0);
+	CHECK_EQ_INT(sim_sh(s, "%s", cmd), 0);
 	free(cmd);
 	CHECK_EQ_INT(read_file(out, 1 << 20, &back, &blen), 0);
 	CHECK_EQ_INT(blen, flen);

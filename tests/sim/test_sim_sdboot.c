@@ -4,7 +4,6 @@
  * MBR, case-insensitive names, an old FIRMWARE.CUR, the failure modes) and on a board's
  * reset and power cycle (SPI and SDIO loaders, faults). */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,37 +21,6 @@
 
 static char tmpdir[] = "/tmp/skrsim-sdboot-XXXXXX";
 static struct sim *sim;
-
-/* A shell command on plain files, without the testbed's preload; its exit status. */
-static int __attribute__((format(printf, 1, 2))) sh(const char *fmt, ...)
-{
-	va_list ap;
-	char *cmd, *out = NULL;
-	int r;
-
-	va_start(ap, fmt);
-	if (vasprintf(&cmd, fmt, ap) < 0)
-		abort();
-	va_end(ap);
-	{
-		char *argv[] = {xstrdup("/usr/bin/env"),
-				xstrdup("-u"),
-				xstrdup("LD_PRELOAD"),
-				xstrdup("/bin/sh"),
-				xstrdup("-c"),
-				xstrdup(cmd),
-				NULL};
-
-		r = sim_run(sim, argv, 60000, &out);
-		for (int i = 0; argv[i]; i++)
-			free(argv[i]);
-	}
-	if (r != 0)
-		fprintf(stderr, "(exit %d) %s\n%s", r, cmd, out ? out : "");
-	free(out);
-	free(cmd);
-	return r;
-}
 
 static char *
 tpath(const char *name)
@@ -160,18 +128,19 @@ test_types(void)
 		app = app_file(catalog_find("skr-pro"), "v-types", 20000 + 4096 * i, fw, &len);
 		if (cases[i].mbr)
 			CHECK_EQ_INT(
-			    sh("rm -f %s && truncate -s %uK %s && echo 'start=2048, type=c' | "
-			       "sfdisk -q %s && mkfs.fat %s --offset 2048 %s %u >/dev/null",
-			       img, cases[i].kib + 1024, img, img, cases[i].mkfs, img,
-			       cases[i].kib),
+			    sim_sh(sim,
+				   "rm -f %s && truncate -s %uK %s && echo 'start=2048, type=c' | "
+				   "sfdisk -q %s && mkfs.fat %s --offset 2048 %s %u >/dev/null",
+				   img, cases[i].kib + 1024, img, img, cases[i].mkfs, img,
+				   cases[i].kib),
 			    0);
 		else
-			CHECK_EQ_INT(sh("rm -f %s && mkfs.fat %s -C %s %u >/dev/null", img,
-					cases[i].mkfs, img, cases[i].kib),
+			CHECK_EQ_INT(sim_sh(sim, "rm -f %s && mkfs.fat %s -C %s %u >/dev/null", img,
+					    cases[i].mkfs, img, cases[i].kib),
 				     0);
 		/* an old FIRMWARE.CUR that the loader must replace */
-		CHECK_EQ_INT(sh("mcopy -i %s%s %s ::FIRMWARE.CUR && mcopy -i %s%s %s ::%s", img, mt,
-				fw, img, mt, fw, cases[i].name),
+		CHECK_EQ_INT(sim_sh(sim, "mcopy -i %s%s %s ::FIRMWARE.CUR && mcopy -i %s%s %s ::%s",
+				    img, mt, fw, img, mt, fw, cases[i].name),
 			     0);
 		rig_open(&r, "skr-pro", img);
 		res = rig_run(&r, false, 0);
@@ -185,11 +154,13 @@ test_types(void)
 		rig_close(&r);
 		/* fsck.fat checks the partition cut out of the card */
 		CHECK_EQ_INT(
-		    sh("dd if=%s of=%s.part bs=1M skip=%d status=none && fsck.fat -n "
-		       "%s.part >/dev/null && test \"$(mdir -b -i %s%s ::)\" = "
-		       "'::/FIRMWARE.CUR' && rm -f %s && mcopy -i %s%s ::FIRMWARE.CUR %s && "
-		       "cmp %s %s",
-		       img, img, cases[i].mbr ? 1 : 0, img, img, mt, out, img, mt, out, out, fw),
+		    sim_sh(sim,
+			   "dd if=%s of=%s.part bs=1M skip=%d status=none && fsck.fat -n "
+			   "%s.part >/dev/null && test \"$(mdir -b -i %s%s ::)\" = "
+			   "'::/FIRMWARE.CUR' && rm -f %s && mcopy -i %s%s ::FIRMWARE.CUR %s && "
+			   "cmp %s %s",
+			   img, img, cases[i].mbr ? 1 : 0, img, img, mt, out, img, mt, out, out,
+			   fw),
 		    0);
 		free(app);
 	}
@@ -213,13 +184,14 @@ failure_no_fs(const struct fw_case *c)
 	const char *img = c->img;
 	struct rig r;
 
-	CHECK_EQ_INT(
-	    sh("rm -f %s && truncate -s 64M %s && mkfs.exfat %s >/dev/null", img, img, img), 0);
+	CHECK_EQ_INT(sim_sh(sim, "rm -f %s && truncate -s 64M %s && mkfs.exfat %s >/dev/null", img,
+			    img, img),
+		     0);
 	rig_open(&r, "skr-1.4-turbo", img);
 	CHECK_EQ_INT(rig_run(&r, false, 0).outcome, SDBOOT_NO_FS);
 	CHECK(flash_is_erased(r.flash, c->m->app_start, 4096));
 	rig_close(&r);
-	CHECK_EQ_INT(sh("rm -f %s && truncate -s 8M %s", img, img), 0);
+	CHECK_EQ_INT(sim_sh(sim, "rm -f %s && truncate -s 8M %s", img, img), 0);
 	rig_open(&r, "skr-1.4-turbo", img);
 	CHECK_EQ_INT(rig_run(&r, false, 0).outcome, SDBOOT_NO_FS);
 	rig_close(&r);
@@ -233,9 +205,10 @@ failure_rename(const struct fw_case *c)
 	struct sdboot_result res;
 	struct rig r;
 
-	CHECK_EQ_INT(sh("rm -f %s && mkfs.fat -C %s 8192 >/dev/null && mcopy -i %s %s "
-			"::firmware.bin",
-			img, img, img, c->fw),
+	CHECK_EQ_INT(sim_sh(sim,
+			    "rm -f %s && mkfs.fat -C %s 8192 >/dev/null && mcopy -i %s %s "
+			    "::firmware.bin",
+			    img, img, img, c->fw),
 		     0);
 	rig_open(&r, "skr-1.4-turbo", img);
 	for (int i = 0; i < 3; i++) {
@@ -245,9 +218,10 @@ failure_rename(const struct fw_case *c)
 	}
 	CHECK(flash_equals(r.flash, c->m->app_start, c->v1, c->len));
 	rig_close(&r);
-	CHECK_EQ_INT(sh("mdir -i %s ::firmware.bin >/dev/null && ! mdir -i %s ::FIRMWARE.CUR "
-			">/dev/null 2>&1",
-			img, img),
+	CHECK_EQ_INT(sim_sh(sim,
+			    "mdir -i %s ::firmware.bin >/dev/null && ! mdir -i %s ::FIRMWARE.CUR "
+			    ">/dev/null 2>&1",
+			    img, img),
 		     0);
 }
 
@@ -281,9 +255,10 @@ failure_orphan_name(const struct fw_case *c)
 	struct sdboot_result res;
 	struct rig r;
 
-	CHECK_EQ_INT(sh("rm -f %s && mkfs.fat -C %s 8192 >/dev/null && mcopy -i %s %s "
-			"::Firmware.bin && mcopy -i %s %s ::NEXT.BIN",
-			img, img, img, c->fw, img, c->fw2),
+	CHECK_EQ_INT(sim_sh(sim,
+			    "rm -f %s && mkfs.fat -C %s 8192 >/dev/null && mcopy -i %s %s "
+			    "::Firmware.bin && mcopy -i %s %s ::NEXT.BIN",
+			    img, img, img, c->fw, img, c->fw2),
 		     0);
 	rig_open(&r, "skr-1.4-turbo", img);
 	res = rig_run(&r, false, 0);
@@ -302,7 +277,8 @@ failure_orphan_name(const struct fw_case *c)
 	CHECK(flash_equals(r.flash, c->m->app_start, c->v1, c->len));
 	rig_close(&r);
 	/* fsck.fat reports the orphan but exits 0 and will not remove it */
-	CHECK_EQ_INT(sh("fsck.fat -n %s | grep -q 'Wrong checksum for long file name'", img), 0);
+	CHECK_EQ_INT(
+	    sim_sh(sim, "fsck.fat -n %s | grep -q 'Wrong checksum for long file name'", img), 0);
 	/* without the orphan (its slot deleted) the new file is found */
 	CHECK_EQ_INT(patch_file(img,
 				"\x41"
@@ -315,9 +291,10 @@ failure_orphan_name(const struct fw_case *c)
 	CHECK_EQ_INT(res.outcome, SDBOOT_FLASHED);
 	CHECK(flash_equals(r.flash, c->m->app_start, c->v2, c->len2));
 	rig_close(&r);
-	CHECK_EQ_INT(sh("fsck.fat -n %s >%s.fsck && ! grep -q Wrong %s.fsck && "
-			"test \"$(mdir -b -i %s ::)\" = '::/FIRMWARE.CUR'",
-			img, img, img, img),
+	CHECK_EQ_INT(sim_sh(sim,
+			    "fsck.fat -n %s >%s.fsck && ! grep -q Wrong %s.fsck && "
+			    "test \"$(mdir -b -i %s ::)\" = '::/FIRMWARE.CUR'",
+			    img, img, img, img),
 		     0);
 }
 
@@ -409,7 +386,8 @@ boards_lpc(struct sim_board *lpc)
 	CHECK_EQ_INT(sim_board_wait_mode(lpc, SIM_MODE_KLIPPER_APP, 5000), 0);
 	CHECK_EQ_INT(sim_board_new_sdcard(lpc, 64ull << 20, "fat"), 0);
 	CHECK(sim_board_sdcard_path(lpc) != NULL);
-	CHECK_EQ_INT(sh("mcopy -i %s %s ::firmware.bin", sim_board_sdcard_path(lpc), fw), 0);
+	CHECK_EQ_INT(sim_sh(sim, "mcopy -i %s %s ::firmware.bin", sim_board_sdcard_path(lpc), fw),
+		     0);
 	CHECK_EQ_INT(reset_and_wait(lpc), 0);
 	CHECK(version_is(lpc, "v-new1"));
 	CHECK(flash_equals(sim_board_flash(lpc), sim_board_app_start(lpc), v1, len));
@@ -417,12 +395,14 @@ boards_lpc(struct sim_board *lpc)
 	CHECK_EQ_INT(st.flashes, 1);
 	CHECK_EQ_INT(st.renames, 1);
 	CHECK_EQ_INT(st.last_len, len);
-	CHECK_EQ_INT(sh("fsck.fat -n %s >/dev/null && mdir -i %s ::FIRMWARE.CUR >/dev/null",
-			sim_board_sdcard_path(lpc), sim_board_sdcard_path(lpc)),
+	CHECK_EQ_INT(sim_sh(sim,
+			    "fsck.fat -n %s >/dev/null && mdir -i %s ::FIRMWARE.CUR >/dev/null",
+			    sim_board_sdcard_path(lpc), sim_board_sdcard_path(lpc)),
 		     0);
 
 	/* the card does not initialise for the loader: the old app boots */
-	CHECK_EQ_INT(sh("mcopy -i %s %s ::firmware.bin", sim_board_sdcard_path(lpc), fw2), 0);
+	CHECK_EQ_INT(sim_sh(sim, "mcopy -i %s %s ::firmware.bin", sim_board_sdcard_path(lpc), fw2),
+		     0);
 	f.kind = SIM_FAULT_SD_NO_INIT;
 	f.count = 1;
 	sim_board_set_fault(lpc, &f);
@@ -445,7 +425,8 @@ boards_lpc(struct sim_board *lpc)
 	CHECK(flash_equals(sim_board_flash(lpc), sim_board_app_start(lpc), v2, len2));
 
 	/* the rename fails: each reset programs again */
-	CHECK_EQ_INT(sh("mcopy -i %s %s ::firmware.bin", sim_board_sdcard_path(lpc), fw), 0);
+	CHECK_EQ_INT(sim_sh(sim, "mcopy -i %s %s ::firmware.bin", sim_board_sdcard_path(lpc), fw),
+		     0);
 	f.kind = SIM_FAULT_SD_RENAME_FAIL;
 	sim_board_set_fault(lpc, &f);
 	CHECK_EQ_INT(reset_and_wait(lpc), 0);
@@ -475,7 +456,8 @@ boards_sdio(struct sim_board *oct)
 
 	CHECK_EQ_INT(sim_board_wait_mode(oct, SIM_MODE_KLIPPER_APP, 5000), 0);
 	CHECK_EQ_INT(sim_board_new_sdcard(oct, 64ull << 20, "fat32"), 0);
-	CHECK_EQ_INT(sh("mcopy -i %s %s ::firmware.bin", sim_board_sdcard_path(oct), fw3), 0);
+	CHECK_EQ_INT(sim_sh(sim, "mcopy -i %s %s ::firmware.bin", sim_board_sdcard_path(oct), fw3),
+		     0);
 	CHECK_EQ_INT(use_card_over_spi(oct), 0);
 	CHECK(sim_board_sdcard_spi_mode(oct));
 	CHECK_EQ_INT(reset_and_wait(oct), 0);
@@ -488,8 +470,9 @@ boards_sdio(struct sim_board *oct)
 	CHECK_EQ_INT(sim_board_wait_mode(oct, SIM_MODE_KLIPPER_APP, 10000), 0);
 	CHECK(version_is(oct, "v-oct"));
 	CHECK(flash_equals(sim_board_flash(oct), sim_board_app_start(oct), v3, len3));
-	CHECK_EQ_INT(sh("fsck.fat -n %s >/dev/null && mdir -i %s ::FIRMWARE.CUR >/dev/null",
-			sim_board_sdcard_path(oct), sim_board_sdcard_path(oct)),
+	CHECK_EQ_INT(sim_sh(sim,
+			    "fsck.fat -n %s >/dev/null && mdir -i %s ::FIRMWARE.CUR >/dev/null",
+			    sim_board_sdcard_path(oct), sim_board_sdcard_path(oct)),
 		     0);
 	free(v3);
 	free(fw3);
